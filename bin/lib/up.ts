@@ -1,0 +1,188 @@
+import { type ChildProcess, spawn } from 'node:child_process'
+import { createWriteStream } from 'node:fs'
+import { mkdir, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import createTestnet, { type Testnet } from 'hyperdht/testnet.js'
+import { MeshClient } from '../../workers/client.worker.js'
+import { GatewayWorker } from '../../workers/gateway.worker.js'
+import { gatewayConfigSchema, parseConfig } from '../../workers/lib/config.js'
+import { MeshError } from '../../workers/lib/errors.js'
+import { runChat } from './chat.js'
+import { MESH_FILE, waitForSignal, writeMeshFile } from './common.js'
+
+const BOOTSTRAP_NODES = 3
+const PROCESSOR_START_TIMEOUT_MS = 120_000
+const CHILD_STOP_TIMEOUT_MS = 10_000
+
+export interface UpOptions {
+  dataDir: string
+  processors: number
+  chat: boolean
+  mesh: string
+  bootstrapPort: number
+  logLevel: string
+  model?: string
+}
+
+interface ProcessorChild {
+  index: number
+  child: ChildProcess
+  ready: Promise<{ publicKey: string; backend: string }>
+}
+
+const LLM_MESH_BIN = fileURLToPath(new URL('../llm-mesh.js', import.meta.url))
+
+/** Starts processor `index` as a child that exits when we disconnect from it. */
+function startProcessor(index: number, opts: UpOptions, bootstrap: string): ProcessorChild {
+  const log = createWriteStream(join(opts.dataDir, 'logs', `processor-${index}.log`), { flags: 'a' })
+  const child = spawn(
+    process.execPath,
+    [
+      LLM_MESH_BIN,
+      'processor',
+      '--store',
+      join(opts.dataDir, `processor-${index}`),
+      '--bootstrap',
+      bootstrap,
+      '--mesh',
+      opts.mesh,
+      '--models',
+      join(opts.dataDir, 'models'),
+      '--tiny-fallback',
+      '--log-level',
+      opts.logLevel,
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] },
+  )
+  child.stderr?.pipe(log)
+  const ready = new Promise<{ publicKey: string; backend: string }>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new MeshError('ERR_TIMEOUT', `processor-${index} did not start in time`)),
+      PROCESSOR_START_TIMEOUT_MS,
+    )
+    child.on('message', (msg: { type?: string; publicKey?: string; backend?: string }) => {
+      if (msg?.type !== 'ready') return
+      clearTimeout(timer)
+      resolve({ publicKey: msg.publicKey ?? '', backend: msg.backend ?? '' })
+    })
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer)
+      reject(
+        new MeshError(
+          'ERR_UNAVAILABLE',
+          `processor-${index} exited (${signal ?? code}); see ${join(opts.dataDir, 'logs', `processor-${index}.log`)}`,
+        ),
+      )
+    })
+  })
+  ready.catch(() => {})
+  return { index, child, ready }
+}
+
+async function stopChild(p: ProcessorChild): Promise<void> {
+  const { child } = p
+  if (child.exitCode !== null || child.signalCode !== null) return
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  child.kill('SIGTERM')
+  const timer = setTimeout(() => child.kill('SIGKILL'), CHILD_STOP_TIMEOUT_MS)
+  await exited
+  clearTimeout(timer)
+}
+
+/**
+ * `llm-mesh up`: a DHT bootstrap on 127.0.0.1, a gateway in this process,
+ * N processors as children, all state under the data folder; then the chat,
+ * or with --no-chat a `llm-mesh ready` line and a wait for SIGINT/SIGTERM.
+ */
+export async function up(opts: UpOptions): Promise<number> {
+  const { dataDir } = opts
+  await mkdir(join(dataDir, 'logs'), { recursive: true })
+  const say = (s: string) => process.stderr.write(`${s}\n`)
+
+  let testnet: Testnet | null = null
+  let gateway: GatewayWorker | null = null
+  let client: MeshClient | null = null
+  const children: ProcessorChild[] = []
+  let stopping: Promise<void> | null = null
+  const stop = () => {
+    stopping ??= (async () => {
+      await client?.close().catch(() => {})
+      await Promise.all(children.map(stopChild))
+      await gateway?.close().catch(() => {})
+      await testnet?.destroy().catch(() => {})
+      await rm(join(dataDir, MESH_FILE), { force: true })
+    })()
+    return stopping
+  }
+  // Our own SIGTERM and a closed terminal still tear the tree down.
+  const onTerm = () => void stop().then(() => process.exit(0))
+  process.once('SIGTERM', onTerm)
+  process.once('SIGHUP', onTerm)
+
+  try {
+    testnet = await createTestnet(BOOTSTRAP_NODES, { host: '127.0.0.1', port: opts.bootstrapPort })
+    const bootstrap = testnet.bootstrap.map((b) => `${b.host}:${b.port}`)
+    say(`DHT bootstrap on ${bootstrap.join(', ')}`)
+
+    const gatewayConfig = parseConfig(gatewayConfigSchema, {
+      mesh: opts.mesh,
+      bootstrap,
+      store: join(dataDir, 'gateway'),
+      log: { level: opts.logLevel },
+    })
+    gateway = new GatewayWorker(gatewayConfig, {
+      logDestination: createWriteStream(join(dataDir, 'logs', 'gateway.log'), { flags: 'a' }),
+    })
+    await gateway.ready()
+    const gatewayKey = gateway.publicKey.toString('hex')
+
+    for (let i = 0; i < opts.processors; i++) children.push(startProcessor(i, opts, bootstrap.join(',')))
+    const started = await Promise.all(children.map((c) => c.ready))
+    const wanted = new Set(started.map((s) => s.publicKey))
+    const deadline = Date.now() + PROCESSOR_START_TIMEOUT_MS
+    const router = gateway.router
+    while ([...wanted].some((k) => !router.list().some((p) => p.publicKey === k))) {
+      if (Date.now() > deadline)
+        throw new MeshError('ERR_TIMEOUT', 'the gateway did not see every processor in time')
+      await router.refresh()
+      await new Promise((r) => setTimeout(r, 100))
+    }
+    await writeMeshFile(dataDir, {
+      mesh: opts.mesh,
+      bootstrap,
+      gateway: gatewayKey,
+      pid: process.pid,
+      startedAt: new Date().toISOString(),
+    })
+    const backends = [...new Set(started.map((s) => s.backend))].join('; ')
+    const models = [...new Set(router.list().flatMap((p) => p.models))].join(', ')
+    say(`backend: ${backends}`)
+    process.stdout.write(
+      `llm-mesh ready: gateway ${gatewayKey.slice(0, 16)}… · ${opts.processors} processor(s) · models ${models} · bootstrap ${bootstrap[0]} · data ${dataDir}\n`,
+    )
+
+    if (!opts.chat) {
+      process.off('SIGTERM', onTerm)
+      await waitForSignal()
+      say('stopping…')
+      await stop()
+      return 0
+    }
+
+    client = new MeshClient({
+      config: { mesh: opts.mesh, bootstrap, gateway: gatewayKey, log: { level: 'warn' } },
+      logDestination: createWriteStream(join(dataDir, 'logs', 'chat.log'), { flags: 'a' }),
+    })
+    await client.ready()
+    await runChat({ client, ...(opts.model ? { model: opts.model } : {}) })
+    await stop()
+    return 0
+  } catch (err) {
+    await stop()
+    throw err
+  } finally {
+    process.off('SIGTERM', onTerm)
+    process.off('SIGHUP', onTerm)
+  }
+}

@@ -1,0 +1,312 @@
+#!/usr/bin/env node
+import { createWriteStream } from 'node:fs'
+import { join, resolve } from 'node:path'
+import createTestnet from 'hyperdht/testnet.js'
+import { TINY_MODEL_NAME, writeTinyModel } from '../facilities/backends/tiny-model.js'
+import { MeshClient } from '../workers/client.worker.js'
+import { GatewayWorker } from '../workers/gateway.worker.js'
+import {
+  type ConfigInput,
+  deepMerge,
+  gatewayConfigSchema,
+  loadConfig,
+  processorConfigSchema,
+} from '../workers/lib/config.js'
+import { MeshError } from '../workers/lib/errors.js'
+import { VERSION } from '../workers/lib/version.js'
+import { ProcessorWorker } from '../workers/processor.worker.js'
+import { runChat } from './lib/chat.js'
+import {
+  dataDir,
+  int,
+  parse,
+  readMeshFile,
+  str,
+  WORKER_FLAGS,
+  waitForSignal,
+  workerOverrides,
+} from './lib/common.js'
+import { up } from './lib/up.js'
+
+const HELP: Record<string, string> = {
+  main: `llm-mesh ${VERSION} — a peer-to-peer inference mesh
+
+Usage: llm-mesh <command> [options]
+
+Commands:
+  up          start a local mesh (DHT bootstrap, gateway, processors) and chat with it
+  chat        chat with a running mesh
+  status      processors of a running mesh
+  gateway     run a gateway worker
+  processor   run a processor worker next to your models
+  bootstrap   run a DHT bootstrap node
+  model tiny  write the tiny test model (a GGUF file that is not a real LLM)
+
+llm-mesh <command> --help shows a command's options.`,
+  up: `Usage: llm-mesh up [--data DIR] [--processors N] [--no-chat] [--model NAME]
+
+Starts a DHT bootstrap on 127.0.0.1, a gateway and N processors, all state in DIR,
+then an interactive chat. Backend: Ollama if it answers at OLLAMA_HOST, else the
+GGUF files in DIR/models, else the tiny test model written there on first run.
+
+  --data DIR          state folder (default ./.llm-mesh)
+  --processors N      processors to start (default 1)
+  --no-chat           no chat: print 'llm-mesh ready …' and serve until SIGINT/SIGTERM
+  --model NAME        model to chat with (default: the first one)
+  --mesh NAME         mesh name (default 'default')
+  --bootstrap-port P  port of the DHT bootstrap (default: any free port)
+  --log-level LEVEL   trace|debug|info|warn|error (logs go to DIR/logs/)`,
+  chat: `Usage: llm-mesh chat [--data DIR] [--bootstrap LIST] [--model NAME]
+
+Joins the mesh that 'llm-mesh up' runs from DIR (default ./.llm-mesh), or the one
+reached through --bootstrap host:port[,host:port] | public.`,
+  status: `Usage: llm-mesh status [--json] [--data DIR] [--bootstrap LIST]
+
+Shows the processors a gateway sees: key, backend, models, capacity and load.`,
+  gateway: `Usage: llm-mesh gateway [--config FILE] [--bootstrap LIST] [--store DIR] [--data DIR]
+
+Config: FILE (default config/gateway.json), then LLM_MESH_* variables, then flags.
+  --bootstrap LIST   host:port[,host:port] of DHT nodes, or 'public' (required somewhere)
+  --store DIR        this gateway's store (identity, and later its ledger)
+  --data DIR         join the mesh 'llm-mesh up' runs from DIR
+  --mesh NAME        mesh name (default 'default')
+  --log-level LEVEL`,
+  processor: `Usage: llm-mesh processor [--config FILE] [--bootstrap LIST] [--store DIR] [--models DIR]
+                          [--backend auto|llamacpp|ollama] [--ollama-host URL] [--parallel N]
+
+Config: FILE (default config/processor.json), then LLM_MESH_* / OLLAMA_HOST, then flags.
+  --bootstrap LIST   host:port[,host:port] of DHT nodes, or 'public' (required somewhere)
+  --store DIR        this processor's store (its identity survives restarts)
+  --models DIR       folder of .gguf files (default STORE/models)
+  --backend KIND     auto (default): Ollama if it answers, else llama.cpp
+  --ollama-host URL  default http://127.0.0.1:11434 (or OLLAMA_HOST)
+  --parallel N       generations at once (default 2)
+  --threads N        llama.cpp threads (default 1)
+  --tiny-fallback    write the tiny test model when no model is found
+  --data DIR         join the mesh 'llm-mesh up' runs from DIR
+  --mesh NAME, --log-level LEVEL`,
+  bootstrap: `Usage: llm-mesh bootstrap [--host 127.0.0.1] [--port 49737]
+
+Runs a small DHT bootstrap (3 nodes) for a private mesh; give its host:port to every
+worker as --bootstrap.`,
+  model: `Usage: llm-mesh model tiny <path.gguf> [--step N]
+
+Writes the tiny test model: a ~4 MB llama GGUF with hand-set weights, NOT a real LLM.
+Greedy output continues letters: 'abc' → 'defghijklmnopqrstuvwxyz'.`,
+}
+
+function help(cmd: string): number {
+  process.stdout.write(`${HELP[cmd] ?? HELP.main}\n`)
+  return 0
+}
+
+async function serveWorker(worker: GatewayWorker | ProcessorWorker): Promise<number> {
+  await worker.ready()
+  process.send?.({
+    type: 'ready',
+    publicKey: worker.publicKey.toString('hex'),
+    backend:
+      worker instanceof ProcessorWorker ? `${worker.backend.kind}: ${worker.backend.describe()}` : 'gateway',
+  })
+  process.stdout.write(`${worker.role} ready ${worker.publicKey.toString('hex')}\n`)
+  // Started by `up` with an IPC channel: when the parent goes, so do we.
+  const parentGone = new Promise<void>((r) => process.once('disconnect', () => r()))
+  await Promise.race([waitForSignal(), parentGone])
+  await worker.close()
+  return 0
+}
+
+async function commandGateway(args: string[]): Promise<number> {
+  const { values } = parse(args, { ...WORKER_FLAGS, store: { type: 'string' } })
+  if (values.help) return help('gateway')
+  const overrides: ConfigInput = workerOverrides(values)
+  const store = str(values.store)
+  if (store) overrides.store = resolve(store)
+  const config = loadConfig(gatewayConfigSchema, 'gateway', {
+    ...(str(values.config) ? { file: str(values.config) } : {}),
+    overrides,
+  })
+  return serveWorker(new GatewayWorker(config))
+}
+
+async function commandProcessor(args: string[]): Promise<number> {
+  const { values } = parse(args, {
+    ...WORKER_FLAGS,
+    store: { type: 'string' },
+    models: { type: 'string' },
+    backend: { type: 'string' },
+    'ollama-host': { type: 'string' },
+    parallel: { type: 'string' },
+    threads: { type: 'string' },
+    'tiny-fallback': { type: 'boolean' },
+  })
+  if (values.help) return help('processor')
+  const backend: ConfigInput = {}
+  if (str(values.models)) backend.modelsDir = resolve(str(values.models) as string)
+  if (str(values.backend)) backend.type = str(values.backend)
+  if (str(values['ollama-host'])) backend.ollamaHost = str(values['ollama-host'])
+  const parallel = int(values.parallel, 'parallel')
+  if (parallel) backend.maxParallel = parallel
+  const threads = int(values.threads, 'threads')
+  if (threads) backend.threads = threads
+  if (values['tiny-fallback']) backend.tinyModelFallback = true
+  const store = str(values.store)
+  const overrides = deepMerge(workerOverrides(values), store ? { store: resolve(store) } : {}, { backend })
+  const config = loadConfig(processorConfigSchema, 'processor', {
+    ...(str(values.config) ? { file: str(values.config) } : {}),
+    overrides,
+  })
+  return serveWorker(new ProcessorWorker(config))
+}
+
+/** A client for commands that talk to a running mesh (chat, status). */
+async function joinMesh(values: Record<string, string | boolean | undefined>): Promise<MeshClient> {
+  const config: ConfigInput = { log: { level: str(values['log-level']) ?? 'warn' } }
+  const bootstrap = str(values.bootstrap)
+  if (bootstrap) Object.assign(config, workerOverrides(values))
+  else {
+    const dir = dataDir(values)
+    const mesh = readMeshFile(dir)
+    if (!mesh) {
+      throw new MeshError(
+        'ERR_UNAVAILABLE',
+        `no mesh is running from ${dir} (start one with 'llm-mesh up --data ${dir}', or pass --bootstrap)`,
+      )
+    }
+    Object.assign(config, { bootstrap: mesh.bootstrap, mesh: mesh.mesh, gateway: mesh.gateway })
+  }
+  if (str(values.mesh)) config.mesh = str(values.mesh)
+  const dir = dataDir(values)
+  const client = new MeshClient({
+    config,
+    logDestination: readMeshFile(dir)
+      ? createWriteStream(join(dir, 'logs', 'chat.log'), { flags: 'a' })
+      : process.stderr,
+  })
+  await client.ready()
+  return client
+}
+
+async function commandChat(args: string[]): Promise<number> {
+  const { values } = parse(args, { ...WORKER_FLAGS, model: { type: 'string' } })
+  if (values.help) return help('chat')
+  const client = await joinMesh(values)
+  try {
+    await client.connectGateway()
+    const model = str(values.model)
+    await runChat({ client, ...(model ? { model } : {}) })
+  } finally {
+    await client.close()
+  }
+  return 0
+}
+
+async function commandStatus(args: string[]): Promise<number> {
+  const { values } = parse(args, { ...WORKER_FLAGS, json: { type: 'boolean' } })
+  if (values.help) return help('status')
+  const client = await joinMesh(values)
+  try {
+    const status = await client.status()
+    if (values.json) {
+      process.stdout.write(`${JSON.stringify(status, null, 2)}\n`)
+      return 0
+    }
+    process.stdout.write(`gateway ${status.publicKey}  mesh ${status.mesh}  v${status.version}\n`)
+    if (status.processors.length === 0) process.stdout.write('no processors\n')
+    for (const p of status.processors) {
+      process.stdout.write(
+        `processor ${p.publicKey}\n  backend ${p.backend}  load ${p.active}/${p.capacity}  in-flight ${p.inflight}  ${p.tokensPerSecond} tok/s\n  models ${p.models.join(', ')}\n`,
+      )
+    }
+  } finally {
+    await client.close()
+  }
+  return 0
+}
+
+async function commandBootstrap(args: string[]): Promise<number> {
+  const { values } = parse(args, {
+    host: { type: 'string' },
+    port: { type: 'string' },
+    help: { type: 'boolean' },
+  })
+  if (values.help) return help('bootstrap')
+  const host = str(values.host) ?? '127.0.0.1'
+  const port = int(values.port, 'port', 0) ?? 49737
+  const testnet = await createTestnet(3, { host, port })
+  process.stdout.write(`bootstrap ready ${testnet.bootstrap.map((b) => `${b.host}:${b.port}`).join(',')}\n`)
+  await waitForSignal()
+  await testnet.destroy()
+  return 0
+}
+
+async function commandModel(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, { step: { type: 'string' }, help: { type: 'boolean' } }, true)
+  if (values.help || positionals[0] !== 'tiny' || !positionals[1]) {
+    help('model')
+    return values.help ? 0 : 2
+  }
+  const path = resolve(positionals[1])
+  const step = int(values.step, 'step') ?? 1
+  await writeTinyModel(path, { step })
+  process.stdout.write(`wrote ${path} (${TINY_MODEL_NAME}: a test model, not a real LLM)\n`)
+  return 0
+}
+
+async function commandUp(args: string[]): Promise<number> {
+  const { values } = parse(args, {
+    data: { type: 'string' },
+    processors: { type: 'string' },
+    'no-chat': { type: 'boolean' },
+    model: { type: 'string' },
+    mesh: { type: 'string' },
+    'bootstrap-port': { type: 'string' },
+    'log-level': { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  })
+  if (values.help) return help('up')
+  const model = str(values.model)
+  return up({
+    dataDir: dataDir(values),
+    processors: int(values.processors, 'processors') ?? 1,
+    chat: !values['no-chat'],
+    mesh: str(values.mesh) ?? 'default',
+    bootstrapPort: int(values['bootstrap-port'], 'bootstrap-port', 0) ?? 0,
+    logLevel: str(values['log-level']) ?? 'info',
+    ...(model ? { model } : {}),
+  })
+}
+
+const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
+  up: commandUp,
+  chat: commandChat,
+  status: commandStatus,
+  gateway: commandGateway,
+  processor: commandProcessor,
+  bootstrap: commandBootstrap,
+  model: commandModel,
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv
+  if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') return help(rest[0] ?? 'main')
+  if (cmd === '--version' || cmd === '-v') {
+    process.stdout.write(`${VERSION}\n`)
+    return 0
+  }
+  const run = COMMANDS[cmd]
+  if (!run) {
+    process.stderr.write(`llm-mesh: unknown command '${cmd}'\n\n${HELP.main}\n`)
+    return 2
+  }
+  return run(rest)
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err) => {
+    const e = MeshError.from(err)
+    process.stderr.write(`llm-mesh: ${e.message}\n`)
+    process.exit(e.code === 'ERR_BAD_CONFIG' || e.code === 'ERR_BAD_REQUEST' ? 2 : 1)
+  },
+)

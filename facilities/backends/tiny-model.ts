@@ -1,0 +1,228 @@
+/**
+ * Generates a tiny llama GGUF whose greedy output is known in advance, so tests
+ * and first runs can exercise the whole llama.cpp path without real weights
+ * (none are available offline).
+ *
+ * The trick: attention and FFN weights are zero, so every layer adds nothing to
+ * the residual stream and the last hidden state is the last token's embedding.
+ * The model is then a bigram table written into the output matrix: token t
+ * predicts successor(t), e.g. 'a' → 'b' … 'z' → `</s>`.
+ */
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises'
+import { dirname } from 'node:path'
+import { encodeGguf, type GgufTensor, type GgufValue } from './gguf-writer.js'
+
+export const TINY_MODEL_NAME = 'llm-mesh-tiny-test'
+export const TINY_MODEL_DESCRIPTION = 'llm-mesh tiny test model (not a real LLM)'
+
+/** Renders every message's content; node-llama-cpp rejects templates that drop a role. */
+export const TINY_CHAT_TEMPLATE =
+  "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'assistant' %}" +
+  "{{ m['content'] + eos_token }}{% else %}{{ m['content'] }}{% endif %}{% endfor %}"
+
+const N_EMBD = 128
+const N_LAYER = 4
+const N_HEAD = 4
+const N_FF = 384
+const CONTEXT_LENGTH = 2048
+const RMS_EPS = 1e-5
+const SEED = 0x6c6c6d
+/**
+ * Logit of the intended next token. Random unit vectors in 127 dims have
+ * |dot| < ~0.35, so every other logit stays below ~14 and the gap (> 25) makes
+ * sampling at temperature 0.8 pick the intended token with p > 1 - 1e-10.
+ */
+const TARGET_LOGIT = 40
+/** Share of an end-of-chain token's embedding on the reserved EOS direction. */
+const EOS_DIRECTION_WEIGHT = 0.8
+
+const UNK = 0
+const BOS = 1
+const EOS = 2
+const FIRST_BYTE_TOKEN = 3
+const FIRST_CHAR_TOKEN = FIRST_BYTE_TOKEN + 256
+const FIRST_PRINTABLE = 0x20
+const LAST_PRINTABLE = 0x7e
+const N_VOCAB = FIRST_CHAR_TOKEN + (LAST_PRINTABLE - FIRST_PRINTABLE + 1)
+
+// llama.cpp token types
+const TOKEN_NORMAL = 1
+const TOKEN_UNKNOWN = 2
+const TOKEN_CONTROL = 3
+const TOKEN_BYTE = 6
+
+const CHAINS: ReadonlyArray<readonly [string, string]> = [
+  ['a', 'z'],
+  ['A', 'Z'],
+  ['0', '9'],
+]
+
+export interface TinyModelOptions {
+  /** How far each letter/digit jumps: 1 makes 'a' predict 'b', 2 makes it predict 'c'. Default 1. */
+  step?: number
+  /** general.name; defaults to a name saying this is a test model. */
+  name?: string
+}
+
+function charToken(ch: string): number {
+  return FIRST_CHAR_TOKEN + (ch.charCodeAt(0) - FIRST_PRINTABLE)
+}
+
+function vocabulary(): { tokens: string[]; types: number[]; scores: number[] } {
+  const tokens = ['<unk>', '<s>', '</s>']
+  const types = [TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_CONTROL]
+  for (let b = 0; b < 256; b++) {
+    tokens.push(`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`)
+    types.push(TOKEN_BYTE)
+  }
+  for (let c = FIRST_PRINTABLE; c <= LAST_PRINTABLE; c++) {
+    // SentencePiece spells a space as U+2581.
+    tokens.push(c === 0x20 ? '\u2581' : String.fromCharCode(c))
+    types.push(TOKEN_NORMAL)
+  }
+  return { tokens, types, scores: tokens.map(() => 0) }
+}
+
+/** successor[t] = the token t predicts. */
+function successors(step: number): Int32Array {
+  const next = new Int32Array(N_VOCAB).fill(EOS)
+  for (const [first, last] of CHAINS) {
+    const lo = first.charCodeAt(0)
+    const hi = last.charCodeAt(0)
+    for (let c = lo; c <= hi; c++) {
+      const to = c + step
+      if (to <= hi) next[charToken(String.fromCharCode(c))] = charToken(String.fromCharCode(to))
+    }
+  }
+  return next
+}
+
+/** mulberry32: tiny, seedable, same sequence everywhere. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+function buildTensors(step: number): GgufTensor[] {
+  const next = successors(step)
+  const rand = prng(SEED)
+
+  // Dimension 0 is reserved as the "end of chain" direction; the rest hold
+  // near-orthogonal random unit vectors that tell tokens apart.
+  const embd = new Float32Array(N_VOCAB * N_EMBD)
+  for (let t = 0; t < N_VOCAB; t++) {
+    const row = embd.subarray(t * N_EMBD, (t + 1) * N_EMBD)
+    let norm = 0
+    for (let i = 1; i < N_EMBD; i++) {
+      row[i] = rand() * 2 - 1
+      norm += row[i] * row[i]
+    }
+    const ends = next[t] === EOS
+    const scale = (ends ? Math.sqrt(1 - EOS_DIRECTION_WEIGHT ** 2) : 1) / Math.sqrt(norm)
+    for (let i = 1; i < N_EMBD; i++) row[i] *= scale
+    row[0] = ends ? EOS_DIRECTION_WEIGHT : 0
+  }
+
+  // The final RMS norm turns a unit vector into sqrt(N_EMBD) times itself.
+  const outScale = TARGET_LOGIT / Math.sqrt(N_EMBD)
+  const output = new Float32Array(N_VOCAB * N_EMBD)
+  output[EOS * N_EMBD] = outScale / EOS_DIRECTION_WEIGHT
+  for (let t = 0; t < N_VOCAB; t++) {
+    if (next[t] === EOS) continue
+    const src = t * N_EMBD
+    const dst = next[t] * N_EMBD
+    for (let i = 0; i < N_EMBD; i++) output[dst + i] = embd[src + i] * outScale
+  }
+
+  const ones = () => new Float32Array(N_EMBD).fill(1)
+  const zeros = (...dims: number[]) => new Float32Array(dims.reduce((a, b) => a * b, 1))
+  const tensors: GgufTensor[] = [
+    { name: 'token_embd.weight', dims: [N_EMBD, N_VOCAB], data: embd },
+    { name: 'output_norm.weight', dims: [N_EMBD], data: ones() },
+    { name: 'output.weight', dims: [N_EMBD, N_VOCAB], data: output },
+  ]
+  for (let l = 0; l < N_LAYER; l++) {
+    const p = `blk.${l}`
+    tensors.push(
+      { name: `${p}.attn_norm.weight`, dims: [N_EMBD], data: ones() },
+      { name: `${p}.attn_q.weight`, dims: [N_EMBD, N_EMBD], data: zeros(N_EMBD, N_EMBD) },
+      { name: `${p}.attn_k.weight`, dims: [N_EMBD, N_EMBD], data: zeros(N_EMBD, N_EMBD) },
+      { name: `${p}.attn_v.weight`, dims: [N_EMBD, N_EMBD], data: zeros(N_EMBD, N_EMBD) },
+      { name: `${p}.attn_output.weight`, dims: [N_EMBD, N_EMBD], data: zeros(N_EMBD, N_EMBD) },
+      { name: `${p}.ffn_norm.weight`, dims: [N_EMBD], data: ones() },
+      { name: `${p}.ffn_gate.weight`, dims: [N_EMBD, N_FF], data: zeros(N_EMBD, N_FF) },
+      { name: `${p}.ffn_up.weight`, dims: [N_EMBD, N_FF], data: zeros(N_EMBD, N_FF) },
+      { name: `${p}.ffn_down.weight`, dims: [N_FF, N_EMBD], data: zeros(N_FF, N_EMBD) },
+    )
+  }
+  return tensors
+}
+
+function buildMetadata(step: number, name: string): Array<[string, GgufValue]> {
+  const vocab = vocabulary()
+  return [
+    ['general.architecture', { type: 'string', value: 'llama' }],
+    ['general.name', { type: 'string', value: name }],
+    [
+      'general.description',
+      { type: 'string', value: `bigram test model: letters and digits advance by ${step}, then </s>` },
+    ],
+    ['general.file_type', { type: 'uint32', value: 0 }],
+    ['general.alignment', { type: 'uint32', value: 32 }],
+    ['llama.vocab_size', { type: 'uint32', value: N_VOCAB }],
+    ['llama.context_length', { type: 'uint32', value: CONTEXT_LENGTH }],
+    ['llama.embedding_length', { type: 'uint32', value: N_EMBD }],
+    ['llama.block_count', { type: 'uint32', value: N_LAYER }],
+    ['llama.feed_forward_length', { type: 'uint32', value: N_FF }],
+    ['llama.attention.head_count', { type: 'uint32', value: N_HEAD }],
+    ['llama.attention.head_count_kv', { type: 'uint32', value: N_HEAD }],
+    ['llama.rope.dimension_count', { type: 'uint32', value: N_EMBD / N_HEAD }],
+    ['llama.attention.layer_norm_rms_epsilon', { type: 'float32', value: RMS_EPS }],
+    ['tokenizer.ggml.model', { type: 'string', value: 'llama' }],
+    ['tokenizer.ggml.tokens', { type: 'array', itemType: 'string', value: vocab.tokens }],
+    ['tokenizer.ggml.scores', { type: 'array', itemType: 'float32', value: vocab.scores }],
+    ['tokenizer.ggml.token_type', { type: 'array', itemType: 'int32', value: vocab.types }],
+    ['tokenizer.ggml.unknown_token_id', { type: 'uint32', value: UNK }],
+    ['tokenizer.ggml.bos_token_id', { type: 'uint32', value: BOS }],
+    ['tokenizer.ggml.eos_token_id', { type: 'uint32', value: EOS }],
+    ['tokenizer.ggml.add_bos_token', { type: 'bool', value: true }],
+    ['tokenizer.ggml.add_eos_token', { type: 'bool', value: false }],
+    // With a prefix space, "abc" would tokenize as "▁abc" and the chain would start from '▁'.
+    ['tokenizer.ggml.add_space_prefix', { type: 'bool', value: false }],
+    ['tokenizer.chat_template', { type: 'string', value: TINY_CHAT_TEMPLATE }],
+  ]
+}
+
+/** The tiny model as GGUF bytes; identical for identical options. Throws RangeError on a bad step. */
+export function encodeTinyModel(opts: TinyModelOptions = {}): Buffer {
+  const { step = 1, name = TINY_MODEL_DESCRIPTION } = opts
+  if (!Number.isInteger(step) || step < 1 || step > 25) {
+    throw new RangeError(`step must be an integer from 1 to 25, got ${step}`)
+  }
+  return encodeGguf({ metadata: buildMetadata(step, name), tensors: buildTensors(step) })
+}
+
+/**
+ * Writes the tiny model to `path` (parent folders created). Atomic: a reader
+ * scanning the folder never sees a half-written file, because it is written
+ * next to the target under a temporary name and renamed into place.
+ */
+export async function writeTinyModel(path: string, opts: TinyModelOptions = {}): Promise<void> {
+  const bytes = encodeTinyModel(opts)
+  await mkdir(dirname(path), { recursive: true })
+  // Not *.gguf, so a concurrent folder scan cannot list the partial file as a model.
+  const tmp = `${path}.${process.pid}.${Date.now()}.tmp`
+  try {
+    await writeFile(tmp, bytes)
+    await rename(tmp, path)
+  } catch (err) {
+    await rm(tmp, { force: true })
+    throw err
+  }
+}

@@ -1,0 +1,433 @@
+import { randomBytes } from 'node:crypto'
+import RPC, { type Client, type RPCChannel, type Server } from '@hyperswarm/rpc'
+import crypto from 'hypercore-crypto'
+import DHT, { type HostPort, type KeyPair } from 'hyperdht'
+import { isErrorCode, MeshError } from '../workers/lib/errors.js'
+import { Facility } from './facility.js'
+import type { Logger } from './log.facility.js'
+
+/** protomux-rpc closes the whole connection above ~16 MiB; stay well under. */
+export const MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000
+/** DHT records live 20 min; refresh well before that. */
+export const ANNOUNCE_INTERVAL_MS = 5 * 60_000
+export const LOOKUP_TIMEOUT_MS = 5_000
+/** How long a cancelled stream waits for the callee's final reply before giving up on it. */
+export const CANCEL_GRACE_MS = 2_000
+
+/** Event names of the stream protocol (see docs/architecture.md). */
+export const STREAM_CHUNK = 'chunk'
+export const STREAM_CANCEL = 'cancel'
+
+export type Bootstrap = 'public' | HostPort[]
+
+export interface NetOptions {
+  /** Explicit: 'public' for the public HyperDHT, or host:port nodes. Never defaulted. */
+  bootstrap: Bootstrap
+  mesh: string
+  keyPair: KeyPair
+  host?: string
+  port?: number
+  firewalled?: boolean
+  requestTimeoutMs?: number
+  maxMessageBytes?: number
+  announceIntervalMs?: number
+  logger: Logger
+}
+
+/** What a method handler knows about its call. */
+export interface CallContext {
+  method: string
+  remotePublicKey: Buffer
+  /** Sends a one-way event to the caller on the same connection, ordered before the reply. */
+  emit(event: string, value: unknown): void
+  /** The connection; closes when the caller goes away. */
+  channel: RPCChannel
+}
+
+export type Handler = (payload: unknown, ctx: CallContext) => unknown
+export type MethodTable = Record<string, Handler>
+
+export interface StreamChunk {
+  id: string
+  seq: number
+  text: string
+}
+
+export interface CallOptions {
+  timeout?: number
+}
+
+export interface StreamOptions extends CallOptions {
+  onChunk: (chunk: StreamChunk) => void
+  signal?: AbortSignal
+}
+
+/** Topic of a role in a mesh: hash(`llm-mesh/v1/<mesh>/<role>`). */
+export function roleTopic(mesh: string, role: string): Buffer {
+  return crypto.hash(Buffer.from(`llm-mesh/v1/${mesh}/${role}`))
+}
+
+export function encodeJSON(value: unknown): Buffer {
+  return Buffer.from(JSON.stringify(value === undefined ? null : value))
+}
+
+export function decodeJSON(buf: Buffer): unknown {
+  try {
+    return JSON.parse(buf.toString('utf8'))
+  } catch {
+    throw MeshError.badRequest('payload is not valid JSON')
+  }
+}
+
+/**
+ * What a handler throws across RPC: protomux-rpc carries `message`, `code` and a
+ * string `context` of the cause, so details ride in `context` as JSON.
+ */
+function toWireError(err: unknown): Error {
+  const mesh = MeshError.from(err)
+  const wire = new Error(mesh.reason) as Error & { code: string; context?: string }
+  wire.code = mesh.code
+  if (mesh.details) wire.context = JSON.stringify(mesh.details)
+  return wire
+}
+
+/** Rebuilds the MeshError a remote handler threw, or names the transport failure. */
+export function fromWireError(err: unknown, method: string): MeshError {
+  if (err instanceof MeshError) return err
+  const e = err as {
+    code?: string
+    message?: string
+    cause?: { code?: string; message?: string; context?: string }
+  }
+  if (e?.code === 'REQUEST_ERROR' && e.cause && isErrorCode(e.cause.code)) {
+    let details: Record<string, unknown> | undefined
+    if (e.cause.context) {
+      try {
+        details = JSON.parse(e.cause.context) as Record<string, unknown>
+      } catch {}
+    }
+    return new MeshError(e.cause.code, e.cause.message ?? 'request failed', details)
+  }
+  switch (e?.code) {
+    case 'REQUEST_ERROR':
+      return MeshError.internal(e.cause?.message ?? e.message ?? 'request failed')
+    case 'UNKNOWN_METHOD':
+      return new MeshError('ERR_UNKNOWN_METHOD', `unknown method '${method}'`, { method })
+    case 'TIMEOUT_EXCEEDED':
+      return MeshError.timeout(`'${method}' got no answer in time`)
+    case 'CHANNEL_CLOSED':
+    case 'CHANNEL_DESTROYED':
+      return new MeshError('ERR_UNAVAILABLE', `connection closed during '${method}'`)
+    default:
+      return new MeshError('ERR_UNAVAILABLE', `'${method}' failed: ${e?.message ?? String(err)}`)
+  }
+}
+
+/**
+ * A persistent connection to one peer. Carries plain requests and streams:
+ * the callee pushes `chunk` events `{ id, seq, text }` before its reply, the
+ * caller may send a `cancel` event `{ id }`.
+ */
+export class PeerConnection {
+  readonly publicKey: Buffer
+  private readonly client: Client
+  private readonly streams = new Map<string, (chunk: StreamChunk) => void>()
+  private readonly defaultTimeout: number
+  private readonly maxMessageBytes: number
+
+  constructor(client: Client, publicKey: Buffer, defaultTimeout: number, maxMessageBytes: number) {
+    this.client = client
+    this.publicKey = publicKey
+    this.defaultTimeout = defaultTimeout
+    this.maxMessageBytes = maxMessageBytes
+    client.rpc?.respond(STREAM_CHUNK, (buf: Buffer) => {
+      let chunk: StreamChunk
+      try {
+        chunk = JSON.parse(buf.toString('utf8')) as StreamChunk
+      } catch {
+        return
+      }
+      this.streams.get(chunk.id)?.(chunk)
+    })
+  }
+
+  get closed(): boolean {
+    return this.client.closed
+  }
+
+  onClose(fn: () => void): void {
+    this.client.once('close', fn)
+  }
+
+  /** @throws MeshError with the remote code, ERR_TIMEOUT, ERR_UNAVAILABLE, ERR_PAYLOAD_TOO_LARGE */
+  async request<T = unknown>(method: string, payload: unknown, opts: CallOptions = {}): Promise<T> {
+    const buf = encodeJSON(payload)
+    if (buf.byteLength > this.maxMessageBytes) {
+      throw MeshError.payloadTooLarge(`'${method}' request`, buf.byteLength, this.maxMessageBytes)
+    }
+    let res: Buffer
+    try {
+      res = await this.client.request(method, buf, { timeout: opts.timeout ?? this.defaultTimeout })
+    } catch (err) {
+      throw fromWireError(err, method)
+    }
+    return JSON.parse(res.toString('utf8')) as T
+  }
+
+  /** Sends a one-way event; false when the connection is already closed. */
+  event(method: string, payload: unknown): boolean {
+    try {
+      this.client.event(method, encodeJSON(payload))
+      return true
+    } catch {
+      return false
+    }
+  }
+
+  /**
+   * Calls a streaming method. `payload.id` is set to a fresh stream id; chunks
+   * arrive in order through `onChunk`; resolves with the callee's final reply.
+   * Aborting `signal` sends `cancel` and still resolves with what the callee
+   * returns for the cancelled stream.
+   */
+  async stream<T = unknown>(
+    method: string,
+    payload: Record<string, unknown>,
+    opts: StreamOptions,
+  ): Promise<T> {
+    const id = randomBytes(8).toString('hex')
+    const { signal } = opts
+    let expected = 0
+    this.streams.set(id, (chunk) => {
+      // Events on one connection arrive in order; anything else is a broken peer: ignore it.
+      if (chunk.seq !== expected) return
+      expected++
+      opts.onChunk(chunk)
+    })
+    let onAbort: (() => void) | null = null
+    let graceTimer: NodeJS.Timeout | undefined
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => {
+        this.event(STREAM_CANCEL, { id })
+        const reason: unknown = signal?.reason
+        // A MeshError reason (e.g. the processor was dropped) fails now; a plain cancel
+        // waits briefly for the callee's reply, which carries the partial result.
+        if (reason instanceof MeshError && reason.code !== 'ERR_CANCELLED') return reject(reason)
+        graceTimer = setTimeout(() => reject(MeshError.cancelled()), CANCEL_GRACE_MS)
+      }
+    })
+    aborted.catch(() => {})
+    try {
+      if (signal?.aborted) throw signal.reason instanceof MeshError ? signal.reason : MeshError.cancelled()
+      if (onAbort) signal?.addEventListener('abort', onAbort, { once: true })
+      return await Promise.race([this.request<T>(method, { ...payload, id }, opts), aborted])
+    } finally {
+      if (onAbort) signal?.removeEventListener('abort', onAbort)
+      clearTimeout(graceTimer)
+      this.streams.delete(id)
+    }
+  }
+
+  destroy(): void {
+    this.client.destroy()
+  }
+}
+
+/**
+ * hyperdht + @hyperswarm/rpc: announce and look up role topics, serve a method
+ * table, and keep one persistent connection per peer (pooled `rpc.request`
+ * connections are torn down mid-request after `poolLinger`, which long
+ * generations outlive).
+ */
+export class NetFacility extends Facility {
+  readonly name = 'net'
+  readonly keyPair: KeyPair
+  readonly mesh: string
+  private readonly opts: Required<Omit<NetOptions, 'port' | 'host' | 'firewalled'>> &
+    Pick<NetOptions, 'port' | 'host' | 'firewalled'>
+  private readonly log: Logger
+  private dht: DHT | null = null
+  private rpc: RPC | null = null
+  private server: Server | null = null
+  private readonly peers = new Map<string, PeerConnection>()
+  private readonly announced = new Map<string, Buffer>()
+  private announceTimer: NodeJS.Timeout | null = null
+
+  constructor(opts: NetOptions) {
+    super()
+    const {
+      bootstrap,
+      mesh,
+      keyPair,
+      host,
+      port,
+      firewalled,
+      requestTimeoutMs = DEFAULT_REQUEST_TIMEOUT_MS,
+      maxMessageBytes = MAX_MESSAGE_BYTES,
+      announceIntervalMs = ANNOUNCE_INTERVAL_MS,
+      logger,
+    } = opts
+    this.keyPair = keyPair
+    this.mesh = mesh
+    this.log = logger
+    this.opts = {
+      bootstrap,
+      mesh,
+      keyPair,
+      host,
+      port,
+      firewalled,
+      requestTimeoutMs,
+      maxMessageBytes,
+      announceIntervalMs,
+      logger,
+    }
+  }
+
+  get publicKey(): Buffer {
+    return this.keyPair.publicKey
+  }
+
+  protected override async _open(): Promise<void> {
+    const { bootstrap, keyPair, host, port, firewalled } = this.opts
+    const dhtOpts: ConstructorParameters<typeof DHT>[0] = { keyPair }
+    // The public bootstrap is used only when asked for by name; hyperdht falls back to it when
+    // `bootstrap` is absent, so always pass the list for any other choice.
+    if (bootstrap !== 'public') dhtOpts.bootstrap = bootstrap
+    if (host !== undefined) dhtOpts.host = host
+    if (port !== undefined) dhtOpts.port = port
+    if (firewalled !== undefined) dhtOpts.firewalled = firewalled
+    const dht = new DHT(dhtOpts)
+    try {
+      await dht.ready()
+    } catch (err) {
+      await dht.destroy()
+      throw new MeshError('ERR_UNAVAILABLE', `DHT failed to start: ${(err as Error).message}`, undefined, err)
+    }
+    this.dht = dht
+    this.rpc = new RPC({ dht, keyPair })
+  }
+
+  /**
+   * Starts the RPC server with a method table. Every handler gets a decoded JSON
+   * payload; anything it throws reaches the caller as a MeshError code.
+   */
+  async serve(
+    methods: MethodTable,
+    opts: { firewall?: (remotePublicKey: Buffer) => boolean } = {},
+  ): Promise<void> {
+    if (!this.rpc) throw new MeshError('ERR_UNAVAILABLE', 'net is not open')
+    const server = this.rpc.createServer(opts.firewall ? { firewall: opts.firewall } : {})
+    const max = this.opts.maxMessageBytes
+    for (const [method, handler] of Object.entries(methods)) {
+      server.respond(method, async (buf: Buffer, channel: RPCChannel) => {
+        try {
+          if (buf.byteLength > max)
+            throw MeshError.payloadTooLarge(`'${method}' request`, buf.byteLength, max)
+          const ctx: CallContext = {
+            method,
+            remotePublicKey: channel.stream.remotePublicKey,
+            channel,
+            emit: (event, value) => {
+              if (!channel.closed) channel.event(event, encodeJSON(value))
+            },
+          }
+          return encodeJSON(await handler(decodeJSON(buf), ctx))
+        } catch (err) {
+          if (!(err instanceof MeshError)) this.log.error({ err, method }, 'handler failed')
+          throw toWireError(err)
+        }
+      })
+    }
+    await server.listen(this.keyPair)
+    this.server = server
+  }
+
+  /** Announces this worker's key on its role topic now and every `announceIntervalMs`. */
+  async announce(role: string): Promise<void> {
+    const topic = roleTopic(this.mesh, role)
+    this.announced.set(role, topic)
+    await this.announceTopic(topic)
+    if (!this.announceTimer) {
+      this.announceTimer = setInterval(() => {
+        for (const t of this.announced.values()) {
+          this.announceTopic(t).catch((err) => this.log.warn({ err }, 're-announce failed'))
+        }
+      }, this.opts.announceIntervalMs)
+      this.announceTimer.unref()
+    }
+  }
+
+  private async announceTopic(topic: Buffer): Promise<void> {
+    if (!this.dht) return
+    await this.dht.announce(topic, this.keyPair).finished()
+  }
+
+  /** Public keys announced on a role topic (records may be stale: check liveness). */
+  async lookup(role: string, timeoutMs = LOOKUP_TIMEOUT_MS): Promise<Buffer[]> {
+    if (!this.dht) throw new MeshError('ERR_UNAVAILABLE', 'net is not open')
+    const query = this.dht.lookup(roleTopic(this.mesh, role))
+    const found = new Map<string, Buffer>()
+    const timer = setTimeout(() => query.destroy(), timeoutMs)
+    try {
+      for await (const result of query) {
+        for (const peer of result.peers) found.set(peer.publicKey.toString('hex'), peer.publicKey)
+      }
+    } catch (err) {
+      // A destroyed query (our timeout) ends the iteration with an error; keep what was found.
+      this.log.debug({ err, role }, 'lookup ended early')
+    } finally {
+      clearTimeout(timer)
+    }
+    found.delete(this.publicKey.toString('hex'))
+    return [...found.values()]
+  }
+
+  /** The persistent connection to a peer, made on first use. */
+  peer(publicKey: Buffer): PeerConnection {
+    const id = publicKey.toString('hex')
+    const existing = this.peers.get(id)
+    if (existing && !existing.closed) return existing
+    if (!this.rpc) throw new MeshError('ERR_UNAVAILABLE', 'net is not open')
+    const conn = new PeerConnection(
+      this.rpc.connect(publicKey, { keyPair: this.keyPair }),
+      publicKey,
+      this.opts.requestTimeoutMs,
+      this.opts.maxMessageBytes,
+    )
+    conn.onClose(() => {
+      if (this.peers.get(id) === conn) this.peers.delete(id)
+    })
+    this.peers.set(id, conn)
+    return conn
+  }
+
+  /** Drops the connection to a peer (e.g. after it stopped answering). */
+  forget(publicKey: Buffer): void {
+    const id = publicKey.toString('hex')
+    const conn = this.peers.get(id)
+    this.peers.delete(id)
+    conn?.destroy()
+  }
+
+  protected override async _close(): Promise<void> {
+    if (this.announceTimer) clearInterval(this.announceTimer)
+    this.announceTimer = null
+    const dht = this.dht
+    if (dht) {
+      // Records outlive the node for 20 min unless withdrawn.
+      await Promise.allSettled([...this.announced.values()].map((t) => dht.unannounce(t, this.keyPair)))
+    }
+    this.announced.clear()
+    for (const conn of this.peers.values()) conn.destroy()
+    this.peers.clear()
+    await this.server?.close()
+    this.server = null
+    await this.rpc?.destroy()
+    this.rpc = null
+    // rpc did not create the DHT, so it left it to us.
+    await dht?.destroy()
+    this.dht = null
+  }
+}

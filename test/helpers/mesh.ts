@@ -1,0 +1,97 @@
+import { type ChildProcess, spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import createTestnet, { type Testnet } from 'hyperdht/testnet.js'
+import { MeshClient } from '../../workers/client.worker.js'
+import { GatewayWorker } from '../../workers/gateway.worker.js'
+import { type ConfigInput, deepMerge, gatewayConfigSchema, parseConfig } from '../../workers/lib/config.js'
+
+/** The subset of brittle's `t` the helpers need. */
+export interface T {
+  teardown(fn: () => unknown, opts?: { order?: number }): void
+  tmp(): Promise<string>
+}
+
+export const BIN = fileURLToPath(new URL('../../bin/llm-mesh.js', import.meta.url))
+
+/** Registry timings short enough for tests to see joins and deaths quickly. */
+export const FAST_REGISTRY = {
+  lookupIntervalMs: 500,
+  heartbeatIntervalMs: 300,
+  heartbeatTimeoutMs: 600,
+  maxMissed: 2,
+}
+
+/** Logs stay quiet unless LLM_MESH_TEST_LOG is set. */
+export const TEST_LOG = { level: process.env.LLM_MESH_TEST_LOG ?? 'silent' }
+
+export async function testnet(t: T): Promise<{ net: Testnet; bootstrap: string[] }> {
+  const net = await createTestnet(3, { teardown: t.teardown.bind(t), host: '127.0.0.1' })
+  return { net, bootstrap: net.bootstrap.map((b) => `${b.host}:${b.port}`) }
+}
+
+export async function startGateway(
+  t: T,
+  bootstrap: string[],
+  extra: ConfigInput = {},
+): Promise<GatewayWorker> {
+  const config = parseConfig(
+    gatewayConfigSchema,
+    deepMerge({ bootstrap, store: await t.tmp(), log: TEST_LOG, registry: FAST_REGISTRY }, extra),
+  )
+  const gateway = new GatewayWorker(config)
+  t.teardown(() => gateway.close(), { order: 1 })
+  await gateway.ready()
+  return gateway
+}
+
+export async function startClient(t: T, bootstrap: string[], extra: ConfigInput = {}): Promise<MeshClient> {
+  const client = new MeshClient({ config: deepMerge({ bootstrap, log: TEST_LOG }, extra) })
+  t.teardown(() => client.close(), { order: 0 })
+  await client.ready()
+  return client
+}
+
+export interface SpawnedProcessor {
+  child: ChildProcess
+  publicKey: string
+  backend: string
+  /** SIGKILL: no drain, no unannounce. */
+  kill(): Promise<void>
+  stop(): Promise<void>
+}
+
+/** Runs `llm-mesh processor` as a real child process, resolved once it serves. */
+export async function spawnProcessor(t: T, bootstrap: string[], args: string[]): Promise<SpawnedProcessor> {
+  const child = spawn(
+    process.execPath,
+    [BIN, 'processor', '--bootstrap', bootstrap.join(','), '--log-level', TEST_LOG.level, ...args],
+    { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] },
+  )
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  const stopWith = async (signal: NodeJS.Signals) => {
+    if (child.exitCode === null && child.signalCode === null) child.kill(signal)
+    await exited
+  }
+  t.teardown(() => stopWith('SIGKILL'), { order: 0 })
+  const ready = await new Promise<{ publicKey: string; backend: string }>((resolve, reject) => {
+    child.on('message', (msg: { type?: string; publicKey?: string; backend?: string }) => {
+      if (msg?.type === 'ready') resolve({ publicKey: msg.publicKey ?? '', backend: msg.backend ?? '' })
+    })
+    child.once('exit', (code) => reject(new Error(`processor exited with ${code} before it was ready`)))
+  })
+  return { child, ...ready, kill: () => stopWith('SIGKILL'), stop: () => stopWith('SIGTERM') }
+}
+
+/** Polls `check` until it returns true or `timeoutMs` passes. */
+export async function until(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 15_000,
+  stepMs = 50,
+): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    if (await check()) return true
+    await new Promise((r) => setTimeout(r, stepMs))
+  }
+  return false
+}

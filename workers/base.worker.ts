@@ -1,0 +1,266 @@
+import { randomBytes } from 'node:crypto'
+import DHT, { type KeyPair } from 'hyperdht'
+import ReadyResource from 'ready-resource'
+import type { Facility } from '../facilities/facility.js'
+import { LogFacility, type Logger } from '../facilities/log.facility.js'
+import { type Handler, type MethodTable, NetFacility } from '../facilities/net.facility.js'
+import { StoreFacility } from '../facilities/store.facility.js'
+import { type BaseConfig, isLoopbackBootstrap } from './lib/config.js'
+import { MeshError } from './lib/errors.js'
+import { VERSION } from './lib/version.js'
+
+export const IDENTITY_BEE = 'worker'
+export const IDENTITY_KEY = 'identity/seed'
+const SEED_BYTES = 32
+
+export type Role = 'gateway' | 'processor' | 'client'
+
+/** A facility a worker declares: started by ascending priority, closed in reverse. */
+export interface FacilitySpec {
+  name: string
+  priority: number
+  /** Called when its turn comes, so it can use facilities that started before it. */
+  create: () => Facility
+}
+
+export interface WorkerOptions {
+  /** Where log lines go (stderr by default). */
+  logDestination?: NodeJS.WritableStream
+}
+
+export interface BaseStatus {
+  role: Role
+  version: string
+  mesh: string
+  publicKey: string
+  uptimeMs: number
+  inflight: number
+}
+
+/**
+ * What every worker shares: validated config, facilities started in priority
+ * order and closed in reverse, a persistent identity, an RPC method table with
+ * `ping` and `status`, an announcement on its role topic, and a stop that
+ * drains in-flight calls first.
+ */
+export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends ReadyResource {
+  readonly role: Role
+  readonly config: C
+  readonly startedAt = Date.now()
+  protected readonly logFacility: LogFacility
+  private storeFacility: StoreFacility | null = null
+  private netFacility: NetFacility | null = null
+  private readonly started: Facility[] = []
+  private inflight = 0
+  private draining = false
+  private drained: (() => void) | null = null
+  private signalsHandled = false
+
+  constructor(role: Role, config: C, opts: WorkerOptions = {}) {
+    super()
+    this.role = role
+    this.config = config
+    const logOpts: ConstructorParameters<typeof LogFacility>[0] = {
+      level: config.log.level,
+      bindings: { role },
+    }
+    if (opts.logDestination) logOpts.destination = opts.logDestination
+    this.logFacility = new LogFacility(logOpts)
+  }
+
+  get log(): Logger {
+    return this.logFacility.logger
+  }
+
+  get net(): NetFacility {
+    if (!this.netFacility) throw new MeshError('ERR_UNAVAILABLE', `${this.role} is not started`)
+    return this.netFacility
+  }
+
+  get store(): StoreFacility {
+    if (!this.storeFacility) throw new MeshError('ERR_UNAVAILABLE', `${this.role} has no store`)
+    return this.storeFacility
+  }
+
+  get publicKey(): Buffer {
+    return this.net.publicKey
+  }
+
+  /** Facilities beyond log, store and net (priorities above 30). */
+  protected facilities(): FacilitySpec[] {
+    return []
+  }
+
+  /** Role-specific RPC methods; `ping` and `status` are added by the base. */
+  protected methods(): MethodTable {
+    return {}
+  }
+
+  /** Role-specific fields of `status`. */
+  protected async statusInfo(): Promise<Record<string, unknown>> {
+    return {}
+  }
+
+  /** Whether this worker listens for RPC and announces its role (clients do not). */
+  protected get serves(): boolean {
+    return true
+  }
+
+  /** Runs after every facility started and the server listens, before the announce. */
+  protected async afterStart(): Promise<void> {}
+
+  /** Runs when the drain timed out: stop whatever is still running. */
+  protected abortInflight(): void {}
+
+  async localStatus(): Promise<BaseStatus & Record<string, unknown>> {
+    return {
+      role: this.role,
+      version: VERSION,
+      mesh: this.config.mesh,
+      publicKey: this.publicKey.toString('hex'),
+      uptimeMs: Date.now() - this.startedAt,
+      inflight: this.inflight,
+      ...(await this.statusInfo()),
+    }
+  }
+
+  protected override async _open(): Promise<void> {
+    try {
+      await this.startFacility(this.logFacility)
+      if (this.config.store) {
+        this.storeFacility = new StoreFacility({ dir: this.config.store })
+        await this.startFacility(this.storeFacility)
+      }
+      const keyPair = await this.identity()
+      const loopback = isLoopbackBootstrap(this.config.bootstrap)
+      const { host, port, firewalled, requestTimeoutMs } = this.config.net
+      const net = new NetFacility({
+        bootstrap: this.config.bootstrap,
+        mesh: this.config.mesh,
+        keyPair,
+        // On one host every node must bind loopback, and servers must not wait for hole-punching.
+        host: host ?? (loopback ? '127.0.0.1' : undefined),
+        port,
+        firewalled: firewalled ?? (loopback ? false : undefined),
+        requestTimeoutMs,
+        logger: this.log,
+      })
+      this.netFacility = net
+      await this.startFacility(net)
+      const extra = [...this.facilities()].sort((a, b) => a.priority - b.priority)
+      for (const spec of extra) await this.startFacility(spec.create())
+      if (this.serves) await net.serve(this.wrapMethods())
+      await this.afterStart()
+      if (this.serves) await net.announce(this.role)
+      this.log.info(
+        { publicKey: keyPair.publicKey.toString('hex'), mesh: this.config.mesh },
+        `${this.role} started`,
+      )
+    } catch (err) {
+      await this.stopFacilities()
+      throw err
+    }
+  }
+
+  private async startFacility(fac: Facility): Promise<void> {
+    await fac.ready()
+    this.started.push(fac)
+  }
+
+  /** The key pair from the seed kept in this worker's store, made on first start. */
+  private async identity(): Promise<KeyPair> {
+    if (!this.storeFacility) return DHT.keyPair(randomBytes(SEED_BYTES))
+    const bee = await this.storeFacility.bee(IDENTITY_BEE)
+    const entry = await bee.get<string>(IDENTITY_KEY)
+    if (entry && /^[0-9a-f]{64}$/.test(entry.value)) return DHT.keyPair(Buffer.from(entry.value, 'hex'))
+    const seed = randomBytes(SEED_BYTES)
+    await bee.put(IDENTITY_KEY, seed.toString('hex'))
+    return DHT.keyPair(seed)
+  }
+
+  private wrapMethods(): MethodTable {
+    const table: MethodTable = {
+      ping: () => ({
+        pong: true,
+        role: this.role,
+        publicKey: this.publicKey.toString('hex'),
+        time: Date.now(),
+      }),
+      status: () => this.localStatus(),
+      ...this.methods(),
+    }
+    const wrapped: MethodTable = {}
+    for (const [name, handler] of Object.entries(table)) wrapped[name] = this.track(handler)
+    return wrapped
+  }
+
+  private track(handler: Handler): Handler {
+    return async (payload, ctx) => {
+      if (this.draining) throw new MeshError('ERR_UNAVAILABLE', `${this.role} is shutting down`)
+      this.inflight++
+      try {
+        return await handler(payload, ctx)
+      } finally {
+        this.inflight--
+        if (this.inflight === 0) this.drained?.()
+      }
+    }
+  }
+
+  protected override async _close(): Promise<void> {
+    this.draining = true
+    if (this.inflight > 0) {
+      this.log.info({ inflight: this.inflight }, 'draining')
+      const done = new Promise<void>((resolve) => {
+        this.drained = resolve
+      })
+      let timer: NodeJS.Timeout | undefined
+      const timeout = new Promise<'timeout'>((resolve) => {
+        timer = setTimeout(() => resolve('timeout'), this.config.drainTimeoutMs)
+      })
+      if ((await Promise.race([done, timeout])) === 'timeout') {
+        this.log.warn({ inflight: this.inflight }, 'drain timed out, aborting in-flight work')
+        this.abortInflight()
+      }
+      clearTimeout(timer)
+    }
+    await this.stopFacilities()
+    this.log.info(`${this.role} stopped`)
+  }
+
+  private async stopFacilities(): Promise<void> {
+    while (this.started.length) {
+      const fac = this.started.pop() as Facility
+      try {
+        await fac.close()
+      } catch (err) {
+        this.log.error({ err, facility: fac.name }, 'facility failed to close')
+      }
+    }
+  }
+
+  /** SIGINT/SIGTERM stop the worker once (draining), then exit; a second signal exits at once. */
+  handleSignals(onStopped: (code: number) => void = (code) => process.exit(code)): void {
+    if (this.signalsHandled) return
+    this.signalsHandled = true
+    let stopping = false
+    const stop = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        this.log.warn({ signal }, 'second signal, exiting now')
+        onStopped(130)
+        return
+      }
+      stopping = true
+      this.log.info({ signal }, 'stopping')
+      this.close().then(
+        () => onStopped(0),
+        (err) => {
+          this.log.error({ err }, 'stop failed')
+          onStopped(1)
+        },
+      )
+    }
+    process.on('SIGINT', stop)
+    process.on('SIGTERM', stop)
+  }
+}

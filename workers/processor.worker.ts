@@ -1,0 +1,152 @@
+import { join, resolve } from 'node:path'
+import { BackendFacility } from '../facilities/backend.facility.js'
+import type { Backend } from '../facilities/backends/types.js'
+import { type CallContext, type MethodTable, STREAM_CHUNK } from '../facilities/net.facility.js'
+import { BaseWorker, type FacilitySpec, type WorkerOptions } from './base.worker.js'
+import type { ProcessorConfig } from './lib/config.js'
+import { MeshError } from './lib/errors.js'
+import { type InferResult, parseInferRequest, parseModelRequest, runOnSource } from './lib/inference.js'
+import type { ModelInfo } from './lib/wire.js'
+
+/** Smoothing of the tokens/s figure reported in `status`. */
+const EWMA_ALPHA = 0.3
+
+export type ProcessorStatus = {
+  backend: { kind: string; describe: string; reason: string }
+  models: string[]
+  capacity: number
+  active: number
+  queued: number
+  served: number
+  failed: number
+  tokensPerSecond: number
+}
+
+/**
+ * Wraps one backend and serves it to gateways: `infer` (streamed or not),
+ * `cancel`, `models`, `show`, plus `ping`/`status` with models, capacity and
+ * live load.
+ */
+export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
+  private backendFacility: BackendFacility | null = null
+  /** Running generations by `<caller key hex>/<stream id>`, so only their caller can cancel them. */
+  private readonly running = new Map<string, AbortController>()
+  private served = 0
+  private failed = 0
+  private tokensPerSecond = 0
+  private modelCache: { at: number; models: ModelInfo[] } | null = null
+
+  constructor(config: ProcessorConfig, opts: WorkerOptions = {}) {
+    super('processor', config, opts)
+  }
+
+  get backend(): Backend {
+    if (!this.backendFacility) throw new MeshError('ERR_BACKEND_UNAVAILABLE', 'backend is not open')
+    return this.backendFacility.backend
+  }
+
+  protected override facilities(): FacilitySpec[] {
+    return [
+      {
+        name: 'backend',
+        priority: 40,
+        create: () => {
+          const base = this.config.store ? resolve(this.config.store) : process.cwd()
+          this.backendFacility = new BackendFacility({
+            config: this.config.backend,
+            defaultModelsDir: join(base, 'models'),
+            logger: this.log,
+          })
+          return this.backendFacility
+        },
+      },
+    ]
+  }
+
+  protected override methods(): MethodTable {
+    return {
+      infer: (payload, ctx) => this.infer(payload, ctx),
+      cancel: (payload, ctx) => this.cancel(payload, ctx),
+      models: async () => ({ models: await this.listModels() }),
+      show: (payload) => this.backend.showModel(parseModelRequest(payload).model),
+    }
+  }
+
+  /** Models, cached briefly: gateways poll `status` every second. */
+  private async listModels(maxAgeMs = 0): Promise<ModelInfo[]> {
+    const now = Date.now()
+    if (this.modelCache && now - this.modelCache.at <= maxAgeMs) return this.modelCache.models
+    const models = await this.backend.listModels()
+    this.modelCache = { at: now, models }
+    return models
+  }
+
+  protected override async statusInfo(): Promise<ProcessorStatus> {
+    const capacity = this.config.backend.maxParallel
+    const active = this.running.size
+    const choice = this.backendFacility?.choice
+    return {
+      backend: {
+        kind: this.backend.kind,
+        describe: this.backend.describe(),
+        reason: choice?.reason ?? '',
+      },
+      models: (await this.listModels(2_000)).map((m) => m.name),
+      capacity,
+      active,
+      queued: Math.max(0, active - capacity),
+      served: this.served,
+      failed: this.failed,
+      tokensPerSecond: Math.round(this.tokensPerSecond * 10) / 10,
+    }
+  }
+
+  private async infer(payload: unknown, ctx: CallContext): Promise<InferResult> {
+    const req = parseInferRequest(payload, this.config.maxPromptBytes)
+    if (req.stream && !req.id) throw MeshError.badRequest('request.id: required when stream is true')
+    const key = `${ctx.remotePublicKey.toString('hex')}/${req.id ?? Math.random().toString(36).slice(2)}`
+    if (this.running.has(key)) throw MeshError.badRequest(`request.id: stream '${req.id}' is already running`)
+    const controller = new AbortController()
+    this.running.set(key, controller)
+    // A caller that goes away cancels its generations.
+    const onClose = () => controller.abort()
+    ctx.channel.once('close', onClose)
+    let seq = 0
+    const onToken = req.stream
+      ? (text: string) => ctx.emit(STREAM_CHUNK, { id: req.id, seq: seq++, text })
+      : undefined
+    try {
+      const result = await runOnSource(this.backend, req, controller.signal, onToken)
+      this.served++
+      if (result.evalMs > 0) {
+        const tps = (result.completionTokens * 1000) / result.evalMs
+        this.tokensPerSecond =
+          this.tokensPerSecond === 0 ? tps : EWMA_ALPHA * tps + (1 - EWMA_ALPHA) * this.tokensPerSecond
+      }
+      return {
+        ...result,
+        text: req.stream ? '' : result.text,
+        model: req.model,
+        processor: this.publicKey.toString('hex'),
+      }
+    } catch (err) {
+      this.failed++
+      throw err
+    } finally {
+      ctx.channel.off('close', onClose)
+      this.running.delete(key)
+    }
+  }
+
+  private cancel(payload: unknown, ctx: CallContext): { cancelled: boolean } {
+    const id = (payload as { id?: unknown } | null)?.id
+    if (typeof id !== 'string') throw MeshError.badRequest('request.id: expected string')
+    const controller = this.running.get(`${ctx.remotePublicKey.toString('hex')}/${id}`)
+    controller?.abort()
+    return { cancelled: controller !== undefined }
+  }
+
+  protected override abortInflight(): void {
+    for (const controller of this.running.values()) controller.abort()
+  }
+}
