@@ -54,7 +54,7 @@ GGUF files in DIR/models, else the tiny test model written there on first run.
   --no-chat           no chat: print 'llm-mesh ready …' and serve until SIGINT/SIGTERM
   --model NAME        model to chat with (default: the first one)
   --mesh NAME         mesh name (default 'default')
-  --bootstrap-port P  port of the DHT bootstrap (default: any free port)
+  --bootstrap-port P  port of the DHT bootstrap (default 49737, any free port if taken)
   --log-level LEVEL   trace|debug|info|warn|error (logs go to DIR/logs/)`,
   chat: `Usage: llm-mesh chat [--data DIR] [--bootstrap LIST] [--model NAME]
 
@@ -89,10 +89,12 @@ Config: FILE (default config/processor.json), then LLM_MESH_* / OLLAMA_HOST, the
 
 Runs a small DHT bootstrap (3 nodes) for a private mesh; give its host:port to every
 worker as --bootstrap.`,
-  model: `Usage: llm-mesh model tiny <path.gguf> [--step N]
+  model: `Usage: llm-mesh model tiny <path.gguf> [--step N] [--loop]
 
 Writes the tiny test model: a ~4 MB llama GGUF with hand-set weights, NOT a real LLM.
-Greedy output continues letters: 'abc' → 'defghijklmnopqrstuvwxyz'.`,
+Greedy output continues letters: 'abc' → 'defghijklmnopqrstuvwxyz'.
+  --step N   letters advance by N (default 1): 'abc' → 'egikmoqsuwy' with 2
+  --loop     'z' wraps to 'a': output never ends by itself (num_predict bounds it)`,
 }
 
 function help(cmd: string): number {
@@ -106,7 +108,9 @@ async function serveWorker(worker: GatewayWorker | ProcessorWorker): Promise<num
     type: 'ready',
     publicKey: worker.publicKey.toString('hex'),
     backend:
-      worker instanceof ProcessorWorker ? `${worker.backend.kind}: ${worker.backend.describe()}` : 'gateway',
+      worker instanceof ProcessorWorker
+        ? `${worker.backend.describe()} — ${worker.backendChoice?.reason ?? 'configured'}`
+        : 'gateway',
   })
   process.stdout.write(`${worker.role} ready ${worker.publicKey.toString('hex')}\n`)
   // Started by `up` with an IPC channel: when the parent goes, so do we.
@@ -241,14 +245,18 @@ async function commandBootstrap(args: string[]): Promise<number> {
 }
 
 async function commandModel(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, { step: { type: 'string' }, help: { type: 'boolean' } }, true)
+  const { values, positionals } = parse(
+    args,
+    { step: { type: 'string' }, loop: { type: 'boolean' }, help: { type: 'boolean' } },
+    true,
+  )
   if (values.help || positionals[0] !== 'tiny' || !positionals[1]) {
     help('model')
     return values.help ? 0 : 2
   }
   const path = resolve(positionals[1])
   const step = int(values.step, 'step') ?? 1
-  await writeTinyModel(path, { step })
+  await writeTinyModel(path, { step, loop: values.loop === true })
   process.stdout.write(`wrote ${path} (${TINY_MODEL_NAME}: a test model, not a real LLM)\n`)
   return 0
 }

@@ -1,7 +1,7 @@
 import { join, resolve } from 'node:path'
-import { BackendFacility } from '../facilities/backend.facility.js'
+import { type BackendChoice, BackendFacility } from '../facilities/backend.facility.js'
 import type { Backend } from '../facilities/backends/types.js'
-import { type CallContext, type MethodTable, STREAM_CHUNK } from '../facilities/net.facility.js'
+import { type CallContext, ChunkWriter, type MethodTable, STREAM_CHUNK } from '../facilities/net.facility.js'
 import { BaseWorker, type FacilitySpec, type WorkerOptions } from './base.worker.js'
 import type { ProcessorConfig } from './lib/config.js'
 import { MeshError } from './lib/errors.js'
@@ -43,6 +43,11 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
   get backend(): Backend {
     if (!this.backendFacility) throw new MeshError('ERR_BACKEND_UNAVAILABLE', 'backend is not open')
     return this.backendFacility.backend
+  }
+
+  /** Which engine was chosen and why (auto-selection says it in the log and in `status`). */
+  get backendChoice(): BackendChoice | null {
+    return this.backendFacility?.choice ?? null
   }
 
   protected override facilities(): FacilitySpec[] {
@@ -111,12 +116,14 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
     // A caller that goes away cancels its generations.
     const onClose = () => controller.abort()
     ctx.channel.once('close', onClose)
-    let seq = 0
-    const onToken = req.stream
-      ? (text: string) => ctx.emit(STREAM_CHUNK, { id: req.id, seq: seq++, text })
-      : undefined
+    const writer =
+      req.stream && req.id
+        ? new ChunkWriter((chunk) => ctx.emit(STREAM_CHUNK, chunk), req.id, this.config.streamCoalesceMs)
+        : null
+    const onToken = writer ? (text: string) => writer.write(text) : undefined
     try {
       const result = await runOnSource(this.backend, req, controller.signal, onToken)
+      writer?.flush()
       this.served++
       if (result.evalMs > 0) {
         const tps = (result.completionTokens * 1000) / result.evalMs
@@ -130,6 +137,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
         processor: this.publicKey.toString('hex'),
       }
     } catch (err) {
+      writer?.flush()
       this.failed++
       throw err
     } finally {

@@ -62,6 +62,12 @@ export interface TinyModelOptions {
   step?: number
   /** general.name; defaults to a name saying this is a test model. */
   name?: string
+  /**
+   * Chains wrap around ('z' → 'a') instead of ending, so greedy output never
+   * stops by itself: only `num_predict` or a cancel ends it. For long
+   * generations in benchmarks and cancellation tests.
+   */
+  loop?: boolean
 }
 
 function charToken(ch: string): number {
@@ -84,13 +90,13 @@ function vocabulary(): { tokens: string[]; types: number[]; scores: number[] } {
 }
 
 /** successor[t] = the token t predicts. */
-function successors(step: number): Int32Array {
+function successors(step: number, loop: boolean): Int32Array {
   const next = new Int32Array(N_VOCAB).fill(EOS)
   for (const [first, last] of CHAINS) {
     const lo = first.charCodeAt(0)
     const hi = last.charCodeAt(0)
     for (let c = lo; c <= hi; c++) {
-      const to = c + step
+      const to = loop ? lo + ((c - lo + step) % (hi - lo + 1)) : c + step
       if (to <= hi) next[charToken(String.fromCharCode(c))] = charToken(String.fromCharCode(to))
     }
   }
@@ -109,8 +115,8 @@ function prng(seed: number): () => number {
   }
 }
 
-function buildTensors(step: number): GgufTensor[] {
-  const next = successors(step)
+function buildTensors(step: number, loop: boolean): GgufTensor[] {
+  const next = successors(step, loop)
   const rand = prng(SEED)
 
   // Dimension 0 is reserved as the "end of chain" direction; the rest hold
@@ -164,14 +170,17 @@ function buildTensors(step: number): GgufTensor[] {
   return tensors
 }
 
-function buildMetadata(step: number, name: string): Array<[string, GgufValue]> {
+function buildMetadata(step: number, loop: boolean, name: string): Array<[string, GgufValue]> {
   const vocab = vocabulary()
   return [
     ['general.architecture', { type: 'string', value: 'llama' }],
     ['general.name', { type: 'string', value: name }],
     [
       'general.description',
-      { type: 'string', value: `bigram test model: letters and digits advance by ${step}, then </s>` },
+      {
+        type: 'string',
+        value: `bigram test model: letters and digits advance by ${step}, ${loop ? 'wrapping around' : 'then </s>'}`,
+      },
     ],
     ['general.file_type', { type: 'uint32', value: 0 }],
     ['general.alignment', { type: 'uint32', value: 32 }],
@@ -201,11 +210,11 @@ function buildMetadata(step: number, name: string): Array<[string, GgufValue]> {
 
 /** The tiny model as GGUF bytes; identical for identical options. Throws RangeError on a bad step. */
 export function encodeTinyModel(opts: TinyModelOptions = {}): Buffer {
-  const { step = 1, name = TINY_MODEL_DESCRIPTION } = opts
+  const { step = 1, name = TINY_MODEL_DESCRIPTION, loop = false } = opts
   if (!Number.isInteger(step) || step < 1 || step > 25) {
     throw new RangeError(`step must be an integer from 1 to 25, got ${step}`)
   }
-  return encodeGguf({ metadata: buildMetadata(step, name), tensors: buildTensors(step) })
+  return encodeGguf({ metadata: buildMetadata(step, loop, name), tensors: buildTensors(step, loop) })
 }
 
 /**

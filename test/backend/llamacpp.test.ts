@@ -110,6 +110,16 @@ test('llamacpp: num_predict and stop', async (t) => {
   t.is(digits.text, '6789')
 })
 
+test('llamacpp: the looping tiny model runs until num_predict', async (t) => {
+  const { backend, modelsDir } = await setup(t)
+  await writeTinyModel(join(modelsDir, 'loop.gguf'), { loop: true })
+  const long = await backend.generate({ model: 'loop', prompt: 'x', options: { ...GREEDY, num_predict: 60 } })
+  const alphabet = 'abcdefghijklmnopqrstuvwxyz'
+  t.is(long.text, `yz${alphabet.repeat(3)}`.slice(0, 60), 'z wraps to a')
+  t.is(long.doneReason, 'length')
+  t.is(long.completionTokens, 60)
+})
+
 test('llamacpp: abort mid-generation returns the partial text and frees the sequence', async (t) => {
   const { backend } = await setup(t, { maxParallel: 1 })
   const controller = new AbortController()

@@ -98,6 +98,8 @@ export const processorConfigSchema = baseConfigSchema
       .int()
       .positive()
       .default(1024 * 1024),
+    /** Streamed text arriving faster than this is sent in one chunk (0: one chunk per token). */
+    streamCoalesceMs: z.number().min(0).max(1000).default(10),
   })
   .strict()
 
