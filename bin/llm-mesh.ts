@@ -1,9 +1,7 @@
 #!/usr/bin/env node
-import { createWriteStream } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { resolve } from 'node:path'
 import createTestnet from 'hyperdht/testnet.js'
 import { TINY_MODEL_NAME, writeTinyModel } from '../facilities/backends/tiny-model.js'
-import { MeshClient } from '../workers/client.worker.js'
 import { GatewayWorker } from '../workers/gateway.worker.js'
 import {
   type ConfigInput,
@@ -15,17 +13,11 @@ import {
 import { MeshError } from '../workers/lib/errors.js'
 import { VERSION } from '../workers/lib/version.js'
 import { ProcessorWorker } from '../workers/processor.worker.js'
+import { commandKey, commandUsage, commandUser, KEY_HELP, USAGE_HELP, USER_HELP } from './lib/accounts.js'
 import { runChat } from './lib/chat.js'
-import {
-  dataDir,
-  int,
-  parse,
-  readMeshFile,
-  str,
-  WORKER_FLAGS,
-  waitForSignal,
-  workerOverrides,
-} from './lib/common.js'
+import { dataDir, int, parse, str, WORKER_FLAGS, waitForSignal, workerOverrides } from './lib/common.js'
+import { CREDENTIAL_FLAGS } from './lib/credentials.js'
+import { joinMesh } from './lib/join.js'
 import { up } from './lib/up.js'
 
 const HELP: Record<string, string> = {
@@ -40,14 +32,20 @@ Commands:
   gateway     run a gateway worker
   processor   run a processor worker next to your models
   bootstrap   run a DHT bootstrap node
+  user        add, list and change users (admins)
+  key         create, list and revoke API keys
+  usage       tokens and requests per day and model, and where the limits stand
   model tiny  write the tiny test model (a GGUF file that is not a real LLM)
 
 llm-mesh <command> --help shows a command's options.`,
-  up: `Usage: llm-mesh up [--data DIR] [--processors N] [--no-chat] [--model NAME]
+  up: `Usage: llm-mesh up [--data DIR] [--processors N] [--no-chat] [--model NAME] [--admin-password PW]
 
 Starts a DHT bootstrap on 127.0.0.1, a gateway and N processors, all state in DIR,
 then an interactive chat. Backend: Ollama if it answers at OLLAMA_HOST, else the
 GGUF files in DIR/models, else the tiny test model written there on first run.
+On first run it creates the admin user 'admin' and prints its password once (or
+sets --admin-password PW). While it runs, 'llm-mesh user|key|usage|chat|status
+--data DIR' act as the local operator (an admin key kept in DIR/operator.key).
 
   --data DIR          state folder (default ./.llm-mesh)
   --processors N      processors to start (default 1)
@@ -55,30 +53,38 @@ GGUF files in DIR/models, else the tiny test model written there on first run.
   --model NAME        model to chat with (default: the first one)
   --mesh NAME         mesh name (default 'default')
   --bootstrap-port P  port of the DHT bootstrap (default 49737, any free port if taken)
-  --log-level LEVEL   trace|debug|info|warn|error (logs go to DIR/logs/)`,
+  --log-level LEVEL   trace|debug|info|warn|error (logs go to DIR/logs/)
+  --admin-password PW the admin's password (created, or reset to PW)`,
   chat: `Usage: llm-mesh chat [--data DIR] [--bootstrap LIST] [--model NAME]
+                     [--api-key KEY | --user NAME]
 
 Joins the mesh that 'llm-mesh up' runs from DIR (default ./.llm-mesh), or the one
-reached through --bootstrap host:port[,host:port] | public.`,
-  status: `Usage: llm-mesh status [--json] [--data DIR] [--bootstrap LIST]
+reached through --bootstrap host:port[,host:port] | public.
+Signs in with --api-key KEY (or LLM_MESH_API_KEY), or as --user NAME (password from
+LLM_MESH_PASSWORD or asked), or as the local operator of 'up' in DIR.`,
+  status: `Usage: llm-mesh status [--json] [--data DIR] [--bootstrap LIST] [--api-key KEY | --user NAME]
 
 Shows the processors a gateway sees: key, backend, models, capacity and load.`,
+  user: USER_HELP,
+  key: KEY_HELP,
+  usage: USAGE_HELP,
   gateway: `Usage: llm-mesh gateway [--config FILE] [--bootstrap LIST] [--store DIR] [--data DIR]
 
 Config: FILE (default config/gateway.json), then LLM_MESH_* variables, then flags.
   --bootstrap LIST   host:port[,host:port] of DHT nodes, or 'public' (required somewhere)
-  --store DIR        this gateway's store (identity, and later its ledger)
+  --store DIR        this gateway's store (identity, users, keys, usage ledger)
   --data DIR         join the mesh 'llm-mesh up' runs from DIR
   --mesh NAME        mesh name (default 'default')
   --log-level LEVEL`,
   processor: `Usage: llm-mesh processor [--config FILE] [--bootstrap LIST] [--store DIR] [--models DIR]
-                          [--backend auto|llamacpp|ollama] [--ollama-host URL] [--parallel N]
+                          [--backend auto|llamacpp|ollama|echo] [--ollama-host URL] [--parallel N]
 
 Config: FILE (default config/processor.json), then LLM_MESH_* / OLLAMA_HOST, then flags.
   --bootstrap LIST   host:port[,host:port] of DHT nodes, or 'public' (required somewhere)
   --store DIR        this processor's store (its identity survives restarts)
   --models DIR       folder of .gguf files (default STORE/models)
-  --backend KIND     auto (default): Ollama if it answers, else llama.cpp
+  --backend KIND     auto (default): Ollama if it answers, else llama.cpp;
+                     echo: the instant test backend (no model; for benchmarks)
   --ollama-host URL  default http://127.0.0.1:11434 (or OLLAMA_HOST)
   --parallel N       generations at once (default 2)
   --threads N        llama.cpp threads (default 1)
@@ -163,36 +169,13 @@ async function commandProcessor(args: string[]): Promise<number> {
   return serveWorker(new ProcessorWorker(config))
 }
 
-/** A client for commands that talk to a running mesh (chat, status). */
-async function joinMesh(values: Record<string, string | boolean | undefined>): Promise<MeshClient> {
-  const config: ConfigInput = { log: { level: str(values['log-level']) ?? 'warn' } }
-  const bootstrap = str(values.bootstrap)
-  if (bootstrap) Object.assign(config, workerOverrides(values))
-  else {
-    const dir = dataDir(values)
-    const mesh = readMeshFile(dir)
-    if (!mesh) {
-      throw new MeshError(
-        'ERR_UNAVAILABLE',
-        `no mesh is running from ${dir} (start one with 'llm-mesh up --data ${dir}', or pass --bootstrap)`,
-      )
-    }
-    Object.assign(config, { bootstrap: mesh.bootstrap, mesh: mesh.mesh, gateway: mesh.gateway })
-  }
-  if (str(values.mesh)) config.mesh = str(values.mesh)
-  const dir = dataDir(values)
-  const client = new MeshClient({
-    config,
-    logDestination: readMeshFile(dir)
-      ? createWriteStream(join(dir, 'logs', 'chat.log'), { flags: 'a' })
-      : process.stderr,
-  })
-  await client.ready()
-  return client
-}
-
 async function commandChat(args: string[]): Promise<number> {
-  const { values } = parse(args, { ...WORKER_FLAGS, model: { type: 'string' } })
+  const { values } = parse(args, {
+    ...WORKER_FLAGS,
+    ...CREDENTIAL_FLAGS,
+    user: { type: 'string' },
+    model: { type: 'string' },
+  })
   if (values.help) return help('chat')
   const client = await joinMesh(values)
   try {
@@ -206,7 +189,12 @@ async function commandChat(args: string[]): Promise<number> {
 }
 
 async function commandStatus(args: string[]): Promise<number> {
-  const { values } = parse(args, { ...WORKER_FLAGS, json: { type: 'boolean' } })
+  const { values } = parse(args, {
+    ...WORKER_FLAGS,
+    ...CREDENTIAL_FLAGS,
+    user: { type: 'string' },
+    json: { type: 'boolean' },
+  })
   if (values.help) return help('status')
   const client = await joinMesh(values)
   try {
@@ -270,9 +258,11 @@ async function commandUp(args: string[]): Promise<number> {
     mesh: { type: 'string' },
     'bootstrap-port': { type: 'string' },
     'log-level': { type: 'string' },
+    'admin-password': { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   })
   if (values.help) return help('up')
+  const adminPassword = str(values['admin-password'])
   const model = str(values.model)
   return up({
     dataDir: dataDir(values),
@@ -282,6 +272,7 @@ async function commandUp(args: string[]): Promise<number> {
     bootstrapPort: int(values['bootstrap-port'], 'bootstrap-port', 0) ?? 0,
     logLevel: str(values['log-level']) ?? 'info',
     ...(model ? { model } : {}),
+    ...(adminPassword ? { adminPassword } : {}),
   })
 }
 
@@ -293,6 +284,9 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   processor: commandProcessor,
   bootstrap: commandBootstrap,
   model: commandModel,
+  user: commandUser,
+  key: commandKey,
+  usage: commandUsage,
 }
 
 async function main(argv: string[]): Promise<number> {

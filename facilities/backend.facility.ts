@@ -2,6 +2,7 @@ import { readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { BackendConfig } from '../workers/lib/config.js'
 import { MeshError } from '../workers/lib/errors.js'
+import { EchoBackend } from './backends/echo.backend.js'
 import { LlamaCppBackend } from './backends/llamacpp.backend.js'
 import { OllamaBackend, probeOllama } from './backends/ollama.backend.js'
 import { TINY_MODEL_NAME, writeTinyModel } from './backends/tiny-model.js'
@@ -62,15 +63,17 @@ export class BackendFacility extends Facility {
   protected override async _open(): Promise<void> {
     const choice = await this.choose()
     const backend: Backend =
-      choice.kind === 'ollama'
-        ? new OllamaBackend({ host: this.config.ollamaHost })
-        : new LlamaCppBackend({
-            modelsDir: this.modelsDir,
-            threads: this.config.threads,
-            gpu: this.config.gpu,
-            contextSize: this.config.contextSize,
-            maxParallel: this.config.maxParallel,
-          })
+      choice.kind === 'echo'
+        ? new EchoBackend()
+        : choice.kind === 'ollama'
+          ? new OllamaBackend({ host: this.config.ollamaHost })
+          : new LlamaCppBackend({
+              modelsDir: this.modelsDir,
+              threads: this.config.threads,
+              gpu: this.config.gpu,
+              contextSize: this.config.contextSize,
+              maxParallel: this.config.maxParallel,
+            })
     try {
       await backend.open()
     } catch (err) {
@@ -84,6 +87,7 @@ export class BackendFacility extends Facility {
 
   private async choose(): Promise<BackendChoice> {
     const { type, ollamaHost, tinyModelFallback } = this.config
+    if (type === 'echo') return { kind: 'echo', reason: 'configured (instant test backend)', where: '-' }
     if (type === 'ollama') return { kind: 'ollama', reason: 'configured', where: ollamaHost }
     if (type === 'auto' && (await probeOllama(ollamaHost, OLLAMA_PROBE_TIMEOUT_MS))) {
       return { kind: 'ollama', reason: `Ollama answers at ${ollamaHost}`, where: ollamaHost }

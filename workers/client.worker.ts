@@ -1,5 +1,8 @@
+import type { PublicKey, PublicUser, TokenPair } from '../facilities/auth.facility.js'
+import type { LimitState } from '../facilities/limits.facility.js'
 import type { PeerConnection } from '../facilities/net.facility.js'
 import type { ProcessorView } from '../facilities/router.facility.js'
+import type { UsageCounter, UsageRecord, UsageRow } from '../facilities/usage.facility.js'
 import type { BaseStatus } from './base.worker.js'
 import { BaseWorker, type WorkerOptions } from './base.worker.js'
 import { type ClientConfig, type ConfigInput, clientConfigSchema, parseConfig } from './lib/config.js'
@@ -89,6 +92,67 @@ export class MeshStream implements AsyncIterable<StreamPart> {
 export interface MeshClientOptions extends WorkerOptions {
   /** Config fields (bootstrap is required: a host:port list, or 'public'). */
   config?: ConfigInput
+  /** An API key sent with every request; or call `login()`. */
+  apiKey?: string
+}
+
+/** Refresh the access token when it has less than this left. */
+const REFRESH_MARGIN_MS = 30_000
+
+interface Session {
+  accessToken: string
+  refreshToken: string
+  accessExpiresAt: number
+  user: PublicUser
+}
+
+export interface UsageQuery {
+  /** Another user's usage (admins only). */
+  user?: string
+  /** YYYY-MM-DD, UTC; default: the first of this month. */
+  from?: string
+  /** YYYY-MM-DD, UTC; default: today. */
+  to?: string
+  model?: string
+  /** Include the individual request records. */
+  records?: boolean
+  limit?: number
+}
+
+export interface UsageReport {
+  user: string
+  from: string
+  to: string
+  rows: UsageRow[]
+  total: UsageCounter
+  today: UsageCounter
+  month: UsageCounter
+  limits: Record<string, LimitState>
+  records?: UsageRecord[]
+}
+
+export interface WhoAmI {
+  user: PublicUser
+  via: 'apiKey' | 'token'
+  keyId: string | null
+  models: string[] | null
+  limits: Record<string, LimitState>
+}
+
+export interface CreateKeyOptions {
+  name: string
+  /** Create it for another user (admins only). */
+  user?: string
+  expiresInDays?: number
+  models?: string[]
+  limits?: { rpm?: number | null; tpm?: number | null }
+}
+
+export interface UserLimitOverrides {
+  rpm?: number | null
+  tpm?: number | null
+  dailyTokens?: number | null
+  monthlyTokens?: number | null
 }
 
 type Streamed<R> = R & { stream: true }
@@ -102,10 +166,109 @@ type NotStreamed<R> = R & { stream?: false }
 export class MeshClient extends BaseWorker<ClientConfig> {
   private gateway: PeerConnection | null = null
   private finding: Promise<PeerConnection> | null = null
+  private apiKey: string | null
+  private session: Session | null = null
+  private refreshing: Promise<void> | null = null
 
   constructor(opts: MeshClientOptions = {}) {
     const config = parseConfig(clientConfigSchema, opts.config ?? {})
     super('client', config, opts)
+    this.apiKey = opts.apiKey ?? null
+  }
+
+  /** Uses an API key for every later request (ends any login session). */
+  useApiKey(key: string): void {
+    this.apiKey = key
+    this.session = null
+  }
+
+  /** The logged-in user, if `login()` was used. */
+  get user(): PublicUser | null {
+    return this.session?.user ?? null
+  }
+
+  /** Logs in; later requests carry the access token, refreshed before it expires. @throws ERR_AUTH_INVALID, ERR_RATE_LIMITED */
+  async login(username: string, password: string): Promise<PublicUser> {
+    const pair = await this.call<TokenPair>('login', { username, password }, undefined, false)
+    this.adopt(pair)
+    this.apiKey = null
+    return pair.user
+  }
+
+  /** Ends the session on the gateway (access and refresh token). */
+  async logout(): Promise<void> {
+    const session = this.session
+    if (!session) return
+    try {
+      await this.call('logout', { refreshToken: session.refreshToken })
+    } finally {
+      this.session = null
+    }
+  }
+
+  /** Creates an account (open registration, or as an admin). */
+  async register(username: string, password: string): Promise<PublicUser> {
+    return this.call<PublicUser>('register', { username, password }, undefined, this.hasCredential())
+  }
+
+  private hasCredential(): boolean {
+    return this.apiKey !== null || this.session !== null
+  }
+
+  private adopt(pair: TokenPair): void {
+    this.session = {
+      accessToken: pair.accessToken,
+      refreshToken: pair.refreshToken,
+      accessExpiresAt: Date.now() + pair.expiresIn * 1000,
+      user: pair.user,
+    }
+  }
+
+  /** Trades the refresh token for a new pair (once at a time). */
+  private refreshSession(): Promise<void> {
+    this.refreshing ??= (async () => {
+      const session = this.session
+      if (!session) throw new MeshError('ERR_AUTH_REQUIRED', 'not logged in')
+      try {
+        this.adopt(
+          await this.call<TokenPair>('refresh', { refreshToken: session.refreshToken }, undefined, false),
+        )
+      } catch (err) {
+        this.session = null
+        throw err
+      }
+    })().finally(() => {
+      this.refreshing = null
+    })
+    return this.refreshing
+  }
+
+  /** What to send as `auth`: the API key, or a fresh access token. */
+  private async credential(): Promise<string | undefined> {
+    if (this.apiKey) return this.apiKey
+    if (!this.session) return undefined
+    if (this.session.accessExpiresAt - Date.now() < REFRESH_MARGIN_MS) await this.refreshSession()
+    return this.session?.accessToken
+  }
+
+  private async withAuth(payload: unknown): Promise<Record<string, unknown>> {
+    const auth = await this.credential()
+    const body =
+      typeof payload === 'object' && payload !== null ? { ...(payload as Record<string, unknown>) } : {}
+    if (auth !== undefined) body.auth = auth
+    return body
+  }
+
+  /** An expired access token (clock skew, a long pause): refresh once and try again. */
+  private async retryExpired<T>(run: () => Promise<T>): Promise<T> {
+    try {
+      return await run()
+    } catch (err) {
+      const e = err as MeshError
+      if (e?.code !== 'ERR_AUTH_INVALID' || e.details?.reason !== 'expired' || !this.session) throw err
+      await this.refreshSession()
+      return run()
+    }
   }
 
   protected override get serves(): boolean {
@@ -151,10 +314,15 @@ export class MeshClient extends BaseWorker<ClientConfig> {
     throw new MeshError('ERR_UNAVAILABLE', `no gateway answered on mesh '${this.config.mesh}'`)
   }
 
-  /** A plain request to the gateway. @throws the gateway's MeshError codes */
-  async call<T>(method: string, payload: unknown = null, timeout?: number): Promise<T> {
+  /**
+   * A request to the gateway, carrying the credential unless `authenticated` is false.
+   * @throws the gateway's MeshError codes
+   */
+  async call<T>(method: string, payload: unknown = null, timeout?: number, authenticated = true): Promise<T> {
     const gw = await this.connectGateway()
-    return gw.request<T>(method, payload, timeout === undefined ? {} : { timeout })
+    const opts = timeout === undefined ? {} : { timeout }
+    if (!authenticated) return gw.request<T>(method, payload, opts)
+    return this.retryExpired(async () => gw.request<T>(method, await this.withAuth(payload), opts))
   }
 
   /** Chat completion. With `stream: true` returns a MeshStream of text pieces. */
@@ -180,11 +348,13 @@ export class MeshClient extends BaseWorker<ClientConfig> {
   private stream(payload: InferRequestInput): MeshStream {
     return new MeshStream(async (signal, onText) => {
       const gw = await this.connectGateway()
-      return gw.stream<InferResult>('infer', payload as Record<string, unknown>, {
-        signal,
-        timeout: this.config.inferenceTimeoutMs,
-        onChunk: (chunk) => onText(chunk.text),
-      })
+      return this.retryExpired(async () =>
+        gw.stream<InferResult>('infer', await this.withAuth(payload), {
+          signal,
+          timeout: this.config.inferenceTimeoutMs,
+          onChunk: (chunk) => onText(chunk.text),
+        }),
+      )
     })
   }
 
@@ -199,6 +369,61 @@ export class MeshClient extends BaseWorker<ClientConfig> {
   /** The gateway's status: its processors, their models and load. */
   async status(): Promise<GatewayStatus> {
     return this.call<GatewayStatus>('status')
+  }
+
+  /** Who the credential belongs to, and where it stands against its limits. */
+  async whoami(): Promise<WhoAmI> {
+    return this.call<WhoAmI>('whoami')
+  }
+
+  async changePassword(currentPassword: string, newPassword: string): Promise<void> {
+    await this.call('changePassword', { currentPassword, newPassword })
+  }
+
+  /** A new API key: `key` is shown here once and never again. */
+  async createKey(opts: CreateKeyOptions): Promise<PublicKey & { key: string }> {
+    return this.call('createKey', opts)
+  }
+
+  async listKeys(user?: string): Promise<PublicKey[]> {
+    return (await this.call<{ keys: PublicKey[] }>('listKeys', user ? { user } : {})).keys
+  }
+
+  async revokeKey(id: string): Promise<PublicKey> {
+    return this.call<PublicKey>('revokeKey', { id })
+  }
+
+  /** Usage per day and model, with today's and this month's totals and the limits. */
+  async usage(query: UsageQuery = {}): Promise<UsageReport> {
+    return this.call<UsageReport>('usage', query)
+  }
+
+  /** Admins: every user. */
+  async listUsers(): Promise<PublicUser[]> {
+    return (await this.call<{ users: PublicUser[] }>('listUsers')).users
+  }
+
+  /** Admins: a new user. */
+  async createUser(user: {
+    username: string
+    password: string
+    role?: 'admin' | 'user'
+    limits?: UserLimitOverrides
+  }): Promise<PublicUser> {
+    return this.call<PublicUser>('createUser', user)
+  }
+
+  /** Admins: role, limit overrides (null: no limit), disable/enable. */
+  async updateUser(
+    username: string,
+    changes: {
+      role?: 'admin' | 'user'
+      limits?: UserLimitOverrides
+      disabled?: boolean
+      resetLimits?: boolean
+    },
+  ): Promise<PublicUser> {
+    return this.call<PublicUser>('updateUser', { username, ...changes })
   }
 }
 

@@ -1,9 +1,19 @@
+import { randomBytes } from 'node:crypto'
+import { AuthFacility, type Identity, type Role } from '../facilities/auth.facility.js'
+import { LimitsFacility, type Subject } from '../facilities/limits.facility.js'
 import { type CallContext, type MethodTable, STREAM_CHUNK } from '../facilities/net.facility.js'
 import { type ProcessorEntry, RouterFacility } from '../facilities/router.facility.js'
+import {
+  type UsageCounter,
+  UsageFacility,
+  type UsageRow,
+  utcDay,
+  utcMonth,
+} from '../facilities/usage.facility.js'
 import { BaseWorker, type FacilitySpec, type WorkerOptions } from './base.worker.js'
 import type { GatewayConfig } from './lib/config.js'
 import { MeshError } from './lib/errors.js'
-import { type InferResult, parseInferRequest, parseModelRequest } from './lib/inference.js'
+import { type InferRequest, type InferResult, parseInferRequest, parseModelRequest } from './lib/inference.js'
 import type { ModelDetails, ModelInfo } from './lib/wire.js'
 
 /** Processors tried for one request that fails before its first token. */
@@ -13,13 +23,46 @@ const MODELS_TIMEOUT_MS = 5_000
 /** Failures that say the processor, not the request, is the problem: try another. */
 const RETRYABLE = new Set(['ERR_UNAVAILABLE', 'ERR_TIMEOUT', 'ERR_BACKEND_UNAVAILABLE', 'ERR_UNKNOWN_METHOD'])
 
+type Payload = Record<string, unknown>
+
+function asPayload(payload: unknown): Payload {
+  return typeof payload === 'object' && payload !== null && !Array.isArray(payload)
+    ? (payload as Payload)
+    : {}
+}
+
+function optionalString(p: Payload, field: string): string | undefined {
+  const v = p[field]
+  if (v === undefined || v === null) return undefined
+  if (typeof v !== 'string') throw MeshError.badRequest(`request.${field}: expected string`)
+  return v
+}
+
+const baseModel = (m: string) => (m.endsWith(':latest') ? m.slice(0, -':latest'.length) : m)
+
+function sumRows(rows: UsageRow[], pick: (r: UsageRow) => boolean = () => true): UsageCounter {
+  const total: UsageCounter = { requests: 0, errors: 0, promptTokens: 0, completionTokens: 0 }
+  for (const r of rows) {
+    if (!pick(r)) continue
+    total.requests += r.requests
+    total.errors += r.errors
+    total.promptTokens += r.promptTokens
+    total.completionTokens += r.completionTokens
+  }
+  return total
+}
+
 /**
- * The mesh's front door. For now: finds processors on the DHT, keeps them live,
- * and forwards each request to a processor that serves its model, streaming
- * tokens back. Auth, limits and the ledger come with the accounts work.
+ * The mesh's front door: every request is authenticated (API key or access
+ * JWT), admitted against the caller's rate limits and quotas, forwarded to a
+ * processor that serves its model (tokens streamed back), and written to the
+ * usage ledger before the answer is returned.
  */
 export class GatewayWorker extends BaseWorker<GatewayConfig> {
   private routerFacility: RouterFacility | null = null
+  private authFacility: AuthFacility | null = null
+  private usageFacility: UsageFacility | null = null
+  private limitsFacility: LimitsFacility | null = null
   /** Client requests by `<caller key hex>/<stream id>`, for `cancel`. */
   private readonly running = new Map<string, AbortController>()
   /** Legs running on each processor, failed over when it is dropped. */
@@ -34,8 +77,69 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     return this.routerFacility
   }
 
+  /** Accounts, or null when `auth.enabled` is false. */
+  get auth(): AuthFacility | null {
+    return this.authFacility
+  }
+
+  get usage(): UsageFacility | null {
+    return this.usageFacility
+  }
+
+  get limits(): LimitsFacility | null {
+    return this.limitsFacility
+  }
+
   protected override facilities(): FacilitySpec[] {
+    const accounts: FacilitySpec[] = []
+    if (this.config.auth.enabled) {
+      const needStore = () => {
+        try {
+          return this.store
+        } catch {
+          throw MeshError.badConfig(
+            'config.store: a gateway with accounts (auth.enabled) needs a store folder',
+          )
+        }
+      }
+      accounts.push(
+        {
+          name: 'auth',
+          priority: 40,
+          create: () => {
+            this.authFacility = new AuthFacility({
+              store: needStore(),
+              config: this.config.auth,
+              logger: this.log,
+            })
+            return this.authFacility
+          },
+        },
+        {
+          name: 'usage',
+          priority: 42,
+          create: () => {
+            this.usageFacility = new UsageFacility({
+              store: needStore(),
+              logger: this.log,
+              maxBatch: this.config.ledger.maxBatch,
+            })
+            return this.usageFacility
+          },
+        },
+        {
+          name: 'limits',
+          priority: 44,
+          create: () => {
+            const usage = this.usageFacility as UsageFacility
+            this.limitsFacility = new LimitsFacility({ tokensUsed: (id, now) => usage.tokensUsed(id, now) })
+            return this.limitsFacility
+          },
+        },
+      )
+    }
     return [
+      ...accounts,
       {
         name: 'router',
         priority: 50,
@@ -52,13 +156,237 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     ]
   }
 
+  protected override async afterStart(): Promise<void> {
+    if (!this.config.auth.enabled) {
+      this.log.warn(
+        'auth is disabled: anyone who reaches this gateway can use the mesh, unlimited and unaccounted',
+      )
+    }
+  }
+
   protected override methods(): MethodTable {
     return {
+      // Open: how a caller gets a credential.
+      login: (payload, ctx) => {
+        const p = asPayload(payload)
+        return this.accounts().login(p.username, p.password, ctx.remotePublicKey.toString('hex'))
+      },
+      refresh: (payload) => this.accounts().refresh(asPayload(payload).refreshToken),
+      register: (payload) => this.register(asPayload(payload)),
+      // Any user.
+      logout: async (payload) => {
+        const p = asPayload(payload)
+        await this.accounts().logout(this.requireIdentity(p), p.refreshToken)
+        return { ok: true }
+      },
+      whoami: (payload) => this.whoami(this.requireIdentity(payload)),
+      changePassword: async (payload) => {
+        const p = asPayload(payload)
+        const id = this.requireIdentity(p)
+        await this.accounts().changePassword(id.userId, p.currentPassword, p.newPassword)
+        return { ok: true }
+      },
+      createKey: (payload) => this.createKey(asPayload(payload)),
+      listKeys: (payload) => {
+        const p = asPayload(payload)
+        const target = this.targetUser(this.requireIdentity(p), optionalString(p, 'user'))
+        return { keys: this.accounts().listKeys(target.id) }
+      },
+      revokeKey: (payload) => {
+        const p = asPayload(payload)
+        const id = this.requireIdentity(p)
+        return this.accounts().revokeKey(p.id, id.userId, id.role === 'admin')
+      },
+      usage: (payload) => this.usageReport(asPayload(payload)),
       infer: (payload, ctx) => this.infer(payload, ctx),
       cancel: (payload, ctx) => this.cancel(payload, ctx),
-      models: async () => ({ models: await this.models() }),
-      show: (payload) => this.show(parseModelRequest(payload).model),
+      models: async (payload) => {
+        this.identify(payload)
+        return { models: await this.models() }
+      },
+      show: (payload) => {
+        this.identify(payload)
+        return this.show(parseModelRequest(payload).model)
+      },
+      status: (payload) => {
+        this.identify(payload)
+        return this.localStatus()
+      },
+      // Admins.
+      listUsers: (payload) => {
+        this.requireAdmin(payload)
+        return { users: this.accounts().listUsers() }
+      },
+      createUser: (payload) => {
+        const p = asPayload(payload)
+        this.requireAdmin(p)
+        return this.accounts().createUser({
+          username: p.username,
+          password: p.password,
+          role: this.roleOf(p.role),
+          limits: p.limits,
+        })
+      },
+      updateUser: async (payload) => {
+        const p = asPayload(payload)
+        this.requireAdmin(p)
+        const username = optionalString(p, 'username')
+        if (!username) throw MeshError.badRequest('request.username: required')
+        if (p.disabled !== undefined && typeof p.disabled !== 'boolean')
+          throw MeshError.badRequest('request.disabled: expected boolean')
+        if (p.password !== undefined) await this.accounts().setPassword(username, p.password)
+        return this.accounts().updateUser(username, {
+          ...(p.role !== undefined ? { role: this.roleOf(p.role) } : {}),
+          ...(p.limits !== undefined ? { limits: p.limits } : {}),
+          ...(p.disabled !== undefined ? { disabled: p.disabled as boolean } : {}),
+          ...(p.resetLimits === true ? { resetLimits: true } : {}),
+        })
+      },
     }
+  }
+
+  // ---------------------------------------------------------------- identity
+
+  private accounts(): AuthFacility {
+    if (!this.authFacility) throw new MeshError('ERR_UNAVAILABLE', 'accounts are disabled on this gateway')
+    return this.authFacility
+  }
+
+  /** The caller's identity from `payload.auth`, or null when auth is disabled. @throws ERR_AUTH_* */
+  private identify(payload: unknown): Identity | null {
+    if (!this.authFacility) return null
+    return this.authFacility.authenticate(asPayload(payload).auth)
+  }
+
+  private requireIdentity(payload: unknown): Identity {
+    return this.accounts().authenticate(asPayload(payload).auth)
+  }
+
+  private requireAdmin(payload: unknown): Identity {
+    const id = this.requireIdentity(payload)
+    if (id.role !== 'admin') throw new MeshError('ERR_FORBIDDEN', 'admins only')
+    return id
+  }
+
+  private roleOf(v: unknown): Role {
+    if (v === undefined || v === 'user') return 'user'
+    if (v === 'admin') return 'admin'
+    throw MeshError.badRequest("request.role: 'admin' or 'user'")
+  }
+
+  /** The user a request is about: the caller, or (admins only) the one named. */
+  private targetUser(caller: Identity, username: string | undefined) {
+    const auth = this.accounts()
+    if (username !== undefined && username.toLowerCase() !== caller.username) {
+      if (caller.role !== 'admin')
+        throw new MeshError('ERR_FORBIDDEN', "only admins may act on another user's account")
+      const u = auth.user(username)
+      if (!u) throw new MeshError('ERR_NOT_FOUND', `no user '${username}'`, { username })
+      return u
+    }
+    const u = auth.userById(caller.userId)
+    if (!u) throw new MeshError('ERR_AUTH_INVALID', 'user is gone')
+    return u
+  }
+
+  private subjectOf(identity: Identity): Subject {
+    const auth = this.accounts()
+    const u = auth.userById(identity.userId)
+    const k = identity.keyId ? auth.key(identity.keyId) : undefined
+    return {
+      userId: identity.userId,
+      username: identity.username,
+      keyId: identity.keyId,
+      userLimits: { ...this.config.limits.user, ...u?.limits },
+      keyLimits: k ? { ...this.config.limits.key, ...k.limits } : null,
+    }
+  }
+
+  private async register(p: Payload) {
+    const auth = this.accounts()
+    if (this.config.auth.registration !== 'open') {
+      const caller = p.auth === undefined ? null : this.requireIdentity(p)
+      if (caller?.role !== 'admin') {
+        throw new MeshError(
+          'ERR_FORBIDDEN',
+          'registration is closed on this gateway: ask an admin for an account',
+        )
+      }
+    }
+    return auth.createUser({ username: p.username, password: p.password, role: 'user' })
+  }
+
+  private whoami(identity: Identity) {
+    const u = this.accounts().userById(identity.userId)
+    if (!u) throw new MeshError('ERR_AUTH_INVALID', 'user is gone')
+    return {
+      user: AuthFacility.publicUser(u),
+      via: identity.keyId ? 'apiKey' : 'token',
+      keyId: identity.keyId,
+      models: identity.models,
+      limits: (this.limitsFacility as LimitsFacility).state(this.subjectOf(identity)),
+    }
+  }
+
+  private async createKey(p: Payload) {
+    const caller = this.requireIdentity(p)
+    const target = this.targetUser(caller, optionalString(p, 'user'))
+    return this.accounts().createKey(target.id, {
+      name: p.name,
+      expiresInDays: p.expiresInDays,
+      models: p.models,
+      limits: p.limits,
+    })
+  }
+
+  /** Usage per day and model over a range (default: this month), with today's and this month's totals. */
+  private async usageReport(p: Payload) {
+    const caller = this.requireIdentity(p)
+    const target = this.targetUser(caller, optionalString(p, 'user'))
+    const usage = this.usageFacility as UsageFacility
+    const now = Date.now()
+    const today = utcDay(now)
+    const monthStart = `${utcMonth(now)}-01`
+    const from = optionalString(p, 'from') ?? monthStart
+    const to = optionalString(p, 'to') ?? today
+    const model = optionalString(p, 'model')
+    const range = await usage.summary(target.id, from, to, model)
+    const month =
+      from === monthStart && to === today && !model
+        ? range
+        : await usage.summary(target.id, monthStart, today)
+    const report: Record<string, unknown> = {
+      user: target.username,
+      from,
+      to,
+      rows: range.rows,
+      total: range.total,
+      today: sumRows(month.rows, (r) => r.day === today),
+      month: month.total,
+    }
+    if (p.records === true) {
+      const limit = typeof p.limit === 'number' && p.limit > 0 ? Math.min(p.limit, 10_000) : 1000
+      report.records = await usage.records(
+        target.id,
+        Date.parse(`${from}T00:00:00Z`),
+        Date.parse(`${to}T23:59:59.999Z`),
+        limit,
+      )
+    }
+    await usage.loadTotals(target.id, now)
+    report.limits = (this.limitsFacility as LimitsFacility).state(
+      this.subjectOf({
+        userId: target.id,
+        username: target.username,
+        role: target.role,
+        keyId: null,
+        models: null,
+        jti: null,
+        expiresAt: null,
+      }),
+      now,
+    )
+    return report
   }
 
   protected override async statusInfo(): Promise<Record<string, unknown>> {
@@ -97,9 +425,64 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       .request<ModelDetails>('show', { model }, { timeout: MODELS_TIMEOUT_MS })
   }
 
+  /**
+   * Authenticates, admits, forwards and accounts one inference request. The
+   * answer is returned only once its usage record is durable.
+   * @throws ERR_AUTH_*, ERR_FORBIDDEN (model not allowed for the key), ERR_RATE_LIMITED,
+   *         ERR_QUOTA_EXCEEDED, and whatever forwarding throws
+   */
   private async infer(payload: unknown, ctx: CallContext): Promise<InferResult> {
+    const identity = this.identify(payload)
     const req = parseInferRequest(payload, this.config.maxPromptBytes)
     if (req.stream && !req.id) throw MeshError.badRequest('request.id: required when stream is true')
+    if (!identity) return this.run(req, ctx)
+    if (identity.models && !identity.models.includes(baseModel(req.model))) {
+      throw new MeshError('ERR_FORBIDDEN', `this API key may not use model '${req.model}'`, {
+        model: req.model,
+      })
+    }
+    const usage = this.usageFacility as UsageFacility
+    const limits = this.limitsFacility as LimitsFacility
+    const subject = this.subjectOf(identity)
+    await usage.loadTotals(identity.userId)
+    limits.admit(subject)
+    const started = performance.now()
+    const requestId = randomBytes(8).toString('hex')
+    let result: InferResult | null = null
+    let failure: MeshError | null = null
+    try {
+      result = await this.run(req, ctx)
+    } catch (err) {
+      failure = MeshError.from(err)
+    }
+    const promptTokens = result?.promptTokens ?? 0
+    const completionTokens = result?.completionTokens ?? 0
+    limits.addTokens(subject, promptTokens + completionTokens)
+    await usage.record({
+      id: requestId,
+      ts: Date.now(),
+      userId: identity.userId,
+      keyId: identity.keyId,
+      model: req.model,
+      processor: result?.processor ?? null,
+      promptTokens,
+      completionTokens,
+      ms: Math.round((performance.now() - started) * 1000) / 1000,
+      status: failure
+        ? failure.code === 'ERR_CANCELLED'
+          ? 'cancelled'
+          : 'error'
+        : result?.doneReason === 'cancelled'
+          ? 'cancelled'
+          : 'ok',
+      ...(failure ? { code: failure.code } : {}),
+    })
+    if (failure) throw failure
+    return { ...(result as InferResult), requestId }
+  }
+
+  /** Forwards one validated request (streams tracked for `cancel`, bounded by the inference timeout). */
+  private async run(req: InferRequest, ctx: CallContext): Promise<InferResult> {
     const key = `${ctx.remotePublicKey.toString('hex')}/${req.id ?? Math.random().toString(36).slice(2)}`
     if (this.running.has(key)) throw MeshError.badRequest(`request.id: stream '${req.id}' is already running`)
     const controller = new AbortController()
@@ -120,11 +503,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   }
 
   /** Sends the request to processors until one answers; never retries once text was streamed. */
-  private async forward(
-    req: ReturnType<typeof parseInferRequest>,
-    ctx: CallContext,
-    signal: AbortSignal,
-  ): Promise<InferResult> {
+  private async forward(req: InferRequest, ctx: CallContext, signal: AbortSignal): Promise<InferResult> {
     const tried = new Set<string>()
     let seq = 0
     const { id: clientId, ...body } = req

@@ -2,12 +2,14 @@ import { createInterface } from 'node:readline'
 import type { MeshClient, MeshStream } from '../../workers/client.worker.js'
 import { MeshError } from '../../workers/lib/errors.js'
 import type { ChatMessage } from '../../workers/lib/wire.js'
+import { formatLimits, formatUsage } from './accounts.js'
 
 export const CHAT_HELP = `Commands:
   /models          list the mesh's models
   /model NAME      switch model (history is kept)
   /clear           forget the conversation
   /status          processors of the mesh
+  /usage           your usage today and this month, and your limits
   /help            this help
   /quit            leave (Ctrl-D too)
 Ctrl-C stops the current answer; twice when idle leaves.`
@@ -36,6 +38,8 @@ export async function runChat(opts: ChatOptions): Promise<void> {
   let quitting = false
 
   const rl = createInterface({ input, output, terminal: tty, historySize: 200 })
+  // Start reading now: lines piped in while the models are listed would be lost otherwise.
+  const lines = rl[Symbol.asyncIterator]()
   const quit = () => {
     quitting = true
     rl.close()
@@ -69,7 +73,7 @@ export async function runChat(opts: ChatOptions): Promise<void> {
     )
     rl.setPrompt(tty ? '>>> ' : '')
     rl.prompt()
-    for await (const raw of rl) {
+    for await (const raw of { [Symbol.asyncIterator]: () => lines }) {
       const line = raw.trim()
       if (!line) {
         rl.prompt()
@@ -110,6 +114,9 @@ export async function runChat(opts: ChatOptions): Promise<void> {
                   write(`Model: ${model}\n`)
                 }
               }
+              break
+            case '/usage':
+              write(`${formatUsage(await client.usage())}\n`)
               break
             case '/status': {
               const status = await client.status()
@@ -160,6 +167,10 @@ export async function runChat(opts: ChatOptions): Promise<void> {
         history.pop()
         const e = MeshError.from(err)
         write(`\n${e.code === 'ERR_CANCELLED' ? dim('[stopped]', tty) : `error: ${e.message}`}\n`)
+        if (e.code === 'ERR_RATE_LIMITED' || e.code === 'ERR_QUOTA_EXCEEDED') {
+          const who = await client.whoami().catch(() => null)
+          if (who) write(`${formatLimits(who.limits)}\n`)
+        }
       } finally {
         current = null
       }

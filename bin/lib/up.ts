@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { createWriteStream } from 'node:fs'
 import { mkdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -10,10 +11,13 @@ import { gatewayConfigSchema, parseConfig } from '../../workers/lib/config.js'
 import { MeshError } from '../../workers/lib/errors.js'
 import { runChat } from './chat.js'
 import { MESH_FILE, waitForSignal, writeMeshFile } from './common.js'
+import { keyIdOf, readOperatorKey, removeOperatorKey, writeOperatorKey } from './credentials.js'
 
 const BOOTSTRAP_NODES = 3
 const PROCESSOR_START_TIMEOUT_MS = 120_000
 const CHILD_STOP_TIMEOUT_MS = 10_000
+export const ADMIN_USER = 'admin'
+const OPERATOR_KEY_NAME = 'llm-mesh up: local operator'
 
 export interface UpOptions {
   dataDir: string
@@ -23,6 +27,8 @@ export interface UpOptions {
   bootstrapPort: number
   logLevel: string
   model?: string
+  /** The admin's password: set on the admin (created or not); generated and printed when absent and new. */
+  adminPassword?: string
 }
 
 interface ProcessorChild {
@@ -91,6 +97,35 @@ async function stopChild(p: ProcessorChild): Promise<void> {
 }
 
 /**
+ * The local admin and the operator key: creates `admin` on first run (password
+ * printed once unless given), revokes the key of a previous run, and writes a
+ * fresh admin API key to DATA/operator.key for the CLI on this machine.
+ * Returns the new key and its id.
+ */
+async function setUpOperator(gateway: GatewayWorker, opts: UpOptions): Promise<{ id: string; key: string }> {
+  const auth = gateway.auth
+  if (!auth) throw MeshError.badConfig('up needs accounts (auth.enabled)')
+  const existing = auth.user(ADMIN_USER)
+  if (!existing) {
+    const password = opts.adminPassword ?? randomBytes(12).toString('base64url')
+    await auth.createUser({ username: ADMIN_USER, password, role: 'admin' })
+    if (!opts.adminPassword) {
+      process.stdout.write(`admin user '${ADMIN_USER}' created; password (shown once): ${password}\n`)
+    }
+  } else if (opts.adminPassword) {
+    await auth.setPassword(ADMIN_USER, opts.adminPassword)
+  }
+  const previous = readOperatorKey(opts.dataDir)
+  const previousId = previous ? keyIdOf(previous) : null
+  if (previousId) await auth.revokeKey(previousId, '', true).catch(() => {})
+  const admin = auth.user(ADMIN_USER)
+  if (!admin) throw MeshError.internal('admin user missing')
+  const key = await auth.createKey(admin.id, { name: OPERATOR_KEY_NAME })
+  await writeOperatorKey(opts.dataDir, key.key)
+  return { id: key.id, key: key.key }
+}
+
+/**
  * `llm-mesh up`: a DHT bootstrap on 127.0.0.1, a gateway in this process,
  * N processors as children, all state under the data folder; then the chat,
  * or with --no-chat a `llm-mesh ready` line and a wait for SIGINT/SIGTERM.
@@ -105,10 +140,14 @@ export async function up(opts: UpOptions): Promise<number> {
   let client: MeshClient | null = null
   const children: ProcessorChild[] = []
   let stopping: Promise<void> | null = null
+  let operatorKeyId: string | null = null
   const stop = () => {
     stopping ??= (async () => {
       await client?.close().catch(() => {})
       await Promise.all(children.map(stopChild))
+      // The operator key works only while `up` runs.
+      if (operatorKeyId) await gateway?.auth?.revokeKey(operatorKeyId, '', true).catch(() => {})
+      await removeOperatorKey(dataDir)
       await gateway?.close().catch(() => {})
       await testnet?.destroy().catch(() => {})
       await rm(join(dataDir, MESH_FILE), { force: true })
@@ -136,6 +175,8 @@ export async function up(opts: UpOptions): Promise<number> {
     })
     await gateway.ready()
     const gatewayKey = gateway.publicKey.toString('hex')
+    const operator = await setUpOperator(gateway, opts)
+    operatorKeyId = operator.id
 
     for (let i = 0; i < opts.processors; i++) children.push(startProcessor(i, opts, bootstrap.join(',')))
     const started = await Promise.all(children.map((c) => c.ready))
@@ -173,6 +214,7 @@ export async function up(opts: UpOptions): Promise<number> {
     client = new MeshClient({
       config: { mesh: opts.mesh, bootstrap, gateway: gatewayKey, log: { level: 'warn' } },
       logDestination: createWriteStream(join(dataDir, 'logs', 'chat.log'), { flags: 'a' }),
+      apiKey: operator.key,
     })
     await client.ready()
     await runChat({ client, ...(opts.model ? { model: opts.model } : {}) })

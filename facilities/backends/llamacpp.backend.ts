@@ -136,6 +136,8 @@ interface SamplingPlan {
 interface RawOutput {
   response: string
   stopReason: string
+  /** Tokens of the whole prompt (cached prefix included), as Ollama's prompt_eval_count. */
+  promptTokens: number
 }
 
 type Producer = (
@@ -635,13 +637,18 @@ export class LlamaCppBackend implements Backend {
       chatWrapper: lm.chatWrapper,
       autoDisposeSequence: false,
     })
+    // What LlamaChat will evaluate: the history rendered by the same wrapper. Counted whole, even
+    // when a cached prefix spares evaluating part of it: that is what usage is charged on.
+    const promptTokens = lm.chatWrapper
+      .generateContextState({ chatHistory: history })
+      .contextText.tokenize(lm.model.tokenizer).length
     try {
       const res = await chat.generateResponse(history, {
         ...this.samplingFor(plan),
         ...hooks,
         stopOnAbortSignal: true,
       })
-      return { response: res.response, stopReason: res.metadata.stopReason }
+      return { response: res.response, stopReason: res.metadata.stopReason, promptTokens }
     } finally {
       chat.dispose({ disposeSequence: false })
     }
@@ -654,13 +661,17 @@ export class LlamaCppBackend implements Backend {
     hooks: Parameters<Producer>[2],
   ): Promise<RawOutput> {
     const completion = new LlamaCompletion({ contextSequence: seq, autoDisposeSequence: false })
+    const model = seq.model
+    const promptTokens =
+      model.tokenize(prompt).length +
+      (model.tokens.shouldPrependBosToken && model.tokens.bos !== null ? 1 : 0)
     try {
       const res = await completion.generateCompletionWithMeta(prompt, {
         ...this.samplingFor(plan),
         ...hooks,
         stopOnAbortSignal: true,
       })
-      return { response: res.response, stopReason: res.metadata.stopReason }
+      return { response: res.response, stopReason: res.metadata.stopReason, promptTokens }
     } finally {
       completion.dispose({ disposeSequence: false })
     }
@@ -717,7 +728,6 @@ export class LlamaCppBackend implements Backend {
         const seq = await this.acquireSequence(lm, signal)
         let failed = false
         try {
-          const meterBefore = seq.tokenMeter.getState()
           const genStarted = performance.now()
           let firstTokenAt: number | null = null
           let completionTokens = 0
@@ -735,15 +745,10 @@ export class LlamaCppBackend implements Backend {
           const ended = performance.now()
           const doneReason = doneReasonOf(out.stopReason)
           if (doneReason === 'cancelled' && out.response === '') throw this.abortError()
-          const used = seq.tokenMeter.diff(meterBefore)
-          // The meter files a token decoded with logits under "output": that is the last prompt
-          // token plus every generated token fed back, so the prompt tokens evaluated are the
-          // "input" ones plus that last one (always re-decoded, even when the prefix was cached).
-          const promptTokens = used.usedOutputTokens > 0 ? used.usedInputTokens + 1 : used.usedInputTokens
           return {
             text: out.response,
             doneReason,
-            promptTokens,
+            promptTokens: out.promptTokens,
             completionTokens,
             totalMs: ended - started,
             loadMs,

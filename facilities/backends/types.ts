@@ -1,6 +1,6 @@
 import type { InferenceSource } from '../../workers/lib/wire.js'
 
-export type BackendKind = 'llamacpp' | 'ollama'
+export type BackendKind = 'llamacpp' | 'ollama' | 'echo'
 
 /** A local inference engine a processor wraps. `open()` before use, `close()` once done. */
 export interface Backend extends InferenceSource {

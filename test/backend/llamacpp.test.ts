@@ -54,8 +54,10 @@ test('llamacpp: greedy generate streams the exact continuation', async (t) => {
   }
   t.ok(result.totalMs >= result.evalMs + result.promptEvalMs)
 
+  t.is(result.promptTokens, 4, 'prompt tokens: <s> a b c')
   const raw = await backend.generate({ model: TINY_MODEL_NAME, prompt: 'abc', raw: true, options: GREEDY })
   t.is(raw.text, STEP1_TEXT, 'raw completion')
+  t.is(raw.promptTokens, 4, 'the whole prompt counts even when its prefix is cached')
   const withSystem = await backend.generate({
     model: `${TINY_MODEL_NAME}:latest`,
     prompt: 'abc',

@@ -29,6 +29,9 @@ export async function testnet(t: T): Promise<{ net: Testnet; bootstrap: string[]
   return { net, bootstrap: net.bootstrap.map((b) => `${b.host}:${b.port}`) }
 }
 
+/** Cheap password hashing for tests (the default cost is 2^15). */
+export const TEST_AUTH = { scrypt: { N: 1024 } }
+
 export async function startGateway(
   t: T,
   bootstrap: string[],
@@ -36,7 +39,10 @@ export async function startGateway(
 ): Promise<GatewayWorker> {
   const config = parseConfig(
     gatewayConfigSchema,
-    deepMerge({ bootstrap, store: await t.tmp(), log: TEST_LOG, registry: FAST_REGISTRY }, extra),
+    deepMerge(
+      { bootstrap, store: await t.tmp(), log: TEST_LOG, registry: FAST_REGISTRY, auth: TEST_AUTH },
+      extra,
+    ),
   )
   const gateway = new GatewayWorker(config)
   t.teardown(() => gateway.close(), { order: 1 })
@@ -44,8 +50,34 @@ export async function startGateway(
   return gateway
 }
 
-export async function startClient(t: T, bootstrap: string[], extra: ConfigInput = {}): Promise<MeshClient> {
-  const client = new MeshClient({ config: deepMerge({ bootstrap, log: TEST_LOG }, extra) })
+/** Password of the users `apiKeyFor` makes. */
+export const passwordOf = (username: string) => `password-of-${username}`
+
+/** A new API key of `username` (made, with `role`, if missing), straight through the gateway's auth. */
+export async function apiKeyFor(
+  gateway: GatewayWorker,
+  username = 'admin',
+  role: 'admin' | 'user' = 'admin',
+  limits: Record<string, number | null> = {},
+): Promise<string> {
+  const auth = gateway.auth
+  if (!auth) throw new Error('the gateway has no accounts')
+  if (!auth.user(username)) await auth.createUser({ username, password: passwordOf(username), role, limits })
+  const user = auth.user(username)
+  if (!user) throw new Error('user not created')
+  return (await auth.createKey(user.id, { name: 'test' })).key
+}
+
+export async function startClient(
+  t: T,
+  bootstrap: string[],
+  extra: ConfigInput = {},
+  opts: { apiKey?: string } = {},
+): Promise<MeshClient> {
+  const client = new MeshClient({
+    config: deepMerge({ bootstrap, log: TEST_LOG }, extra),
+    ...(opts.apiKey ? { apiKey: opts.apiKey } : {}),
+  })
   t.teardown(() => client.close(), { order: 0 })
   await client.ready()
   return client

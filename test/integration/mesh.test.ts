@@ -6,7 +6,7 @@ import { TINY_MODEL_NAME, writeTinyModel } from '../../facilities/backends/tiny-
 import { OllamaCompatServer } from '../../facilities/http/ollama-api.js'
 import type { MeshClient } from '../../workers/client.worker.js'
 import { rejectsWith } from '../helpers/assert.js'
-import { spawnProcessor, startClient, startGateway, testnet, until } from '../helpers/mesh.js'
+import { apiKeyFor, spawnProcessor, startClient, startGateway, testnet, until } from '../helpers/mesh.js'
 
 const STEP2_MODEL = `${TINY_MODEL_NAME}-step2`
 /** Greedy continuations of "abc" by the tiny model with step 1 and step 2. */
@@ -64,7 +64,7 @@ test('mesh: gateway + llama.cpp and ollama processors + client, end to end', {
   t.ok(llama.backend.startsWith('llamacpp'), llama.backend)
   t.ok(viaOllama.backend.startsWith('ollama'), viaOllama.backend)
 
-  const client = await startClient(t, bootstrap)
+  const client = await startClient(t, bootstrap, {}, { apiKey: await apiKeyFor(gateway) })
   t.ok(
     await until(async () => (await client.status()).processors.length === 2),
     'status shows both processors',
@@ -135,9 +135,9 @@ test('mesh: a cancelled stream stops on the processor and frees it', { timeout: 
   const { bootstrap } = await testnet(t)
   const models = await t.tmp()
   await writeTinyModel(join(models, `${TINY_MODEL_NAME}.gguf`))
-  await startGateway(t, bootstrap)
+  const gateway = await startGateway(t, bootstrap)
   await spawnProcessor(t, bootstrap, ['--store', await t.tmp(), '--models', models, '--parallel', '1'])
-  const client = await startClient(t, bootstrap)
+  const client = await startClient(t, bootstrap, {}, { apiKey: await apiKeyFor(gateway) })
   t.ok(await until(async () => (await client.status()).processors.length === 1))
 
   // A long prompt-free generation: 'a' with a big num_predict on a model that stops at 'z'

@@ -3,7 +3,7 @@ import test from 'brittle'
 import { fromWireError } from '../../facilities/net.facility.js'
 import { StoreFacility } from '../../facilities/store.facility.js'
 import { rejectsWith } from '../helpers/assert.js'
-import { startClient, startGateway, testnet } from '../helpers/mesh.js'
+import { apiKeyFor, startClient, startGateway, testnet } from '../helpers/mesh.js'
 
 test('worker: identity survives a restart on the same store', async (t) => {
   const { bootstrap } = await testnet(t)
@@ -20,7 +20,7 @@ test('worker: identity survives a restart on the same store', async (t) => {
 test('worker: ping and status over RPC', async (t) => {
   const { bootstrap } = await testnet(t)
   const gateway = await startGateway(t, bootstrap)
-  const client = await startClient(t, bootstrap)
+  const client = await startClient(t, bootstrap, {}, { apiKey: await apiKeyFor(gateway) })
   const peer = await client.connectGateway()
   t.is(
     peer.publicKey.toString('hex'),
@@ -43,6 +43,7 @@ test('worker: bad RPC payloads get coded errors and change nothing', async (t) =
   const rpc = new RPC({ dht: net.createNode() })
   t.teardown(() => rpc.destroy(), { order: 0 })
   const pk = gateway.publicKey
+  const key = await apiKeyFor(gateway)
   const raw = async (method: string, body: string) => {
     try {
       return await rpc.request(pk, method, Buffer.from(body), { timeout: 5000 })
@@ -54,39 +55,54 @@ test('worker: bad RPC payloads get coded errors and change nothing', async (t) =
   await rejectsWith(t, raw('nope', 'null'), 'ERR_UNKNOWN_METHOD', 'unknown method')
   const wrongType = await rejectsWith(
     t,
-    raw('infer', JSON.stringify({ kind: 'chat', model: 7, messages: [] })),
+    raw('infer', JSON.stringify({ auth: key, kind: 'chat', model: 7, messages: [] })),
     'ERR_BAD_REQUEST',
   )
   t.ok(wrongType?.message.includes('request.model'), `names the field: ${wrongType?.message}`)
   await rejectsWith(
     t,
-    raw('infer', JSON.stringify({ kind: 'dance', model: 'm' })),
+    raw('infer', JSON.stringify({ auth: key, kind: 'dance', model: 'm' })),
     'ERR_BAD_REQUEST',
     'unknown kind',
   )
   await rejectsWith(
     t,
-    raw('infer', JSON.stringify({ kind: 'chat', model: 'm', messages: [{ role: 'wizard', content: 'x' }] })),
+    raw(
+      'infer',
+      JSON.stringify({ auth: key, kind: 'chat', model: 'm', messages: [{ role: 'wizard', content: 'x' }] }),
+    ),
     'ERR_BAD_REQUEST',
     'bad role',
   )
   await rejectsWith(
     t,
-    raw('infer', JSON.stringify({ kind: 'generate', model: 'm', prompt: 'x'.repeat(2000) })),
+    raw('infer', JSON.stringify({ auth: key, kind: 'generate', model: 'm', prompt: 'x'.repeat(2000) })),
     'ERR_PAYLOAD_TOO_LARGE',
     'oversized prompt',
   )
   await rejectsWith(
     t,
-    raw('infer', JSON.stringify({ kind: 'generate', model: 'm', prompt: 'x', stream: true })),
+    raw('infer', JSON.stringify({ auth: key, kind: 'generate', model: 'm', prompt: 'x', stream: true })),
     'ERR_BAD_REQUEST',
     'stream without id',
   )
-  await rejectsWith(t, raw('show', '[]'), 'ERR_BAD_REQUEST', 'show without model')
+  await rejectsWith(t, raw('show', JSON.stringify({ auth: key })), 'ERR_BAD_REQUEST', 'show without model')
+  await rejectsWith(
+    t,
+    raw('infer', JSON.stringify({ kind: 'generate', model: 'm', prompt: 'x' })),
+    'ERR_AUTH_REQUIRED',
+    'no credential',
+  )
+  await rejectsWith(
+    t,
+    raw('infer', JSON.stringify({ auth: 42, kind: 'generate', model: 'm', prompt: 'x' })),
+    'ERR_AUTH_INVALID',
+    'a credential of the wrong type',
+  )
   await rejectsWith(t, raw('cancel', '42'), 'ERR_BAD_REQUEST', 'cancel without id')
   await rejectsWith(
     t,
-    raw('infer', JSON.stringify({ kind: 'generate', model: 'nobody-has-this', prompt: 'x' })),
+    raw('infer', JSON.stringify({ auth: key, kind: 'generate', model: 'nobody-has-this', prompt: 'x' })),
     'ERR_MODEL_NOT_FOUND',
   )
   const pong = JSON.parse((await rpc.request(pk, 'ping', Buffer.from('null'), { timeout: 5000 })).toString())

@@ -70,7 +70,7 @@ export const baseConfigSchema = z.object({
 
 export const backendConfigSchema = z
   .object({
-    type: z.enum(['auto', 'llamacpp', 'ollama']).default('auto'),
+    type: z.enum(['auto', 'llamacpp', 'ollama', 'echo']).default('auto'),
     modelsDir: z.string().min(1).optional(),
     ollamaHost: z.string().url().default('http://127.0.0.1:11434'),
     threads: z.number().int().positive().default(1),
@@ -103,8 +103,93 @@ export const processorConfigSchema = baseConfigSchema
   })
   .strict()
 
+/** A limit: a positive integer, or null for none. */
+const limit = z.number().int().positive().nullable()
+
+/** Per-user limits; an admin can override any of them per user. */
+export const userLimitsSchema = z
+  .object({
+    /** Requests per minute (sliding 60 s window). */
+    rpm: limit.default(600),
+    /** Prompt + completion tokens per minute (sliding 60 s window). */
+    tpm: limit.default(1_000_000),
+    /** Prompt + completion tokens per UTC day. */
+    dailyTokens: limit.default(null),
+    /** Prompt + completion tokens per UTC month. */
+    monthlyTokens: limit.default(null),
+  })
+  .strict()
+
+/** Per-API-key limits, on top of the owner's; a key may set its own at creation. */
+export const keyLimitsSchema = z
+  .object({
+    rpm: limit.default(null),
+    tpm: limit.default(null),
+  })
+  .strict()
+
+export const authConfigSchema = z
+  .object({
+    /**
+     * false: no accounts at all; every request is forwarded without identity,
+     * limits or ledger. Only for a private mesh whose every peer is trusted.
+     */
+    enabled: z.boolean().default(true),
+    /** 'admin': only admins create users; 'open': anyone may register. */
+    registration: z.enum(['admin', 'open']).default('admin'),
+    /** HS256 secret (>= 32 bytes); generated and kept in the gateway's store when absent. */
+    jwtSecret: z.string().min(32, 'at least 32 characters').optional(),
+    issuer: z.string().min(1).default('llm-mesh'),
+    audience: z.string().min(1).default('llm-mesh'),
+    accessTtlSec: z.number().int().min(10).max(86_400).default(900),
+    refreshTtlSec: z
+      .number()
+      .int()
+      .min(60)
+      .default(30 * 86_400),
+    /** scrypt cost of new password hashes (N, a power of two; r; p). Stored with each hash. */
+    scrypt: z
+      .object({
+        N: z
+          .number()
+          .int()
+          .min(1024)
+          .max(2 ** 20)
+          .refine((n) => (n & (n - 1)) === 0, 'a power of two')
+          .default(2 ** 15),
+        r: z.number().int().min(1).max(32).default(8),
+        p: z.number().int().min(1).max(16).default(1),
+      })
+      .strict()
+      .prefault({}),
+    /** Failed logins before an account is locked for `lockMs`, counted over `lockMs`. */
+    maxFailuresPerAccount: z.number().int().positive().default(5),
+    /** Failed logins from one peer (RPC key or IP) within `lockMs` before it is refused. */
+    maxFailuresPerPeer: z.number().int().positive().default(20),
+    lockMs: z
+      .number()
+      .int()
+      .positive()
+      .default(15 * 60_000),
+    /** Verified access tokens and API keys kept in memory. */
+    cacheSize: z.number().int().positive().default(10_000),
+  })
+  .strict()
+
 export const gatewayConfigSchema = baseConfigSchema
   .extend({
+    auth: authConfigSchema.prefault({}),
+    limits: z
+      .object({ user: userLimitsSchema.prefault({}), key: keyLimitsSchema.prefault({}) })
+      .strict()
+      .prefault({}),
+    ledger: z
+      .object({
+        /** Most records in one group commit. */
+        maxBatch: z.number().int().positive().default(4096),
+      })
+      .strict()
+      .prefault({}),
     maxPromptBytes: z
       .number()
       .int()
@@ -146,6 +231,9 @@ export type ProcessorConfig = z.infer<typeof processorConfigSchema>
 export type GatewayConfig = z.infer<typeof gatewayConfigSchema>
 export type ClientConfig = z.infer<typeof clientConfigSchema>
 export type BackendConfig = z.infer<typeof backendConfigSchema>
+export type AuthConfig = z.infer<typeof authConfigSchema>
+export type UserLimits = z.infer<typeof userLimitsSchema>
+export type KeyLimits = z.infer<typeof keyLimitsSchema>
 
 export type ConfigInput = Record<string, unknown>
 

@@ -61,6 +61,8 @@ export interface InferResult extends GenerationResult {
   model: string
   /** Hex key of the processor that served it (set by processors, kept by gateways). */
   processor?: string
+  /** The gateway's id of the request, as in its usage ledger. */
+  requestId?: string
 }
 
 export const modelRequestSchema = z.object({ model: z.string().min(1).max(MAX_MODEL_NAME) }).strip()

@@ -1,0 +1,43 @@
+import { createWriteStream } from 'node:fs'
+import { join } from 'node:path'
+import { MeshClient } from '../../workers/client.worker.js'
+import type { ConfigInput } from '../../workers/lib/config.js'
+import { MeshError } from '../../workers/lib/errors.js'
+import { dataDir, readMeshFile, str, workerOverrides } from './common.js'
+import { type FlagValues, signIn } from './credentials.js'
+
+/**
+ * A signed-in client for commands that talk to a running mesh (chat, status,
+ * user, key, usage): the mesh `up` runs from --data, or the one reached
+ * through --bootstrap.
+ */
+export async function joinMesh(values: FlagValues): Promise<MeshClient> {
+  const config: ConfigInput = { log: { level: str(values['log-level']) ?? 'warn' } }
+  const dir = dataDir(values)
+  const meshFile = readMeshFile(dir)
+  if (str(values.bootstrap)) Object.assign(config, workerOverrides(values))
+  else {
+    if (!meshFile) {
+      throw new MeshError(
+        'ERR_UNAVAILABLE',
+        `no mesh is running from ${dir} (start one with 'llm-mesh up --data ${dir}', or pass --bootstrap)`,
+      )
+    }
+    Object.assign(config, { bootstrap: meshFile.bootstrap, mesh: meshFile.mesh, gateway: meshFile.gateway })
+  }
+  if (str(values.mesh)) config.mesh = str(values.mesh)
+  const client = new MeshClient({
+    config,
+    logDestination: meshFile
+      ? createWriteStream(join(dir, 'logs', 'chat.log'), { flags: 'a' })
+      : process.stderr,
+  })
+  try {
+    await client.ready()
+    await signIn(client, values, dir)
+  } catch (err) {
+    await client.close()
+    throw err
+  }
+  return client
+}

@@ -1,0 +1,802 @@
+import { createHash, randomBytes, scrypt as scryptCb, timingSafeEqual } from 'node:crypto'
+import type Hyperbee from 'hyperbee'
+import jwt from 'jsonwebtoken'
+import { z } from 'zod'
+import type { AuthConfig, KeyLimits, UserLimits } from '../workers/lib/config.js'
+import { validate } from '../workers/lib/config.js'
+import { MeshError } from '../workers/lib/errors.js'
+import { Facility } from './facility.js'
+import type { Logger } from './log.facility.js'
+import type { StoreFacility } from './store.facility.js'
+
+/**
+ * Users, passwords, tokens and API keys, in the gateway's Hyperbee `auth`
+ * (layout in docs/data-model.md). Every user and key is held in memory too, so
+ * checking a request costs no I/O: an API key is one SHA-256, a JWT one HMAC
+ * the first time and a map lookup after (cached until it expires), plus the
+ * checks that make revocation immediate (user disabled, token version, key
+ * revoked, access token logged out).
+ *
+ * Secrets are never stored in clear: passwords as scrypt hashes (per-user
+ * salt, cost stored with the hash), API keys and refresh tokens as SHA-256
+ * (they are 192-bit random, so a fast hash is enough). JWTs are HS256 with the
+ * algorithm pinned on verify, and issuer, audience and expiry checked.
+ */
+
+export const AUTH_BEE = 'auth'
+const JWT_SECRET_KEY = 'config/jwt-secret'
+const JWT_ALGORITHM = 'HS256'
+export const API_KEY_PREFIX = 'lmk'
+export const REFRESH_PREFIX = 'lmr'
+const ID_BYTES = 8
+const SECRET_BYTES = 24
+const SALT_BYTES = 16
+const HASH_BYTES = 32
+/** scrypt runs on libuv's pool (4 threads); keep two for everything else. */
+const MAX_CONCURRENT_SCRYPT = 2
+export const MIN_PASSWORD = 8
+export const MAX_PASSWORD = 1024
+
+export type Role = 'admin' | 'user'
+
+export interface UserRecord {
+  id: string
+  username: string
+  role: Role
+  passwordHash: string
+  /** Overrides of the configured defaults; a null value means no limit. */
+  limits: Partial<UserLimits>
+  disabled: boolean
+  /** Bumped on password change and disable: every token issued before stops working. */
+  tokenVersion: number
+  createdAt: string
+  updatedAt: string
+}
+
+export interface KeyRecord {
+  id: string
+  userId: string
+  /** SHA-256 of the key's secret part, hex. */
+  hash: string
+  name: string
+  createdAt: string
+  expiresAt: string | null
+  /** Models the key may use; null: all. */
+  models: string[] | null
+  limits: Partial<KeyLimits>
+  revokedAt: string | null
+}
+
+interface RefreshRecord {
+  userId: string
+  family: string
+  hash: string
+  tokenVersion: number
+  expiresAt: number
+  rotatedAt: number | null
+}
+
+/** Who is calling, as established by a token or key. */
+export interface Identity {
+  userId: string
+  username: string
+  role: Role
+  /** The API key used, or null for a JWT. */
+  keyId: string | null
+  models: string[] | null
+  /** The access token's id (JWT only), for logout. */
+  jti: string | null
+  /** Access token expiry (ms), or the key's, or null. */
+  expiresAt: number | null
+}
+
+export interface PublicUser {
+  id: string
+  username: string
+  role: Role
+  limits: Partial<UserLimits>
+  disabled: boolean
+  createdAt: string
+}
+
+export interface PublicKey {
+  id: string
+  userId: string
+  name: string
+  prefix: string
+  createdAt: string
+  expiresAt: string | null
+  models: string[] | null
+  limits: Partial<KeyLimits>
+  revokedAt: string | null
+}
+
+export interface TokenPair {
+  tokenType: 'Bearer'
+  accessToken: string
+  /** Seconds the access token lives. */
+  expiresIn: number
+  refreshToken: string
+  refreshExpiresIn: number
+  user: PublicUser
+}
+
+interface AccessClaims {
+  sub: string
+  name: string
+  role: Role
+  ver: number
+  typ: 'access'
+  jti: string
+  exp: number
+}
+
+interface Cached {
+  identity: Identity
+  /** For JWTs: the token version it was issued under. */
+  ver: number
+}
+
+const usernameSchema = z
+  .string()
+  .regex(/^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$/, '1-64 letters, digits, . _ - (starting with a letter or digit)')
+  .transform((s) => s.toLowerCase())
+const passwordSchema = z
+  .string()
+  .min(MIN_PASSWORD, `at least ${MIN_PASSWORD} characters`)
+  .max(MAX_PASSWORD, `at most ${MAX_PASSWORD} characters`)
+const limitValue = z.number().int().positive().nullable()
+export const userLimitOverridesSchema = z
+  .object({
+    rpm: limitValue.optional(),
+    tpm: limitValue.optional(),
+    dailyTokens: limitValue.optional(),
+    monthlyTokens: limitValue.optional(),
+  })
+  .strict()
+export const keyLimitOverridesSchema = z
+  .object({ rpm: limitValue.optional(), tpm: limitValue.optional() })
+  .strict()
+
+const sha256 = (s: string) => createHash('sha256').update(s).digest()
+const nowIso = () => new Date().toISOString()
+
+function sameHash(a: Buffer, hex: string): boolean {
+  const b = Buffer.from(hex, 'hex')
+  return a.length === b.length && timingSafeEqual(a, b)
+}
+
+function scrypt(password: string, salt: Buffer, N: number, r: number, p: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    // maxmem must cover 128 * N * r bytes, plus slack.
+    scryptCb(password, salt, HASH_BYTES, { N, r, p, maxmem: 256 * N * r }, (err, key) =>
+      err ? reject(err) : resolve(key),
+    )
+  })
+}
+
+/** Parses `<prefix>_<16 hex id>_<secret>`; null when it is not that shape. */
+function parseOpaque(token: string, prefix: string): { id: string; secret: string } | null {
+  const m = new RegExp(`^${prefix}_([0-9a-f]{${ID_BYTES * 2}})_([A-Za-z0-9_-]{20,64})$`).exec(token)
+  return m ? { id: m[1] as string, secret: m[2] as string } : null
+}
+
+function makeOpaque(prefix: string): { id: string; secret: string; token: string } {
+  const id = randomBytes(ID_BYTES).toString('hex')
+  const secret = randomBytes(SECRET_BYTES).toString('base64url')
+  return { id, secret, token: `${prefix}_${id}_${secret}` }
+}
+
+/** A sliding count of failures per name (account or peer) within `windowMs`. */
+class FailureLog {
+  private readonly failures = new Map<string, number[]>()
+
+  constructor(
+    private readonly max: number,
+    private readonly windowMs: number,
+  ) {}
+
+  private recent(name: string, now: number): number[] {
+    const list = (this.failures.get(name) ?? []).filter((t) => t > now - this.windowMs)
+    if (list.length) this.failures.set(name, list)
+    else this.failures.delete(name)
+    return list
+  }
+
+  /** Ms until `name` may try again, or 0. */
+  blockedFor(name: string, now = Date.now()): number {
+    const list = this.recent(name, now)
+    if (list.length < this.max) return 0
+    return (list[list.length - this.max] as number) + this.windowMs - now
+  }
+
+  fail(name: string, now = Date.now()): void {
+    const list = this.recent(name, now)
+    list.push(now)
+    // Only the last `max` matter.
+    this.failures.set(name, list.slice(-this.max))
+  }
+
+  clear(name: string): void {
+    this.failures.delete(name)
+  }
+}
+
+export interface AuthFacilityOptions {
+  store: StoreFacility
+  config: AuthConfig
+  logger: Logger
+}
+
+export class AuthFacility extends Facility {
+  readonly name = 'auth'
+  private readonly storeFacility: StoreFacility
+  private readonly config: AuthConfig
+  private readonly log: Logger
+  private bee: Hyperbee | null = null
+  private secret: Buffer | string = ''
+  private readonly users = new Map<string, UserRecord>()
+  private readonly usersById = new Map<string, UserRecord>()
+  private readonly keys = new Map<string, KeyRecord>()
+  /** Logged-out access token ids, until they would have expired anyway. */
+  private readonly revokedJtis = new Map<string, number>()
+  private readonly cache = new Map<string, Cached>()
+  private readonly accountFailures: FailureLog
+  private readonly peerFailures: FailureLog
+  private scryptRunning = 0
+  private readonly scryptWaiters: Array<() => void> = []
+  /** Serializes writes that read before they write (refresh rotation, user updates). */
+  private writeChain: Promise<void> = Promise.resolve()
+  /** A hash to verify against for unknown users, so timing does not tell which names exist. */
+  private dummyHash: string | null = null
+
+  constructor(opts: AuthFacilityOptions) {
+    super()
+    const { store, config, logger } = opts
+    this.storeFacility = store
+    this.config = config
+    this.log = logger
+    this.accountFailures = new FailureLog(config.maxFailuresPerAccount, config.lockMs)
+    this.peerFailures = new FailureLog(config.maxFailuresPerPeer, config.lockMs)
+  }
+
+  protected override async _open(): Promise<void> {
+    const bee = await this.storeFacility.bee(AUTH_BEE)
+    this.bee = bee
+    if (this.config.jwtSecret) this.secret = this.config.jwtSecret
+    else {
+      const stored = await bee.get<string>(JWT_SECRET_KEY)
+      if (stored && /^[0-9a-f]{64,}$/.test(stored.value)) this.secret = Buffer.from(stored.value, 'hex')
+      else {
+        const fresh = randomBytes(32)
+        await bee.put(JWT_SECRET_KEY, fresh.toString('hex'))
+        this.secret = fresh
+      }
+    }
+    for await (const { value } of bee.createReadStream<UserRecord>({ gte: 'users/', lt: 'users0' })) {
+      this.users.set(value.username, value)
+      this.usersById.set(value.id, value)
+    }
+    for await (const { value } of bee.createReadStream<KeyRecord>({ gte: 'keys/', lt: 'keys0' })) {
+      this.keys.set(value.id, value)
+    }
+    const now = Date.now()
+    for await (const { key, value } of bee.createReadStream<number>({ gte: 'revoked/', lt: 'revoked0' })) {
+      if (value > now) this.revokedJtis.set(key.slice('revoked/'.length), value)
+    }
+  }
+
+  protected override async _close(): Promise<void> {
+    await this.writeChain
+    this.bee = null
+    this.cache.clear()
+  }
+
+  private get db(): Hyperbee {
+    if (!this.bee) throw new MeshError('ERR_UNAVAILABLE', 'auth is closed')
+    return this.bee
+  }
+
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.writeChain.then(fn)
+    this.writeChain = run.then(
+      () => {},
+      () => {},
+    )
+    return run
+  }
+
+  // ------------------------------------------------------------------ passwords
+
+  private async withScryptSlot<T>(fn: () => Promise<T>): Promise<T> {
+    while (this.scryptRunning >= MAX_CONCURRENT_SCRYPT) {
+      await new Promise<void>((resolve) => this.scryptWaiters.push(resolve))
+    }
+    this.scryptRunning++
+    try {
+      return await fn()
+    } finally {
+      this.scryptRunning--
+      this.scryptWaiters.shift()?.()
+    }
+  }
+
+  /** `scrypt$N$r$p$<salt b64>$<hash b64>` */
+  async hashPassword(password: string): Promise<string> {
+    const { N, r, p } = this.config.scrypt
+    const salt = randomBytes(SALT_BYTES)
+    const hash = await this.withScryptSlot(() => scrypt(password, salt, N, r, p))
+    return `scrypt$${N}$${r}$${p}$${salt.toString('base64')}$${hash.toString('base64')}`
+  }
+
+  async verifyPassword(password: string, stored: string): Promise<boolean> {
+    const parts = stored.split('$')
+    if (parts.length !== 6 || parts[0] !== 'scrypt') return false
+    const [N, r, p] = parts.slice(1, 4).map(Number) as [number, number, number]
+    const salt = Buffer.from(parts[4] as string, 'base64')
+    const expected = Buffer.from(parts[5] as string, 'base64')
+    const actual = await this.withScryptSlot(() => scrypt(password, salt, N, r, p))
+    return actual.length === expected.length && timingSafeEqual(actual, expected)
+  }
+
+  // ------------------------------------------------------------------ users
+
+  get userCount(): number {
+    return this.users.size
+  }
+
+  user(username: string): UserRecord | undefined {
+    return this.users.get(username.toLowerCase())
+  }
+
+  userById(id: string): UserRecord | undefined {
+    return this.usersById.get(id)
+  }
+
+  static publicUser(u: UserRecord): PublicUser {
+    return {
+      id: u.id,
+      username: u.username,
+      role: u.role,
+      limits: u.limits,
+      disabled: u.disabled,
+      createdAt: u.createdAt,
+    }
+  }
+
+  listUsers(): PublicUser[] {
+    return [...this.users.values()]
+      .map(AuthFacility.publicUser)
+      .sort((a, b) => a.username.localeCompare(b.username))
+  }
+
+  private async saveUser(u: UserRecord): Promise<void> {
+    await this.db.put(`users/${u.username}`, u)
+    this.users.set(u.username, u)
+    this.usersById.set(u.id, u)
+  }
+
+  /** @throws ERR_BAD_REQUEST (bad name, password or limits), ERR_CONFLICT (name taken) */
+  async createUser(input: {
+    username: unknown
+    password: unknown
+    role?: Role
+    limits?: unknown
+  }): Promise<PublicUser> {
+    const username = validate(usernameSchema, input.username, 'username', 'ERR_BAD_REQUEST')
+    const password = validate(passwordSchema, input.password, 'password', 'ERR_BAD_REQUEST')
+    const limits = validate(userLimitOverridesSchema, input.limits ?? {}, 'limits', 'ERR_BAD_REQUEST')
+    const role = input.role ?? 'user'
+    const passwordHash = await this.hashPassword(password)
+    return this.exclusive(async () => {
+      if (this.users.has(username)) {
+        throw new MeshError('ERR_CONFLICT', `user '${username}' already exists`, { username })
+      }
+      const at = nowIso()
+      const u: UserRecord = {
+        id: randomBytes(ID_BYTES).toString('hex'),
+        username,
+        role,
+        passwordHash,
+        limits,
+        disabled: false,
+        tokenVersion: 0,
+        createdAt: at,
+        updatedAt: at,
+      }
+      await this.saveUser(u)
+      this.log.info({ user: username, role }, 'user created')
+      return AuthFacility.publicUser(u)
+    })
+  }
+
+  /**
+   * Admin changes: role, limit overrides (null removes a limit, an absent field
+   * keeps the default), disabled. Disabling ends every token and key at once.
+   * @throws ERR_NOT_FOUND, ERR_BAD_REQUEST
+   */
+  async updateUser(
+    username: string,
+    changes: { role?: Role; limits?: unknown; disabled?: boolean; resetLimits?: boolean },
+  ): Promise<PublicUser> {
+    const limits =
+      changes.limits === undefined
+        ? undefined
+        : validate(userLimitOverridesSchema, changes.limits, 'limits', 'ERR_BAD_REQUEST')
+    return this.exclusive(async () => {
+      const u = this.requireUser(username)
+      const next: UserRecord = { ...u, updatedAt: nowIso() }
+      if (changes.role) next.role = changes.role
+      if (changes.resetLimits) next.limits = {}
+      if (limits) next.limits = { ...next.limits, ...limits }
+      if (changes.disabled !== undefined) next.disabled = changes.disabled
+      // A disabled user or a changed role: tokens issued before say something no longer true.
+      if (next.disabled !== u.disabled || next.role !== u.role) next.tokenVersion = u.tokenVersion + 1
+      await this.saveUser(next)
+      this.log.info({ user: u.username, changes: { ...changes, limits } }, 'user updated')
+      return AuthFacility.publicUser(next)
+    })
+  }
+
+  /** @throws ERR_AUTH_INVALID (wrong current password), ERR_BAD_REQUEST */
+  async changePassword(userId: string, current: unknown, next: unknown): Promise<void> {
+    const password = validate(passwordSchema, next, 'newPassword', 'ERR_BAD_REQUEST')
+    const u = this.usersById.get(userId)
+    if (!u || typeof current !== 'string' || !(await this.verifyPassword(current, u.passwordHash))) {
+      throw new MeshError('ERR_AUTH_INVALID', 'the current password is wrong')
+    }
+    const passwordHash = await this.hashPassword(password)
+    await this.exclusive(async () => {
+      const latest = this.requireUser(u.username)
+      await this.saveUser({
+        ...latest,
+        passwordHash,
+        tokenVersion: latest.tokenVersion + 1,
+        updatedAt: nowIso(),
+      })
+    })
+    this.log.info({ user: u.username }, 'password changed')
+  }
+
+  /** Admin reset of a user's password; ends the user's sessions. @throws ERR_NOT_FOUND, ERR_BAD_REQUEST */
+  async setPassword(username: string, next: unknown): Promise<void> {
+    const password = validate(passwordSchema, next, 'password', 'ERR_BAD_REQUEST')
+    this.requireUser(username)
+    const passwordHash = await this.hashPassword(password)
+    await this.exclusive(async () => {
+      const latest = this.requireUser(username)
+      await this.saveUser({
+        ...latest,
+        passwordHash,
+        tokenVersion: latest.tokenVersion + 1,
+        updatedAt: nowIso(),
+      })
+    })
+    this.log.info({ user: username }, 'password reset')
+  }
+
+  private requireUser(username: string): UserRecord {
+    const u = this.users.get(String(username).toLowerCase())
+    if (!u) throw new MeshError('ERR_NOT_FOUND', `no user '${username}'`, { username })
+    return u
+  }
+
+  // ------------------------------------------------------------------ login and tokens
+
+  /**
+   * Checks a password and issues tokens. Failures are counted per account and
+   * per peer; past the limit the account (or peer) is refused without even
+   * checking the password until the window passes.
+   * @throws ERR_AUTH_INVALID, ERR_RATE_LIMITED (too many failures), ERR_FORBIDDEN (disabled)
+   */
+  async login(usernameInput: unknown, password: unknown, peer: string): Promise<TokenPair> {
+    if (typeof usernameInput !== 'string' || typeof password !== 'string' || password.length > MAX_PASSWORD) {
+      throw MeshError.badRequest('username and password are required strings')
+    }
+    const username = usernameInput.toLowerCase()
+    const peerWait = this.peerFailures.blockedFor(peer)
+    if (peerWait > 0) throw this.tooManyFailures('this peer', peerWait)
+    const accountWait = this.accountFailures.blockedFor(username)
+    if (accountWait > 0) throw this.tooManyFailures(`account '${username}'`, accountWait)
+    const u = this.users.get(username)
+    const ok = u
+      ? await this.verifyPassword(password, u.passwordHash)
+      : await this.verifyPassword(password, await this.dummy()).then(() => false)
+    if (!ok) {
+      this.accountFailures.fail(username)
+      this.peerFailures.fail(peer)
+      this.log.warn({ user: username, peer }, 'login failed')
+      throw new MeshError('ERR_AUTH_INVALID', 'wrong username or password')
+    }
+    this.accountFailures.clear(username)
+    const user = u as UserRecord
+    if (user.disabled) throw new MeshError('ERR_FORBIDDEN', `user '${username}' is disabled`)
+    return this.issueTokens(user, randomBytes(ID_BYTES).toString('hex'))
+  }
+
+  private tooManyFailures(who: string, waitMs: number): MeshError {
+    return new MeshError(
+      'ERR_RATE_LIMITED',
+      `too many failed logins for ${who}; retry in ${Math.ceil(waitMs / 1000)} s`,
+      {
+        limit: 'login',
+        retryAfterMs: Math.ceil(waitMs),
+      },
+    )
+  }
+
+  private async dummy(): Promise<string> {
+    this.dummyHash ??= await this.hashPassword(randomBytes(16).toString('hex'))
+    return this.dummyHash
+  }
+
+  private async issueTokens(u: UserRecord, family: string): Promise<TokenPair> {
+    const jti = randomBytes(ID_BYTES).toString('hex')
+    const accessToken = jwt.sign(
+      { name: u.username, role: u.role, ver: u.tokenVersion, typ: 'access' },
+      this.secret,
+      {
+        algorithm: JWT_ALGORITHM,
+        subject: u.id,
+        issuer: this.config.issuer,
+        audience: this.config.audience,
+        expiresIn: this.config.accessTtlSec,
+        jwtid: jti,
+      },
+    )
+    const refresh = makeOpaque(REFRESH_PREFIX)
+    const rec: RefreshRecord = {
+      userId: u.id,
+      family,
+      hash: sha256(refresh.secret).toString('hex'),
+      tokenVersion: u.tokenVersion,
+      expiresAt: Date.now() + this.config.refreshTtlSec * 1000,
+      rotatedAt: null,
+    }
+    await this.db.put(`refresh/${refresh.id}`, rec)
+    return {
+      tokenType: 'Bearer',
+      accessToken,
+      expiresIn: this.config.accessTtlSec,
+      refreshToken: refresh.token,
+      refreshExpiresIn: this.config.refreshTtlSec,
+      user: AuthFacility.publicUser(u),
+    }
+  }
+
+  /**
+   * Trades a refresh token for a new pair; the old one stops working (rotation).
+   * Presenting an already rotated token revokes its whole family: someone else
+   * has a copy.
+   * @throws ERR_AUTH_INVALID
+   */
+  refresh(token: unknown): Promise<TokenPair> {
+    const parsed = typeof token === 'string' ? parseOpaque(token, REFRESH_PREFIX) : null
+    if (!parsed) return Promise.reject(new MeshError('ERR_AUTH_INVALID', 'malformed refresh token'))
+    return this.exclusive(async () => {
+      const entry = await this.db.get<RefreshRecord>(`refresh/${parsed.id}`)
+      const rec = entry?.value
+      if (!rec || !sameHash(sha256(parsed.secret), rec.hash)) {
+        throw new MeshError('ERR_AUTH_INVALID', 'unknown refresh token')
+      }
+      if (await this.familyRevoked(rec.family))
+        throw new MeshError('ERR_AUTH_INVALID', 'refresh token revoked')
+      if (rec.rotatedAt !== null) {
+        await this.db.put(`families/${rec.family}`, { revokedAt: Date.now(), reason: 'reuse' })
+        this.log.warn({ userId: rec.userId, family: rec.family }, 'refresh token reused: family revoked')
+        throw new MeshError('ERR_AUTH_INVALID', 'refresh token already used; its sessions are revoked')
+      }
+      if (rec.expiresAt <= Date.now()) throw new MeshError('ERR_AUTH_INVALID', 'refresh token expired')
+      const u = this.usersById.get(rec.userId)
+      if (!u || u.disabled || u.tokenVersion !== rec.tokenVersion) {
+        throw new MeshError('ERR_AUTH_INVALID', 'refresh token no longer valid')
+      }
+      await this.db.put(`refresh/${parsed.id}`, { ...rec, rotatedAt: Date.now() })
+      return this.issueTokens(u, rec.family)
+    })
+  }
+
+  private async familyRevoked(family: string): Promise<boolean> {
+    return (await this.db.get(`families/${family}`)) !== null
+  }
+
+  /** Ends a session: the access token now, and the refresh token's family if given. */
+  async logout(identity: Identity, refreshToken?: unknown): Promise<void> {
+    if (identity.jti && identity.expiresAt) {
+      this.revokedJtis.set(identity.jti, identity.expiresAt)
+      await this.db.put(`revoked/${identity.jti}`, identity.expiresAt)
+    }
+    const parsed = typeof refreshToken === 'string' ? parseOpaque(refreshToken, REFRESH_PREFIX) : null
+    if (!parsed) return
+    const entry = await this.db.get<RefreshRecord>(`refresh/${parsed.id}`)
+    const rec = entry?.value
+    if (rec && rec.userId === identity.userId && sameHash(sha256(parsed.secret), rec.hash)) {
+      await this.db.put(`families/${rec.family}`, { revokedAt: Date.now(), reason: 'logout' })
+    }
+  }
+
+  /**
+   * Who a bearer credential (API key or access JWT) belongs to.
+   * @throws ERR_AUTH_REQUIRED (none given), ERR_AUTH_INVALID (anything wrong with it)
+   */
+  authenticate(token: unknown, now = Date.now()): Identity {
+    if (token === undefined || token === null || token === '') {
+      throw new MeshError('ERR_AUTH_REQUIRED', 'this method needs an API key or access token (auth)')
+    }
+    if (typeof token !== 'string' || token.length > 4096)
+      throw new MeshError('ERR_AUTH_INVALID', 'malformed credential')
+    const cached = this.cache.get(token)
+    if (cached) return this.recheck(cached, now)
+    const fresh = token.startsWith(`${API_KEY_PREFIX}_`) ? this.verifyKey(token) : this.verifyJwt(token)
+    if (this.cache.size >= this.config.cacheSize) {
+      // Drop the oldest entry (Map keeps insertion order).
+      const oldest = this.cache.keys().next().value
+      if (oldest !== undefined) this.cache.delete(oldest)
+    }
+    this.cache.set(token, fresh)
+    return this.recheck(fresh, now)
+  }
+
+  /** What may have changed since a credential was verified: revocation, disable, expiry. */
+  private recheck(c: Cached, now: number): Identity {
+    const id = c.identity
+    if (id.expiresAt !== null && id.expiresAt <= now) {
+      throw new MeshError('ERR_AUTH_INVALID', id.keyId ? 'API key expired' : 'access token expired', {
+        reason: 'expired',
+      })
+    }
+    const u = this.usersById.get(id.userId)
+    if (!u || u.disabled) throw new MeshError('ERR_AUTH_INVALID', 'user is disabled or gone')
+    if (id.keyId) {
+      const k = this.keys.get(id.keyId)
+      if (!k || k.revokedAt) throw new MeshError('ERR_AUTH_INVALID', 'API key revoked')
+      return id.role === u.role ? id : { ...id, role: u.role }
+    }
+    if (u.tokenVersion !== c.ver) throw new MeshError('ERR_AUTH_INVALID', 'access token no longer valid')
+    if (id.jti && this.revokedJtis.has(id.jti))
+      throw new MeshError('ERR_AUTH_INVALID', 'access token revoked')
+    return id
+  }
+
+  private verifyKey(token: string): Cached {
+    const parsed = parseOpaque(token, API_KEY_PREFIX)
+    const k = parsed ? this.keys.get(parsed.id) : undefined
+    if (!parsed || !k || !sameHash(sha256(parsed.secret), k.hash)) {
+      throw new MeshError('ERR_AUTH_INVALID', 'unknown API key')
+    }
+    const u = this.usersById.get(k.userId)
+    if (!u) throw new MeshError('ERR_AUTH_INVALID', 'unknown API key')
+    return {
+      identity: {
+        userId: u.id,
+        username: u.username,
+        role: u.role,
+        keyId: k.id,
+        models: k.models,
+        jti: null,
+        expiresAt: k.expiresAt ? Date.parse(k.expiresAt) : null,
+      },
+      ver: u.tokenVersion,
+    }
+  }
+
+  private verifyJwt(token: string): Cached {
+    let claims: AccessClaims
+    try {
+      claims = jwt.verify(token, this.secret, {
+        algorithms: [JWT_ALGORITHM],
+        issuer: this.config.issuer,
+        audience: this.config.audience,
+      }) as AccessClaims
+    } catch (err) {
+      const expired = (err as Error).name === 'TokenExpiredError'
+      throw new MeshError('ERR_AUTH_INVALID', expired ? 'access token expired' : 'invalid access token', {
+        reason: expired ? 'expired' : 'invalid',
+      })
+    }
+    if (claims.typ !== 'access' || typeof claims.sub !== 'string' || typeof claims.jti !== 'string') {
+      throw new MeshError('ERR_AUTH_INVALID', 'invalid access token', { reason: 'invalid' })
+    }
+    const u = this.usersById.get(claims.sub)
+    if (!u) throw new MeshError('ERR_AUTH_INVALID', 'invalid access token', { reason: 'invalid' })
+    return {
+      identity: {
+        userId: u.id,
+        username: u.username,
+        role: claims.role === 'admin' && u.role === 'admin' ? 'admin' : 'user',
+        keyId: null,
+        models: null,
+        jti: claims.jti,
+        expiresAt: claims.exp * 1000,
+      },
+      ver: claims.ver,
+    }
+  }
+
+  // ------------------------------------------------------------------ API keys
+
+  static publicKey(k: KeyRecord): PublicKey {
+    return {
+      id: k.id,
+      userId: k.userId,
+      name: k.name,
+      prefix: `${API_KEY_PREFIX}_${k.id}_…`,
+      createdAt: k.createdAt,
+      expiresAt: k.expiresAt,
+      models: k.models,
+      limits: k.limits,
+      revokedAt: k.revokedAt,
+    }
+  }
+
+  key(id: string): KeyRecord | undefined {
+    return this.keys.get(id)
+  }
+
+  /**
+   * A new API key for a user; the key itself is returned here only, never stored.
+   * @throws ERR_BAD_REQUEST, ERR_NOT_FOUND
+   */
+  async createKey(
+    userId: string,
+    input: { name?: unknown; expiresInDays?: unknown; models?: unknown; limits?: unknown },
+  ): Promise<{ key: string } & PublicKey> {
+    const spec = validate(
+      z
+        .object({
+          name: z.string().min(1).max(128),
+          expiresInDays: z.number().positive().max(36_500).optional(),
+          models: z.array(z.string().min(1).max(256)).min(1).max(256).optional(),
+          limits: keyLimitOverridesSchema.optional(),
+        })
+        .strict(),
+      {
+        name: input.name,
+        ...(input.expiresInDays !== undefined ? { expiresInDays: input.expiresInDays } : {}),
+        ...(input.models !== undefined ? { models: input.models } : {}),
+        ...(input.limits !== undefined ? { limits: input.limits } : {}),
+      },
+      'key',
+      'ERR_BAD_REQUEST',
+    )
+    if (!this.usersById.has(userId)) throw new MeshError('ERR_NOT_FOUND', 'no such user')
+    const made = makeOpaque(API_KEY_PREFIX)
+    const k: KeyRecord = {
+      id: made.id,
+      userId,
+      hash: sha256(made.secret).toString('hex'),
+      name: spec.name,
+      createdAt: nowIso(),
+      expiresAt: spec.expiresInDays
+        ? new Date(Date.now() + spec.expiresInDays * 86_400_000).toISOString()
+        : null,
+      models: spec.models ?? null,
+      limits: spec.limits ?? {},
+      revokedAt: null,
+    }
+    await this.db.put(`keys/${k.id}`, k)
+    this.keys.set(k.id, k)
+    this.log.info({ userId, key: k.id, name: k.name }, 'API key created')
+    return { key: made.token, ...AuthFacility.publicKey(k) }
+  }
+
+  listKeys(userId?: string): PublicKey[] {
+    return [...this.keys.values()]
+      .filter((k) => userId === undefined || k.userId === userId)
+      .sort((a, b) => a.createdAt.localeCompare(b.createdAt))
+      .map(AuthFacility.publicKey)
+  }
+
+  /** @throws ERR_NOT_FOUND (also for a key of another user, unless `asAdmin`) */
+  async revokeKey(id: unknown, userId: string, asAdmin = false): Promise<PublicKey> {
+    const k = typeof id === 'string' ? this.keys.get(id) : undefined
+    if (!k || (!asAdmin && k.userId !== userId))
+      throw new MeshError('ERR_NOT_FOUND', `no API key '${String(id)}'`)
+    if (k.revokedAt) return AuthFacility.publicKey(k)
+    const next = { ...k, revokedAt: nowIso() }
+    await this.db.put(`keys/${k.id}`, next)
+    this.keys.set(k.id, next)
+    this.log.info({ key: k.id }, 'API key revoked')
+    return AuthFacility.publicKey(next)
+  }
+}

@@ -1,0 +1,148 @@
+/**
+ * The instant backend: no model, no waiting. It answers a chat with the last
+ * user message and a generate with its prompt, counting one token per
+ * character, and embeds text as a fixed-size character histogram. It exists so
+ * benchmarks can measure the mesh itself (gateway, auth, limits, ledger,
+ * routing) with an engine that costs nothing, and so tests of limits can run
+ * hundreds of requests in a blink. Select it with `backend.type: "echo"`;
+ * `auto` never picks it.
+ */
+import { MeshError } from '../../workers/lib/errors.js'
+import type {
+  ChatRequest,
+  EmbedRequest,
+  EmbedResult,
+  GenerateCallbacks,
+  GenerateRequest,
+  GenerationResult,
+  ModelDetails,
+  ModelInfo,
+  RunningModel,
+} from '../../workers/lib/wire.js'
+import type { Backend } from './types.js'
+
+export const ECHO_MODEL = 'echo'
+const EMBED_DIMS = 16
+const CREATED = new Date(0).toISOString()
+
+const INFO: ModelInfo = {
+  name: ECHO_MODEL,
+  size: 0,
+  digest: '0'.repeat(64),
+  modifiedAt: CREATED,
+  details: {
+    format: 'none',
+    family: 'echo',
+    families: ['echo'],
+    parameterSize: '0',
+    quantizationLevel: 'none',
+  },
+}
+
+export interface EchoBackendOptions {
+  /** Model names served (all echo); default ['echo']. */
+  models?: string[]
+}
+
+export class EchoBackend implements Backend {
+  readonly kind = 'echo' as const
+  private readonly models: string[]
+  private closed = false
+
+  constructor(opts: EchoBackendOptions = {}) {
+    const { models = [ECHO_MODEL] } = opts
+    this.models = models
+  }
+
+  async open(): Promise<void> {
+    this.closed = false
+  }
+
+  async close(): Promise<void> {
+    this.closed = true
+  }
+
+  describe(): string {
+    return `echo: instant test backend (${this.models.join(', ')}), not a model`
+  }
+
+  private check(model: string, signal?: AbortSignal): void {
+    if (this.closed) throw MeshError.backendUnavailable('echo backend is closed')
+    const name = model.endsWith(':latest') ? model.slice(0, -':latest'.length) : model
+    if (!this.models.includes(name)) throw MeshError.modelNotFound(model)
+    if (signal?.aborted) throw MeshError.cancelled()
+  }
+
+  async listModels(): Promise<ModelInfo[]> {
+    return this.models.map((name) => ({ ...INFO, name }))
+  }
+
+  async showModel(name: string): Promise<ModelDetails> {
+    this.check(name)
+    return {
+      ...INFO,
+      name,
+      template: '{{ .Prompt }}',
+      parameters: '',
+      modelInfo: { 'general.architecture': 'echo' },
+      capabilities: ['completion', 'embedding'],
+    }
+  }
+
+  async runningModels(): Promise<RunningModel[]> {
+    return []
+  }
+
+  private answer(
+    model: string,
+    promptText: string,
+    reply: string,
+    numPredict: number | undefined,
+    cb: GenerateCallbacks = {},
+  ): GenerationResult {
+    const started = performance.now()
+    this.check(model, cb.signal)
+    const chars = [...reply]
+    const max = numPredict !== undefined && numPredict >= 0 ? numPredict : chars.length
+    const text = chars.slice(0, max).join('')
+    if (cb.onToken) for (const piece of text.match(/\s*\S+\s*/g) ?? []) cb.onToken(piece)
+    const totalMs = performance.now() - started
+    return {
+      text,
+      doneReason: max < chars.length ? 'length' : 'stop',
+      promptTokens: [...promptText].length,
+      completionTokens: Math.min(max, chars.length),
+      totalMs,
+      loadMs: 0,
+      promptEvalMs: 0,
+      evalMs: totalMs,
+    }
+  }
+
+  async chat(req: ChatRequest, cb?: GenerateCallbacks): Promise<GenerationResult> {
+    const last = [...req.messages].reverse().find((m) => m.role === 'user')
+    const prompt = req.messages.map((m) => m.content).join('')
+    return this.answer(req.model, prompt, last?.content ?? '', req.options?.num_predict, cb)
+  }
+
+  async generate(req: GenerateRequest, cb?: GenerateCallbacks): Promise<GenerationResult> {
+    return this.answer(req.model, (req.system ?? '') + req.prompt, req.prompt, req.options?.num_predict, cb)
+  }
+
+  async embed(req: EmbedRequest, cb: { signal?: AbortSignal } = {}): Promise<EmbedResult> {
+    const started = performance.now()
+    this.check(req.model, cb.signal)
+    const embeddings = req.input.map((text) => {
+      const v = new Array<number>(EMBED_DIMS).fill(0)
+      for (const ch of text) v[(ch.codePointAt(0) as number) % EMBED_DIMS] += 1
+      const norm = Math.hypot(...v) || 1
+      return v.map((x) => x / norm)
+    })
+    return {
+      embeddings,
+      promptTokens: req.input.reduce((n, s) => n + [...s].length, 0),
+      totalMs: performance.now() - started,
+      loadMs: 0,
+    }
+  }
+}
