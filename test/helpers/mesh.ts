@@ -83,7 +83,7 @@ export async function startClient(
   return client
 }
 
-export interface SpawnedProcessor {
+export interface SpawnedWorker {
   child: ChildProcess
   publicKey: string
   backend: string
@@ -92,11 +92,23 @@ export interface SpawnedProcessor {
   stop(): Promise<void>
 }
 
+export type SpawnedProcessor = SpawnedWorker
+
 /** Runs `llm-mesh processor` as a real child process, resolved once it serves. */
-export async function spawnProcessor(t: T, bootstrap: string[], args: string[]): Promise<SpawnedProcessor> {
+export function spawnProcessor(t: T, bootstrap: string[], args: string[]): Promise<SpawnedWorker> {
+  return spawnWorker(t, 'processor', bootstrap, args)
+}
+
+/** Runs `llm-mesh <command>` (gateway or processor) as a real child process, resolved once it serves. */
+export async function spawnWorker(
+  t: T,
+  command: 'gateway' | 'processor',
+  bootstrap: string[],
+  args: string[],
+): Promise<SpawnedWorker> {
   const child = spawn(
     process.execPath,
-    [BIN, 'processor', '--bootstrap', bootstrap.join(','), '--log-level', TEST_LOG.level, ...args],
+    [BIN, command, '--bootstrap', bootstrap.join(','), '--log-level', TEST_LOG.level, ...args],
     { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] },
   )
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
@@ -109,7 +121,7 @@ export async function spawnProcessor(t: T, bootstrap: string[], args: string[]):
     child.on('message', (msg: { type?: string; publicKey?: string; backend?: string }) => {
       if (msg?.type === 'ready') resolve({ publicKey: msg.publicKey ?? '', backend: msg.backend ?? '' })
     })
-    child.once('exit', (code) => reject(new Error(`processor exited with ${code} before it was ready`)))
+    child.once('exit', (code) => reject(new Error(`${command} exited with ${code} before it was ready`)))
   })
   return { child, ...ready, kill: () => stopWith('SIGKILL'), stop: () => stopWith('SIGTERM') }
 }
