@@ -24,7 +24,13 @@ export function fmt(n: number, digits = 3): string {
 export async function spawnWorker(
   args: string[],
 ): Promise<{ child: ChildProcess; publicKey: string; stop(): Promise<void> }> {
-  const child = spawn(process.execPath, [BIN, ...args, '--log-level', 'warn'], {
+  // LLM_MESH_BENCH_PROF=gateway (or processor) writes a V8 CPU profile of that worker to
+  // LLM_MESH_BENCH_PROF_DIR (default ./bench/out) when it stops.
+  const prof =
+    process.env.LLM_MESH_BENCH_PROF === args[0]
+      ? ['--cpu-prof', `--cpu-prof-dir=${process.env.LLM_MESH_BENCH_PROF_DIR ?? 'bench/out'}`]
+      : []
+  const child = spawn(process.execPath, [...prof, BIN, ...args, '--log-level', 'warn'], {
     stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
   })
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))

@@ -335,7 +335,14 @@ export class AuthFacility extends Facility {
     const [N, r, p] = parts.slice(1, 4).map(Number) as [number, number, number]
     const salt = Buffer.from(parts[4] as string, 'base64')
     const expected = Buffer.from(parts[5] as string, 'base64')
-    const actual = await this.withScryptSlot(() => scrypt(password, salt, N, r, p))
+    let actual: Buffer
+    try {
+      actual = await this.withScryptSlot(() => scrypt(password, salt, N, r, p))
+    } catch (err) {
+      // A damaged hash (bad N, r or p) matches nothing; say so in the log, not to the caller.
+      this.log.error({ err }, 'stored password hash is unusable')
+      return false
+    }
     return actual.length === expected.length && timingSafeEqual(actual, expected)
   }
 

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import RPC, { type Client, type RPCChannel, type Server } from '@hyperswarm/rpc'
 import crypto from 'hypercore-crypto'
 import DHT, { type HostPort, type KeyPair } from 'hyperdht'
+import type { CancelToken } from '../workers/lib/cancel.js'
 import { isErrorCode, MeshError } from '../workers/lib/errors.js'
 import { Facility } from './facility.js'
 import type { Logger } from './log.facility.js'
@@ -43,6 +44,12 @@ export interface CallContext {
   emit(event: string, value: unknown): void
   /** The connection; closes when the caller goes away. */
   channel: RPCChannel
+  /**
+   * Runs `fn` when the caller's connection closes (at once if it already has);
+   * returns the function that cancels this. One listener per connection serves
+   * every call on it, however many are in flight.
+   */
+  onClose(fn: () => void): () => void
 }
 
 export type Handler = (payload: unknown, ctx: CallContext) => unknown
@@ -60,7 +67,7 @@ export interface CallOptions {
 
 export interface StreamOptions extends CallOptions {
   onChunk: (chunk: StreamChunk) => void
-  signal?: AbortSignal
+  cancel?: CancelToken
 }
 
 /**
@@ -169,6 +176,31 @@ export function fromWireError(err: unknown, method: string): MeshError {
   }
 }
 
+/** Close callbacks per server-side connection, behind one 'close' listener each. */
+const closeWatchers = new WeakMap<RPCChannel, Set<() => void>>()
+
+function onChannelClose(channel: RPCChannel, fn: () => void): () => void {
+  if (channel.closed) {
+    fn()
+    return () => {}
+  }
+  let set = closeWatchers.get(channel)
+  if (!set) {
+    const fns = new Set<() => void>()
+    set = fns
+    closeWatchers.set(channel, fns)
+    channel.once('close', () => {
+      closeWatchers.delete(channel)
+      for (const f of fns) f()
+    })
+  }
+  set.add(fn)
+  const watchers = set
+  return () => {
+    watchers.delete(fn)
+  }
+}
+
 /**
  * A persistent connection to one peer. Carries plain requests and streams:
  * the callee pushes `chunk` events `{ id, seq, text }` before its reply, the
@@ -180,6 +212,8 @@ export class PeerConnection {
   private readonly streams = new Map<string, (chunk: StreamChunk) => void>()
   private readonly defaultTimeout: number
   private readonly maxMessageBytes: number
+  private readonly idPrefix = randomBytes(4).toString('hex')
+  private nextId = 0
 
   constructor(client: Client, publicKey: Buffer, defaultTimeout: number, maxMessageBytes: number) {
     this.client = client
@@ -233,16 +267,18 @@ export class PeerConnection {
   /**
    * Calls a streaming method. `payload.id` is set to a fresh stream id; chunks
    * arrive in order through `onChunk`; resolves with the callee's final reply.
-   * Aborting `signal` sends `cancel` and still resolves with what the callee
-   * returns for the cancelled stream.
+   * Aborting `cancel` sends a `cancel` event and still resolves with what the
+   * callee returns for the cancelled stream.
    */
   async stream<T = unknown>(
     method: string,
     payload: Record<string, unknown>,
     opts: StreamOptions,
   ): Promise<T> {
-    const id = randomBytes(8).toString('hex')
-    const { signal } = opts
+    // Unique on this connection; a counter, not randomBytes: a syscall per request shows up.
+    const id = `${this.idPrefix}${(this.nextId++).toString(36)}`
+    const { cancel } = opts
+    if (cancel?.aborted) throw cancel.reason instanceof MeshError ? cancel.reason : MeshError.cancelled()
     let expected = 0
     this.streams.set(id, (chunk) => {
       // Events on one connection arrive in order; anything else is a broken peer: ignore it.
@@ -250,25 +286,31 @@ export class PeerConnection {
       expected++
       opts.onChunk(chunk)
     })
-    let onAbort: (() => void) | null = null
+    const reply = this.request<T>(method, { ...payload, id }, opts)
+    if (!cancel) {
+      try {
+        return await reply
+      } finally {
+        this.streams.delete(id)
+      }
+    }
     let graceTimer: NodeJS.Timeout | undefined
+    let stopWatching: () => void = () => {}
     const aborted = new Promise<never>((_, reject) => {
-      onAbort = () => {
+      stopWatching = cancel.onAbort((reason) => {
         this.event(STREAM_CANCEL, { id })
-        const reason: unknown = signal?.reason
         // A MeshError reason (e.g. the processor was dropped) fails now; a plain cancel
         // waits briefly for the callee's reply, which carries the partial result.
         if (reason instanceof MeshError && reason.code !== 'ERR_CANCELLED') return reject(reason)
         graceTimer = setTimeout(() => reject(MeshError.cancelled()), CANCEL_GRACE_MS)
-      }
+      })
     })
     aborted.catch(() => {})
+    reply.catch(() => {})
     try {
-      if (signal?.aborted) throw signal.reason instanceof MeshError ? signal.reason : MeshError.cancelled()
-      if (onAbort) signal?.addEventListener('abort', onAbort, { once: true })
-      return await Promise.race([this.request<T>(method, { ...payload, id }, opts), aborted])
+      return await Promise.race([reply, aborted])
     } finally {
-      if (onAbort) signal?.removeEventListener('abort', onAbort)
+      stopWatching()
       clearTimeout(graceTimer)
       this.streams.delete(id)
     }
@@ -377,6 +419,7 @@ export class NetFacility extends Facility {
             emit: (event, value) => {
               if (!channel.closed) channel.event(event, encodeJSON(value))
             },
+            onClose: (fn) => onChannelClose(channel, fn),
           }
           return encodeJSON(await handler(decodeJSON(buf), ctx))
         } catch (err) {

@@ -77,12 +77,22 @@ interface MonthTotals {
   byDay: Map<string, number>
 }
 
+const DAY_MS = 86_400_000
+let lastDayNumber = -1
+let lastDay = ''
+
+/** YYYY-MM-DD (UTC) of a time; the last answer is kept, as most calls fall on the same day. */
 export function utcDay(ts: number): string {
-  return new Date(ts).toISOString().slice(0, 10)
+  const n = Math.floor(ts / DAY_MS)
+  if (n !== lastDayNumber) {
+    lastDay = new Date(n * DAY_MS).toISOString().slice(0, 10)
+    lastDayNumber = n
+  }
+  return lastDay
 }
 
 export function utcMonth(ts: number): string {
-  return new Date(ts).toISOString().slice(0, 7)
+  return utcDay(ts).slice(0, 7)
 }
 
 const DAY_RE = /^\d{4}-\d{2}-\d{2}$/
@@ -137,8 +147,9 @@ export class UsageFacility extends Facility {
   }
 
   protected override async _close(): Promise<void> {
-    // Whatever was accepted is written before the store closes.
+    // Whatever was accepted is written, and reads in progress end, before the store closes.
     await this.draining
+    await this.chain
     this.bee = null
   }
 
@@ -235,12 +246,15 @@ export class UsageFacility extends Facility {
     return run
   }
 
-  /** Tokens of queued records, by user and day, so limits see them before they are flushed. */
+  /** Tokens of queued records, by user and day and by user and month, so limits see them before they are flushed. */
   private addPending(r: UsageRecord, sign: 1 | -1): void {
-    const key = `${r.userId}/${utcDay(r.ts)}`
-    const n = (this.pending.get(key) ?? 0) + sign * (r.promptTokens + r.completionTokens)
-    if (n === 0) this.pending.delete(key)
-    else this.pending.set(key, n)
+    const day = utcDay(r.ts)
+    const tokens = sign * (r.promptTokens + r.completionTokens)
+    for (const key of [`${r.userId}/${day}`, `${r.userId}/${day.slice(0, 7)}`]) {
+      const n = (this.pending.get(key) ?? 0) + tokens
+      if (n === 0) this.pending.delete(key)
+      else this.pending.set(key, n)
+    }
   }
 
   private async committedCounter(key: string, batch: Batch): Promise<UsageCounter> {
@@ -285,10 +299,12 @@ export class UsageFacility extends Facility {
   /** Tokens a user spent today and this month (UTC), including records not yet flushed. */
   tokensUsed(userId: string, now = Date.now()): { day: number; month: number } {
     const today = utcDay(now)
+    const thisMonth = today.slice(0, 7)
     const pendingToday = this.pending.get(`${userId}/${today}`) ?? 0
+    const pendingMonth = this.pending.get(`${userId}/${thisMonth}`) ?? 0
     const totals = this.months.get(userId)
-    if (!totals || totals.month !== utcMonth(now)) return { day: pendingToday, month: pendingToday }
-    let month = pendingToday
+    if (!totals || totals.month !== thisMonth) return { day: pendingToday, month: pendingMonth }
+    let month = pendingMonth
     for (const n of totals.byDay.values()) month += n
     return { day: (totals.byDay.get(today) ?? 0) + pendingToday, month }
   }

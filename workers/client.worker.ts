@@ -5,6 +5,7 @@ import type { ProcessorView } from '../facilities/router.facility.js'
 import type { UsageCounter, UsageRecord, UsageRow } from '../facilities/usage.facility.js'
 import type { BaseStatus } from './base.worker.js'
 import { BaseWorker, type WorkerOptions } from './base.worker.js'
+import { CancelToken } from './lib/cancel.js'
 import { type ClientConfig, type ConfigInput, clientConfigSchema, parseConfig } from './lib/config.js'
 import { MeshError } from './lib/errors.js'
 import type { InferRequestInput, InferResult } from './lib/inference.js'
@@ -29,14 +30,14 @@ export type StreamPart = { done: false; text: string } | { done: true; text: '';
  */
 export class MeshStream implements AsyncIterable<StreamPart> {
   readonly result: Promise<InferResult>
-  private readonly controller = new AbortController()
+  private readonly cancel = new CancelToken()
   private readonly queue: StreamPart[] = []
   private error: unknown = null
   private finished = false
   private wake: (() => void) | null = null
 
-  constructor(start: (signal: AbortSignal, onText: (text: string) => void) => Promise<InferResult>) {
-    this.result = start(this.controller.signal, (text) => this.push({ done: false, text }))
+  constructor(start: (cancel: CancelToken, onText: (text: string) => void) => Promise<InferResult>) {
+    this.result = start(this.cancel, (text) => this.push({ done: false, text }))
     this.result.then(
       (result) => {
         this.push({ done: true, text: '', result })
@@ -52,11 +53,11 @@ export class MeshStream implements AsyncIterable<StreamPart> {
   }
 
   abort(): void {
-    this.controller.abort()
+    this.cancel.abort()
   }
 
   get aborted(): boolean {
-    return this.controller.signal.aborted
+    return this.cancel.aborted
   }
 
   private push(part: StreamPart): void {
@@ -346,11 +347,11 @@ export class MeshClient extends BaseWorker<ClientConfig> {
   }
 
   private stream(payload: InferRequestInput): MeshStream {
-    return new MeshStream(async (signal, onText) => {
+    return new MeshStream(async (cancel, onText) => {
       const gw = await this.connectGateway()
       return this.retryExpired(async () =>
         gw.stream<InferResult>('infer', await this.withAuth(payload), {
-          signal,
+          cancel,
           timeout: this.config.inferenceTimeoutMs,
           onChunk: (chunk) => onText(chunk.text),
         }),

@@ -1,7 +1,12 @@
 import { randomBytes } from 'node:crypto'
 import { AuthFacility, type Identity, type Role } from '../facilities/auth.facility.js'
 import { LimitsFacility, type Subject } from '../facilities/limits.facility.js'
-import { type CallContext, type MethodTable, STREAM_CHUNK } from '../facilities/net.facility.js'
+import {
+  type CallContext,
+  type MethodTable,
+  STREAM_CHUNK,
+  type StreamChunk,
+} from '../facilities/net.facility.js'
 import { type ProcessorEntry, RouterFacility } from '../facilities/router.facility.js'
 import {
   type UsageCounter,
@@ -11,6 +16,7 @@ import {
   utcMonth,
 } from '../facilities/usage.facility.js'
 import { BaseWorker, type FacilitySpec, type WorkerOptions } from './base.worker.js'
+import { CancelToken } from './lib/cancel.js'
 import type { GatewayConfig } from './lib/config.js'
 import { MeshError } from './lib/errors.js'
 import { type InferRequest, type InferResult, parseInferRequest, parseModelRequest } from './lib/inference.js'
@@ -63,10 +69,15 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   private authFacility: AuthFacility | null = null
   private usageFacility: UsageFacility | null = null
   private limitsFacility: LimitsFacility | null = null
-  /** Client requests by `<caller key hex>/<stream id>`, for `cancel`. */
-  private readonly running = new Map<string, AbortController>()
+  /** Client streams by `<caller key hex>/<stream id>`, for `cancel`. */
+  private readonly running = new Map<string, CancelToken>()
+  /** Requests being forwarded (streamed or not). */
+  private active = 0
+  /** Request ids: random per start, then a counter (unique across restarts, no syscall per request). */
+  private readonly requestIdPrefix = randomBytes(6).toString('hex')
+  private nextRequest = 0
   /** Legs running on each processor, failed over when it is dropped. */
-  private readonly legs = new Map<string, Set<AbortController>>()
+  private readonly legs = new Map<string, Set<CancelToken>>()
 
   constructor(config: GatewayConfig, opts: WorkerOptions = {}) {
     super('gateway', config, opts)
@@ -390,7 +401,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   }
 
   protected override async statusInfo(): Promise<Record<string, unknown>> {
-    return { processors: this.router.list(), active: this.running.size }
+    return { processors: this.router.list(), active: this.active }
   }
 
   private failOver(entry: ProcessorEntry): void {
@@ -447,7 +458,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     await usage.loadTotals(identity.userId)
     limits.admit(subject)
     const started = performance.now()
-    const requestId = randomBytes(8).toString('hex')
+    const requestId = `${this.requestIdPrefix}${(this.nextRequest++).toString(36).padStart(6, '0')}`
     let result: InferResult | null = null
     let failure: MeshError | null = null
     try {
@@ -483,51 +494,60 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
 
   /** Forwards one validated request (streams tracked for `cancel`, bounded by the inference timeout). */
   private async run(req: InferRequest, ctx: CallContext): Promise<InferResult> {
-    const key = `${ctx.remotePublicKey.toString('hex')}/${req.id ?? Math.random().toString(36).slice(2)}`
-    if (this.running.has(key)) throw MeshError.badRequest(`request.id: stream '${req.id}' is already running`)
-    const controller = new AbortController()
-    this.running.set(key, controller)
-    const onClose = () => controller.abort()
-    ctx.channel.once('close', onClose)
+    // Only streams have an id a `cancel` can name; any request ends when its caller goes away.
+    const key = req.id ? `${ctx.remotePublicKey.toString('hex')}/${req.id}` : null
+    if (key && this.running.has(key))
+      throw MeshError.badRequest(`request.id: stream '${req.id}' is already running`)
+    const cancel = new CancelToken()
+    if (key) this.running.set(key, cancel)
+    this.active++
+    const unwatch = ctx.onClose(() => cancel.abort())
     const deadline = setTimeout(
-      () => controller.abort(MeshError.timeout(`no answer within ${this.config.inferenceTimeoutMs} ms`)),
+      () => cancel.abort(MeshError.timeout(`no answer within ${this.config.inferenceTimeoutMs} ms`)),
       this.config.inferenceTimeoutMs,
     )
     try {
-      return await this.forward(req, ctx, controller.signal)
+      return await this.forward(req, ctx, cancel)
     } finally {
       clearTimeout(deadline)
-      ctx.channel.off('close', onClose)
-      this.running.delete(key)
+      unwatch()
+      this.active--
+      if (key) this.running.delete(key)
     }
   }
 
   /** Sends the request to processors until one answers; never retries once text was streamed. */
-  private async forward(req: InferRequest, ctx: CallContext, signal: AbortSignal): Promise<InferResult> {
+  private async forward(req: InferRequest, ctx: CallContext, cancel: CancelToken): Promise<InferResult> {
     const tried = new Set<string>()
     let seq = 0
     const { id: clientId, ...body } = req
+    const onChunk = (chunk: StreamChunk) =>
+      ctx.emit(STREAM_CHUNK, { id: clientId, seq: seq++, text: chunk.text })
+    const stopped = () => (cancel.reason instanceof MeshError ? cancel.reason : MeshError.cancelled())
     for (let attempt = 1; ; attempt++) {
       const entry = await this.router.pick(req.model, tried)
       tried.add(entry.id)
-      const leg = new AbortController()
-      const onAbort = () => leg.abort(signal.reason)
-      signal.addEventListener('abort', onAbort, { once: true })
-      const legs = this.legs.get(entry.id) ?? new Set<AbortController>()
-      this.legs.set(entry.id, legs)
+      const leg = new CancelToken()
+      const unfollow = cancel.onAbort((reason) => leg.abort(reason))
+      let legs = this.legs.get(entry.id)
+      if (!legs) {
+        legs = new Set<CancelToken>()
+        this.legs.set(entry.id, legs)
+      }
       legs.add(leg)
       entry.inflight++
       try {
-        if (signal.aborted) throw signal.reason instanceof MeshError ? signal.reason : MeshError.cancelled()
+        if (cancel.aborted) throw stopped()
         const result = await this.net.peer(entry.publicKey).stream<InferResult>('infer', body, {
-          signal: leg.signal,
+          cancel: leg,
           timeout: this.config.inferenceTimeoutMs,
-          onChunk: (chunk) => ctx.emit(STREAM_CHUNK, { id: clientId, seq: seq++, text: chunk.text }),
+          onChunk,
         })
-        return { ...result, processor: entry.id }
+        result.processor = entry.id
+        return result
       } catch (err) {
         const e = MeshError.from(err)
-        if (signal.aborted) throw signal.reason instanceof MeshError ? signal.reason : e
+        if (cancel.aborted) throw cancel.reason instanceof MeshError ? cancel.reason : e
         if (!RETRYABLE.has(e.code)) throw e
         if (seq > 0) {
           throw new MeshError('ERR_STREAM_BROKEN', `processor failed after ${seq} chunks: ${e.reason}`, {
@@ -541,7 +561,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
         entry.inflight--
         legs.delete(leg)
         if (legs.size === 0) this.legs.delete(entry.id)
-        signal.removeEventListener('abort', onAbort)
+        unfollow()
       }
     }
   }
@@ -549,12 +569,12 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   private cancel(payload: unknown, ctx: CallContext): { cancelled: boolean } {
     const id = (payload as { id?: unknown } | null)?.id
     if (typeof id !== 'string') throw MeshError.badRequest('request.id: expected string')
-    const controller = this.running.get(`${ctx.remotePublicKey.toString('hex')}/${id}`)
-    controller?.abort()
-    return { cancelled: controller !== undefined }
+    const running = this.running.get(`${ctx.remotePublicKey.toString('hex')}/${id}`)
+    running?.abort()
+    return { cancelled: running !== undefined }
   }
 
   protected override abortInflight(): void {
-    for (const controller of this.running.values()) controller.abort()
+    for (const legs of this.legs.values()) for (const leg of legs) leg.abort()
   }
 }

@@ -115,7 +115,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
     this.running.set(key, controller)
     // A caller that goes away cancels its generations.
     const onClose = () => controller.abort()
-    ctx.channel.once('close', onClose)
+    const unwatch = ctx.onClose(onClose)
     const writer =
       req.stream && req.id
         ? new ChunkWriter((chunk) => ctx.emit(STREAM_CHUNK, chunk), req.id, this.config.streamCoalesceMs)
@@ -141,7 +141,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
       this.failed++
       throw err
     } finally {
-      ctx.channel.off('close', onClose)
+      unwatch()
       this.running.delete(key)
     }
   }

@@ -1,0 +1,68 @@
+/**
+ * A cancellation token for the request path. AbortController/AbortSignal are
+ * EventTargets, and creating one plus adding and removing listeners cost a
+ * measurable share of a gateway's CPU per request (~7% at 7,000 req/s); this
+ * is a plain object with a callback list. `signal` makes a real AbortSignal on
+ * demand for APIs that want one (backends, fetch).
+ */
+export class CancelToken {
+  private _aborted = false
+  private _reason: unknown = undefined
+  private callbacks: Array<(reason: unknown) => void> | null = null
+  private controller: AbortController | null = null
+
+  get aborted(): boolean {
+    return this._aborted
+  }
+
+  get reason(): unknown {
+    return this._reason
+  }
+
+  /** Cancels once; later calls do nothing. Callbacks run in the order they were added. */
+  abort(reason?: unknown): void {
+    if (this._aborted) return
+    this._aborted = true
+    this._reason = reason
+    this.controller?.abort(reason)
+    const callbacks = this.callbacks
+    this.callbacks = null
+    if (callbacks) for (const fn of callbacks) fn(reason)
+  }
+
+  /** Runs `fn` on abort (at once if already aborted); returns the function that removes it. */
+  onAbort(fn: (reason: unknown) => void): () => void {
+    if (this._aborted) {
+      fn(this._reason)
+      return noop
+    }
+    this.callbacks ??= []
+    this.callbacks.push(fn)
+    return () => {
+      const list = this.callbacks
+      if (!list) return
+      const i = list.indexOf(fn)
+      if (i !== -1) list.splice(i, 1)
+    }
+  }
+
+  /** An AbortSignal that aborts with this token (made on first use). */
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController()
+      if (this._aborted) this.controller.abort(this._reason)
+    }
+    return this.controller.signal
+  }
+
+  /** A token that aborts with `signal`. */
+  static from(signal: AbortSignal | undefined): CancelToken {
+    const token = new CancelToken()
+    if (!signal) return token
+    if (signal.aborted) token.abort(signal.reason)
+    else signal.addEventListener('abort', () => token.abort(signal.reason), { once: true })
+    return token
+  }
+}
+
+function noop(): void {}
