@@ -60,10 +60,12 @@ function rec(over: Partial<UsageRecord> = {}): UsageRecord {
 interface Dump {
   usage: Array<{ key: string; records: Array<Record<string, unknown>> }>
   counters: Map<string, UsageCounter>
-  meta: { commits: number; records: number } | null
+  meta: { commits: number; records: number; journalLength: number } | null
 }
 
-async function dump(store: StoreFacility): Promise<Dump> {
+/** The ledger's Hyperbee as it stands once every journaled record is indexed. */
+async function dump(store: StoreFacility, ledger: UsageFacility): Promise<Dump> {
+  await ledger.indexed()
   const bee = await store.bee(USAGE_BEE)
   const usage: Dump['usage'] = []
   for await (const e of bee.createReadStream<{ records: Array<Record<string, unknown>> }>({
@@ -76,7 +78,8 @@ async function dump(store: StoreFacility): Promise<Dump> {
   for await (const e of bee.createReadStream<UsageCounter>({ gte: 'counters/', lt: 'counters0' })) {
     counters.set(e.key, e.value)
   }
-  const meta = (await bee.get<{ commits: number; records: number }>('meta/ledger'))?.value ?? null
+  const meta =
+    (await bee.get<{ commits: number; records: number; journalLength: number }>('meta/ledger'))?.value ?? null
   return { usage, counters, meta }
 }
 
@@ -111,8 +114,12 @@ test('usage: concurrent records resolve and are group-committed', async (t) => {
   t.is(settled.filter((s) => s.status === 'fulfilled').length, 120, 'every record() resolved')
   t.is(usage.size, 120)
 
-  const d = await dump(store)
-  t.alike(d.meta, { commits: 1, records: 120 }, 'records of one turn of the event loop: one commit')
+  const d = await dump(store, usage)
+  t.alike(
+    d.meta,
+    { commits: 1, records: 120, journalLength: 1 },
+    'records of one turn of the event loop: one commit',
+  )
   t.is(d.usage.length, 3, 'one usage entry per user of the commit')
   for (const [i, u] of users.entries()) {
     const entry = d.usage[i]
@@ -128,8 +135,8 @@ test('usage: concurrent records resolve and are group-committed', async (t) => {
 
   // A second burst: one more commit.
   await Promise.all(Array.from({ length: 30 }, () => usage.record(rec())))
-  const d2 = await dump(store)
-  t.alike(d2.meta, { commits: 2, records: 150 })
+  const d2 = await dump(store, usage)
+  t.alike(d2.meta, { commits: 2, records: 150, journalLength: 2 })
   t.is(d2.usage.filter((e) => e.key.endsWith('/000000000002')).length, 1, 'commit 2: u1 only')
   t.is(usage.size, 150)
 })
@@ -141,8 +148,8 @@ test('usage: records of one event-loop turn join one commit, even from later mic
     return usage.record(rec({ promptTokens: n }))
   }
   await Promise.all(Array.from({ length: 20 }, (_, i) => hops(i)))
-  const d = await dump(store)
-  t.alike(d.meta, { commits: 1, records: 20 })
+  const d = await dump(store, usage)
+  t.alike(d.meta, { commits: 1, records: 20, journalLength: 1 })
   t.alike(
     d.usage[0]?.records.map((r) => r.promptTokens),
     Array.from({ length: 20 }, (_, i) => i),
@@ -156,8 +163,8 @@ test('usage: records arriving during a commit go into the next one', async (t) =
   await new Promise<void>((resolve) => setImmediate(resolve))
   const second = Array.from({ length: 7 }, () => usage.record(rec()))
   await Promise.all([...first, ...second])
-  const d = await dump(store)
-  t.alike(d.meta, { commits: 2, records: 12 })
+  const d = await dump(store, usage)
+  t.alike(d.meta, { commits: 2, records: 12, journalLength: 2 })
   t.alike(
     d.usage.map((e) => e.records.length),
     [5, 7],
@@ -168,8 +175,8 @@ test('usage: maxBatch splits a burst into commits of at most maxBatch records', 
   const { store, usage } = await openLedger(t, { maxBatch: 10 })
   const batch = Array.from({ length: 35 }, (_, i) => rec({ promptTokens: i, completionTokens: 1 }))
   await Promise.all(batch.map((r) => usage.record(r)))
-  const d = await dump(store)
-  t.alike(d.meta, { commits: 4, records: 35 })
+  const d = await dump(store, usage)
+  t.alike(d.meta, { commits: 4, records: 35, journalLength: 4 })
   t.alike(
     d.usage.map((e) => e.records.length),
     [10, 10, 10, 5],
@@ -231,7 +238,7 @@ test('usage: counters equal the sums of the records', async (t) => {
   const half = records.length / 2
   await Promise.all(records.slice(0, half).map((r) => usage.record(r)))
   for (const r of records.slice(half)) await usage.record(r)
-  const d = await dump(store)
+  const d = await dump(store, usage)
   t.alike(sortedEntries(d.counters), sortedEntries(expectedCounters(records)))
   t.is(d.counters.size, 2 * 4 * 2, 'one counter per user, day and model')
   t.alike(d.counters.get('counters/u1/2024-05-01/org/model:7b'), {
@@ -439,7 +446,7 @@ test('usage: data survives close and reopen of the store', async (t) => {
   const summary = await first.usage.summary('u1', '2024-01-01', '2024-12-31')
   const to = Date.now() + 1000
   const u1Records = await first.usage.records('u1', 0, to)
-  const before = await dump(first.store)
+  const before = await dump(first.store, first.usage)
   const size = first.usage.size
   t.is(size, records.length)
   await first.close()
@@ -455,8 +462,9 @@ test('usage: data survives close and reopen of the store', async (t) => {
   // Counters continue from the stored values, and commits keep numbering.
   const more = [rec({ userId: 'u1', ts: NOW, model: 'm1', promptTokens: 1000, completionTokens: 1 })]
   await second.usage.record(more[0] as UsageRecord)
-  const after = await dump(second.store)
-  t.alike(after.meta, { commits: (before.meta?.commits ?? 0) + 1, records: records.length + 1 })
+  const after = await dump(second.store, second.usage)
+  const commits = (before.meta?.commits ?? 0) + 1
+  t.alike(after.meta, { commits, records: records.length + 1, journalLength: commits })
   t.alike(sortedEntries(after.counters), sortedEntries(expectedCounters([...records, ...more])))
   t.alike(second.usage.tokensUsed('u1', NOW), { day: totals.day + 1001, month: totals.month + 1001 })
   t.is(second.usage.size, records.length + 1)
@@ -483,11 +491,11 @@ test('usage: close writes queued records; record after close rejects with ERR_UN
 })
 
 test('usage: a failed commit rejects its records with ERR_INTERNAL and drops them from the totals', async (t) => {
-  const { store, usage } = await openLedger(t)
+  const { usage } = await openLedger(t)
   await usage.record(rec({ userId: 'u', ts: NOW, promptTokens: 1, completionTokens: 1 }))
   await usage.loadTotals('u', NOW)
-  // The store goes away under the ledger: the next commit cannot be written.
-  await store.close()
+  // The journal's file goes away under the ledger: the next group cannot be written.
+  await (usage as unknown as { journal: { close(): Promise<void> } }).journal.close()
   const failing = [
     usage.record(rec({ userId: 'u', ts: NOW, promptTokens: 5, completionTokens: 1 })),
     usage.record(rec({ userId: 'u', ts: NOW, model: 'm2', promptTokens: 7, completionTokens: 0 })),
@@ -497,4 +505,40 @@ test('usage: a failed commit rejects its records with ERR_INTERNAL and drops the
   await rejectsWith(t, failing[1] as Promise<void>, 'ERR_INTERNAL')
   t.alike(usage.tokensUsed('u', NOW), { day: 2, month: 2 }, 'failed: no longer counted')
   t.is(usage.size, 1, 'only the committed record')
+})
+
+test('usage: records journaled but not indexed when the process died are indexed at the next open, once', async (t) => {
+  const first = await openLedger(t)
+  await first.usage.record(rec({ userId: 'u1', promptTokens: 3, completionTokens: 4 }))
+  await first.usage.indexed()
+  // From here on the index falls behind, as if the process were killed before it caught up.
+  ;(first.usage as unknown as { indexSoon: () => void }).indexSoon = () => {}
+  const late = Array.from({ length: 25 }, (_, i) =>
+    rec({ userId: i % 2 ? 'u1' : 'u2', promptTokens: i, completionTokens: 1 }),
+  )
+  await Promise.all(late.map((r) => first.usage.record(r)))
+  const stale = await (await first.store.bee(USAGE_BEE)).get<{ journalLength: number }>('meta/ledger')
+  t.is(stale?.value.journalLength, 1, 'the index holds only the first block')
+  await first.store.close() // no usage.close(): nothing gets to finish
+
+  const second = await openLedger(t, { dir: first.dir })
+  t.is(second.usage.size, 26, 'every acknowledged record is there after the restart')
+  const d = await dump(second.store, second.usage)
+  t.is(d.meta?.records, 26)
+  t.is(d.meta?.journalLength, d.meta?.commits)
+  const all = [rec({ userId: 'u1', promptTokens: 3, completionTokens: 4 }), ...late]
+  const ids = d.usage.flatMap((e) => e.records.map((r) => r.id))
+  t.is(ids.length, 26, 'each record indexed once')
+  t.is(new Set(ids).size, 26)
+  const counters = sortedEntries(d.counters)
+  t.alike(counters, sortedEntries(expectedCounters(all)), 'counters count each record once')
+  await second.usage.loadTotals('u2', NOW)
+  const u2 = late
+    .filter((r) => r.userId === 'u2')
+    .reduce((n, r) => n + r.promptTokens + r.completionTokens, 0)
+  t.alike(
+    second.usage.tokensUsed('u2', NOW),
+    { day: u2, month: u2 },
+    'totals from the index, nothing pending twice',
+  )
 })

@@ -1,0 +1,141 @@
+import { createHash } from 'node:crypto'
+import { type FileHandle, mkdir, open, readdir, readFile, rm, truncate } from 'node:fs/promises'
+import { join } from 'node:path'
+
+/**
+ * An append-only journal of JSON blocks in segment files, for the usage
+ * ledger's write-ahead: `append()` resolves once the block is written to the
+ * file (one write(2)), which survives the process being killed (the kernel has
+ * it); the ledger then indexes blocks into Hyperbee at its own pace and calls
+ * `release()` to delete segments that are fully indexed.
+ *
+ * Frame: u32 LE payload length, u32 LE (first 4 bytes of the payload's
+ * SHA-256), payload (UTF-8 JSON `{ n, ...block }`). Reading stops at the first
+ * frame that is short or fails its check (a write cut off by a crash) and the
+ * segment is cut back to the last whole frame.
+ *
+ * Why not a Hypercore: an append there hashes and signs the tree and writes
+ * RocksDB, ~150 µs of CPU per append; with a group commit every ~1 ms that was
+ * a third of the gateway's throughput. A file write is ~10 µs.
+ */
+
+const HEADER = 8
+const SEGMENT_BYTES = 8 * 1024 * 1024
+const SEGMENT_RE = /^(\d{12})\.log$/
+
+export interface JournalEntry<T> {
+  /** Block number, from 0, across segments. */
+  n: number
+  block: T
+}
+
+function checksum(payload: Buffer): number {
+  return createHash('sha256').update(payload).digest().readUInt32LE(0)
+}
+
+function segmentName(first: number): string {
+  return `${String(first).padStart(12, '0')}.log`
+}
+
+/** Whole frames of one segment file; `validBytes` is where the last whole frame ends. */
+function parseSegment<T>(buf: Buffer): { entries: Array<JournalEntry<T>>; validBytes: number } {
+  const entries: Array<JournalEntry<T>> = []
+  let at = 0
+  while (at + HEADER <= buf.length) {
+    const len = buf.readUInt32LE(at)
+    const sum = buf.readUInt32LE(at + 4)
+    if (at + HEADER + len > buf.length) break
+    const payload = buf.subarray(at + HEADER, at + HEADER + len)
+    if (checksum(payload) !== sum) break
+    let parsed: { n: number } & T
+    try {
+      parsed = JSON.parse(payload.toString('utf8'))
+    } catch {
+      break
+    }
+    const { n, ...block } = parsed
+    entries.push({ n, block: block as T })
+    at += HEADER + len
+  }
+  return { entries, validBytes: at }
+}
+
+export class Journal<T extends object> {
+  private readonly dir: string
+  private readonly segmentLimit: number
+  private handle: FileHandle | null = null
+  /** First block number of each segment file, ascending. */
+  private segments: number[] = []
+  private segmentBytes = 0
+  /** The next block's number. */
+  length = 0
+
+  /** `segmentBytes`: a new segment file starts once the current one is this big. */
+  constructor(dir: string, opts: { segmentBytes?: number } = {}) {
+    const { segmentBytes = SEGMENT_BYTES } = opts
+    this.dir = dir
+    this.segmentLimit = segmentBytes
+  }
+
+  /** Opens the folder; returns every whole block at or after `from`, in order (to replay). */
+  async open(from: number): Promise<Array<JournalEntry<T>>> {
+    await mkdir(this.dir, { recursive: true })
+    const names = (await readdir(this.dir)).filter((f) => SEGMENT_RE.test(f)).sort()
+    this.segments = names.map((f) => Number((SEGMENT_RE.exec(f) as RegExpExecArray)[1]))
+    const replay: Array<JournalEntry<T>> = []
+    for (const [i, first] of this.segments.entries()) {
+      const path = join(this.dir, segmentName(first))
+      const buf = await readFile(path)
+      const { entries, validBytes } = parseSegment<T>(buf)
+      if (validBytes < buf.length) await truncate(path, validBytes)
+      for (const e of entries) if (e.n >= from) replay.push(e)
+      const last = entries[entries.length - 1]
+      if (last) this.length = last.n + 1
+      else if (i === this.segments.length - 1) this.length = Math.max(this.length, first)
+      if (i === this.segments.length - 1) this.segmentBytes = validBytes
+    }
+    this.length = Math.max(this.length, from)
+    if (this.segments.length === 0) await this.startSegment()
+    else {
+      const last = this.segments[this.segments.length - 1] as number
+      this.handle = await open(join(this.dir, segmentName(last)), 'a')
+    }
+    return replay
+  }
+
+  private async startSegment(): Promise<void> {
+    await this.handle?.close()
+    this.segments.push(this.length)
+    this.segmentBytes = 0
+    this.handle = await open(join(this.dir, segmentName(this.length)), 'a')
+  }
+
+  /** Writes one block; resolves with its number once the write returned. */
+  async append(block: T): Promise<number> {
+    if (!this.handle) throw new Error('journal is closed')
+    if (this.segmentBytes >= this.segmentLimit) await this.startSegment()
+    const n = this.length
+    const payload = Buffer.from(JSON.stringify({ n, ...block }))
+    const frame = Buffer.allocUnsafe(HEADER + payload.length)
+    frame.writeUInt32LE(payload.length, 0)
+    frame.writeUInt32LE(checksum(payload), 4)
+    payload.copy(frame, HEADER)
+    this.length = n + 1
+    this.segmentBytes += frame.length
+    await (this.handle as FileHandle).write(frame)
+    return n
+  }
+
+  /** Deletes segments whose blocks are all below `indexed` (never the one being written). */
+  async release(indexed: number): Promise<void> {
+    while (this.segments.length > 1 && (this.segments[1] as number) <= indexed) {
+      const first = this.segments.shift() as number
+      await rm(join(this.dir, segmentName(first)), { force: true })
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.handle?.close()
+    this.handle = null
+  }
+}
