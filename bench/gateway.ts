@@ -11,7 +11,7 @@
  *
  *   npm run build && node dist/bench/gateway.js [--requests 20000] [--concurrency 64] [--rounds 3]
  */
-import { spawnSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -21,7 +21,7 @@ import { LogFacility } from '../facilities/log.facility.js'
 import { StoreFacility } from '../facilities/store.facility.js'
 import { UsageFacility } from '../facilities/usage.facility.js'
 import { MeshClient } from '../workers/client.worker.js'
-import { BIN, fmt, median, percentile, spawnWorker } from './lib.js'
+import { fmt, median, percentile, spawnAccountedGateway, spawnWorker } from './lib.js'
 
 const { values } = parseArgs({
   options: {
@@ -58,35 +58,9 @@ const processor = await spawnWorker([
   '64',
 ])
 const unlimited = { rpm: null, tpm: null, dailyTokens: null, monthlyTokens: null }
-const authConfig = await configFile('auth', { limits: { user: unlimited } })
-// The accounted gateway's first admin, made offline on its store before it starts.
-const made = spawnSync(
-  process.execPath,
-  [
-    BIN,
-    'user',
-    'add',
-    'bench',
-    '--password',
-    'bench-password',
-    '--admin',
-    '--store',
-    join(dir, 'gw-auth'),
-    '--config',
-    authConfig,
-  ],
-  { encoding: 'utf8' },
-)
-if (made.status !== 0) throw new Error(`user add failed: ${made.stderr}`)
-const accounted = await spawnWorker([
-  'gateway',
-  '--bootstrap',
-  bootstrap,
-  '--store',
-  join(dir, 'gw-auth'),
-  '--config',
-  authConfig,
-])
+const { gateway: accounted, apiKey } = await spawnAccountedGateway(bootstrap, join(dir, 'gw-auth'), {
+  limits: { user: unlimited },
+})
 const open = await spawnWorker([
   'gateway',
   '--bootstrap',
@@ -108,9 +82,24 @@ interface Round {
   rps: number
   p50: number
   p99: number
+  /** CPU µs per request: the gateway under test, the processor, this process (the client). */
+  gatewayUs: number
+  processorUs: number
+  clientUs: number
 }
 
-async function round(c: MeshClient): Promise<Round> {
+/** CPU ms a process used so far (Linux /proc; NaN elsewhere). */
+function cpuMs(pid: number | undefined): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? []
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100
+  } catch {
+    return Number.NaN
+  }
+}
+
+async function round(c: MeshClient, gatewayPid: number | undefined): Promise<Round> {
+  const before = { gw: cpuMs(gatewayPid), proc: cpuMs(processor.child.pid), self: process.cpuUsage() }
   let next = 0
   const times: number[] = []
   const t0 = performance.now()
@@ -126,22 +115,30 @@ async function round(c: MeshClient): Promise<Round> {
   )
   const secs = (performance.now() - t0) / 1000
   times.sort((a, b) => a - b)
-  return { rps: REQUESTS / secs, p50: percentile(times, 50), p99: percentile(times, 99) }
+  const self = process.cpuUsage(before.self)
+  const perRequest = (ms: number) => (ms * 1000) / REQUESTS
+  return {
+    rps: REQUESTS / secs,
+    p50: percentile(times, 50),
+    p99: percentile(times, 99),
+    gatewayUs: perRequest(cpuMs(gatewayPid) - before.gw),
+    processorUs: perRequest(cpuMs(processor.child.pid) - before.proc),
+    clientUs: (self.user + self.system) / REQUESTS,
+  }
 }
 
 const openClient = await client(open.publicKey)
 const authClient = new MeshClient({
   config: { bootstrap: bootstrap.split(','), gateway: accounted.publicKey, log: { level: 'warn' } },
+  apiKey,
 })
 await authClient.ready()
-await authClient.login('bench', 'bench-password')
-const key = await authClient.createKey({ name: 'bench' })
-authClient.useApiKey(key.key)
 while ((await authClient.status()).processors.length === 0) await new Promise((r) => setTimeout(r, 100))
 
 // Warm both paths, then alternate rounds so drift hits both alike.
-await round(openClient)
-await round(authClient)
+const pids = { open: open.child.pid, auth: accounted.child.pid }
+await round(openClient, pids.open)
+await round(authClient, pids.auth)
 const results: { open: Round[]; auth: Round[] } = { open: [], auth: [] }
 for (let i = 0; i < ROUNDS; i++) {
   const order: Array<['open' | 'auth', MeshClient]> =
@@ -154,7 +151,7 @@ for (let i = 0; i < ROUNDS; i++) {
           ['auth', authClient],
           ['open', openClient],
         ]
-  for (const [name, c] of order) results[name].push(await round(c))
+  for (const [name, c] of order) results[name].push(await round(c, pids[name]))
 }
 const usage = await authClient.usage()
 
@@ -193,14 +190,14 @@ const med = (rs: Round[], k: keyof Round) => median(rs.map((r) => r[k]))
 console.log(
   `Gateway path, instant echo backend, ${REQUESTS} non-streamed requests per round at ${CONCURRENCY} in flight, median of ${ROUNDS} alternating rounds`,
 )
-console.log('| path | req/s | p50 ms | p99 ms |')
-console.log('|---|---|---|---|')
+console.log('| path | req/s | p50 ms | p99 ms | CPU µs/req: gateway | processor | client |')
+console.log('|---|---|---|---|---|---|---|')
 for (const [label, rs] of [
   ['forwarding, auth disabled (baseline)', results.open],
   ['auth (API key) + limits + ledger', results.auth],
 ] as const) {
   console.log(
-    `| ${label} | ${fmt(med(rs, 'rps'), 0)} | ${fmt(med(rs, 'p50'), 2)} | ${fmt(med(rs, 'p99'), 2)} |`,
+    `| ${label} | ${fmt(med(rs, 'rps'), 0)} | ${fmt(med(rs, 'p50'), 2)} | ${fmt(med(rs, 'p99'), 2)} | ${fmt(med(rs, 'gatewayUs'), 0)} | ${fmt(med(rs, 'processorUs'), 0)} | ${fmt(med(rs, 'clientUs'), 0)} |`,
   )
 }
 console.log(`ratio accounted/forwarding: ${fmt(med(results.auth, 'rps') / med(results.open, 'rps'), 3)}`)

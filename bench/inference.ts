@@ -5,7 +5,7 @@
  *
  * - baseline: node-llama-cpp in this process (`LlamaCompletion`, 1 thread, 1 sequence)
  * - backend: the processor's LlamaCppBackend in this process (the wrapper's cost)
- * - mesh: MeshClient → gateway process → processor process (llama.cpp backend,
+ * - mesh: MeshClient → gateway process (API key, limits, ledger) → processor process (llama.cpp backend,
  *   1 thread, 1 parallel), streamed, raw prompt, the same tokens; once with the
  *   default chunk coalescing (`streamCoalesceMs` 10) and once with one chunk per token
  *
@@ -24,7 +24,7 @@ import { getLlama, LlamaCompletion } from 'node-llama-cpp'
 import { LlamaCppBackend } from '../facilities/backends/llamacpp.backend.js'
 import { writeTinyModel } from '../facilities/backends/tiny-model.js'
 import { MeshClient } from '../workers/client.worker.js'
-import { fmt, median, spawnWorker } from './lib.js'
+import { fmt, median, spawnAccountedGateway, spawnWorker } from './lib.js'
 
 const { values } = parseArgs({
   options: { tokens: { type: 'string', default: '200' }, runs: { type: 'string', default: '15' } },
@@ -103,7 +103,7 @@ async function inProcess(): Promise<Run> {
 // The mesh: gateway and processors as their own processes on a loopback testnet.
 const testnet = await createTestnet(3, { host: '127.0.0.1' })
 const bootstrap = testnet.bootstrap.map((b) => `${b.host}:${b.port}`).join(',')
-const gateway = await spawnWorker(['gateway', '--bootstrap', bootstrap, '--store', join(dir, 'gw')])
+const { gateway, apiKey } = await spawnAccountedGateway(bootstrap, join(dir, 'gw'))
 const processorArgs = (name: string, models: string) => [
   'processor',
   '--bootstrap',
@@ -126,6 +126,7 @@ const processors = [
 ]
 const client = new MeshClient({
   config: { bootstrap: bootstrap.split(','), gateway: gateway.publicKey, log: { level: 'warn' } },
+  apiKey,
 })
 await client.ready()
 while ((await client.status()).processors.length < 2) await new Promise((r) => setTimeout(r, 100))

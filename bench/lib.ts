@@ -1,5 +1,8 @@
-import { type ChildProcess, spawn } from 'node:child_process'
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
+import { mkdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { MeshClient } from '../workers/client.worker.js'
 
 export const BIN = fileURLToPath(new URL('../bin/llm-mesh.js', import.meta.url))
 
@@ -47,5 +50,59 @@ export async function spawnWorker(
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
       await exited
     },
+  }
+}
+
+/**
+ * A gateway with accounts, as an operator runs one: its first admin made
+ * offline on its store (`llm-mesh user add --store`), then started, and an API
+ * key made through it. `config` is written to `<dir>/gateway.json`.
+ */
+export async function spawnAccountedGateway(
+  bootstrap: string,
+  dir: string,
+  config: object = {},
+): Promise<{ gateway: Awaited<ReturnType<typeof spawnWorker>>; apiKey: string }> {
+  await mkdir(dir, { recursive: true })
+  const configFile = join(dir, 'gateway.json')
+  await writeFile(configFile, JSON.stringify(config))
+  const store = join(dir, 'store')
+  const made = spawnSync(
+    process.execPath,
+    [
+      BIN,
+      'user',
+      'add',
+      'bench',
+      '--password',
+      'bench-password',
+      '--admin',
+      '--store',
+      store,
+      '--config',
+      configFile,
+    ],
+    { encoding: 'utf8' },
+  )
+  if (made.status !== 0) throw new Error(`user add failed: ${made.stderr}`)
+  const gateway = await spawnWorker([
+    'gateway',
+    '--bootstrap',
+    bootstrap,
+    '--store',
+    store,
+    '--config',
+    configFile,
+  ])
+  const client = new MeshClient({
+    config: { bootstrap: bootstrap.split(','), gateway: gateway.publicKey, log: { level: 'warn' } },
+  })
+  try {
+    await client.ready()
+    await client.login('bench', 'bench-password')
+    const { key } = await client.createKey({ name: 'bench' })
+    return { gateway, apiKey: key }
+  } finally {
+    await client.close()
   }
 }
