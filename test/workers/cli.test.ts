@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -7,12 +8,13 @@ import { BIN } from '../helpers/mesh.js'
 
 const REPO = fileURLToPath(new URL('../../../', import.meta.url))
 
-function run(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}) {
+function run(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string } = {}) {
   return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
     const child = spawn(process.execPath, args, {
       cwd: opts.cwd ?? REPO,
       env: { ...process.env, ...opts.env },
     })
+    child.stdin.end(opts.input ?? '')
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (d: Buffer) => {
@@ -42,7 +44,18 @@ test('cli: --help for every command', async (t) => {
   const main = await run([BIN, '--help'])
   t.is(main.code, 0)
   t.ok(main.stdout.includes('Commands:'))
-  for (const cmd of ['up', 'chat', 'status', 'gateway', 'processor', 'bootstrap', 'model']) {
+  for (const cmd of [
+    'up',
+    'chat',
+    'status',
+    'gateway',
+    'processor',
+    'bootstrap',
+    'model',
+    'user',
+    'key',
+    'usage',
+  ]) {
     const r = await run([BIN, cmd, '--help'])
     t.is(r.code, 0, `${cmd} --help exits 0`)
     t.ok(r.stdout.startsWith('Usage: llm-mesh'), `${cmd} --help prints usage`)
@@ -70,4 +83,92 @@ test('cli: a bad config exits with a message naming the field', async (t) => {
   const badFlag = await run([BIN, 'processor', '--parallel', 'many'], { cwd: dir })
   t.is(badFlag.code, 2)
   t.ok(badFlag.stderr.includes('--parallel'), badFlag.stderr)
+})
+
+test('cli: the operator contract of up, user, key, usage, chat and status', {
+  timeout: 120_000,
+}, async (t) => {
+  const data = await t.tmp()
+  const up = spawn(
+    process.execPath,
+    [BIN, 'up', '--no-chat', '--data', data, '--admin-password', 'operator-password', '--log-level', 'warn'],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  )
+  const exited = new Promise<number | null>((resolve) => up.once('exit', (code) => resolve(code)))
+  t.teardown(async () => {
+    if (up.exitCode === null && up.signalCode === null) up.kill('SIGKILL')
+    await exited
+  })
+  let out = ''
+  const ready = await new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => resolve(false), 90_000)
+    up.stdout.on('data', (d: Buffer) => {
+      out += d
+      if (out.includes('llm-mesh ready')) {
+        clearTimeout(timer)
+        resolve(true)
+      }
+    })
+    up.once('exit', () => resolve(false))
+  })
+  t.ok(ready, `up printed 'llm-mesh ready': ${out}`)
+  t.absent(out.includes('shown once'), 'a given admin password is not printed')
+  t.ok(existsSync(join(data, 'operator.key')), 'the operator key is in the data folder')
+
+  const add = await run([
+    BIN,
+    'user',
+    'add',
+    'bob',
+    '--password',
+    'bob-password',
+    '--rpm',
+    '5',
+    '--data',
+    data,
+  ])
+  t.is(add.code, 0, add.stderr)
+  const key = await run([BIN, 'key', 'create', '--user', 'bob', '--name', 'laptop', '--data', data])
+  t.is(key.code, 0, key.stderr)
+  t.ok(
+    /^lmk_[0-9a-f]{16}_[A-Za-z0-9_-]{32}\n$/.test(key.stdout),
+    `only the key on stdout: ${JSON.stringify(key.stdout)}`,
+  )
+
+  const chat = await run([BIN, 'chat', '--data', data, '--api-key', key.stdout.trim()], {
+    input: 'abc\n/usage\n',
+  })
+  t.is(chat.code, 0, chat.stderr)
+  t.ok(chat.stdout.includes('defghijklmnopqrstuvwxyz'), chat.stdout)
+  t.ok(chat.stdout.includes('usage of bob'), '/usage answers for the signed-in user')
+
+  const usage = await run([BIN, 'usage', '--user', 'bob', '--json', '--data', data])
+  t.is(usage.code, 0, usage.stderr)
+  const report = JSON.parse(usage.stdout)
+  t.is(report.user, 'bob')
+  t.is(report.today.requests, 1)
+  t.is(report.today.completionTokens, 23)
+  t.is(report.limits.rpm.limit, 5, "the admin's limit override")
+
+  const wrong = await run([
+    BIN,
+    'usage',
+    '--data',
+    data,
+    '--api-key',
+    'lmk_0000000000000000_notakeynotakeynotakeynotakey00',
+  ])
+  t.is(wrong.code, 1)
+  t.ok(wrong.stderr.includes('ERR_AUTH_INVALID'), wrong.stderr)
+
+  const status = await run([BIN, 'status', '--json', '--data', data])
+  t.is(status.code, 0, status.stderr)
+  t.is(JSON.parse(status.stdout).processors.length, 1)
+
+  up.kill('SIGTERM')
+  t.is(await exited, 0, 'up stops cleanly on SIGTERM')
+  t.absent(existsSync(join(data, 'operator.key')), 'the operator key is gone with it')
+  t.absent(existsSync(join(data, 'mesh.json')), 'and the mesh file')
 })
