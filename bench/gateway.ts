@@ -46,17 +46,6 @@ async function configFile(name: string, config: object): Promise<string> {
 
 const testnet = await createTestnet(3, { host: '127.0.0.1' })
 const bootstrap = testnet.bootstrap.map((b) => `${b.host}:${b.port}`).join(',')
-const processor = await spawnWorker([
-  'processor',
-  '--bootstrap',
-  bootstrap,
-  '--store',
-  join(dir, 'proc'),
-  '--backend',
-  'echo',
-  '--parallel',
-  '64',
-])
 const unlimited = { rpm: null, tpm: null, dailyTokens: null, monthlyTokens: null }
 const { gateway: accounted, apiKey } = await spawnAccountedGateway(bootstrap, join(dir, 'gw-auth'), {
   limits: { user: unlimited },
@@ -69,6 +58,19 @@ const open = await spawnWorker([
   join(dir, 'gw-open'),
   '--config',
   await configFile('open', { auth: { enabled: false } }),
+])
+
+// After the gateways: a processor serves only gateways it knows (its firewall).
+const processor = await spawnWorker([
+  'processor',
+  '--bootstrap',
+  bootstrap,
+  '--store',
+  join(dir, 'proc'),
+  '--backend',
+  'echo',
+  '--parallel',
+  '64',
 ])
 
 async function client(gateway: string): Promise<MeshClient> {

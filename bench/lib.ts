@@ -6,6 +6,9 @@ import { MeshClient } from '../workers/client.worker.js'
 
 export const BIN = fileURLToPath(new URL('../bin/llm-mesh.js', import.meta.url))
 
+/** Gateways started so far; processors started later admit them. */
+const trustedGateways = new Set<string>()
+
 export function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return Number.NaN
   const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))
@@ -34,6 +37,8 @@ export async function spawnWorker(
       ? ['--cpu-prof', `--cpu-prof-dir=${process.env.LLM_MESH_BENCH_PROF_DIR ?? 'bench/out'}`]
       : []
   const child = spawn(process.execPath, [...prof, BIN, ...args, '--log-level', 'warn'], {
+    // Processors serve the gateways started before them (their firewall).
+    env: { ...process.env, LLM_MESH_TRUSTED_GATEWAYS: [...trustedGateways].join(',') },
     stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
   })
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
@@ -43,6 +48,7 @@ export async function spawnWorker(
     })
     child.once('exit', (code) => reject(new Error(`llm-mesh ${args[0]} exited with ${code}`)))
   })
+  if (args[0] === 'gateway') trustedGateways.add(publicKey)
   return {
     child,
     publicKey,

@@ -73,6 +73,9 @@ Shows the processors a gateway sees: key, backend, models, capacity and load.`,
 Config: FILE (default config/gateway.json), then LLM_MESH_* variables, then flags.
   --bootstrap LIST   host:port[,host:port] of DHT nodes, or 'public' (required somewhere)
   --store DIR        this gateway's store (identity, users, keys, usage ledger)
+  --strategy NAME    least-loaded (default) | fastest | round-robin | random-weighted
+  --mesh-secret S    derive this gateway's identity from a secret its processors share
+                     (or LLM_MESH_SECRET); --gateway-index N tells gateways apart
   --data DIR         join the mesh 'llm-mesh up' runs from DIR
   --mesh NAME        mesh name (default 'default')
   --log-level LEVEL`,
@@ -89,6 +92,10 @@ Config: FILE (default config/processor.json), then LLM_MESH_* / OLLAMA_HOST, the
   --parallel N       generations at once (default 2)
   --threads N        llama.cpp threads (default 1)
   --tiny-fallback    write the tiny test model when no model is found
+  --trust-gateway K  hex key of a gateway allowed to call this processor (repeatable;
+                     or LLM_MESH_TRUSTED_GATEWAYS); every other peer is refused
+  --mesh-secret S    admit the gateways whose identity derives from S (or LLM_MESH_SECRET)
+  --allow-any-peer   serve any peer: only for a mesh whose every node is trusted
   --data DIR         join the mesh 'llm-mesh up' runs from DIR
   --mesh NAME, --log-level LEVEL`,
   bootstrap: `Usage: llm-mesh bootstrap [--host 127.0.0.1] [--port 49737]
@@ -127,9 +134,19 @@ async function serveWorker(worker: GatewayWorker | ProcessorWorker): Promise<num
 }
 
 async function commandGateway(args: string[]): Promise<number> {
-  const { values } = parse(args, { ...WORKER_FLAGS, store: { type: 'string' } })
+  const { values } = parse(args, {
+    ...WORKER_FLAGS,
+    store: { type: 'string' },
+    'mesh-secret': { type: 'string' },
+    'gateway-index': { type: 'string' },
+    strategy: { type: 'string' },
+  })
   if (values.help) return help('gateway')
   const overrides: ConfigInput = workerOverrides(values)
+  if (str(values['mesh-secret'])) overrides.meshSecret = str(values['mesh-secret'])
+  const index = int(values['gateway-index'], 'gateway-index', 0)
+  if (index !== undefined) overrides.gatewayIndex = index
+  if (str(values.strategy)) overrides.routing = { strategy: str(values.strategy) }
   const store = str(values.store)
   if (store) overrides.store = resolve(store)
   const config = loadConfig(gatewayConfigSchema, 'gateway', {
@@ -149,6 +166,9 @@ async function commandProcessor(args: string[]): Promise<number> {
     parallel: { type: 'string' },
     threads: { type: 'string' },
     'tiny-fallback': { type: 'boolean' },
+    'trust-gateway': { type: 'string', multiple: true },
+    'mesh-secret': { type: 'string' },
+    'allow-any-peer': { type: 'boolean' },
   })
   if (values.help) return help('processor')
   const backend: ConfigInput = {}
@@ -161,7 +181,15 @@ async function commandProcessor(args: string[]): Promise<number> {
   if (threads) backend.threads = threads
   if (values['tiny-fallback']) backend.tinyModelFallback = true
   const store = str(values.store)
-  const overrides = deepMerge(workerOverrides(values), store ? { store: resolve(store) } : {}, { backend })
+  const firewall: ConfigInput = {}
+  const trusted = values['trust-gateway']
+  if (Array.isArray(trusted)) firewall.trustedGateways = trusted.flatMap((v) => v.split(',')).filter(Boolean)
+  if (str(values['mesh-secret'])) firewall.meshSecret = str(values['mesh-secret'])
+  if (values['allow-any-peer']) firewall.allowAnyPeer = true
+  const overrides = deepMerge(workerOverrides(values), store ? { store: resolve(store) } : {}, {
+    backend,
+    ...(Object.keys(firewall).length ? { firewall } : {}),
+  })
   const config = loadConfig(processorConfigSchema, 'processor', {
     ...(str(values.config) ? { file: str(values.config) } : {}),
     overrides,
@@ -203,11 +231,14 @@ async function commandStatus(args: string[]): Promise<number> {
       process.stdout.write(`${JSON.stringify(status, null, 2)}\n`)
       return 0
     }
-    process.stdout.write(`gateway ${status.publicKey}  mesh ${status.mesh}  v${status.version}\n`)
+    process.stdout.write(
+      `gateway ${status.publicKey}  mesh ${status.mesh}  v${status.version}  strategy ${status.strategy}  active ${status.active}  queued ${status.queued}\n`,
+    )
     if (status.processors.length === 0) process.stdout.write('no processors\n')
     for (const p of status.processors) {
+      const speed = p.measuredTokensPerSecond ?? p.tokensPerSecond
       process.stdout.write(
-        `processor ${p.publicKey}\n  backend ${p.backend}  load ${p.active}/${p.capacity}  in-flight ${p.inflight}  ${p.tokensPerSecond} tok/s\n  models ${p.models.join(', ')}\n`,
+        `processor ${p.publicKey}\n  backend ${p.backend}  capacity ${p.capacity}  in-flight ${p.inflight} (all gateways: ${p.active} running, ${p.queued} waiting)  breaker ${p.breaker}\n  ${speed} tok/s  ttft ${p.ttftMs ?? '-'} ms  served ${p.served}  failed ${p.failures}  seen ${p.lastSeenMs} ms ago\n  models ${p.models.join(', ')}\n`,
       )
     }
   } finally {

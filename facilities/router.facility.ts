@@ -1,11 +1,17 @@
 import { EventEmitter } from 'node:events'
+import type { CancelToken } from '../workers/lib/cancel.js'
 import type { GatewayConfig } from '../workers/lib/config.js'
 import { MeshError } from '../workers/lib/errors.js'
 import { Facility } from './facility.js'
+import { type Candidate, choose, DEFAULT_EXPECTED_TOKENS, type StrategyState } from './lib/strategies.js'
 import type { Logger } from './log.facility.js'
 import type { NetFacility } from './net.facility.js'
 
 export type RegistryConfig = GatewayConfig['registry']
+export type RoutingConfig = GatewayConfig['routing']
+
+/** Smoothing of the measured time to first token, tokens/s and answer length. */
+const EWMA_ALPHA = 0.3
 
 /** What a processor reports in `status` (the fields the router reads). */
 interface ProcessorStatusReply {
@@ -13,9 +19,13 @@ interface ProcessorStatusReply {
   models?: unknown
   capacity?: unknown
   active?: unknown
+  queued?: unknown
+  weight?: unknown
   backend?: { kind?: unknown; describe?: unknown }
   tokensPerSecond?: unknown
 }
+
+export type BreakerState = 'closed' | 'open' | 'half-open'
 
 export interface ProcessorEntry {
   publicKey: Buffer
@@ -24,10 +34,25 @@ export interface ProcessorEntry {
   capacity: number
   /** Generations the processor reports running (all gateways). */
   active: number
-  /** Requests this gateway has in flight on it. */
+  /** Requests waiting for a slot on the processor itself (all gateways). */
+  queued: number
+  /** Requests this gateway has running on it. */
   inflight: number
+  weight: number
   backend: string
-  tokensPerSecond: number
+  /** Tokens/s the processor reports (its own EWMA). */
+  reportedTokensPerSecond: number
+  /** Measured here: EWMA of time to first token (ms) and of tokens/s while generating. */
+  ttftMs: number | null
+  tokensPerSecond: number | null
+  served: number
+  failures: number
+  breaker: BreakerState
+  /** Consecutive processor-side failures. */
+  consecutiveFailures: number
+  openedAt: number
+  /** A half-open breaker lets one request through. */
+  probing: boolean
   lastSeen: number
   missed: number
 }
@@ -37,26 +62,71 @@ export interface ProcessorView {
   models: string[]
   capacity: number
   active: number
+  queued: number
   inflight: number
+  weight: number
   backend: string
   tokensPerSecond: number
+  ttftMs: number | null
+  measuredTokensPerSecond: number | null
+  served: number
+  failures: number
+  breaker: BreakerState
   lastSeenMs: number
+}
+
+/** How a leased request ended, for the breaker and the speed measurements. */
+export type LeaseOutcome =
+  | { ok: true; ttftMs?: number; completionTokens?: number; evalMs?: number }
+  | { ok: false; processorFault: boolean }
+
+export interface Lease {
+  entry: ProcessorEntry
+  /** Frees the slot; call exactly once. */
+  release(outcome: LeaseOutcome): void
+}
+
+interface Waiter {
+  model: string
+  userId: string
+  exclude: ReadonlySet<string>
+  resolve: (lease: Lease) => void
+  reject: (err: unknown) => void
+  unwatch: () => void
+  enqueuedAt: number
 }
 
 function asNumber(v: unknown, fallback: number): number {
   return typeof v === 'number' && Number.isFinite(v) ? v : fallback
 }
 
+const ewma = (prev: number | null, value: number) =>
+  prev === null ? value : EWMA_ALPHA * value + (1 - EWMA_ALPHA) * prev
+
 /**
- * The gateway's live view of processors: found by DHT lookup, kept by
- * heartbeats (`status`), dropped after `maxMissed` silent beats. Emits
- * `drop` (ProcessorEntry) so callers can fail over work on a lost processor.
+ * The gateway's live view of processors and its scheduler.
+ *
+ * Registry: processors found by DHT lookup, probed with `status` before use,
+ * kept by heartbeats, dropped after `maxMissed` silent beats (`drop` event, so
+ * work running there fails over).
+ *
+ * Scheduling: a request `acquire()`s a slot on a processor that serves its
+ * model, has a free slot (this gateway runs at most `capacity` requests on
+ * it), and whose circuit breaker lets it through; the configured strategy
+ * picks among those. When every such processor is full the request waits in a
+ * bounded queue, one FIFO per user served in turn, so one busy user cannot
+ * starve the others; past the bound it gets ERR_BUSY with a retry hint.
+ *
+ * Breakers: `breakerFailures` processor-side failures in a row open a
+ * processor's breaker for `breakerCooldownMs`; then one probe request goes
+ * through (half-open): success closes it, failure opens it again.
  */
 export class RouterFacility extends Facility {
   readonly name = 'router'
   readonly events = new EventEmitter()
   private readonly net: NetFacility
   private readonly config: RegistryConfig
+  private readonly routing: RoutingConfig
   private readonly log: Logger
   private readonly entries = new Map<string, ProcessorEntry>()
   private readonly knownModels = new Set<string>()
@@ -64,13 +134,22 @@ export class RouterFacility extends Facility {
   private lookupTimer: NodeJS.Timeout | null = null
   private heartbeatTimer: NodeJS.Timeout | null = null
   private refreshing: Promise<void> | null = null
-  private rotation = 0
+  private readonly strategyState: StrategyState = { turn: 0, cursor: new Map(), random: Math.random }
+  /** Waiting requests, one FIFO per user; `userOrder` is whose turn comes next. */
+  private readonly queues = new Map<string, Waiter[]>()
+  private userOrder: string[] = []
+  private waiting = 0
+  private expectedTokens = DEFAULT_EXPECTED_TOKENS
+  /** EWMA of how long a lease is held, for the ERR_BUSY retry hint. */
+  private serviceMs = 1000
+  private readonly breakerTimers = new Set<NodeJS.Timeout>()
 
-  constructor(opts: { net: NetFacility; config: RegistryConfig; logger: Logger }) {
+  constructor(opts: { net: NetFacility; config: RegistryConfig; routing: RoutingConfig; logger: Logger }) {
     super()
-    const { net, config, logger } = opts
+    const { net, config, routing, logger } = opts
     this.net = net
     this.config = config
+    this.routing = routing
     this.log = logger
   }
 
@@ -84,12 +163,28 @@ export class RouterFacility extends Facility {
     if (this.lookupTimer) clearInterval(this.lookupTimer)
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer)
     this.lookupTimer = this.heartbeatTimer = null
+    for (const t of this.breakerTimers) clearTimeout(t)
+    this.breakerTimers.clear()
+    const closed = new MeshError('ERR_UNAVAILABLE', 'the gateway is stopping')
+    for (const queue of this.queues.values()) for (const w of queue) this.settle(w, closed)
+    this.queues.clear()
+    this.userOrder = []
+    this.waiting = 0
     await this.refreshing?.catch(() => {})
     this.entries.clear()
   }
 
   get size(): number {
     return this.entries.size
+  }
+
+  /** Requests waiting for a slot. */
+  get queued(): number {
+    return this.waiting
+  }
+
+  get strategy(): string {
+    return this.routing.strategy
   }
 
   list(): ProcessorView[] {
@@ -99,9 +194,16 @@ export class RouterFacility extends Facility {
       models: [...e.models].sort(),
       capacity: e.capacity,
       active: e.active,
+      queued: e.queued,
       inflight: e.inflight,
+      weight: e.weight,
       backend: e.backend,
-      tokensPerSecond: e.tokensPerSecond,
+      tokensPerSecond: e.reportedTokensPerSecond,
+      ttftMs: e.ttftMs === null ? null : Math.round(e.ttftMs * 100) / 100,
+      measuredTokensPerSecond: e.tokensPerSecond === null ? null : Math.round(e.tokensPerSecond * 10) / 10,
+      served: e.served,
+      failures: e.failures,
+      breaker: e.breaker,
       lastSeenMs: now - e.lastSeen,
     }))
   }
@@ -113,6 +215,8 @@ export class RouterFacility extends Facility {
   live(): ProcessorEntry[] {
     return [...this.entries.values()]
   }
+
+  // ---------------------------------------------------------------- registry
 
   /** One DHT lookup now (shared by concurrent callers); new processors are probed before use. */
   refresh(): Promise<void> {
@@ -149,17 +253,28 @@ export class RouterFacility extends Facility {
         models: new Set(),
         capacity: 1,
         active: 0,
+        queued: 0,
         inflight: 0,
+        weight: 1,
         backend: '',
-        tokensPerSecond: 0,
+        reportedTokensPerSecond: 0,
+        ttftMs: null,
+        tokensPerSecond: null,
+        served: 0,
+        failures: 0,
+        breaker: 'closed',
+        consecutiveFailures: 0,
+        openedAt: 0,
+        probing: false,
         lastSeen: Date.now(),
         missed: 0,
       }
       this.update(entry, status)
       this.entries.set(id, entry)
       this.log.info({ processor: id, models: [...entry.models] }, 'processor joined')
+      this.pump()
     } catch (err) {
-      // A stale DHT record of a stopped processor: forget the half-open connection.
+      // A stale DHT record of a stopped processor, or one that refuses this gateway.
       this.log.debug({ err, processor: id }, 'processor probe failed')
       this.net.forget(publicKey)
     } finally {
@@ -173,12 +288,17 @@ export class RouterFacility extends Facility {
       : []
     entry.models = new Set(models)
     for (const m of models) this.knownModels.add(m)
-    entry.capacity = Math.max(1, asNumber(status.capacity, 1))
+    const capacity = Math.max(1, Math.floor(asNumber(status.capacity, 1)))
+    const grew = capacity > entry.capacity
+    entry.capacity = capacity
     entry.active = Math.max(0, asNumber(status.active, 0))
-    entry.tokensPerSecond = asNumber(status.tokensPerSecond, 0)
+    entry.queued = Math.max(0, asNumber(status.queued, 0))
+    entry.weight = Math.max(0, asNumber(status.weight, 1))
+    entry.reportedTokensPerSecond = asNumber(status.tokensPerSecond, 0)
     entry.backend = typeof status.backend?.kind === 'string' ? status.backend.kind : ''
     entry.lastSeen = Date.now()
     entry.missed = 0
+    if (grew) this.pump()
   }
 
   private async heartbeat(): Promise<void> {
@@ -198,34 +318,240 @@ export class RouterFacility extends Facility {
     )
   }
 
-  /** Removes a processor now (it failed or stopped answering) and tells listeners. */
+  /** Removes a processor now (it stopped answering) and tells listeners. */
   drop(entry: ProcessorEntry, why: string): void {
     if (this.entries.get(entry.id) !== entry) return
     this.entries.delete(entry.id)
     this.net.forget(entry.publicKey)
     this.log.warn({ processor: entry.id, why }, 'processor dropped')
     this.events.emit('drop', entry)
+    // Waiters for a model nobody serves any more would wait forever.
+    this.pump()
   }
 
+  // ---------------------------------------------------------------- breakers
+
+  /** Whether the breaker lets a request through to `e` now (a half-open one: just one). */
+  private admits(e: ProcessorEntry, now: number): boolean {
+    if (e.breaker === 'closed') return true
+    if (e.breaker === 'open' && now - e.openedAt >= this.routing.breakerCooldownMs) {
+      e.breaker = 'half-open'
+      e.probing = false
+      this.log.info({ processor: e.id }, 'breaker half-open: one probe request')
+    }
+    return e.breaker === 'half-open' && !e.probing
+  }
+
+  private recordOutcome(e: ProcessorEntry, outcome: LeaseOutcome): void {
+    if (outcome.ok) {
+      e.served++
+      e.consecutiveFailures = 0
+      if (e.breaker !== 'closed') this.log.info({ processor: e.id }, 'breaker closed: the probe succeeded')
+      e.breaker = 'closed'
+      e.probing = false
+      if (outcome.ttftMs !== undefined && outcome.ttftMs >= 0) e.ttftMs = ewma(e.ttftMs, outcome.ttftMs)
+      if (outcome.completionTokens && outcome.evalMs && outcome.evalMs > 0) {
+        e.tokensPerSecond = ewma(e.tokensPerSecond, (outcome.completionTokens * 1000) / outcome.evalMs)
+      }
+      if (outcome.completionTokens !== undefined) {
+        this.expectedTokens = ewma(this.expectedTokens, Math.max(1, outcome.completionTokens)) as number
+      }
+      return
+    }
+    if (!outcome.processorFault) {
+      // Not the processor's doing (cancelled, bad request): a probe slot is free again.
+      e.probing = false
+      return
+    }
+    e.failures++
+    e.consecutiveFailures++
+    if (e.breaker === 'half-open' || e.consecutiveFailures >= this.routing.breakerFailures) {
+      if (e.breaker !== 'open')
+        this.log.warn({ processor: e.id, failures: e.consecutiveFailures }, 'breaker open')
+      e.breaker = 'open'
+      e.openedAt = Date.now()
+      e.probing = false
+      const timer = setTimeout(() => {
+        this.breakerTimers.delete(timer)
+        this.pump()
+      }, this.routing.breakerCooldownMs)
+      timer.unref()
+      this.breakerTimers.add(timer)
+    }
+  }
+
+  // ---------------------------------------------------------------- scheduling
+
   /**
-   * The processor to use for `model`, least loaded first (ties rotate).
-   * @throws ERR_NO_PROCESSOR when the model is known but nobody live serves it,
-   *         ERR_MODEL_NOT_FOUND when no processor ever served it
+   * A slot on a processor for `model`, now or once one frees (queued, fairly
+   * across users). Resolve with the lease; `release()` it when done.
+   * @throws ERR_MODEL_NOT_FOUND (no processor ever served it), ERR_NO_PROCESSOR (none left, or
+   *         every one's breaker is open), ERR_BUSY (queue full), or `cancel`'s reason
    */
-  async pick(model: string, exclude: ReadonlySet<string> = new Set()): Promise<ProcessorEntry> {
-    let candidates = this.entriesFor(model).filter((e) => !exclude.has(e.id))
-    if (candidates.length === 0 && exclude.size === 0) {
+  async acquire(
+    model: string,
+    opts: { userId?: string; exclude?: ReadonlySet<string>; cancel?: CancelToken } = {},
+  ): Promise<Lease> {
+    const { userId = '', exclude = new Set<string>(), cancel } = opts
+    if (cancel?.aborted) throw cancel.reason instanceof MeshError ? cancel.reason : MeshError.cancelled()
+    if (this.entriesFor(model).length === 0 && exclude.size === 0) {
       // A processor may have joined since the last periodic lookup.
       await this.refresh()
-      candidates = this.entriesFor(model)
     }
-    if (candidates.length === 0) {
+    const now = Date.now()
+    const lease = this.tryLease(model, exclude, now)
+    if (lease) return lease
+    this.checkServable(model, exclude, now)
+
+    const userQueue = this.queues.get(userId)
+    if (this.waiting >= this.routing.maxQueue || (userQueue?.length ?? 0) >= this.routing.maxQueuePerUser) {
+      const retryAfterMs = Math.max(
+        1000,
+        Math.round(((this.waiting + 1) * this.serviceMs) / Math.max(1, this.capacityFor(model))),
+      )
+      throw new MeshError(
+        'ERR_BUSY',
+        `every processor for '${model}' is busy and the queue is full; retry in ${Math.ceil(retryAfterMs / 1000)} s`,
+        { model, queued: this.waiting, retryAfterMs },
+      )
+    }
+    return new Promise<Lease>((resolve, reject) => {
+      const waiter: Waiter = {
+        model,
+        userId,
+        exclude,
+        resolve,
+        reject,
+        unwatch: () => {},
+        enqueuedAt: now,
+      }
+      if (cancel) {
+        waiter.unwatch = cancel.onAbort((reason) => {
+          if (this.remove(waiter))
+            this.settle(waiter, reason instanceof MeshError ? reason : MeshError.cancelled())
+        })
+      }
+      if (userQueue) userQueue.push(waiter)
+      else {
+        this.queues.set(userId, [waiter])
+        this.userOrder.push(userId)
+      }
+      this.waiting++
+    })
+  }
+
+  private capacityFor(model: string): number {
+    return this.entriesFor(model).reduce((n, e) => n + e.capacity, 0)
+  }
+
+  /** Throws when no processor could ever take the request (as opposed to: all are busy). */
+  private checkServable(model: string, exclude: ReadonlySet<string>, now: number): void {
+    const serving = this.entriesFor(model)
+    if (serving.length === 0) {
       if (this.knownModels.has(model) || exclude.size > 0) throw MeshError.noProcessor(model)
       throw MeshError.modelNotFound(model)
     }
-    const load = (e: ProcessorEntry) => Math.max(e.inflight, e.active) / e.capacity
-    const best = Math.min(...candidates.map(load))
-    const tied = candidates.filter((e) => load(e) === best)
-    return tied[this.rotation++ % tied.length] as ProcessorEntry
+    const usable = serving.filter((e) => !exclude.has(e.id))
+    if (usable.length === 0) throw MeshError.noProcessor(model, 'every one failed for this request')
+    if (usable.every((e) => e.breaker === 'open' && now - e.openedAt < this.routing.breakerCooldownMs)) {
+      const retryAfterMs = Math.min(...usable.map((e) => this.routing.breakerCooldownMs - (now - e.openedAt)))
+      throw MeshError.noProcessor(
+        model,
+        `every one is failing; circuit open for ${Math.ceil(retryAfterMs / 1000)} s`,
+      )
+    }
+  }
+
+  /** A lease on the processor the strategy picks among those free now, or null. */
+  private tryLease(model: string, exclude: ReadonlySet<string>, now: number): Lease | null {
+    const free: ProcessorEntry[] = []
+    for (const e of this.entries.values()) {
+      if (!e.models.has(model) || exclude.has(e.id) || e.inflight >= e.capacity) continue
+      if (this.admits(e, now)) free.push(e)
+    }
+    if (free.length === 0) return null
+    const picked = choose(
+      this.routing.strategy,
+      model,
+      free as Candidate[],
+      this.strategyState,
+      this.expectedTokens,
+    ) as ProcessorEntry
+    return this.lease(picked)
+  }
+
+  private lease(entry: ProcessorEntry): Lease {
+    entry.inflight++
+    if (entry.breaker === 'half-open') entry.probing = true
+    const started = Date.now()
+    let released = false
+    return {
+      entry,
+      release: (outcome) => {
+        if (released) return
+        released = true
+        entry.inflight--
+        this.serviceMs = ewma(this.serviceMs, Date.now() - started) as number
+        this.recordOutcome(entry, outcome)
+        this.pump()
+      },
+    }
+  }
+
+  /** Hands free slots to waiting requests, users in turn; fails waiters nobody can serve. */
+  private pump(): void {
+    if (this.waiting === 0) return
+    const now = Date.now()
+    let progress = true
+    while (progress && this.waiting > 0) {
+      progress = false
+      for (let i = 0; i < this.userOrder.length && this.waiting > 0; i++) {
+        const userId = this.userOrder[i] as string
+        const queue = this.queues.get(userId)
+        const head = queue?.[0]
+        if (!queue || !head) continue
+        let lease: Lease | null
+        try {
+          lease = this.tryLease(head.model, head.exclude, now)
+          if (!lease) this.checkServable(head.model, head.exclude, now)
+        } catch (err) {
+          this.remove(head)
+          this.settle(head, err)
+          progress = true
+          continue
+        }
+        if (!lease) continue
+        this.remove(head)
+        head.unwatch()
+        head.resolve(lease)
+        progress = true
+        // This user just had a turn: to the back of the line (if they still wait). Either way
+        // the next user now stands at position i.
+        const at = this.userOrder.indexOf(userId)
+        if (at !== -1) {
+          this.userOrder.splice(at, 1)
+          this.userOrder.push(userId)
+        }
+        i--
+      }
+    }
+  }
+
+  private remove(w: Waiter): boolean {
+    const queue = this.queues.get(w.userId)
+    const at = queue ? queue.indexOf(w) : -1
+    if (!queue || at === -1) return false
+    queue.splice(at, 1)
+    this.waiting--
+    if (queue.length === 0) {
+      this.queues.delete(w.userId)
+      this.userOrder = this.userOrder.filter((u) => u !== w.userId)
+    }
+    return true
+  }
+
+  private settle(w: Waiter, err: unknown): void {
+    w.unwatch()
+    w.reject(err)
   }
 }

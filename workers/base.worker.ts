@@ -106,6 +106,19 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
     return true
   }
 
+  /**
+   * Who may call this worker: a function that returns true to refuse a peer at
+   * the connection, or null for everyone. Checked once at start.
+   */
+  protected firewall(): ((remotePublicKey: Buffer) => boolean) | null {
+    return null
+  }
+
+  /** A key pair this worker must use instead of the one kept in its store (e.g. derived from a secret). */
+  protected fixedIdentity(): KeyPair | null {
+    return null
+  }
+
   /** Runs after every facility started and the server listens, before the announce. */
   protected async afterStart(): Promise<void> {}
 
@@ -149,7 +162,10 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
       await this.startFacility(net)
       const extra = [...this.facilities()].sort((a, b) => a.priority - b.priority)
       for (const spec of extra) await this.startFacility(spec.create())
-      if (this.serves) await net.serve(this.wrapMethods())
+      if (this.serves) {
+        const firewall = this.firewall()
+        await net.serve(this.wrapMethods(), firewall ? { firewall } : {})
+      }
       await this.afterStart()
       if (this.serves) await net.announce(this.role)
       this.log.info(
@@ -169,6 +185,8 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
 
   /** The key pair from the seed kept in this worker's store, made on first start. */
   private async identity(): Promise<KeyPair> {
+    const fixed = this.fixedIdentity()
+    if (fixed) return fixed
     if (!this.storeFacility) return DHT.keyPair(randomBytes(SEED_BYTES))
     const bee = await this.storeFacility.bee(IDENTITY_BEE)
     const entry = await bee.get<string>(IDENTITY_KEY)

@@ -12,7 +12,10 @@ import type { InferRequestInput, InferResult } from './lib/inference.js'
 
 export interface GatewayStatus extends BaseStatus {
   processors: ProcessorView[]
+  /** Requests being forwarded, and waiting for a free processor slot. */
   active: number
+  queued: number
+  strategy: string
 }
 
 import type { ChatRequest, GenerateRequest, ModelDetails, ModelInfo } from './lib/wire.js'

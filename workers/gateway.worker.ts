@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import type { KeyPair } from 'hyperdht'
 import { AuthFacility, type Identity, type Role } from '../facilities/auth.facility.js'
 import { LimitsFacility, type Subject } from '../facilities/limits.facility.js'
 import {
@@ -7,7 +8,7 @@ import {
   STREAM_CHUNK,
   type StreamChunk,
 } from '../facilities/net.facility.js'
-import { type ProcessorEntry, RouterFacility } from '../facilities/router.facility.js'
+import { type LeaseOutcome, type ProcessorEntry, RouterFacility } from '../facilities/router.facility.js'
 import {
   type UsageCounter,
   UsageFacility,
@@ -19,11 +20,22 @@ import { BaseWorker, type FacilitySpec, type WorkerOptions } from './base.worker
 import { CancelToken } from './lib/cancel.js'
 import type { GatewayConfig } from './lib/config.js'
 import { MeshError } from './lib/errors.js'
+import { gatewayKeyPair } from './lib/identity.js'
 import { type InferRequest, type InferResult, parseInferRequest, parseModelRequest } from './lib/inference.js'
 import type { ModelDetails, ModelInfo } from './lib/wire.js'
 
-/** Processors tried for one request that fails before its first token. */
-export const MAX_ATTEMPTS = 3
+/** Waits `ms`, or less if `cancel` fires first. */
+function sleep(ms: number, cancel: CancelToken): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms)
+    const stop = cancel.onAbort(done)
+    function done() {
+      clearTimeout(timer)
+      stop()
+      resolve()
+    }
+  })
+}
 const MODELS_TIMEOUT_MS = 5_000
 
 /** Failures that say the processor, not the request, is the problem: try another. */
@@ -158,6 +170,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
           this.routerFacility = new RouterFacility({
             net: this.net,
             config: this.config.registry,
+            routing: this.config.routing,
             logger: this.log,
           })
           this.routerFacility.events.on('drop', (entry: ProcessorEntry) => this.failOver(entry))
@@ -165,6 +178,11 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
         },
       },
     ]
+  }
+
+  protected override fixedIdentity(): KeyPair | null {
+    const { meshSecret, mesh, gatewayIndex } = this.config
+    return meshSecret ? gatewayKeyPair(meshSecret, mesh, gatewayIndex) : null
   }
 
   protected override async afterStart(): Promise<void> {
@@ -401,7 +419,12 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   }
 
   protected override async statusInfo(): Promise<Record<string, unknown>> {
-    return { processors: this.router.list(), active: this.active }
+    return {
+      processors: this.router.list(),
+      active: this.active,
+      queued: this.router.queued,
+      strategy: this.router.strategy,
+    }
   }
 
   private failOver(entry: ProcessorEntry): void {
@@ -429,8 +452,15 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     return [...byName.values()].sort((a, b) => a.name.localeCompare(b.name))
   }
 
+  /** Model details from a processor that serves it (any one: they read the same file). */
   async show(model: string): Promise<ModelDetails> {
-    const entry = await this.router.pick(model)
+    let serving = this.router.entriesFor(model)
+    if (serving.length === 0) {
+      await this.router.refresh()
+      serving = this.router.entriesFor(model)
+    }
+    const entry = serving.find((e) => e.breaker !== 'open') ?? serving[0]
+    if (!entry) throw MeshError.modelNotFound(model)
     return this.net
       .peer(entry.publicKey)
       .request<ModelDetails>('show', { model }, { timeout: MODELS_TIMEOUT_MS })
@@ -462,7 +492,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     let result: InferResult | null = null
     let failure: MeshError | null = null
     try {
-      result = await this.run(req, ctx)
+      result = await this.run(req, ctx, identity.userId)
     } catch (err) {
       failure = MeshError.from(err)
     }
@@ -492,22 +522,26 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     return { ...(result as InferResult), requestId }
   }
 
-  /** Forwards one validated request (streams tracked for `cancel`, bounded by the inference timeout). */
-  private async run(req: InferRequest, ctx: CallContext): Promise<InferResult> {
+  /** Forwards one validated request (streams tracked for `cancel`, bounded by its timeout). */
+  private async run(req: InferRequest, ctx: CallContext, userId = ''): Promise<InferResult> {
     // Only streams have an id a `cancel` can name; any request ends when its caller goes away.
     const key = req.id ? `${ctx.remotePublicKey.toString('hex')}/${req.id}` : null
     if (key && this.running.has(key))
       throw MeshError.badRequest(`request.id: stream '${req.id}' is already running`)
+    const timeoutMs = Math.min(
+      req.timeoutMs ?? this.config.inferenceTimeoutMs,
+      this.config.inferenceTimeoutMs,
+    )
     const cancel = new CancelToken()
     if (key) this.running.set(key, cancel)
     this.active++
     const unwatch = ctx.onClose(() => cancel.abort())
     const deadline = setTimeout(
-      () => cancel.abort(MeshError.timeout(`no answer within ${this.config.inferenceTimeoutMs} ms`)),
-      this.config.inferenceTimeoutMs,
+      () => cancel.abort(MeshError.timeout(`no answer within ${timeoutMs} ms`)),
+      timeoutMs,
     )
     try {
-      return await this.forward(req, ctx, cancel)
+      return await this.forward(req, ctx, cancel, userId, timeoutMs)
     } finally {
       clearTimeout(deadline)
       unwatch()
@@ -516,16 +550,28 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     }
   }
 
-  /** Sends the request to processors until one answers; never retries once text was streamed. */
-  private async forward(req: InferRequest, ctx: CallContext, cancel: CancelToken): Promise<InferResult> {
+  /**
+   * Sends the request to a processor the router leases, and on a processor-side
+   * failure before the first token to another one, after a backoff with jitter
+   * (bounded attempts and time). Once text was streamed it never retries: the
+   * client gets ERR_STREAM_BROKEN instead of repeated text.
+   */
+  private async forward(
+    req: InferRequest,
+    ctx: CallContext,
+    cancel: CancelToken,
+    userId: string,
+    timeoutMs: number,
+  ): Promise<InferResult> {
+    const { routing } = this.config
+    const started = Date.now()
     const tried = new Set<string>()
     let seq = 0
-    const { id: clientId, ...body } = req
-    const onChunk = (chunk: StreamChunk) =>
-      ctx.emit(STREAM_CHUNK, { id: clientId, seq: seq++, text: chunk.text })
+    const { id: clientId, timeoutMs: _, ...body } = req
     const stopped = () => (cancel.reason instanceof MeshError ? cancel.reason : MeshError.cancelled())
     for (let attempt = 1; ; attempt++) {
-      const entry = await this.router.pick(req.model, tried)
+      const lease = await this.router.acquire(req.model, { userId, exclude: tried, cancel })
+      const { entry } = lease
       tried.add(entry.id)
       const leg = new CancelToken()
       const unfollow = cancel.onAbort((reason) => leg.abort(reason))
@@ -535,34 +581,54 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
         this.legs.set(entry.id, legs)
       }
       legs.add(leg)
-      entry.inflight++
+      const sent = performance.now()
+      let firstChunkMs: number | undefined
+      let outcome: LeaseOutcome = { ok: false, processorFault: false }
       try {
         if (cancel.aborted) throw stopped()
         const result = await this.net.peer(entry.publicKey).stream<InferResult>('infer', body, {
           cancel: leg,
-          timeout: this.config.inferenceTimeoutMs,
-          onChunk,
+          timeout: timeoutMs,
+          onChunk: (chunk: StreamChunk) => {
+            firstChunkMs ??= performance.now() - sent
+            ctx.emit(STREAM_CHUNK, { id: clientId, seq: seq++, text: chunk.text })
+          },
         })
         result.processor = entry.id
+        const observedMs = performance.now() - sent
+        outcome = {
+          ok: true,
+          // Unary answers have no first chunk: what the processor did not spend generating.
+          ttftMs: firstChunkMs ?? Math.max(0, observedMs - (result.evalMs ?? 0)),
+          completionTokens: result.completionTokens,
+          evalMs: result.evalMs,
+        }
         return result
       } catch (err) {
         const e = MeshError.from(err)
         if (cancel.aborted) throw cancel.reason instanceof MeshError ? cancel.reason : e
-        if (!RETRYABLE.has(e.code)) throw e
+        const retryable = RETRYABLE.has(e.code)
+        outcome = { ok: false, processorFault: retryable || e.code === 'ERR_INTERNAL' }
+        if (!retryable) throw e
         if (seq > 0) {
           throw new MeshError('ERR_STREAM_BROKEN', `processor failed after ${seq} chunks: ${e.reason}`, {
             chunks: seq,
           })
         }
         this.log.warn({ err: e, processor: entry.id, attempt }, 'processor failed before first token')
-        if (e.code !== 'ERR_UNKNOWN_METHOD') this.router.drop(entry, e.reason)
-        if (attempt >= MAX_ATTEMPTS) throw MeshError.noProcessor(req.model, `${attempt} attempts failed`)
+        if (e.code === 'ERR_UNAVAILABLE') this.net.forget(entry.publicKey)
       } finally {
-        entry.inflight--
+        lease.release(outcome)
         legs.delete(leg)
         if (legs.size === 0) this.legs.delete(entry.id)
         unfollow()
       }
+      const backoff = Math.random() * Math.min(routing.retryMaxMs, routing.retryBaseMs * 2 ** (attempt - 1))
+      if (attempt >= routing.maxAttempts || Date.now() + backoff - started > routing.retryBudgetMs) {
+        throw MeshError.noProcessor(req.model, `${attempt} attempt(s) failed`)
+      }
+      await sleep(backoff, cancel)
+      if (cancel.aborted) throw stopped()
     }
   }
 

@@ -1,12 +1,14 @@
 import { join, resolve } from 'node:path'
 import { type BackendChoice, BackendFacility } from '../facilities/backend.facility.js'
+import { ThrottledSource } from '../facilities/backends/throttled.js'
 import type { Backend } from '../facilities/backends/types.js'
 import { type CallContext, ChunkWriter, type MethodTable, STREAM_CHUNK } from '../facilities/net.facility.js'
 import { BaseWorker, type FacilitySpec, type WorkerOptions } from './base.worker.js'
 import type { ProcessorConfig } from './lib/config.js'
 import { MeshError } from './lib/errors.js'
+import { gatewayKeyPair } from './lib/identity.js'
 import { type InferResult, parseInferRequest, parseModelRequest, runOnSource } from './lib/inference.js'
-import type { ModelInfo } from './lib/wire.js'
+import type { InferenceSource, ModelInfo } from './lib/wire.js'
 
 /** Smoothing of the tokens/s figure reported in `status`. */
 const EWMA_ALPHA = 0.3
@@ -17,6 +19,7 @@ export type ProcessorStatus = {
   capacity: number
   active: number
   queued: number
+  weight: number
   served: number
   failed: number
   tokensPerSecond: number
@@ -35,6 +38,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
   private failed = 0
   private tokensPerSecond = 0
   private modelCache: { at: number; models: ModelInfo[] } | null = null
+  private throttled: ThrottledSource | null = null
 
   constructor(config: ProcessorConfig, opts: WorkerOptions = {}) {
     super('processor', config, opts)
@@ -43,6 +47,47 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
   get backend(): Backend {
     if (!this.backendFacility) throw new MeshError('ERR_BACKEND_UNAVAILABLE', 'backend is not open')
     return this.backendFacility.backend
+  }
+
+  /** What generations run on: the backend, paced when `backend.throttle` is set. */
+  private get source(): InferenceSource {
+    const throttle = this.config.backend.throttle
+    if (!throttle) return this.backend
+    this.throttled ??= new ThrottledSource(this.backend, throttle)
+    return this.throttled
+  }
+
+  /**
+   * Only gateways may call a processor: those in `firewall.trustedGateways`,
+   * and those whose identity derives from `firewall.meshSecret`. Anyone else is
+   * refused when they connect. @throws ERR_BAD_CONFIG when nobody is trusted
+   */
+  protected override firewall(): ((remotePublicKey: Buffer) => boolean) | null {
+    const fw = this.config.firewall
+    if (fw.allowAnyPeer) {
+      this.log.warn('firewall.allowAnyPeer: any peer may call this processor, bypassing every gateway')
+      return null
+    }
+    const trusted = new Set(fw.trustedGateways.map((k) => k.toLowerCase()))
+    if (fw.meshSecret) {
+      for (let i = 0; i < fw.maxGateways; i++) {
+        trusted.add(gatewayKeyPair(fw.meshSecret, this.config.mesh, i).publicKey.toString('hex'))
+      }
+    }
+    if (trusted.size === 0) {
+      throw MeshError.badConfig(
+        'config.firewall: a processor serves gateways only: set firewall.trustedGateways (--trust-gateway), firewall.meshSecret (--mesh-secret), or firewall.allowAnyPeer',
+      )
+    }
+    return (remotePublicKey) => {
+      const ok = trusted.has(remotePublicKey.toString('hex'))
+      if (!ok)
+        this.log.warn(
+          { peer: remotePublicKey.toString('hex') },
+          'refused a peer that is not a trusted gateway',
+        )
+      return !ok
+    }
   }
 
   /** Which engine was chosen and why (auto-selection says it in the log and in `status`). */
@@ -100,6 +145,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
       capacity,
       active,
       queued: Math.max(0, active - capacity),
+      weight: this.config.weight,
       served: this.served,
       failed: this.failed,
       tokensPerSecond: Math.round(this.tokensPerSecond * 10) / 10,
@@ -122,7 +168,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
         : null
     const onToken = writer ? (text: string) => writer.write(text) : undefined
     try {
-      const result = await runOnSource(this.backend, req, controller.signal, onToken)
+      const result = await runOnSource(this.source, req, controller.signal, onToken)
       writer?.flush()
       this.served++
       if (result.evalMs > 0) {

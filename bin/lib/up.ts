@@ -40,7 +40,12 @@ interface ProcessorChild {
 const LLM_MESH_BIN = fileURLToPath(new URL('../llm-mesh.js', import.meta.url))
 
 /** Starts processor `index` as a child that exits when we disconnect from it. */
-function startProcessor(index: number, opts: UpOptions, bootstrap: string): ProcessorChild {
+function startProcessor(
+  index: number,
+  opts: UpOptions,
+  bootstrap: string,
+  gatewayKey: string,
+): ProcessorChild {
   const log = createWriteStream(join(opts.dataDir, 'logs', `processor-${index}.log`), { flags: 'a' })
   const child = spawn(
     process.execPath,
@@ -56,6 +61,8 @@ function startProcessor(index: number, opts: UpOptions, bootstrap: string): Proc
       '--models',
       join(opts.dataDir, 'models'),
       '--tiny-fallback',
+      '--trust-gateway',
+      gatewayKey,
       '--log-level',
       opts.logLevel,
     ],
@@ -178,7 +185,8 @@ export async function up(opts: UpOptions): Promise<number> {
     const operator = await setUpOperator(gateway, opts)
     operatorKeyId = operator.id
 
-    for (let i = 0; i < opts.processors; i++) children.push(startProcessor(i, opts, bootstrap.join(',')))
+    for (let i = 0; i < opts.processors; i++)
+      children.push(startProcessor(i, opts, bootstrap.join(','), gatewayKey))
     const started = await Promise.all(children.map((c) => c.ready))
     const wanted = new Set(started.map((s) => s.publicKey))
     const deadline = Date.now() + PROCESSOR_START_TIMEOUT_MS

@@ -29,6 +29,9 @@ export async function testnet(t: T): Promise<{ net: Testnet; bootstrap: string[]
   return { net, bootstrap: net.bootstrap.map((b) => `${b.host}:${b.port}`) }
 }
 
+/** Gateways started by this test process: processors spawned later trust them (their firewall). */
+export const trustedGateways = new Set<string>()
+
 /** Cheap password hashing for tests (the default cost is 2^15). */
 export const TEST_AUTH = { scrypt: { N: 1024 } }
 
@@ -47,6 +50,7 @@ export async function startGateway(
   const gateway = new GatewayWorker(config)
   t.teardown(() => gateway.close(), { order: 1 })
   await gateway.ready()
+  trustedGateways.add(gateway.publicKey.toString('hex'))
   return gateway
 }
 
@@ -109,7 +113,10 @@ export async function spawnWorker(
   const child = spawn(
     process.execPath,
     [BIN, command, '--bootstrap', bootstrap.join(','), '--log-level', TEST_LOG.level, ...args],
-    { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] },
+    {
+      stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+      env: { ...process.env, LLM_MESH_TRUSTED_GATEWAYS: [...trustedGateways].join(',') },
+    },
   )
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
   const stopWith = async (signal: NodeJS.Signals) => {
@@ -123,6 +130,7 @@ export async function spawnWorker(
     })
     child.once('exit', (code) => reject(new Error(`${command} exited with ${code} before it was ready`)))
   })
+  if (command === 'gateway') trustedGateways.add(ready.publicKey)
   return { child, ...ready, kill: () => stopWith('SIGKILL'), stop: () => stopWith('SIGTERM') }
 }
 

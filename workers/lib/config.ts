@@ -79,6 +79,18 @@ export const backendConfigSchema = z
     maxParallel: z.number().int().min(1).max(64).default(2),
     /** Write the tiny test model when no other model is found (`up` does; a bare processor does not). */
     tinyModelFallback: z.boolean().default(false),
+    /**
+     * Caps the rate this processor hands out tokens (per generation), and adds a
+     * delay before the first: a slower machine, by configuration. For testing and
+     * benchmarking meshes of unequal processors.
+     */
+    throttle: z
+      .object({
+        tokensPerSecond: z.number().positive().optional(),
+        firstTokenDelayMs: z.number().min(0).default(0),
+      })
+      .strict()
+      .optional(),
   })
   .strict()
 
@@ -100,6 +112,22 @@ export const processorConfigSchema = baseConfigSchema
       .default(1024 * 1024),
     /** Streamed text arriving faster than this is sent in one chunk (0: one chunk per token). */
     streamCoalesceMs: z.number().min(0).max(1000).default(10),
+    /** Relative share of traffic under the random-weighted strategy (times capacity). */
+    weight: z.number().min(0).default(1),
+    /** Who may call this processor: gateways only, by key or by a shared mesh secret. */
+    firewall: z
+      .object({
+        /** Hex public keys of gateways this processor serves. */
+        trustedGateways: z.array(z.string().regex(/^[0-9a-f]{64}$/i, '64 hex characters')).default([]),
+        /** Gateways whose identity derives from this secret are admitted (see gateway `meshSecret`). */
+        meshSecret: z.string().min(32, 'at least 32 characters').optional(),
+        /** How many gateway identities a mesh secret admits (indices 0…n-1). */
+        maxGateways: z.number().int().min(1).max(256).default(16),
+        /** Serve any peer at all: only for a mesh whose every node is trusted. */
+        allowAnyPeer: z.boolean().default(false),
+      })
+      .strict()
+      .prefault({}),
   })
   .strict()
 
@@ -195,8 +223,38 @@ export const gatewayConfigSchema = baseConfigSchema
       .int()
       .positive()
       .default(1024 * 1024),
-    /** Longest a single generation may take end to end. */
+    /** Longest a single generation may take end to end (a request may ask for less, never more). */
     inferenceTimeoutMs: z.number().int().positive().default(300_000),
+    routing: z
+      .object({
+        strategy: z
+          .enum(['least-loaded', 'fastest', 'round-robin', 'random-weighted'])
+          .default('least-loaded'),
+        /** Requests waiting for a free processor slot, in all; past it: ERR_BUSY. */
+        maxQueue: z.number().int().min(0).default(1024),
+        /** …and per user, so one user cannot fill the queue. */
+        maxQueuePerUser: z.number().int().min(0).default(256),
+        /** Processors tried for a request that fails before its first token. */
+        maxAttempts: z.number().int().min(1).max(10).default(3),
+        /** Backoff before a retry: base * 2^(attempt-1), capped, with full jitter. */
+        retryBaseMs: z.number().int().min(0).default(50),
+        retryMaxMs: z.number().int().min(0).default(1_000),
+        /** No retry starts later than this after the request arrived. */
+        retryBudgetMs: z.number().int().min(0).default(10_000),
+        /** Processor-side failures in a row that open a processor's circuit breaker. */
+        breakerFailures: z.number().int().min(1).default(3),
+        /** How long an open breaker keeps a processor out before one probe request. */
+        breakerCooldownMs: z.number().int().min(1).default(10_000),
+      })
+      .strict()
+      .prefault({}),
+    /**
+     * Derives this gateway's identity from a secret shared with processors
+     * (`firewall.meshSecret` there), so they admit it without a key list.
+     * `gatewayIndex` tells gateways of one mesh apart (0…`maxGateways`-1).
+     */
+    meshSecret: z.string().min(32, 'at least 32 characters').optional(),
+    gatewayIndex: z.number().int().min(0).max(255).default(0),
     registry: z
       .object({
         lookupIntervalMs: z.number().int().positive().default(3_000),
@@ -260,7 +318,14 @@ export function envOverrides(env: NodeJS.ProcessEnv, role: string): ConfigInput 
     if (env.OLLAMA_HOST) backend.ollamaHost = normalizeOllamaHost(env.OLLAMA_HOST)
     if (env.LLM_MESH_MODELS) backend.modelsDir = env.LLM_MESH_MODELS
     if (Object.keys(backend).length) out.backend = backend
+    const firewall: ConfigInput = {}
+    if (env.LLM_MESH_TRUSTED_GATEWAYS) {
+      firewall.trustedGateways = env.LLM_MESH_TRUSTED_GATEWAYS.split(/[\s,]+/).filter(Boolean)
+    }
+    if (env.LLM_MESH_SECRET) firewall.meshSecret = env.LLM_MESH_SECRET
+    if (Object.keys(firewall).length) out.firewall = firewall
   }
+  if (role === 'gateway' && env.LLM_MESH_SECRET) out.meshSecret = env.LLM_MESH_SECRET
   return out
 }
 

@@ -36,6 +36,8 @@ const common = {
   model: z.string().min(1).max(MAX_MODEL_NAME),
   options: options.optional(),
   stream: z.boolean().default(false),
+  /** Gives up after this long (the gateway's `inferenceTimeoutMs` at most). */
+  timeoutMs: z.number().int().positive().optional(),
 }
 
 export const inferRequestSchema = z.discriminatedUnion('kind', [

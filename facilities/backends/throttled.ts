@@ -1,0 +1,157 @@
+import { MeshError } from '../../workers/lib/errors.js'
+import type {
+  ChatRequest,
+  EmbedRequest,
+  EmbedResult,
+  GenerateCallbacks,
+  GenerateRequest,
+  GenerationResult,
+  InferenceSource,
+  ModelDetails,
+  ModelInfo,
+  RunningModel,
+} from '../../workers/lib/wire.js'
+
+export interface ThrottleOptions {
+  /** Most pieces of text per second handed out per generation. */
+  tokensPerSecond?: number | undefined
+  /** Wait before the first piece. */
+  firstTokenDelayMs?: number | undefined
+}
+
+/** Waits `ms` or until `signal` aborts. */
+function pause(ms: number, signal?: AbortSignal): Promise<void> {
+  if (ms <= 0 || signal?.aborted) return Promise.resolve()
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer)
+      signal?.removeEventListener('abort', done)
+      resolve()
+    }
+    const timer = setTimeout(done, ms)
+    signal?.addEventListener('abort', done, { once: true })
+  })
+}
+
+/**
+ * A source that hands out its inner source's text no faster than a set rate,
+ * after a set first-token delay: a slower machine, by configuration. The
+ * generation holds its slot until the last piece is out, and the counts it
+ * reports (evalMs, promptEvalMs) are the paced ones, so the mesh sees exactly
+ * the processor it would see on slower hardware. Cancelling stops at once and
+ * returns what was handed out.
+ */
+export class ThrottledSource implements InferenceSource {
+  private readonly interval: number
+  private readonly firstDelay: number
+
+  constructor(
+    private readonly inner: InferenceSource,
+    opts: ThrottleOptions,
+  ) {
+    const { tokensPerSecond, firstTokenDelayMs = 0 } = opts
+    this.interval = tokensPerSecond ? 1000 / tokensPerSecond : 0
+    this.firstDelay = firstTokenDelayMs
+  }
+
+  listModels(): Promise<ModelInfo[]> {
+    return this.inner.listModels()
+  }
+
+  showModel(name: string): Promise<ModelDetails> {
+    return this.inner.showModel(name)
+  }
+
+  runningModels(): Promise<RunningModel[]> {
+    return this.inner.runningModels()
+  }
+
+  embed(req: EmbedRequest, cb?: { signal?: AbortSignal }): Promise<EmbedResult> {
+    return this.inner.embed(req, cb)
+  }
+
+  chat(req: ChatRequest, cb: GenerateCallbacks = {}): Promise<GenerationResult> {
+    return this.paced(cb, (inner) => this.inner.chat(req, inner))
+  }
+
+  generate(req: GenerateRequest, cb: GenerateCallbacks = {}): Promise<GenerationResult> {
+    return this.paced(cb, (inner) => this.inner.generate(req, inner))
+  }
+
+  private async paced(
+    cb: GenerateCallbacks,
+    run: (inner: GenerateCallbacks) => Promise<GenerationResult>,
+  ): Promise<GenerationResult> {
+    const { signal, onToken } = cb
+    const started = performance.now()
+    const pieces: string[] = []
+    let wake: (() => void) | null = null
+    const poke = () => {
+      const w = wake
+      wake = null
+      w?.()
+    }
+    let innerResult: GenerationResult | null = null
+    let innerError: unknown = null
+    let innerDone = false
+    const running = run({
+      ...(signal ? { signal } : {}),
+      onToken: (text) => {
+        pieces.push(text)
+        poke()
+      },
+    }).then(
+      (r) => {
+        innerResult = r
+      },
+      (err) => {
+        innerError = err
+      },
+    )
+    void running.finally(() => {
+      innerDone = true
+      poke()
+    })
+
+    await pause(this.firstDelay, signal)
+    const firstAt = performance.now()
+    let released = 0
+    let text = ''
+    while (!signal?.aborted) {
+      if (released < pieces.length) {
+        const wait = firstAt + released * this.interval - performance.now()
+        if (wait > 0) {
+          await pause(wait, signal)
+          continue
+        }
+        const piece = pieces[released++] as string
+        text += piece
+        onToken?.(piece)
+        continue
+      }
+      if (innerDone) break
+      await new Promise<void>((resolve) => {
+        wake = resolve
+      })
+    }
+    await running
+    const ended = performance.now()
+    if (signal?.aborted) {
+      if (released === 0) throw MeshError.cancelled()
+      const partial = innerResult as GenerationResult | null
+      return {
+        text,
+        doneReason: 'cancelled',
+        promptTokens: partial?.promptTokens ?? 0,
+        completionTokens: released,
+        totalMs: ended - started,
+        loadMs: partial?.loadMs ?? 0,
+        promptEvalMs: firstAt - started,
+        evalMs: ended - firstAt,
+      }
+    }
+    if (innerError) throw innerError
+    const result = innerResult as unknown as GenerationResult
+    return { ...result, totalMs: ended - started, promptEvalMs: firstAt - started, evalMs: ended - firstAt }
+  }
+}
