@@ -96,6 +96,9 @@ Config: FILE (default config/processor.json), then LLM_MESH_* / OLLAMA_HOST, the
                      or LLM_MESH_TRUSTED_GATEWAYS); every other peer is refused
   --mesh-secret S    admit the gateways whose identity derives from S (or LLM_MESH_SECRET)
   --allow-any-peer   serve any peer: only for a mesh whose every node is trusted
+  --weight W         share of traffic under the random-weighted strategy (default 1)
+  --throttle-tps N   hand out at most N tokens/s per generation: a slower machine, for
+                     testing and benchmarking unequal meshes
   --data DIR         join the mesh 'llm-mesh up' runs from DIR
   --mesh NAME, --log-level LEVEL`,
   bootstrap: `Usage: llm-mesh bootstrap [--host 127.0.0.1] [--port 49737]
@@ -167,6 +170,8 @@ async function commandProcessor(args: string[]): Promise<number> {
     threads: { type: 'string' },
     'tiny-fallback': { type: 'boolean' },
     'trust-gateway': { type: 'string', multiple: true },
+    'throttle-tps': { type: 'string' },
+    weight: { type: 'string' },
     'mesh-secret': { type: 'string' },
     'allow-any-peer': { type: 'boolean' },
   })
@@ -180,6 +185,9 @@ async function commandProcessor(args: string[]): Promise<number> {
   const threads = int(values.threads, 'threads')
   if (threads) backend.threads = threads
   if (values['tiny-fallback']) backend.tinyModelFallback = true
+  const throttle = int(values['throttle-tps'], 'throttle-tps')
+  if (throttle) backend.throttle = { tokensPerSecond: throttle }
+  const weight = str(values.weight)
   const store = str(values.store)
   const firewall: ConfigInput = {}
   const trusted = values['trust-gateway']
@@ -188,6 +196,7 @@ async function commandProcessor(args: string[]): Promise<number> {
   if (values['allow-any-peer']) firewall.allowAnyPeer = true
   const overrides = deepMerge(workerOverrides(values), store ? { store: resolve(store) } : {}, {
     backend,
+    ...(weight !== undefined ? { weight: Number(weight) } : {}),
     ...(Object.keys(firewall).length ? { firewall } : {}),
   })
   const config = loadConfig(processorConfigSchema, 'processor', {

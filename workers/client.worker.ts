@@ -159,8 +159,13 @@ export interface UserLimitOverrides {
   monthlyTokens?: number | null
 }
 
-type Streamed<R> = R & { stream: true }
-type NotStreamed<R> = R & { stream?: false }
+/** Per request: give up after `timeoutMs` (the gateway's `inferenceTimeoutMs` at most). */
+export interface RequestOptions {
+  timeoutMs?: number
+}
+
+type Streamed<R> = R & RequestOptions & { stream: true }
+type NotStreamed<R> = R & RequestOptions & { stream?: false }
 
 /**
  * Joins the swarm as a client: finds a gateway, then chats, generates and
@@ -332,7 +337,7 @@ export class MeshClient extends BaseWorker<ClientConfig> {
   /** Chat completion. With `stream: true` returns a MeshStream of text pieces. */
   chat(req: Streamed<ChatRequest>): MeshStream
   chat(req: NotStreamed<ChatRequest>): Promise<InferResult>
-  chat(req: ChatRequest & { stream?: boolean }): MeshStream | Promise<InferResult> {
+  chat(req: ChatRequest & RequestOptions & { stream?: boolean }): MeshStream | Promise<InferResult> {
     const payload: InferRequestInput = { kind: 'chat', ...req, stream: req.stream === true }
     return req.stream ? this.stream(payload) : this.unary(payload)
   }
@@ -340,13 +345,18 @@ export class MeshClient extends BaseWorker<ClientConfig> {
   /** Text completion. With `stream: true` returns a MeshStream of text pieces. */
   generate(req: Streamed<GenerateRequest>): MeshStream
   generate(req: NotStreamed<GenerateRequest>): Promise<InferResult>
-  generate(req: GenerateRequest & { stream?: boolean }): MeshStream | Promise<InferResult> {
+  generate(req: GenerateRequest & RequestOptions & { stream?: boolean }): MeshStream | Promise<InferResult> {
     const payload: InferRequestInput = { kind: 'generate', ...req, stream: req.stream === true }
     return req.stream ? this.stream(payload) : this.unary(payload)
   }
 
   private async unary(payload: InferRequestInput): Promise<InferResult> {
-    return this.call<InferResult>('infer', payload, this.config.inferenceTimeoutMs)
+    return this.call<InferResult>('infer', payload, this.rpcTimeout(payload))
+  }
+
+  /** The RPC wait: the request's own timeout (plus a margin for the gateway's answer), or the config's. */
+  private rpcTimeout(payload: InferRequestInput): number {
+    return payload.timeoutMs ? payload.timeoutMs + 5_000 : this.config.inferenceTimeoutMs
   }
 
   private stream(payload: InferRequestInput): MeshStream {
@@ -355,7 +365,7 @@ export class MeshClient extends BaseWorker<ClientConfig> {
       return this.retryExpired(async () =>
         gw.stream<InferResult>('infer', await this.withAuth(payload), {
           cancel,
-          timeout: this.config.inferenceTimeoutMs,
+          timeout: this.rpcTimeout(payload),
           onChunk: (chunk) => onText(chunk.text),
         }),
       )

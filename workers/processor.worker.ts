@@ -16,6 +16,8 @@ const EWMA_ALPHA = 0.3
 export type ProcessorStatus = {
   backend: { kind: string; describe: string; reason: string }
   models: string[]
+  /** Set while the backend fails to answer. */
+  backendError?: string
   capacity: number
   active: number
   queued: number
@@ -131,6 +133,21 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
     return models
   }
 
+  /**
+   * The models for `status`, and the backend's health. A backend that fails to
+   * list (Ollama restarting) does not make the processor vanish from gateways:
+   * it reports the last known models and the error, and the gateway's breaker
+   * deals with the requests that fail meanwhile.
+   */
+  private async modelsForStatus(): Promise<{ models: string[]; backendError?: string }> {
+    try {
+      return { models: (await this.listModels(2_000)).map((m) => m.name) }
+    } catch (err) {
+      const e = MeshError.from(err)
+      return { models: (this.modelCache?.models ?? []).map((m) => m.name), backendError: e.message }
+    }
+  }
+
   protected override async statusInfo(): Promise<ProcessorStatus> {
     const capacity = this.config.backend.maxParallel
     const active = this.running.size
@@ -141,7 +158,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
         describe: this.backend.describe(),
         reason: choice?.reason ?? '',
       },
-      models: (await this.listModels(2_000)).map((m) => m.name),
+      ...(await this.modelsForStatus()),
       capacity,
       active,
       queued: Math.max(0, active - capacity),
