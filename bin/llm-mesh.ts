@@ -39,6 +39,7 @@ Commands:
 
 llm-mesh <command> --help shows a command's options.`,
   up: `Usage: llm-mesh up [--data DIR] [--processors N] [--no-chat] [--model NAME] [--admin-password PW]
+                   [--http-port N]
 
 Starts a DHT bootstrap on 127.0.0.1, a gateway and N processors, all state in DIR,
 then an interactive chat. Backend: Ollama if it answers at OLLAMA_HOST, else the
@@ -54,7 +55,8 @@ sets --admin-password PW). While it runs, 'llm-mesh user|key|usage|chat|status
   --mesh NAME         mesh name (default 'default')
   --bootstrap-port P  port of the DHT bootstrap (default 49737, any free port if taken)
   --log-level LEVEL   trace|debug|info|warn|error (logs go to DIR/logs/)
-  --admin-password PW the admin's password (created, or reset to PW)`,
+  --admin-password PW the admin's password (created, or reset to PW)
+  --http-port N       serve the Ollama and OpenAI APIs on 127.0.0.1:N (prints the base URL)`,
   chat: `Usage: llm-mesh chat [--data DIR] [--bootstrap LIST] [--model NAME]
                      [--api-key KEY | --user NAME]
 
@@ -74,6 +76,8 @@ Config: FILE (default config/gateway.json), then LLM_MESH_* variables, then flag
   --bootstrap LIST   host:port[,host:port] of DHT nodes, or 'public' (required somewhere)
   --store DIR        this gateway's store (identity, users, keys, usage ledger)
   --strategy NAME    least-loaded (default) | fastest | round-robin | random-weighted
+  --http-port N      serve the Ollama (/api) and OpenAI (/v1) APIs on port N
+  --http-host H      …on interface H (default 127.0.0.1; set it to expose them)
   --mesh-secret S    derive this gateway's identity from a secret its processors share
                      (or LLM_MESH_SECRET); --gateway-index N tells gateways apart
   --data DIR         join the mesh 'llm-mesh up' runs from DIR
@@ -143,13 +147,23 @@ async function commandGateway(args: string[]): Promise<number> {
     'mesh-secret': { type: 'string' },
     'gateway-index': { type: 'string' },
     strategy: { type: 'string' },
+    'http-port': { type: 'string' },
+    'http-host': { type: 'string' },
   })
   if (values.help) return help('gateway')
+  const httpPort = int(values['http-port'], 'http-port', 0)
   const overrides: ConfigInput = workerOverrides(values)
   if (str(values['mesh-secret'])) overrides.meshSecret = str(values['mesh-secret'])
   const index = int(values['gateway-index'], 'gateway-index', 0)
   if (index !== undefined) overrides.gatewayIndex = index
   if (str(values.strategy)) overrides.routing = { strategy: str(values.strategy) }
+  if (httpPort !== undefined || str(values['http-host'])) {
+    overrides.http = {
+      enabled: true,
+      ...(httpPort !== undefined ? { port: httpPort } : {}),
+      ...(str(values['http-host']) ? { host: str(values['http-host']) } : {}),
+    }
+  }
   const store = str(values.store)
   if (store) overrides.store = resolve(store)
   const config = loadConfig(gatewayConfigSchema, 'gateway', {
@@ -299,9 +313,11 @@ async function commandUp(args: string[]): Promise<number> {
     'bootstrap-port': { type: 'string' },
     'log-level': { type: 'string' },
     'admin-password': { type: 'string' },
+    'http-port': { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   })
   if (values.help) return help('up')
+  const httpPort = int(values['http-port'], 'http-port', 0)
   const adminPassword = str(values['admin-password'])
   const model = str(values.model)
   return up({
@@ -313,6 +329,7 @@ async function commandUp(args: string[]): Promise<number> {
     logLevel: str(values['log-level']) ?? 'info',
     ...(model ? { model } : {}),
     ...(adminPassword ? { adminPassword } : {}),
+    ...(httpPort !== undefined ? { httpPort } : {}),
   })
 }
 

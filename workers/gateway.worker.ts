@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import type { KeyPair } from 'hyperdht'
 import { AuthFacility, type Identity, type Role } from '../facilities/auth.facility.js'
+import { HttpFacility, type RequestTiming } from '../facilities/http.facility.js'
 import { LimitsFacility, type Subject } from '../facilities/limits.facility.js'
 import {
   type CallContext,
@@ -21,8 +22,25 @@ import { CancelToken } from './lib/cancel.js'
 import type { GatewayConfig } from './lib/config.js'
 import { MeshError } from './lib/errors.js'
 import { gatewayKeyPair } from './lib/identity.js'
-import { type InferRequest, type InferResult, parseInferRequest, parseModelRequest } from './lib/inference.js'
-import type { ModelDetails, ModelInfo } from './lib/wire.js'
+import {
+  type InferRequest,
+  type InferResult,
+  parseEmbedRequest,
+  parseInferRequest,
+  parseModelRequest,
+} from './lib/inference.js'
+import type {
+  ChatRequest,
+  EmbedRequest,
+  EmbedResult,
+  GenerateCallbacks,
+  GenerateRequest,
+  GenerationResult,
+  InferenceSource,
+  ModelDetails,
+  ModelInfo,
+  RunningModel,
+} from './lib/wire.js'
 
 /** Waits `ms`, or less if `cancel` fires first. */
 function sleep(ms: number, cancel: CancelToken): Promise<void> {
@@ -42,6 +60,23 @@ const MODELS_TIMEOUT_MS = 5_000
 const RETRYABLE = new Set(['ERR_UNAVAILABLE', 'ERR_TIMEOUT', 'ERR_BACKEND_UNAVAILABLE', 'ERR_UNKNOWN_METHOD'])
 
 type Payload = Record<string, unknown>
+
+/** Where a served request's text goes, and how its caller can stop it. */
+export interface Sink {
+  /** Key under which a `cancel` RPC finds it, or null. */
+  runningKey: string | null
+  /** Each piece of streamed text, in order; null for a request answered whole. */
+  onText: ((text: string) => void) | null
+  /** Cancels the request when its caller goes away; returns the function that stops watching. */
+  watch(cancel: CancelToken): () => void
+  /** Called each time the request is handed to a processor. */
+  onDispatch?: () => void
+}
+
+/** An embedding answer as processors give it, with who served it. */
+export interface EmbedReply extends EmbedResult {
+  processor?: string
+}
 
 function asPayload(payload: unknown): Payload {
   return typeof payload === 'object' && payload !== null && !Array.isArray(payload)
@@ -81,6 +116,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   private authFacility: AuthFacility | null = null
   private usageFacility: UsageFacility | null = null
   private limitsFacility: LimitsFacility | null = null
+  private httpFacility: HttpFacility | null = null
   /** Client streams by `<caller key hex>/<stream id>`, for `cancel`. */
   private readonly running = new Map<string, CancelToken>()
   /** Requests being forwarded (streamed or not). */
@@ -111,6 +147,11 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
 
   get limits(): LimitsFacility | null {
     return this.limitsFacility
+  }
+
+  /** Base URL of the HTTP APIs, or null when they are off. */
+  get httpUrl(): string | null {
+    return this.httpFacility?.url ?? null
   }
 
   protected override facilities(): FacilitySpec[] {
@@ -161,8 +202,28 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
         },
       )
     }
+    const http: FacilitySpec[] = this.config.http.enabled
+      ? [
+          {
+            name: 'http',
+            priority: 60,
+            create: () => {
+              this.httpFacility = new HttpFacility({
+                host: this.config.http.host,
+                port: this.config.http.port,
+                maxBodyBytes: this.config.http.maxBodyBytes,
+                logger: this.log,
+                authenticate: (token) => (this.authFacility ? this.authFacility.authenticate(token) : null),
+                sourceFor: (identity, timing) => new GatewaySource(this, identity, timing),
+              })
+              return this.httpFacility
+            },
+          },
+        ]
+      : []
     return [
       ...accounts,
+      ...http,
       {
         name: 'router',
         priority: 50,
@@ -228,6 +289,11 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       },
       usage: (payload) => this.usageReport(asPayload(payload)),
       infer: (payload, ctx) => this.infer(payload, ctx),
+      embed: (payload) => this.serveEmbed(this.identify(payload), parseEmbedRequest(payload)),
+      ps: async (payload) => {
+        this.identify(payload)
+        return { models: await this.runningModels() }
+      },
       cancel: (payload, ctx) => this.cancel(payload, ctx),
       models: async (payload) => {
         this.identify(payload)
@@ -476,11 +542,46 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     const identity = this.identify(payload)
     const req = parseInferRequest(payload, this.config.maxPromptBytes)
     if (req.stream && !req.id) throw MeshError.badRequest('request.id: required when stream is true')
-    if (!identity) return this.run(req, ctx)
-    if (identity.models && !identity.models.includes(baseModel(req.model))) {
-      throw new MeshError('ERR_FORBIDDEN', `this API key may not use model '${req.model}'`, {
-        model: req.model,
-      })
+    let seq = 0
+    const clientId = req.id
+    return this.serveInfer(identity, req, {
+      // Only streams have an id a `cancel` can name.
+      runningKey: clientId ? `${ctx.remotePublicKey.toString('hex')}/${clientId}` : null,
+      onText: req.stream ? (text) => ctx.emit(STREAM_CHUNK, { id: clientId, seq: seq++, text }) : null,
+      watch: (cancel) => ctx.onClose(() => cancel.abort()),
+    })
+  }
+
+  /**
+   * Serves one validated inference request for a caller (RPC or HTTP):
+   * authorizes the model, admits it against the limits, forwards it, and writes
+   * its usage record (durable) before it returns. `identity` null: accounts
+   * are off.
+   * @throws ERR_FORBIDDEN (model not allowed for the key), ERR_RATE_LIMITED, ERR_QUOTA_EXCEEDED,
+   *         and whatever forwarding throws
+   */
+  async serveInfer(identity: Identity | null, req: InferRequest, sink: Sink): Promise<InferResult> {
+    if (!identity) return this.run(req, sink, '')
+    return this.accounted(
+      identity,
+      req.model,
+      async () => this.run(req, sink, identity.userId),
+      (r) => r,
+    )
+  }
+
+  /**
+   * The accounting frame of every served request: model allow-list, admission,
+   * the work, token counting and the usage record.
+   */
+  private async accounted<T extends { promptTokens: number; completionTokens?: number }>(
+    identity: Identity,
+    model: string,
+    work: () => Promise<T>,
+    counts: (result: T) => { processor?: string | undefined; doneReason?: string | undefined },
+  ): Promise<T & { requestId: string }> {
+    if (identity.models && !identity.models.includes(baseModel(model))) {
+      throw new MeshError('ERR_FORBIDDEN', `this API key may not use model '${model}'`, { model })
     }
     const usage = this.usageFacility as UsageFacility
     const limits = this.limitsFacility as LimitsFacility
@@ -489,23 +590,24 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     limits.admit(subject)
     const started = performance.now()
     const requestId = `${this.requestIdPrefix}${(this.nextRequest++).toString(36).padStart(6, '0')}`
-    let result: InferResult | null = null
+    let result: T | null = null
     let failure: MeshError | null = null
     try {
-      result = await this.run(req, ctx, identity.userId)
+      result = await work()
     } catch (err) {
       failure = MeshError.from(err)
     }
     const promptTokens = result?.promptTokens ?? 0
     const completionTokens = result?.completionTokens ?? 0
+    const meta = result ? counts(result) : {}
     limits.addTokens(subject, promptTokens + completionTokens)
     await usage.record({
       id: requestId,
       ts: Date.now(),
       userId: identity.userId,
       keyId: identity.keyId,
-      model: req.model,
-      processor: result?.processor ?? null,
+      model,
+      processor: meta.processor ?? null,
       promptTokens,
       completionTokens,
       ms: Math.round((performance.now() - started) * 1000) / 1000,
@@ -513,19 +615,73 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
         ? failure.code === 'ERR_CANCELLED'
           ? 'cancelled'
           : 'error'
-        : result?.doneReason === 'cancelled'
+        : meta.doneReason === 'cancelled'
           ? 'cancelled'
           : 'ok',
       ...(failure ? { code: failure.code } : {}),
     })
     if (failure) throw failure
-    return { ...(result as InferResult), requestId }
+    return Object.assign(result as T, { requestId })
+  }
+
+  /**
+   * Embeddings through a processor that serves the model, accounted like any
+   * request (prompt tokens). Retried on another processor when one fails.
+   * @throws as `serveInfer`
+   */
+  async serveEmbed(identity: Identity | null, req: EmbedRequest, signal?: AbortSignal): Promise<EmbedReply> {
+    const work = () => this.embedOnce(req, identity?.userId ?? '', signal)
+    if (!identity) return work()
+    return this.accounted(identity, req.model, work, (r) => ({ processor: r.processor }))
+  }
+
+  private async embedOnce(req: EmbedRequest, userId: string, signal?: AbortSignal): Promise<EmbedReply> {
+    const cancel = CancelToken.from(signal)
+    const tried = new Set<string>()
+    const size = req.input.reduce((n, s) => n + Buffer.byteLength(s), 0)
+    if (size > this.config.maxPromptBytes)
+      throw MeshError.payloadTooLarge('input', size, this.config.maxPromptBytes)
+    for (let attempt = 1; ; attempt++) {
+      const lease = await this.router.acquire(req.model, { userId, exclude: tried, cancel })
+      tried.add(lease.entry.id)
+      let outcome: LeaseOutcome = { ok: false, processorFault: false }
+      try {
+        const result = await this.net
+          .peer(lease.entry.publicKey)
+          .request<EmbedReply>('embed', req, { timeout: this.config.inferenceTimeoutMs })
+        outcome = { ok: true }
+        return { ...result, processor: lease.entry.id }
+      } catch (err) {
+        const e = MeshError.from(err)
+        outcome = { ok: false, processorFault: RETRYABLE.has(e.code) }
+        if (!RETRYABLE.has(e.code) || attempt >= this.config.routing.maxAttempts) throw e
+      } finally {
+        lease.release(outcome)
+      }
+    }
+  }
+
+  /** Models loaded on every processor (Ollama's /api/ps across the mesh). */
+  async runningModels(): Promise<RunningModel[]> {
+    const all: RunningModel[] = []
+    await Promise.all(
+      this.router.live().map(async (entry) => {
+        try {
+          const res = await this.net
+            .peer(entry.publicKey)
+            .request<{ models: RunningModel[] }>('ps', null, { timeout: MODELS_TIMEOUT_MS })
+          all.push(...(res.models ?? []))
+        } catch (err) {
+          this.log.warn({ err, processor: entry.id }, 'ps failed')
+        }
+      }),
+    )
+    return all.sort((a, b) => a.name.localeCompare(b.name))
   }
 
   /** Forwards one validated request (streams tracked for `cancel`, bounded by its timeout). */
-  private async run(req: InferRequest, ctx: CallContext, userId = ''): Promise<InferResult> {
-    // Only streams have an id a `cancel` can name; any request ends when its caller goes away.
-    const key = req.id ? `${ctx.remotePublicKey.toString('hex')}/${req.id}` : null
+  private async run(req: InferRequest, sink: Sink, userId: string): Promise<InferResult> {
+    const key = sink.runningKey
     if (key && this.running.has(key))
       throw MeshError.badRequest(`request.id: stream '${req.id}' is already running`)
     const timeoutMs = Math.min(
@@ -535,13 +691,13 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     const cancel = new CancelToken()
     if (key) this.running.set(key, cancel)
     this.active++
-    const unwatch = ctx.onClose(() => cancel.abort())
+    const unwatch = sink.watch(cancel)
     const deadline = setTimeout(
       () => cancel.abort(MeshError.timeout(`no answer within ${timeoutMs} ms`)),
       timeoutMs,
     )
     try {
-      return await this.forward(req, ctx, cancel, userId, timeoutMs)
+      return await this.forward(req, sink, cancel, userId, timeoutMs)
     } finally {
       clearTimeout(deadline)
       unwatch()
@@ -550,15 +706,9 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     }
   }
 
-  /**
-   * Sends the request to a processor the router leases, and on a processor-side
-   * failure before the first token to another one, after a backoff with jitter
-   * (bounded attempts and time). Once text was streamed it never retries: the
-   * client gets ERR_STREAM_BROKEN instead of repeated text.
-   */
   private async forward(
     req: InferRequest,
-    ctx: CallContext,
+    sink: Sink,
     cancel: CancelToken,
     userId: string,
     timeoutMs: number,
@@ -566,8 +716,8 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     const { routing } = this.config
     const started = Date.now()
     const tried = new Set<string>()
-    let seq = 0
-    const { id: clientId, timeoutMs: _, ...body } = req
+    let chunks = 0
+    const { id: _id, timeoutMs: _timeout, ...body } = req
     const stopped = () => (cancel.reason instanceof MeshError ? cancel.reason : MeshError.cancelled())
     for (let attempt = 1; ; attempt++) {
       const lease = await this.router.acquire(req.model, { userId, exclude: tried, cancel })
@@ -582,6 +732,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       }
       legs.add(leg)
       const sent = performance.now()
+      sink.onDispatch?.()
       let firstChunkMs: number | undefined
       let outcome: LeaseOutcome = { ok: false, processorFault: false }
       try {
@@ -591,7 +742,8 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
           timeout: timeoutMs,
           onChunk: (chunk: StreamChunk) => {
             firstChunkMs ??= performance.now() - sent
-            ctx.emit(STREAM_CHUNK, { id: clientId, seq: seq++, text: chunk.text })
+            chunks++
+            sink.onText?.(chunk.text)
           },
         })
         result.processor = entry.id
@@ -610,9 +762,9 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
         const retryable = RETRYABLE.has(e.code)
         outcome = { ok: false, processorFault: retryable || e.code === 'ERR_INTERNAL' }
         if (!retryable) throw e
-        if (seq > 0) {
-          throw new MeshError('ERR_STREAM_BROKEN', `processor failed after ${seq} chunks: ${e.reason}`, {
-            chunks: seq,
+        if (chunks > 0) {
+          throw new MeshError('ERR_STREAM_BROKEN', `processor failed after ${chunks} chunks: ${e.reason}`, {
+            chunks,
           })
         }
         this.log.warn({ err: e, processor: entry.id, attempt }, 'processor failed before first token')
@@ -642,5 +794,66 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
 
   protected override abortInflight(): void {
     for (const legs of this.legs.values()) for (const leg of legs) leg.abort()
+  }
+}
+
+/**
+ * The mesh as one HTTP caller sees it: the InferenceSource the Ollama and
+ * OpenAI route layers serve, going through the gateway's accounts, limits,
+ * routing and ledger exactly as an RPC request does.
+ */
+class GatewaySource implements InferenceSource {
+  constructor(
+    private readonly gateway: GatewayWorker,
+    private readonly identity: Identity | null,
+    private readonly timing: RequestTiming,
+  ) {}
+
+  listModels(): Promise<ModelInfo[]> {
+    return this.gateway.models()
+  }
+
+  showModel(name: string): Promise<ModelDetails> {
+    return this.gateway.show(name)
+  }
+
+  runningModels(): Promise<RunningModel[]> {
+    return this.gateway.runningModels()
+  }
+
+  chat(req: ChatRequest, cb: GenerateCallbacks = {}): Promise<GenerationResult> {
+    return this.serve({ kind: 'chat', ...req, stream: cb.onToken !== undefined }, cb)
+  }
+
+  generate(req: GenerateRequest, cb: GenerateCallbacks = {}): Promise<GenerationResult> {
+    return this.serve({ kind: 'generate', ...req, stream: cb.onToken !== undefined }, cb)
+  }
+
+  async embed(req: EmbedRequest, cb: { signal?: AbortSignal } = {}): Promise<EmbedResult> {
+    this.timing.dispatched ??= performance.now()
+    const r = await this.gateway.serveEmbed(this.identity, parseEmbedRequest(req), cb.signal)
+    this.timing.answered = performance.now()
+    return r
+  }
+
+  private async serve(payload: Record<string, unknown>, cb: GenerateCallbacks): Promise<GenerationResult> {
+    const req = parseInferRequest(payload, this.gateway.config.maxPromptBytes)
+    const { signal, onToken } = cb
+    const result = await this.gateway.serveInfer(this.identity, req, {
+      runningKey: null,
+      onText: onToken ?? null,
+      watch: (cancel) => {
+        if (!signal) return () => {}
+        const abort = () => cancel.abort()
+        if (signal.aborted) abort()
+        else signal.addEventListener('abort', abort, { once: true })
+        return () => signal.removeEventListener('abort', abort)
+      },
+      onDispatch: () => {
+        this.timing.dispatched ??= performance.now()
+      },
+    })
+    this.timing.answered = performance.now()
+    return result
   }
 }

@@ -7,7 +7,13 @@ import { BaseWorker, type FacilitySpec, type WorkerOptions } from './base.worker
 import type { ProcessorConfig } from './lib/config.js'
 import { MeshError } from './lib/errors.js'
 import { gatewayKeyPair } from './lib/identity.js'
-import { type InferResult, parseInferRequest, parseModelRequest, runOnSource } from './lib/inference.js'
+import {
+  type InferResult,
+  parseEmbedRequest,
+  parseInferRequest,
+  parseModelRequest,
+  runOnSource,
+} from './lib/inference.js'
 import type { InferenceSource, ModelInfo } from './lib/wire.js'
 
 /** Smoothing of the tokens/s figure reported in `status`. */
@@ -120,6 +126,14 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
       infer: (payload, ctx) => this.infer(payload, ctx),
       cancel: (payload, ctx) => this.cancel(payload, ctx),
       models: async () => ({ models: await this.listModels() }),
+      embed: (payload) => {
+        const req = parseEmbedRequest(payload)
+        const size = req.input.reduce((n, t) => n + Buffer.byteLength(t), 0)
+        if (size > this.config.maxPromptBytes)
+          throw MeshError.payloadTooLarge('input', size, this.config.maxPromptBytes)
+        return this.backend.embed(req)
+      },
+      ps: async () => ({ models: await this.backend.runningModels() }),
       show: (payload) => this.backend.showModel(parseModelRequest(payload).model),
     }
   }

@@ -29,6 +29,8 @@ export interface UpOptions {
   model?: string
   /** The admin's password: set on the admin (created or not); generated and printed when absent and new. */
   adminPassword?: string
+  /** Serve the Ollama and OpenAI APIs on 127.0.0.1:httpPort. */
+  httpPort?: number
 }
 
 interface ProcessorChild {
@@ -176,6 +178,9 @@ export async function up(opts: UpOptions): Promise<number> {
       bootstrap,
       store: join(dataDir, 'gateway'),
       log: { level: opts.logLevel },
+      ...(opts.httpPort !== undefined
+        ? { http: { enabled: true, host: '127.0.0.1', port: opts.httpPort } }
+        : {}),
     })
     gateway = new GatewayWorker(gatewayConfig, {
       logDestination: createWriteStream(join(dataDir, 'logs', 'gateway.log'), { flags: 'a' }),
@@ -197,13 +202,20 @@ export async function up(opts: UpOptions): Promise<number> {
       await router.refresh()
       await new Promise((r) => setTimeout(r, 100))
     }
+    const httpUrl = gateway.httpUrl
     await writeMeshFile(dataDir, {
       mesh: opts.mesh,
       bootstrap,
       gateway: gatewayKey,
       pid: process.pid,
       startedAt: new Date().toISOString(),
+      ...(httpUrl ? { http: httpUrl } : {}),
     })
+    if (httpUrl) {
+      process.stdout.write(
+        `http: ${httpUrl} (Ollama API at ${httpUrl}, OpenAI API at ${httpUrl}/v1; Authorization: Bearer <API key>)\n`,
+      )
+    }
     const backends = [...new Set(started.map((s) => s.backend))].join('; ')
     const models = [...new Set(router.list().flatMap((p) => p.models))].join(', ')
     say(`backend: ${backends}`)

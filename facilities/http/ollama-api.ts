@@ -27,6 +27,7 @@ import type {
   ModelDetailsSummary,
   ModelInfo,
 } from '../../workers/lib/wire.js'
+import { parseJsonObject, readBody, sendJson } from './plumbing.js'
 
 export const DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 /** What /api/version reports unless told otherwise: a recent Ollama, so clients enable their usual features. */
@@ -34,7 +35,6 @@ export const DEFAULT_OLLAMA_VERSION = '0.6.4'
 const DEFAULT_HOST = '127.0.0.1'
 const NS_PER_MS = 1_000_000
 const MS_PER_S = 1000
-const JSON_TYPE = 'application/json; charset=utf-8'
 const NDJSON_TYPE = 'application/x-ndjson'
 const ROOT_TEXT = 'Ollama is running'
 const NOT_FOUND_TEXT = '404 page not found'
@@ -46,8 +46,16 @@ export interface OllamaRoutesOptions {
   maxBodyBytes?: number
 }
 
-/** Resolves true when it answered the request, false (having touched nothing) when the path is not an Ollama route. */
-export type OllamaRoutes = (req: IncomingMessage, res: ServerResponse) => Promise<boolean>
+/**
+ * Resolves true when it answered the request, false (having touched nothing)
+ * when the path is not an Ollama route. `source` serves this one request (a
+ * gateway passes the mesh as seen by the caller); default: the routes' own.
+ */
+export type OllamaRoutes = (
+  req: IncomingMessage,
+  res: ServerResponse,
+  source?: InferenceSource,
+) => Promise<boolean>
 
 // ---------------------------------------------------------------- request schemas
 
@@ -122,10 +130,6 @@ const embeddingsSchema = z.object({
 })
 
 type ParsedOptions = z.output<typeof optionsSchema>
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
-}
 
 /** @throws ERR_BAD_REQUEST naming the first bad field */
 function parse<S extends z.ZodType>(schema: S, body: Record<string, unknown>): z.output<S> {
@@ -235,21 +239,6 @@ function modelfileOf(name: string, template: string, parameters: string): string
 
 // ---------------------------------------------------------------- plumbing
 
-function sendJson(
-  res: ServerResponse,
-  status: number,
-  body: unknown,
-  headers: Record<string, string> = {},
-): void {
-  const text = JSON.stringify(body)
-  res.writeHead(status, {
-    'Content-Type': JSON_TYPE,
-    'Content-Length': String(Buffer.byteLength(text)),
-    ...headers,
-  })
-  res.end(text)
-}
-
 function errorReply(err: unknown): { status: number; message: string; headers: Record<string, string> } {
   const e = MeshError.from(err)
   const headers: Record<string, string> = {}
@@ -267,54 +256,6 @@ function sendError(res: ServerResponse, err: unknown): void {
 }
 
 /**
- * The request body, stopping at `limit` bytes: a declared Content-Length over
- * the limit is refused before reading, a chunked body as soon as it crosses it.
- * @throws ERR_PAYLOAD_TOO_LARGE; ERR_CANCELLED when the client goes away mid-body
- */
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
-  const declared = Number(req.headers['content-length'])
-  if (Number.isFinite(declared) && declared > limit) {
-    return Promise.reject(MeshError.payloadTooLarge('request body', declared, limit))
-  }
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = []
-    let size = 0
-    const cleanup = () => {
-      req.off('data', onData)
-      req.off('end', onEnd)
-      req.off('error', onError)
-      req.off('close', onClose)
-    }
-    const onData = (chunk: Buffer) => {
-      size += chunk.length
-      if (size > limit) {
-        cleanup()
-        req.pause()
-        reject(MeshError.payloadTooLarge('request body', size, limit))
-        return
-      }
-      chunks.push(chunk)
-    }
-    const onEnd = () => {
-      cleanup()
-      resolve(Buffer.concat(chunks, size))
-    }
-    const onError = (err: Error) => {
-      cleanup()
-      reject(new MeshError('ERR_BAD_REQUEST', `cannot read the request body: ${err.message}`))
-    }
-    const onClose = () => {
-      cleanup()
-      reject(MeshError.cancelled('client closed the connection'))
-    }
-    req.on('data', onData)
-    req.on('end', onEnd)
-    req.on('error', onError)
-    req.on('close', onClose)
-  })
-}
-
-/**
  * Answers 413 at once. `Connection: close` makes node:http close the socket as
  * soon as the reply is flushed, so the rest of the upload is never read.
  */
@@ -323,24 +264,12 @@ function rejectUpload(res: ServerResponse, err: MeshError): void {
   sendJson(res, status, { error: message }, { Connection: 'close' })
 }
 
-/** @throws ERR_BAD_REQUEST for an empty or non-JSON body, or JSON that is not an object */
-function parseJsonObject(raw: Buffer): Record<string, unknown> {
-  if (raw.length === 0) throw MeshError.badRequest('missing request body')
-  let body: unknown
-  try {
-    body = JSON.parse(raw.toString('utf8'))
-  } catch (err) {
-    throw MeshError.badRequest(`invalid JSON body: ${err instanceof Error ? err.message : String(err)}`)
-  }
-  if (!isRecord(body)) throw MeshError.badRequest('request body must be a JSON object')
-  return body
-}
-
 // ---------------------------------------------------------------- routes
 
 interface Ctx {
   req: IncomingMessage
   res: ServerResponse
+  source: InferenceSource
   /** Aborts when the client goes away before the response is finished. */
   signal: AbortSignal
   body(): Promise<Record<string, unknown>>
@@ -413,7 +342,7 @@ async function respondGeneration(ctx: Ctx, plan: StreamPlan): Promise<void> {
   sendJson(res, 200, plan.final(text, result))
 }
 
-function createRoutes(source: InferenceSource, version: string): Map<string, Route> {
+function createRoutes(version: string): Map<string, Route> {
   const routes = new Map<string, Route>()
 
   routes.set('/', {
@@ -429,14 +358,14 @@ function createRoutes(source: InferenceSource, version: string): Map<string, Rou
   routes.set('/api/version', { GET: async ({ res }) => sendJson(res, 200, { version }) })
 
   routes.set('/api/tags', {
-    GET: async ({ res }) => {
+    GET: async ({ res, source }) => {
       const models = await source.listModels()
       sendJson(res, 200, { models: models.map(modelEntry) })
     },
   })
 
   routes.set('/api/ps', {
-    GET: async ({ res }) => {
+    GET: async ({ res, source }) => {
       const models = await source.runningModels()
       sendJson(res, 200, {
         models: models.map((m) => ({ ...modelEntry(m), expires_at: m.expiresAt, size_vram: m.sizeVram })),
@@ -449,7 +378,7 @@ function createRoutes(source: InferenceSource, version: string): Map<string, Rou
       const body = await ctx.body()
       // `name` is the field's pre-0.2 spelling; Ollama still reads it.
       const model = requireModel(body, body.model === undefined && body.name !== undefined ? 'name' : 'model')
-      const d = await source.showModel(model)
+      const d = await ctx.source.showModel(model)
       sendJson(ctx.res, 200, {
         modelfile: modelfileOf(d.name, d.template, d.parameters),
         parameters: d.parameters,
@@ -479,7 +408,7 @@ function createRoutes(source: InferenceSource, version: string): Map<string, Rou
       const options = toGenerationOptions(req.options)
       if (prompt === '' && !req.system) {
         // Ollama's "load a model" call: one object, even when streaming was asked for.
-        await source.generate({ model, prompt: '' }, { signal: ctx.signal })
+        await ctx.source.generate({ model, prompt: '' }, { signal: ctx.signal })
         if (ctx.signal.aborted) return
         sendJson(ctx.res, 200, { model, created_at: now(), response: '', done: true, done_reason: 'load' })
         return
@@ -488,7 +417,7 @@ function createRoutes(source: InferenceSource, version: string): Map<string, Rou
         model,
         stream: req.stream !== false,
         run: (cb) =>
-          source.generate(
+          ctx.source.generate(
             {
               model,
               prompt,
@@ -526,7 +455,7 @@ function createRoutes(source: InferenceSource, version: string): Map<string, Rou
       })
       const options = toGenerationOptions(req.options)
       if (messages.length === 0) {
-        await source.generate({ model, prompt: '' }, { signal: ctx.signal })
+        await ctx.source.generate({ model, prompt: '' }, { signal: ctx.signal })
         if (ctx.signal.aborted) return
         sendJson(ctx.res, 200, {
           model,
@@ -541,7 +470,7 @@ function createRoutes(source: InferenceSource, version: string): Map<string, Rou
       await respondGeneration(ctx, {
         model,
         stream: req.stream !== false,
-        run: (cb) => source.chat({ model, messages: wire, ...(options ? { options } : {}) }, cb),
+        run: (cb) => ctx.source.chat({ model, messages: wire, ...(options ? { options } : {}) }, cb),
         frame: (text) => ({
           model,
           created_at: now(),
@@ -568,7 +497,7 @@ function createRoutes(source: InferenceSource, version: string): Map<string, Rou
       rejectUnsupported({ dimensions: req.dimensions })
       // As in Ollama, an empty string is no input at all.
       const input = typeof req.input === 'string' ? (req.input === '' ? [] : [req.input]) : (req.input ?? [])
-      const r = await source.embed(
+      const r = await ctx.source.embed(
         { model, input, ...(req.truncate != null ? { truncate: req.truncate } : {}) },
         { signal: ctx.signal },
       )
@@ -590,7 +519,10 @@ function createRoutes(source: InferenceSource, version: string): Map<string, Rou
       const req = parse(embeddingsSchema, body)
       const prompt = req.prompt ?? ''
       // An empty prompt still checks (and loads) the model, then embeds nothing, as Ollama does.
-      const r = await source.embed({ model, input: prompt === '' ? [] : [prompt] }, { signal: ctx.signal })
+      const r = await ctx.source.embed(
+        { model, input: prompt === '' ? [] : [prompt] },
+        { signal: ctx.signal },
+      )
       if (ctx.signal.aborted) return
       sendJson(ctx.res, 200, { embedding: r.embeddings[0] ?? [] })
     },
@@ -608,14 +540,19 @@ function createRoutes(source: InferenceSource, version: string): Map<string, Rou
  *
  * @throws ERR_BAD_CONFIG (synchronously) for a bad `maxBodyBytes`
  */
-export function createOllamaRoutes(source: InferenceSource, opts: OllamaRoutesOptions = {}): OllamaRoutes {
+export function createOllamaRoutes(
+  source: InferenceSource | null,
+  opts: OllamaRoutesOptions = {},
+): OllamaRoutes {
   const { version = DEFAULT_OLLAMA_VERSION, maxBodyBytes = DEFAULT_MAX_BODY_BYTES } = opts
   if (!Number.isSafeInteger(maxBodyBytes) || maxBodyBytes < 1) {
     throw MeshError.badConfig('maxBodyBytes must be a positive integer')
   }
-  const routes = createRoutes(source, version)
+  const routes = createRoutes(version)
 
-  return async (req, res) => {
+  return async (req, res, perRequest) => {
+    const served = perRequest ?? source
+    if (!served) throw MeshError.internal('no inference source for this request')
     let path: string
     try {
       path = new URL(req.url ?? '/', 'http://localhost').pathname
@@ -645,6 +582,7 @@ export function createOllamaRoutes(source: InferenceSource, opts: OllamaRoutesOp
     const ctx: Ctx = {
       req,
       res,
+      source: served,
       signal: controller.signal,
       body: async () => parseJsonObject(await readBody(req, maxBodyBytes)),
     }

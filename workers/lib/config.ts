@@ -255,6 +255,21 @@ export const gatewayConfigSchema = baseConfigSchema
      */
     meshSecret: z.string().min(32, 'at least 32 characters').optional(),
     gatewayIndex: z.number().int().min(0).max(255).default(0),
+    /** Ollama- and OpenAI-compatible HTTP APIs. Off unless enabled; loopback unless `host` says otherwise. */
+    http: z
+      .object({
+        enabled: z.boolean().default(false),
+        host: z.string().min(1).default('127.0.0.1'),
+        port: z.number().int().min(0).max(65535).default(11435),
+        /** Request bodies above this are refused (413) before they are read. */
+        maxBodyBytes: z
+          .number()
+          .int()
+          .positive()
+          .default(8 * 1024 * 1024),
+      })
+      .strict()
+      .prefault({}),
     registry: z
       .object({
         lookupIntervalMs: z.number().int().positive().default(3_000),

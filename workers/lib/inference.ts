@@ -110,3 +110,18 @@ export function runOnSource(
     cb,
   )
 }
+
+export const MAX_EMBED_INPUTS = 2048
+
+export const embedRequestSchema = z
+  .object({
+    model: z.string().min(1).max(MAX_MODEL_NAME),
+    input: z.array(z.string()).max(MAX_EMBED_INPUTS),
+    truncate: z.boolean().optional(),
+  })
+  .strip()
+
+/** The `embed` RPC payload. @throws ERR_BAD_REQUEST naming the bad field */
+export function parseEmbedRequest(payload: unknown): z.output<typeof embedRequestSchema> {
+  return validate(embedRequestSchema, payload, 'request', 'ERR_BAD_REQUEST')
+}

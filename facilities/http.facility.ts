@@ -1,0 +1,169 @@
+import { randomBytes } from 'node:crypto'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
+import onHeaders from 'on-headers'
+import { MeshError } from '../workers/lib/errors.js'
+import type { InferenceSource } from '../workers/lib/wire.js'
+import type { Identity } from './auth.facility.js'
+import { Facility } from './facility.js'
+import { createOllamaRoutes, DEFAULT_OLLAMA_VERSION } from './http/ollama-api.js'
+import { createOpenAIRoutes, sendOpenAIError } from './http/openai-api.js'
+import { sendJson } from './http/plumbing.js'
+import type { Logger } from './log.facility.js'
+
+/** What the gateway's HTTP layer learns about one request's path through the mesh. */
+export interface RequestTiming {
+  /** performance.now() when the request arrived. */
+  arrived: number
+  /** When it was first handed to a processor. */
+  dispatched?: number
+  /** When the processor's answer came back (unary answers). */
+  answered?: number
+}
+
+export interface HttpFacilityOptions {
+  host: string
+  port: number
+  maxBodyBytes: number
+  logger: Logger
+  /**
+   * Who a bearer credential belongs to; null when the gateway has no accounts.
+   * @throws ERR_AUTH_REQUIRED, ERR_AUTH_INVALID
+   */
+  authenticate(token: string | undefined): Identity | null
+  /** The mesh as seen by this caller, reporting its path through `timing`. */
+  sourceFor(identity: Identity | null, timing: RequestTiming): InferenceSource
+}
+
+/** Paths any client may read without a key: Ollama clients probe them to see a server is up. */
+const OPEN_PATHS = new Set(['/', '/api/version'])
+
+function bearer(req: IncomingMessage): string | undefined {
+  const h = req.headers.authorization
+  if (!h) return undefined
+  const m = /^Bearer\s+(.+)$/i.exec(h.trim())
+  return m ? (m[1] as string).trim() : h.trim()
+}
+
+/**
+ * The gateway's HTTP front: Ollama's API (`/`, `/api/*`) and OpenAI's (`/v1/*`)
+ * over the mesh, on one port. Every request but the two health probes needs
+ * `Authorization: Bearer <API key or access token>`, and then goes through the
+ * same limits, routing and ledger as an RPC request. Every response carries
+ * `X-Request-Id` and `X-LLM-Mesh-Overhead-Ms`: the time the request spent in
+ * the gateway itself (before it reached a processor, and for an answer given
+ * whole, after it came back), not in the network or the model.
+ */
+export class HttpFacility extends Facility {
+  readonly name = 'http'
+  private readonly opts: HttpFacilityOptions
+  private readonly log: Logger
+  private readonly ollama: ReturnType<typeof createOllamaRoutes>
+  private readonly openai: ReturnType<typeof createOpenAIRoutes>
+  private readonly idPrefix = randomBytes(4).toString('hex')
+  private nextId = 0
+  private server: Server | null = null
+  private bound: number | null = null
+
+  constructor(opts: HttpFacilityOptions) {
+    super()
+    this.opts = opts
+    this.log = opts.logger
+    this.ollama = createOllamaRoutes(null, {
+      version: DEFAULT_OLLAMA_VERSION,
+      maxBodyBytes: opts.maxBodyBytes,
+    })
+    this.openai = createOpenAIRoutes({ maxBodyBytes: opts.maxBodyBytes, requestId: () => this.id() })
+  }
+
+  /** Base URL, e.g. http://127.0.0.1:11435. @throws ERR_UNAVAILABLE before it listens */
+  get url(): string {
+    if (this.bound === null) throw new MeshError('ERR_UNAVAILABLE', 'http is not listening')
+    const host = this.opts.host.includes(':') ? `[${this.opts.host}]` : this.opts.host
+    return `http://${host}:${this.bound}`
+  }
+
+  private id(): string {
+    return `${this.idPrefix}${(this.nextId++).toString(36)}`
+  }
+
+  protected override async _open(): Promise<void> {
+    const server = createServer((req, res) => {
+      this.handle(req, res).catch((err) => {
+        this.log.error({ err }, 'http handler failed')
+        if (!res.headersSent) sendJson(res, 500, { error: 'internal error' })
+        else res.destroy()
+      })
+    })
+    // Streamed chunks go out as they are written, not after Nagle's delay.
+    server.on('connection', (socket: Socket) => socket.setNoDelay(true))
+    server.keepAliveTimeout = 65_000
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error) =>
+        reject(
+          new MeshError(
+            'ERR_UNAVAILABLE',
+            `cannot listen on ${this.opts.host}:${this.opts.port}: ${err.message}`,
+          ),
+        )
+      server.once('error', onError)
+      server.listen(this.opts.port, this.opts.host, () => {
+        server.off('error', onError)
+        const addr = server.address()
+        this.bound = typeof addr === 'object' && addr !== null ? addr.port : this.opts.port
+        resolve()
+      })
+    })
+    this.server = server
+    this.log.info({ url: this.url }, 'http: Ollama and OpenAI APIs')
+  }
+
+  protected override async _close(): Promise<void> {
+    const server = this.server
+    this.server = null
+    if (!server) return
+    await new Promise<void>((resolve) => {
+      server.close(() => resolve())
+      // Open streams end now; their generations are cancelled through the response's close.
+      server.closeAllConnections()
+    })
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const timing: RequestTiming = { arrived: performance.now() }
+    const requestId = this.id()
+    res.setHeader('X-Request-Id', requestId)
+    onHeaders(res, function (this: ServerResponse) {
+      const now = performance.now()
+      const before = (timing.dispatched ?? now) - timing.arrived
+      const after = timing.answered === undefined ? 0 : now - timing.answered
+      this.setHeader('X-LLM-Mesh-Overhead-Ms', (before + after).toFixed(3))
+    })
+    let path = '/'
+    try {
+      path = new URL(req.url ?? '/', 'http://localhost').pathname
+    } catch {}
+    const openAI = path.startsWith('/v1/')
+
+    let identity: Identity | null = null
+    if (!OPEN_PATHS.has(path)) {
+      try {
+        identity = this.opts.authenticate(bearer(req))
+      } catch (err) {
+        const headers = { 'WWW-Authenticate': 'Bearer' }
+        for (const [k, v] of Object.entries(headers)) res.setHeader(k, v)
+        // Drain nothing: the body of an unauthenticated request is never read.
+        res.setHeader('Connection', 'close')
+        if (openAI) sendOpenAIError(res, err)
+        else sendJson(res, MeshError.from(err).httpStatus, { error: MeshError.from(err).reason })
+        return
+      }
+    }
+    const source = this.opts.sourceFor(identity, timing)
+    if (openAI) {
+      if (await this.openai(req, res, source)) return
+    } else if (await this.ollama(req, res, source)) return
+    if (openAI) sendOpenAIError(res, new MeshError('ERR_NOT_FOUND', `unknown endpoint ${path}`))
+    else sendJson(res, 404, { error: '404 page not found' })
+  }
+}
