@@ -29,7 +29,7 @@ export function fmt(n: number, digits = 3): string {
 /** Starts `llm-mesh <args>` and resolves with the child and the key it printed on readiness (IPC). */
 export async function spawnWorker(
   args: string[],
-): Promise<{ child: ChildProcess; publicKey: string; stop(): Promise<void> }> {
+): Promise<{ child: ChildProcess; publicKey: string; httpUrl: string | null; stop(): Promise<void> }> {
   // LLM_MESH_BENCH_PROF=gateway (or processor) writes a V8 CPU profile of that worker to
   // LLM_MESH_BENCH_PROF_DIR (default ./bench/out) when it stops.
   const prof =
@@ -42,9 +42,12 @@ export async function spawnWorker(
     stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
   })
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  let httpUrl: string | null = null
   const publicKey = await new Promise<string>((resolve, reject) => {
-    child.on('message', (msg: { type?: string; publicKey?: string }) => {
-      if (msg?.type === 'ready') resolve(msg.publicKey ?? '')
+    child.on('message', (msg: { type?: string; publicKey?: string; http?: string }) => {
+      if (msg?.type !== 'ready') return
+      httpUrl = msg.http ?? null
+      resolve(msg.publicKey ?? '')
     })
     child.once('exit', (code) => reject(new Error(`llm-mesh ${args[0]} exited with ${code}`)))
   })
@@ -52,6 +55,7 @@ export async function spawnWorker(
   return {
     child,
     publicKey,
+    httpUrl,
     stop: async () => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
       await exited

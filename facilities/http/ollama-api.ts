@@ -243,7 +243,11 @@ function errorReply(err: unknown): { status: number; message: string; headers: R
   const e = MeshError.from(err)
   const headers: Record<string, string> = {}
   const retryAfterMs = e.details?.retryAfterMs
-  if (e.httpStatus === 429 && typeof retryAfterMs === 'number' && Number.isFinite(retryAfterMs)) {
+  if (
+    (e.httpStatus === 429 || e.httpStatus === 503) &&
+    typeof retryAfterMs === 'number' &&
+    Number.isFinite(retryAfterMs)
+  ) {
     headers['Retry-After'] = String(Math.max(1, Math.ceil(retryAfterMs / MS_PER_S)))
   }
   return { status: e.httpStatus, message: e.reason, headers }

@@ -287,6 +287,9 @@ test('http: errors have the statuses clients expect', { timeout: 120_000 }, asyn
   const busy = await post(`${url}/v1/chat/completions`, chatBody, auth)
   t.is(busy.res.status, 503, 'mesh busy: 503')
   t.ok(Number(busy.res.headers.get('retry-after')) >= 1, 'with Retry-After')
+  const busyOllama = await post(`${url}/api/chat`, chatBody, auth)
+  t.is(busyOllama.res.status, 503, 'on the Ollama API too')
+  t.ok(Number(busyOllama.res.headers.get('retry-after')) >= 1, 'with Retry-After')
   stop.abort()
   await long
   t.ok(await until(() => gateway.router.list()[0]?.inflight === 0, 5_000), 'the slot is free again')
