@@ -21,7 +21,7 @@ import { LogFacility } from '../facilities/log.facility.js'
 import { StoreFacility } from '../facilities/store.facility.js'
 import { UsageFacility } from '../facilities/usage.facility.js'
 import { MeshClient } from '../workers/client.worker.js'
-import { fmt, median, percentile, spawnAccountedGateway, spawnWorker } from './lib.js'
+import { fmt, median, percentile, spawnAccountedGateway, spawnEchoProcessor, spawnWorker } from './lib.js'
 
 const { values } = parseArgs({
   options: {
@@ -61,17 +61,7 @@ const open = await spawnWorker([
 ])
 
 // After the gateways: a processor serves only gateways it knows (its firewall).
-const processor = await spawnWorker([
-  'processor',
-  '--bootstrap',
-  bootstrap,
-  '--store',
-  join(dir, 'proc'),
-  '--backend',
-  'echo',
-  '--parallel',
-  '64',
-])
+const processor = await spawnEchoProcessor(bootstrap, join(dir, 'proc'))
 
 async function client(gateway: string): Promise<MeshClient> {
   const c = new MeshClient({ config: { bootstrap: bootstrap.split(','), gateway, log: { level: 'warn' } } })

@@ -24,7 +24,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import createTestnet from 'hyperdht/testnet.js'
-import { fmt, median, percentile, spawnAccountedGateway, spawnWorker } from './lib.js'
+import { fmt, median, percentile, spawnAccountedGateway, spawnEchoProcessor } from './lib.js'
 
 const { values } = parseArgs({
   options: { requests: { type: 'string', default: '3000' }, rounds: { type: 'string', default: '3' } },
@@ -126,17 +126,7 @@ const { gateway, apiKey } = await spawnAccountedGateway(bootstrap, join(dir, 'gw
   limits: { user: unlimited },
   http: { enabled: true, port: 0 },
 })
-const processor = await spawnWorker([
-  'processor',
-  '--bootstrap',
-  bootstrap,
-  '--store',
-  join(dir, 'proc'),
-  '--backend',
-  'echo',
-  '--parallel',
-  String(CONCURRENCY),
-])
+const processor = await spawnEchoProcessor(bootstrap, join(dir, 'proc'), { parallel: CONCURRENCY })
 const targets: Target[] = [
   { name: 'direct', url: new URL(baselineUrl), headers: {} },
   { name: 'mesh', url: new URL(gateway.httpUrl ?? ''), headers: { Authorization: `Bearer ${apiKey}` } },

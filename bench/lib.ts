@@ -116,3 +116,25 @@ export async function spawnAccountedGateway(
     await client.close()
   }
 }
+
+/** A processor with the instant echo backend (paced when `tps` is set), serving the gateways started before it. */
+export function spawnEchoProcessor(
+  bootstrap: string,
+  store: string,
+  opts: { parallel?: number; tps?: number; weight?: number } = {},
+): ReturnType<typeof spawnWorker> {
+  const { parallel = 64, tps, weight } = opts
+  return spawnWorker([
+    'processor',
+    '--bootstrap',
+    bootstrap,
+    '--store',
+    store,
+    '--backend',
+    'echo',
+    '--parallel',
+    String(parallel),
+    ...(tps ? ['--throttle-tps', String(tps)] : []),
+    ...(weight !== undefined ? ['--weight', String(weight)] : []),
+  ])
+}

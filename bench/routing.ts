@@ -19,7 +19,7 @@ import { parseArgs } from 'node:util'
 import createTestnet from 'hyperdht/testnet.js'
 import { STRATEGIES, type StrategyName } from '../facilities/lib/strategies.js'
 import { MeshClient } from '../workers/client.worker.js'
-import { fmt, median, percentile, spawnWorker } from './lib.js'
+import { fmt, median, percentile, spawnEchoProcessor, spawnWorker } from './lib.js'
 
 const { values } = parseArgs({
   options: { requests: { type: 'string', default: '120' }, rounds: { type: 'string', default: '2' } },
@@ -66,21 +66,11 @@ for (const strategy of STRATEGIES) {
 }
 const processors = await Promise.all(
   PROCESSORS.map((p, i) =>
-    spawnWorker([
-      'processor',
-      '--bootstrap',
-      bootstrap,
-      '--store',
-      join(dir, `proc-${i}`),
-      '--backend',
-      'echo',
-      '--parallel',
-      String(CAPACITY),
-      '--throttle-tps',
-      String(p.tps),
-      '--weight',
-      String(p.weight),
-    ]),
+    spawnEchoProcessor(bootstrap, join(dir, `proc-${i}`), {
+      parallel: CAPACITY,
+      tps: p.tps,
+      weight: p.weight,
+    }),
   ),
 )
 for (const { client } of gateways.values()) {

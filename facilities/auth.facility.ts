@@ -6,6 +6,7 @@ import type { AuthConfig, KeyLimits, UserLimits } from '../workers/lib/config.js
 import { validate } from '../workers/lib/config.js'
 import { MeshError } from '../workers/lib/errors.js'
 import { Facility } from './facility.js'
+import { Serial } from './lib/serial.js'
 import type { Logger } from './log.facility.js'
 import type { StoreFacility } from './store.facility.js'
 
@@ -245,8 +246,8 @@ export class AuthFacility extends Facility {
   private readonly peerFailures: FailureLog
   private scryptRunning = 0
   private readonly scryptWaiters: Array<() => void> = []
-  /** Serializes writes that read before they write (refresh rotation, user updates). */
-  private writeChain: Promise<void> = Promise.resolve()
+  /** Writes that read before they write (refresh rotation, user updates) run one at a time. */
+  private readonly serial = new Serial()
   /** A hash to verify against for unknown users, so timing does not tell which names exist. */
   private dummyHash: string | null = null
 
@@ -287,7 +288,7 @@ export class AuthFacility extends Facility {
   }
 
   protected override async _close(): Promise<void> {
-    await this.writeChain
+    await this.serial.idle()
     this.bee = null
     this.cache.clear()
   }
@@ -295,15 +296,6 @@ export class AuthFacility extends Facility {
   private get db(): Hyperbee {
     if (!this.bee) throw new MeshError('ERR_UNAVAILABLE', 'auth is closed')
     return this.bee
-  }
-
-  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.writeChain.then(fn)
-    this.writeChain = run.then(
-      () => {},
-      () => {},
-    )
-    return run
   }
 
   // ------------------------------------------------------------------ passwords
@@ -395,7 +387,7 @@ export class AuthFacility extends Facility {
     const limits = validate(userLimitOverridesSchema, input.limits ?? {}, 'limits', 'ERR_BAD_REQUEST')
     const role = input.role ?? 'user'
     const passwordHash = await this.hashPassword(password)
-    return this.exclusive(async () => {
+    return this.serial.run(async () => {
       if (this.users.has(username)) {
         throw new MeshError('ERR_CONFLICT', `user '${username}' already exists`, { username })
       }
@@ -430,7 +422,7 @@ export class AuthFacility extends Facility {
       changes.limits === undefined
         ? undefined
         : validate(userLimitOverridesSchema, changes.limits, 'limits', 'ERR_BAD_REQUEST')
-    return this.exclusive(async () => {
+    return this.serial.run(async () => {
       const u = this.requireUser(username)
       const next: UserRecord = { ...u, updatedAt: nowIso() }
       if (changes.role) next.role = changes.role
@@ -453,7 +445,7 @@ export class AuthFacility extends Facility {
       throw new MeshError('ERR_AUTH_INVALID', 'the current password is wrong')
     }
     const passwordHash = await this.hashPassword(password)
-    await this.exclusive(async () => {
+    await this.serial.run(async () => {
       const latest = this.requireUser(u.username)
       await this.saveUser({
         ...latest,
@@ -470,7 +462,7 @@ export class AuthFacility extends Facility {
     const password = validate(passwordSchema, next, 'password', 'ERR_BAD_REQUEST')
     this.requireUser(username)
     const passwordHash = await this.hashPassword(password)
-    await this.exclusive(async () => {
+    await this.serial.run(async () => {
       const latest = this.requireUser(username)
       await this.saveUser({
         ...latest,
@@ -580,7 +572,7 @@ export class AuthFacility extends Facility {
   refresh(token: unknown): Promise<TokenPair> {
     const parsed = typeof token === 'string' ? parseOpaque(token, REFRESH_PREFIX) : null
     if (!parsed) return Promise.reject(new MeshError('ERR_AUTH_INVALID', 'malformed refresh token'))
-    return this.exclusive(async () => {
+    return this.serial.run(async () => {
       const entry = await this.db.get<RefreshRecord>(`refresh/${parsed.id}`)
       const rec = entry?.value
       if (!rec || !sameHash(sha256(parsed.secret), rec.hash)) {

@@ -4,6 +4,7 @@ import type { Batch } from 'hyperbee'
 import { MeshError } from '../workers/lib/errors.js'
 import { Facility } from './facility.js'
 import { Journal } from './lib/journal.js'
+import { Serial } from './lib/serial.js'
 import type { Logger } from './log.facility.js'
 import type { StoreFacility } from './store.facility.js'
 
@@ -169,7 +170,8 @@ export class UsageFacility extends Facility {
   private readonly months = new Map<string, MonthTotals>()
   private readonly loadingMonths = new Map<string, Promise<void>>()
   private readonly pending = new Map<string, number>()
-  private chain: Promise<void> = Promise.resolve()
+  /** Index writes and month reads run one at a time: each sees the other whole. */
+  private readonly serial = new Serial()
 
   constructor(opts: UsageFacilityOptions) {
     super()
@@ -204,7 +206,7 @@ export class UsageFacility extends Facility {
     // Whatever was accepted is journaled and indexed, and reads in progress end, before the store closes.
     await this.draining
     await this.indexed().catch(() => {})
-    await this.chain
+    await this.serial.idle()
     if (this.indexTimer) clearTimeout(this.indexTimer)
     this.indexTimer = null
     await this.journal?.close()
@@ -275,14 +277,16 @@ export class UsageFacility extends Facility {
     if (this.indexTimer) clearTimeout(this.indexTimer)
     this.indexTimer = null
     if (!this.bee || !this.journal) return
-    this.indexing ??= this.exclusive(() => this.indexJournal()).finally(() => {
-      this.indexing = null
-      // Blocks appended while that batch was written (at once if a batch was full).
-      if (this.indexedLength < this.appended && !this.indexError) {
-        if (this.appended - this.indexedLength >= MAX_BLOCKS_PER_INDEX) this.indexSoon()
-        else this.indexLater()
-      }
-    })
+    this.indexing ??= this.serial
+      .run(() => this.indexJournal())
+      .finally(() => {
+        this.indexing = null
+        // Blocks appended while that batch was written (at once if a batch was full).
+        if (this.indexedLength < this.appended && !this.indexError) {
+          if (this.appended - this.indexedLength >= MAX_BLOCKS_PER_INDEX) this.indexSoon()
+          else this.indexLater()
+        }
+      })
     this.indexing.catch(() => {})
   }
 
@@ -362,16 +366,6 @@ export class UsageFacility extends Facility {
     }
   }
 
-  /** Runs `fn` after every index write or month read before it: they see each other whole. */
-  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.chain.then(fn)
-    this.chain = run.then(
-      () => {},
-      () => {},
-    )
-    return run
-  }
-
   /** Tokens of queued records, by user and day and by user and month, so limits see them before they are flushed. */
   private addPending(r: UsageRecord, sign: 1 | -1): void {
     const day = utcDay(r.ts)
@@ -400,15 +394,15 @@ export class UsageFacility extends Facility {
     const key = `${userId}/${month}`
     let loading = this.loadingMonths.get(key)
     if (!loading) {
-      loading = this.exclusive(() => this.readMonth(userId, month)).finally(() =>
-        this.loadingMonths.delete(key),
-      )
+      loading = this.serial
+        .run(() => this.readMonth(userId, month))
+        .finally(() => this.loadingMonths.delete(key))
       this.loadingMonths.set(key, loading)
     }
     await loading
   }
 
-  /** Reads a month's counters and installs them, between commits (see `exclusive`). */
+  /** Reads a month's counters and installs them, between index writes (see `serial`). */
   private async readMonth(userId: string, month: string): Promise<void> {
     const bee = this.bee
     if (!bee) throw new MeshError('ERR_UNAVAILABLE', 'ledger is closed')

@@ -18,7 +18,7 @@ import {
   utcMonth,
 } from '../facilities/usage.facility.js'
 import { BaseWorker, type FacilitySpec, type WorkerOptions } from './base.worker.js'
-import { CancelToken } from './lib/cancel.js'
+import { CancelToken, cancelById } from './lib/cancel.js'
 import type { GatewayConfig } from './lib/config.js'
 import { MeshError } from './lib/errors.js'
 import { gatewayKeyPair } from './lib/identity.js'
@@ -294,7 +294,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
         this.identify(payload)
         return { models: await this.runningModels() }
       },
-      cancel: (payload, ctx) => this.cancel(payload, ctx),
+      cancel: (payload, ctx) => cancelById(this.running, payload, ctx.remotePublicKey),
       models: async (payload) => {
         this.identify(payload)
         return { models: await this.models() }
@@ -500,21 +500,27 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     for (const leg of legs) leg.abort(reason)
   }
 
-  /** Union of the models of live processors. */
-  async models(): Promise<ModelInfo[]> {
-    const byName = new Map<string, ModelInfo>()
-    await Promise.all(
+  /** Asks every live processor `method`; one that fails is logged and left out. */
+  private async askAll<T>(method: string): Promise<T[]> {
+    const replies = await Promise.all(
       this.router.live().map(async (entry) => {
         try {
-          const res = await this.net
-            .peer(entry.publicKey)
-            .request<{ models: ModelInfo[] }>('models', null, { timeout: MODELS_TIMEOUT_MS })
-          for (const m of res.models ?? []) if (!byName.has(m.name)) byName.set(m.name, m)
+          return await this.net.peer(entry.publicKey).request<T>(method, null, { timeout: MODELS_TIMEOUT_MS })
         } catch (err) {
-          this.log.warn({ err, processor: entry.id }, 'models failed')
+          this.log.warn({ err, processor: entry.id }, `${method} failed`)
+          return null
         }
       }),
     )
+    return replies.filter((r): r is Awaited<T> => r !== null)
+  }
+
+  /** Union of the models of live processors. */
+  async models(): Promise<ModelInfo[]> {
+    const byName = new Map<string, ModelInfo>()
+    for (const reply of await this.askAll<{ models?: ModelInfo[] }>('models')) {
+      for (const m of reply.models ?? []) if (!byName.has(m.name)) byName.set(m.name, m)
+    }
     return [...byName.values()].sort((a, b) => a.name.localeCompare(b.name))
   }
 
@@ -663,20 +669,8 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
 
   /** Models loaded on every processor (Ollama's /api/ps across the mesh). */
   async runningModels(): Promise<RunningModel[]> {
-    const all: RunningModel[] = []
-    await Promise.all(
-      this.router.live().map(async (entry) => {
-        try {
-          const res = await this.net
-            .peer(entry.publicKey)
-            .request<{ models: RunningModel[] }>('ps', null, { timeout: MODELS_TIMEOUT_MS })
-          all.push(...(res.models ?? []))
-        } catch (err) {
-          this.log.warn({ err, processor: entry.id }, 'ps failed')
-        }
-      }),
-    )
-    return all.sort((a, b) => a.name.localeCompare(b.name))
+    const replies = await this.askAll<{ models?: RunningModel[] }>('ps')
+    return replies.flatMap((r) => r.models ?? []).sort((a, b) => a.name.localeCompare(b.name))
   }
 
   /** Forwards one validated request (streams tracked for `cancel`, bounded by its timeout). */
@@ -782,14 +776,6 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       await sleep(backoff, cancel)
       if (cancel.aborted) throw stopped()
     }
-  }
-
-  private cancel(payload: unknown, ctx: CallContext): { cancelled: boolean } {
-    const id = (payload as { id?: unknown } | null)?.id
-    if (typeof id !== 'string') throw MeshError.badRequest('request.id: expected string')
-    const running = this.running.get(`${ctx.remotePublicKey.toString('hex')}/${id}`)
-    running?.abort()
-    return { cancelled: running !== undefined }
   }
 
   protected override abortInflight(): void {

@@ -4,6 +4,7 @@ import { ThrottledSource } from '../facilities/backends/throttled.js'
 import type { Backend } from '../facilities/backends/types.js'
 import { type CallContext, ChunkWriter, type MethodTable, STREAM_CHUNK } from '../facilities/net.facility.js'
 import { BaseWorker, type FacilitySpec, type WorkerOptions } from './base.worker.js'
+import { CancelToken, cancelById } from './lib/cancel.js'
 import type { ProcessorConfig } from './lib/config.js'
 import { MeshError } from './lib/errors.js'
 import { gatewayKeyPair } from './lib/identity.js'
@@ -41,7 +42,7 @@ export type ProcessorStatus = {
 export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
   private backendFacility: BackendFacility | null = null
   /** Running generations by `<caller key hex>/<stream id>`, so only their caller can cancel them. */
-  private readonly running = new Map<string, AbortController>()
+  private readonly running = new Map<string, CancelToken>()
   private served = 0
   private failed = 0
   private tokensPerSecond = 0
@@ -124,7 +125,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
   protected override methods(): MethodTable {
     return {
       infer: (payload, ctx) => this.infer(payload, ctx),
-      cancel: (payload, ctx) => this.cancel(payload, ctx),
+      cancel: (payload, ctx) => cancelById(this.running, payload, ctx.remotePublicKey),
       models: async () => ({ models: await this.listModels() }),
       embed: (payload) => {
         const req = parseEmbedRequest(payload)
@@ -188,10 +189,10 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
     if (req.stream && !req.id) throw MeshError.badRequest('request.id: required when stream is true')
     const key = `${ctx.remotePublicKey.toString('hex')}/${req.id ?? Math.random().toString(36).slice(2)}`
     if (this.running.has(key)) throw MeshError.badRequest(`request.id: stream '${req.id}' is already running`)
-    const controller = new AbortController()
-    this.running.set(key, controller)
+    const cancel = new CancelToken()
+    this.running.set(key, cancel)
     // A caller that goes away cancels its generations.
-    const onClose = () => controller.abort()
+    const onClose = () => cancel.abort()
     const unwatch = ctx.onClose(onClose)
     const writer =
       req.stream && req.id
@@ -199,7 +200,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
         : null
     const onToken = writer ? (text: string) => writer.write(text) : undefined
     try {
-      const result = await runOnSource(this.source, req, controller.signal, onToken)
+      const result = await runOnSource(this.source, req, cancel.signal, onToken)
       writer?.flush()
       this.served++
       if (result.evalMs > 0) {
@@ -223,15 +224,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
     }
   }
 
-  private cancel(payload: unknown, ctx: CallContext): { cancelled: boolean } {
-    const id = (payload as { id?: unknown } | null)?.id
-    if (typeof id !== 'string') throw MeshError.badRequest('request.id: expected string')
-    const controller = this.running.get(`${ctx.remotePublicKey.toString('hex')}/${id}`)
-    controller?.abort()
-    return { cancelled: controller !== undefined }
-  }
-
   protected override abortInflight(): void {
-    for (const controller of this.running.values()) controller.abort()
+    for (const cancel of this.running.values()) cancel.abort()
   }
 }

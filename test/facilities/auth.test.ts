@@ -7,7 +7,7 @@ import { LogFacility } from '../../facilities/log.facility.js'
 import { StoreFacility } from '../../facilities/store.facility.js'
 import { authConfigSchema } from '../../workers/lib/config.js'
 import { MeshError } from '../../workers/lib/errors.js'
-import { rejectsWith } from '../helpers/assert.js'
+import { rejectsWith, thrown } from '../helpers/assert.js'
 
 const logger = new LogFacility({ level: 'silent' }).logger
 const SECRET = 'test-secret-0123456789abcdef-0123456789abcdef'
@@ -36,17 +36,6 @@ async function openAuth(t: Test, opts: { dir?: string; config?: AuthInput } = {}
   }
   t.teardown(close)
   return { dir, store, auth, close }
-}
-
-/** Runs `fn`; returns the MeshError it throws (or null when it returns). */
-function thrown(fn: () => unknown): MeshError | null {
-  try {
-    fn()
-  } catch (err) {
-    if (err instanceof MeshError) return err
-    throw err
-  }
-  return null
 }
 
 const codeOf = (fn: () => unknown) => thrown(fn)?.code ?? null

@@ -1,7 +1,8 @@
 import test from 'brittle'
 import { LimitsFacility, type Subject, WINDOW_MS } from '../../facilities/limits.facility.js'
 import type { KeyLimits, UserLimits } from '../../workers/lib/config.js'
-import { MeshError } from '../../workers/lib/errors.js'
+import type { MeshError } from '../../workers/lib/errors.js'
+import { thrown } from '../helpers/assert.js'
 
 const T0 = Date.UTC(2024, 4, 15, 12, 0, 0) // 2024-05-15T12:00:00Z
 const DAY_MS = 86_400_000
@@ -32,17 +33,6 @@ function limits(used: { day: number; month: number } = { day: 0, month: 0 }) {
     },
   })
   return { lim, used, calls }
-}
-
-/** Runs `fn`; returns the MeshError it throws (or null when it returns). */
-function thrown(fn: () => unknown): MeshError | null {
-  try {
-    fn()
-  } catch (err) {
-    if (err instanceof MeshError) return err
-    throw err
-  }
-  return null
 }
 
 /** Counts admits of `n` calls at `now`, with the codes of the refusals. */

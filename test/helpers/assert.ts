@@ -18,3 +18,14 @@ export async function rejectsWith(
   t.fail(`${message ?? 'call'}: expected ${code}, but it resolved`)
   return null
 }
+
+/** Runs `fn`; returns the MeshError it throws (or null when it returns); anything else is rethrown. */
+export function thrown(fn: () => unknown): MeshError | null {
+  try {
+    fn()
+  } catch (err) {
+    if (err instanceof MeshError) return err
+    throw err
+  }
+  return null
+}

@@ -1,3 +1,5 @@
+import { MeshError } from './errors.js'
+
 /**
  * A cancellation token for the request path. AbortController/AbortSignal are
  * EventTargets, and creating one plus adding and removing listeners cost a
@@ -66,3 +68,20 @@ export class CancelToken {
 }
 
 function noop(): void {}
+
+/**
+ * The `cancel` RPC of gateways and processors: stops the stream `payload.id`
+ * that the same caller started (`running` is keyed `<caller key hex>/<id>`).
+ * @throws ERR_BAD_REQUEST without an id
+ */
+export function cancelById(
+  running: ReadonlyMap<string, CancelToken>,
+  payload: unknown,
+  caller: Buffer,
+): { cancelled: boolean } {
+  const id = (payload as { id?: unknown } | null)?.id
+  if (typeof id !== 'string') throw MeshError.badRequest('request.id: expected string')
+  const token = running.get(`${caller.toString('hex')}/${id}`)
+  token?.abort()
+  return { cancelled: token !== undefined }
+}
