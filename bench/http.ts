@@ -11,13 +11,14 @@
  * Load from this process with node:http and a keep-alive agent:
  * `POST /api/generate` non-streamed, one at a time (latency: added p50/p99),
  * then 64 in flight (req/s); and streamed, one at a time, timing the first
- * line of the body (added time to first token). Rounds alternate between the
+ * line of the body (added time to first token). With `wrk` installed
+ * (Debian: apt-get install wrk), req/s is also measured with it. Rounds alternate between the
  * two targets; medians of `--rounds`.
  *
  *   npm run build && node dist/bench/http.js [--requests 3000] [--rounds 3]
  */
-import { type ChildProcess, spawn } from 'node:child_process'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { Agent, request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -141,32 +142,62 @@ for (;;) {
   }
 }
 
-const results = new Map<string, Array<{ p50: number; p99: number; ttft: number; rps: number }>>()
+/**
+ * req/s from wrk (a C load generator, one thread, 64 connections, 5 s), when
+ * it is installed: it takes far less CPU than a Node client, so more of the 2
+ * cores go to what is measured.
+ */
+async function wrkThroughput(target: Target): Promise<number | null> {
+  if (spawnSync('wrk', ['--version']).error) return null
+  const script = join(dir, `${target.name}.lua`)
+  const headers = Object.entries({ 'Content-Type': 'application/json', ...target.headers })
+    .map(([k, v]) => `wrk.headers["${k}"] = "${v}"`)
+    .join('\n')
+  await writeFile(script, `wrk.method = "POST"\nwrk.body = '${BODY}'\n${headers}\n`)
+  const out = spawnSync(
+    'wrk',
+    ['-t1', `-c${CONCURRENCY}`, '-d5s', '-s', script, `${target.url.origin}/api/generate`],
+    {
+      encoding: 'utf8',
+    },
+  ).stdout
+  if (/Non-2xx/.test(out)) throw new Error(`${target.name}: wrk saw errors\n${out}`)
+  const rps = /Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]
+  return rps ? Number(rps) : null
+}
+
+const results = new Map<
+  string,
+  Array<{ p50: number; p99: number; ttft: number; rps: number; wrk: number | null }>
+>()
 for (const target of targets) await latency(target, false) // warm-up
 for (let r = 0; r < ROUNDS; r++) {
   for (const target of r % 2 ? [...targets].reverse() : targets) {
     const unary = await latency(target, false)
     const streamed = await latency(target, true)
     const rps = await throughput(target)
+    const wrk = await wrkThroughput(target)
     const list = results.get(target.name) ?? []
-    list.push({ p50: unary.p50, p99: unary.p99, ttft: streamed.ttft, rps })
+    list.push({ p50: unary.p50, p99: unary.p99, ttft: streamed.ttft, rps, wrk })
     results.set(target.name, list)
   }
 }
 
-const med = (name: string, k: 'p50' | 'p99' | 'ttft' | 'rps') =>
-  median((results.get(name) ?? []).map((x) => x[k]))
+const med = (name: string, k: 'p50' | 'p99' | 'ttft' | 'rps' | 'wrk') =>
+  median((results.get(name) ?? []).map((x) => x[k] ?? Number.NaN))
 console.log(
   `HTTP, instant echo backend: POST /api/generate, ${REQUESTS} sequential (non-streamed, then streamed) and ${REQUESTS * 4} at ${CONCURRENCY} in flight per round, median of ${ROUNDS} rounds`,
 )
-console.log('| path | p50 ms | p99 ms | time to first token ms | req/s at 64 in flight |')
-console.log('|---|---|---|---|---|')
+console.log(
+  '| path | p50 ms | p99 ms | time to first token ms | req/s at 64 in flight (node client) | req/s (wrk, 64 connections) |',
+)
+console.log('|---|---|---|---|---|---|')
 for (const [name, label] of [
   ['direct', 'Ollama-compatible server, direct (baseline)'],
   ['mesh', 'gateway HTTP (key, limits, ledger) → processor'],
 ] as const) {
   console.log(
-    `| ${label} | ${fmt(med(name, 'p50'), 3)} | ${fmt(med(name, 'p99'), 3)} | ${fmt(med(name, 'ttft'), 3)} | ${fmt(med(name, 'rps'), 0)} |`,
+    `| ${label} | ${fmt(med(name, 'p50'), 3)} | ${fmt(med(name, 'p99'), 3)} | ${fmt(med(name, 'ttft'), 3)} | ${fmt(med(name, 'rps'), 0)} | ${fmt(med(name, 'wrk'), 0)} |`,
   )
 }
 console.log(
