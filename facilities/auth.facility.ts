@@ -5,6 +5,7 @@ import { z } from 'zod'
 import type { AuthConfig, KeyLimits, UserLimits } from '../workers/lib/config.js'
 import { validate } from '../workers/lib/config.js'
 import { MeshError } from '../workers/lib/errors.js'
+import { baseModel } from '../workers/lib/inference.js'
 import { Facility } from './facility.js'
 import { Serial } from './lib/serial.js'
 import type { Logger } from './log.facility.js'
@@ -36,6 +37,7 @@ const HASH_BYTES = 32
 /** scrypt runs on libuv's pool (4 threads); keep two for everything else. */
 const MAX_CONCURRENT_SCRYPT = 2
 export const MIN_PASSWORD = 8
+const SWEEP_INTERVAL_MS = 60_000
 export const MAX_PASSWORD = 1024
 
 export type Role = 'admin' | 'user'
@@ -138,9 +140,10 @@ interface Cached {
   ver: number
 }
 
+const USERNAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$/
 const usernameSchema = z
   .string()
-  .regex(/^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$/, '1-64 letters, digits, . _ - (starting with a letter or digit)')
+  .regex(USERNAME_RE, '1-64 letters, digits, . _ - (starting with a letter or digit)')
   .transform((s) => s.toLowerCase())
 const passwordSchema = z
   .string()
@@ -188,9 +191,17 @@ function makeOpaque(prefix: string): { id: string; secret: string; token: string
   return { id, secret, token: `${prefix}_${id}_${secret}` }
 }
 
-/** A sliding count of failures per name (account or peer) within `windowMs`. */
+/** Names tracked at most; past it the oldest are forgotten (a flood of made-up names stays bounded). */
+const MAX_TRACKED_NAMES = 100_000
+
+/**
+ * A sliding count of failures per name (account or peer) within `windowMs`,
+ * plus the attempts still being checked: a burst of guesses sent at once is
+ * held to `max` like guesses sent one by one.
+ */
 class FailureLog {
   private readonly failures = new Map<string, number[]>()
+  private readonly inFlight = new Map<string, number>()
 
   constructor(
     private readonly max: number,
@@ -204,22 +215,44 @@ class FailureLog {
     return list
   }
 
-  /** Ms until `name` may try again, or 0. */
+  /** Ms until `name` may try again (failures and attempts in flight count), or 0. */
   blockedFor(name: string, now = Date.now()): number {
     const list = this.recent(name, now)
-    if (list.length < this.max) return 0
+    if (list.length + (this.inFlight.get(name) ?? 0) < this.max) return 0
+    if (list.length < this.max) return 1000 // attempts in flight: their outcome decides
     return (list[list.length - this.max] as number) + this.windowMs - now
   }
 
-  fail(name: string, now = Date.now()): void {
+  /** An attempt starts; call `done` with its outcome. */
+  begin(name: string): void {
+    this.inFlight.set(name, (this.inFlight.get(name) ?? 0) + 1)
+  }
+
+  done(name: string, failed: boolean, now = Date.now()): void {
+    const n = (this.inFlight.get(name) ?? 1) - 1
+    if (n > 0) this.inFlight.set(name, n)
+    else this.inFlight.delete(name)
+    if (!failed) {
+      this.clear(name)
+      return
+    }
     const list = this.recent(name, now)
     list.push(now)
     // Only the last `max` matter.
     this.failures.set(name, list.slice(-this.max))
+    if (this.failures.size > MAX_TRACKED_NAMES) {
+      const oldest = this.failures.keys().next().value
+      if (oldest !== undefined) this.failures.delete(oldest)
+    }
   }
 
   clear(name: string): void {
     this.failures.delete(name)
+  }
+
+  /** Forgets names whose failures all left the window. */
+  sweep(now = Date.now()): void {
+    for (const name of this.failures.keys()) this.recent(name, now)
   }
 }
 
@@ -248,6 +281,7 @@ export class AuthFacility extends Facility {
   private readonly scryptWaiters: Array<() => void> = []
   /** Writes that read before they write (refresh rotation, user updates) run one at a time. */
   private readonly serial = new Serial()
+  private sweepTimer: NodeJS.Timeout | null = null
   /** A hash to verify against for unknown users, so timing does not tell which names exist. */
   private dummyHash: string | null = null
 
@@ -284,10 +318,26 @@ export class AuthFacility extends Facility {
     const now = Date.now()
     for await (const { key, value } of bee.createReadStream<number>({ gte: 'revoked/', lt: 'revoked0' })) {
       if (value > now) this.revokedJtis.set(key.slice('revoked/'.length), value)
+      else await bee.del(key)
     }
+    this.sweepTimer = setInterval(() => this.sweep(), SWEEP_INTERVAL_MS)
+    this.sweepTimer.unref()
+  }
+
+  /** Forgets what has expired: logged-out tokens past their expiry, failures past the window. */
+  private sweep(now = Date.now()): void {
+    for (const [jti, expiresAt] of this.revokedJtis) {
+      if (expiresAt > now) continue
+      this.revokedJtis.delete(jti)
+      this.bee?.del(`revoked/${jti}`).catch(() => {})
+    }
+    this.accountFailures.sweep(now)
+    this.peerFailures.sweep(now)
   }
 
   protected override async _close(): Promise<void> {
+    if (this.sweepTimer) clearInterval(this.sweepTimer)
+    this.sweepTimer = null
     await this.serial.idle()
     this.bee = null
     this.cache.clear()
@@ -492,23 +542,34 @@ export class AuthFacility extends Facility {
     if (typeof usernameInput !== 'string' || typeof password !== 'string' || password.length > MAX_PASSWORD) {
       throw MeshError.badRequest('username and password are required strings')
     }
+    // A name no account can have is simply wrong: never tracked, logged or hashed against.
+    if (!USERNAME_RE.test(usernameInput))
+      throw new MeshError('ERR_AUTH_INVALID', 'wrong username or password')
     const username = usernameInput.toLowerCase()
     const peerWait = this.peerFailures.blockedFor(peer)
     if (peerWait > 0) throw this.tooManyFailures('this peer', peerWait)
     const accountWait = this.accountFailures.blockedFor(username)
     if (accountWait > 0) throw this.tooManyFailures(`account '${username}'`, accountWait)
-    const u = this.users.get(username)
-    const ok = u
-      ? await this.verifyPassword(password, u.passwordHash)
-      : await this.verifyPassword(password, await this.dummy()).then(() => false)
+    // Counted before the (slow) check, in the same step as the test above.
+    this.accountFailures.begin(username)
+    this.peerFailures.begin(peer)
+    let ok = false
+    try {
+      const u = this.users.get(username)
+      ok = u
+        ? await this.verifyPassword(password, u.passwordHash)
+        : await this.verifyPassword(password, await this.dummy()).then(() => false)
+    } finally {
+      this.accountFailures.done(username, !ok)
+      this.peerFailures.done(peer, !ok)
+    }
     if (!ok) {
-      this.accountFailures.fail(username)
-      this.peerFailures.fail(peer)
       this.log.warn({ user: username, peer }, 'login failed')
       throw new MeshError('ERR_AUTH_INVALID', 'wrong username or password')
     }
-    this.accountFailures.clear(username)
+    const u = this.users.get(username)
     const user = u as UserRecord
+    if (!user) throw new MeshError('ERR_AUTH_INVALID', 'wrong username or password')
     if (user.disabled) throw new MeshError('ERR_FORBIDDEN', `user '${username}' is disabled`)
     return this.issueTokens(user, randomBytes(ID_BYTES).toString('hex'))
   }
@@ -769,7 +830,7 @@ export class AuthFacility extends Facility {
       expiresAt: spec.expiresInDays
         ? new Date(Date.now() + spec.expiresInDays * 86_400_000).toISOString()
         : null,
-      models: spec.models ?? null,
+      models: spec.models ? [...new Set(spec.models.map(baseModel))] : null,
       limits: spec.limits ?? {},
       revokedAt: null,
     }

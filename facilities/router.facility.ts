@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events'
 import type { CancelToken } from '../workers/lib/cancel.js'
 import type { GatewayConfig } from '../workers/lib/config.js'
 import { MeshError } from '../workers/lib/errors.js'
+import { baseModel } from '../workers/lib/inference.js'
 import { Facility } from './facility.js'
 import { type Candidate, choose, DEFAULT_EXPECTED_TOKENS, type StrategyState } from './lib/strategies.js'
 import type { Logger } from './log.facility.js'
@@ -12,6 +13,8 @@ export type RoutingConfig = GatewayConfig['routing']
 
 /** Smoothing of the measured time to first token, tokens/s and answer length. */
 const EWMA_ALPHA = 0.3
+/** Lookups a request for an unknown model may trigger: one a second at most. */
+const ON_DEMAND_LOOKUP_MS = 1_000
 
 /** What a processor reports in `status` (the fields the router reads). */
 interface ProcessorStatusReply {
@@ -100,6 +103,13 @@ function asNumber(v: unknown, fallback: number): number {
   return typeof v === 'number' && Number.isFinite(v) ? v : fallback
 }
 
+/** Whether `e` serves `model`, `:latest` or not (Ollama lists names with it, llama.cpp without). */
+function serves(e: ProcessorEntry, model: string): boolean {
+  if (e.models.has(model)) return true
+  const base = baseModel(model)
+  return e.models.has(base) || e.models.has(`${base}:latest`)
+}
+
 const ewma = (prev: number | null, value: number) =>
   prev === null ? value : EWMA_ALPHA * value + (1 - EWMA_ALPHA) * prev
 
@@ -134,6 +144,7 @@ export class RouterFacility extends Facility {
   private lookupTimer: NodeJS.Timeout | null = null
   private heartbeatTimer: NodeJS.Timeout | null = null
   private refreshing: Promise<void> | null = null
+  private lastLookup = 0
   private readonly strategyState: StrategyState = { turn: 0, cursor: new Map(), random: Math.random }
   /** Waiting requests, one FIFO per user; `userOrder` is whose turn comes next. */
   private readonly queues = new Map<string, Waiter[]>()
@@ -209,7 +220,25 @@ export class RouterFacility extends Facility {
   }
 
   entriesFor(model: string): ProcessorEntry[] {
-    return [...this.entries.values()].filter((e) => e.models.has(model))
+    return [...this.entries.values()].filter((e) => serves(e, model))
+  }
+
+  /**
+   * Refuses a model that no processor serves or ever served (after a fresh
+   * lookup, at most one a second), before the request is admitted or recorded.
+   * @throws ERR_MODEL_NOT_FOUND
+   */
+  async checkModel(model: string): Promise<void> {
+    if (this.entriesFor(model).length > 0 || this.knownModels.has(baseModel(model))) return
+    await this.refreshIfStale()
+    if (this.entriesFor(model).length > 0 || this.knownModels.has(baseModel(model))) return
+    throw MeshError.modelNotFound(model)
+  }
+
+  /** A lookup now unless one ended less than ON_DEMAND_LOOKUP_MS ago. */
+  private refreshIfStale(): Promise<void> {
+    if (Date.now() - this.lastLookup < ON_DEMAND_LOOKUP_MS) return this.refreshing ?? Promise.resolve()
+    return this.refresh()
   }
 
   live(): ProcessorEntry[] {
@@ -223,6 +252,7 @@ export class RouterFacility extends Facility {
     if (this.closing) return Promise.resolve()
     this.refreshing ??= this.lookupAndProbe().finally(() => {
       this.refreshing = null
+      this.lastLookup = Date.now()
     })
     return this.refreshing
   }
@@ -287,7 +317,7 @@ export class RouterFacility extends Facility {
       ? status.models.filter((m): m is string => typeof m === 'string')
       : []
     entry.models = new Set(models)
-    for (const m of models) this.knownModels.add(m)
+    for (const m of models) this.knownModels.add(baseModel(m))
     const capacity = Math.max(1, Math.floor(asNumber(status.capacity, 1)))
     const grew = capacity > entry.capacity
     entry.capacity = capacity
@@ -396,7 +426,7 @@ export class RouterFacility extends Facility {
     if (cancel?.aborted) throw cancel.reason instanceof MeshError ? cancel.reason : MeshError.cancelled()
     if (this.entriesFor(model).length === 0 && exclude.size === 0) {
       // A processor may have joined since the last periodic lookup.
-      await this.refresh()
+      await this.refreshIfStale()
     }
     const now = Date.now()
     const lease = this.tryLease(model, exclude, now)
@@ -448,7 +478,7 @@ export class RouterFacility extends Facility {
   private checkServable(model: string, exclude: ReadonlySet<string>, now: number): void {
     const serving = this.entriesFor(model)
     if (serving.length === 0) {
-      if (this.knownModels.has(model) || exclude.size > 0) throw MeshError.noProcessor(model)
+      if (this.knownModels.has(baseModel(model)) || exclude.size > 0) throw MeshError.noProcessor(model)
       throw MeshError.modelNotFound(model)
     }
     const usable = serving.filter((e) => !exclude.has(e.id))
@@ -466,7 +496,7 @@ export class RouterFacility extends Facility {
   private tryLease(model: string, exclude: ReadonlySet<string>, now: number): Lease | null {
     const free: ProcessorEntry[] = []
     for (const e of this.entries.values()) {
-      if (!e.models.has(model) || exclude.has(e.id) || e.inflight >= e.capacity) continue
+      if (!serves(e, model) || exclude.has(e.id) || e.inflight >= e.capacity) continue
       if (this.admits(e, now)) free.push(e)
     }
     if (free.length === 0) return null

@@ -45,6 +45,11 @@ const META_KEY = 'meta/ledger'
 const MAX_BLOCKS_PER_INDEX = 1024
 /** How long the index may trail the journal while nobody reads it. */
 const INDEX_INTERVAL_MS = 100
+/** After a failed index write: first retry, doubling up to the max. */
+const INDEX_RETRY_MIN_MS = 500
+const INDEX_RETRY_MAX_MS = 30_000
+/** Users whose month totals are kept in memory; others are read again when needed. */
+const MAX_MONTHS_CACHED = 10_000
 
 interface JournalBlock {
   ts: number
@@ -158,6 +163,9 @@ export class UsageFacility extends Facility {
   /** Journal blocks written: one per group commit. */
   private appended = 0
   private recordCount = 0
+  /** Records in the blocks the index holds. */
+  private indexedRecordCount = 0
+  private indexRetryMs = INDEX_RETRY_MIN_MS
   /** Journal blocks written into the Hyperbee so far. */
   private indexedLength = 0
   private indexing: Promise<void> | null = null
@@ -167,6 +175,7 @@ export class UsageFacility extends Facility {
   private indexError: unknown = null
   /** Committed counter values by counter key, as far as read or written. */
   private readonly counters = new Map<string, UsageCounter>()
+  private countersDay = ''
   private readonly months = new Map<string, MonthTotals>()
   private readonly loadingMonths = new Map<string, Promise<void>>()
   private readonly pending = new Map<string, number>()
@@ -185,7 +194,8 @@ export class UsageFacility extends Facility {
     this.bee = await this.storeFacility.bee(USAGE_BEE)
     const meta = (await this.bee.get<LedgerMeta>(META_KEY))?.value
     this.indexedLength = meta?.journalLength ?? 0
-    this.recordCount = meta?.records ?? 0
+    this.indexedRecordCount = meta?.records ?? 0
+    this.recordCount = this.indexedRecordCount
     const journal = new Journal<JournalBlock>(join(this.storeFacility.dir, USAGE_JOURNAL))
     // Acknowledged before a stop or crash but not yet in the index: count them, then index them.
     const replay = await journal.open(this.indexedLength)
@@ -266,7 +276,7 @@ export class UsageFacility extends Facility {
    * cost far less per record than one per journal block.
    */
   private indexLater(): void {
-    if (this.indexTimer || this.indexing) return
+    if (this.indexTimer || this.indexing || this.indexError) return
     this.indexTimer = setTimeout(() => {
       this.indexTimer = null
       this.indexSoon()
@@ -274,6 +284,8 @@ export class UsageFacility extends Facility {
   }
 
   private indexSoon(): void {
+    // While a failed write waits for its retry, the retry timer owns the next attempt.
+    if (this.indexError) return
     if (this.indexTimer) clearTimeout(this.indexTimer)
     this.indexTimer = null
     if (!this.bee || !this.journal) return
@@ -344,18 +356,40 @@ export class UsageFacility extends Facility {
         }
       }
       for (const [key, c] of touched) await batch.put(key, c)
-      const meta: LedgerMeta = { commits: to, records: this.recordCount, journalLength: to }
+      const meta: LedgerMeta = {
+        commits: to,
+        records: this.indexedRecordCount + indexedRecords.length,
+        journalLength: to,
+      }
       await batch.put(META_KEY, meta)
       await batch.flush()
     } catch (err) {
       await batch.close().catch(() => {})
+      // Readers are told while it lasts; the journal keeps the records, and indexing tries again.
       this.indexError = err
-      this.log.error({ err, from, to }, 'usage index write failed')
+      this.log.error({ err, from, to, retryInMs: this.indexRetryMs }, 'usage index write failed')
+      const retry = setTimeout(() => {
+        this.indexTimer = null
+        this.indexError = null
+        this.indexSoon()
+      }, this.indexRetryMs)
+      retry.unref()
+      this.indexTimer = retry
+      this.indexRetryMs = Math.min(INDEX_RETRY_MAX_MS, this.indexRetryMs * 2)
       throw err
     }
     this.indexedLength = to
+    this.indexedRecordCount += indexedRecords.length
+    this.indexError = null
+    this.indexRetryMs = INDEX_RETRY_MIN_MS
     for (let n = from; n < to; n++) this.unindexed.delete(n)
     await journal.release(to).catch((err) => this.log.warn({ err }, 'old journal segments not removed'))
+    // Only today's counters are worth keeping: earlier days are read from the bee if ever needed.
+    const today = utcDay(Date.now())
+    if (today !== this.countersDay) {
+      this.counters.clear()
+      this.countersDay = today
+    }
     for (const [key, c] of touched) this.counters.set(key, c)
     for (const r of indexedRecords) {
       this.addPending(r, -1)
@@ -413,7 +447,13 @@ export class UsageFacility extends Facility {
       const day = entry.key.slice(`counters/${userId}/`.length, `counters/${userId}/`.length + 10)
       byDay.set(day, (byDay.get(day) ?? 0) + entry.value.promptTokens + entry.value.completionTokens)
     }
+    this.months.delete(userId)
     this.months.set(userId, { month, byDay })
+    if (this.months.size > MAX_MONTHS_CACHED) {
+      // The least recently loaded; `loadTotals` reads it again before that user's next admission.
+      const oldest = this.months.keys().next().value
+      if (oldest !== undefined) this.months.delete(oldest)
+    }
   }
 
   /** Tokens a user spent today and this month (UTC), including records not yet flushed. */

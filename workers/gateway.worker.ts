@@ -23,6 +23,7 @@ import type { GatewayConfig } from './lib/config.js'
 import { MeshError } from './lib/errors.js'
 import { gatewayKeyPair } from './lib/identity.js'
 import {
+  baseModel,
   type InferRequest,
   type InferResult,
   parseEmbedRequest,
@@ -90,8 +91,6 @@ function optionalString(p: Payload, field: string): string | undefined {
   if (typeof v !== 'string') throw MeshError.badRequest(`request.${field}: expected string`)
   return v
 }
-
-const baseModel = (m: string) => (m.endsWith(':latest') ? m.slice(0, -':latest'.length) : m)
 
 function sumRows(rows: UsageRow[], pick: (r: UsageRow) => boolean = () => true): UsageCounter {
   const total: UsageCounter = { requests: 0, errors: 0, promptTokens: 0, completionTokens: 0 }
@@ -284,12 +283,21 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       },
       revokeKey: (payload) => {
         const p = asPayload(payload)
-        const id = this.requireIdentity(p)
+        const id = this.requireKeyManager(p)
         return this.accounts().revokeKey(p.id, id.userId, id.role === 'admin')
       },
       usage: (payload) => this.usageReport(asPayload(payload)),
       infer: (payload, ctx) => this.infer(payload, ctx),
-      embed: (payload) => this.serveEmbed(this.identify(payload), parseEmbedRequest(payload)),
+      embed: async (payload, ctx) => {
+        // A caller that goes away stops waiting for a slot.
+        const gone = new CancelToken()
+        const unwatch = ctx.onClose(() => gone.abort())
+        try {
+          return await this.serveEmbed(this.identify(payload), parseEmbedRequest(payload), gone.signal)
+        } finally {
+          unwatch()
+        }
+      },
       ps: async (payload) => {
         this.identify(payload)
         return { models: await this.runningModels() }
@@ -423,8 +431,27 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     }
   }
 
+  /**
+   * Key management from an API key that is itself restricted (model list or
+   * own limits) would let it mint a key without those restrictions: refused.
+   * @throws ERR_FORBIDDEN
+   */
+  private requireKeyManager(payload: unknown): Identity {
+    const caller = this.requireIdentity(payload)
+    if (caller.role === 'admin' || !caller.keyId) return caller
+    const key = this.accounts().key(caller.keyId)
+    const restricted = caller.models !== null || Object.values(key?.limits ?? {}).some((v) => v !== undefined)
+    if (restricted) {
+      throw new MeshError(
+        'ERR_FORBIDDEN',
+        'a restricted API key cannot manage keys: log in, or use an unrestricted key',
+      )
+    }
+    return caller
+  }
+
   private async createKey(p: Payload) {
-    const caller = this.requireIdentity(p)
+    const caller = this.requireKeyManager(p)
     const target = this.targetUser(caller, optionalString(p, 'user'))
     return this.accounts().createKey(target.id, {
       name: p.name,
@@ -567,6 +594,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
    *         and whatever forwarding throws
    */
   async serveInfer(identity: Identity | null, req: InferRequest, sink: Sink): Promise<InferResult> {
+    await this.admissible(identity, req.model)
     if (!identity) return this.run(req, sink, '')
     return this.accounted(
       identity,
@@ -577,8 +605,20 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   }
 
   /**
-   * The accounting frame of every served request: model allow-list, admission,
-   * the work, token counting and the usage record.
+   * Refuses, before a request is admitted or recorded, a model the caller's key
+   * may not use, and one that no processor serves or ever served.
+   * @throws ERR_FORBIDDEN, ERR_MODEL_NOT_FOUND
+   */
+  private async admissible(identity: Identity | null, model: string): Promise<void> {
+    if (identity?.models && !identity.models.some((m) => baseModel(m) === baseModel(model))) {
+      throw new MeshError('ERR_FORBIDDEN', `this API key may not use model '${model}'`, { model })
+    }
+    await this.router.checkModel(model)
+  }
+
+  /**
+   * The accounting frame of every served request: admission against the
+   * limits, the work, token counting and the usage record.
    */
   private async accounted<T extends { promptTokens: number; completionTokens?: number }>(
     identity: Identity,
@@ -586,9 +626,6 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     work: () => Promise<T>,
     counts: (result: T) => { processor?: string | undefined; doneReason?: string | undefined },
   ): Promise<T & { requestId: string }> {
-    if (identity.models && !identity.models.includes(baseModel(model))) {
-      throw new MeshError('ERR_FORBIDDEN', `this API key may not use model '${model}'`, { model })
-    }
     const usage = this.usageFacility as UsageFacility
     const limits = this.limitsFacility as LimitsFacility
     const subject = this.subjectOf(identity)
@@ -636,22 +673,37 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
    * @throws as `serveInfer`
    */
   async serveEmbed(identity: Identity | null, req: EmbedRequest, signal?: AbortSignal): Promise<EmbedReply> {
+    await this.admissible(identity, req.model)
     const work = () => this.embedOnce(req, identity?.userId ?? '', signal)
     if (!identity) return work()
     return this.accounted(identity, req.model, work, (r) => ({ processor: r.processor }))
   }
 
   private async embedOnce(req: EmbedRequest, userId: string, signal?: AbortSignal): Promise<EmbedReply> {
-    const cancel = CancelToken.from(signal)
-    const tried = new Set<string>()
     const size = req.input.reduce((n, s) => n + Buffer.byteLength(s), 0)
     if (size > this.config.maxPromptBytes)
       throw MeshError.payloadTooLarge('input', size, this.config.maxPromptBytes)
+    const cancel = CancelToken.from(signal)
+    const timeoutMs = this.config.inferenceTimeoutMs
+    const deadline = setTimeout(
+      () => cancel.abort(MeshError.timeout(`no answer within ${timeoutMs} ms`)),
+      timeoutMs,
+    )
+    try {
+      return await this.embedAttempts(req, userId, cancel)
+    } finally {
+      clearTimeout(deadline)
+    }
+  }
+
+  private async embedAttempts(req: EmbedRequest, userId: string, cancel: CancelToken): Promise<EmbedReply> {
+    const tried = new Set<string>()
     for (let attempt = 1; ; attempt++) {
       const lease = await this.router.acquire(req.model, { userId, exclude: tried, cancel })
       tried.add(lease.entry.id)
       let outcome: LeaseOutcome = { ok: false, processorFault: false }
       try {
+        if (cancel.aborted) throw cancel.reason instanceof MeshError ? cancel.reason : MeshError.cancelled()
         const result = await this.net
           .peer(lease.entry.publicKey)
           .request<EmbedReply>('embed', req, { timeout: this.config.inferenceTimeoutMs })
@@ -752,7 +804,15 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
         return result
       } catch (err) {
         const e = MeshError.from(err)
-        if (cancel.aborted) throw cancel.reason instanceof MeshError ? cancel.reason : e
+        if (cancel.aborted) {
+          const reason = cancel.reason instanceof MeshError ? cancel.reason : e
+          // The gateway's own deadline (not a shorter one the client chose) ran out before the
+          // processor produced anything: the processor hung, and its breaker should know.
+          if (reason.code === 'ERR_TIMEOUT' && req.timeoutMs === undefined && chunks === 0) {
+            outcome = { ok: false, processorFault: true }
+          }
+          throw reason
+        }
         const retryable = RETRYABLE.has(e.code)
         outcome = { ok: false, processorFault: retryable || e.code === 'ERR_INTERNAL' }
         if (!retryable) throw e

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { writeSync } from 'node:fs'
+import { ftruncateSync, writeSync } from 'node:fs'
 import { type FileHandle, mkdir, open, readdir, readFile, rm, truncate } from 'node:fs/promises'
 import { join } from 'node:path'
 
@@ -123,7 +123,17 @@ export class Journal<T extends object> {
     payload.copy(frame, HEADER)
     // A synchronous write: a few µs into the page cache, where an async one costs a trip through
     // libuv's thread pool and an event-loop turn on every group commit's path.
-    writeSync((this.handle as FileHandle).fd, frame)
+    const fd = (this.handle as FileHandle).fd
+    try {
+      // write(2) may take less than asked (a nearly full disk): the rest follows, or it throws.
+      for (let at = 0; at < frame.length; ) at += writeSync(fd, frame, at, frame.length - at)
+    } catch (err) {
+      // Leave no torn frame behind for later ones to follow: cut back to the last whole frame.
+      try {
+        ftruncateSync(fd, this.segmentBytes)
+      } catch {}
+      throw err
+    }
     this.length = n + 1
     this.segmentBytes += frame.length
     return n

@@ -264,6 +264,28 @@ test('auth: an account locks after maxFailuresPerAccount failures, whatever the 
   t.ok((await auth.login('bob', 'bob password', 'p7')).accessToken, 'another account is not locked')
 })
 
+test('auth: a burst of guesses at once is held to the same limit as guesses one by one', async (t) => {
+  const { auth } = await openAuth(t, { config: { maxFailuresPerAccount: 5, maxFailuresPerPeer: 1000 } })
+  await auth.createUser({ username: 'carol', password: 'carol password' })
+  const burst = await Promise.allSettled(
+    Array.from({ length: 40 }, (_, i) => auth.login('carol', `guess number ${i}`, `peer-${i}`)),
+  )
+  const codes = burst.map((r) => (r.status === 'rejected' ? (r.reason as MeshError).code : 'OK'))
+  const checked = codes.filter((c) => c === 'ERR_AUTH_INVALID').length
+  t.ok(checked <= 5, `at most 5 guesses were checked (${checked})`)
+  t.is(codes.filter((c) => c === 'ERR_RATE_LIMITED').length, 40 - checked, 'the rest refused unchecked')
+  await rejectsWith(
+    t,
+    auth.login('carol', 'carol password', 'peer-x'),
+    'ERR_RATE_LIMITED',
+    'and the account is locked',
+  )
+
+  // Names no account can have are refused at once and never tracked.
+  await rejectsWith(t, auth.login('x'.repeat(100_000), 'whatever password', 'peer-y'), 'ERR_AUTH_INVALID')
+  await rejectsWith(t, auth.login('../../etc', 'whatever password', 'peer-y'), 'ERR_AUTH_INVALID')
+})
+
 test('auth: a peer is refused after maxFailuresPerPeer failures across accounts', async (t) => {
   const { auth } = await openAuth(t, { config: { maxFailuresPerAccount: 100, maxFailuresPerPeer: 4 } })
   await auth.createUser({ username: 'alice', password: 'alice password' })

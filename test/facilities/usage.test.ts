@@ -542,3 +542,33 @@ test('usage: records journaled but not indexed when the process died are indexed
     'totals from the index, nothing pending twice',
   )
 })
+
+test('usage: a failed index write is retried; nothing acknowledged is lost', async (t) => {
+  const { store, usage } = await openLedger(t)
+  const bee = await store.bee(USAGE_BEE)
+  const realBatch = bee.batch.bind(bee)
+  let failures = 1
+  ;(bee as unknown as { batch: () => unknown }).batch = () => {
+    if (failures-- > 0) throw new Error('disk hiccup')
+    return realBatch()
+  }
+  const records = Array.from({ length: 10 }, (_, i) =>
+    rec({ userId: 'u1', promptTokens: i, completionTokens: 1 }),
+  )
+  await Promise.all(records.map((r) => usage.record(r)))
+  t.is(usage.size, 10, 'acknowledged from the journal')
+  await rejectsWith(
+    t,
+    usage.summary('u1', '2024-01-01', '2024-12-31'),
+    'ERR_INTERNAL',
+    'readers are told while the index is behind',
+  )
+  let summary = null
+  for (let i = 0; i < 40 && !summary; i++) {
+    await new Promise((r) => setTimeout(r, 100))
+    summary = await usage.summary('u1', '2024-01-01', '2024-12-31').catch(() => null)
+  }
+  t.ok(summary, 'the index caught up by itself')
+  t.is(summary?.total.requests, 10)
+  t.is(summary?.total.promptTokens, 45)
+})

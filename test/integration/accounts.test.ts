@@ -216,6 +216,17 @@ test('accounts: keys, roles and who may see what', async (t) => {
     'a model outside the key allow-list',
   )
   await rejectsWith(t, carol.revokeKey(made.id), 'ERR_NOT_FOUND', "another user's key cannot be revoked")
+  await rejectsWith(
+    t,
+    viaKey.createKey({ name: 'escape' }),
+    'ERR_FORBIDDEN',
+    'a model-restricted key cannot mint an unrestricted one',
+  )
+  await rejectsWith(t, viaKey.revokeKey(made.id), 'ERR_FORBIDDEN', 'nor manage keys at all')
+  const latest = await bob.createKey({ name: 'tagged', models: ['echo:latest'] })
+  const viaLatest = await startClient(t, bootstrap, {}, { apiKey: latest.key })
+  t.alike((await viaLatest.whoami()).models, ['echo'], "':latest' is the same model")
+  await bob.revokeKey(latest.id)
   await bob.revokeKey(made.id)
   await rejectsWith(t, viaKey.whoami(), 'ERR_AUTH_INVALID', 'revoked key refused')
 
@@ -292,13 +303,18 @@ test('limits: 200 concurrent requests against 50 rpm admit exactly 50', { timeou
   )
   t.is(ok.length, 50, 'exactly 50 admitted')
   t.is(limited.length, 150, 'the other 150 are ERR_RATE_LIMITED')
+  await rejectsWith(t, client.generate({ model: 'no-such-model', prompt: 'x' }), 'ERR_MODEL_NOT_FOUND')
   const first = (limited[0] as PromiseRejectedResult).reason as MeshError
   const retry = Number(first.details?.retryAfterMs)
   t.ok(retry > 0 && retry <= 60_000, `retry after ${retry} ms`)
 
   // The ledger holds exactly the admitted ones, with the backend's counts.
   const usage = await client.usage()
-  t.is(usage.today.requests, 50)
+  t.is(usage.today.requests, 50, 'a request for a model nobody serves is refused before it counts')
+  t.absent(
+    usage.rows.some((r) => r.model === 'no-such-model'),
+    'and leaves nothing in the ledger',
+  )
   const expected = ok.reduce(
     (n, r) => n + (r as PromiseFulfilledResult<{ completionTokens: number }>).value.completionTokens,
     0,

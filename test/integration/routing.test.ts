@@ -1,3 +1,4 @@
+import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import RPC from '@hyperswarm/rpc'
 import test, { type Test } from 'brittle'
@@ -302,4 +303,49 @@ test('firewall: a processor refuses any peer that is not a trusted gateway', {
     `refused at the connection (${outcome})`,
   )
   t.is((await ask(client)).text, STEP1_TEXT, 'the gateway still reaches it')
+})
+
+test('resilience: a processor that hangs until the deadline counts as failing', {
+  timeout: 120_000,
+}, async (t) => {
+  const { bootstrap } = await testnet(t)
+  const gateway = await startGateway(t, bootstrap, {
+    inferenceTimeoutMs: 800,
+    routing: { strategy: 'round-robin', breakerFailures: 1, breakerCooldownMs: 60_000 },
+  })
+  const conf = join(await t.tmp(), 'processor.json')
+  await writeFile(conf, JSON.stringify({ backend: { throttle: { firstTokenDelayMs: 30_000 } } }))
+  const models = await modelsDir(t)
+  const [hung, good] = await Promise.all([
+    spawnProcessor(t, bootstrap, [
+      '--store',
+      await t.tmp(),
+      '--models',
+      models,
+      '--backend',
+      'llamacpp',
+      '--config',
+      conf,
+    ]),
+    spawnProcessor(t, bootstrap, ['--store', await t.tmp(), '--models', models, '--backend', 'llamacpp']),
+  ])
+  const client = await startClient(t, bootstrap, {}, { apiKey: await apiKeyFor(gateway) })
+  t.ok(await until(async () => (await client.status()).processors.length === 2))
+  const outcomes: string[] = []
+  for (let i = 0; i < 4; i++) {
+    outcomes.push(
+      await ask(client).then(
+        (r) => (r.processor === good?.publicKey ? 'good' : 'hung'),
+        (e: MeshError) => e.code,
+      ),
+    )
+  }
+  t.is(
+    outcomes.filter((o) => o === 'ERR_TIMEOUT').length,
+    1,
+    `one request ran into the hung processor: ${outcomes}`,
+  )
+  t.is(outcomes.filter((o) => o === 'good').length, 3, 'the rest went to the healthy one')
+  const view = (await client.status()).processors.find((p) => p.publicKey === hung?.publicKey)
+  t.is(view?.breaker, 'open', 'the hung processor is cut off')
 })

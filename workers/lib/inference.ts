@@ -9,6 +9,9 @@ import type { GenerationResult, InferenceSource } from './wire.js'
  */
 
 export const MAX_MODEL_NAME = 256
+
+/** A model name without Ollama's implied `:latest` tag: `llama3:latest` and `llama3` are one model. */
+export const baseModel = (m: string) => (m.endsWith(':latest') ? m.slice(0, -':latest'.length) : m)
 export const MAX_MESSAGES = 4096
 
 const options = z
