@@ -293,7 +293,11 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
         const gone = new CancelToken()
         const unwatch = ctx.onClose(() => gone.abort())
         try {
-          return await this.serveEmbed(this.identify(payload), parseEmbedRequest(payload), gone.signal)
+          return await this.serveEmbed(
+            this.identify(payload),
+            parseEmbedRequest(payload, this.config.maxPromptBytes),
+            gone.signal,
+          )
         } finally {
           unwatch()
         }
@@ -680,9 +684,6 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   }
 
   private async embedOnce(req: EmbedRequest, userId: string, signal?: AbortSignal): Promise<EmbedReply> {
-    const size = req.input.reduce((n, s) => n + Buffer.byteLength(s), 0)
-    if (size > this.config.maxPromptBytes)
-      throw MeshError.payloadTooLarge('input', size, this.config.maxPromptBytes)
     const cancel = CancelToken.from(signal)
     const timeoutMs = this.config.inferenceTimeoutMs
     const deadline = setTimeout(
@@ -877,7 +878,11 @@ class GatewaySource implements InferenceSource {
 
   async embed(req: EmbedRequest, cb: { signal?: AbortSignal } = {}): Promise<EmbedResult> {
     this.timing.dispatched ??= performance.now()
-    const r = await this.gateway.serveEmbed(this.identity, parseEmbedRequest(req), cb.signal)
+    const r = await this.gateway.serveEmbed(
+      this.identity,
+      parseEmbedRequest(req, this.gateway.config.maxPromptBytes),
+      cb.signal,
+    )
     this.timing.answered = performance.now()
     return r
   }

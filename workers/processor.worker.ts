@@ -127,13 +127,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
       infer: (payload, ctx) => this.infer(payload, ctx),
       cancel: (payload, ctx) => cancelById(this.running, payload, ctx.remotePublicKey),
       models: async () => ({ models: await this.listModels() }),
-      embed: (payload) => {
-        const req = parseEmbedRequest(payload)
-        const size = req.input.reduce((n, t) => n + Buffer.byteLength(t), 0)
-        if (size > this.config.maxPromptBytes)
-          throw MeshError.payloadTooLarge('input', size, this.config.maxPromptBytes)
-        return this.backend.embed(req)
-      },
+      embed: (payload) => this.backend.embed(parseEmbedRequest(payload, this.config.maxPromptBytes)),
       ps: async () => ({ models: await this.backend.runningModels() }),
       show: (payload) => this.backend.showModel(parseModelRequest(payload).model),
     }

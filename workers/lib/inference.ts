@@ -124,7 +124,16 @@ export const embedRequestSchema = z
   })
   .strip()
 
-/** The `embed` RPC payload. @throws ERR_BAD_REQUEST naming the bad field */
-export function parseEmbedRequest(payload: unknown): z.output<typeof embedRequestSchema> {
-  return validate(embedRequestSchema, payload, 'request', 'ERR_BAD_REQUEST')
+/**
+ * The `embed` RPC payload (gateway and processor alike, as `parseInferRequest`).
+ * @throws ERR_BAD_REQUEST naming the bad field; ERR_PAYLOAD_TOO_LARGE over `maxInputBytes`
+ */
+export function parseEmbedRequest(
+  payload: unknown,
+  maxInputBytes: number,
+): z.output<typeof embedRequestSchema> {
+  const req = validate(embedRequestSchema, payload, 'request', 'ERR_BAD_REQUEST')
+  const size = req.input.reduce((n, s) => n + Buffer.byteLength(s), 0)
+  if (size > maxInputBytes) throw MeshError.payloadTooLarge('input', size, maxInputBytes)
+  return req
 }
