@@ -150,12 +150,12 @@ export class HttpFacility extends Facility {
       try {
         identity = this.opts.authenticate(bearer(req))
       } catch (err) {
-        const headers = { 'WWW-Authenticate': 'Bearer' }
-        for (const [k, v] of Object.entries(headers)) res.setHeader(k, v)
-        // Drain nothing: the body of an unauthenticated request is never read.
+        res.setHeader('WWW-Authenticate', 'Bearer')
+        // The body of an unauthenticated request is never read: close rather than drain it.
         res.setHeader('Connection', 'close')
-        if (openAI) sendOpenAIError(res, err)
-        else sendJson(res, MeshError.from(err).httpStatus, { error: MeshError.from(err).reason })
+        const e = MeshError.from(err)
+        if (openAI) sendOpenAIError(res, e)
+        else sendJson(res, e.httpStatus, { error: e.reason })
         return
       }
     }
