@@ -2,6 +2,7 @@ import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { NODE_FLAGS } from '../bin/lib/node-flags.js'
 import { MeshClient } from '../workers/client.worker.js'
 
 export const BIN = fileURLToPath(new URL('../bin/llm-mesh.js', import.meta.url))
@@ -36,11 +37,28 @@ export async function spawnWorker(
     process.env.LLM_MESH_BENCH_PROF === args[0]
       ? ['--cpu-prof', `--cpu-prof-dir=${process.env.LLM_MESH_BENCH_PROF_DIR ?? 'bench/out'}`]
       : []
-  const child = spawn(process.execPath, [...prof, BIN, ...args, '--log-level', 'warn'], {
-    // Processors serve the gateways started before them (their firewall).
-    env: { ...process.env, LLM_MESH_TRUSTED_GATEWAYS: [...trustedGateways].join(',') },
-    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
-  })
+  // LLM_MESH_BENCH_CALLGRIND=gateway runs that worker under valgrind's callgrind with counting off
+  // (`callgrind_control -i on|off <pid>` brackets a load): instruction counts per request do not
+  // drift with the machine's load the way seconds do.
+  const callgrind =
+    process.env.LLM_MESH_BENCH_CALLGRIND === args[0]
+      ? [
+          '--tool=callgrind',
+          '--instr-atstart=no',
+          `--callgrind-out-file=${process.env.LLM_MESH_BENCH_PROF_DIR ?? 'bench/out'}/callgrind.%p`,
+          process.execPath,
+        ]
+      : []
+  const [command, ...argv] = callgrind.length > 0 ? ['valgrind', ...callgrind] : [process.execPath]
+  const child = spawn(
+    command as string,
+    [...argv, ...NODE_FLAGS, ...prof, BIN, ...args, '--log-level', 'warn'],
+    {
+      // Processors serve the gateways started before them (their firewall).
+      env: { ...process.env, LLM_MESH_TRUSTED_GATEWAYS: [...trustedGateways].join(',') },
+      stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+    },
+  )
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
   let httpUrl: string | null = null
   const publicKey = await new Promise<string>((resolve, reject) => {

@@ -201,6 +201,25 @@ function onChannelClose(channel: RPCChannel, fn: () => void): () => void {
   }
 }
 
+/** Channels whose outgoing messages are held until the current turn of the event loop ends. */
+const corked = new WeakSet<RPCChannel>()
+
+/**
+ * Holds a channel's outgoing messages until the current turn of the event loop
+ * ends, then sends them as one protomux batch: replies that become ready in the
+ * same turn share one encryption, one UDX packet and one wake-up of the peer
+ * instead of one each. A lone reply waits only for `setImmediate`.
+ */
+function corkForThisTurn(channel: RPCChannel): void {
+  if (corked.has(channel) || channel.closed) return
+  corked.add(channel)
+  channel.cork()
+  setImmediate(() => {
+    corked.delete(channel)
+    channel.uncork()
+  })
+}
+
 /**
  * A persistent connection to one peer. Carries plain requests and streams:
  * the callee pushes `chunk` events `{ id, seq, text }` before its reply, the
@@ -421,9 +440,12 @@ export class NetFacility extends Facility {
             },
             onClose: (fn) => onChannelClose(channel, fn),
           }
-          return encodeJSON(await handler(decodeJSON(buf), ctx))
+          const reply = encodeJSON(await handler(decodeJSON(buf), ctx))
+          corkForThisTurn(channel)
+          return reply
         } catch (err) {
           if (!(err instanceof MeshError)) this.log.error({ err, method }, 'handler failed')
+          corkForThisTurn(channel)
           throw toWireError(err)
         }
       })

@@ -31,6 +31,7 @@ import {
   parseModelRequest,
 } from './lib/inference.js'
 import type {
+  Cancellable,
   ChatRequest,
   EmbedRequest,
   EmbedResult,
@@ -55,6 +56,20 @@ function sleep(ms: number, cancel: CancelToken): Promise<void> {
     }
   })
 }
+/** Aborts `cancel` when the caller stops (its CancelToken, else its signal); returns the unwatch. */
+function watchCaller(caller: Cancellable, cancel: CancelToken): () => void {
+  const abort = () => cancel.abort()
+  if (caller.cancel) return caller.cancel.onAbort(abort)
+  const { signal } = caller
+  if (!signal) return () => {}
+  if (signal.aborted) {
+    abort()
+    return () => {}
+  }
+  signal.addEventListener('abort', abort, { once: true })
+  return () => signal.removeEventListener('abort', abort)
+}
+
 const MODELS_TIMEOUT_MS = 5_000
 
 /** Failures that say the processor, not the request, is the problem: try another. */
@@ -296,7 +311,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
           return await this.serveEmbed(
             this.identify(payload),
             parseEmbedRequest(payload, this.config.maxPromptBytes),
-            gone.signal,
+            { cancel: gone },
           )
         } finally {
           unwatch()
@@ -676,15 +691,20 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
    * request (prompt tokens). Retried on another processor when one fails.
    * @throws as `serveInfer`
    */
-  async serveEmbed(identity: Identity | null, req: EmbedRequest, signal?: AbortSignal): Promise<EmbedReply> {
+  async serveEmbed(
+    identity: Identity | null,
+    req: EmbedRequest,
+    caller: Cancellable = {},
+  ): Promise<EmbedReply> {
     await this.admissible(identity, req.model)
-    const work = () => this.embedOnce(req, identity?.userId ?? '', signal)
+    const work = () => this.embedOnce(req, identity?.userId ?? '', caller)
     if (!identity) return work()
     return this.accounted(identity, req.model, work, (r) => ({ processor: r.processor }))
   }
 
-  private async embedOnce(req: EmbedRequest, userId: string, signal?: AbortSignal): Promise<EmbedReply> {
-    const cancel = CancelToken.from(signal)
+  private async embedOnce(req: EmbedRequest, userId: string, caller: Cancellable): Promise<EmbedReply> {
+    const cancel = new CancelToken()
+    const unwatch = watchCaller(caller, cancel)
     const timeoutMs = this.config.inferenceTimeoutMs
     const deadline = setTimeout(
       () => cancel.abort(MeshError.timeout(`no answer within ${timeoutMs} ms`)),
@@ -694,6 +714,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       return await this.embedAttempts(req, userId, cancel)
     } finally {
       clearTimeout(deadline)
+      unwatch()
     }
   }
 
@@ -876,12 +897,12 @@ class GatewaySource implements InferenceSource {
     return this.serve({ kind: 'generate', ...req, stream: cb.onToken !== undefined }, cb)
   }
 
-  async embed(req: EmbedRequest, cb: { signal?: AbortSignal } = {}): Promise<EmbedResult> {
+  async embed(req: EmbedRequest, cb: Cancellable = {}): Promise<EmbedResult> {
     this.timing.dispatched ??= performance.now()
     const r = await this.gateway.serveEmbed(
       this.identity,
       parseEmbedRequest(req, this.gateway.config.maxPromptBytes),
-      cb.signal,
+      cb,
     )
     this.timing.answered = performance.now()
     return r
@@ -889,17 +910,10 @@ class GatewaySource implements InferenceSource {
 
   private async serve(payload: Record<string, unknown>, cb: GenerateCallbacks): Promise<GenerationResult> {
     const req = parseInferRequest(payload, this.gateway.config.maxPromptBytes)
-    const { signal, onToken } = cb
     const result = await this.gateway.serveInfer(this.identity, req, {
       runningKey: null,
-      onText: onToken ?? null,
-      watch: (cancel) => {
-        if (!signal) return () => {}
-        const abort = () => cancel.abort()
-        if (signal.aborted) abort()
-        else signal.addEventListener('abort', abort, { once: true })
-        return () => signal.removeEventListener('abort', abort)
-      },
+      onText: cb.onToken ?? null,
+      watch: (cancel) => watchCaller(cb, cancel),
       onDispatch: () => {
         this.timing.dispatched ??= performance.now()
       },

@@ -194,7 +194,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
         : null
     const onToken = writer ? (text: string) => writer.write(text) : undefined
     try {
-      const result = await runOnSource(this.source, req, cancel.signal, onToken)
+      const result = await runOnSource(this.source, req, cancel, onToken)
       writer?.flush()
       this.served++
       if (result.evalMs > 0) {

@@ -12,6 +12,7 @@ import { MeshError } from '../../workers/lib/errors.js'
 import { runChat } from './chat.js'
 import { MESH_FILE, waitForSignal, writeMeshFile } from './common.js'
 import { keyIdOf, readOperatorKey, removeOperatorKey, writeOperatorKey } from './credentials.js'
+import { NODE_FLAGS } from './node-flags.js'
 
 const BOOTSTRAP_NODES = 3
 const PROCESSOR_START_TIMEOUT_MS = 120_000
@@ -52,6 +53,7 @@ function startProcessor(
   const child = spawn(
     process.execPath,
     [
+      ...NODE_FLAGS,
       LLM_MESH_BIN,
       'processor',
       '--store',

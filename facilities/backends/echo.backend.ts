@@ -7,8 +7,10 @@
  * hundreds of requests in a blink. Select it with `backend.type: "echo"`;
  * `auto` never picks it.
  */
+import { isCancelled } from '../../workers/lib/cancel.js'
 import { MeshError } from '../../workers/lib/errors.js'
 import type {
+  Cancellable,
   ChatRequest,
   EmbedRequest,
   EmbedResult,
@@ -66,11 +68,11 @@ export class EchoBackend implements Backend {
     return `echo: instant test backend (${this.models.join(', ')}), not a model`
   }
 
-  private check(model: string, signal?: AbortSignal): void {
+  private check(model: string, cb: Cancellable = {}): void {
     if (this.closed) throw MeshError.backendUnavailable('echo backend is closed')
     const name = model.endsWith(':latest') ? model.slice(0, -':latest'.length) : model
     if (!this.models.includes(name)) throw MeshError.modelNotFound(model)
-    if (signal?.aborted) throw MeshError.cancelled()
+    if (isCancelled(cb)) throw MeshError.cancelled()
   }
 
   async listModels(): Promise<ModelInfo[]> {
@@ -101,7 +103,7 @@ export class EchoBackend implements Backend {
     cb: GenerateCallbacks = {},
   ): GenerationResult {
     const started = performance.now()
-    this.check(model, cb.signal)
+    this.check(model, cb)
     const chars = [...reply]
     const max = numPredict !== undefined && numPredict >= 0 ? numPredict : chars.length
     const text = chars.slice(0, max).join('')
@@ -129,9 +131,9 @@ export class EchoBackend implements Backend {
     return this.answer(req.model, (req.system ?? '') + req.prompt, req.prompt, req.options?.num_predict, cb)
   }
 
-  async embed(req: EmbedRequest, cb: { signal?: AbortSignal } = {}): Promise<EmbedResult> {
+  async embed(req: EmbedRequest, cb: Cancellable = {}): Promise<EmbedResult> {
     const started = performance.now()
-    this.check(req.model, cb.signal)
+    this.check(req.model, cb)
     const embeddings = req.input.map((text) => {
       const v = new Array<number>(EMBED_DIMS).fill(0)
       for (const ch of text) v[(ch.codePointAt(0) as number) % EMBED_DIMS] += 1

@@ -26,8 +26,10 @@ import {
   resolveChatWrapper,
   type Token,
 } from 'node-llama-cpp'
+import { signalOf } from '../../workers/lib/cancel.js'
 import { MeshError } from '../../workers/lib/errors.js'
 import type {
+  Cancellable,
   ChatMessage,
   ChatRequest,
   DoneReason,
@@ -572,7 +574,7 @@ export class LlamaCppBackend implements Backend {
    * than the context are cut unless `truncate: false`, which makes them
    * ERR_BAD_REQUEST. Throws ERR_MODEL_NOT_FOUND, ERR_CANCELLED, ERR_BACKEND_UNAVAILABLE.
    */
-  async embed(req: EmbedRequest, cb: { signal?: AbortSignal } = {}): Promise<EmbedResult> {
+  async embed(req: EmbedRequest, cb: Cancellable = {}): Promise<EmbedResult> {
     if (!isRecord(req)) throw MeshError.badRequest('request must be an object')
     const model = checkModelName(req.model)
     const input: unknown = req.input
@@ -586,7 +588,7 @@ export class LlamaCppBackend implements Backend {
     }
     const truncate = req.truncate !== false
 
-    return this.track(cb.signal, async (signal) => {
+    return this.track(signalOf(cb), async (signal) => {
       const started = performance.now()
       const lm = await this.lease(model, signal)
       const loadMs = performance.now() - started
@@ -707,7 +709,7 @@ export class LlamaCppBackend implements Backend {
     if (onToken !== undefined && typeof onToken !== 'function')
       throw MeshError.badRequest('onToken must be a function')
 
-    return this.track(cb.signal, async (signal) => {
+    return this.track(signalOf(cb), async (signal) => {
       const started = performance.now()
       const lm = await this.lease(model, signal)
       const loadMs = performance.now() - started

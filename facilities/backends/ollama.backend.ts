@@ -7,8 +7,10 @@
  */
 import { setMaxListeners } from 'node:events'
 import { type ChatResponse, type GenerateResponse, type ModelResponse, Ollama } from 'ollama'
+import { signalOf } from '../../workers/lib/cancel.js'
 import { MeshError } from '../../workers/lib/errors.js'
 import type {
+  Cancellable,
   ChatRequest,
   DoneReason,
   EmbedRequest,
@@ -318,12 +320,12 @@ export class OllamaBackend implements Backend {
   }
 
   /** @throws ERR_BAD_REQUEST, ERR_MODEL_NOT_FOUND, ERR_CANCELLED, ERR_BACKEND_UNAVAILABLE */
-  async embed(req: EmbedRequest, cb: { signal?: AbortSignal } = {}): Promise<EmbedResult> {
+  async embed(req: EmbedRequest, cb: Cancellable = {}): Promise<EmbedResult> {
     const model = checkModel(req?.model)
     if (!Array.isArray(req.input) || !req.input.every((s) => typeof s === 'string')) {
       throw MeshError.badRequest('input must be an array of strings')
     }
-    return this.request(model, cb.signal, async (call) => {
+    return this.request(model, signalOf(cb), async (call) => {
       const res = await call.client.embed({
         model,
         input: req.input,
@@ -405,7 +407,8 @@ export class OllamaBackend implements Backend {
     cb: GenerateCallbacks,
     start: (client: Ollama) => Promise<AsyncIterable<ChatResponse | GenerateResponse> & { abort(): void }>,
   ): Promise<GenerationResult> {
-    const { signal: userSignal, onToken } = cb ?? {}
+    const { onToken } = cb ?? {}
+    const userSignal = cb ? signalOf(cb) : undefined
     if (onToken !== undefined && typeof onToken !== 'function')
       throw MeshError.badRequest('onToken must be a function')
     this.checkOpen(userSignal)

@@ -1,5 +1,7 @@
+import { signalOf } from '../../workers/lib/cancel.js'
 import { MeshError } from '../../workers/lib/errors.js'
 import type {
+  Cancellable,
   ChatRequest,
   EmbedRequest,
   EmbedResult,
@@ -66,7 +68,7 @@ export class ThrottledSource implements InferenceSource {
     return this.inner.runningModels()
   }
 
-  embed(req: EmbedRequest, cb?: { signal?: AbortSignal }): Promise<EmbedResult> {
+  embed(req: EmbedRequest, cb?: Cancellable): Promise<EmbedResult> {
     return this.inner.embed(req, cb)
   }
 
@@ -82,7 +84,9 @@ export class ThrottledSource implements InferenceSource {
     cb: GenerateCallbacks,
     run: (inner: GenerateCallbacks) => Promise<GenerationResult>,
   ): Promise<GenerationResult> {
-    const { signal, onToken } = cb
+    const { onToken } = cb
+    // Pacing waits on timers that a cancel must cut short: this path wants a real signal.
+    const signal = signalOf(cb)
     const started = performance.now()
     const pieces: string[] = []
     let wake: (() => void) | null = null

@@ -17,6 +17,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { z } from 'zod'
+import { CancelToken } from '../../workers/lib/cancel.js'
 import { MeshError } from '../../workers/lib/errors.js'
 import type {
   ChatMessage,
@@ -275,7 +276,7 @@ interface Ctx {
   res: ServerResponse
   source: InferenceSource
   /** Aborts when the client goes away before the response is finished. */
-  signal: AbortSignal
+  cancel: CancelToken
   body(): Promise<Record<string, unknown>>
 }
 
@@ -302,7 +303,7 @@ interface StreamPlan {
  * own status; an error after it is a last `{"error"}` line.
  */
 async function respondGeneration(ctx: Ctx, plan: StreamPlan): Promise<void> {
-  const { res, signal } = ctx
+  const { res, cancel } = ctx
   const pieces: string[] = []
   let streaming = false
   const startStream = () => {
@@ -318,7 +319,7 @@ async function respondGeneration(ctx: Ctx, plan: StreamPlan): Promise<void> {
     if (!res.destroyed) res.write(`${JSON.stringify(obj)}\n`)
   }
   const onToken = (text: string) => {
-    if (text === '' || signal.aborted) return
+    if (text === '' || cancel.aborted) return
     pieces.push(text)
     if (!plan.stream) return
     startStream()
@@ -327,15 +328,15 @@ async function respondGeneration(ctx: Ctx, plan: StreamPlan): Promise<void> {
 
   let result: GenerationResult
   try {
-    result = await plan.run({ signal, onToken })
+    result = await plan.run({ cancel, onToken })
   } catch (err) {
-    if (signal.aborted) return
+    if (cancel.aborted) return
     if (!streaming) return sendError(res, err)
     writeLine({ error: errorReply(err).message })
     res.end()
     return
   }
-  if (signal.aborted) return
+  if (cancel.aborted) return
   if (plan.stream) {
     startStream()
     writeLine(plan.final('', result))
@@ -412,8 +413,8 @@ function createRoutes(version: string): Map<string, Route> {
       const options = toGenerationOptions(req.options)
       if (prompt === '' && !req.system) {
         // Ollama's "load a model" call: one object, even when streaming was asked for.
-        await ctx.source.generate({ model, prompt: '' }, { signal: ctx.signal })
-        if (ctx.signal.aborted) return
+        await ctx.source.generate({ model, prompt: '' }, { cancel: ctx.cancel })
+        if (ctx.cancel.aborted) return
         sendJson(ctx.res, 200, { model, created_at: now(), response: '', done: true, done_reason: 'load' })
         return
       }
@@ -459,8 +460,8 @@ function createRoutes(version: string): Map<string, Route> {
       })
       const options = toGenerationOptions(req.options)
       if (messages.length === 0) {
-        await ctx.source.generate({ model, prompt: '' }, { signal: ctx.signal })
-        if (ctx.signal.aborted) return
+        await ctx.source.generate({ model, prompt: '' }, { cancel: ctx.cancel })
+        if (ctx.cancel.aborted) return
         sendJson(ctx.res, 200, {
           model,
           created_at: now(),
@@ -503,9 +504,9 @@ function createRoutes(version: string): Map<string, Route> {
       const input = typeof req.input === 'string' ? (req.input === '' ? [] : [req.input]) : (req.input ?? [])
       const r = await ctx.source.embed(
         { model, input, ...(req.truncate != null ? { truncate: req.truncate } : {}) },
-        { signal: ctx.signal },
+        { cancel: ctx.cancel },
       )
-      if (ctx.signal.aborted) return
+      if (ctx.cancel.aborted) return
       sendJson(ctx.res, 200, {
         model,
         embeddings: r.embeddings,
@@ -525,9 +526,9 @@ function createRoutes(version: string): Map<string, Route> {
       // An empty prompt still checks (and loads) the model, then embeds nothing, as Ollama does.
       const r = await ctx.source.embed(
         { model, input: prompt === '' ? [] : [prompt] },
-        { signal: ctx.signal },
+        { cancel: ctx.cancel },
       )
-      if (ctx.signal.aborted) return
+      if (ctx.cancel.aborted) return
       sendJson(ctx.res, 200, { embedding: r.embeddings[0] ?? [] })
     },
   })
@@ -540,7 +541,7 @@ function createRoutes(version: string): Map<string, Route> {
  * rejects: every failure becomes an Ollama-style `{"error"}` reply (400 bad
  * input, 404 unknown model, 405 wrong method, 413 body over `maxBodyBytes`,
  * a MeshError's own status otherwise, 429 with Retry-After). A client that
- * disconnects aborts its generation through the signal given to the source.
+ * disconnects aborts its generation through the CancelToken given to the source.
  *
  * @throws ERR_BAD_CONFIG (synchronously) for a bad `maxBodyBytes`
  */
@@ -578,22 +579,22 @@ export function createOllamaRoutes(
 
     // Only the response's 'close' means the client left: since Node 16 the request's
     // 'close' also fires once its body has been read.
-    const controller = new AbortController()
+    const cancel = new CancelToken()
     const onClose = () => {
-      if (!res.writableFinished) controller.abort()
+      if (!res.writableFinished) cancel.abort()
     }
     res.once('close', onClose)
     const ctx: Ctx = {
       req,
       res,
       source: served,
-      signal: controller.signal,
+      cancel,
       body: async () => parseJsonObject(await readBody(req, maxBodyBytes)),
     }
     try {
       await handler(ctx)
     } catch (err) {
-      if (controller.signal.aborted) return true
+      if (cancel.aborted) return true
       if (err instanceof MeshError && err.code === 'ERR_PAYLOAD_TOO_LARGE' && !res.headersSent) {
         rejectUpload(res, err)
       } else if (res.headersSent) {

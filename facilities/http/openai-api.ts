@@ -12,6 +12,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { z } from 'zod'
+import { CancelToken } from '../../workers/lib/cancel.js'
 import { MeshError } from '../../workers/lib/errors.js'
 import type {
   ChatMessage,
@@ -236,7 +237,7 @@ interface Plan {
  * one JSON object. Headers wait for the first text, so an early error keeps
  * its own status; a failure after it is a final `data: {"error": …}` event.
  */
-async function respond(res: ServerResponse, signal: AbortSignal, plan: Plan): Promise<void> {
+async function respond(res: ServerResponse, cancel: CancelToken, plan: Plan): Promise<void> {
   let started = false
   let first = true
   const pieces: string[] = []
@@ -254,7 +255,7 @@ async function respond(res: ServerResponse, signal: AbortSignal, plan: Plan): Pr
     if (!res.destroyed) res.write(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`)
   }
   const onToken = (text: string) => {
-    if (text === '' || signal.aborted) return
+    if (text === '' || cancel.aborted) return
     pieces.push(text)
     if (!plan.stream) return
     open()
@@ -263,15 +264,15 @@ async function respond(res: ServerResponse, signal: AbortSignal, plan: Plan): Pr
   }
   let result: GenerationResult
   try {
-    result = await plan.run({ signal, onToken })
+    result = await plan.run({ cancel, onToken })
   } catch (err) {
-    if (signal.aborted) return
+    if (cancel.aborted) return
     if (!started) return sendOpenAIError(res, err)
     event(openAIError(err).body)
     res.end()
     return
   }
-  if (signal.aborted) return
+  if (cancel.aborted) return
   if (!plan.stream) {
     sendJson(res, 200, plan.whole(result.text !== '' ? result.text : pieces.join(''), result))
     return
@@ -306,11 +307,10 @@ export function createOpenAIRoutes(opts: OpenAIRoutesOptions = {}): OpenAIRoutes
     }
     if (!path.startsWith('/v1/')) return false
     res.on('error', () => {})
-    const controller = new AbortController()
+    const cancel = new CancelToken()
     res.once('close', () => {
-      if (!res.writableFinished) controller.abort()
+      if (!res.writableFinished) cancel.abort()
     })
-    const signal = controller.signal
     const method = req.method === 'HEAD' ? 'GET' : req.method
     const body = async () => parseJsonObject(await readBody(req, maxBodyBytes))
     const notAllowed = (allow: string): true => {
@@ -359,22 +359,22 @@ export function createOpenAIRoutes(opts: OpenAIRoutesOptions = {}): OpenAIRoutes
       }
       if (path === '/v1/chat/completions') {
         if (method !== 'POST') return notAllowed('POST')
-        await chatCompletions(res, signal, source, parse(chatSchema, await body()), requestId())
+        await chatCompletions(res, cancel, source, parse(chatSchema, await body()), requestId())
         return true
       }
       if (path === '/v1/completions') {
         if (method !== 'POST') return notAllowed('POST')
-        await completions(res, signal, source, parse(completionSchema, await body()), requestId())
+        await completions(res, cancel, source, parse(completionSchema, await body()), requestId())
         return true
       }
       if (path === '/v1/embeddings') {
         if (method !== 'POST') return notAllowed('POST')
-        await embeddings(res, signal, source, parse(embeddingsSchema, await body()))
+        await embeddings(res, cancel, source, parse(embeddingsSchema, await body()))
         return true
       }
       throw new MeshError('ERR_NOT_FOUND', `unknown endpoint ${path}`)
     } catch (err) {
-      if (signal.aborted) return true
+      if (cancel.aborted) return true
       if (res.headersSent) res.destroy()
       else if (err instanceof MeshError && err.code === 'ERR_PAYLOAD_TOO_LARGE') {
         const { status, body: b } = openAIError(err)
@@ -387,7 +387,7 @@ export function createOpenAIRoutes(opts: OpenAIRoutesOptions = {}): OpenAIRoutes
 
 async function chatCompletions(
   res: ServerResponse,
-  signal: AbortSignal,
+  cancel: CancelToken,
   source: InferenceSource,
   r: z.output<typeof chatSchema>,
   rid: string,
@@ -402,7 +402,7 @@ async function chatCompletions(
   const id = `chatcmpl-${rid}`
   const created = Math.floor(Date.now() / 1000)
   const base = { id, created, model: r.model, system_fingerprint: OWNER }
-  await respond(res, signal, {
+  await respond(res, cancel, {
     stream: r.stream === true,
     includeUsage: r.stream_options?.include_usage === true,
     run: (cb) => source.chat({ model: r.model, messages, ...(options ? { options } : {}) }, cb),
@@ -442,7 +442,7 @@ async function chatCompletions(
 
 async function completions(
   res: ServerResponse,
-  signal: AbortSignal,
+  cancel: CancelToken,
   source: InferenceSource,
   r: z.output<typeof completionSchema>,
   rid: string,
@@ -456,7 +456,7 @@ async function completions(
   const id = `cmpl-${rid}`
   const created = Math.floor(Date.now() / 1000)
   const base = { id, created, model: r.model, system_fingerprint: OWNER }
-  await respond(res, signal, {
+  await respond(res, cancel, {
     stream: r.stream === true,
     includeUsage: r.stream_options?.include_usage === true,
     run: (cb) => source.generate({ model: r.model, prompt, raw: true, ...(options ? { options } : {}) }, cb),
@@ -482,7 +482,7 @@ async function completions(
 
 async function embeddings(
   res: ServerResponse,
-  signal: AbortSignal,
+  cancel: CancelToken,
   source: InferenceSource,
   r: z.output<typeof embeddingsSchema>,
 ): Promise<void> {
@@ -493,8 +493,8 @@ async function embeddings(
   if (input.some((s) => s === '')) {
     throw new MeshError('ERR_BAD_REQUEST', 'input strings must not be empty', { param: 'input' })
   }
-  const result = await source.embed({ model: r.model, input }, { signal })
-  if (signal.aborted) return
+  const result = await source.embed({ model: r.model, input }, { cancel })
+  if (cancel.aborted) return
   const base64 = r.encoding_format === 'base64'
   sendJson(res, 200, {
     object: 'list',

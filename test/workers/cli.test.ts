@@ -1,9 +1,10 @@
 import { spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import test from 'brittle'
+import { NODE_FLAGS } from '../../bin/lib/node-flags.js'
 import { BIN } from '../helpers/mesh.js'
 
 const REPO = fileURLToPath(new URL('../../../', import.meta.url))
@@ -30,6 +31,16 @@ function run(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; inpu
     })
   })
 }
+
+test('cli: `llm-mesh` and `npm start` run node with the flags the workers it spawns get', (t) => {
+  const shebang = readFileSync(BIN, 'utf8').split('\n')[0] ?? ''
+  const start = (
+    JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { scripts: { start: string } }
+  ).scripts.start
+  t.ok(NODE_FLAGS.length > 0)
+  t.is(shebang, `#!/usr/bin/env -S node ${NODE_FLAGS.join(' ')}`)
+  t.is(start, `node ${NODE_FLAGS.join(' ')} dist/bin/llm-mesh.js up`)
+})
 
 test('package: import { MeshClient } from "llm-mesh" works inside the checkout', async (t) => {
   const r = await run([

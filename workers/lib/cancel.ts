@@ -56,18 +56,19 @@ export class CancelToken {
     }
     return this.controller.signal
   }
-
-  /** A token that aborts with `signal`. */
-  static from(signal: AbortSignal | undefined): CancelToken {
-    const token = new CancelToken()
-    if (!signal) return token
-    if (signal.aborted) token.abort(signal.reason)
-    else signal.addEventListener('abort', () => token.abort(signal.reason), { once: true })
-    return token
-  }
 }
 
 function noop(): void {}
+
+/** The AbortSignal of a request's callbacks, made from its CancelToken when it has only that. */
+export function signalOf(cb: { signal?: AbortSignal; cancel?: CancelToken }): AbortSignal | undefined {
+  return cb.signal ?? cb.cancel?.signal
+}
+
+/** Whether a request's caller has stopped it, by either its signal or its CancelToken. */
+export function isCancelled(cb: { signal?: AbortSignal; cancel?: CancelToken }): boolean {
+  return cb.cancel?.aborted === true || cb.signal?.aborted === true
+}
 
 /**
  * The `cancel` RPC of gateways and processors: stops the stream `payload.id`

@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import type { CancelToken } from './cancel.js'
 import { validate } from './config.js'
 import { MeshError } from './errors.js'
 import type { GenerationResult, InferenceSource } from './wire.js'
@@ -92,10 +93,10 @@ export function parseModelRequest(payload: unknown): { model: string } {
 export function runOnSource(
   source: InferenceSource,
   req: InferRequest,
-  signal: AbortSignal,
+  cancel: CancelToken,
   onToken?: (text: string) => void,
 ): Promise<GenerationResult> {
-  const cb = onToken ? { signal, onToken } : { signal }
+  const cb = onToken ? { cancel, onToken } : { cancel }
   if (req.kind === 'chat') {
     return source.chat(
       { model: req.model, messages: req.messages, ...(req.options ? { options: req.options } : {}) },

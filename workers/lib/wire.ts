@@ -1,3 +1,5 @@
+import type { CancelToken } from './cancel.js'
+
 /**
  * Wire types shared by backends, the Ollama-compatible route layer, RPC
  * methods and the client library. Field names follow Ollama's API where one
@@ -100,8 +102,18 @@ export interface RunningModel extends ModelInfo {
   sizeVram: number
 }
 
-export interface GenerateCallbacks {
+/**
+ * How a caller stops a request: an AbortSignal, or a CancelToken, which costs
+ * far less to make and watch on a hot path (the HTTP front and the processor
+ * pass one); a source that needs a real signal takes `signalOf(cb)`, made on
+ * first use.
+ */
+export interface Cancellable {
   signal?: AbortSignal
+  cancel?: CancelToken
+}
+
+export interface GenerateCallbacks extends Cancellable {
   /** Called with each piece of text as the model produces it, in order. */
   onToken?: (text: string) => void
 }
@@ -119,6 +131,6 @@ export interface InferenceSource {
   showModel(name: string): Promise<ModelDetails>
   chat(req: ChatRequest, cb?: GenerateCallbacks): Promise<GenerationResult>
   generate(req: GenerateRequest, cb?: GenerateCallbacks): Promise<GenerationResult>
-  embed(req: EmbedRequest, cb?: { signal?: AbortSignal }): Promise<EmbedResult>
+  embed(req: EmbedRequest, cb?: Cancellable): Promise<EmbedResult>
   runningModels(): Promise<RunningModel[]>
 }
