@@ -304,7 +304,6 @@ interface StreamPlan {
  */
 async function respondGeneration(ctx: Ctx, plan: StreamPlan): Promise<void> {
   const { res, cancel } = ctx
-  const pieces: string[] = []
   let streaming = false
   const startStream = () => {
     if (streaming) return
@@ -320,15 +319,14 @@ async function respondGeneration(ctx: Ctx, plan: StreamPlan): Promise<void> {
   }
   const onToken = (text: string) => {
     if (text === '' || cancel.aborted) return
-    pieces.push(text)
-    if (!plan.stream) return
     startStream()
     writeLine(plan.frame(text))
   }
 
   let result: GenerationResult
   try {
-    result = await plan.run({ cancel, onToken })
+    // Only a stream asks for text as it comes: an answer given whole travels whole, in one message.
+    result = await plan.run(plan.stream ? { cancel, onToken } : { cancel })
   } catch (err) {
     if (cancel.aborted) return
     if (!streaming) return sendError(res, err)
@@ -343,8 +341,7 @@ async function respondGeneration(ctx: Ctx, plan: StreamPlan): Promise<void> {
     res.end()
     return
   }
-  const text = result.text !== '' ? result.text : pieces.join('')
-  sendJson(res, 200, plan.final(text, result))
+  sendJson(res, 200, plan.final(result.text, result))
 }
 
 function createRoutes(version: string): Map<string, Route> {

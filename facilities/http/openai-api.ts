@@ -240,7 +240,6 @@ interface Plan {
 async function respond(res: ServerResponse, cancel: CancelToken, plan: Plan): Promise<void> {
   let started = false
   let first = true
-  const pieces: string[] = []
   const open = () => {
     if (started) return
     started = true
@@ -256,15 +255,14 @@ async function respond(res: ServerResponse, cancel: CancelToken, plan: Plan): Pr
   }
   const onToken = (text: string) => {
     if (text === '' || cancel.aborted) return
-    pieces.push(text)
-    if (!plan.stream) return
     open()
     event(plan.chunk(text, first))
     first = false
   }
   let result: GenerationResult
   try {
-    result = await plan.run({ cancel, onToken })
+    // Only a stream asks for text as it comes: an answer given whole travels whole, in one message.
+    result = await plan.run(plan.stream ? { cancel, onToken } : { cancel })
   } catch (err) {
     if (cancel.aborted) return
     if (!started) return sendOpenAIError(res, err)
@@ -274,7 +272,7 @@ async function respond(res: ServerResponse, cancel: CancelToken, plan: Plan): Pr
   }
   if (cancel.aborted) return
   if (!plan.stream) {
-    sendJson(res, 200, plan.whole(result.text !== '' ? result.text : pieces.join(''), result))
+    sendJson(res, 200, plan.whole(result.text, result))
     return
   }
   open()
