@@ -289,15 +289,13 @@ export class PeerConnection {
    * Aborting `cancel` sends a `cancel` event and still resolves with what the
    * callee returns for the cancelled stream.
    */
-  async stream<T = unknown>(
-    method: string,
-    payload: Record<string, unknown>,
-    opts: StreamOptions,
-  ): Promise<T> {
+  stream<T = unknown>(method: string, payload: Record<string, unknown>, opts: StreamOptions): Promise<T> {
     // Unique on this connection; a counter, not randomBytes: a syscall per request shows up.
     const id = `${this.idPrefix}${(this.nextId++).toString(36)}`
     const { cancel } = opts
-    if (cancel?.aborted) throw cancel.reason instanceof MeshError ? cancel.reason : MeshError.cancelled()
+    if (cancel?.aborted) {
+      return Promise.reject(cancel.reason instanceof MeshError ? cancel.reason : MeshError.cancelled())
+    }
     let expected = 0
     this.streams.set(id, (chunk) => {
       // Events on one connection arrive in order; anything else is a broken peer: ignore it.
@@ -307,32 +305,44 @@ export class PeerConnection {
     })
     const reply = this.request<T>(method, { ...payload, id }, opts)
     if (!cancel) {
-      try {
-        return await reply
-      } finally {
+      return reply.finally(() => {
+        this.streams.delete(id)
+      })
+    }
+    // One promise wired to the reply and the token (not a race of two): this is every
+    // gateway request's path.
+    return new Promise<T>((resolve, reject) => {
+      let graceTimer: NodeJS.Timeout | undefined
+      const settle = () => {
+        stopWatching()
+        clearTimeout(graceTimer)
         this.streams.delete(id)
       }
-    }
-    let graceTimer: NodeJS.Timeout | undefined
-    let stopWatching: () => void = () => {}
-    const aborted = new Promise<never>((_, reject) => {
-      stopWatching = cancel.onAbort((reason) => {
+      const stopWatching = cancel.onAbort((reason) => {
         this.event(STREAM_CANCEL, { id })
         // A MeshError reason (e.g. the processor was dropped) fails now; a plain cancel
         // waits briefly for the callee's reply, which carries the partial result.
-        if (reason instanceof MeshError && reason.code !== 'ERR_CANCELLED') return reject(reason)
-        graceTimer = setTimeout(() => reject(MeshError.cancelled()), CANCEL_GRACE_MS)
+        if (reason instanceof MeshError && reason.code !== 'ERR_CANCELLED') {
+          settle()
+          reject(reason)
+          return
+        }
+        graceTimer ??= setTimeout(() => {
+          settle()
+          reject(MeshError.cancelled())
+        }, CANCEL_GRACE_MS)
       })
+      reply.then(
+        (value) => {
+          settle()
+          resolve(value)
+        },
+        (err) => {
+          settle()
+          reject(err)
+        },
+      )
     })
-    aborted.catch(() => {})
-    reply.catch(() => {})
-    try {
-      return await Promise.race([reply, aborted])
-    } finally {
-      stopWatching()
-      clearTimeout(graceTimer)
-      this.streams.delete(id)
-    }
   }
 
   destroy(): void {
@@ -494,9 +504,8 @@ export class NetFacility extends Facility {
     return [...found.values()]
   }
 
-  /** The persistent connection to a peer, made on first use. */
-  peer(publicKey: Buffer): PeerConnection {
-    const id = publicKey.toString('hex')
+  /** The persistent connection to a peer, made on first use. `id`: the key in hex, when known. */
+  peer(publicKey: Buffer, id = publicKey.toString('hex')): PeerConnection {
     const existing = this.peers.get(id)
     if (existing && !existing.closed) return existing
     if (!this.rpc) throw new MeshError('ERR_UNAVAILABLE', 'net is not open')

@@ -727,7 +727,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       try {
         if (cancel.aborted) throw cancel.reason instanceof MeshError ? cancel.reason : MeshError.cancelled()
         const result = await this.net
-          .peer(lease.entry.publicKey)
+          .peer(lease.entry.publicKey, lease.entry.id)
           .request<EmbedReply>('embed', req, { timeout: this.config.inferenceTimeoutMs })
         outcome = { ok: true }
         return { ...result, processor: lease.entry.id }
@@ -805,7 +805,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       let outcome: LeaseOutcome = { ok: false, processorFault: false }
       try {
         if (cancel.aborted) throw stopped()
-        const result = await this.net.peer(entry.publicKey).stream<InferResult>('infer', body, {
+        const result = await this.net.peer(entry.publicKey, entry.id).stream<InferResult>('infer', body, {
           cancel: leg,
           timeout: timeoutMs,
           onChunk: (chunk: StreamChunk) => {
