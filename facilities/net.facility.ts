@@ -201,17 +201,25 @@ function onChannelClose(channel: RPCChannel, fn: () => void): () => void {
   }
 }
 
-/** Channels whose outgoing messages are held until the current turn of the event loop ends. */
+/** Channels that sent a reply in the current turn of the event loop. */
+const repliedThisTurn = new WeakSet<RPCChannel>()
+/** Channels whose outgoing messages are held until the current turn ends. */
 const corked = new WeakSet<RPCChannel>()
 
 /**
- * Holds a channel's outgoing messages until the current turn of the event loop
- * ends, then sends them as one protomux batch: replies that become ready in the
- * same turn share one encryption, one UDX packet and one wake-up of the peer
- * instead of one each. A lone reply waits only for `setImmediate`.
+ * Called as a reply is about to go out. The first reply of a turn of the event
+ * loop goes at once, so a lone request is never held back; later ones in the
+ * same turn are held until the turn ends (`setImmediate`) and leave as one
+ * protomux batch: under load, the replies of a turn share one encryption, one
+ * UDX packet and one wake-up of the caller instead of one each.
  */
-function corkForThisTurn(channel: RPCChannel): void {
+function batchRepliesOfThisTurn(channel: RPCChannel): void {
   if (corked.has(channel) || channel.closed) return
+  if (!repliedThisTurn.has(channel)) {
+    repliedThisTurn.add(channel)
+    setImmediate(() => repliedThisTurn.delete(channel))
+    return
+  }
   corked.add(channel)
   channel.cork()
   setImmediate(() => {
@@ -451,11 +459,11 @@ export class NetFacility extends Facility {
             onClose: (fn) => onChannelClose(channel, fn),
           }
           const reply = encodeJSON(await handler(decodeJSON(buf), ctx))
-          corkForThisTurn(channel)
+          batchRepliesOfThisTurn(channel)
           return reply
         } catch (err) {
           if (!(err instanceof MeshError)) this.log.error({ err, method }, 'handler failed')
-          corkForThisTurn(channel)
+          batchRepliesOfThisTurn(channel)
           throw toWireError(err)
         }
       })
