@@ -201,33 +201,6 @@ function onChannelClose(channel: RPCChannel, fn: () => void): () => void {
   }
 }
 
-/** Channels that sent a reply in the current turn of the event loop. */
-const repliedThisTurn = new WeakSet<RPCChannel>()
-/** Channels whose outgoing messages are held until the current turn ends. */
-const corked = new WeakSet<RPCChannel>()
-
-/**
- * Called as a reply is about to go out. The first reply of a turn of the event
- * loop goes at once, so a lone request is never held back; later ones in the
- * same turn are held until the turn ends (`setImmediate`) and leave as one
- * protomux batch: under load, the replies of a turn share one encryption, one
- * UDX packet and one wake-up of the caller instead of one each.
- */
-function batchRepliesOfThisTurn(channel: RPCChannel): void {
-  if (corked.has(channel) || channel.closed) return
-  if (!repliedThisTurn.has(channel)) {
-    repliedThisTurn.add(channel)
-    setImmediate(() => repliedThisTurn.delete(channel))
-    return
-  }
-  corked.add(channel)
-  channel.cork()
-  setImmediate(() => {
-    corked.delete(channel)
-    channel.uncork()
-  })
-}
-
 /**
  * A persistent connection to one peer. Carries plain requests and streams:
  * the callee pushes `chunk` events `{ id, seq, text }` before its reply, the
@@ -321,12 +294,13 @@ export class PeerConnection {
     // gateway request's path.
     return new Promise<T>((resolve, reject) => {
       let graceTimer: NodeJS.Timeout | undefined
+      let stopWatching: () => void = () => {}
       const settle = () => {
         stopWatching()
         clearTimeout(graceTimer)
         this.streams.delete(id)
       }
-      const stopWatching = cancel.onAbort((reason) => {
+      stopWatching = cancel.onAbort((reason) => {
         this.event(STREAM_CANCEL, { id })
         // A MeshError reason (e.g. the processor was dropped) fails now; a plain cancel
         // waits briefly for the callee's reply, which carries the partial result.
@@ -439,11 +413,17 @@ export class NetFacility extends Facility {
    */
   async serve(
     methods: MethodTable,
-    opts: { firewall?: (remotePublicKey: Buffer) => boolean } = {},
+    opts: {
+      firewall?: (remotePublicKey: Buffer) => boolean
+    } = {},
   ): Promise<void> {
     if (!this.rpc) throw new MeshError('ERR_UNAVAILABLE', 'net is not open')
     const server = this.rpc.createServer(opts.firewall ? { firewall: opts.firewall } : {})
     const max = this.opts.maxMessageBytes
+    // Replies and events go out one by one, never corked into protomux batches: a peer that
+    // gets a batch corks its own output while it handles it, so requests its handlers send
+    // then leave as a batch too — and protomux holds the replies and events of a received
+    // batch until every handler in it settles, which for a generation is its whole length.
     for (const [method, handler] of Object.entries(methods)) {
       server.respond(method, async (buf: Buffer, channel: RPCChannel) => {
         try {
@@ -458,12 +438,9 @@ export class NetFacility extends Facility {
             },
             onClose: (fn) => onChannelClose(channel, fn),
           }
-          const reply = encodeJSON(await handler(decodeJSON(buf), ctx))
-          batchRepliesOfThisTurn(channel)
-          return reply
+          return encodeJSON(await handler(decodeJSON(buf), ctx))
         } catch (err) {
           if (!(err instanceof MeshError)) this.log.error({ err, method }, 'handler failed')
-          batchRepliesOfThisTurn(channel)
           throw toWireError(err)
         }
       })

@@ -15,9 +15,6 @@ declare module '@hyperswarm/rpc' {
     request(method: string, value: Buffer, opts?: RequestOptions): Promise<Buffer>
     event(method: string, value: Buffer): void
     respond(method: string, handler: (value: Buffer) => unknown): void
-    /** Holds outgoing messages until the matching uncork, then sends them as one protomux batch. */
-    cork(): void
-    uncork(): void
     destroy(err?: Error): void
   }
 
