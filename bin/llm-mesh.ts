@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=64
+#!/usr/bin/env node
 import { resolve } from 'node:path'
 import createTestnet from 'hyperdht/testnet.js'
 import { TINY_MODEL_NAME, writeTinyModel } from '../facilities/backends/tiny-model.js'

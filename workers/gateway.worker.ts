@@ -56,19 +56,23 @@ function sleep(ms: number, cancel: CancelToken): Promise<void> {
     }
   })
 }
-/** Aborts `cancel` when the caller stops (its CancelToken, else its signal); returns the unwatch. */
+/** Aborts `cancel` when the caller stops (by its CancelToken or its signal); returns the unwatch. */
 function watchCaller(caller: Cancellable, cancel: CancelToken): () => void {
   const abort = () => cancel.abort()
-  if (caller.cancel) return caller.cancel.onAbort(abort)
+  const unwatchToken = caller.cancel?.onAbort(abort)
   const { signal } = caller
-  if (!signal) return () => {}
-  if (signal.aborted) {
-    abort()
-    return () => {}
+  if (!signal || signal.aborted) {
+    if (signal?.aborted) abort()
+    return unwatchToken ?? noop
   }
   signal.addEventListener('abort', abort, { once: true })
-  return () => signal.removeEventListener('abort', abort)
+  return () => {
+    unwatchToken?.()
+    signal.removeEventListener('abort', abort)
+  }
 }
+
+function noop(): void {}
 
 const MODELS_TIMEOUT_MS = 5_000
 

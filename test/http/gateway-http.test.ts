@@ -334,4 +334,22 @@ test('http: a client that disconnects cancels its generation', { timeout: 120_00
     new Date().toISOString().slice(0, 10),
   )
   t.is(usage?.total.requests, 2, 'both requests are in the ledger (the cancelled one too)')
+
+  // The same for an answer asked for whole (it travels as one RPC request and one reply).
+  const whole = new AbortController()
+  const pending = fetch(`${url}/v1/completions`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ model: LOOP_MODEL, prompt: 'a', max_tokens: 100_000 }),
+    signal: whole.signal,
+  }).catch(() => null)
+  t.ok(
+    await until(() => gateway.router.list()[0]?.inflight === 1, 5_000, 10),
+    'the whole-answer request runs',
+  )
+  const abortedAt = Date.now()
+  whole.abort()
+  await pending
+  t.ok(await until(() => gateway.router.list()[0]?.inflight === 0, 5_000), 'its slot is freed')
+  t.ok(Date.now() - abortedAt < 3_000, 'within moments, not after 100,000 tokens')
 })

@@ -32,14 +32,14 @@ function run(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; inpu
   })
 }
 
-test('cli: `llm-mesh` and `npm start` run node with the flags the workers it spawns get', (t) => {
+test('cli: `npm start` runs node with the flags the workers it spawns get; the bin runs on any env', (t) => {
   const shebang = readFileSync(BIN, 'utf8').split('\n')[0] ?? ''
   const start = (
     JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { scripts: { start: string } }
   ).scripts.start
   t.ok(NODE_FLAGS.length > 0)
-  t.is(shebang, `#!/usr/bin/env -S node ${NODE_FLAGS.join(' ')}`)
   t.is(start, `node ${NODE_FLAGS.join(' ')} dist/bin/llm-mesh.js up`)
+  t.is(shebang, '#!/usr/bin/env node', 'no `env -S` (BusyBox has none)')
 })
 
 test('package: import { MeshClient } from "llm-mesh" works inside the checkout', async (t) => {

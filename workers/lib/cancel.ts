@@ -60,9 +60,14 @@ export class CancelToken {
 
 function noop(): void {}
 
-/** The AbortSignal of a request's callbacks, made from its CancelToken when it has only that. */
+/**
+ * The AbortSignal of a request's callbacks: its signal, the one made from its
+ * CancelToken, or one that fires with either when it has both.
+ */
 export function signalOf(cb: { signal?: AbortSignal; cancel?: CancelToken }): AbortSignal | undefined {
-  return cb.signal ?? cb.cancel?.signal
+  const { signal, cancel } = cb
+  if (!cancel) return signal
+  return signal ? AbortSignal.any([signal, cancel.signal]) : cancel.signal
 }
 
 /** Whether a request's caller has stopped it, by either its signal or its CancelToken. */
