@@ -37,6 +37,8 @@ export interface ProcessorEntry {
   capacity: number
   /** Generations the processor reports running (all gateways). */
   active: number
+  /** Of those, the ones not from this gateway, as of its last report (routing's load). */
+  activeElsewhere: number
   /** Requests waiting for a slot on the processor itself (all gateways). */
   queued: number
   /** Requests this gateway has running on it. */
@@ -283,6 +285,7 @@ export class RouterFacility extends Facility {
         models: new Set(),
         capacity: 1,
         active: 0,
+        activeElsewhere: 0,
         queued: 0,
         inflight: 0,
         weight: 1,
@@ -322,6 +325,7 @@ export class RouterFacility extends Facility {
     const grew = capacity > entry.capacity
     entry.capacity = capacity
     entry.active = Math.max(0, asNumber(status.active, 0))
+    entry.activeElsewhere = Math.max(0, entry.active - entry.inflight)
     entry.queued = Math.max(0, asNumber(status.queued, 0))
     entry.weight = Math.max(0, asNumber(status.weight, 1))
     entry.reportedTokensPerSecond = asNumber(status.tokensPerSecond, 0)

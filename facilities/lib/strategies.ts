@@ -20,8 +20,13 @@ export interface Candidate {
   capacity: number
   /** Requests this gateway has running on it. */
   inflight: number
-  /** Generations the processor itself reports running (all gateways). */
-  active: number
+  /**
+   * Generations the processor last reported running for other gateways: its
+   * count minus this gateway's requests at that moment. (Its raw count goes
+   * stale between heartbeats, and would keep counting our own finished
+   * requests against it.)
+   */
+  activeElsewhere: number
   /** EWMA of time to first token, ms; null until measured. */
   ttftMs: number | null
   /** EWMA of tokens/s while generating; null until measured. */
@@ -41,7 +46,7 @@ export interface StrategyState {
 /** Tokens assumed per answer when scoring speed (an EWMA of real answers once known). */
 export const DEFAULT_EXPECTED_TOKENS = 64
 
-const load = (c: Candidate) => Math.max(c.inflight, c.active) / c.capacity
+const load = (c: Candidate) => (c.inflight + c.activeElsewhere) / c.capacity
 
 /** The expected time for one more answer on `c`, ms; unmeasured processors score best, to be tried. */
 export function expectedMs(c: Candidate, expectedTokens: number): number {

@@ -6,7 +6,16 @@ function state(random: () => number = Math.random): StrategyState {
 }
 
 function cand(id: string, over: Partial<Candidate> = {}): Candidate {
-  return { id, capacity: 2, inflight: 0, active: 0, ttftMs: null, tokensPerSecond: null, weight: 1, ...over }
+  return {
+    id,
+    capacity: 2,
+    inflight: 0,
+    activeElsewhere: 0,
+    ttftMs: null,
+    tokensPerSecond: null,
+    weight: 1,
+    ...over,
+  }
 }
 
 function counts(picks: Candidate[]): Record<string, number> {
@@ -18,13 +27,9 @@ function counts(picks: Candidate[]): Record<string, number> {
 test('strategies: least-loaded picks the lowest load and rotates ties', (t) => {
   const s = state()
   const a = cand('a', { inflight: 1 })
-  const b = cand('b', { inflight: 0, active: 1, capacity: 4 })
+  const b = cand('b', { inflight: 0, activeElsewhere: 1, capacity: 4 })
   const c = cand('c', { inflight: 1, capacity: 4 })
-  t.is(
-    choose('least-loaded', 'm', [a, b, c], s).id,
-    'b',
-    '1/4 beats 1/2 (the processor-reported load counts)',
-  )
+  t.is(choose('least-loaded', 'm', [a, b, c], s).id, 'b', '1/4 beats 1/2 (load from other gateways counts)')
   const even = [cand('x'), cand('y'), cand('z')]
   const picks = Array.from({ length: 30 }, () => choose('least-loaded', 'm', even, s))
   t.alike(counts(picks), { x: 10, y: 10, z: 10 }, 'equal processors share evenly')
