@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import RPC, { type Client, type RPCChannel, type Server } from '@hyperswarm/rpc'
 import crypto from 'hypercore-crypto'
 import DHT, { type HostPort, type KeyPair } from 'hyperdht'
-import type { CancelToken } from '../workers/lib/cancel.js'
+import { type CancelToken, cancelError } from '../workers/lib/cancel.js'
 import { isErrorCode, MeshError } from '../workers/lib/errors.js'
 import { Facility } from './facility.js'
 import type { Logger } from './log.facility.js'
@@ -275,7 +275,7 @@ export class PeerConnection {
     const id = `${this.idPrefix}${(this.nextId++).toString(36)}`
     const { cancel } = opts
     if (cancel?.aborted) {
-      return Promise.reject(cancel.reason instanceof MeshError ? cancel.reason : MeshError.cancelled())
+      return Promise.reject(cancelError(cancel.reason))
     }
     let expected = 0
     this.streams.set(id, (chunk) => {

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events'
-import type { CancelToken } from '../workers/lib/cancel.js'
+import { type CancelToken, cancelError } from '../workers/lib/cancel.js'
 import type { GatewayConfig } from '../workers/lib/config.js'
 import { MeshError } from '../workers/lib/errors.js'
 import { baseModel } from '../workers/lib/inference.js'
@@ -427,7 +427,7 @@ export class RouterFacility extends Facility {
     opts: { userId?: string; exclude?: ReadonlySet<string>; cancel?: CancelToken } = {},
   ): Promise<Lease> {
     const { userId = '', exclude = new Set<string>(), cancel } = opts
-    if (cancel?.aborted) throw cancel.reason instanceof MeshError ? cancel.reason : MeshError.cancelled()
+    if (cancel?.aborted) throw cancelError(cancel.reason)
     if (this.entriesFor(model).length === 0 && exclude.size === 0) {
       // A processor may have joined since the last periodic lookup.
       await this.refreshIfStale()
@@ -461,8 +461,7 @@ export class RouterFacility extends Facility {
       }
       if (cancel) {
         waiter.unwatch = cancel.onAbort((reason) => {
-          if (this.remove(waiter))
-            this.settle(waiter, reason instanceof MeshError ? reason : MeshError.cancelled())
+          if (this.remove(waiter)) this.settle(waiter, cancelError(reason))
         })
       }
       if (userQueue) userQueue.push(waiter)

@@ -18,7 +18,7 @@ import {
   utcMonth,
 } from '../facilities/usage.facility.js'
 import { BaseWorker, type FacilitySpec, type WorkerOptions } from './base.worker.js'
-import { CancelToken, cancelById } from './lib/cancel.js'
+import { CancelToken, cancelById, cancelError, noop } from './lib/cancel.js'
 import type { GatewayConfig } from './lib/config.js'
 import { MeshError } from './lib/errors.js'
 import { gatewayKeyPair } from './lib/identity.js'
@@ -71,8 +71,6 @@ function watchCaller(caller: Cancellable, cancel: CancelToken): () => void {
     signal.removeEventListener('abort', abort)
   }
 }
-
-function noop(): void {}
 
 const MODELS_TIMEOUT_MS = 5_000
 
@@ -729,7 +727,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       tried.add(lease.entry.id)
       let outcome: LeaseOutcome = { ok: false, processorFault: false }
       try {
-        if (cancel.aborted) throw cancel.reason instanceof MeshError ? cancel.reason : MeshError.cancelled()
+        if (cancel.aborted) throw cancelError(cancel.reason)
         const result = await this.net
           .peer(lease.entry.publicKey, lease.entry.id)
           .request<EmbedReply>('embed', req, { timeout: this.config.inferenceTimeoutMs })
@@ -790,7 +788,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     const tried = new Set<string>()
     let chunks = 0
     const { id: _id, timeoutMs: _timeout, ...body } = req
-    const stopped = () => (cancel.reason instanceof MeshError ? cancel.reason : MeshError.cancelled())
+    const stopped = () => cancelError(cancel.reason)
     for (let attempt = 1; ; attempt++) {
       const lease = await this.router.acquire(req.model, { userId, exclude: tried, cancel })
       const { entry } = lease

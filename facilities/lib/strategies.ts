@@ -5,14 +5,10 @@
  * counter the router owns, so equal processors share traffic evenly.
  */
 
-export type StrategyName = 'least-loaded' | 'fastest' | 'round-robin' | 'random-weighted'
+import { STRATEGIES } from '../../workers/lib/config.js'
 
-export const STRATEGIES: readonly StrategyName[] = [
-  'least-loaded',
-  'fastest',
-  'round-robin',
-  'random-weighted',
-]
+export { STRATEGIES }
+export type StrategyName = (typeof STRATEGIES)[number]
 
 /** What a strategy may look at. */
 export interface Candidate {
@@ -74,7 +70,6 @@ function best(list: Candidate[], score: (c: Candidate) => number, turn: number):
 
 /**
  * Picks one of `candidates` (non-empty; all serve the model and have a free slot).
- * `all` is every candidate for the model, full or not, for round-robin's rotation.
  */
 export function choose(
   strategy: StrategyName,

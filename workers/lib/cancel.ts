@@ -58,7 +58,12 @@ export class CancelToken {
   }
 }
 
-function noop(): void {}
+export function noop(): void {}
+
+/** The error a request stopped by `reason` fails with: the reason itself if it is a MeshError, else ERR_CANCELLED. */
+export function cancelError(reason: unknown): MeshError {
+  return reason instanceof MeshError ? reason : MeshError.cancelled()
+}
 
 /**
  * The AbortSignal of a request's callbacks: its signal, the one made from its

@@ -4,6 +4,9 @@ import type { HostPort } from 'hyperdht'
 import { z } from 'zod'
 import { MeshError } from './errors.js'
 
+/** The routing strategies (facilities/lib/strategies.ts implements them). */
+export const STRATEGIES = ['least-loaded', 'fastest', 'round-robin', 'random-weighted'] as const
+
 /**
  * Worker configuration: `config/<role>.json` (only `*.json.example` is
  * committed), then environment overrides, then explicit overrides from the CLI
@@ -227,9 +230,7 @@ export const gatewayConfigSchema = baseConfigSchema
     inferenceTimeoutMs: z.number().int().positive().default(300_000),
     routing: z
       .object({
-        strategy: z
-          .enum(['least-loaded', 'fastest', 'round-robin', 'random-weighted'])
-          .default('least-loaded'),
+        strategy: z.enum(STRATEGIES).default('least-loaded'),
         /** Requests waiting for a free processor slot, in all; past it: ERR_BUSY. */
         maxQueue: z.number().int().min(0).default(1024),
         /** …and per user, so one user cannot fill the queue. */
