@@ -138,6 +138,19 @@ function emptyCounter(): UsageCounter {
   return { requests: 0, errors: 0, promptTokens: 0, completionTokens: 0 }
 }
 
+/** The sum of `rows` (those `pick` keeps). */
+export function sumRows(rows: UsageRow[], pick: (r: UsageRow) => boolean = () => true): UsageCounter {
+  const total = emptyCounter()
+  for (const r of rows) {
+    if (!pick(r)) continue
+    total.requests += r.requests
+    total.errors += r.errors
+    total.promptTokens += r.promptTokens
+    total.completionTokens += r.completionTokens
+  }
+  return total
+}
+
 function addTo(c: UsageCounter, r: UsageRecord): void {
   c.requests++
   if (r.status === 'error') c.errors++
@@ -480,7 +493,6 @@ export class UsageFacility extends Facility {
     const bee = this.bee
     if (!bee) throw new MeshError('ERR_UNAVAILABLE', 'ledger is closed')
     const rows: UsageRow[] = []
-    const total = emptyCounter()
     const base = `counters/${userId}/`
     // '/' sorts right after the day; '0' right after '/': the range covers every model of `to`.
     for await (const entry of bee.createReadStream<UsageCounter>({
@@ -492,12 +504,8 @@ export class UsageFacility extends Facility {
       const m = rest.slice(11)
       if (model && m !== model) continue
       rows.push({ day, model: m, ...entry.value })
-      total.requests += entry.value.requests
-      total.errors += entry.value.errors
-      total.promptTokens += entry.value.promptTokens
-      total.completionTokens += entry.value.completionTokens
     }
-    return { userId, from, to, rows, total }
+    return { userId, from, to, rows, total: sumRows(rows) }
   }
 
   /** One user's records, oldest first, of commits from `fromTs` to `toTs` (ms), at most `limit`. */

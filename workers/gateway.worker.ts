@@ -10,13 +10,7 @@ import {
   type StreamChunk,
 } from '../facilities/net.facility.js'
 import { type LeaseOutcome, type ProcessorEntry, RouterFacility } from '../facilities/router.facility.js'
-import {
-  type UsageCounter,
-  UsageFacility,
-  type UsageRow,
-  utcDay,
-  utcMonth,
-} from '../facilities/usage.facility.js'
+import { sumRows, UsageFacility, utcDay, utcMonth } from '../facilities/usage.facility.js'
 import { BaseWorker, type FacilitySpec, type WorkerOptions } from './base.worker.js'
 import { CancelToken, cancelById, cancelError, noop } from './lib/cancel.js'
 import type { GatewayConfig } from './lib/config.js'
@@ -107,18 +101,6 @@ function optionalString(p: Payload, field: string): string | undefined {
   if (v === undefined || v === null) return undefined
   if (typeof v !== 'string') throw MeshError.badRequest(`request.${field}: expected string`)
   return v
-}
-
-function sumRows(rows: UsageRow[], pick: (r: UsageRow) => boolean = () => true): UsageCounter {
-  const total: UsageCounter = { requests: 0, errors: 0, promptTokens: 0, completionTokens: 0 }
-  for (const r of rows) {
-    if (!pick(r)) continue
-    total.requests += r.requests
-    total.errors += r.errors
-    total.promptTokens += r.promptTokens
-    total.completionTokens += r.completionTokens
-  }
-  return total
 }
 
 /**

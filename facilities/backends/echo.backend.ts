@@ -9,6 +9,7 @@
  */
 import { isCancelled } from '../../workers/lib/cancel.js'
 import { MeshError } from '../../workers/lib/errors.js'
+import { baseModel } from '../../workers/lib/inference.js'
 import type {
   Cancellable,
   ChatRequest,
@@ -70,8 +71,7 @@ export class EchoBackend implements Backend {
 
   private check(model: string, cb: Cancellable = {}): void {
     if (this.closed) throw MeshError.backendUnavailable('echo backend is closed')
-    const name = model.endsWith(':latest') ? model.slice(0, -':latest'.length) : model
-    if (!this.models.includes(name)) throw MeshError.modelNotFound(model)
+    if (!this.models.includes(baseModel(model))) throw MeshError.modelNotFound(model)
     if (isCancelled(cb)) throw MeshError.cancelled()
   }
 

@@ -28,14 +28,13 @@ import type {
   ModelDetailsSummary,
   ModelInfo,
 } from '../../workers/lib/wire.js'
-import { parseJsonObject, readBody, sendJson } from './plumbing.js'
+import { parseJsonObject, readBody, retryAfterHeaders, sendJson } from './plumbing.js'
 
 export const DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 /** What /api/version reports unless told otherwise: a recent Ollama, so clients enable their usual features. */
 export const DEFAULT_OLLAMA_VERSION = '0.6.4'
 const DEFAULT_HOST = '127.0.0.1'
 const NS_PER_MS = 1_000_000
-const MS_PER_S = 1000
 const NDJSON_TYPE = 'application/x-ndjson'
 const ROOT_TEXT = 'Ollama is running'
 const NOT_FOUND_TEXT = '404 page not found'
@@ -242,16 +241,7 @@ function modelfileOf(name: string, template: string, parameters: string): string
 
 function errorReply(err: unknown): { status: number; message: string; headers: Record<string, string> } {
   const e = MeshError.from(err)
-  const headers: Record<string, string> = {}
-  const retryAfterMs = e.details?.retryAfterMs
-  if (
-    (e.httpStatus === 429 || e.httpStatus === 503) &&
-    typeof retryAfterMs === 'number' &&
-    Number.isFinite(retryAfterMs)
-  ) {
-    headers['Retry-After'] = String(Math.max(1, Math.ceil(retryAfterMs / MS_PER_S)))
-  }
-  return { status: e.httpStatus, message: e.reason, headers }
+  return { status: e.httpStatus, message: e.reason, headers: retryAfterHeaders(e) }
 }
 
 function sendError(res: ServerResponse, err: unknown): void {

@@ -22,7 +22,7 @@ import type {
   GenerationResult,
   InferenceSource,
 } from '../../workers/lib/wire.js'
-import { parseJsonObject, readBody, sendJson } from './plumbing.js'
+import { parseJsonObject, readBody, retryAfterHeaders, sendJson } from './plumbing.js'
 
 export const DEFAULT_OPENAI_MAX_BODY_BYTES = 8 * 1024 * 1024
 const OWNER = 'llm-mesh'
@@ -68,15 +68,7 @@ export function openAIError(err: unknown): {
 } {
   const e = MeshError.from(err)
   const status = e.httpStatus
-  const headers: Record<string, string> = {}
-  const retryAfterMs = e.details?.retryAfterMs
-  if (
-    (status === 429 || status === 503) &&
-    typeof retryAfterMs === 'number' &&
-    Number.isFinite(retryAfterMs)
-  ) {
-    headers['Retry-After'] = String(Math.max(1, Math.ceil(retryAfterMs / 1000)))
-  }
+  const headers = retryAfterHeaders(e)
   const param = typeof e.details?.param === 'string' ? e.details.param : null
   return {
     status,

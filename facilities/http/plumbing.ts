@@ -9,6 +9,17 @@ export function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
 
+/**
+ * `Retry-After` (whole seconds, at least 1) for a 429 or 503 whose error says
+ * when to come back (`details.retryAfterMs`); no headers otherwise.
+ */
+export function retryAfterHeaders(e: MeshError): Record<string, string> {
+  const retryAfterMs = e.details?.retryAfterMs
+  if ((e.httpStatus !== 429 && e.httpStatus !== 503) || typeof retryAfterMs !== 'number') return {}
+  if (!Number.isFinite(retryAfterMs)) return {}
+  return { 'Retry-After': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) }
+}
+
 export function sendJson(
   res: ServerResponse,
   status: number,
