@@ -179,16 +179,30 @@ function scrypt(password: string, salt: Buffer, N: number, r: number, p: number)
   })
 }
 
+/** The shape of each opaque token prefix, compiled once (API keys are parsed on every request). */
+const opaqueShapes = new Map<string, RegExp>()
+
 /** Parses `<prefix>_<16 hex id>_<secret>`; null when it is not that shape. */
 function parseOpaque(token: string, prefix: string): { id: string; secret: string } | null {
-  const m = new RegExp(`^${prefix}_([0-9a-f]{${ID_BYTES * 2}})_([A-Za-z0-9_-]{20,64})$`).exec(token)
+  let shape = opaqueShapes.get(prefix)
+  if (!shape) {
+    shape = new RegExp(`^${prefix}_([0-9a-f]{${ID_BYTES * 2}})_([A-Za-z0-9_-]{20,64})$`)
+    opaqueShapes.set(prefix, shape)
+  }
+  const m = shape.exec(token)
   return m ? { id: m[1] as string, secret: m[2] as string } : null
 }
 
-function makeOpaque(prefix: string): { id: string; secret: string; token: string } {
+/** A new opaque token, and the hash of its secret (all that is stored). */
+function makeOpaque(prefix: string): { id: string; token: string; hash: string } {
   const id = randomBytes(ID_BYTES).toString('hex')
   const secret = randomBytes(SECRET_BYTES).toString('base64url')
-  return { id, secret, token: `${prefix}_${id}_${secret}` }
+  return { id, token: `${prefix}_${id}_${secret}`, hash: sha256(secret).toString('hex') }
+}
+
+/** Whether a parsed token's secret is the one whose hash was stored (constant time). */
+function opaqueMatches(parsed: { secret: string }, hash: string): boolean {
+  return sameHash(sha256(parsed.secret), hash)
 }
 
 /** Names tracked at most; past it the oldest are forgotten (a flood of made-up names stays bounded). */
@@ -608,7 +622,7 @@ export class AuthFacility extends Facility {
     const rec: RefreshRecord = {
       userId: u.id,
       family,
-      hash: sha256(refresh.secret).toString('hex'),
+      hash: refresh.hash,
       tokenVersion: u.tokenVersion,
       expiresAt: Date.now() + this.config.refreshTtlSec * 1000,
       rotatedAt: null,
@@ -636,7 +650,7 @@ export class AuthFacility extends Facility {
     return this.serial.run(async () => {
       const entry = await this.db.get<RefreshRecord>(`refresh/${parsed.id}`)
       const rec = entry?.value
-      if (!rec || !sameHash(sha256(parsed.secret), rec.hash)) {
+      if (!rec || !opaqueMatches(parsed, rec.hash)) {
         throw new MeshError('ERR_AUTH_INVALID', 'unknown refresh token')
       }
       if (await this.familyRevoked(rec.family))
@@ -670,7 +684,7 @@ export class AuthFacility extends Facility {
     if (!parsed) return
     const entry = await this.db.get<RefreshRecord>(`refresh/${parsed.id}`)
     const rec = entry?.value
-    if (rec && rec.userId === identity.userId && sameHash(sha256(parsed.secret), rec.hash)) {
+    if (rec && rec.userId === identity.userId && opaqueMatches(parsed, rec.hash)) {
       await this.db.put(`families/${rec.family}`, { revokedAt: Date.now(), reason: 'logout' })
     }
   }
@@ -721,7 +735,7 @@ export class AuthFacility extends Facility {
   private verifyKey(token: string): Cached {
     const parsed = parseOpaque(token, API_KEY_PREFIX)
     const k = parsed ? this.keys.get(parsed.id) : undefined
-    if (!parsed || !k || !sameHash(sha256(parsed.secret), k.hash)) {
+    if (!parsed || !k || !opaqueMatches(parsed, k.hash)) {
       throw new MeshError('ERR_AUTH_INVALID', 'unknown API key')
     }
     const u = this.usersById.get(k.userId)
@@ -824,7 +838,7 @@ export class AuthFacility extends Facility {
     const k: KeyRecord = {
       id: made.id,
       userId,
-      hash: sha256(made.secret).toString('hex'),
+      hash: made.hash,
       name: spec.name,
       createdAt: nowIso(),
       expiresAt: spec.expiresInDays
