@@ -231,10 +231,16 @@ export class RouterFacility extends Facility {
    * @throws ERR_MODEL_NOT_FOUND
    */
   async checkModel(model: string): Promise<void> {
-    if (this.entriesFor(model).length > 0 || this.knownModels.has(baseModel(model))) return
+    if (this.servesAny(model) || this.knownModels.has(baseModel(model))) return
     await this.refreshIfStale()
-    if (this.entriesFor(model).length > 0 || this.knownModels.has(baseModel(model))) return
+    if (this.servesAny(model) || this.knownModels.has(baseModel(model))) return
     throw MeshError.modelNotFound(model)
+  }
+
+  /** Whether any known processor serves `model` (on every request's path: no array is built). */
+  private servesAny(model: string): boolean {
+    for (const e of this.entries.values()) if (serves(e, model)) return true
+    return false
   }
 
   /** A lookup now unless one ended less than ON_DEMAND_LOOKUP_MS ago. */
@@ -428,13 +434,16 @@ export class RouterFacility extends Facility {
   ): Promise<Lease> {
     const { userId = '', exclude = new Set<string>(), cancel } = opts
     if (cancel?.aborted) throw cancelError(cancel.reason)
-    if (this.entriesFor(model).length === 0 && exclude.size === 0) {
+    let now = Date.now()
+    let lease = this.tryLease(model, exclude, now)
+    if (lease) return lease
+    if (exclude.size === 0 && !this.servesAny(model)) {
       // A processor may have joined since the last periodic lookup.
       await this.refreshIfStale()
+      now = Date.now()
+      lease = this.tryLease(model, exclude, now)
+      if (lease) return lease
     }
-    const now = Date.now()
-    const lease = this.tryLease(model, exclude, now)
-    if (lease) return lease
     this.checkServable(model, exclude, now)
 
     const userQueue = this.queues.get(userId)
