@@ -287,20 +287,13 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       },
       usage: (payload) => this.usageReport(asPayload(payload)),
       infer: (payload, ctx) => this.infer(payload, ctx),
-      embed: async (payload, ctx) => {
-        // A caller that goes away stops waiting for a slot.
-        const gone = new CancelToken()
-        const unwatch = ctx.onClose(() => gone.abort())
-        try {
-          return await this.serveEmbed(
-            this.identify(payload),
-            parseEmbedRequest(payload, this.config.maxPromptBytes),
-            { cancel: gone },
-          )
-        } finally {
-          unwatch()
-        }
-      },
+      // A caller that goes away stops waiting for a slot.
+      embed: (payload, ctx) =>
+        this.serveEmbed(
+          this.identify(payload),
+          parseEmbedRequest(payload, this.config.maxPromptBytes),
+          (cancel) => ctx.onClose(() => cancel.abort()),
+        ),
       ps: async (payload) => {
         this.identify(payload)
         return { models: await this.runningModels() }
@@ -675,27 +668,34 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
    * request (prompt tokens). Retried on another processor when one fails.
    * @throws as `serveInfer`
    */
-  async serveEmbed(
-    identity: Identity | null,
-    req: EmbedRequest,
-    caller: Cancellable = {},
-  ): Promise<EmbedReply> {
+  async serveEmbed(identity: Identity | null, req: EmbedRequest, watch: Sink['watch']): Promise<EmbedReply> {
     await this.admissible(identity, req.model)
-    const work = () => this.embedOnce(req, identity?.userId ?? '', caller)
+    const cancel = new CancelToken()
+    const work = () =>
+      this.withDeadline(cancel, this.config.inferenceTimeoutMs, watch, () =>
+        this.embedAttempts(req, identity?.userId ?? '', cancel),
+      )
     if (!identity) return work()
     return this.accounted(identity, req.model, work, (r) => ({ processor: r.processor }))
   }
 
-  private async embedOnce(req: EmbedRequest, userId: string, caller: Cancellable): Promise<EmbedReply> {
-    const cancel = new CancelToken()
-    const unwatch = watchCaller(caller, cancel)
-    const timeoutMs = this.config.inferenceTimeoutMs
+  /**
+   * Runs `work` while `cancel` aborts when its caller stops (`watch`) or after
+   * `timeoutMs` (ERR_TIMEOUT), and stops watching and timing when it ends.
+   */
+  private async withDeadline<T>(
+    cancel: CancelToken,
+    timeoutMs: number,
+    watch: Sink['watch'],
+    work: () => Promise<T>,
+  ): Promise<T> {
+    const unwatch = watch(cancel)
     const deadline = setTimeout(
       () => cancel.abort(MeshError.timeout(`no answer within ${timeoutMs} ms`)),
       timeoutMs,
     )
     try {
-      return await this.embedAttempts(req, userId, cancel)
+      return await work()
     } finally {
       clearTimeout(deadline)
       unwatch()
@@ -743,16 +743,14 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     const cancel = new CancelToken()
     if (key) this.running.set(key, cancel)
     this.active++
-    const unwatch = sink.watch(cancel)
-    const deadline = setTimeout(
-      () => cancel.abort(MeshError.timeout(`no answer within ${timeoutMs} ms`)),
-      timeoutMs,
-    )
     try {
-      return await this.forward(req, sink, cancel, userId, timeoutMs)
+      return await this.withDeadline(
+        cancel,
+        timeoutMs,
+        (c) => sink.watch(c),
+        () => this.forward(req, sink, cancel, userId, timeoutMs),
+      )
     } finally {
-      clearTimeout(deadline)
-      unwatch()
       this.active--
       if (key) this.running.delete(key)
     }
@@ -886,7 +884,7 @@ class GatewaySource implements InferenceSource {
     const r = await this.gateway.serveEmbed(
       this.identity,
       parseEmbedRequest(req, this.gateway.config.maxPromptBytes),
-      cb,
+      (cancel) => watchCaller(cb, cancel),
     )
     this.timing.answered = performance.now()
     return r
