@@ -8,7 +8,7 @@ import type { Identity } from './auth.facility.js'
 import { Facility } from './facility.js'
 import { createOllamaRoutes, DEFAULT_OLLAMA_VERSION } from './http/ollama-api.js'
 import { createOpenAIRoutes, sendOpenAIError } from './http/openai-api.js'
-import { sendJson } from './http/plumbing.js'
+import { baseUrl, closeServer, listenOn, pathOf, sendJson } from './http/plumbing.js'
 import type { Logger } from './log.facility.js'
 
 /** What the gateway's HTTP layer learns about one request's path through the mesh. */
@@ -69,18 +69,14 @@ export class HttpFacility extends Facility {
     super()
     this.opts = opts
     this.log = opts.logger
-    this.ollama = createOllamaRoutes(null, {
-      version: DEFAULT_OLLAMA_VERSION,
-      maxBodyBytes: opts.maxBodyBytes,
-    })
+    this.ollama = createOllamaRoutes({ version: DEFAULT_OLLAMA_VERSION, maxBodyBytes: opts.maxBodyBytes })
     this.openai = createOpenAIRoutes({ maxBodyBytes: opts.maxBodyBytes, requestId: () => this.id() })
   }
 
   /** Base URL, e.g. http://127.0.0.1:11435. @throws ERR_UNAVAILABLE before it listens */
   get url(): string {
     if (this.bound === null) throw new MeshError('ERR_UNAVAILABLE', 'http is not listening')
-    const host = this.opts.host.includes(':') ? `[${this.opts.host}]` : this.opts.host
-    return `http://${host}:${this.bound}`
+    return baseUrl(this.opts.host, this.bound)
   }
 
   private id(): string {
@@ -98,22 +94,7 @@ export class HttpFacility extends Facility {
     // Streamed chunks go out as they are written, not after Nagle's delay.
     server.on('connection', (socket: Socket) => socket.setNoDelay(true))
     server.keepAliveTimeout = 65_000
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: Error) =>
-        reject(
-          new MeshError(
-            'ERR_UNAVAILABLE',
-            `cannot listen on ${this.opts.host}:${this.opts.port}: ${err.message}`,
-          ),
-        )
-      server.once('error', onError)
-      server.listen(this.opts.port, this.opts.host, () => {
-        server.off('error', onError)
-        const addr = server.address()
-        this.bound = typeof addr === 'object' && addr !== null ? addr.port : this.opts.port
-        resolve()
-      })
-    })
+    this.bound = await listenOn(server, this.opts.host, this.opts.port)
     this.server = server
     this.log.info({ url: this.url }, 'http: Ollama and OpenAI APIs')
   }
@@ -122,11 +103,8 @@ export class HttpFacility extends Facility {
     const server = this.server
     this.server = null
     if (!server) return
-    await new Promise<void>((resolve) => {
-      server.close(() => resolve())
-      // Open streams end now; their generations are cancelled through the response's close.
-      server.closeAllConnections()
-    })
+    // Open streams end now; their generations are cancelled through the response's close.
+    await closeServer(server)
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -139,10 +117,8 @@ export class HttpFacility extends Facility {
       const after = timing.answered === undefined ? 0 : now - timing.answered
       this.setHeader('X-LLM-Mesh-Overhead-Ms', (before + after).toFixed(3))
     })
-    let path = '/'
-    try {
-      path = new URL(req.url ?? '/', 'http://localhost').pathname
-    } catch {}
+    const path = pathOf(req)
+    if (path === null) return sendJson(res, 404, { error: '404 page not found' })
     const openAI = path.startsWith('/v1/')
 
     let identity: Identity | null = null
@@ -160,10 +136,7 @@ export class HttpFacility extends Facility {
       }
     }
     const source = this.opts.sourceFor(identity, timing)
-    if (openAI) {
-      if (await this.openai(req, res, source)) return
-    } else if (await this.ollama(req, res, source)) return
-    if (openAI) sendOpenAIError(res, new MeshError('ERR_NOT_FOUND', `unknown endpoint ${path}`))
-    else sendJson(res, 404, { error: '404 page not found' })
+    if (openAI) return this.openai(req, res, source, path)
+    if (!(await this.ollama(req, res, source, path))) sendJson(res, 404, { error: '404 page not found' })
   }
 }

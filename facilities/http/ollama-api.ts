@@ -17,7 +17,6 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { z } from 'zod'
-import { CancelToken } from '../../workers/lib/cancel.js'
 import { MeshError } from '../../workers/lib/errors.js'
 import type {
   ChatMessage,
@@ -28,7 +27,16 @@ import type {
   ModelDetailsSummary,
   ModelInfo,
 } from '../../workers/lib/wire.js'
-import { parseJsonObject, readBody, retryAfterHeaders, sendJson } from './plumbing.js'
+import {
+  baseUrl,
+  closeServer,
+  type Exchange,
+  listenOn,
+  pathOf,
+  retryAfterHeaders,
+  sendJson,
+  serveRequest,
+} from './plumbing.js'
 
 export const DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 /** What /api/version reports unless told otherwise: a recent Ollama, so clients enable their usual features. */
@@ -48,13 +56,15 @@ export interface OllamaRoutesOptions {
 
 /**
  * Resolves true when it answered the request, false (having touched nothing)
- * when the path is not an Ollama route. `source` serves this one request (a
- * gateway passes the mesh as seen by the caller); default: the routes' own.
+ * when `path` (the request's, parsed once by the caller: `pathOf`) is not an
+ * Ollama route. `source` serves this one request (a gateway passes the mesh
+ * as seen by the caller).
  */
 export type OllamaRoutes = (
   req: IncomingMessage,
   res: ServerResponse,
-  source?: InferenceSource,
+  source: InferenceSource,
+  path: string,
 ) => Promise<boolean>
 
 // ---------------------------------------------------------------- request schemas
@@ -244,30 +254,16 @@ function errorReply(err: unknown): { status: number; message: string; headers: R
   return { status: e.httpStatus, message: e.reason, headers: retryAfterHeaders(e) }
 }
 
-function sendError(res: ServerResponse, err: unknown): void {
+function sendError(res: ServerResponse, err: unknown, extraHeaders: Record<string, string> = {}): void {
   if (res.headersSent || res.destroyed) return
   const { status, message, headers } = errorReply(err)
-  sendJson(res, status, { error: message }, headers)
-}
-
-/**
- * Answers 413 at once. `Connection: close` makes node:http close the socket as
- * soon as the reply is flushed, so the rest of the upload is never read.
- */
-function rejectUpload(res: ServerResponse, err: MeshError): void {
-  const { status, message } = errorReply(err)
-  sendJson(res, status, { error: message }, { Connection: 'close' })
+  sendJson(res, status, { error: message }, { ...headers, ...extraHeaders })
 }
 
 // ---------------------------------------------------------------- routes
 
-interface Ctx {
-  req: IncomingMessage
-  res: ServerResponse
+interface Ctx extends Exchange {
   source: InferenceSource
-  /** Aborts when the client goes away before the response is finished. */
-  cancel: CancelToken
-  body(): Promise<Record<string, unknown>>
 }
 
 type Handler = (ctx: Ctx) => Promise<void>
@@ -532,64 +528,27 @@ function createRoutes(version: string): Map<string, Route> {
  *
  * @throws ERR_BAD_CONFIG (synchronously) for a bad `maxBodyBytes`
  */
-export function createOllamaRoutes(
-  source: InferenceSource | null,
-  opts: OllamaRoutesOptions = {},
-): OllamaRoutes {
+export function createOllamaRoutes(opts: OllamaRoutesOptions = {}): OllamaRoutes {
   const { version = DEFAULT_OLLAMA_VERSION, maxBodyBytes = DEFAULT_MAX_BODY_BYTES } = opts
   if (!Number.isSafeInteger(maxBodyBytes) || maxBodyBytes < 1) {
     throw MeshError.badConfig('maxBodyBytes must be a positive integer')
   }
   const routes = createRoutes(version)
 
-  return async (req, res, perRequest) => {
-    const served = perRequest ?? source
-    if (!served) throw MeshError.internal('no inference source for this request')
-    let path: string
-    try {
-      path = new URL(req.url ?? '/', 'http://localhost').pathname
-    } catch {
-      return false
-    }
+  return async (req, res, source, path) => {
     const route = routes.get(path)
     if (!route) return false
-
-    // A write to a connection that just closed must not crash the host server.
-    res.on('error', () => {})
-    const method = req.method === 'HEAD' ? 'GET' : req.method
-    const handler = method === 'GET' || method === 'POST' ? route[method] : undefined
-    if (!handler) {
-      const allow = route.GET ? 'GET, HEAD' : 'POST'
-      sendJson(res, 405, { error: '405 method not allowed' }, { Allow: allow })
-      return true
-    }
-
-    // Only the response's 'close' means the client left: since Node 16 the request's
-    // 'close' also fires once its body has been read.
-    const cancel = new CancelToken()
-    const onClose = () => {
-      if (!res.writableFinished) cancel.abort()
-    }
-    res.once('close', onClose)
-    const ctx: Ctx = {
+    await serveRequest(
       req,
       res,
-      source: served,
-      cancel,
-      body: async () => parseJsonObject(await readBody(req, maxBodyBytes)),
-    }
-    try {
-      await handler(ctx)
-    } catch (err) {
-      if (cancel.aborted) return true
-      if (err instanceof MeshError && err.code === 'ERR_PAYLOAD_TOO_LARGE' && !res.headersSent) {
-        rejectUpload(res, err)
-      } else if (res.headersSent) {
-        res.destroy()
-      } else {
-        sendError(res, err)
-      }
-    }
+      maxBodyBytes,
+      async (x) => {
+        const handler = x.method === 'GET' || x.method === 'POST' ? route[x.method] : undefined
+        if (handler) return handler({ ...x, source })
+        sendJson(res, 405, { error: '405 method not allowed' }, { Allow: route.GET ? 'GET, HEAD' : 'POST' })
+      },
+      sendError,
+    )
     return true
   }
 }
@@ -621,12 +580,14 @@ export class OllamaCompatServer {
     }
     this.host = host
     this.port = port
-    this.routes = createOllamaRoutes(source, {
+    this.routes = createOllamaRoutes({
       ...(version !== undefined ? { version } : {}),
       ...(maxBodyBytes !== undefined ? { maxBodyBytes } : {}),
     })
     this.server = createServer((req, res) => {
-      this.routes(req, res).then(
+      const path = pathOf(req)
+      if (path === null) return sendJson(res, 404, { error: NOT_FOUND_TEXT })
+      this.routes(req, res, source, path).then(
         (handled) => {
           if (!handled) sendJson(res, 404, { error: NOT_FOUND_TEXT })
         },
@@ -639,37 +600,21 @@ export class OllamaCompatServer {
   }
 
   /** Binds host:port. @throws ERR_UNAVAILABLE when the address cannot be bound or the server was closed */
-  listen(): Promise<void> {
-    if (this.closing) return Promise.reject(new MeshError('ERR_UNAVAILABLE', 'server is closed'))
-    if (this.bound !== null) return Promise.resolve()
-    return new Promise((resolve, reject) => {
-      const onError = (err: Error) => {
-        reject(new MeshError('ERR_UNAVAILABLE', `cannot listen on ${this.host}:${this.port}: ${err.message}`))
-      }
-      this.server.once('error', onError)
-      this.server.listen(this.port, this.host, () => {
-        this.server.off('error', onError)
-        const addr = this.server.address()
-        this.bound = typeof addr === 'object' && addr !== null ? addr.port : this.port
-        resolve()
-      })
-    })
+  async listen(): Promise<void> {
+    if (this.closing) throw new MeshError('ERR_UNAVAILABLE', 'server is closed')
+    if (this.bound !== null) return
+    this.bound = await listenOn(this.server, this.host, this.port)
   }
 
   /** Base URL, e.g. http://127.0.0.1:41234. @throws ERR_UNAVAILABLE before `listen()` resolved */
   get url(): string {
     if (this.bound === null) throw new MeshError('ERR_UNAVAILABLE', 'server is not listening')
-    const host = this.host.includes(':') ? `[${this.host}]` : this.host
-    return `http://${host}:${this.bound}`
+    return baseUrl(this.host, this.bound)
   }
 
   /** Stops listening and cuts open connections (aborting their generations). Safe to call twice. */
   close(): Promise<void> {
-    this.closing ??= new Promise<void>((resolve) => {
-      if (!this.server.listening) return resolve()
-      this.server.close(() => resolve())
-      this.server.closeAllConnections()
-    })
+    this.closing ??= closeServer(this.server)
     return this.closing
   }
 }

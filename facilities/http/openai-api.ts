@@ -12,7 +12,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { z } from 'zod'
-import { CancelToken } from '../../workers/lib/cancel.js'
+import type { CancelToken } from '../../workers/lib/cancel.js'
 import { MeshError } from '../../workers/lib/errors.js'
 import type {
   ChatMessage,
@@ -22,7 +22,7 @@ import type {
   GenerationResult,
   InferenceSource,
 } from '../../workers/lib/wire.js'
-import { parseJsonObject, readBody, retryAfterHeaders, sendJson } from './plumbing.js'
+import { retryAfterHeaders, sendJson, serveRequest } from './plumbing.js'
 
 export const DEFAULT_OPENAI_MAX_BODY_BYTES = 8 * 1024 * 1024
 const OWNER = 'llm-mesh'
@@ -34,11 +34,16 @@ export interface OpenAIRoutesOptions {
   requestId?: () => string
 }
 
+/**
+ * Answers one request whose `path` (parsed once by the caller: `pathOf`) is
+ * under `/v1/`; an unknown endpoint gets OpenAI's 404 error object.
+ */
 export type OpenAIRoutes = (
   req: IncomingMessage,
   res: ServerResponse,
   source: InferenceSource,
-) => Promise<boolean>
+  path: string,
+) => Promise<void>
 
 // ---------------------------------------------------------------- errors
 
@@ -84,10 +89,14 @@ export function openAIError(err: unknown): {
   }
 }
 
-export function sendOpenAIError(res: ServerResponse, err: unknown): void {
+export function sendOpenAIError(
+  res: ServerResponse,
+  err: unknown,
+  extraHeaders: Record<string, string> = {},
+): void {
   if (res.headersSent || res.destroyed) return
   const { status, body, headers } = openAIError(err)
-  sendJson(res, status, body, headers)
+  sendJson(res, status, body, { ...headers, ...extraHeaders })
 }
 
 // ---------------------------------------------------------------- requests
@@ -279,8 +288,8 @@ async function respond(res: ServerResponse, cancel: CancelToken, plan: Plan): Pr
 
 /**
  * The OpenAI routes, for mounting in a node:http server next to the Ollama
- * ones. Resolves false for a path that is not under /v1 (nothing touched);
- * every failure becomes an OpenAI error object with its status.
+ * ones: the caller sends them the paths under /v1/. Every failure becomes an
+ * OpenAI error object with its status.
  */
 export function createOpenAIRoutes(opts: OpenAIRoutesOptions = {}): OpenAIRoutes {
   const {
@@ -288,91 +297,80 @@ export function createOpenAIRoutes(opts: OpenAIRoutesOptions = {}): OpenAIRoutes
     requestId = () => Math.random().toString(36).slice(2, 14),
   } = opts
 
-  return async (req, res, source) => {
-    let path: string
-    try {
-      path = new URL(req.url ?? '/', 'http://localhost').pathname
-    } catch {
-      return false
-    }
-    if (!path.startsWith('/v1/')) return false
-    res.on('error', () => {})
-    const cancel = new CancelToken()
-    res.once('close', () => {
-      if (!res.writableFinished) cancel.abort()
-    })
-    const method = req.method === 'HEAD' ? 'GET' : req.method
-    const body = async () => parseJsonObject(await readBody(req, maxBodyBytes))
-    const notAllowed = (allow: string): true => {
-      sendJson(
-        res,
-        405,
-        {
-          error: {
-            message: `${req.method} is not allowed here`,
-            type: 'invalid_request_error',
-            param: null,
-            code: 'method_not_allowed',
-          },
-        },
-        { Allow: allow },
-      )
-      return true
-    }
-    try {
-      if (path === '/v1/models') {
-        if (method !== 'GET') return notAllowed('GET')
-        const models = await source.listModels()
-        sendJson(res, 200, {
-          object: 'list',
-          data: models.map((m) => ({
+  return (req, res, source, path) =>
+    serveRequest(
+      req,
+      res,
+      maxBodyBytes,
+      async ({ method, cancel, body }) => {
+        if (path === '/v1/models') {
+          if (method !== 'GET') return notAllowed(res, 'GET')
+          const models = await source.listModels()
+          sendJson(res, 200, {
+            object: 'list',
+            data: models.map((m) => ({
+              id: m.name,
+              object: 'model',
+              created: Math.floor(Date.parse(m.modifiedAt) / 1000) || 0,
+              owned_by: OWNER,
+            })),
+          })
+          return
+        }
+        if (path.startsWith('/v1/models/')) {
+          if (method !== 'GET') return notAllowed(res, 'GET')
+          let id: string
+          try {
+            id = decodeURIComponent(path.slice('/v1/models/'.length))
+          } catch {
+            throw MeshError.badRequest('model id: bad percent-encoding')
+          }
+          const m = (await source.listModels()).find((x) => x.name === id)
+          if (!m) throw MeshError.modelNotFound(id)
+          sendJson(res, 200, {
             id: m.name,
             object: 'model',
             created: Math.floor(Date.parse(m.modifiedAt) / 1000) || 0,
             owned_by: OWNER,
-          })),
-        })
-        return true
-      }
-      if (path.startsWith('/v1/models/')) {
-        if (method !== 'GET') return notAllowed('GET')
-        const id = decodeURIComponent(path.slice('/v1/models/'.length))
-        const m = (await source.listModels()).find((x) => x.name === id)
-        if (!m) throw MeshError.modelNotFound(id)
-        sendJson(res, 200, {
-          id: m.name,
-          object: 'model',
-          created: Math.floor(Date.parse(m.modifiedAt) / 1000) || 0,
-          owned_by: OWNER,
-        })
-        return true
-      }
-      if (path === '/v1/chat/completions') {
-        if (method !== 'POST') return notAllowed('POST')
-        await chatCompletions(res, cancel, source, parse(chatSchema, await body()), requestId())
-        return true
-      }
-      if (path === '/v1/completions') {
-        if (method !== 'POST') return notAllowed('POST')
-        await completions(res, cancel, source, parse(completionSchema, await body()), requestId())
-        return true
-      }
-      if (path === '/v1/embeddings') {
-        if (method !== 'POST') return notAllowed('POST')
-        await embeddings(res, cancel, source, parse(embeddingsSchema, await body()))
-        return true
-      }
-      throw new MeshError('ERR_NOT_FOUND', `unknown endpoint ${path}`)
-    } catch (err) {
-      if (cancel.aborted) return true
-      if (res.headersSent) res.destroy()
-      else if (err instanceof MeshError && err.code === 'ERR_PAYLOAD_TOO_LARGE') {
-        const { status, body: b } = openAIError(err)
-        sendJson(res, status, b, { Connection: 'close' })
-      } else sendOpenAIError(res, err)
-    }
-    return true
-  }
+          })
+          return
+        }
+        if (path === '/v1/chat/completions') {
+          if (method !== 'POST') return notAllowed(res, 'POST')
+          await chatCompletions(res, cancel, source, parse(chatSchema, await body()), requestId())
+          return
+        }
+        if (path === '/v1/completions') {
+          if (method !== 'POST') return notAllowed(res, 'POST')
+          await completions(res, cancel, source, parse(completionSchema, await body()), requestId())
+          return
+        }
+        if (path === '/v1/embeddings') {
+          if (method !== 'POST') return notAllowed(res, 'POST')
+          await embeddings(res, cancel, source, parse(embeddingsSchema, await body()))
+          return
+        }
+        throw new MeshError('ERR_NOT_FOUND', `unknown endpoint ${path}`)
+      },
+      sendOpenAIError,
+    )
+}
+
+/** 405 in OpenAI's error shape. */
+function notAllowed(res: ServerResponse, allow: string): void {
+  sendJson(
+    res,
+    405,
+    {
+      error: {
+        message: `${res.req.method} is not allowed here`,
+        type: 'invalid_request_error',
+        param: null,
+        code: 'method_not_allowed',
+      },
+    },
+    { Allow: allow },
+  )
 }
 
 async function chatCompletions(

@@ -1,4 +1,5 @@
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { IncomingMessage, Server, ServerResponse } from 'node:http'
+import { CancelToken } from '../../workers/lib/cancel.js'
 import { MeshError } from '../../workers/lib/errors.js'
 
 /** HTTP plumbing shared by the Ollama and OpenAI route layers. */
@@ -94,4 +95,93 @@ function parseJsonObject(raw: Buffer): Record<string, unknown> {
   }
   if (!isRecord(body)) throw MeshError.badRequest('request body must be a JSON object')
   return body
+}
+
+/** The path of a request's URL (`/api/chat` of `/api/chat?x=1`); null when the URL cannot be parsed. */
+export function pathOf(req: IncomingMessage): string | null {
+  try {
+    return new URL(req.url ?? '/', 'http://localhost').pathname
+  } catch {
+    return null
+  }
+}
+
+/** One request as a route handler sees it. */
+export interface Exchange {
+  req: IncomingMessage
+  res: ServerResponse
+  /** The request's method, HEAD answered as GET. */
+  method: string | undefined
+  /** Aborts when the client goes away before the response is finished. */
+  cancel: CancelToken
+  /** The JSON object body, read up to the layer's limit. @throws ERR_PAYLOAD_TOO_LARGE, ERR_BAD_REQUEST */
+  body(): Promise<Record<string, unknown>>
+}
+
+/**
+ * Runs one route handler, the same way for both APIs: a write to a connection
+ * that just closed does not crash the server; the client leaving aborts
+ * `cancel`; an error becomes the API's error reply (`replyError`), a 413 with
+ * `Connection: close` so the rest of the upload is never read; once headers
+ * are out, an error cuts the connection; after the client left, nothing is
+ * sent.
+ */
+export async function serveRequest(
+  req: IncomingMessage,
+  res: ServerResponse,
+  maxBodyBytes: number,
+  handle: (x: Exchange) => Promise<void>,
+  replyError: (res: ServerResponse, err: unknown, headers?: Record<string, string>) => void,
+): Promise<void> {
+  res.on('error', () => {})
+  // Only the response's 'close' means the client left: since Node 16 the request's
+  // 'close' also fires once its body has been read.
+  const cancel = new CancelToken()
+  res.once('close', () => {
+    if (!res.writableFinished) cancel.abort()
+  })
+  try {
+    await handle({
+      req,
+      res,
+      method: req.method === 'HEAD' ? 'GET' : req.method,
+      cancel,
+      body: async () => parseJsonObject(await readBody(req, maxBodyBytes)),
+    })
+  } catch (err) {
+    if (cancel.aborted) return
+    if (res.headersSent) res.destroy()
+    else if (err instanceof MeshError && err.code === 'ERR_PAYLOAD_TOO_LARGE') {
+      replyError(res, err, { Connection: 'close' })
+    } else replyError(res, err)
+  }
+}
+
+/** Binds `server` to host:port; resolves with the bound port. @throws ERR_UNAVAILABLE */
+export function listenOn(server: Server, host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error) => {
+      reject(new MeshError('ERR_UNAVAILABLE', `cannot listen on ${host}:${port}: ${err.message}`))
+    }
+    server.once('error', onError)
+    server.listen(port, host, () => {
+      server.off('error', onError)
+      const addr = server.address()
+      resolve(typeof addr === 'object' && addr !== null ? addr.port : port)
+    })
+  })
+}
+
+/** `http://host:port`, an IPv6 host in brackets. */
+export function baseUrl(host: string, port: number): string {
+  return `http://${host.includes(':') ? `[${host}]` : host}:${port}`
+}
+
+/** Stops listening and cuts open connections; resolves once the server is closed. */
+export function closeServer(server: Server): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (!server.listening) return resolve()
+    server.close(() => resolve())
+    server.closeAllConnections()
+  })
 }

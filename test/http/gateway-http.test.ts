@@ -263,6 +263,18 @@ test('http: errors have the statuses clients expect', { timeout: 120_000 }, asyn
 
   const unknown = await post(`${url}/api/chat`, chatBody.replace(TINY_MODEL_NAME, 'nope'), auth)
   t.is(unknown.res.status, 404, 'unknown model: 404')
+  const nowhere = await post(`${url}/api/nowhere`, chatBody, auth)
+  t.is(nowhere.res.status, 404, 'unknown Ollama endpoint: 404')
+  t.is(nowhere.json?.error, '404 page not found')
+  const nowhereV1 = await post(`${url}/v1/nowhere`, chatBody, auth)
+  t.is(nowhereV1.res.status, 404, 'unknown OpenAI endpoint: 404')
+  t.is(
+    (nowhereV1.json?.error as { type?: string })?.type,
+    'invalid_request_error',
+    'as an OpenAI error object',
+  )
+  const badId = await fetch(`${url}/v1/models/%E0%A4%A`, { headers: auth })
+  t.is(badId.status, 400, 'a model id with bad percent-encoding: 400')
   const malformed = await post(`${url}/api/chat`, '{"model": ', auth)
   t.is(malformed.res.status, 400, 'malformed JSON: 400')
   const malformedV1 = await post(`${url}/v1/chat/completions`, '{"model": ', auth)
