@@ -262,11 +262,7 @@ function sendError(res: ServerResponse, err: unknown, extraHeaders: Record<strin
 
 // ---------------------------------------------------------------- routes
 
-interface Ctx extends Exchange {
-  source: InferenceSource
-}
-
-type Handler = (ctx: Ctx) => Promise<void>
+type Handler = (ctx: Exchange) => Promise<void>
 
 interface Route {
   GET?: Handler
@@ -288,7 +284,7 @@ interface StreamPlan {
  * for the first piece of text, so an error before any output still gets its
  * own status; an error after it is a last `{"error"}` line.
  */
-async function respondGeneration(ctx: Ctx, plan: StreamPlan): Promise<void> {
+async function respondGeneration(ctx: Exchange, plan: StreamPlan): Promise<void> {
   const { res, cancel } = ctx
   let streaming = false
   const startStream = () => {
@@ -538,17 +534,10 @@ export function createOllamaRoutes(opts: OllamaRoutesOptions = {}): OllamaRoutes
   return async (req, res, source, path) => {
     const route = routes.get(path)
     if (!route) return false
-    await serveRequest(
-      req,
-      res,
-      maxBodyBytes,
-      async (x) => {
-        const handler = x.method === 'GET' || x.method === 'POST' ? route[x.method] : undefined
-        if (handler) return handler({ ...x, source })
-        sendJson(res, 405, { error: '405 method not allowed' }, { Allow: route.GET ? 'GET, HEAD' : 'POST' })
-      },
-      sendError,
-    )
+    const method = req.method === 'HEAD' ? 'GET' : req.method
+    const handler = method === 'GET' || method === 'POST' ? route[method] : undefined
+    if (handler) await serveRequest(req, res, maxBodyBytes, source, handler, sendError)
+    else sendJson(res, 405, { error: '405 method not allowed' }, { Allow: route.GET ? 'GET, HEAD' : 'POST' })
     return true
   }
 }

@@ -302,6 +302,7 @@ export function createOpenAIRoutes(opts: OpenAIRoutesOptions = {}): OpenAIRoutes
       req,
       res,
       maxBodyBytes,
+      source,
       async ({ method, cancel, body }) => {
         if (path === '/v1/models') {
           if (method !== 'GET') return notAllowed(res, 'GET')

@@ -1,6 +1,7 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import { CancelToken } from '../../workers/lib/cancel.js'
 import { MeshError } from '../../workers/lib/errors.js'
+import type { InferenceSource } from '../../workers/lib/wire.js'
 
 /** HTTP plumbing shared by the Ollama and OpenAI route layers. */
 
@@ -114,6 +115,8 @@ export interface Exchange {
   method: string | undefined
   /** Aborts when the client goes away before the response is finished. */
   cancel: CancelToken
+  /** What serves this request (a gateway passes the mesh as seen by the caller). */
+  source: InferenceSource
   /** The JSON object body, read up to the layer's limit. @throws ERR_PAYLOAD_TOO_LARGE, ERR_BAD_REQUEST */
   body(): Promise<Record<string, unknown>>
 }
@@ -130,6 +133,7 @@ export async function serveRequest(
   req: IncomingMessage,
   res: ServerResponse,
   maxBodyBytes: number,
+  source: InferenceSource,
   handle: (x: Exchange) => Promise<void>,
   replyError: (res: ServerResponse, err: unknown, headers?: Record<string, string>) => void,
 ): Promise<void> {
@@ -146,6 +150,7 @@ export async function serveRequest(
       res,
       method: req.method === 'HEAD' ? 'GET' : req.method,
       cancel,
+      source,
       body: async () => parseJsonObject(await readBody(req, maxBodyBytes)),
     })
   } catch (err) {
