@@ -21,7 +21,15 @@ import { LogFacility } from '../facilities/log.facility.js'
 import { StoreFacility } from '../facilities/store.facility.js'
 import { UsageFacility } from '../facilities/usage.facility.js'
 import { MeshClient } from '../workers/client.worker.js'
-import { fmt, median, percentile, spawnAccountedGateway, spawnEchoProcessor, spawnWorker } from './lib.js'
+import {
+  fmt,
+  median,
+  percentile,
+  spawnAccountedGateway,
+  spawnEchoProcessor,
+  spawnWorker,
+  UNLIMITED,
+} from './lib.js'
 
 const { values } = parseArgs({
   options: {
@@ -46,9 +54,8 @@ async function configFile(name: string, config: object): Promise<string> {
 
 const testnet = await createTestnet(3, { host: '127.0.0.1' })
 const bootstrap = testnet.bootstrap.map((b) => `${b.host}:${b.port}`).join(',')
-const unlimited = { rpm: null, tpm: null, dailyTokens: null, monthlyTokens: null }
 const { gateway: accounted, apiKey } = await spawnAccountedGateway(bootstrap, join(dir, 'gw-auth'), {
-  limits: { user: unlimited },
+  limits: { user: UNLIMITED },
 })
 const open = await spawnWorker([
   'gateway',

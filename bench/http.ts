@@ -25,7 +25,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import createTestnet from 'hyperdht/testnet.js'
-import { fmt, median, percentile, spawnAccountedGateway, spawnEchoProcessor } from './lib.js'
+import { fmt, median, percentile, spawnAccountedGateway, spawnEchoProcessor, UNLIMITED } from './lib.js'
 
 const { values } = parseArgs({
   options: { requests: { type: 'string', default: '3000' }, rounds: { type: 'string', default: '3' } },
@@ -122,9 +122,8 @@ const baselineUrl = await new Promise<string>((resolve) =>
 const dir = await mkdtemp(join(tmpdir(), 'llm-mesh-bench-'))
 const testnet = await createTestnet(3, { host: '127.0.0.1' })
 const bootstrap = testnet.bootstrap.map((b) => `${b.host}:${b.port}`).join(',')
-const unlimited = { rpm: null, tpm: null, dailyTokens: null, monthlyTokens: null }
 const { gateway, apiKey } = await spawnAccountedGateway(bootstrap, join(dir, 'gw'), {
-  limits: { user: unlimited },
+  limits: { user: UNLIMITED },
   http: { enabled: true, port: 0 },
 })
 const processor = await spawnEchoProcessor(bootstrap, join(dir, 'proc'), { parallel: CONCURRENCY })

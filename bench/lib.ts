@@ -7,6 +7,9 @@ import { MeshClient } from '../workers/client.worker.js'
 
 export const BIN = fileURLToPath(new URL('../bin/llm-mesh.js', import.meta.url))
 
+/** User limits that never bind: what the benches' accounted gateways run with. */
+export const UNLIMITED = { rpm: null, tpm: null, dailyTokens: null, monthlyTokens: null }
+
 /** Gateways started so far; processors started later admit them. */
 const trustedGateways = new Set<string>()
 

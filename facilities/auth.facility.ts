@@ -162,6 +162,16 @@ export const keyLimitOverridesSchema = z
   .object({ rpm: limitValue.optional(), tpm: limitValue.optional() })
   .strict()
 
+/** What `createKey` takes. */
+const keySpecSchema = z
+  .object({
+    name: z.string().min(1).max(128),
+    expiresInDays: z.number().positive().max(36_500).optional(),
+    models: z.array(z.string().min(1).max(256)).min(1).max(256).optional(),
+    limits: keyLimitOverridesSchema.optional(),
+  })
+  .strict()
+
 const sha256 = (s: string) => createHash('sha256').update(s).digest()
 const nowIso = () => new Date().toISOString()
 
@@ -508,16 +518,7 @@ export class AuthFacility extends Facility {
     if (!u || typeof current !== 'string' || !(await this.verifyPassword(current, u.passwordHash))) {
       throw new MeshError('ERR_AUTH_INVALID', 'the current password is wrong')
     }
-    const passwordHash = await this.hashPassword(password)
-    await this.serial.run(async () => {
-      const latest = this.requireUser(u.username)
-      await this.saveUser({
-        ...latest,
-        passwordHash,
-        tokenVersion: latest.tokenVersion + 1,
-        updatedAt: nowIso(),
-      })
-    })
+    await this.replacePassword(u.username, password)
     this.log.info({ user: u.username }, 'password changed')
   }
 
@@ -525,6 +526,12 @@ export class AuthFacility extends Facility {
   async setPassword(username: string, next: unknown): Promise<void> {
     const password = validate(passwordSchema, next, 'password', 'ERR_BAD_REQUEST')
     this.requireUser(username)
+    await this.replacePassword(username, password)
+    this.log.info({ user: username }, 'password reset')
+  }
+
+  /** Stores a new password hash and ends the user's sessions (a new token version). */
+  private async replacePassword(username: string, password: string): Promise<void> {
     const passwordHash = await this.hashPassword(password)
     await this.serial.run(async () => {
       const latest = this.requireUser(username)
@@ -535,7 +542,6 @@ export class AuthFacility extends Facility {
         updatedAt: nowIso(),
       })
     })
-    this.log.info({ user: username }, 'password reset')
   }
 
   private requireUser(username: string): UserRecord {
@@ -816,14 +822,7 @@ export class AuthFacility extends Facility {
     input: { name?: unknown; expiresInDays?: unknown; models?: unknown; limits?: unknown },
   ): Promise<{ key: string } & PublicKey> {
     const spec = validate(
-      z
-        .object({
-          name: z.string().min(1).max(128),
-          expiresInDays: z.number().positive().max(36_500).optional(),
-          models: z.array(z.string().min(1).max(256)).min(1).max(256).optional(),
-          limits: keyLimitOverridesSchema.optional(),
-        })
-        .strict(),
+      keySpecSchema,
       {
         name: input.name,
         ...(input.expiresInDays !== undefined ? { expiresInDays: input.expiresInDays } : {}),
