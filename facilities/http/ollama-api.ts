@@ -592,7 +592,13 @@ export class OllamaCompatServer {
   async listen(): Promise<void> {
     if (this.closing) throw new MeshError('ERR_UNAVAILABLE', 'server is closed')
     if (this.bound !== null) return
-    this.bound = await listenOn(this.server, this.host, this.port)
+    const port = await listenOn(this.server, this.host, this.port)
+    // Closed while binding: the close found nothing listening, so stop what just started.
+    if (this.closing) {
+      await closeServer(this.server)
+      throw new MeshError('ERR_UNAVAILABLE', 'server is closed')
+    }
+    this.bound = port
   }
 
   /** Base URL, e.g. http://127.0.0.1:41234. @throws ERR_UNAVAILABLE before `listen()` resolved */

@@ -1,4 +1,5 @@
-import { request } from 'node:http'
+import { createServer, request } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import type { Test } from 'brittle'
 import test from 'brittle'
@@ -625,4 +626,36 @@ test('ollama-api: 429 carries Retry-After; the server closes twice safely', asyn
     (err: unknown) => (err instanceof Error ? err.message : String(err)),
   )
   t.is(after, 'fetch failed', 'a closed server answers nothing')
+})
+
+test('ollama-api: a server closed while it binds does not stay listening', async (t) => {
+  // A port that is free now.
+  const probe = createServer()
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve))
+  const port = (probe.address() as AddressInfo).port
+  await new Promise<void>((resolve) => probe.close(() => resolve()))
+
+  const source: InferenceSource = {
+    listModels: async () => [],
+    showModel: async () => {
+      throw MeshError.modelNotFound('m')
+    },
+    runningModels: async () => [],
+    embed: async () => ({ embeddings: [], promptTokens: 0, totalMs: 0, loadMs: 0 }),
+    chat: async () => {
+      throw new Error('unused')
+    },
+    generate: async () => {
+      throw new Error('unused')
+    },
+  }
+  const server = new OllamaCompatServer({ source, port })
+  const listening = server.listen()
+  await server.close()
+  await t.exception(listening, /closed/, 'listen fails: the server was closed meanwhile')
+  const after = await fetch(`http://127.0.0.1:${port}/api/tags`).then(
+    () => 'answered',
+    (err: unknown) => (err instanceof Error ? err.message : String(err)),
+  )
+  t.is(after, 'fetch failed', 'and nothing listens on its port')
 })
