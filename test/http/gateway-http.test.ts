@@ -286,6 +286,14 @@ test('http: errors have the statuses clients expect', { timeout: 120_000 }, asyn
     auth,
   )
   t.is(giant.res.status, 413, 'a body over http.maxBodyBytes: 413, before it is read')
+  t.is(giant.res.headers.get('connection'), 'close', 'and the connection closes: the rest is never read')
+  const getChat = await fetch(`${url}/v1/chat/completions`, { headers: auth })
+  t.is(getChat.status, 405, 'GET on a POST endpoint: 405')
+  t.is(getChat.headers.get('allow'), 'POST')
+  t.is(((await getChat.json()) as { error?: { code?: string } }).error?.code, 'method_not_allowed')
+  const head = await fetch(`${url}/api/tags`, { method: 'HEAD', headers: auth })
+  t.is(head.status, 200, 'HEAD answered as GET')
+  t.is(await head.text(), '', 'without a body')
 
   // Busy: one slot, no queue.
   const stop = new AbortController()
