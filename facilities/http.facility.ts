@@ -6,7 +6,7 @@ import { MeshError } from '../workers/lib/errors.js'
 import type { InferenceSource } from '../workers/lib/wire.js'
 import type { Identity } from './auth.facility.js'
 import { Facility } from './facility.js'
-import { createOllamaRoutes, DEFAULT_OLLAMA_VERSION } from './http/ollama-api.js'
+import { createOllamaRoutes, DEFAULT_OLLAMA_VERSION, sendNotFound } from './http/ollama-api.js'
 import { createOpenAIRoutes, sendOpenAIError } from './http/openai-api.js'
 import { baseUrl, closeServer, listenOn, pathOf, sendJson } from './http/plumbing.js'
 import type { Logger } from './log.facility.js'
@@ -118,7 +118,7 @@ export class HttpFacility extends Facility {
       this.setHeader('X-LLM-Mesh-Overhead-Ms', (before + after).toFixed(3))
     })
     const path = pathOf(req)
-    if (path === null) return sendJson(res, 404, { error: '404 page not found' })
+    if (path === null) return sendNotFound(res)
     const openAI = path.startsWith('/v1/')
 
     let identity: Identity | null = null
@@ -137,6 +137,6 @@ export class HttpFacility extends Facility {
     }
     const source = this.opts.sourceFor(identity, timing)
     if (openAI) return this.openai(req, res, source, path)
-    if (!(await this.ollama(req, res, source, path))) sendJson(res, 404, { error: '404 page not found' })
+    return this.ollama(req, res, source, path)
   }
 }

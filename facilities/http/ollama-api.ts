@@ -32,6 +32,7 @@ import {
   closeServer,
   type Exchange,
   listenOn,
+  methodOf,
   pathOf,
   retryAfterHeaders,
   sendJson,
@@ -55,17 +56,16 @@ export interface OllamaRoutesOptions {
 }
 
 /**
- * Resolves true when it answered the request, false (having touched nothing)
- * when `path` (the request's, parsed once by the caller: `pathOf`) is not an
- * Ollama route. `source` serves this one request (a gateway passes the mesh
- * as seen by the caller).
+ * Answers one request whose `path` (the request's, parsed once by the caller:
+ * `pathOf`) is not under `/v1/`; an unknown path gets Ollama's 404. `source`
+ * serves this one request (a gateway passes the mesh as seen by the caller).
  */
 export type OllamaRoutes = (
   req: IncomingMessage,
   res: ServerResponse,
   source: InferenceSource,
   path: string,
-) => Promise<boolean>
+) => Promise<void>
 
 // ---------------------------------------------------------------- request schemas
 
@@ -533,13 +533,17 @@ export function createOllamaRoutes(opts: OllamaRoutesOptions = {}): OllamaRoutes
 
   return async (req, res, source, path) => {
     const route = routes.get(path)
-    if (!route) return false
-    const method = req.method === 'HEAD' ? 'GET' : req.method
+    if (!route) return sendNotFound(res)
+    const method = methodOf(req)
     const handler = method === 'GET' || method === 'POST' ? route[method] : undefined
     if (handler) await serveRequest(req, res, maxBodyBytes, source, handler, sendError)
     else sendJson(res, 405, { error: '405 method not allowed' }, { Allow: route.GET ? 'GET, HEAD' : 'POST' })
-    return true
   }
+}
+
+/** Ollama's 404, for a path it has no route for (or a URL that does not parse). */
+export function sendNotFound(res: ServerResponse): void {
+  sendJson(res, 404, { error: NOT_FOUND_TEXT })
 }
 
 // ---------------------------------------------------------------- server
@@ -575,16 +579,11 @@ export class OllamaCompatServer {
     })
     this.server = createServer((req, res) => {
       const path = pathOf(req)
-      if (path === null) return sendJson(res, 404, { error: NOT_FOUND_TEXT })
-      this.routes(req, res, source, path).then(
-        (handled) => {
-          if (!handled) sendJson(res, 404, { error: NOT_FOUND_TEXT })
-        },
-        (err: unknown) => {
-          if (res.headersSent) res.destroy()
-          else sendError(res, err)
-        },
-      )
+      if (path === null) return sendNotFound(res)
+      this.routes(req, res, source, path).catch((err: unknown) => {
+        if (res.headersSent) res.destroy()
+        else sendError(res, err)
+      })
     })
   }
 

@@ -21,6 +21,7 @@ import type {
   GenerationOptions,
   GenerationResult,
   InferenceSource,
+  ModelInfo,
 } from '../../workers/lib/wire.js'
 import { retryAfterHeaders, sendJson, serveRequest } from './plumbing.js'
 
@@ -307,15 +308,7 @@ export function createOpenAIRoutes(opts: OpenAIRoutesOptions = {}): OpenAIRoutes
         if (path === '/v1/models') {
           if (method !== 'GET') return notAllowed(res, 'GET')
           const models = await source.listModels()
-          sendJson(res, 200, {
-            object: 'list',
-            data: models.map((m) => ({
-              id: m.name,
-              object: 'model',
-              created: Math.floor(Date.parse(m.modifiedAt) / 1000) || 0,
-              owned_by: OWNER,
-            })),
-          })
+          sendJson(res, 200, { object: 'list', data: models.map(modelObject) })
           return
         }
         if (path.startsWith('/v1/models/')) {
@@ -328,12 +321,7 @@ export function createOpenAIRoutes(opts: OpenAIRoutesOptions = {}): OpenAIRoutes
           }
           const m = (await source.listModels()).find((x) => x.name === id)
           if (!m) throw MeshError.modelNotFound(id)
-          sendJson(res, 200, {
-            id: m.name,
-            object: 'model',
-            created: Math.floor(Date.parse(m.modifiedAt) / 1000) || 0,
-            owned_by: OWNER,
-          })
+          sendJson(res, 200, modelObject(m))
           return
         }
         if (path === '/v1/chat/completions') {
@@ -355,6 +343,16 @@ export function createOpenAIRoutes(opts: OpenAIRoutesOptions = {}): OpenAIRoutes
       },
       sendOpenAIError,
     )
+}
+
+/** A model as OpenAI's API describes one. */
+function modelObject(m: ModelInfo): { id: string; object: 'model'; created: number; owned_by: string } {
+  return {
+    id: m.name,
+    object: 'model',
+    created: Math.floor(Date.parse(m.modifiedAt) / 1000) || 0,
+    owned_by: OWNER,
+  }
 }
 
 /** 405 in OpenAI's error shape. */

@@ -107,6 +107,11 @@ export function pathOf(req: IncomingMessage): string | null {
   }
 }
 
+/** A request's method, HEAD answered as GET. */
+export function methodOf(req: IncomingMessage): string | undefined {
+  return req.method === 'HEAD' ? 'GET' : req.method
+}
+
 /** One request as a route handler sees it. */
 export interface Exchange {
   req: IncomingMessage
@@ -148,7 +153,7 @@ export async function serveRequest(
     await handle({
       req,
       res,
-      method: req.method === 'HEAD' ? 'GET' : req.method,
+      method: methodOf(req),
       cancel,
       source,
       body: async () => parseJsonObject(await readBody(req, maxBodyBytes)),
