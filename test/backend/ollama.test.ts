@@ -1,5 +1,4 @@
 import { createServer } from 'node:http'
-import { createServer as createNetServer } from 'node:net'
 import { join } from 'node:path'
 import type { Test } from 'brittle'
 import test from 'brittle'
@@ -9,6 +8,7 @@ import { TINY_MODEL_NAME, writeTinyModel } from '../../facilities/backends/tiny-
 import { OllamaCompatServer } from '../../facilities/http/ollama-api.js'
 import type { GenerationResult } from '../../workers/lib/wire.js'
 import { rejectsWith } from '../helpers/assert.js'
+import { closedPort } from '../helpers/mesh.js'
 
 const STEP1_TEXT = 'defghijklmnopqrstuvwxyz'
 const GREEDY = { temperature: 0 }
@@ -38,16 +38,6 @@ async function setup(t: Test): Promise<Setup> {
   t.teardown(() => ollama.close(), { order: 1 })
   await ollama.open()
   return { ollama, engine, url: server.url }
-}
-
-/** A 127.0.0.1 port with nothing listening on it. */
-async function closedPort(): Promise<number> {
-  const srv = createNetServer()
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
-  const addr = srv.address()
-  const port = typeof addr === 'object' && addr !== null ? addr.port : 0
-  await new Promise<void>((resolve) => srv.close(() => resolve()))
-  return port
 }
 
 async function streamed(

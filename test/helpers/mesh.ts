@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process'
+import { createServer as createNetServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import createTestnet, { type Testnet } from 'hyperdht/testnet.js'
 import { MeshClient } from '../../workers/client.worker.js'
@@ -19,6 +20,16 @@ export const FAST_REGISTRY = {
   heartbeatIntervalMs: 300,
   heartbeatTimeoutMs: 600,
   maxMissed: 2,
+}
+
+/** A 127.0.0.1 port with nothing listening on it. */
+export async function closedPort(): Promise<number> {
+  const srv = createNetServer()
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
+  const addr = srv.address()
+  const port = typeof addr === 'object' && addr !== null ? addr.port : 0
+  await new Promise<void>((resolve) => srv.close(() => resolve()))
+  return port
 }
 
 /** Logs stay quiet unless LLM_MESH_TEST_LOG is set. */

@@ -1,5 +1,4 @@
-import { createServer, request } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { request } from 'node:http'
 import { join } from 'node:path'
 import type { Test } from 'brittle'
 import test from 'brittle'
@@ -8,6 +7,8 @@ import { TINY_MODEL_NAME, writeTinyModel } from '../../facilities/backends/tiny-
 import { OllamaCompatServer } from '../../facilities/http/ollama-api.js'
 import { MeshError } from '../../workers/lib/errors.js'
 import type { GenerateCallbacks, GenerationResult, InferenceSource } from '../../workers/lib/wire.js'
+import { rejectsWith } from '../helpers/assert.js'
+import { closedPort } from '../helpers/mesh.js'
 
 const STEP1_TEXT = 'defghijklmnopqrstuvwxyz'
 const GREEDY = { temperature: 0 }
@@ -629,12 +630,7 @@ test('ollama-api: 429 carries Retry-After; the server closes twice safely', asyn
 })
 
 test('ollama-api: a server closed while it binds does not stay listening', async (t) => {
-  // A port that is free now.
-  const probe = createServer()
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve))
-  const port = (probe.address() as AddressInfo).port
-  await new Promise<void>((resolve) => probe.close(() => resolve()))
-
+  const port = await closedPort()
   const source: InferenceSource = {
     listModels: async () => [],
     showModel: async () => {
@@ -652,7 +648,7 @@ test('ollama-api: a server closed while it binds does not stay listening', async
   const server = new OllamaCompatServer({ source, port })
   const listening = server.listen()
   await server.close()
-  await t.exception(listening, /closed/, 'listen fails: the server was closed meanwhile')
+  await rejectsWith(t, listening, 'ERR_UNAVAILABLE', 'listen fails: the server was closed meanwhile')
   const after = await fetch(`http://127.0.0.1:${port}/api/tags`).then(
     () => 'answered',
     (err: unknown) => (err instanceof Error ? err.message : String(err)),
