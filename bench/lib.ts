@@ -36,10 +36,8 @@ export async function spawnWorker(
 ): Promise<{ child: ChildProcess; publicKey: string; httpUrl: string | null; stop(): Promise<void> }> {
   // LLM_MESH_BENCH_PROF=gateway (or processor) writes a V8 CPU profile of that worker to
   // LLM_MESH_BENCH_PROF_DIR (default ./bench/out) when it stops.
-  const prof =
-    process.env.LLM_MESH_BENCH_PROF === args[0]
-      ? ['--cpu-prof', `--cpu-prof-dir=${process.env.LLM_MESH_BENCH_PROF_DIR ?? 'bench/out'}`]
-      : []
+  const outDir = process.env.LLM_MESH_BENCH_PROF_DIR ?? 'bench/out'
+  const prof = process.env.LLM_MESH_BENCH_PROF === args[0] ? ['--cpu-prof', `--cpu-prof-dir=${outDir}`] : []
   // LLM_MESH_BENCH_CALLGRIND=gateway runs that worker under valgrind's callgrind with counting off
   // (`callgrind_control -i on|off <pid>` brackets a load): instruction counts per request do not
   // drift with the machine's load the way seconds do.
@@ -48,7 +46,7 @@ export async function spawnWorker(
       ? [
           '--tool=callgrind',
           '--instr-atstart=no',
-          `--callgrind-out-file=${process.env.LLM_MESH_BENCH_PROF_DIR ?? 'bench/out'}/callgrind.%p`,
+          `--callgrind-out-file=${outDir}/callgrind.%p`,
           process.execPath,
         ]
       : []

@@ -50,6 +50,7 @@ function sleep(ms: number, cancel: CancelToken): Promise<void> {
     }
   })
 }
+
 /** Aborts `cancel` when the caller stops (by its CancelToken or its signal); returns the unwatch. */
 function watchCaller(caller: Cancellable, cancel: CancelToken): () => void {
   const abort = () => cancel.abort()
