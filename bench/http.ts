@@ -5,15 +5,20 @@
  * - baseline: the project's Ollama route layer over the instant echo backend,
  *   in a process of its own (bench/ollama-echo-server.ts): the engine's own
  *   HTTP server, nothing in front;
+ * - floor: a bare node:http relay → raw @hyperswarm/rpc → an echo in a third
+ *   process (bench/bare-relay.ts): the same two extra hops and processes as
+ *   the mesh with none of its work, i.e. what this stack costs on this machine
+ *   before llm-mesh does anything;
  * - mesh: the gateway's HTTP API (API key checked, limits, usage ledger) →
  *   RPC → a processor with the echo backend.
  *
  * Load from this process with node:http and a keep-alive agent:
  * `POST /api/generate` non-streamed, one at a time (latency: added p50/p99),
- * then 64 in flight (req/s); and streamed, one at a time, timing the first
- * line of the body (added time to first token). With `wrk` installed
+ * and streamed, one at a time, timing the first line of the body (added time
+ * to first token), the targets taking turns in batches of 250; then 64 in
+ * flight to each target (req/s). With `wrk` installed
  * (Debian: apt-get install wrk), req/s is also measured with it. Rounds alternate between the
- * two targets; medians of `--rounds`.
+ * targets; medians of `--rounds`.
  *
  *   npm run build && node dist/bench/http.js [--requests 3000] [--rounds 3]
  */
@@ -76,19 +81,34 @@ function post(target: Target, path: string, body: string): Promise<{ firstMs: nu
   })
 }
 
+/** Sequential requests taking turns in batches, so the VM's drift (2x over minutes) hits every target alike. */
+const BATCH = 250
+
 async function latency(
-  target: Target,
+  list: Target[],
   streamed: boolean,
-): Promise<{ p50: number; p99: number; ttft: number }> {
-  const totals: number[] = []
-  const firsts: number[] = []
-  for (let i = 0; i < REQUESTS; i++) {
-    const r = await post(target, '/api/generate', streamed ? STREAM_BODY : BODY)
-    totals.push(r.totalMs)
-    firsts.push(r.firstMs)
+): Promise<Map<string, { p50: number; p99: number; ttft: number }>> {
+  const totals = new Map<string, number[]>(list.map((t) => [t.name, []]))
+  const firsts = new Map<string, number[]>(list.map((t) => [t.name, []]))
+  for (let done = 0; done < REQUESTS; done += BATCH) {
+    for (const target of list) {
+      for (let i = done; i < Math.min(REQUESTS, done + BATCH); i++) {
+        const r = await post(target, '/api/generate', streamed ? STREAM_BODY : BODY)
+        totals.get(target.name)?.push(r.totalMs)
+        firsts.get(target.name)?.push(r.firstMs)
+      }
+    }
   }
-  totals.sort((a, b) => a - b)
-  return { p50: percentile(totals, 50), p99: percentile(totals, 99), ttft: median(firsts) }
+  const out = new Map<string, { p50: number; p99: number; ttft: number }>()
+  for (const target of list) {
+    const sorted = (totals.get(target.name) ?? []).sort((a, b) => a - b)
+    out.set(target.name, {
+      p50: percentile(sorted, 50),
+      p99: percentile(sorted, 99),
+      ttft: median(firsts.get(target.name) ?? []),
+    })
+  }
+  return out
 }
 
 async function throughput(target: Target): Promise<number> {
@@ -106,38 +126,60 @@ async function throughput(target: Target): Promise<number> {
   return n / ((performance.now() - t0) / 1000)
 }
 
-// Baseline server.
-const baselineChild: ChildProcess = spawn(
-  process.execPath,
-  [fileURLToPath(new URL('./ollama-echo-server.js', import.meta.url))],
-  { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] },
-)
-const baselineUrl = await new Promise<string>((resolve) =>
-  baselineChild.on('message', (m: { type?: string; url?: string }) => {
-    if (m?.type === 'ready') resolve(m.url ?? '')
-  }),
-)
+/** Starts `node dist/bench/<script> ...args` and resolves with it and its IPC ready message. */
+async function spawnBench(
+  script: string,
+  args: string[] = [],
+  env: Record<string, string> = {},
+): Promise<{ child: ChildProcess; ready: { url?: string; publicKey?: string } }> {
+  const child = spawn(process.execPath, [fileURLToPath(new URL(script, import.meta.url)), ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  })
+  const ready = await new Promise<{ url?: string; publicKey?: string }>((resolve, reject) => {
+    child.on('message', (m: { type?: string; url?: string; publicKey?: string }) => {
+      if (m?.type === 'ready') resolve(m)
+    })
+    child.once('exit', (code) => reject(new Error(`${script} ${args.join(' ')} exited with ${code}`)))
+  })
+  return { child, ready }
+}
 
-// The mesh.
+// Baseline server.
+const baseline = await spawnBench('./ollama-echo-server.js')
+
 const dir = await mkdtemp(join(tmpdir(), 'llm-mesh-bench-'))
 const testnet = await createTestnet(3, { host: '127.0.0.1' })
 const bootstrap = testnet.bootstrap.map((b) => `${b.host}:${b.port}`).join(',')
+
+// The floor: a bare HTTP → RPC relay and a raw RPC echo, in two processes.
+const BOOTSTRAP = JSON.stringify(bootstrap.split(','))
+const bareProcessor = await spawnBench('./bare-relay.js', ['processor'], { BOOTSTRAP })
+const relay = await spawnBench('./bare-relay.js', ['relay'], {
+  BOOTSTRAP,
+  PROCESSOR: bareProcessor.ready.publicKey ?? '',
+})
+
+// The mesh.
 const { gateway, apiKey } = await spawnAccountedGateway(bootstrap, join(dir, 'gw'), {
   limits: { user: UNLIMITED },
   http: { enabled: true, port: 0 },
 })
 const processor = await spawnEchoProcessor(bootstrap, join(dir, 'proc'), { parallel: CONCURRENCY })
 const targets: Target[] = [
-  { name: 'direct', url: new URL(baselineUrl), headers: {} },
+  { name: 'direct', url: new URL(baseline.ready.url ?? ''), headers: {} },
+  { name: 'floor', url: new URL(relay.ready.url ?? ''), headers: {} },
   { name: 'mesh', url: new URL(gateway.httpUrl ?? ''), headers: { Authorization: `Bearer ${apiKey}` } },
 ]
-// Wait until the gateway routes to the processor.
-for (;;) {
-  try {
-    await post(targets[1] as Target, '/api/generate', BODY)
-    break
-  } catch {
-    await new Promise((r) => setTimeout(r, 100))
+// Wait until the relay reaches its processor and the gateway routes to its own.
+for (const target of targets) {
+  for (;;) {
+    try {
+      await post(target, '/api/generate', BODY)
+      break
+    } catch {
+      await new Promise((r) => setTimeout(r, 100))
+    }
   }
 }
 
@@ -169,15 +211,23 @@ const results = new Map<
   string,
   Array<{ p50: number; p99: number; ttft: number; rps: number; wrk: number | null }>
 >()
-for (const target of targets) await latency(target, false) // warm-up
+await latency(targets, false) // warm-up
 for (let r = 0; r < ROUNDS; r++) {
-  for (const target of r % 2 ? [...targets].reverse() : targets) {
-    const unary = await latency(target, false)
-    const streamed = await latency(target, true)
+  const order = r % 2 ? [...targets].reverse() : targets
+  const unary = await latency(order, false)
+  const streamed = await latency(order, true)
+  for (const target of order) {
     const rps = await throughput(target)
     const wrk = await wrkThroughput(target)
+    const u = unary.get(target.name)
     const list = results.get(target.name) ?? []
-    list.push({ p50: unary.p50, p99: unary.p99, ttft: streamed.ttft, rps, wrk })
+    list.push({
+      p50: u?.p50 ?? Number.NaN,
+      p99: u?.p99 ?? Number.NaN,
+      ttft: streamed.get(target.name)?.ttft ?? Number.NaN,
+      rps,
+      wrk,
+    })
     results.set(target.name, list)
   }
 }
@@ -193,6 +243,7 @@ console.log(
 console.log('|---|---|---|---|---|---|')
 for (const [name, label] of [
   ['direct', 'Ollama-compatible server, direct (baseline)'],
+  ['floor', 'bare HTTP → RPC relay → RPC echo (the stack alone)'],
   ['mesh', 'gateway HTTP (key, limits, ledger) → processor'],
 ] as const) {
   console.log(
@@ -200,12 +251,22 @@ for (const [name, label] of [
   )
 }
 console.log(
+  `added by the stack alone (floor): p50 ${fmt(med('floor', 'p50') - med('direct', 'p50'), 3)} ms, time to first token ${fmt(med('floor', 'ttft') - med('direct', 'ttft'), 3)} ms; throughput ratio ${fmt(med('floor', 'rps') / med('direct', 'rps'), 3)}`,
+)
+console.log(
+  `llm-mesh's own share (mesh − floor): p50 ${fmt(med('mesh', 'p50') - med('floor', 'p50'), 3)} ms, time to first token ${fmt(med('mesh', 'ttft') - med('floor', 'ttft'), 3)} ms`,
+)
+console.log(
   `added by the mesh: p50 ${fmt(med('mesh', 'p50') - med('direct', 'p50'), 3)} ms, p99 ${fmt(med('mesh', 'p99') - med('direct', 'p99'), 3)} ms, time to first token ${fmt(med('mesh', 'ttft') - med('direct', 'ttft'), 3)} ms; throughput ratio ${fmt(med('mesh', 'rps') / med('direct', 'rps'), 3)}`,
 )
 
 agent.destroy()
 await processor.stop()
 await gateway.stop()
+for (const child of [relay.child, bareProcessor.child, baseline.child]) {
+  const exited = new Promise((resolve) => child.once('exit', resolve))
+  child.disconnect()
+  await exited
+}
 await testnet.destroy()
-baselineChild.disconnect()
 await rm(dir, { recursive: true, force: true })
