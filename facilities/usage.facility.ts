@@ -13,7 +13,7 @@ import type { StoreFacility } from './store.facility.js'
  * facilities/lib/journal.ts) in front of an index (Hyperbee `usage`).
  *
  *   journal block n                                { ts, records: UsageRecord[] }   (one group commit)
- *   usage/<userId>/<group ISO time>/<n + 1>        { records: UsageRecord[] }       (that user's records of block n)
+ *   usage/<userId>/<group ISO time>/<n + 1>        { records: UsageRecord[] }       (that user's records of blocks n…, see RECORD_GROUP_*)
  *   counters/<userId>/<YYYY-MM-DD>/<model>         { requests, errors, promptTokens, completionTokens }
  *   meta/ledger                                    { commits, records, journalLength }
  *
@@ -43,6 +43,16 @@ export const DEFAULT_MAX_BATCH = 4096
 const META_KEY = 'meta/ledger'
 /** Journal blocks indexed in one Hyperbee batch at most. */
 const MAX_BLOCKS_PER_INDEX = 1024
+/**
+ * A user's records of consecutive journal blocks share one `usage/` key while
+ * their blocks lie within RECORD_GROUP_SPAN_MS of the first and they number
+ * under RECORD_GROUP_MAX: one Hyperbee put per user and index batch rather
+ * than one per block (at one request at a time, every block is one record).
+ */
+const RECORD_GROUP_SPAN_MS = 1000
+const RECORD_GROUP_MAX = 256
+/** How much later than a record its journal block may be stamped, at most, for `records()`. */
+const RECORD_READ_SLACK_MS = 60_000
 /** How long the index may trail the journal while nobody reads it. */
 const INDEX_INTERVAL_MS = 100
 /** After a failed index write: first retry, doubling up to the max. */
@@ -344,18 +354,34 @@ export class UsageFacility extends Facility {
     if (to <= from) return
     const touched = new Map<string, UsageCounter>()
     const indexedRecords: UsageRecord[] = []
+    /** Each user's open `usage/` group: its key, its first block's time, its records. */
+    const groups = new Map<string, { key: string; ts: number; records: Array<Omit<UsageRecord, 'userId'>> }>()
     const batch = bee.batch()
     try {
       for (let n = from; n < to; n++) {
         const block = this.unindexed.get(n)
         if (!block) throw new Error(`journal block ${n} is missing`)
-        const stamp = `${new Date(block.ts).toISOString()}/${String(n + 1).padStart(12, '0')}`
-        const byUser = new Map<string, UsageRecord[]>()
+        const opened = new Set<string>()
         for (const r of block.records) {
-          const list = byUser.get(r.userId)
-          if (list) list.push(r)
-          else byUser.set(r.userId, [r])
-          const key = `counters/${r.userId}/${utcDay(r.ts)}/${r.model}`
+          const { userId, ...rest } = r
+          let group = groups.get(userId)
+          if (
+            group &&
+            !opened.has(userId) &&
+            (block.ts - group.ts > RECORD_GROUP_SPAN_MS || group.records.length >= RECORD_GROUP_MAX)
+          ) {
+            await batch.put(group.key, { records: group.records })
+            group = undefined
+          }
+          if (!group) {
+            const stamp = `${new Date(block.ts).toISOString()}/${String(n + 1).padStart(12, '0')}`
+            group = { key: `usage/${userId}/${stamp}`, ts: block.ts, records: [] }
+            groups.set(userId, group)
+          }
+          // A block's records stay together: its number is in the key of the group it starts.
+          opened.add(userId)
+          group.records.push(rest)
+          const key = `counters/${userId}/${utcDay(r.ts)}/${r.model}`
           let c = touched.get(key)
           if (!c) {
             c = { ...(await this.committedCounter(key, batch)) }
@@ -364,10 +390,8 @@ export class UsageFacility extends Facility {
           addTo(c, r)
           indexedRecords.push(r)
         }
-        for (const [userId, list] of byUser) {
-          await batch.put(`usage/${userId}/${stamp}`, { records: list.map(({ userId: _, ...rest }) => rest) })
-        }
       }
+      for (const group of groups.values()) await batch.put(group.key, { records: group.records })
       for (const [key, c] of touched) await batch.put(key, c)
       const meta: LedgerMeta = {
         commits: to,
@@ -508,19 +532,22 @@ export class UsageFacility extends Facility {
     return { userId, from, to, rows, total: sumRows(rows) }
   }
 
-  /** One user's records, oldest first, of commits from `fromTs` to `toTs` (ms), at most `limit`. */
+  /** One user's records made from `fromTs` to `toTs` (ms, their `ts`, both included), oldest first, at most `limit`. */
   async records(userId: string, fromTs: number, toTs: number, limit = 1000): Promise<UsageRecord[]> {
     await this.indexed()
     const bee = this.bee
     if (!bee) throw new MeshError('ERR_UNAVAILABLE', 'ledger is closed')
     const out: UsageRecord[] = []
     const base = `usage/${userId}/`
+    // A key holds the records of up to RECORD_GROUP_SPAN_MS after its time, and a record's block is
+    // written a moment after the record: read a little wider and keep the records inside the range.
     const range = {
-      gte: base + new Date(fromTs).toISOString(),
-      lt: `${base + new Date(toTs).toISOString()}0`,
+      gte: base + new Date(Math.max(0, fromTs - RECORD_GROUP_SPAN_MS)).toISOString(),
+      lt: `${base + new Date(toTs + RECORD_READ_SLACK_MS).toISOString()}0`,
     }
     for await (const entry of bee.createReadStream<{ records: Array<Omit<UsageRecord, 'userId'>> }>(range)) {
       for (const r of entry.value.records) {
+        if (r.ts < fromTs || r.ts > toTs) continue
         out.push({ userId, ...r })
         if (out.length >= limit) return out
       }

@@ -98,10 +98,18 @@ function parseJsonObject(raw: Buffer): Record<string, unknown> {
   return body
 }
 
+const PLAIN_PATH = /^\/(?!\/)[\w\-/]*$/
+
 /** The path of a request's URL (`/api/chat` of `/api/chat?x=1`); null when the URL cannot be parsed. */
 export function pathOf(req: IncomingMessage): string | null {
+  const url = req.url ?? '/'
+  const query = url.indexOf('?')
+  const path = query < 0 ? url : url.slice(0, query)
+  // Letters, digits, '_', '-' and single-slash-led segments parse to themselves: no URL object
+  // on every request's path. Anything else (dots, '%', '//', '#') goes through the WHATWG parser.
+  if (PLAIN_PATH.test(path)) return path
   try {
-    return new URL(req.url ?? '/', 'http://localhost').pathname
+    return new URL(url, 'http://localhost').pathname
   } catch {
     return null
   }

@@ -167,7 +167,8 @@ test('usage: records arriving during a commit go into the next one', async (t) =
   t.alike(d.meta, { commits: 2, records: 12, journalLength: 2 })
   t.alike(
     d.usage.map((e) => e.records.length),
-    [5, 7],
+    [12],
+    "the two commits' records share one index key (same user, within a second)",
   )
 })
 
@@ -179,7 +180,8 @@ test('usage: maxBatch splits a burst into commits of at most maxBatch records', 
   t.alike(d.meta, { commits: 4, records: 35, journalLength: 4 })
   t.alike(
     d.usage.map((e) => e.records.length),
-    [10, 10, 10, 5],
+    [35],
+    'one index key for the four commits',
   )
   t.alike(
     d.usage.flatMap((e) => e.records.map((r) => r.id)),
@@ -192,6 +194,69 @@ test('usage: maxBatch splits a burst into commits of at most maxBatch records', 
       { requests: 35, errors: 0, promptTokens: (34 * 35) / 2, completionTokens: 35 },
     ],
   ])
+})
+
+test('usage: one index key per user for many commits, split at 256 records and after a second', async (t) => {
+  // maxBatch 1: every record is a commit of its own, as at one request at a time, and all of
+  // them are journaled before the index's first run (100 ms later), which takes them in one batch.
+  const { store, usage } = await openLedger(t, { maxBatch: 1 })
+  const made = Array.from({ length: 450 }, (_, i) => rec({ userId: i % 3 === 0 ? 'u2' : 'u1' }))
+  await Promise.all(made.map((r) => usage.record(r)))
+  const d = await dump(store, usage)
+  t.is(d.meta?.commits, 450)
+  const keysOf = (user: string) => d.usage.filter((e) => e.key.startsWith(`usage/${user}/`))
+  t.alike(
+    keysOf('u1').map((e) => e.records.length),
+    [256, 44],
+    'u1: 300 commits in two keys, the first full',
+  )
+  t.alike(
+    keysOf('u2').map((e) => e.records.length),
+    [150],
+    'u2: 150 commits in one key',
+  )
+  t.alike(
+    d.usage.flatMap((e) => e.records.map((r) => r.id)).sort(),
+    made.map((r) => r.id).sort(),
+    'every record once',
+  )
+
+  // A commit more than a second after a key's first starts a key of its own.
+  const realNow = Date.now
+  const later = realNow() + 5_000
+  Date.now = () => later
+  try {
+    await usage.record(rec({ userId: 'u2', ts: later }))
+  } finally {
+    Date.now = realNow
+  }
+  const after = await dump(store, usage)
+  t.alike(
+    after.usage.filter((e) => e.key.startsWith('usage/u2/')).map((e) => e.records.length),
+    [150, 1],
+  )
+})
+
+test('usage: records() keeps only the records inside its range, though a key holds more', async (t) => {
+  const { usage } = await openLedger(t)
+  const now = Date.now()
+  const early = rec({ userId: 'u1', ts: now - 500 })
+  const late = rec({ userId: 'u1', ts: now })
+  await usage.record(early)
+  await usage.record(late)
+  t.alike(
+    (await usage.records('u1', now, now)).map((r) => r.id),
+    [late.id],
+    'from = to = the later ts',
+  )
+  t.alike(
+    (await usage.records('u1', now - 500, now - 1)).map((r) => r.id),
+    [early.id],
+  )
+  t.alike(
+    (await usage.records('u1', 0, now + 1)).map((r) => r.id),
+    [early.id, late.id],
+  )
 })
 
 /** A mix over users (one a prefix of another), days, models (one with a slash) and statuses. */
