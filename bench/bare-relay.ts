@@ -15,6 +15,7 @@
 import { createServer } from 'node:http'
 import RPC from '@hyperswarm/rpc'
 import DHT from 'hyperdht'
+import { baseUrl, closeServer, listenOn } from '../facilities/http/plumbing.js'
 
 const role = process.argv[2]
 const bootstrap = JSON.parse(process.env.BOOTSTRAP ?? 'null') as string[] | null
@@ -67,16 +68,9 @@ if (role === 'processor') {
     })
   })
   server.keepAliveTimeout = 65_000
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  stops.unshift(
-    () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections()
-        server.close(() => resolve())
-      }),
-  )
-  const { port } = server.address() as { port: number }
-  process.send?.({ type: 'ready', url: `http://127.0.0.1:${port}` })
+  const port = await listenOn(server, '127.0.0.1', 0)
+  stops.unshift(() => closeServer(server))
+  process.send?.({ type: 'ready', url: baseUrl('127.0.0.1', port) })
 }
 
 process.once('disconnect', async () => {
