@@ -54,15 +54,13 @@ function sleep(ms: number, cancel: CancelToken): Promise<void> {
 /** Aborts `cancel` when the caller stops (by its CancelToken or its signal); returns the unwatch. */
 function watchCaller(caller: Cancellable, cancel: CancelToken): () => void {
   const abort = () => cancel.abort()
-  const unwatchToken = caller.cancel?.onAbort(abort)
+  const unwatchToken = caller.cancel?.onAbort(abort) ?? noop
   const { signal } = caller
-  if (!signal || signal.aborted) {
-    if (signal?.aborted) abort()
-    return unwatchToken ?? noop
-  }
+  if (signal?.aborted) abort()
+  if (!signal || signal.aborted) return unwatchToken
   signal.addEventListener('abort', abort, { once: true })
   return () => {
-    unwatchToken?.()
+    unwatchToken()
     signal.removeEventListener('abort', abort)
   }
 }
