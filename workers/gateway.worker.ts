@@ -82,6 +82,8 @@ export interface Sink {
   watch(cancel: CancelToken): () => void
   /** Called each time the request is handed to a processor. */
   onDispatch?: () => void
+  /** Called when a processor's whole answer came back, before it is accounted. */
+  onAnswer?: () => void
 }
 
 /** An embedding answer as processors give it, with who served it. */
@@ -590,13 +592,20 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
    */
   async serveInfer(identity: Identity | null, req: InferRequest, sink: Sink): Promise<InferResult> {
     await this.admissible(identity, req.model)
-    if (!identity) return this.run(req, sink, '')
+    if (!identity) return this.answered(this.run(req, sink, ''), sink.onAnswer)
     return this.accounted(
       identity,
       req.model,
-      async () => this.run(req, sink, identity.userId),
+      async () => this.answered(this.run(req, sink, identity.userId), sink.onAnswer),
       (r) => r,
     )
+  }
+
+  /** `work`'s result, once `onAnswer` has been told it came back. */
+  private async answered<T>(work: Promise<T>, onAnswer: (() => void) | undefined): Promise<T> {
+    const result = await work
+    onAnswer?.()
+    return result
   }
 
   /**
@@ -667,12 +676,20 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
    * request (prompt tokens). Retried on another processor when one fails.
    * @throws as `serveInfer`
    */
-  async serveEmbed(identity: Identity | null, req: EmbedRequest, watch: Sink['watch']): Promise<EmbedReply> {
+  async serveEmbed(
+    identity: Identity | null,
+    req: EmbedRequest,
+    watch: Sink['watch'],
+    onAnswer?: Sink['onAnswer'],
+  ): Promise<EmbedReply> {
     await this.admissible(identity, req.model)
     const cancel = new CancelToken()
     const work = () =>
-      this.withDeadline(cancel, this.config.inferenceTimeoutMs, watch, () =>
-        this.embedAttempts(req, identity?.userId ?? '', cancel),
+      this.answered(
+        this.withDeadline(cancel, this.config.inferenceTimeoutMs, watch, () =>
+          this.embedAttempts(req, identity?.userId ?? '', cancel),
+        ),
+        onAnswer,
       )
     if (!identity) return work()
     return this.accounted(identity, req.model, work, (r) => ({ processor: r.processor }))
@@ -880,26 +897,29 @@ class GatewaySource implements InferenceSource {
 
   async embed(req: EmbedRequest, cb: Cancellable = {}): Promise<EmbedResult> {
     this.timing.dispatched ??= performance.now()
-    const r = await this.gateway.serveEmbed(
+    return this.gateway.serveEmbed(
       this.identity,
       parseEmbedRequest(req, this.gateway.config.maxPromptBytes),
       (cancel) => watchCaller(cb, cancel),
+      () => {
+        this.timing.answered = performance.now()
+      },
     )
-    this.timing.answered = performance.now()
-    return r
   }
 
   private async serve(payload: Record<string, unknown>, cb: GenerateCallbacks): Promise<GenerationResult> {
     const req = parseInferRequest(payload, this.gateway.config.maxPromptBytes)
-    const result = await this.gateway.serveInfer(this.identity, req, {
+    return this.gateway.serveInfer(this.identity, req, {
       runningKey: null,
       onText: cb.onToken ?? null,
       watch: (cancel) => watchCaller(cb, cancel),
       onDispatch: () => {
         this.timing.dispatched ??= performance.now()
       },
+      // The ledger write after the answer is the gateway's time too.
+      onAnswer: () => {
+        this.timing.answered = performance.now()
+      },
     })
-    this.timing.answered = performance.now()
-    return result
   }
 }

@@ -3,6 +3,7 @@ import test, { type Test } from 'brittle'
 import { Ollama } from 'ollama'
 import OpenAI from 'openai'
 import { TINY_MODEL_NAME, writeTinyModel } from '../../facilities/backends/tiny-model.js'
+import type { UsageFacility } from '../../facilities/usage.facility.js'
 import { apiKeyFor, spawnProcessor, startGateway, testnet, until } from '../helpers/mesh.js'
 
 const STEP1_TEXT = 'defghijklmnopqrstuvwxyz'
@@ -260,6 +261,17 @@ test('http: errors have the statuses clients expect', { timeout: 120_000 }, asyn
   t.is((ok.json?.message as { content?: string })?.content, STEP1_TEXT)
   const overhead = Number(ok.res.headers.get('x-llm-mesh-overhead-ms'))
   t.ok(Number.isFinite(overhead) && overhead >= 0, `X-LLM-Mesh-Overhead-Ms: ${overhead}`)
+  // The ledger write after the answer is the gateway's time too: a slow one shows in the header.
+  const usage = gateway.usage as UsageFacility
+  const record = usage.record.bind(usage)
+  usage.record = async (r) => {
+    await new Promise((resolve) => setTimeout(resolve, 150))
+    return record(r)
+  }
+  const slow = await post(`${url}/api/chat`, chatBody, auth)
+  usage.record = record
+  const slowOverhead = Number(slow.res.headers.get('x-llm-mesh-overhead-ms'))
+  t.ok(slowOverhead >= 150, `a 150 ms ledger write counts in X-LLM-Mesh-Overhead-Ms: ${slowOverhead}`)
 
   const unknown = await post(`${url}/api/chat`, chatBody.replace(TINY_MODEL_NAME, 'nope'), auth)
   t.is(unknown.res.status, 404, 'unknown model: 404')
