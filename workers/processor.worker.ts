@@ -48,9 +48,18 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
   private tokensPerSecond = 0
   private modelCache: { at: number; models: ModelInfo[] } | null = null
   private throttled: ThrottledSource | null = null
+  /** This processor's key in hex, as every answer names it (made once). */
+  private keyHex: string | null = null
+  /** Keys of unary generations (no caller-given id) in `running`. */
+  private nextUnary = 0
 
   constructor(config: ProcessorConfig, opts: WorkerOptions = {}) {
     super('processor', config, opts)
+  }
+
+  private get hexKey(): string {
+    if (this.keyHex === null) this.keyHex = this.publicKey.toString('hex')
+    return this.keyHex
   }
 
   get backend(): Backend {
@@ -181,7 +190,8 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
   private async infer(payload: unknown, ctx: CallContext): Promise<InferResult> {
     const req = parseInferRequest(payload, this.config.maxPromptBytes)
     if (req.stream && !req.id) throw MeshError.badRequest('request.id: required when stream is true')
-    const key = `${ctx.remotePublicKey.toString('hex')}/${req.id ?? Math.random().toString(36).slice(2)}`
+    // A caller's stream ids are its own to pick; a unary generation gets one no caller can name.
+    const key = req.id ? `${ctx.remotePublicKey.toString('hex')}/${req.id}` : `/unary/${this.nextUnary++}`
     if (this.running.has(key)) throw MeshError.badRequest(`request.id: stream '${req.id}' is already running`)
     const cancel = new CancelToken()
     this.running.set(key, cancel)
@@ -206,7 +216,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
         ...result,
         text: req.stream ? '' : result.text,
         model: req.model,
-        processor: this.publicKey.toString('hex'),
+        processor: this.hexKey,
       }
     } catch (err) {
       writer?.flush()
