@@ -5,10 +5,11 @@
  * loopback testnet under different mesh names, and sequential non-streamed
  * `POST /api/generate` alternating between the two in batches, so the drift
  * hits both alike. Prints each build's p50 and p99, its p50 per fifth of the
- * run (the two should move together), and the CPU time its gateway's and its
- * processor's main threads spent per request (from /proc/<pid>/task/<pid>/schedstat,
- * in ns: far steadier than latency, and what a change to the request path
- * moves first).
+ * run (the two should move together), and the CPU time its gateway and its
+ * processor spent per request, main thread and all threads (from
+ * /proc/<pid>/task/<tid>/schedstat, in ns): far steadier than latency, and on
+ * two cores, where one request at a time keeps every process on the path
+ * waiting for the one before, what the latency is mostly made of.
  *
  *   npm run build                      # in both checkouts
  *   node dist/bench/compare-builds.js <checkout A> <checkout B> [--requests 20000] [--batch 250]
@@ -16,7 +17,7 @@
  * A checkout of an older commit: `git worktree add /tmp/old <commit>`, link
  * node_modules into it, `npx tsc -p .` there.
  */
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
 import { Agent, request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -45,20 +46,27 @@ interface Mesh {
   apiKey: string
   agent: Agent
   times: number[]
-  /** Main-thread pids of the gateway and the processor. */
+  /** Pids of the gateway and the processor. */
   pids: [number, number]
-  /** ns of CPU their main threads spent during this build's batches. */
-  cpuNs: [number, number]
+  /** ns of CPU spent during this build's batches: gateway main thread, gateway, processor main thread, processor. */
+  cpuNs: number[]
   stop(): Promise<void>
 }
 
-/** ns a process's main thread has run so far (Linux); 0 where /proc has no schedstat. */
-async function cpuNs(pid: number): Promise<number> {
+/** ns a thread has run so far (Linux); 0 where /proc has no schedstat. */
+async function threadNs(pid: number, tid: number | string): Promise<number> {
   try {
-    return Number((await readFile(`/proc/${pid}/task/${pid}/schedstat`, 'utf8')).split(' ')[0])
+    return Number((await readFile(`/proc/${pid}/task/${tid}/schedstat`, 'utf8')).split(' ')[0])
   } catch {
     return 0
   }
+}
+
+/** ns a process's main thread and all its threads have run so far. */
+async function cpuNs(pid: number): Promise<[number, number]> {
+  const tids = await readdir(`/proc/${pid}/task`).catch(() => [])
+  const all = await Promise.all(tids.map((tid) => threadNs(pid, tid)))
+  return [await threadNs(pid, pid), all.reduce((a, b) => a + b, 0)]
 }
 
 function post(mesh: Mesh): Promise<number> {
@@ -109,7 +117,7 @@ for (const [i, checkout] of positionals.entries()) {
     agent: new Agent({ keepAlive: true, maxSockets: 1 }),
     times: [],
     pids: [gateway.child.pid ?? 0, processor.child.pid ?? 0],
-    cpuNs: [0, 0],
+    cpuNs: [0, 0, 0, 0],
     stop: async () => {
       await gateway.stop()
       await processor.stop()
@@ -132,10 +140,10 @@ for (const mesh of meshes) {
 
 for (let done = 0; done < REQUESTS; done += BATCH) {
   for (const mesh of meshes) {
-    const before = await Promise.all(mesh.pids.map(cpuNs))
+    const before = (await Promise.all(mesh.pids.map(cpuNs))).flat()
     for (let i = 0; i < BATCH; i++) mesh.times.push(await post(mesh))
-    const after = await Promise.all(mesh.pids.map(cpuNs))
-    for (const k of [0, 1]) mesh.cpuNs[k] += (after[k] ?? 0) - (before[k] ?? 0)
+    const after = (await Promise.all(mesh.pids.map(cpuNs))).flat()
+    for (const k of [0, 1, 2, 3]) mesh.cpuNs[k] = (mesh.cpuNs[k] ?? 0) + (after[k] ?? 0) - (before[k] ?? 0)
   }
 }
 
@@ -143,15 +151,18 @@ console.log(
   `POST /api/generate, non-streamed, ${REQUESTS} sequential per build in alternating batches of ${BATCH}`,
 )
 console.log(
-  '| checkout | p50 ms | p99 ms | p50 per fifth of the run, ms | gateway CPU µs/request | processor CPU µs/request |',
+  '| checkout | p50 ms | p99 ms | p50 per fifth of the run, ms | gateway CPU µs/request, main thread / all | processor CPU µs/request, main thread / all |',
 )
 console.log('|---|---|---|---|---|---|')
+function perRequest(mesh: Mesh, k: number): string {
+  return fmt((mesh.cpuNs[k] ?? 0) / 1000 / mesh.times.length, 0)
+}
 for (const mesh of meshes) {
   const fifth = Math.floor(mesh.times.length / 5)
   const fifths = [0, 1, 2, 3, 4].map((k) => fmt(median(mesh.times.slice(k * fifth, (k + 1) * fifth))))
   const sorted = [...mesh.times].sort((a, b) => a - b)
   console.log(
-    `| ${mesh.checkout} | ${fmt(percentile(sorted, 50))} | ${fmt(percentile(sorted, 99))} | ${fifths.join(' ')} | ${fmt(mesh.cpuNs[0] / 1000 / mesh.times.length, 1)} | ${fmt(mesh.cpuNs[1] / 1000 / mesh.times.length, 1)} |`,
+    `| ${mesh.checkout} | ${fmt(percentile(sorted, 50))} | ${fmt(percentile(sorted, 99))} | ${fifths.join(' ')} | ${perRequest(mesh, 0)} / ${perRequest(mesh, 1)} | ${perRequest(mesh, 2)} / ${perRequest(mesh, 3)} |`,
   )
 }
 
