@@ -58,15 +58,19 @@ function limitFlag(v: string | boolean | undefined, flag: string): number | null
   return n
 }
 
-function limitsFrom(values: FlagValues): UserLimitOverrides {
+/** A user's limits and their flags; a key has the first two (rate limits, no quotas). */
+const LIMIT_FIELDS: Array<[keyof UserLimitOverrides, string]> = [
+  ['rpm', 'rpm'],
+  ['tpm', 'tpm'],
+  ['dailyTokens', 'daily-tokens'],
+  ['monthlyTokens', 'monthly-tokens'],
+]
+const KEY_LIMIT_FIELDS = LIMIT_FIELDS.slice(0, 2)
+
+/** The limits given as flags among `fields`. @throws ERR_BAD_REQUEST */
+function limitsFrom(values: FlagValues, fields = LIMIT_FIELDS): UserLimitOverrides {
   const out: UserLimitOverrides = {}
-  const pairs: Array<[keyof UserLimitOverrides, string]> = [
-    ['rpm', 'rpm'],
-    ['tpm', 'tpm'],
-    ['dailyTokens', 'daily-tokens'],
-    ['monthlyTokens', 'monthly-tokens'],
-  ]
-  for (const [field, flag] of pairs) {
+  for (const [field, flag] of fields) {
     const v = limitFlag(values[flag], flag)
     if (v !== undefined) out[field] = v
   }
@@ -213,17 +217,14 @@ export async function commandKey(args: string[]): Promise<number> {
     const name = str(values.name)
     if (!name) throw MeshError.badRequest('key create --name LABEL')
     const days = str(values['expires-days'])
-    const rpm = limitFlag(values.rpm, 'rpm')
-    const tpm = limitFlag(values.tpm, 'tpm')
+    const limits = limitsFrom(values, KEY_LIMIT_FIELDS)
     return withClient(signInAs, async (client) => {
       const key = await client.createKey({
         name,
         ...(owner ? { user: owner } : {}),
         ...(days ? { expiresInDays: Number(days) } : {}),
         ...(str(values.models) ? { models: (str(values.models) as string).split(',').filter(Boolean) } : {}),
-        ...(rpm !== undefined || tpm !== undefined
-          ? { limits: { ...(rpm !== undefined ? { rpm } : {}), ...(tpm !== undefined ? { tpm } : {}) } }
-          : {}),
+        ...(Object.keys(limits).length > 0 ? { limits } : {}),
       })
       print(key.key)
       return 0

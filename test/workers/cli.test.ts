@@ -148,6 +148,45 @@ test('cli: the operator contract of up, user, key, usage, chat and status', {
     `only the key on stdout: ${JSON.stringify(key.stdout)}`,
   )
 
+  const limited = await run([
+    BIN,
+    'key',
+    'create',
+    '--user',
+    'bob',
+    '--name',
+    'limited',
+    '--rpm',
+    '2',
+    '--tpm',
+    'none',
+    '--data',
+    data,
+  ])
+  t.is(limited.code, 0, limited.stderr)
+  const keys = await run([BIN, 'key', 'list', '--user', 'bob', '--json', '--data', data])
+  t.alike(
+    (JSON.parse(keys.stdout) as Array<{ name: string; limits: object }>).find((k) => k.name === 'limited')
+      ?.limits,
+    { rpm: 2, tpm: null },
+    'key create --rpm/--tpm: the key limits',
+  )
+  const badLimit = await run([
+    BIN,
+    'key',
+    'create',
+    '--user',
+    'bob',
+    '--name',
+    'x',
+    '--rpm',
+    '0',
+    '--data',
+    data,
+  ])
+  t.is(badLimit.code, 2, 'bad input: exit code 2')
+  t.ok(badLimit.stderr.includes('--rpm: a positive integer'), badLimit.stderr)
+
   const chat = await run([BIN, 'chat', '--data', data, '--api-key', key.stdout.trim()], {
     input: 'abc\n/usage\n',
   })
