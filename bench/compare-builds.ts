@@ -24,7 +24,7 @@ import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import createTestnet from 'hyperdht/testnet.js'
-import { fmt, median, percentile, UNLIMITED } from './lib.js'
+import { fmt, median, percentile, UNLIMITED, untilItAnswers } from './lib.js'
 
 type BenchLib = typeof import('./lib.js')
 
@@ -127,14 +127,7 @@ for (const [i, checkout] of positionals.entries()) {
 
 // Wait until each gateway routes to its processor, then warm both up.
 for (const mesh of meshes) {
-  for (;;) {
-    try {
-      await post(mesh)
-      break
-    } catch {
-      await new Promise((r) => setTimeout(r, 100))
-    }
-  }
+  await untilItAnswers(() => post(mesh))
   for (let i = 0; i < 3000; i++) await post(mesh)
 }
 

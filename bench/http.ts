@@ -30,7 +30,15 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import createTestnet from 'hyperdht/testnet.js'
-import { fmt, median, percentile, spawnAccountedGateway, spawnEchoProcessor, UNLIMITED } from './lib.js'
+import {
+  fmt,
+  median,
+  percentile,
+  spawnAccountedGateway,
+  spawnEchoProcessor,
+  UNLIMITED,
+  untilItAnswers,
+} from './lib.js'
 
 const { values } = parseArgs({
   options: { requests: { type: 'string', default: '3000' }, rounds: { type: 'string', default: '3' } },
@@ -172,16 +180,7 @@ const targets: Target[] = [
   { name: 'mesh', url: new URL(gateway.httpUrl ?? ''), headers: { Authorization: `Bearer ${apiKey}` } },
 ]
 // Wait until the relay reaches its processor and the gateway routes to its own.
-for (const target of targets) {
-  for (;;) {
-    try {
-      await post(target, '/api/generate', BODY)
-      break
-    } catch {
-      await new Promise((r) => setTimeout(r, 100))
-    }
-  }
-}
+for (const target of targets) await untilItAnswers(() => post(target, '/api/generate', BODY))
 
 /**
  * req/s from wrk (a C load generator, one thread, 64 connections, 5 s), when

@@ -30,6 +30,23 @@ export function fmt(n: number, digits = 3): string {
   return Number.isFinite(n) ? n.toFixed(digits) : String(n)
 }
 
+/**
+ * Calls `attempt` every 100 ms until it resolves: a worker that has just
+ * started may not route yet. @throws the last failure after `timeoutMs`
+ */
+export async function untilItAnswers(attempt: () => Promise<unknown>, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    try {
+      await attempt()
+      return
+    } catch (err) {
+      if (Date.now() > deadline) throw err
+      await new Promise((r) => setTimeout(r, 100))
+    }
+  }
+}
+
 /** Starts `llm-mesh <args>` and resolves with the child and the key it printed on readiness (IPC). */
 export async function spawnWorker(
   args: string[],
