@@ -3,7 +3,8 @@
  * of bench/http.ts to resolve (this VM's speed drifts by 2x over minutes): each
  * checkout's own gateway (accounted, HTTP on) and echo processor, on one
  * loopback testnet under different mesh names, and sequential non-streamed
- * `POST /api/generate` alternating between the two in batches, so the drift
+ * `POST /api/generate` (with --stream: streamed, timed to the first byte of
+ * the body) alternating between the two in batches, so the drift
  * hits both alike. Prints each build's p50 and p99, its p50 per fifth of the
  * run (the two should move together), and the CPU time its gateway and its
  * processor spent per request, main thread and all threads (from
@@ -12,7 +13,7 @@
  * waiting for the one before, what the latency is mostly made of.
  *
  *   npm run build                      # in both checkouts
- *   node dist/bench/compare-builds.js <checkout A> <checkout B> [--requests 20000] [--batch 250]
+ *   node dist/bench/compare-builds.js <checkout A> <checkout B> [--requests 20000] [--batch 250] [--stream]
  *
  * A checkout of an older commit: `git worktree add /tmp/old <commit>`, link
  * node_modules into it, `npx tsc -p .` there.
@@ -30,7 +31,11 @@ type BenchLib = typeof import('./lib.js')
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { requests: { type: 'string', default: '20000' }, batch: { type: 'string', default: '250' } },
+  options: {
+    requests: { type: 'string', default: '20000' },
+    batch: { type: 'string', default: '250' },
+    stream: { type: 'boolean', default: false },
+  },
 })
 if (positionals.length !== 2) {
   console.error('usage: compare-builds <checkout A> <checkout B> [--requests N] [--batch N]')
@@ -38,7 +43,9 @@ if (positionals.length !== 2) {
 }
 const REQUESTS = Number(values.requests)
 const BATCH = Number(values.batch)
-const BODY = JSON.stringify({ model: 'echo', prompt: 'hello from the bench', stream: false })
+// --stream: streamed requests, timed to the first byte of the body (time to first token).
+const STREAM = values.stream === true
+const BODY = JSON.stringify({ model: 'echo', prompt: 'hello from the bench', stream: STREAM })
 
 interface Mesh {
   checkout: string
@@ -87,8 +94,11 @@ function post(mesh: Mesh): Promise<number> {
       },
       (res) => {
         if (res.statusCode !== 200) reject(new Error(`${mesh.checkout}: HTTP ${res.statusCode}`))
-        res.on('data', () => {})
-        res.on('end', () => done(performance.now() - t0))
+        let first = 0
+        res.on('data', () => {
+          if (first === 0) first = performance.now() - t0
+        })
+        res.on('end', () => done(STREAM ? first : performance.now() - t0))
         res.on('error', reject)
       },
     )
@@ -141,7 +151,7 @@ for (let done = 0; done < REQUESTS; done += BATCH) {
 }
 
 console.log(
-  `POST /api/generate, non-streamed, ${REQUESTS} sequential per build in alternating batches of ${BATCH}`,
+  `POST /api/generate, ${STREAM ? 'streamed (time to the first byte)' : 'non-streamed'}, ${REQUESTS} sequential per build in alternating batches of ${BATCH}`,
 )
 console.log(
   '| checkout | p50 ms | p99 ms | p50 per fifth of the run, ms | gateway CPU µs/request, main thread / all | processor CPU µs/request, main thread / all |',
