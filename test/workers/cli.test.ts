@@ -141,28 +141,16 @@ test('cli: the operator contract of up, user, key, usage, chat and status', {
     data,
   ])
   t.is(add.code, 0, add.stderr)
-  const key = await run([BIN, 'key', 'create', '--user', 'bob', '--name', 'laptop', '--data', data])
+  const keyForBob = (...flags: string[]) =>
+    run([BIN, 'key', 'create', '--user', 'bob', ...flags, '--data', data])
+  const key = await keyForBob('--name', 'laptop')
   t.is(key.code, 0, key.stderr)
   t.ok(
     /^lmk_[0-9a-f]{16}_[A-Za-z0-9_-]{32}\n$/.test(key.stdout),
     `only the key on stdout: ${JSON.stringify(key.stdout)}`,
   )
 
-  const limited = await run([
-    BIN,
-    'key',
-    'create',
-    '--user',
-    'bob',
-    '--name',
-    'limited',
-    '--rpm',
-    '2',
-    '--tpm',
-    'none',
-    '--data',
-    data,
-  ])
+  const limited = await keyForBob('--name', 'limited', '--rpm', '2', '--tpm', 'none')
   t.is(limited.code, 0, limited.stderr)
   const keys = await run([BIN, 'key', 'list', '--user', 'bob', '--json', '--data', data])
   t.alike(
@@ -171,19 +159,7 @@ test('cli: the operator contract of up, user, key, usage, chat and status', {
     { rpm: 2, tpm: null },
     'key create --rpm/--tpm: the key limits',
   )
-  const badLimit = await run([
-    BIN,
-    'key',
-    'create',
-    '--user',
-    'bob',
-    '--name',
-    'x',
-    '--rpm',
-    '0',
-    '--data',
-    data,
-  ])
+  const badLimit = await keyForBob('--name', 'x', '--rpm', '0')
   t.is(badLimit.code, 2, 'bad input: exit code 2')
   t.ok(badLimit.stderr.includes('--rpm: a positive integer'), badLimit.stderr)
 
