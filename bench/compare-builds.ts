@@ -38,7 +38,7 @@ const { values, positionals } = parseArgs({
   },
 })
 if (positionals.length !== 2) {
-  console.error('usage: compare-builds <checkout A> <checkout B> [--requests N] [--batch N]')
+  console.error('usage: compare-builds <checkout A> <checkout B> [--requests N] [--batch N] [--stream]')
   process.exit(2)
 }
 const REQUESTS = Number(values.requests)
@@ -98,7 +98,10 @@ function post(mesh: Mesh): Promise<number> {
         res.on('data', () => {
           if (first === 0) first = performance.now() - t0
         })
-        res.on('end', () => done(STREAM ? first : performance.now() - t0))
+        res.on('end', () => {
+          if (STREAM && first === 0) reject(new Error(`${mesh.checkout}: a stream with no body`))
+          else done(STREAM ? first : performance.now() - t0)
+        })
         res.on('error', reject)
       },
     )

@@ -271,8 +271,10 @@ export class UsageFacility extends Facility {
   }
 
   private async drain(gather: boolean): Promise<void> {
-    // Let the records of this turn of the event loop join the first block.
-    if (gather) await new Promise<void>((resolve) => setImmediate(resolve))
+    // Let the records of this turn of the event loop join the first block; alone, only those of
+    // this microtask checkpoint (still ahead of the turn's I/O). Either way this yields before
+    // the drain can end, so record() has set `draining` by the time the drain clears it.
+    await (gather ? new Promise<void>((resolve) => setImmediate(resolve)) : Promise.resolve())
     while (this.queue.length > 0) {
       const group = this.queue.splice(0, this.maxBatch)
       const records = group.map((p) => p.record)

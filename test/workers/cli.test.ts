@@ -153,6 +153,7 @@ test('cli: the operator contract of up, user, key, usage, chat and status', {
   const limited = await keyForBob('--name', 'limited', '--rpm', '2', '--tpm', 'none')
   t.is(limited.code, 0, limited.stderr)
   const keys = await run([BIN, 'key', 'list', '--user', 'bob', '--json', '--data', data])
+  t.is(keys.code, 0, keys.stderr)
   t.alike(
     (JSON.parse(keys.stdout) as Array<{ name: string; limits: object }>).find((k) => k.name === 'limited')
       ?.limits,
