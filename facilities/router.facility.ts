@@ -22,6 +22,8 @@ interface ProcessorStatusReply {
   models?: unknown
   capacity?: unknown
   active?: unknown
+  /** Of `active`, those not from this gateway (processors since this field; older ones omit it). */
+  activeOthers?: unknown
   queued?: unknown
   weight?: unknown
   backend?: { kind?: unknown; describe?: unknown }
@@ -331,7 +333,10 @@ export class RouterFacility extends Facility {
     const grew = capacity > entry.capacity
     entry.capacity = capacity
     entry.active = Math.max(0, asNumber(status.active, 0))
-    entry.activeElsewhere = Math.max(0, entry.active - entry.inflight)
+    // Taken as the processor counts it; from an older processor, its count less ours, which
+    // is one too many for each of our requests that ended while the report travelled.
+    const others = asNumber(status.activeOthers, entry.active - entry.inflight)
+    entry.activeElsewhere = Math.max(0, Math.min(entry.active, others))
     entry.queued = Math.max(0, asNumber(status.queued, 0))
     entry.weight = Math.max(0, asNumber(status.weight, 1))
     entry.reportedTokensPerSecond = asNumber(status.tokensPerSecond, 0)

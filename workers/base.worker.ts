@@ -96,8 +96,8 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
     return {}
   }
 
-  /** Role-specific fields of `status`. */
-  protected async statusInfo(): Promise<Record<string, unknown>> {
+  /** Role-specific fields of `status`; `caller`: the peer that asked, when over RPC. */
+  protected async statusInfo(_caller?: Buffer): Promise<Record<string, unknown>> {
     return {}
   }
 
@@ -125,7 +125,7 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
   /** Runs when the drain timed out: stop whatever is still running. */
   protected abortInflight(): void {}
 
-  async localStatus(): Promise<BaseStatus & Record<string, unknown>> {
+  async localStatus(caller?: Buffer): Promise<BaseStatus & Record<string, unknown>> {
     return {
       role: this.role,
       version: VERSION,
@@ -133,7 +133,7 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
       publicKey: this.publicKey.toString('hex'),
       uptimeMs: Date.now() - this.startedAt,
       inflight: this.inflight,
-      ...(await this.statusInfo()),
+      ...(await this.statusInfo(caller)),
     }
   }
 
@@ -204,7 +204,7 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
         publicKey: this.publicKey.toString('hex'),
         time: Date.now(),
       }),
-      status: () => this.localStatus(),
+      status: (_payload, ctx) => this.localStatus(ctx.remotePublicKey),
       ...this.methods(),
     }
     const wrapped: MethodTable = {}

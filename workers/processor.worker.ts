@@ -27,6 +27,8 @@ export type ProcessorStatus = {
   backendError?: string
   capacity: number
   active: number
+  /** Of `active`, those not started by whoever asked for this status (a gateway's routing load). */
+  activeOthers?: number
   queued: number
   weight: number
   served: number
@@ -52,6 +54,8 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
   private keyHex: string | null = null
   /** Keys of unary generations (no caller-given id) in `running`. */
   private nextUnary = 0
+  /** Generations running, by caller key hex: `status` tells each gateway how many are others'. */
+  private readonly activeBy = new Map<string, number>()
 
   constructor(config: ProcessorConfig, opts: WorkerOptions = {}) {
     super('processor', config, opts)
@@ -166,9 +170,12 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
     }
   }
 
-  protected override async statusInfo(): Promise<ProcessorStatus> {
+  protected override async statusInfo(caller?: Buffer): Promise<ProcessorStatus> {
     const capacity = this.config.backend.maxParallel
     const active = this.running.size
+    // Counted here, where it is exact: a gateway subtracting its own in-flight requests from
+    // `active` counts one of its own that ended while this reply travelled as someone else's.
+    const mine = caller ? (this.activeBy.get(caller.toString('hex')) ?? 0) : 0
     const choice = this.backendFacility?.choice
     return {
       backend: {
@@ -179,6 +186,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
       ...(await this.modelsForStatus()),
       capacity,
       active,
+      ...(caller ? { activeOthers: Math.max(0, active - mine) } : {}),
       queued: Math.max(0, active - capacity),
       weight: this.config.weight,
       served: this.served,
@@ -190,11 +198,13 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
   private async infer(payload: unknown, ctx: CallContext): Promise<InferResult> {
     const req = parseInferRequest(payload, this.config.maxPromptBytes)
     if (req.stream && !req.id) throw MeshError.badRequest('request.id: required when stream is true')
+    const caller = ctx.remotePublicKey.toString('hex')
     // A caller's stream ids are its own to pick; a unary generation gets one no caller can name.
-    const key = req.id ? `${ctx.remotePublicKey.toString('hex')}/${req.id}` : `/unary/${this.nextUnary++}`
+    const key = req.id ? `${caller}/${req.id}` : `/unary/${this.nextUnary++}`
     if (this.running.has(key)) throw MeshError.badRequest(`request.id: stream '${req.id}' is already running`)
     const cancel = new CancelToken()
     this.running.set(key, cancel)
+    this.activeBy.set(caller, (this.activeBy.get(caller) ?? 0) + 1)
     // A caller that goes away cancels its generations.
     const onClose = () => cancel.abort()
     const unwatch = ctx.onClose(onClose)
@@ -225,6 +235,9 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
     } finally {
       unwatch()
       this.running.delete(key)
+      const left = (this.activeBy.get(caller) ?? 1) - 1
+      if (left > 0) this.activeBy.set(caller, left)
+      else this.activeBy.delete(caller)
     }
   }
 
