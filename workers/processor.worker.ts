@@ -27,7 +27,8 @@ export type ProcessorStatus = {
   backendError?: string
   capacity: number
   active: number
-  /** Of `active`, those not started by whoever asked for this status (a gateway's routing load). */
+  /** Of `active`, those the peer asking for this status is not waiting for (not its own, or
+   * its own but cancelled and not stopped yet): a gateway's routing load from elsewhere. */
   activeOthers?: number
   queued: number
   weight: number
@@ -54,7 +55,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
   private keyHex: string | null = null
   /** Keys of unary generations (no caller-given id) in `running`. */
   private nextUnary = 0
-  /** Generations running, by caller key hex: `status` tells each gateway how many are others'. */
+  /** Generations their caller waits for, by caller key hex: `status` tells each gateway the rest. */
   private readonly activeBy = new Map<string, number>()
 
   constructor(config: ProcessorConfig, opts: WorkerOptions = {}) {
@@ -204,7 +205,6 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
     if (this.running.has(key)) throw MeshError.badRequest(`request.id: stream '${req.id}' is already running`)
     const cancel = new CancelToken()
     this.running.set(key, cancel)
-    this.activeBy.set(caller, (this.activeBy.get(caller) ?? 0) + 1)
     // A caller that goes away cancels its generations.
     const onClose = () => cancel.abort()
     const unwatch = ctx.onClose(onClose)
@@ -213,6 +213,18 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
         ? new ChunkWriter((chunk) => ctx.emit(STREAM_CHUNK, chunk), req.id, this.config.streamCoalesceMs)
         : null
     const onToken = writer ? (text: string) => writer.write(text) : undefined
+    // Counted as the caller's while it waits for it: once cancelled (a timeout, the caller gone)
+    // the caller has let go of it, so until the backend stops it is load from elsewhere.
+    this.activeBy.set(caller, (this.activeBy.get(caller) ?? 0) + 1)
+    let counted = true
+    const uncount = () => {
+      if (!counted) return
+      counted = false
+      const left = (this.activeBy.get(caller) ?? 1) - 1
+      if (left > 0) this.activeBy.set(caller, left)
+      else this.activeBy.delete(caller)
+    }
+    const unfollow = cancel.onAbort(uncount)
     try {
       const result = await runOnSource(this.source, req, cancel, onToken)
       writer?.flush()
@@ -233,11 +245,10 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
       this.failed++
       throw err
     } finally {
+      unfollow()
+      uncount()
       unwatch()
       this.running.delete(key)
-      const left = (this.activeBy.get(caller) ?? 1) - 1
-      if (left > 0) this.activeBy.set(caller, left)
-      else this.activeBy.delete(caller)
     }
   }
 

@@ -46,6 +46,10 @@ test("router: a processor's count of other callers' generations is its load from
   t.ok(await until(() => router.entriesFor('m')[0]?.activeElsewhere === 1), 'capped at active')
 
   // A processor from before the field: its count less this gateway's own requests there.
+  status.capacity = 4
+  status.active = 3
   delete status.activeOthers
-  t.ok(await until(() => router.entriesFor('m')[0]?.activeElsewhere === 1), 'active − in flight here')
+  const lease = await router.acquire('m')
+  t.ok(await until(() => router.entriesFor('m')[0]?.activeElsewhere === 2), 'active − in flight here: 3 − 1')
+  lease.release({ ok: true })
 })
