@@ -594,13 +594,9 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
    */
   async serveInfer(identity: Identity | null, req: InferRequest, sink: Sink): Promise<InferResult> {
     await this.admissible(identity, req.model)
-    if (!identity) return this.answered(this.run(req, sink, ''), sink.onAnswer)
-    return this.accounted(
-      identity,
-      req.model,
-      async () => this.answered(this.run(req, sink, identity.userId), sink.onAnswer),
-      (r) => r,
-    )
+    const work = () => this.answered(this.run(req, sink, identity?.userId ?? ''), sink.onAnswer)
+    if (!identity) return work()
+    return this.accounted(identity, req.model, work, (r) => r)
   }
 
   /** `work`'s result, once `onAnswer` has been told it came back. */

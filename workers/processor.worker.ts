@@ -55,8 +55,6 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
   private keyHex: string | null = null
   /** Keys of unary generations (no caller-given id) in `running`. */
   private nextUnary = 0
-  /** Generations their caller waits for, by caller key hex: `status` tells each gateway the rest. */
-  private readonly activeBy = new Map<string, number>()
 
   constructor(config: ProcessorConfig, opts: WorkerOptions = {}) {
     super('processor', config, opts)
@@ -176,7 +174,14 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
     const active = this.running.size
     // Counted here, where it is exact: a gateway subtracting its own in-flight requests from
     // `active` counts one of its own that ended while this reply travelled as someone else's.
-    const mine = caller ? (this.activeBy.get(caller.toString('hex')) ?? 0) : 0
+    // The caller's own are those under its key (gateways name every generation; an unnamed one
+    // counts as elsewhere) that it still waits for: once cancelled (a timeout, the caller gone)
+    // it has let go, so until the backend stops they are load from elsewhere.
+    let mine = 0
+    if (caller) {
+      const prefix = `${caller.toString('hex')}/`
+      for (const [key, cancel] of this.running) if (!cancel.aborted && key.startsWith(prefix)) mine++
+    }
     const choice = this.backendFacility?.choice
     return {
       backend: {
@@ -199,9 +204,8 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
   private async infer(payload: unknown, ctx: CallContext): Promise<InferResult> {
     const req = parseInferRequest(payload, this.config.maxPromptBytes)
     if (req.stream && !req.id) throw MeshError.badRequest('request.id: required when stream is true')
-    const caller = ctx.remotePublicKey.toString('hex')
     // A caller's stream ids are its own to pick; a unary generation gets one no caller can name.
-    const key = req.id ? `${caller}/${req.id}` : `/unary/${this.nextUnary++}`
+    const key = req.id ? `${ctx.remotePublicKey.toString('hex')}/${req.id}` : `/unary/${this.nextUnary++}`
     if (this.running.has(key)) throw MeshError.badRequest(`request.id: stream '${req.id}' is already running`)
     const cancel = new CancelToken()
     this.running.set(key, cancel)
@@ -213,18 +217,6 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
         ? new ChunkWriter((chunk) => ctx.emit(STREAM_CHUNK, chunk), req.id, this.config.streamCoalesceMs)
         : null
     const onToken = writer ? (text: string) => writer.write(text) : undefined
-    // Counted as the caller's while it waits for it: once cancelled (a timeout, the caller gone)
-    // the caller has let go of it, so until the backend stops it is load from elsewhere.
-    this.activeBy.set(caller, (this.activeBy.get(caller) ?? 0) + 1)
-    let counted = true
-    const uncount = () => {
-      if (!counted) return
-      counted = false
-      const left = (this.activeBy.get(caller) ?? 1) - 1
-      if (left > 0) this.activeBy.set(caller, left)
-      else this.activeBy.delete(caller)
-    }
-    const unfollow = cancel.onAbort(uncount)
     try {
       const result = await runOnSource(this.source, req, cancel, onToken)
       writer?.flush()
@@ -245,8 +237,6 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
       this.failed++
       throw err
     } finally {
-      unfollow()
-      uncount()
       unwatch()
       this.running.delete(key)
     }
