@@ -3,7 +3,7 @@ import { LogFacility } from '../../facilities/log.facility.js'
 import type { NetFacility } from '../../facilities/net.facility.js'
 import { RouterFacility } from '../../facilities/router.facility.js'
 import { gatewayConfigSchema, parseConfig } from '../../workers/lib/config.js'
-import { until } from '../helpers/mesh.js'
+import { FAST_REGISTRY, until } from '../helpers/mesh.js'
 
 const logger = new LogFacility({ level: 'silent' }).logger
 const KEY = Buffer.alloc(32, 7)
@@ -17,7 +17,7 @@ async function routerWith(status: Record<string, unknown>) {
   } as unknown as NetFacility
   const config = parseConfig(gatewayConfigSchema, {
     bootstrap: ['127.0.0.1:1'],
-    registry: { heartbeatIntervalMs: 20, lookupIntervalMs: 1_000 },
+    registry: FAST_REGISTRY,
   })
   const router = new RouterFacility({ net, config: config.registry, routing: config.routing, logger })
   await router.ready()
