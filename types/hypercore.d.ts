@@ -1,6 +1,8 @@
-// Minimal typings for corestore, hyperbee, hypercore-crypto and ready-resource.
+// Minimal typings for corestore, hyperbee, hypercore-crypto, ready-resource and rache.
 declare module 'corestore' {
   export interface Core {
+    /** The cache the Corestore was given (`globalCache`), which its Hyperbees share; null without one. */
+    readonly globalCache: import('rache').default | null
     ready(): Promise<void>
     close(): Promise<void>
   }
@@ -41,6 +43,7 @@ declare module 'hyperbee' {
 
   export default class Hyperbee {
     constructor(core: Core, opts?: { keyEncoding?: string; valueEncoding?: string })
+    readonly core: Core
     ready(): Promise<void>
     close(): Promise<void>
     get<T = unknown>(key: string): Promise<Entry<T> | null>
@@ -71,5 +74,17 @@ declare module 'ready-resource' {
     close(): Promise<void>
     protected _open(): Promise<void>
     protected _close(): Promise<void>
+  }
+}
+
+declare module 'rache' {
+  /** Hyperbee's and Hypercore's cache: a map that drops a random entry past maxSize. */
+  export default class Rache<K = unknown, V = unknown> {
+    constructor(opts?: { maxSize?: number })
+    readonly maxSize: number
+    /** Entries in this cache and every cache that shares its bound. */
+    readonly globalSize: number
+    get(key: K): V | undefined
+    set(key: K, value: V): void
   }
 }
