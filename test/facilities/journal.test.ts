@@ -1,5 +1,7 @@
-import { appendFile, readdir, readFile, stat, writeFile } from 'node:fs/promises'
+import { createHash } from 'node:crypto'
+import { appendFile, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { crc32 } from 'node:zlib'
 import test from 'brittle'
 import { Journal } from '../../facilities/lib/journal.js'
 
@@ -68,6 +70,50 @@ test('journal: a write cut off by a crash is dropped and cut away', async (t) =>
     [1, 2],
   )
   await fourth.close()
+})
+
+/** A frame as the journal lays it out, with the check given. */
+function frame(payload: object, check: (b: Buffer) => number): Buffer {
+  const body = Buffer.from(JSON.stringify(payload))
+  const head = Buffer.alloc(8)
+  head.writeUInt32LE(body.length, 0)
+  head.writeUInt32LE(check(body), 4)
+  return Buffer.concat([head, body])
+}
+
+test('journal: frames carry a CRC-32; frames of older versions (a SHA-256 prefix) are still read', async (t) => {
+  const dir = await t.tmp()
+  await mkdir(dir, { recursive: true })
+  const sha = (b: Buffer) => createHash('sha256').update(b).digest().readUInt32LE(0)
+  // A segment as 0.6.4 left it: two blocks with the old check.
+  await writeFile(
+    join(dir, '000000000000.log'),
+    Buffer.concat([frame({ n: 0, v: 1 }, sha), frame({ n: 1, v: 2 }, sha)]),
+  )
+  const j = new Journal<Block>(dir)
+  t.alike(
+    (await j.open(0)).map((e) => [e.n, e.block.v]),
+    [
+      [0, 1],
+      [1, 2],
+    ],
+    'the old frames are whole',
+  )
+  t.is(await j.append({ v: 3 }), 2, 'numbering continues after them')
+  await j.close()
+  const buf = await readFile(join(dir, '000000000000.log'))
+  t.alike(
+    buf.subarray(buf.length - frame({ n: 2, v: 3 }, crc32).length),
+    frame({ n: 2, v: 3 }, crc32),
+    'the new frame is checked with CRC-32',
+  )
+  const again = new Journal<Block>(dir)
+  t.alike(
+    (await again.open(0)).map((e) => e.block.v),
+    [1, 2, 3],
+    'old and new frames read together',
+  )
+  await again.close()
 })
 
 test('journal: segments rotate, and released ones are deleted', async (t) => {
