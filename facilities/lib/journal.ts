@@ -14,7 +14,7 @@ import * as zlib from 'node:zlib'
  * Frame: u32 LE payload length, u32 LE CRC-32 of the payload, payload (UTF-8
  * JSON `{ n, ...block }`). Reading stops at the first frame that is short or
  * fails its check (a write cut off by a crash) and the segment is cut back to
- * the last whole frame. Frames written before 0.6.5 (or on a Node without
+ * the last whole frame. Frames written by earlier builds (or on a Node without
  * `zlib.crc32`, < 20.15) carry the first 4 bytes of the payload's SHA-256
  * instead; reading accepts either.
  *
@@ -33,7 +33,7 @@ export interface JournalEntry<T> {
   block: T
 }
 
-/** The check of frames before 0.6.5: the first 4 bytes of the payload's SHA-256. */
+/** The check of frames written by earlier builds: the first 4 bytes of the payload's SHA-256. */
 function legacyChecksum(payload: Buffer): number {
   return crypto.createHash('sha256').update(payload).digest().readUInt32LE(0)
 }

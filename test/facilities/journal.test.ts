@@ -85,7 +85,7 @@ test('journal: frames carry a CRC-32; frames of older versions (a SHA-256 prefix
   const dir = await t.tmp()
   await mkdir(dir, { recursive: true })
   const sha = (b: Buffer) => createHash('sha256').update(b).digest().readUInt32LE(0)
-  // A segment as 0.6.4 left it: two blocks with the old check.
+  // A segment as earlier builds left it: two blocks with the old check.
   await writeFile(
     join(dir, '000000000000.log'),
     Buffer.concat([frame({ n: 0, v: 1 }, sha), frame({ n: 1, v: 2 }, sha)]),
