@@ -17,8 +17,10 @@
  * and streamed, one at a time, timing the first line of the body (added time
  * to first token), the targets taking turns in batches of 250; then 64 in
  * flight to each target (req/s). With `wrk` installed
- * (Debian: apt-get install wrk), req/s is also measured with it. Rounds alternate between the
- * targets; medians of `--rounds`.
+ * (Debian: apt-get install wrk), req/s is also measured with it at 64
+ * connections, and p50/p99 at 1 connection: one request at a time from a
+ * client light enough not to crowd the 2 cores the servers share. Rounds
+ * alternate between the targets; medians of `--rounds`.
  *
  *   npm run build && node dist/bench/http.js [--requests 3000] [--rounds 3]
  */
@@ -182,12 +184,24 @@ const targets: Target[] = [
 // Wait until the relay reaches its processor and the gateway routes to its own.
 for (const target of targets) await untilItAnswers(() => post(target, '/api/generate', BODY))
 
+/** A duration as wrk prints it (`302.00us`, `1.09ms`, `2.01s`), in ms. */
+function wrkMs(text: string | undefined): number {
+  const m = /^([\d.]+)(us|ms|s)$/.exec(text ?? '')
+  if (!m) return Number.NaN
+  return Number(m[1]) * { us: 0.001, ms: 1, s: 1000 }[m[2] as 'us' | 'ms' | 's']
+}
+
 /**
- * req/s from wrk (a C load generator, one thread, 64 connections, 5 s), when
- * it is installed: it takes far less CPU than a Node client, so more of the 2
- * cores go to what is measured.
+ * wrk (a C load generator: one thread, `connections` keep-alive connections,
+ * 5 s), when it is installed: it takes far less CPU than a Node client, so
+ * more of the 2 cores go to what is measured. req/s, and from its latency
+ * histogram the p50 and p99 — at 1 connection, one request at a time with a
+ * client that costs ~15 µs of CPU per request instead of the Node client's ~100.
  */
-async function wrkThroughput(target: Target): Promise<number | null> {
+async function wrk(
+  target: Target,
+  connections: number,
+): Promise<{ rps: number; p50: number; p99: number } | null> {
   if (spawnSync('wrk', ['--version']).error) return null
   const script = join(dir, `${target.name}.lua`)
   const headers = Object.entries({ 'Content-Type': 'application/json', ...target.headers })
@@ -196,20 +210,30 @@ async function wrkThroughput(target: Target): Promise<number | null> {
   await writeFile(script, `wrk.method = "POST"\nwrk.body = '${BODY}'\n${headers}\n`)
   const out = spawnSync(
     'wrk',
-    ['-t1', `-c${CONCURRENCY}`, '-d5s', '-s', script, `${target.url.origin}/api/generate`],
-    {
-      encoding: 'utf8',
-    },
+    ['-t1', `-c${connections}`, '-d5s', '--latency', '-s', script, `${target.url.origin}/api/generate`],
+    { encoding: 'utf8' },
   ).stdout
   if (/Non-2xx/.test(out)) throw new Error(`${target.name}: wrk saw errors\n${out}`)
   const rps = /Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]
-  return rps ? Number(rps) : null
+  if (!rps) return null
+  return {
+    rps: Number(rps),
+    p50: wrkMs(/^\s+50%\s+(\S+)$/m.exec(out)?.[1]),
+    p99: wrkMs(/^\s+99%\s+(\S+)$/m.exec(out)?.[1]),
+  }
 }
 
-const results = new Map<
-  string,
-  Array<{ p50: number; p99: number; ttft: number; rps: number; wrk: number | null }>
->()
+interface Round {
+  p50: number
+  p99: number
+  ttft: number
+  rps: number
+  wrk: number
+  /** wrk at 1 connection: p50 and p99 ms (NaN without wrk). */
+  wrk1p50: number
+  wrk1p99: number
+}
+const results = new Map<string, Round[]>()
 await latency(targets, false) // warm-up
 for (let r = 0; r < ROUNDS; r++) {
   const order = r % 2 ? [...targets].reverse() : targets
@@ -217,7 +241,7 @@ for (let r = 0; r < ROUNDS; r++) {
   const streamed = await latency(order, true)
   for (const target of order) {
     const rps = await throughput(target)
-    const wrk = await wrkThroughput(target)
+    const loaded = await wrk(target, CONCURRENCY)
     const u = unary.get(target.name)
     const list = results.get(target.name) ?? []
     list.push({
@@ -225,28 +249,35 @@ for (let r = 0; r < ROUNDS; r++) {
       p99: u?.p99 ?? Number.NaN,
       ttft: streamed.get(target.name)?.ttft ?? Number.NaN,
       rps,
-      wrk,
+      wrk: loaded?.rps ?? Number.NaN,
+      wrk1p50: Number.NaN,
+      wrk1p99: Number.NaN,
     })
     results.set(target.name, list)
   }
+  // One request at a time again, with wrk's lighter client: the targets one after another, 5 s each.
+  for (const target of order) {
+    const one = await wrk(target, 1)
+    const last = results.get(target.name)?.at(-1)
+    if (one && last) Object.assign(last, { wrk1p50: one.p50, wrk1p99: one.p99 })
+  }
 }
 
-const med = (name: string, k: 'p50' | 'p99' | 'ttft' | 'rps' | 'wrk') =>
-  median((results.get(name) ?? []).map((x) => x[k] ?? Number.NaN))
+const med = (name: string, k: keyof Round) => median((results.get(name) ?? []).map((x) => x[k]))
 console.log(
   `HTTP, instant echo backend: POST /api/generate, ${REQUESTS} sequential (non-streamed, then streamed) and ${REQUESTS * 4} at ${CONCURRENCY} in flight per round, median of ${ROUNDS} rounds`,
 )
 console.log(
-  '| path | p50 ms | p99 ms | time to first token ms | req/s at 64 in flight (node client) | req/s (wrk, 64 connections) |',
+  '| path | p50 ms | p99 ms | time to first token ms | req/s at 64 in flight (node client) | req/s (wrk, 64 connections) | p50 / p99 ms (wrk, 1 connection) |',
 )
-console.log('|---|---|---|---|---|---|')
+console.log('|---|---|---|---|---|---|---|')
 for (const [name, label] of [
   ['direct', 'Ollama-compatible server, direct (baseline)'],
   ['floor', 'bare HTTP → RPC relay → RPC echo (the stack alone)'],
   ['mesh', 'gateway HTTP (key, limits, ledger) → processor'],
 ] as const) {
   console.log(
-    `| ${label} | ${fmt(med(name, 'p50'), 3)} | ${fmt(med(name, 'p99'), 3)} | ${fmt(med(name, 'ttft'), 3)} | ${fmt(med(name, 'rps'), 0)} | ${fmt(med(name, 'wrk'), 0)} |`,
+    `| ${label} | ${fmt(med(name, 'p50'), 3)} | ${fmt(med(name, 'p99'), 3)} | ${fmt(med(name, 'ttft'), 3)} | ${fmt(med(name, 'rps'), 0)} | ${fmt(med(name, 'wrk'), 0)} | ${fmt(med(name, 'wrk1p50'), 3)} / ${fmt(med(name, 'wrk1p99'), 3)} |`,
   )
 }
 console.log(
@@ -254,6 +285,9 @@ console.log(
 )
 console.log(
   `llm-mesh's own share (mesh − floor): p50 ${fmt(med('mesh', 'p50') - med('floor', 'p50'), 3)} ms, time to first token ${fmt(med('mesh', 'ttft') - med('floor', 'ttft'), 3)} ms`,
+)
+console.log(
+  `with wrk at 1 connection: the floor adds p50 ${fmt(med('floor', 'wrk1p50') - med('direct', 'wrk1p50'), 3)} ms, the mesh adds p50 ${fmt(med('mesh', 'wrk1p50') - med('direct', 'wrk1p50'), 3)} ms, p99 ${fmt(med('mesh', 'wrk1p99') - med('direct', 'wrk1p99'), 3)} ms`,
 )
 console.log(
   `added by the mesh: p50 ${fmt(med('mesh', 'p50') - med('direct', 'p50'), 3)} ms, p99 ${fmt(med('mesh', 'p99') - med('direct', 'p99'), 3)} ms, time to first token ${fmt(med('mesh', 'ttft') - med('direct', 'ttft'), 3)} ms; throughput ratio ${fmt(med('mesh', 'rps') / med('direct', 'rps'), 3)}`,
