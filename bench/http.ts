@@ -18,8 +18,9 @@
  * to first token), the targets taking turns in batches of 250; then 64 in
  * flight to each target (req/s). With `wrk` installed
  * (Debian: apt-get install wrk), req/s is also measured with it at 64
- * connections, and p50/p99 at 1 connection: one request at a time from a
- * client light enough not to crowd the 2 cores the servers share. Rounds
+ * connections, and p50/p99 at 1 connection (the targets taking turns, 1 s
+ * each, five times a round): one request at a time from a client light
+ * enough not to crowd the 2 cores the servers share. Rounds
  * alternate between the targets; medians of `--rounds`.
  *
  *   npm run build && node dist/bench/http.js [--requests 3000] [--rounds 3]
@@ -48,6 +49,8 @@ const { values } = parseArgs({
 const REQUESTS = Number(values.requests)
 const ROUNDS = Number(values.rounds)
 const CONCURRENCY = 64
+/** wrk at 1 connection: the targets take turns this many times a round, 1 s each (the medians count). */
+const WRK_TURNS = 5
 const BODY = JSON.stringify({ model: 'echo', prompt: 'hello from the bench', stream: false })
 const STREAM_BODY = JSON.stringify({ model: 'echo', prompt: 'hello from the bench, streamed', stream: true })
 
@@ -193,7 +196,7 @@ function wrkMs(text: string | undefined): number {
 
 /**
  * wrk (a C load generator: one thread, `connections` keep-alive connections,
- * 5 s), when it is installed: it takes far less CPU than a Node client, so
+ * `seconds`), when it is installed: it takes far less CPU than a Node client, so
  * more of the 2 cores go to what is measured. req/s, and from its latency
  * histogram the p50 and p99 — at 1 connection, one request at a time with a
  * client that costs ~15 µs of CPU per request instead of the Node client's ~100.
@@ -201,6 +204,7 @@ function wrkMs(text: string | undefined): number {
 async function wrk(
   target: Target,
   connections: number,
+  seconds = 5,
 ): Promise<{ rps: number; p50: number; p99: number } | null> {
   if (spawnSync('wrk', ['--version']).error) return null
   const script = join(dir, `${target.name}.lua`)
@@ -210,7 +214,15 @@ async function wrk(
   await writeFile(script, `wrk.method = "POST"\nwrk.body = '${BODY}'\n${headers}\n`)
   const out = spawnSync(
     'wrk',
-    ['-t1', `-c${connections}`, '-d5s', '--latency', '-s', script, `${target.url.origin}/api/generate`],
+    [
+      '-t1',
+      `-c${connections}`,
+      `-d${seconds}s`,
+      '--latency',
+      '-s',
+      script,
+      `${target.url.origin}/api/generate`,
+    ],
     { encoding: 'utf8' },
   ).stdout
   if (/Non-2xx/.test(out)) throw new Error(`${target.name}: wrk saw errors\n${out}`)
@@ -255,11 +267,21 @@ for (let r = 0; r < ROUNDS; r++) {
     })
     results.set(target.name, list)
   }
-  // One request at a time again, with wrk's lighter client: the targets one after another, 5 s each.
+  // One request at a time again, with wrk's lighter client: the targets take turns, 1 s each, 5 times.
+  const ones = new Map<string, Array<{ p50: number; p99: number }>>()
+  for (let turn = 0; turn < WRK_TURNS; turn++) {
+    for (const target of order) {
+      const one = await wrk(target, 1, 1)
+      if (one) ones.set(target.name, [...(ones.get(target.name) ?? []), one])
+    }
+  }
   for (const target of order) {
-    const one = await wrk(target, 1)
+    const list = ones.get(target.name) ?? []
     const last = results.get(target.name)?.at(-1)
-    if (one && last) Object.assign(last, { wrk1p50: one.p50, wrk1p99: one.p99 })
+    if (last && list.length > 0) {
+      last.wrk1p50 = median(list.map((x) => x.p50))
+      last.wrk1p99 = median(list.map((x) => x.p99))
+    }
   }
 }
 
