@@ -9,6 +9,14 @@ interface Block {
   v: number
 }
 
+/** The values of every block, as a journal opened afresh on `dir` reads them. */
+async function reopened(dir: string): Promise<number[]> {
+  const j = new Journal<Block>(dir)
+  const values = (await j.open(0)).map((e) => e.block.v)
+  await j.close()
+  return values
+}
+
 test('journal: blocks come back in order after reopening, from where the reader asks', async (t) => {
   const dir = await t.tmp()
   const j = new Journal<Block>(dir)
@@ -52,24 +60,13 @@ test('journal: a write cut off by a crash is dropped and cut away', async (t) =>
   t.is((await stat(path)).size, whole, 'the torn tail is cut off')
   t.is(await again.append({ v: 3 }), 2)
   await again.close()
-  const third = new Journal<Block>(dir)
-  t.alike(
-    (await third.open(0)).map((e) => e.block.v),
-    [1, 2, 3],
-    'and new blocks follow the whole ones',
-  )
-  await third.close()
+  t.alike(await reopened(dir), [1, 2, 3], 'and new blocks follow the whole ones')
 
   // A frame whose bytes were damaged fails its checksum: reading stops there.
   const buf = await readFile(path)
   buf[buf.length - 3] = (buf[buf.length - 3] as number) ^ 0xff
   await writeFile(path, buf)
-  const fourth = new Journal<Block>(dir)
-  t.alike(
-    (await fourth.open(0)).map((e) => e.block.v),
-    [1, 2],
-  )
-  await fourth.close()
+  t.alike(await reopened(dir), [1, 2])
 })
 
 /** A frame as the journal lays it out, with the check given. */
@@ -107,13 +104,7 @@ test('journal: frames carry a CRC-32; frames of older versions (a SHA-256 prefix
     frame({ n: 2, v: 3 }, crc32),
     'the new frame is checked with CRC-32',
   )
-  const again = new Journal<Block>(dir)
-  t.alike(
-    (await again.open(0)).map((e) => e.block.v),
-    [1, 2, 3],
-    'old and new frames read together',
-  )
-  await again.close()
+  t.alike(await reopened(dir), [1, 2, 3], 'old and new frames read together')
 })
 
 test('journal: segments rotate, and released ones are deleted', async (t) => {
