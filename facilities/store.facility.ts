@@ -18,7 +18,7 @@ export interface StoreOptions {
  * cached key is a slice of its block, so it pins the whole block: the usage
  * ledger's blocks (a user's records of a second) are up to ~60 KB, and a
  * gateway under steady load grew by ~1 KB per request, towards gigabytes.
- * One bounded cache for the whole store keeps that to a few tens of MB; the
+ * One bounded cache for the whole store keeps that under ~60 MB; the
  * hot path (the top of each tree) fits in far fewer entries.
  */
 export const DEFAULT_CACHE_ENTRIES = 1024
