@@ -187,7 +187,7 @@ const targets: Target[] = [
 // Wait until the relay reaches its processor and the gateway routes to its own.
 for (const target of targets) await untilItAnswers(() => post(target, '/api/generate', BODY))
 
-/** A duration as wrk prints it (`302.00us`, `1.09ms`, `2.01s`), in ms. */
+/** A duration as wrk prints it (`302.00us`, `1.09ms`, `2.01s` — seconds padded with a space), in ms. */
 function wrkMs(text: string | undefined): number {
   const m = /^([\d.]+)(us|ms|s)$/.exec(text ?? '')
   if (!m) return Number.NaN
@@ -230,8 +230,8 @@ async function wrk(
   if (!rps) return null
   return {
     rps: Number(rps),
-    p50: wrkMs(/^\s+50%\s+(\S+)$/m.exec(out)?.[1]),
-    p99: wrkMs(/^\s+99%\s+(\S+)$/m.exec(out)?.[1]),
+    p50: wrkMs(/^\s*50%\s+(\S+)\s*$/m.exec(out)?.[1]),
+    p99: wrkMs(/^\s*99%\s+(\S+)\s*$/m.exec(out)?.[1]),
   }
 }
 

@@ -19,9 +19,10 @@ export function percentile(sorted: number[], p: number): number {
   return sorted[i] as number
 }
 
+/** The median of the finite values (a failed measurement, NaN, would sort anywhere); NaN when none. */
 export function median(values: number[]): number {
   return percentile(
-    [...values].sort((a, b) => a - b),
+    values.filter((v) => Number.isFinite(v)).sort((a, b) => a - b),
     50,
   )
 }

@@ -14,10 +14,11 @@ export interface StoreOptions {
 
 /**
  * Hyperbee caches the keys and nodes it reads, by block. Without a cache
- * given to the Corestore each Hyperbee keeps two of 65,536 entries, and a
- * cached key is a slice of its block, so it pins the whole block: the usage
- * ledger's blocks (a user's records of a second) are up to ~60 KB, and a
- * gateway under steady load grew by ~1 KB per request, towards gigabytes.
+ * given to the Corestore each Hyperbee keeps one of 65,536 entries (keys and
+ * nodes together), and a cached key is a slice of its block, so it pins the
+ * whole block: the usage ledger's blocks (a user's records of a second) are up
+ * to ~60 KB, and a gateway under steady load grew by ~1 KB of RSS per request
+ * and kept growing.
  * One bounded cache for the whole store keeps that under ~60 MB; the
  * hot path (the top of each tree) fits in far fewer entries.
  */

@@ -14,9 +14,10 @@ import * as zlib from 'node:zlib'
  * Frame: u32 LE payload length, u32 LE CRC-32 of the payload, payload (UTF-8
  * JSON `{ n, ...block }`). Reading stops at the first frame that is short or
  * fails its check (a write cut off by a crash) and the segment is cut back to
- * the last whole frame. Frames written by earlier builds (or on a Node without
- * `zlib.crc32`, < 20.15) carry the first 4 bytes of the payload's SHA-256
- * instead; reading accepts either.
+ * the last whole frame. Frames written by earlier builds carry the first 4
+ * bytes of the payload's SHA-256 instead; reading accepts either. (The other
+ * way round does not hold: an earlier build cuts CRC-32 frames away as
+ * damaged, so going back to one needs a clean stop first, which indexes them.)
  *
  * Why not a Hypercore: an append there hashes and signs the tree and writes
  * RocksDB, ~150 µs of CPU per append; with a group commit every ~1 ms that was
@@ -39,13 +40,16 @@ function legacyChecksum(payload: Buffer): number {
 }
 
 /**
- * The check of each frame written: CRC-32 (zlib's, native, ≥ Node 20.15).
- * SHA-256 through OpenSSL cost ~14 µs of the gateway's thread per frame,
- * cold between requests, on every answer's path; CRC-32 is what write-ahead
- * logs use to catch torn and damaged frames, which is all this check is for.
+ * The check of each frame: CRC-32, zlib's (native; Node ≥ 20.15, which
+ * `open()` insists on, so that every build that writes CRC-32 frames can read
+ * them). SHA-256 through OpenSSL cost ~14 µs of the gateway's thread per frame
+ * timed cold, as between requests, on every answer's path; CRC-32 ~5. CRC-32
+ * is what write-ahead logs use to catch torn and damaged frames, which is all
+ * this check is for.
  */
-const checksum: (payload: Buffer) => number =
-  typeof zlib.crc32 === 'function' ? (payload) => zlib.crc32(payload) : legacyChecksum
+function checksum(payload: Buffer): number {
+  return zlib.crc32(payload)
+}
 
 function segmentName(first: number): string {
   return `${String(first).padStart(12, '0')}.log`
@@ -68,6 +72,7 @@ function parseSegment<T>(buf: Buffer): { entries: Array<JournalEntry<T>>; validB
       break
     }
     const { n, ...block } = parsed
+    if (!Number.isInteger(n)) break
     entries.push({ n, block: block as T })
     at += HEADER + len
   }
@@ -93,6 +98,9 @@ export class Journal<T extends object> {
 
   /** Opens the folder; returns every whole block at or after `from`, in order (to replay). */
   async open(from: number): Promise<Array<JournalEntry<T>>> {
+    if (typeof zlib.crc32 !== 'function') {
+      throw new Error(`the usage journal needs Node 20.15 or later (zlib.crc32); this is ${process.version}`)
+    }
     await mkdir(this.dir, { recursive: true })
     const names = (await readdir(this.dir)).filter((f) => SEGMENT_RE.test(f)).sort()
     this.segments = names.map((f) => Number((SEGMENT_RE.exec(f) as RegExpExecArray)[1]))

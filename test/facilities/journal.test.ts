@@ -105,6 +105,9 @@ test('journal: frames carry a CRC-32; frames of older versions (a SHA-256 prefix
     'the new frame is checked with CRC-32',
   )
   t.alike(await reopened(dir), [1, 2, 3], 'old and new frames read together')
+  // A frame that passes its check but is not a block (no number): reading stops there too.
+  await appendFile(join(dir, '000000000000.log'), frame({ v: 9 }, crc32))
+  t.alike(await reopened(dir), [1, 2, 3], 'a frame without a block number is not read')
 })
 
 test('journal: segments rotate, and released ones are deleted', async (t) => {
