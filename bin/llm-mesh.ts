@@ -127,16 +127,14 @@ async function serveWorker(worker: GatewayWorker | ProcessorWorker): Promise<num
   const http = worker instanceof GatewayWorker ? worker.httpUrl : null
   process.send?.({
     type: 'ready',
-    publicKey: worker.publicKey.toString('hex'),
+    publicKey: worker.publicKeyHex,
     ...(http ? { http } : {}),
     backend:
       worker instanceof ProcessorWorker
         ? `${worker.backend.describe()} — ${worker.backendChoice?.reason ?? 'configured'}`
         : 'gateway',
   })
-  process.stdout.write(
-    `${worker.role} ready ${worker.publicKey.toString('hex')}${http ? ` http ${http}` : ''}\n`,
-  )
+  process.stdout.write(`${worker.role} ready ${worker.publicKeyHex}${http ? ` http ${http}` : ''}\n`)
   // Started by `up` with an IPC channel: when the parent goes, so do we.
   const parentGone = new Promise<void>((r) => process.once('disconnect', () => r()))
   await Promise.race([waitForSignal(), parentGone])

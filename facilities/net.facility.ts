@@ -341,6 +341,8 @@ export class PeerConnection {
 export class NetFacility extends Facility {
   readonly name = 'net'
   readonly keyPair: KeyPair
+  /** The public key in hex, as peers and answers name this worker (made once). */
+  readonly publicKeyHex: string
   readonly mesh: string
   private readonly opts: Required<Omit<NetOptions, 'port' | 'host' | 'firewalled'>> &
     Pick<NetOptions, 'port' | 'host' | 'firewalled'>
@@ -367,6 +369,7 @@ export class NetFacility extends Facility {
       logger,
     } = opts
     this.keyPair = keyPair
+    this.publicKeyHex = keyPair.publicKey.toString('hex')
     this.mesh = mesh
     this.log = logger
     this.opts = {
@@ -485,7 +488,7 @@ export class NetFacility extends Facility {
     } finally {
       clearTimeout(timer)
     }
-    found.delete(this.publicKey.toString('hex'))
+    found.delete(this.publicKeyHex)
     return [...found.values()]
   }
 

@@ -86,6 +86,11 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
     return this.net.publicKey
   }
 
+  /** `publicKey` in hex, made once. */
+  get publicKeyHex(): string {
+    return this.net.publicKeyHex
+  }
+
   /** Facilities beyond log, store and net (priorities above 30). */
   protected facilities(): FacilitySpec[] {
     return []
@@ -130,7 +135,7 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
       role: this.role,
       version: VERSION,
       mesh: this.config.mesh,
-      publicKey: this.publicKey.toString('hex'),
+      publicKey: this.publicKeyHex,
       uptimeMs: Date.now() - this.startedAt,
       inflight: this.inflight,
       ...(await this.statusInfo(caller)),
@@ -201,7 +206,7 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
       ping: () => ({
         pong: true,
         role: this.role,
-        publicKey: this.publicKey.toString('hex'),
+        publicKey: this.publicKeyHex,
         time: Date.now(),
       }),
       status: (_payload, ctx) => this.localStatus(ctx.remotePublicKey),

@@ -51,18 +51,11 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
   private tokensPerSecond = 0
   private modelCache: { at: number; models: ModelInfo[] } | null = null
   private throttled: ThrottledSource | null = null
-  /** This processor's key in hex, as every answer names it (made once). */
-  private keyHex: string | null = null
   /** Keys of unary generations (no caller-given id) in `running`. */
   private nextUnary = 0
 
   constructor(config: ProcessorConfig, opts: WorkerOptions = {}) {
     super('processor', config, opts)
-  }
-
-  private get hexKey(): string {
-    if (this.keyHex === null) this.keyHex = this.publicKey.toString('hex')
-    return this.keyHex
   }
 
   get backend(): Backend {
@@ -230,7 +223,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
         ...result,
         text: req.stream ? '' : result.text,
         model: req.model,
-        processor: this.hexKey,
+        processor: this.publicKeyHex,
       }
     } catch (err) {
       writer?.flush()

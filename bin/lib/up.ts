@@ -188,7 +188,7 @@ export async function up(opts: UpOptions): Promise<number> {
       logDestination: createWriteStream(join(dataDir, 'logs', 'gateway.log'), { flags: 'a' }),
     })
     await gateway.ready()
-    const gatewayKey = gateway.publicKey.toString('hex')
+    const gatewayKey = gateway.publicKeyHex
     const operator = await setUpOperator(gateway, opts)
     operatorKeyId = operator.id
 
