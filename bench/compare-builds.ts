@@ -19,13 +19,13 @@
  * node_modules into it, `npx tsc -p .` there.
  */
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
-import { Agent, request } from 'node:http'
+import { Agent } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import createTestnet from 'hyperdht/testnet.js'
-import { fmt, median, percentile, UNLIMITED, untilItAnswers } from './lib.js'
+import { fmt, median, percentile, timedPost, UNLIMITED, untilItAnswers } from './lib.js'
 
 type BenchLib = typeof import('./lib.js')
 
@@ -76,38 +76,12 @@ async function cpuNs(pid: number): Promise<[number, number]> {
   return [await threadNs(pid, pid), all.reduce((a, b) => a + b, 0)]
 }
 
-function post(mesh: Mesh): Promise<number> {
-  return new Promise((done, reject) => {
-    const t0 = performance.now()
-    const req = request(
-      {
-        agent: mesh.agent,
-        host: mesh.url.hostname,
-        port: mesh.url.port,
-        path: '/api/generate',
-        method: 'POST',
-        headers: {
-          'Content-Type': 'application/json',
-          'Content-Length': Buffer.byteLength(BODY),
-          Authorization: `Bearer ${mesh.apiKey}`,
-        },
-      },
-      (res) => {
-        if (res.statusCode !== 200) reject(new Error(`${mesh.checkout}: HTTP ${res.statusCode}`))
-        let first = 0
-        res.on('data', () => {
-          if (first === 0) first = performance.now() - t0
-        })
-        res.on('end', () => {
-          if (STREAM && first === 0) reject(new Error(`${mesh.checkout}: a stream with no body`))
-          else done(STREAM ? first : performance.now() - t0)
-        })
-        res.on('error', reject)
-      },
-    )
-    req.on('error', reject)
-    req.end(BODY)
-  })
+/** One request to a build's mesh: ms to the end, or with --stream to the first byte of the body. */
+async function post(mesh: Mesh): Promise<number> {
+  const headers = { Authorization: `Bearer ${mesh.apiKey}` }
+  const r = await timedPost(mesh.agent, mesh.url, '/api/generate', BODY, headers, mesh.checkout)
+  if (STREAM && r.firstMs === 0) throw new Error(`${mesh.checkout}: a stream with no body`)
+  return STREAM ? r.firstMs : r.totalMs
 }
 
 const dir = await mkdtemp(join(tmpdir(), 'llm-mesh-compare-'))

@@ -27,7 +27,7 @@
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
-import { Agent, request } from 'node:http'
+import { Agent } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -39,6 +39,7 @@ import {
   percentile,
   spawnAccountedGateway,
   spawnEchoProcessor,
+  timedPost,
   UNLIMITED,
   untilItAnswers,
 } from './lib.js'
@@ -62,36 +63,9 @@ interface Target {
 
 const agent = new Agent({ keepAlive: true, maxSockets: CONCURRENCY })
 
-/** One POST; resolves with ms to the first body byte and to the end. */
+/** One POST to a target; resolves with ms to the first body byte and to the end. */
 function post(target: Target, path: string, body: string): Promise<{ firstMs: number; totalMs: number }> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now()
-    let first = 0
-    const req = request(
-      {
-        agent,
-        host: target.url.hostname,
-        port: target.url.port,
-        path,
-        method: 'POST',
-        headers: {
-          'Content-Type': 'application/json',
-          'Content-Length': Buffer.byteLength(body),
-          ...target.headers,
-        },
-      },
-      (res) => {
-        if (res.statusCode !== 200) reject(new Error(`${target.name}: HTTP ${res.statusCode}`))
-        res.on('data', () => {
-          if (first === 0) first = performance.now() - t0
-        })
-        res.on('end', () => resolve({ firstMs: first, totalMs: performance.now() - t0 }))
-        res.on('error', reject)
-      },
-    )
-    req.on('error', reject)
-    req.end(body)
-  })
+  return timedPost(agent, target.url, path, body, target.headers, target.name)
 }
 
 /** Sequential requests taking turns in batches, so the VM's drift (2x over minutes) hits every target alike. */

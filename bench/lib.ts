@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
 import { mkdir, writeFile } from 'node:fs/promises'
+import { type Agent, request } from 'node:http'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { NODE_FLAGS } from '../bin/lib/node-flags.js'
@@ -29,6 +30,49 @@ export function median(values: number[]): number {
 
 export function fmt(n: number, digits = 3): string {
   return Number.isFinite(n) ? n.toFixed(digits) : String(n)
+}
+
+/**
+ * One POST of a JSON `body` to `url` + `path` through `agent`; resolves with
+ * ms to the first body byte (0 when there was none) and to the end.
+ * @throws `<label>: HTTP <status>` on any status but 200
+ */
+export function timedPost(
+  agent: Agent,
+  url: URL,
+  path: string,
+  body: string,
+  headers: Record<string, string>,
+  label: string,
+): Promise<{ firstMs: number; totalMs: number }> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now()
+    let first = 0
+    const req = request(
+      {
+        agent,
+        host: url.hostname,
+        port: url.port,
+        path,
+        method: 'POST',
+        headers: {
+          'Content-Type': 'application/json',
+          'Content-Length': Buffer.byteLength(body),
+          ...headers,
+        },
+      },
+      (res) => {
+        if (res.statusCode !== 200) reject(new Error(`${label}: HTTP ${res.statusCode}`))
+        res.on('data', () => {
+          if (first === 0) first = performance.now() - t0
+        })
+        res.on('end', () => resolve({ firstMs: first, totalMs: performance.now() - t0 }))
+        res.on('error', reject)
+      },
+    )
+    req.on('error', reject)
+    req.end(body)
+  })
 }
 
 /**
