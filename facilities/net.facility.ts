@@ -66,7 +66,8 @@ export interface CallOptions {
 }
 
 export interface StreamOptions extends CallOptions {
-  onChunk: (chunk: StreamChunk) => void
+  /** Each chunk, in order; without it no chunk is expected (an answer given whole) and none is kept. */
+  onChunk?: ((chunk: StreamChunk) => void) | undefined
   cancel?: CancelToken
 }
 
@@ -277,18 +278,23 @@ export class PeerConnection {
     if (cancel?.aborted) {
       return Promise.reject(cancelError(cancel.reason))
     }
-    let expected = 0
-    this.streams.set(id, (chunk) => {
-      // Events on one connection arrive in order; anything else is a broken peer: ignore it.
-      if (chunk.seq !== expected) return
-      expected++
-      opts.onChunk(chunk)
-    })
+    const { onChunk } = opts
+    if (onChunk) {
+      let expected = 0
+      this.streams.set(id, (chunk) => {
+        // Events on one connection arrive in order; anything else is a broken peer: ignore it.
+        if (chunk.seq !== expected) return
+        expected++
+        onChunk(chunk)
+      })
+    }
     const reply = this.request<T>(method, { ...payload, id }, opts)
     if (!cancel) {
-      return reply.finally(() => {
-        this.streams.delete(id)
-      })
+      return onChunk
+        ? reply.finally(() => {
+            this.streams.delete(id)
+          })
+        : reply
     }
     // One promise wired to the reply and the token (not a race of two): this is every
     // gateway request's path.
@@ -298,7 +304,7 @@ export class PeerConnection {
       const settle = () => {
         stopWatching()
         clearTimeout(graceTimer)
-        this.streams.delete(id)
+        if (onChunk) this.streams.delete(id)
       }
       stopWatching = cancel.onAbort((reason) => {
         this.event(STREAM_CANCEL, { id })

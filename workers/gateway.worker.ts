@@ -807,14 +807,18 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       let outcome: LeaseOutcome = { ok: false, processorFault: false }
       try {
         if (cancel.aborted) throw stopped()
+        const { onText } = sink
         const result = await this.net.peer(entry.publicKey, entry.id).stream<InferResult>('infer', body, {
           cancel: leg,
           timeout: timeoutMs,
-          onChunk: (chunk: StreamChunk) => {
-            firstChunkMs ??= performance.now() - sent
-            chunks++
-            sink.onText?.(chunk.text)
-          },
+          // An answer given whole has no chunks to wait for (the processor streams only when asked).
+          onChunk: onText
+            ? (chunk: StreamChunk) => {
+                firstChunkMs ??= performance.now() - sent
+                chunks++
+                onText(chunk.text)
+              }
+            : undefined,
         })
         result.processor = entry.id
         const observedMs = performance.now() - sent

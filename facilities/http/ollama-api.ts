@@ -193,8 +193,17 @@ function ns(ms: number): number {
   return Number.isFinite(ms) && ms > 0 ? Math.round(ms * NS_PER_MS) : 0
 }
 
+let lastMs = -1
+let lastIso = ''
+
+/** `created_at`: the time as ISO 8601, formatted once per millisecond (a busy stream asks many times). */
 function now(): string {
-  return new Date().toISOString()
+  const ms = Date.now()
+  if (ms !== lastMs) {
+    lastIso = new Date(ms).toISOString()
+    lastMs = ms
+  }
+  return lastIso
 }
 
 function metrics(r: GenerationResult) {

@@ -137,11 +137,13 @@ export class Journal<T extends object> {
     if (!this.handle) throw new Error('journal is closed')
     if (this.segmentBytes >= this.segmentLimit) await this.startSegment()
     const n = this.length
-    const payload = Buffer.from(JSON.stringify({ n, ...block }))
-    const frame = Buffer.allocUnsafe(HEADER + payload.length)
-    frame.writeUInt32LE(payload.length, 0)
-    frame.writeUInt32LE(checksum(payload), 4)
-    payload.copy(frame, HEADER)
+    // Encoded straight into the frame: one buffer, no copy.
+    const json = JSON.stringify({ n, ...block })
+    const length = Buffer.byteLength(json)
+    const frame = Buffer.allocUnsafe(HEADER + length)
+    frame.write(json, HEADER)
+    frame.writeUInt32LE(length, 0)
+    frame.writeUInt32LE(checksum(frame.subarray(HEADER)), 4)
     // A synchronous write: a few µs into the page cache, where an async one costs a trip through
     // libuv's thread pool and an event-loop turn on every group commit's path.
     const fd = (this.handle as FileHandle).fd

@@ -7,6 +7,7 @@ import {
   STREAM_CHUNK,
   type StreamChunk,
 } from '../../facilities/net.facility.js'
+import { CancelToken } from '../../workers/lib/cancel.js'
 import { testnet as startTestnet, type T } from '../helpers/mesh.js'
 
 const logger = pino({ level: 'silent' })
@@ -182,4 +183,36 @@ test('net: streams a caller starts from inside onChunk are not held until other 
     firstChunkMs.every((ms) => ms < 600),
     `first chunks after ${firstChunkMs.map((ms) => ms.toFixed(0)).join(', ')} ms, not when the calls end (1 s)`,
   )
+})
+
+test('net: a call without onChunk is still named for cancel, and stray chunks for it are dropped', async (t) => {
+  const started = gate()
+  const cancelled = gate()
+  let cancelledId: string | null = null
+  let callId: string | null = null
+  const { server, client } = await nets(t, {
+    // Emits a chunk nobody asked for, then answers once its cancel arrives.
+    gen: async (payload, ctx) => {
+      const { id } = payload as { id: string }
+      callId = id
+      ctx.emit(STREAM_CHUNK, { id, seq: 0, text: 'stray' })
+      started.open()
+      await cancelled.wait
+      return { cancelled: true }
+    },
+    cancel: async (payload) => {
+      cancelledId = (payload as { id: string }).id
+      cancelled.open()
+      return null
+    },
+  })
+  const peer = client.peer(server.publicKey)
+  const token = new CancelToken()
+  const call = peer.stream<{ cancelled: boolean }>('gen', { prompt: 'x' }, { cancel: token })
+  await started.wait
+  token.abort()
+  t.alike(await call, { cancelled: true }, 'the callee answered the cancelled call')
+  t.ok(callId, 'the call carried an id')
+  t.is(cancelledId, callId, 'the cancel named that call')
+  t.alike(await peer.stream('gen', {}, {}), { cancelled: true }, 'and without a token, its answer as is')
 })
