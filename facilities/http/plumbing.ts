@@ -68,7 +68,8 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
     }
     const onEnd = () => {
       cleanup()
-      resolve(Buffer.concat(chunks, size))
+      // A small body comes in one chunk: no copy.
+      resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size))
     }
     const onError = (err: Error) => {
       cleanup()
