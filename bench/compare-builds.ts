@@ -14,6 +14,12 @@
  *
  *   npm run build                      # in both checkouts
  *   node dist/bench/compare-builds.js <checkout A> <checkout B> [--requests 20000] [--batch 250] [--stream]
+ *   node dist/bench/compare-builds.js <checkout A> <checkout B> --wrk 64 [--turns 10] [--seconds 3]
+ *
+ * With --wrk C: load at C connections from wrk (Debian: apt-get install wrk)
+ * instead, the builds taking turns of --seconds each; prints each build's
+ * median req/s and gateway CPU per request over the turns, and the ratio of
+ * the two builds in each turn pair (B / A), whose median is the comparison.
  *
  * A checkout of an older commit: `git worktree add /tmp/old <commit>`, link
  * node_modules into it, `npx tsc -p .` there.
@@ -25,7 +31,7 @@ import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import createTestnet from 'hyperdht/testnet.js'
-import { fmt, median, percentile, timedPost, UNLIMITED, untilItAnswers } from './lib.js'
+import { fmt, median, percentile, runWrk, timedPost, UNLIMITED, untilItAnswers } from './lib.js'
 
 type BenchLib = typeof import('./lib.js')
 
@@ -35,10 +41,15 @@ const { values, positionals } = parseArgs({
     requests: { type: 'string', default: '20000' },
     batch: { type: 'string', default: '250' },
     stream: { type: 'boolean', default: false },
+    wrk: { type: 'string' },
+    turns: { type: 'string', default: '10' },
+    seconds: { type: 'string', default: '3' },
   },
 })
 if (positionals.length !== 2) {
-  console.error('usage: compare-builds <checkout A> <checkout B> [--requests N] [--batch N] [--stream]')
+  console.error(
+    'usage: compare-builds <checkout A> <checkout B> [--requests N] [--batch N] [--stream] | --wrk C [--turns N] [--seconds S]',
+  )
   process.exit(2)
 }
 const REQUESTS = Number(values.requests)
@@ -46,6 +57,11 @@ const BATCH = Number(values.batch)
 // --stream: streamed requests, timed to the first byte of the body (time to first token).
 const STREAM = values.stream === true
 const BODY = JSON.stringify({ model: 'echo', prompt: 'hello from the bench', stream: STREAM })
+const WRK_CONNECTIONS = values.wrk === undefined ? null : Number(values.wrk)
+if (WRK_CONNECTIONS !== null && !(WRK_CONNECTIONS >= 1)) {
+  console.error('--wrk: a number of connections')
+  process.exit(2)
+}
 
 interface Mesh {
   checkout: string
@@ -116,6 +132,55 @@ for (const [i, checkout] of positionals.entries()) {
 for (const mesh of meshes) {
   await untilItAnswers(() => post(mesh))
   for (let i = 0; i < 3000; i++) await post(mesh)
+}
+
+if (WRK_CONNECTIONS !== null) {
+  await compareWithWrk(WRK_CONNECTIONS)
+  for (const mesh of meshes) await mesh.stop()
+  await testnet.destroy()
+  await rm(dir, { recursive: true, force: true })
+  process.exit(0)
+}
+
+/** Turns of wrk at `connections`, alternating between the builds (the order flips each turn). */
+async function compareWithWrk(connections: number): Promise<void> {
+  const turns = Number(values.turns)
+  const seconds = Number(values.seconds)
+  const rps: number[][] = meshes.map(() => [])
+  const cpu: number[][] = meshes.map(() => [])
+  for (let turn = 0; turn < turns; turn++) {
+    const order = turn % 2 ? [1, 0] : [0, 1]
+    for (const i of order) {
+      const mesh = meshes[i] as Mesh
+      const [before] = await cpuNs(mesh.pids[0])
+      const run = await runWrk(
+        dir,
+        mesh.url,
+        '/api/generate',
+        BODY,
+        { Authorization: `Bearer ${mesh.apiKey}` },
+        connections,
+        seconds,
+      )
+      const [after] = await cpuNs(mesh.pids[0])
+      if (!run) throw new Error('wrk is not installed (apt-get install wrk)')
+      rps[i]?.push(run.rps)
+      cpu[i]?.push((after - before) / 1000 / run.requests)
+    }
+  }
+  console.log(
+    `POST /api/generate, non-streamed, wrk at ${connections} connections, ${turns} turns of ${seconds} s per build`,
+  )
+  console.log('| checkout | req/s, median of turns | gateway main-thread CPU µs/request, median |')
+  console.log('|---|---|---|')
+  for (const [i, mesh] of meshes.entries()) {
+    console.log(`| ${mesh.checkout} | ${fmt(median(rps[i] ?? []), 0)} | ${fmt(median(cpu[i] ?? []), 1)} |`)
+  }
+  const ratios = (rps[1] ?? []).map((r, k) => r / (rps[0]?.[k] ?? Number.NaN))
+  const cpuRatios = (cpu[1] ?? []).map((c, k) => c / (cpu[0]?.[k] ?? Number.NaN))
+  console.log(
+    `B / A per turn pair: req/s ${ratios.map((r) => fmt(r, 2)).join(' ')} (median ${fmt(median(ratios), 3)}); CPU/request median ${fmt(median(cpuRatios), 3)}`,
+  )
 }
 
 for (let done = 0; done < REQUESTS; done += BATCH) {

@@ -25,8 +25,8 @@
  *
  *   npm run build && node dist/bench/http.js [--requests 3000] [--rounds 3]
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { type ChildProcess, spawn } from 'node:child_process'
+import { mkdtemp, rm } from 'node:fs/promises'
 import { Agent } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -37,6 +37,7 @@ import {
   fmt,
   median,
   percentile,
+  runWrk,
   spawnAccountedGateway,
   spawnEchoProcessor,
   timedPost,
@@ -161,52 +162,15 @@ const targets: Target[] = [
 // Wait until the relay reaches its processor and the gateway routes to its own.
 for (const target of targets) await untilItAnswers(() => post(target, '/api/generate', BODY))
 
-/** A duration as wrk prints it (`302.00us`, `1.09ms`, `2.01s` — seconds padded with a space), in ms. */
-function wrkMs(text: string | undefined): number {
-  const m = /^([\d.]+)(us|ms|s)$/.exec(text ?? '')
-  if (!m) return Number.NaN
-  return Number(m[1]) * { us: 0.001, ms: 1, s: 1000 }[m[2] as 'us' | 'ms' | 's']
-}
-
-/**
- * wrk (a C load generator: one thread, `connections` keep-alive connections,
- * `seconds`), when it is installed: it takes far less CPU than a Node client, so
- * more of the 2 cores go to what is measured. req/s, and from its latency
- * histogram the p50 and p99 — at 1 connection, one request at a time with a
- * client that costs ~15 µs of CPU per request instead of the Node client's ~100.
- */
+/** wrk against a target when it is installed (see runWrk in lib.ts): req/s, p50 and p99 ms. */
 async function wrk(
   target: Target,
   connections: number,
   seconds = 5,
 ): Promise<{ rps: number; p50: number; p99: number } | null> {
-  if (spawnSync('wrk', ['--version']).error) return null
-  const script = join(dir, `${target.name}.lua`)
-  const headers = Object.entries({ 'Content-Type': 'application/json', ...target.headers })
-    .map(([k, v]) => `wrk.headers["${k}"] = "${v}"`)
-    .join('\n')
-  await writeFile(script, `wrk.method = "POST"\nwrk.body = '${BODY}'\n${headers}\n`)
-  const out = spawnSync(
-    'wrk',
-    [
-      '-t1',
-      `-c${connections}`,
-      `-d${seconds}s`,
-      '--latency',
-      '-s',
-      script,
-      `${target.url.origin}/api/generate`,
-    ],
-    { encoding: 'utf8' },
-  ).stdout
-  if (/Non-2xx/.test(out)) throw new Error(`${target.name}: wrk saw errors\n${out}`)
-  const rps = /Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]
-  if (!rps) return null
-  return {
-    rps: Number(rps),
-    p50: wrkMs(/^\s*50%\s+(\S+)\s*$/m.exec(out)?.[1]),
-    p99: wrkMs(/^\s*99%\s+(\S+)\s*$/m.exec(out)?.[1]),
-  }
+  const run = await runWrk(dir, target.url, '/api/generate', BODY, target.headers, connections, seconds)
+  if (run?.errors) throw new Error(`${target.name}: wrk saw errors\n${run.output}`)
+  return run
 }
 
 interface Round {
