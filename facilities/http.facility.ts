@@ -1,7 +1,13 @@
 import { randomBytes } from 'node:crypto'
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import {
+  createServer,
+  type IncomingMessage,
+  type OutgoingHttpHeader,
+  type OutgoingHttpHeaders,
+  type Server,
+  ServerResponse,
+} from 'node:http'
 import type { Socket } from 'node:net'
-import onHeaders from 'on-headers'
 import { MeshError } from '../workers/lib/errors.js'
 import type { InferenceSource } from '../workers/lib/wire.js'
 import type { Identity } from './auth.facility.js'
@@ -33,6 +39,43 @@ export interface HttpFacilityOptions {
   authenticate(token: string | undefined): Identity | null
   /** The mesh as seen by this caller, reporting its path through `timing`. */
   sourceFor(identity: Identity | null, timing: RequestTiming): InferenceSource
+}
+
+/** The gateway's own time on a request so far, in ms: before dispatch, and after a whole answer came back. */
+function overheadMs(timing: RequestTiming): string {
+  const now = performance.now()
+  const before = (timing.dispatched ?? now) - timing.arrived
+  const after = timing.answered === undefined ? 0 : now - timing.answered
+  return (before + after).toFixed(3)
+}
+
+/**
+ * A response that adds the gateway's two headers as its head is written,
+ * wherever that happens (a route's writeHead, an implicit head, an error
+ * reply): `X-Request-Id`, and `X-LLM-Mesh-Overhead-Ms` from the request's
+ * timing. They join the head's own header object: a `setHeader` before it
+ * would move every header of every response onto node:http's slower merging
+ * path.
+ */
+class MeshResponse<Request extends IncomingMessage = IncomingMessage> extends ServerResponse<Request> {
+  requestId = ''
+  timing: RequestTiming | null = null
+
+  override writeHead(
+    statusCode: number,
+    messageOrHeaders?: string | OutgoingHttpHeaders | OutgoingHttpHeader[],
+    headersAfterMessage?: OutgoingHttpHeaders | OutgoingHttpHeader[],
+  ): this {
+    const message = typeof messageOrHeaders === 'string' ? messageOrHeaders : undefined
+    const headers = typeof messageOrHeaders === 'string' ? headersAfterMessage : messageOrHeaders
+    const own: OutgoingHttpHeaders = { 'X-Request-Id': this.requestId }
+    if (this.timing) own['X-LLM-Mesh-Overhead-Ms'] = overheadMs(this.timing)
+    if (headers === undefined || Array.isArray(headers)) {
+      for (const [name, value] of Object.entries(own)) if (value !== undefined) this.setHeader(name, value)
+      return super.writeHead(statusCode, message, headers)
+    }
+    return super.writeHead(statusCode, message, { ...headers, ...own })
+  }
 }
 
 /** Paths any client may read without a key: Ollama clients probe them to see a server is up. */
@@ -84,7 +127,7 @@ export class HttpFacility extends Facility {
   }
 
   protected override async _open(): Promise<void> {
-    const server = createServer((req, res) => {
+    const server = createServer({ ServerResponse: MeshResponse }, (req, res) => {
       this.handle(req, res).catch((err) => {
         this.log.error({ err }, 'http handler failed')
         if (!res.headersSent) sendJson(res, 500, { error: 'internal error' })
@@ -107,16 +150,10 @@ export class HttpFacility extends Facility {
     await closeServer(server)
   }
 
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  private async handle(req: IncomingMessage, res: MeshResponse): Promise<void> {
     const timing: RequestTiming = { arrived: performance.now() }
-    const requestId = this.id()
-    res.setHeader('X-Request-Id', requestId)
-    onHeaders(res, function (this: ServerResponse) {
-      const now = performance.now()
-      const before = (timing.dispatched ?? now) - timing.arrived
-      const after = timing.answered === undefined ? 0 : now - timing.answered
-      this.setHeader('X-LLM-Mesh-Overhead-Ms', (before + after).toFixed(3))
-    })
+    res.requestId = this.id()
+    res.timing = timing
     const path = pathOf(req)
     if (path === null) return sendNotFound(res)
     const openAI = path.startsWith('/v1/')

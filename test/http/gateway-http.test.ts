@@ -249,6 +249,8 @@ test('http: errors have the statuses clients expect', { timeout: 120_000 }, asyn
 
   const missing = await post(`${url}/api/chat`, chatBody)
   t.is(missing.res.status, 401, 'no key: 401')
+  t.is(missing.res.headers.get('www-authenticate'), 'Bearer', 'WWW-Authenticate on a 401')
+  t.ok(missing.res.headers.get('x-request-id'), 'X-Request-Id beside headers set before the head')
   t.ok(typeof missing.json?.error === 'string', 'Ollama error body')
   const missingV1 = await post(`${url}/v1/chat/completions`, chatBody)
   t.is(missingV1.res.status, 401)
@@ -259,6 +261,8 @@ test('http: errors have the statuses clients expect', { timeout: 120_000 }, asyn
   const ok = await post(`${url}/api/chat`, chatBody, auth)
   t.is(ok.res.status, 200)
   t.is((ok.json?.message as { content?: string })?.content, STEP1_TEXT)
+  const requestId = ok.res.headers.get('x-request-id')
+  t.ok(requestId && requestId !== missing.res.headers.get('x-request-id'), 'a request id of its own')
   const overhead = Number(ok.res.headers.get('x-llm-mesh-overhead-ms'))
   t.ok(Number.isFinite(overhead) && overhead >= 0, `X-LLM-Mesh-Overhead-Ms: ${overhead}`)
   // The ledger write after the answer is the gateway's time too: a slow one shows in the header.
@@ -273,6 +277,13 @@ test('http: errors have the statuses clients expect', { timeout: 120_000 }, asyn
   usage.record = record
   const slowOverhead = Number(slow.res.headers.get('x-llm-mesh-overhead-ms'))
   t.ok(slowOverhead >= 150, `a 150 ms ledger write counts in X-LLM-Mesh-Overhead-Ms: ${slowOverhead}`)
+  const streamed = await post(`${url}/api/chat`, chatBody.replace('"stream":false', '"stream":true'), auth)
+  t.is(streamed.res.headers.get('content-type'), 'application/x-ndjson', 'a stream')
+  t.is(streamed.res.headers.get('x-accel-buffering'), 'no')
+  t.ok(
+    streamed.res.headers.get('x-request-id') && streamed.res.headers.get('x-llm-mesh-overhead-ms'),
+    "the gateway's headers on a stream's head too",
+  )
 
   const unknown = await post(`${url}/api/chat`, chatBody.replace(TINY_MODEL_NAME, 'nope'), auth)
   t.is(unknown.res.status, 404, 'unknown model: 404')
