@@ -165,12 +165,19 @@ function isUnset(v: unknown): boolean {
   return v === undefined || v === null || v === false || v === '' || (Array.isArray(v) && v.length === 0)
 }
 
-/** @throws ERR_BAD_REQUEST for the first field that asks for a feature this server lacks */
-function rejectUnsupported(fields: Record<string, unknown>): void {
-  for (const [name, value] of Object.entries(fields)) {
-    if (!isUnset(value)) throw MeshError.badRequest(`${name} is not supported by this server`)
+/**
+ * @param prefix names the fields in the message, e.g. `messages.0.`
+ * @throws ERR_BAD_REQUEST for the first of `fields` in `req` that asks for a feature this server lacks
+ */
+function rejectUnsupported<T>(req: T, fields: ReadonlyArray<keyof T & string>, prefix = ''): void {
+  for (const name of fields) {
+    if (!isUnset(req[name])) throw MeshError.badRequest(`${prefix}${name} is not supported by this server`)
   }
 }
+
+const UNSUPPORTED_IN_GENERATE = ['format', 'suffix', 'template', 'images', 'think', 'logprobs'] as const
+const UNSUPPORTED_IN_CHAT = ['format', 'tools', 'think', 'logprobs'] as const
+const UNSUPPORTED_IN_MESSAGE = ['images'] as const
 
 function toGenerationOptions(o: ParsedOptions): GenerationOptions | undefined {
   if (!o) return undefined
@@ -389,14 +396,7 @@ function createRoutes(version: string): Map<string, Route> {
       const body = await ctx.body()
       const model = requireModel(body)
       const req = parse(generateSchema, body)
-      rejectUnsupported({
-        format: req.format,
-        suffix: req.suffix,
-        template: req.template,
-        images: req.images,
-        think: req.think,
-        logprobs: req.logprobs,
-      })
+      rejectUnsupported(req, UNSUPPORTED_IN_GENERATE)
       const prompt = req.prompt ?? ''
       const options = toGenerationOptions(req.options)
       if (prompt === '' && !req.system) {
@@ -439,13 +439,8 @@ function createRoutes(version: string): Map<string, Route> {
       const model = requireModel(body)
       const req = parse(chatSchema, body)
       const messages = req.messages ?? []
-      rejectUnsupported({
-        format: req.format,
-        tools: req.tools,
-        think: req.think,
-        logprobs: req.logprobs,
-        ...Object.fromEntries(messages.map((m, i) => [`messages.${i}.images`, m.images])),
-      })
+      rejectUnsupported(req, UNSUPPORTED_IN_CHAT)
+      for (const [i, m] of messages.entries()) rejectUnsupported(m, UNSUPPORTED_IN_MESSAGE, `messages.${i}.`)
       const options = toGenerationOptions(req.options)
       if (messages.length === 0) {
         await ctx.source.generate({ model, prompt: '' }, { cancel: ctx.cancel })
@@ -487,7 +482,7 @@ function createRoutes(version: string): Map<string, Route> {
       const body = await ctx.body()
       const model = requireModel(body)
       const req = parse(embedSchema, body)
-      rejectUnsupported({ dimensions: req.dimensions })
+      rejectUnsupported(req, ['dimensions'])
       // As in Ollama, an empty string is no input at all.
       const input = typeof req.input === 'string' ? (req.input === '' ? [] : [req.input]) : (req.input ?? [])
       const r = await ctx.source.embed(
