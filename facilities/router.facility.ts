@@ -230,13 +230,19 @@ export class RouterFacility extends Facility {
   /**
    * Refuses a model that no processor serves or ever served (after a fresh
    * lookup, at most one a second), before the request is admitted or recorded.
-   * @throws ERR_MODEL_NOT_FOUND
+   * A model known at once is settled synchronously, with no promise: this is
+   * on every request's path; a promise comes back only when a lookup is due.
+   * @throws ERR_MODEL_NOT_FOUND (the promise rejects with it)
    */
-  async checkModel(model: string): Promise<void> {
-    if (this.servesAny(model) || this.knownModels.has(baseModel(model))) return
-    await this.refreshIfStale()
-    if (this.servesAny(model) || this.knownModels.has(baseModel(model))) return
-    throw MeshError.modelNotFound(model)
+  checkModel(model: string): Promise<void> | undefined {
+    if (this.isKnownModel(model)) return undefined
+    return this.refreshIfStale().then(() => {
+      if (!this.isKnownModel(model)) throw MeshError.modelNotFound(model)
+    })
+  }
+
+  private isKnownModel(model: string): boolean {
+    return this.servesAny(model) || this.knownModels.has(baseModel(model))
   }
 
   /** Whether any known processor serves `model` (on every request's path: no array is built). */

@@ -467,7 +467,7 @@ export class UsageFacility extends Facility {
    */
   async loadTotals(userId: string, now = Date.now()): Promise<void> {
     const month = utcMonth(now)
-    if (this.months.get(userId)?.month === month) return
+    if (this.hasTotals(userId, now)) return
     const key = `${userId}/${month}`
     let loading = this.loadingMonths.get(key)
     if (!loading) {
@@ -497,6 +497,11 @@ export class UsageFacility extends Facility {
       const oldest = this.months.keys().next().value
       if (oldest !== undefined) this.months.delete(oldest)
     }
+  }
+
+  /** Whether a user's totals for the month of `now` are loaded: `loadTotals` would do nothing. */
+  hasTotals(userId: string, now = Date.now()): boolean {
+    return this.months.get(userId)?.month === utcMonth(now)
   }
 
   /** Tokens a user spent today and this month (UTC), including records not yet flushed. */
