@@ -14,12 +14,16 @@
  *
  *   npm run build                      # in both checkouts
  *   node dist/bench/compare-builds.js <checkout A> <checkout B> [--requests 20000] [--batch 250] [--stream]
- *   node dist/bench/compare-builds.js <checkout A> <checkout B> --wrk 64 [--turns 10] [--seconds 3]
+ *   node dist/bench/compare-builds.js <checkout A> <checkout B> --wrk 64 [--turns 10] [--seconds 3] [--together]
  *
  * With --wrk C: load at C connections from wrk (Debian: apt-get install wrk)
  * instead, the builds taking turns of --seconds each; prints each build's
  * median req/s and gateway CPU per request over the turns, and the ratio of
  * the two builds in each turn pair (B / A), whose median is the comparison.
+ * With --together, both builds are loaded at once in every turn, each by its
+ * own wrk: they share the machine's phase exactly (this VM's speed moves by
+ * up to 2x within seconds, so even back-to-back turns can fall in different
+ * phases), at the price of each seeing a machine busier than it alone would.
  *
  * A checkout of an older commit: `git worktree add /tmp/old <commit>`, link
  * node_modules into it, `npx tsc -p .` there.
@@ -44,11 +48,12 @@ const { values, positionals } = parseArgs({
     wrk: { type: 'string' },
     turns: { type: 'string', default: '10' },
     seconds: { type: 'string', default: '3' },
+    together: { type: 'boolean', default: false },
   },
 })
 if (positionals.length !== 2) {
   console.error(
-    'usage: compare-builds <checkout A> <checkout B> [--requests N] [--batch N] [--stream] | --wrk C [--turns N] [--seconds S]',
+    'usage: compare-builds <checkout A> <checkout B> [--requests N] [--batch N] [--stream] | --wrk C [--turns N] [--seconds S] [--together]',
   )
   process.exit(2)
 }
@@ -148,28 +153,22 @@ async function compareWithWrk(connections: number): Promise<void> {
   const seconds = Number(values.seconds)
   const rps: number[][] = meshes.map(() => [])
   const cpu: number[][] = meshes.map(() => [])
+  const load = async (i: number) => {
+    const mesh = meshes[i] as Mesh
+    const [before] = await cpuNs(mesh.pids[0])
+    const headers = { Authorization: `Bearer ${mesh.apiKey}` }
+    const run = await runWrk(dir, mesh.url, '/api/generate', BODY, headers, connections, seconds)
+    const [after] = await cpuNs(mesh.pids[0])
+    if (!run) throw new Error('wrk is not installed (apt-get install wrk)')
+    rps[i]?.push(run.rps)
+    cpu[i]?.push((after - before) / 1000 / run.requests)
+  }
   for (let turn = 0; turn < turns; turn++) {
-    const order = turn % 2 ? [1, 0] : [0, 1]
-    for (const i of order) {
-      const mesh = meshes[i] as Mesh
-      const [before] = await cpuNs(mesh.pids[0])
-      const run = await runWrk(
-        dir,
-        mesh.url,
-        '/api/generate',
-        BODY,
-        { Authorization: `Bearer ${mesh.apiKey}` },
-        connections,
-        seconds,
-      )
-      const [after] = await cpuNs(mesh.pids[0])
-      if (!run) throw new Error('wrk is not installed (apt-get install wrk)')
-      rps[i]?.push(run.rps)
-      cpu[i]?.push((after - before) / 1000 / run.requests)
-    }
+    if (values.together) await Promise.all([load(0), load(1)])
+    else for (const i of turn % 2 ? [1, 0] : [0, 1]) await load(i)
   }
   console.log(
-    `POST /api/generate, non-streamed, wrk at ${connections} connections, ${turns} turns of ${seconds} s per build`,
+    `POST /api/generate, non-streamed, wrk at ${connections} connections, ${turns} turns of ${seconds} s per build${values.together ? ', both builds at once' : ''}`,
   )
   console.log('| checkout | req/s, median of turns | gateway main-thread CPU µs/request, median |')
   console.log('|---|---|---|')
@@ -179,7 +178,7 @@ async function compareWithWrk(connections: number): Promise<void> {
   const ratios = (rps[1] ?? []).map((r, k) => r / (rps[0]?.[k] ?? Number.NaN))
   const cpuRatios = (cpu[1] ?? []).map((c, k) => c / (cpu[0]?.[k] ?? Number.NaN))
   console.log(
-    `B / A per turn pair: req/s ${ratios.map((r) => fmt(r, 2)).join(' ')} (median ${fmt(median(ratios), 3)}); CPU/request median ${fmt(median(cpuRatios), 3)}`,
+    `B / A per turn pair: req/s ${ratios.map((r) => fmt(r, 2)).join(' ')} (median ${fmt(median(ratios), 3)}); CPU/request ${cpuRatios.map((r) => fmt(r, 2)).join(' ')} (median ${fmt(median(cpuRatios), 3)})`,
   )
 }
 

@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
+import { type ChildProcess, execFile, spawn, spawnSync } from 'node:child_process'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { type Agent, request } from 'node:http'
 import { join } from 'node:path'
@@ -113,11 +113,13 @@ export async function runWrk(
     ([k, v]) => `wrk.headers["${k}"] = "${v}"`,
   )
   await writeFile(script, `wrk.method = "POST"\nwrk.body = '${body}'\n${lines.join('\n')}\n`)
-  const output = spawnSync(
-    'wrk',
-    ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', '-s', script, `${url.origin}${path}`],
-    { encoding: 'utf8' },
-  ).stdout
+  const output = await new Promise<string>((resolve, reject) => {
+    execFile(
+      'wrk',
+      ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', '-s', script, `${url.origin}${path}`],
+      (err, stdout) => (err ? reject(err) : resolve(stdout)),
+    )
+  })
   const rps = /Requests\/sec:\s+([\d.]+)/.exec(output)?.[1]
   const requests = /(\d+) requests in/.exec(output)?.[1]
   if (!rps || !requests) return null
@@ -153,9 +155,14 @@ export async function spawnWorker(
   args: string[],
 ): Promise<{ child: ChildProcess; publicKey: string; httpUrl: string | null; stop(): Promise<void> }> {
   // LLM_MESH_BENCH_PROF=gateway (or processor) writes a V8 CPU profile of that worker to
-  // LLM_MESH_BENCH_PROF_DIR (default ./bench/out) when it stops.
+  // LLM_MESH_BENCH_PROF_DIR (default ./bench/out) when it stops, sampling every
+  // LLM_MESH_BENCH_PROF_INTERVAL µs (V8's default: 1000).
   const outDir = process.env.LLM_MESH_BENCH_PROF_DIR ?? 'bench/out'
-  const prof = process.env.LLM_MESH_BENCH_PROF === args[0] ? ['--cpu-prof', `--cpu-prof-dir=${outDir}`] : []
+  const interval = process.env.LLM_MESH_BENCH_PROF_INTERVAL
+  const prof =
+    process.env.LLM_MESH_BENCH_PROF === args[0]
+      ? ['--cpu-prof', `--cpu-prof-dir=${outDir}`, ...(interval ? [`--cpu-prof-interval=${interval}`] : [])]
+      : []
   // LLM_MESH_BENCH_CALLGRIND=gateway runs that worker under valgrind's callgrind with counting off
   // (`callgrind_control -i on|off <pid>` brackets a load): instruction counts per request do not
   // drift with the machine's load the way seconds do.
