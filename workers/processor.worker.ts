@@ -20,6 +20,11 @@ import type { InferenceSource, ModelInfo } from './lib/wire.js'
 /** Smoothing of the tokens/s figure reported in `status`. */
 const EWMA_ALPHA = 0.3
 
+/** A duration in ms, rounded to the microsecond. */
+function toMicroseconds(ms: number): number {
+  return Math.round(ms * 1000) / 1000
+}
+
 export type ProcessorStatus = {
   backend: { kind: string; describe: string; reason: string }
   models: string[]
@@ -219,11 +224,19 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
         this.tokensPerSecond =
           this.tokensPerSecond === 0 ? tps : EWMA_ALPHA * tps + (1 - EWMA_ALPHA) * this.tokensPerSecond
       }
+      // Field by field: a backend's result may carry more than the wire's fields. The gateway
+      // names the processor itself, and durations go to the microsecond: a double's 17 digits
+      // were a third of every reply's bytes, and replies batch into UDP packets.
       return {
-        ...result,
-        text: req.stream ? '' : result.text,
         model: req.model,
-        processor: this.publicKeyHex,
+        text: req.stream ? '' : result.text,
+        doneReason: result.doneReason,
+        promptTokens: result.promptTokens,
+        completionTokens: result.completionTokens,
+        totalMs: toMicroseconds(result.totalMs),
+        loadMs: toMicroseconds(result.loadMs),
+        promptEvalMs: toMicroseconds(result.promptEvalMs),
+        evalMs: toMicroseconds(result.evalMs),
       }
     } catch (err) {
       writer?.flush()
