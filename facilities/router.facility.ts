@@ -434,6 +434,15 @@ export class RouterFacility extends Facility {
   // ---------------------------------------------------------------- scheduling
 
   /**
+   * A slot free right now on a processor for `model` (none of `exclude`), or
+   * null: what `acquire` starts with, without its promise, for the common case
+   * on every request's path. Null says nothing about why: call `acquire`.
+   */
+  leaseNow(model: string, exclude: ReadonlySet<string>): Lease | null {
+    return this.tryLease(model, exclude, Date.now())
+  }
+
+  /**
    * A slot on a processor for `model`, now or once one frees (queued, fairly
    * across users). Resolve with the lease; `release()` it when done.
    * @throws ERR_MODEL_NOT_FOUND (no processor ever served it), ERR_NO_PROCESSOR (none left, or

@@ -786,12 +786,8 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     if (key) this.running.set(key, cancel)
     this.active++
     try {
-      return await this.withDeadline(
-        cancel,
-        timeoutMs,
-        (c) => sink.watch(c),
-        sink.onAnswer,
-        () => this.forward(req, sink, cancel, userId, timeoutMs),
+      return await this.withDeadline(cancel, timeoutMs, sink.watch, sink.onAnswer, () =>
+        this.forward(req, sink, cancel, userId, timeoutMs),
       )
     } finally {
       this.active--
@@ -813,7 +809,9 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     const body = processorRequest(req)
     const stopped = () => cancelError(cancel.reason)
     for (let attempt = 1; ; attempt++) {
-      const lease = await this.router.acquire(req.model, { userId, exclude: tried, cancel })
+      const lease =
+        this.router.leaseNow(req.model, tried) ??
+        (await this.router.acquire(req.model, { userId, exclude: tried, cancel }))
       const { entry } = lease
       tried.add(entry.id)
       const leg = new CancelToken()
