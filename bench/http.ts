@@ -18,10 +18,12 @@
  * to first token), the targets taking turns in batches of 250; then 64 in
  * flight to each target (req/s). With `wrk` installed
  * (Debian: apt-get install wrk), req/s is also measured with it at 64
- * connections, and p50/p99 at 1 connection (the targets taking turns, 1 s
- * each, five times a round): one request at a time from a client light
- * enough not to crowd the 2 cores the servers share. Rounds
- * alternate between the targets; medians of `--rounds`.
+ * connections, and p50/p99 at 1 connection: one request at a time from a
+ * client light enough not to crowd the 2 cores the servers share. Both wrk
+ * loads take turns between the targets, 1 s each, five times a round (the
+ * medians count): this VM's speed moves by up to 2x within seconds, and one
+ * 5 s run per target was a draw of the phase it fell in. Rounds alternate
+ * between the targets; medians of `--rounds`.
  *
  *   npm run build && node dist/bench/http.js [--requests 3000] [--rounds 3]
  */
@@ -51,7 +53,7 @@ const { values } = parseArgs({
 const REQUESTS = Number(values.requests)
 const ROUNDS = Number(values.rounds)
 const CONCURRENCY = 64
-/** wrk at 1 connection: the targets take turns this many times a round, 1 s each (the medians count). */
+/** wrk (at 64 connections, then at 1): the targets take turns this many times a round, 1 s each (the medians count). */
 const WRK_TURNS = 5
 const BODY = JSON.stringify({ model: 'echo', prompt: 'hello from the bench', stream: false })
 const STREAM_BODY = JSON.stringify({ model: 'echo', prompt: 'hello from the bench, streamed', stream: true })
@@ -162,15 +164,23 @@ const targets: Target[] = [
 // Wait until the relay reaches its processor and the gateway routes to its own.
 for (const target of targets) await untilItAnswers(() => post(target, '/api/generate', BODY))
 
-/** wrk against a target when it is installed (see runWrk in lib.ts): req/s, p50 and p99 ms. */
-async function wrk(
-  target: Target,
+/**
+ * `WRK_TURNS` turns of 1 s per target at `connections`, by target name:
+ * req/s, p50 and p99 ms from wrk (see runWrk in lib.ts); nothing without wrk.
+ */
+async function wrkTurns(
+  order: Target[],
   connections: number,
-  seconds = 5,
-): Promise<{ rps: number; p50: number; p99: number } | null> {
-  const run = await runWrk(dir, target.url, '/api/generate', BODY, target.headers, connections, seconds)
-  if (run?.errors) throw new Error(`${target.name}: wrk saw errors\n${run.output}`)
-  return run
+): Promise<Map<string, Array<{ rps: number; p50: number; p99: number }>>> {
+  const out = new Map<string, Array<{ rps: number; p50: number; p99: number }>>()
+  for (let turn = 0; turn < WRK_TURNS; turn++) {
+    for (const target of order) {
+      const run = await runWrk(dir, target.url, '/api/generate', BODY, target.headers, connections, 1)
+      if (run?.errors) throw new Error(`${target.name}: wrk saw errors\n${run.output}`)
+      if (run) out.set(target.name, [...(out.get(target.name) ?? []), run])
+    }
+  }
+  return out
 }
 
 interface Round {
@@ -191,7 +201,6 @@ for (let r = 0; r < ROUNDS; r++) {
   const streamed = await latency(order, true)
   for (const target of order) {
     const rps = await throughput(target)
-    const loaded = await wrk(target, CONCURRENCY)
     const u = unary.get(target.name)
     const list = results.get(target.name) ?? []
     list.push({
@@ -199,26 +208,24 @@ for (let r = 0; r < ROUNDS; r++) {
       p99: u?.p99 ?? Number.NaN,
       ttft: streamed.get(target.name)?.ttft ?? Number.NaN,
       rps,
-      wrk: loaded?.rps ?? Number.NaN,
+      wrk: Number.NaN,
       wrk1p50: Number.NaN,
       wrk1p99: Number.NaN,
     })
     results.set(target.name, list)
   }
-  // One request at a time again, with wrk's lighter client: the targets take turns, 1 s each, 5 times.
-  const ones = new Map<string, Array<{ p50: number; p99: number }>>()
-  for (let turn = 0; turn < WRK_TURNS; turn++) {
-    for (const target of order) {
-      const one = await wrk(target, 1, 1)
-      if (one) ones.set(target.name, [...(ones.get(target.name) ?? []), one])
-    }
-  }
+  // wrk at 64 connections, then one at a time with its lighter client: the targets take turns, 1 s each.
+  const loaded = await wrkTurns(order, CONCURRENCY)
+  const ones = await wrkTurns(order, 1)
   for (const target of order) {
-    const list = ones.get(target.name) ?? []
     const last = results.get(target.name)?.at(-1)
-    if (last && list.length > 0) {
-      last.wrk1p50 = median(list.map((x) => x.p50))
-      last.wrk1p99 = median(list.map((x) => x.p99))
+    const at64 = loaded.get(target.name) ?? []
+    const at1 = ones.get(target.name) ?? []
+    if (!last) continue
+    if (at64.length > 0) last.wrk = median(at64.map((x) => x.rps))
+    if (at1.length > 0) {
+      last.wrk1p50 = median(at1.map((x) => x.p50))
+      last.wrk1p99 = median(at1.map((x) => x.p99))
     }
   }
 }
