@@ -153,6 +153,8 @@ async function compareWithWrk(connections: number): Promise<void> {
   const seconds = Number(values.seconds)
   const rps: number[][] = meshes.map(() => [])
   const cpu: number[][] = meshes.map(() => [])
+  const p50: number[][] = meshes.map(() => [])
+  const p99: number[][] = meshes.map(() => [])
   const load = async (i: number) => {
     const mesh = meshes[i] as Mesh
     const [before] = await cpuNs(mesh.pids[0])
@@ -162,6 +164,8 @@ async function compareWithWrk(connections: number): Promise<void> {
     if (!run) throw new Error('wrk is not installed (apt-get install wrk)')
     rps[i]?.push(run.rps)
     cpu[i]?.push((after - before) / 1000 / run.requests)
+    p50[i]?.push(run.p50)
+    p99[i]?.push(run.p99)
   }
   for (let turn = 0; turn < turns; turn++) {
     if (values.together) await Promise.all([load(0), load(1)])
@@ -170,10 +174,14 @@ async function compareWithWrk(connections: number): Promise<void> {
   console.log(
     `POST /api/generate, non-streamed, wrk at ${connections} connections, ${turns} turns of ${seconds} s per build${values.together ? ', both builds at once' : ''}`,
   )
-  console.log('| checkout | req/s, median of turns | gateway main-thread CPU µs/request, median |')
-  console.log('|---|---|---|')
+  console.log(
+    '| checkout | req/s, median of turns | gateway main-thread CPU µs/request, median | p50 / p99 ms, medians |',
+  )
+  console.log('|---|---|---|---|')
   for (const [i, mesh] of meshes.entries()) {
-    console.log(`| ${mesh.checkout} | ${fmt(median(rps[i] ?? []), 0)} | ${fmt(median(cpu[i] ?? []), 1)} |`)
+    console.log(
+      `| ${mesh.checkout} | ${fmt(median(rps[i] ?? []), 0)} | ${fmt(median(cpu[i] ?? []), 1)} | ${fmt(median(p50[i] ?? []))} / ${fmt(median(p99[i] ?? []))} |`,
+    )
   }
   const ratios = (rps[1] ?? []).map((r, k) => r / (rps[0]?.[k] ?? Number.NaN))
   const cpuRatios = (cpu[1] ?? []).map((c, k) => c / (cpu[0]?.[k] ?? Number.NaN))
