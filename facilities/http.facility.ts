@@ -113,7 +113,11 @@ export class HttpFacility extends Facility {
     this.opts = opts
     this.log = opts.logger
     this.ollama = createOllamaRoutes({ version: DEFAULT_OLLAMA_VERSION, maxBodyBytes: opts.maxBodyBytes })
-    this.openai = createOpenAIRoutes({ maxBodyBytes: opts.maxBodyBytes, requestId: () => this.id() })
+    this.openai = createOpenAIRoutes({
+      maxBodyBytes: opts.maxBodyBytes,
+      // The answer's id is the request's: `chatcmpl-<X-Request-Id>`.
+      requestId: (res) => (res instanceof MeshResponse ? res.requestId : this.id()),
+    })
   }
 
   /** Base URL, e.g. http://127.0.0.1:11435. @throws ERR_UNAVAILABLE before it listens */

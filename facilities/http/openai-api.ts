@@ -31,8 +31,8 @@ const OWNER = 'llm-mesh'
 export interface OpenAIRoutesOptions {
   /** Largest request body accepted; larger ones get 413. */
   maxBodyBytes?: number
-  /** Id of the answer (`chatcmpl-<id>`); default a random one per request. */
-  requestId?: () => string
+  /** Id of the answer to `res` (`chatcmpl-<id>`); default a random one per request. */
+  requestId?: (res: ServerResponse) => string
 }
 
 /**
@@ -326,12 +326,12 @@ export function createOpenAIRoutes(opts: OpenAIRoutesOptions = {}): OpenAIRoutes
         }
         if (path === '/v1/chat/completions') {
           if (method !== 'POST') return notAllowed(res, 'POST')
-          await chatCompletions(res, cancel, source, parse(chatSchema, await body()), requestId())
+          await chatCompletions(res, cancel, source, parse(chatSchema, await body()), requestId(res))
           return
         }
         if (path === '/v1/completions') {
           if (method !== 'POST') return notAllowed(res, 'POST')
-          await completions(res, cancel, source, parse(completionSchema, await body()), requestId())
+          await completions(res, cancel, source, parse(completionSchema, await body()), requestId(res))
           return
         }
         if (path === '/v1/embeddings') {

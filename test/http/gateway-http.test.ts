@@ -277,6 +277,12 @@ test('http: errors have the statuses clients expect', { timeout: 120_000 }, asyn
   usage.record = record
   const slowOverhead = Number(slow.res.headers.get('x-llm-mesh-overhead-ms'))
   t.ok(slowOverhead >= 150, `a 150 ms ledger write counts in X-LLM-Mesh-Overhead-Ms: ${slowOverhead}`)
+  const v1 = await post(`${url}/v1/chat/completions`, chatBody, auth)
+  t.is(
+    v1.json?.id,
+    `chatcmpl-${v1.res.headers.get('x-request-id')}`,
+    "an OpenAI answer's id is its request id",
+  )
   const streamed = await post(`${url}/api/chat`, chatBody.replace('"stream":false', '"stream":true'), auth)
   t.is(streamed.res.headers.get('content-type'), 'application/x-ndjson', 'a stream')
   t.is(streamed.res.headers.get('x-accel-buffering'), 'no')
