@@ -162,6 +162,7 @@ async function compareWithWrk(connections: number): Promise<void> {
     const run = await runWrk(dir, mesh.url, '/api/generate', BODY, headers, connections, seconds)
     const [after] = await cpuNs(mesh.pids[0])
     if (!run) throw new Error('wrk is not installed (apt-get install wrk)')
+    if (run.errors) throw new Error(`${mesh.checkout}: wrk saw errors\n${run.output}`)
     rps[i]?.push(run.rps)
     cpu[i]?.push((after - before) / 1000 / run.requests)
     p50[i]?.push(run.p50)

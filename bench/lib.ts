@@ -75,6 +75,8 @@ export function timedPost(
   })
 }
 
+let wrkInstalled: boolean | undefined
+
 /** A duration as wrk prints it (`302.00us`, `1.09ms`, `2.01s` — seconds padded with a space), in ms. */
 function wrkMs(text: string | undefined): number {
   const m = /^([\d.]+)(us|ms|s)$/.exec(text ?? '')
@@ -107,12 +109,14 @@ export async function runWrk(
   errors: boolean
   output: string
 } | null> {
-  if (spawnSync('wrk', ['--version']).error) return null
+  wrkInstalled ??= !spawnSync('wrk', ['--version']).error
+  if (!wrkInstalled) return null
   const script = join(dir, `wrk-${url.port}.lua`)
   const lines = Object.entries({ 'Content-Type': 'application/json', ...headers }).map(
     ([k, v]) => `wrk.headers["${k}"] = "${v}"`,
   )
-  await writeFile(script, `wrk.method = "POST"\nwrk.body = '${body}'\n${lines.join('\n')}\n`)
+  // A Lua long string: the body as it is, whatever quotes it holds.
+  await writeFile(script, `wrk.method = "POST"\nwrk.body = [==[${body}]==]\n${lines.join('\n')}\n`)
   const output = await new Promise<string>((resolve, reject) => {
     execFile(
       'wrk',
@@ -128,7 +132,8 @@ export async function runWrk(
     requests: Number(requests),
     p50: wrkMs(/^\s*50%\s+(\S+)\s*$/m.exec(output)?.[1]),
     p99: wrkMs(/^\s*99%\s+(\S+)\s*$/m.exec(output)?.[1]),
-    errors: /Non-2xx/.test(output),
+    // Answers that were not 2xx, and connections that failed or timed out.
+    errors: /Non-2xx/.test(output) || /Socket errors:.*[1-9]/.test(output),
     output,
   }
 }

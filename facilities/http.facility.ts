@@ -63,11 +63,20 @@ class MeshResponse<Request extends IncomingMessage = IncomingMessage> extends Se
 
   override writeHead(
     statusCode: number,
+    statusMessage?: string,
+    headers?: OutgoingHttpHeaders | OutgoingHttpHeader[],
+  ): this
+  override writeHead(statusCode: number, headers?: OutgoingHttpHeaders | OutgoingHttpHeader[]): this
+  override writeHead(
+    statusCode: number,
     messageOrHeaders?: string | OutgoingHttpHeaders | OutgoingHttpHeader[],
     headersAfterMessage?: OutgoingHttpHeaders | OutgoingHttpHeader[],
   ): this {
     const message = typeof messageOrHeaders === 'string' ? messageOrHeaders : undefined
     const headers = typeof messageOrHeaders === 'string' ? headersAfterMessage : messageOrHeaders
+    // Replies node:http makes itself before the handler runs (a 417 for an unknown `Expect`)
+    // have no request id yet: they get neither header.
+    if (!this.requestId) return super.writeHead(statusCode, message, headers)
     const own: OutgoingHttpHeaders = { 'X-Request-Id': this.requestId }
     if (this.timing) own['X-LLM-Mesh-Overhead-Ms'] = overheadMs(this.timing)
     if (headers === undefined || Array.isArray(headers)) {

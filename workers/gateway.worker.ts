@@ -79,7 +79,7 @@ export interface Sink {
   /** Each piece of streamed text, in order; null for a request answered whole. */
   onText: ((text: string) => void) | null
   /** Cancels the request when its caller goes away; returns the function that stops watching. */
-  watch(cancel: CancelToken): () => void
+  watch: (cancel: CancelToken) => () => void
   /** Called each time the request is handed to a processor. */
   onDispatch?: () => void
   /** Called when a processor's whole answer came back, before it is accounted. */
@@ -809,6 +809,8 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     const body = processorRequest(req)
     const stopped = () => cancelError(cancel.reason)
     for (let attempt = 1; ; attempt++) {
+      // As acquire() would: a request stopped meanwhile (its caller gone) takes no slot.
+      if (cancel.aborted) throw stopped()
       const lease =
         this.router.leaseNow(req.model, tried) ??
         (await this.router.acquire(req.model, { userId, exclude: tried, cancel }))

@@ -178,6 +178,7 @@ function rejectUnsupported<T>(req: T, fields: ReadonlyArray<keyof T & string>, p
 const UNSUPPORTED_IN_GENERATE = ['format', 'suffix', 'template', 'images', 'think', 'logprobs'] as const
 const UNSUPPORTED_IN_CHAT = ['format', 'tools', 'think', 'logprobs'] as const
 const UNSUPPORTED_IN_MESSAGE = ['images'] as const
+const UNSUPPORTED_IN_EMBED = ['dimensions'] as const
 
 function toGenerationOptions(o: ParsedOptions): GenerationOptions | undefined {
   if (!o) return undefined
@@ -482,7 +483,7 @@ function createRoutes(version: string): Map<string, Route> {
       const body = await ctx.body()
       const model = requireModel(body)
       const req = parse(embedSchema, body)
-      rejectUnsupported(req, ['dimensions'])
+      rejectUnsupported(req, UNSUPPORTED_IN_EMBED)
       // As in Ollama, an empty string is no input at all.
       const input = typeof req.input === 'string' ? (req.input === '' ? [] : [req.input]) : (req.input ?? [])
       const r = await ctx.source.embed(

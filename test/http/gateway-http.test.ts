@@ -1,3 +1,4 @@
+import { request } from 'node:http'
 import { join } from 'node:path'
 import test, { type Test } from 'brittle'
 import { Ollama } from 'ollama'
@@ -277,6 +278,17 @@ test('http: errors have the statuses clients expect', { timeout: 120_000 }, asyn
   usage.record = record
   const slowOverhead = Number(slow.res.headers.get('x-llm-mesh-overhead-ms'))
   t.ok(slowOverhead >= 150, `a 150 ms ledger write counts in X-LLM-Mesh-Overhead-Ms: ${slowOverhead}`)
+  // node:http answers an unknown Expect itself (417), before the gateway sees the request.
+  const expect = await new Promise<{ status?: number; id: unknown }>((resolve, reject) => {
+    const r = request(`${url}/api/chat`, { method: 'POST', headers: { Expect: 'nonsense' } }, (res) => {
+      res.resume()
+      resolve({ status: res.statusCode, id: res.headers['x-request-id'] })
+    })
+    r.on('error', reject)
+    r.end()
+  })
+  t.is(expect.status, 417)
+  t.is(expect.id, undefined, 'no empty X-Request-Id on an answer node:http gives itself')
   const v1 = await post(`${url}/v1/chat/completions`, chatBody, auth)
   t.is(
     v1.json?.id,

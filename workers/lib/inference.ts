@@ -65,7 +65,7 @@ export type InferRequestInput = z.input<typeof inferRequestSchema>
 /** The final reply of `infer`. When streamed, `text` is empty: the chunks carried it. */
 export interface InferResult extends GenerationResult {
   model: string
-  /** Hex key of the processor that served it (set by processors, kept by gateways). */
+  /** Hex key of the processor that served it (set by the gateway). */
   processor?: string
   /** The gateway's id of the request, as in its usage ledger. */
   requestId?: string
