@@ -139,14 +139,6 @@ for (const mesh of meshes) {
   for (let i = 0; i < 3000; i++) await post(mesh)
 }
 
-if (WRK_CONNECTIONS !== null) {
-  await compareWithWrk(WRK_CONNECTIONS)
-  for (const mesh of meshes) await mesh.stop()
-  await testnet.destroy()
-  await rm(dir, { recursive: true, force: true })
-  process.exit(0)
-}
-
 /** Turns of wrk at `connections`, alternating between the builds (the order flips each turn). */
 async function compareWithWrk(connections: number): Promise<void> {
   const turns = Number(values.turns)
@@ -159,10 +151,18 @@ async function compareWithWrk(connections: number): Promise<void> {
     const mesh = meshes[i] as Mesh
     const [before] = await cpuNs(mesh.pids[0])
     const headers = { Authorization: `Bearer ${mesh.apiKey}` }
-    const run = await runWrk(dir, mesh.url, '/api/generate', BODY, headers, connections, seconds)
+    const run = await runWrk(
+      mesh.checkout,
+      dir,
+      mesh.url,
+      '/api/generate',
+      BODY,
+      headers,
+      connections,
+      seconds,
+    )
     const [after] = await cpuNs(mesh.pids[0])
     if (!run) throw new Error('wrk is not installed (apt-get install wrk)')
-    if (run.errors) throw new Error(`${mesh.checkout}: wrk saw errors\n${run.output}`)
     rps[i]?.push(run.rps)
     cpu[i]?.push((after - before) / 1000 / run.requests)
     p50[i]?.push(run.p50)
@@ -191,33 +191,39 @@ async function compareWithWrk(connections: number): Promise<void> {
   )
 }
 
-for (let done = 0; done < REQUESTS; done += BATCH) {
+/** Sequential requests, the builds taking turns in batches of --batch (the default mode). */
+async function compareSequential(): Promise<void> {
+  for (let done = 0; done < REQUESTS; done += BATCH) {
+    for (const mesh of meshes) {
+      const before = (await Promise.all(mesh.pids.map(cpuNs))).flat()
+      for (let i = 0; i < BATCH; i++) mesh.times.push(await post(mesh))
+      const after = (await Promise.all(mesh.pids.map(cpuNs))).flat()
+      for (const k of [0, 1, 2, 3]) mesh.cpuNs[k] = (mesh.cpuNs[k] ?? 0) + (after[k] ?? 0) - (before[k] ?? 0)
+    }
+  }
+
+  console.log(
+    `POST /api/generate, ${STREAM ? 'streamed (time to the first byte)' : 'non-streamed'}, ${REQUESTS} sequential per build in alternating batches of ${BATCH}`,
+  )
+  console.log(
+    '| checkout | p50 ms | p99 ms | p50 per fifth of the run, ms | gateway CPU µs/request, main thread / all | processor CPU µs/request, main thread / all |',
+  )
+  console.log('|---|---|---|---|---|---|')
+  function perRequest(mesh: Mesh, k: number): string {
+    return fmt((mesh.cpuNs[k] ?? 0) / 1000 / mesh.times.length, 0)
+  }
   for (const mesh of meshes) {
-    const before = (await Promise.all(mesh.pids.map(cpuNs))).flat()
-    for (let i = 0; i < BATCH; i++) mesh.times.push(await post(mesh))
-    const after = (await Promise.all(mesh.pids.map(cpuNs))).flat()
-    for (const k of [0, 1, 2, 3]) mesh.cpuNs[k] = (mesh.cpuNs[k] ?? 0) + (after[k] ?? 0) - (before[k] ?? 0)
+    const fifth = Math.floor(mesh.times.length / 5)
+    const fifths = [0, 1, 2, 3, 4].map((k) => fmt(median(mesh.times.slice(k * fifth, (k + 1) * fifth))))
+    const sorted = [...mesh.times].sort((a, b) => a - b)
+    console.log(
+      `| ${mesh.checkout} | ${fmt(percentile(sorted, 50))} | ${fmt(percentile(sorted, 99))} | ${fifths.join(' ')} | ${perRequest(mesh, 0)} / ${perRequest(mesh, 1)} | ${perRequest(mesh, 2)} / ${perRequest(mesh, 3)} |`,
+    )
   }
 }
 
-console.log(
-  `POST /api/generate, ${STREAM ? 'streamed (time to the first byte)' : 'non-streamed'}, ${REQUESTS} sequential per build in alternating batches of ${BATCH}`,
-)
-console.log(
-  '| checkout | p50 ms | p99 ms | p50 per fifth of the run, ms | gateway CPU µs/request, main thread / all | processor CPU µs/request, main thread / all |',
-)
-console.log('|---|---|---|---|---|---|')
-function perRequest(mesh: Mesh, k: number): string {
-  return fmt((mesh.cpuNs[k] ?? 0) / 1000 / mesh.times.length, 0)
-}
-for (const mesh of meshes) {
-  const fifth = Math.floor(mesh.times.length / 5)
-  const fifths = [0, 1, 2, 3, 4].map((k) => fmt(median(mesh.times.slice(k * fifth, (k + 1) * fifth))))
-  const sorted = [...mesh.times].sort((a, b) => a - b)
-  console.log(
-    `| ${mesh.checkout} | ${fmt(percentile(sorted, 50))} | ${fmt(percentile(sorted, 99))} | ${fifths.join(' ')} | ${perRequest(mesh, 0)} / ${perRequest(mesh, 1)} | ${perRequest(mesh, 2)} / ${perRequest(mesh, 3)} |`,
-  )
-}
+if (WRK_CONNECTIONS !== null) await compareWithWrk(WRK_CONNECTIONS)
+else await compareSequential()
 
 for (const mesh of meshes) await mesh.stop()
 await testnet.destroy()

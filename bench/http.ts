@@ -175,8 +175,16 @@ async function wrkTurns(
   const out = new Map<string, Array<{ rps: number; p50: number; p99: number }>>()
   for (let turn = 0; turn < WRK_TURNS; turn++) {
     for (const target of order) {
-      const run = await runWrk(dir, target.url, '/api/generate', BODY, target.headers, connections, 1)
-      if (run?.errors) throw new Error(`${target.name}: wrk saw errors\n${run.output}`)
+      const run = await runWrk(
+        target.name,
+        dir,
+        target.url,
+        '/api/generate',
+        BODY,
+        target.headers,
+        connections,
+        1,
+      )
       if (run) out.set(target.name, [...(out.get(target.name) ?? []), run])
     }
   }

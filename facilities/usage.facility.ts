@@ -489,8 +489,8 @@ export class UsageFacility extends Facility {
    * are free until the month changes). Call before `tokensUsed`.
    */
   async loadTotals(userId: string, now = Date.now()): Promise<void> {
-    const month = utcMonth(now)
     if (this.hasTotals(userId, now)) return
+    const month = utcMonth(now)
     const key = `${userId}/${month}`
     let loading = this.loadingMonths.get(key)
     if (!loading) {
