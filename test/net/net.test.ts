@@ -1,7 +1,9 @@
+import RPC from '@hyperswarm/rpc'
 import test from 'brittle'
 import DHT from 'hyperdht'
 import { pino } from 'pino'
 import {
+  fromWireError,
   type MethodTable,
   NetFacility,
   STREAM_CHUNK,
@@ -33,7 +35,7 @@ async function nets(t: T, methods: MethodTable) {
   }
   const server = await make()
   await server.serve(methods)
-  return { server, client: await make(), other: await make() }
+  return { server, client: await make(), other: await make(), bootstrap }
 }
 
 /** A promise and the function that resolves it. */
@@ -215,4 +217,31 @@ test('net: a call without onChunk is still named for cancel, and stray chunks fo
   t.ok(callId, 'the call carried an id')
   t.is(cancelledId, callId, 'the cancel named that call')
   t.alike(await peer.stream('gen', {}, {}), { cancelled: true }, 'and without a token, its answer as is')
+})
+
+test('net: an empty or undecodable payload is ERR_BAD_REQUEST, not an internal error', async (t) => {
+  const { server, bootstrap } = await nets(t, { echo: async (payload) => ({ echoed: payload }) })
+  const dht = new DHT({ bootstrap, host: '127.0.0.1', firewalled: false })
+  const rpc = new RPC({ dht })
+  t.teardown(async () => {
+    await rpc.destroy()
+    await dht.destroy()
+  })
+  // Straight on the wire: our own PeerConnection never sends these.
+  const client = rpc.connect(server.publicKey)
+  for (const [label, payload] of [
+    ['zero bytes', Buffer.alloc(0)],
+    ['not JSON', Buffer.from('{nope')],
+  ] as const) {
+    const err = await client.request('echo', payload, { timeout: 5_000 }).then(
+      () => null,
+      (e: unknown) => fromWireError(e, 'echo'),
+    )
+    t.is(err?.code, 'ERR_BAD_REQUEST', `${label}: ${err?.message}`)
+  }
+  t.alike(
+    JSON.parse((await client.request('echo', Buffer.from('1'))).toString()),
+    { echoed: 1 },
+    'still serves',
+  )
 })
