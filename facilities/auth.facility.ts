@@ -1,4 +1,5 @@
-import { createHash, randomBytes, scrypt as scryptCb, timingSafeEqual } from 'node:crypto'
+import { createHash, randomBytes, randomInt, scrypt as scryptCb, timingSafeEqual } from 'node:crypto'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type Hyperbee from 'hyperbee'
 import jwt from 'jsonwebtoken'
 import { z } from 'zod'
@@ -36,6 +37,14 @@ const SALT_BYTES = 16
 const HASH_BYTES = 32
 /** scrypt runs on libuv's pool (4 threads); keep two for everything else. */
 const MAX_CONCURRENT_SCRYPT = 2
+/**
+ * Hashes waiting for a slot; past it ERR_BUSY. Each is one real account's
+ * check (unknown names never hash), so a flood cannot queue a real login
+ * behind minutes of work.
+ */
+const MAX_SCRYPT_WAITING = 64
+/** Recent durations of real password checks; an unknown name's answer waits one of them. */
+const CHECK_TIME_SAMPLES = 32
 export const MIN_PASSWORD = 8
 const SWEEP_INTERVAL_MS = 60_000
 export const MAX_PASSWORD = 1024
@@ -145,10 +154,24 @@ const usernameSchema = z
   .string()
   .regex(USERNAME_RE, '1-64 letters, digits, . _ - (starting with a letter or digit)')
   .transform((s) => s.toLowerCase())
-const passwordSchema = z
-  .string()
-  .min(MIN_PASSWORD, `at least ${MIN_PASSWORD} characters`)
-  .max(MAX_PASSWORD, `at most ${MAX_PASSWORD} characters`)
+
+/**
+ * A password's length in code points: the one measure of every path (create,
+ * reset, change, login), so a password accepted once is never refused later
+ * for its length (an emoji is one character, not two UTF-16 units). Exact up
+ * to MAX_PASSWORD; anything longer counts as MAX_PASSWORD + 1.
+ */
+export function passwordLength(password: string): number {
+  let n = 0
+  for (const _ of password) if (++n > MAX_PASSWORD) break
+  return n
+}
+
+const passwordSchema = z.string().superRefine((s, ctx) => {
+  const n = passwordLength(s)
+  if (n < MIN_PASSWORD) ctx.addIssue({ code: 'custom', message: `at least ${MIN_PASSWORD} characters` })
+  if (n > MAX_PASSWORD) ctx.addIssue({ code: 'custom', message: `at most ${MAX_PASSWORD} characters` })
+})
 const limitValue = z.number().int().positive().nullable()
 export const userLimitOverridesSchema = z
   .object({
@@ -218,10 +241,20 @@ function opaqueMatches(parsed: { secret: string }, hash: string): boolean {
 /** Names tracked at most; past it the oldest are forgotten (a flood of made-up names stays bounded). */
 const MAX_TRACKED_NAMES = 100_000
 
+/** Drops the oldest entries of a map kept in insertion order until it holds at most MAX_TRACKED_NAMES. */
+function bound(map: Map<string, unknown>): void {
+  while (map.size > MAX_TRACKED_NAMES) {
+    const oldest = map.keys().next().value
+    if (oldest === undefined) return
+    map.delete(oldest)
+  }
+}
+
 /**
- * A sliding count of failures per name (account or peer) within `windowMs`,
- * plus the attempts still being checked: a burst of guesses sent at once is
- * held to `max` like guesses sent one by one.
+ * A sliding count of failures per name (an account, a source, or an account
+ * from one source) within `windowMs`, plus the attempts still being checked:
+ * a burst of guesses sent at once is held to `max` like guesses sent one by
+ * one. The last `keep` failures are kept (at least `max`).
  */
 class FailureLog {
   private readonly failures = new Map<string, number[]>()
@@ -230,6 +263,7 @@ class FailureLog {
   constructor(
     private readonly max: number,
     private readonly windowMs: number,
+    private readonly keep = max,
   ) {}
 
   private recent(name: string, now: number): number[] {
@@ -237,6 +271,11 @@ class FailureLog {
     if (list.length) this.failures.set(name, list)
     else this.failures.delete(name)
     return list
+  }
+
+  /** Failures within the window plus attempts in flight. */
+  count(name: string, now = Date.now()): number {
+    return this.recent(name, now).length + (this.inFlight.get(name) ?? 0)
   }
 
   /** Ms until `name` may try again (failures and attempts in flight count), or 0. */
@@ -252,22 +291,17 @@ class FailureLog {
     this.inFlight.set(name, (this.inFlight.get(name) ?? 0) + 1)
   }
 
+  /** An attempt ends; a failure is counted. A success clears nothing by itself (see `clear`). */
   done(name: string, failed: boolean, now = Date.now()): void {
     const n = (this.inFlight.get(name) ?? 1) - 1
     if (n > 0) this.inFlight.set(name, n)
     else this.inFlight.delete(name)
-    if (!failed) {
-      this.clear(name)
-      return
-    }
+    if (!failed) return
     const list = this.recent(name, now)
     list.push(now)
-    // Only the last `max` matter.
-    this.failures.set(name, list.slice(-this.max))
-    if (this.failures.size > MAX_TRACKED_NAMES) {
-      const oldest = this.failures.keys().next().value
-      if (oldest !== undefined) this.failures.delete(oldest)
-    }
+    this.failures.delete(name) // re-inserted last: the oldest names are the ones forgotten
+    this.failures.set(name, list.slice(-Math.max(this.keep, this.max)))
+    bound(this.failures)
   }
 
   clear(name: string): void {
@@ -279,6 +313,12 @@ class FailureLog {
     for (const name of this.failures.keys()) this.recent(name, now)
   }
 }
+
+/** Doublings of the account backoff that can matter (2^16 × any sane base is past any sane cap). */
+const MAX_BACKOFF_STEPS = 16
+
+/** The key of an account as tried from one source (names never hold a newline). */
+const pairOf = (username: string, source: string) => `${username}\n${source}`
 
 export interface AuthFacilityOptions {
   store: StoreFacility
@@ -299,15 +339,25 @@ export class AuthFacility extends Facility {
   /** Logged-out access token ids, until they would have expired anyway. */
   private readonly revokedJtis = new Map<string, number>()
   private readonly cache = new Map<string, Cached>()
+  /** Failures per account from every source: past the allowance, the account's checks are spaced. */
   private readonly accountFailures: FailureLog
+  /** Failures per account from one source: past the allowance, that source is refused for that account. */
+  private readonly pairFailures: FailureLog
+  /** Failures per source across accounts: past the allowance, the source is refused for every account. */
   private readonly peerFailures: FailureLog
+  /** Per account under backoff: when its next check may start (ms). */
+  private readonly accountTurns = new Map<string, number>()
+  /** Account and source pairs that signed in, until when: they skip the account's backoff. */
+  private readonly trustedPairs = new Map<string, number>()
   private scryptRunning = 0
   private readonly scryptWaiters: Array<() => void> = []
   /** Writes that read before they write (refresh rotation, user updates) run one at a time. */
   private readonly serial = new Serial()
   private sweepTimer: NodeJS.Timeout | null = null
-  /** A hash to verify against for unknown users, so timing does not tell which names exist. */
-  private dummyHash: string | null = null
+  /** Durations (ms) of recent real password checks, queue wait included, oldest first. */
+  private readonly checkTimes: number[] = []
+  /** One timed hash, for unknown names before any real check has been timed. */
+  private calibration: Promise<void> | null = null
 
   constructor(opts: AuthFacilityOptions) {
     super()
@@ -315,7 +365,12 @@ export class AuthFacility extends Facility {
     this.storeFacility = store
     this.config = config
     this.log = logger
-    this.accountFailures = new FailureLog(config.maxFailuresPerAccount, config.lockMs)
+    this.accountFailures = new FailureLog(
+      config.maxFailuresPerAccount,
+      config.lockMs,
+      config.maxFailuresPerAccount + MAX_BACKOFF_STEPS,
+    )
+    this.pairFailures = new FailureLog(config.maxFailuresPerAccount, config.lockMs)
     this.peerFailures = new FailureLog(config.maxFailuresPerPeer, config.lockMs)
   }
 
@@ -356,7 +411,10 @@ export class AuthFacility extends Facility {
       this.bee?.del(`revoked/${jti}`).catch(() => {})
     }
     this.accountFailures.sweep(now)
+    this.pairFailures.sweep(now)
     this.peerFailures.sweep(now)
+    for (const [name, at] of this.accountTurns) if (at <= now) this.accountTurns.delete(name)
+    for (const [pair, until] of this.trustedPairs) if (until <= now) this.trustedPairs.delete(pair)
   }
 
   protected override async _close(): Promise<void> {
@@ -374,7 +432,19 @@ export class AuthFacility extends Facility {
 
   // ------------------------------------------------------------------ passwords
 
+  private get scryptQueueFull(): boolean {
+    return this.scryptWaiters.length >= MAX_SCRYPT_WAITING
+  }
+
+  private scryptBusy(): MeshError {
+    return new MeshError('ERR_BUSY', 'too many password checks at once; retry shortly', {
+      retryAfterMs: 1000,
+    })
+  }
+
+  /** @throws ERR_BUSY (MAX_SCRYPT_WAITING hashes already wait) */
   private async withScryptSlot<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.scryptRunning >= MAX_CONCURRENT_SCRYPT && this.scryptQueueFull) throw this.scryptBusy()
     while (this.scryptRunning >= MAX_CONCURRENT_SCRYPT) {
       await new Promise<void>((resolve) => this.scryptWaiters.push(resolve))
     }
@@ -387,7 +457,7 @@ export class AuthFacility extends Facility {
     }
   }
 
-  /** `scrypt$N$r$p$<salt b64>$<hash b64>` */
+  /** `scrypt$N$r$p$<salt b64>$<hash b64>` @throws ERR_BUSY */
   async hashPassword(password: string): Promise<string> {
     const { N, r, p } = this.config.scrypt
     const salt = randomBytes(SALT_BYTES)
@@ -395,21 +465,21 @@ export class AuthFacility extends Facility {
     return `scrypt$${N}$${r}$${p}$${salt.toString('base64')}$${hash.toString('base64')}`
   }
 
+  /** @throws ERR_BUSY */
   async verifyPassword(password: string, stored: string): Promise<boolean> {
     const parts = stored.split('$')
     if (parts.length !== 6 || parts[0] !== 'scrypt') return false
     const [N, r, p] = parts.slice(1, 4).map(Number) as [number, number, number]
     const salt = Buffer.from(parts[4] as string, 'base64')
     const expected = Buffer.from(parts[5] as string, 'base64')
-    let actual: Buffer
-    try {
-      actual = await this.withScryptSlot(() => scrypt(password, salt, N, r, p))
-    } catch (err) {
-      // A damaged hash (bad N, r or p) matches nothing; say so in the log, not to the caller.
-      this.log.error({ err }, 'stored password hash is unusable')
-      return false
-    }
-    return actual.length === expected.length && timingSafeEqual(actual, expected)
+    const actual = await this.withScryptSlot(() =>
+      scrypt(password, salt, N, r, p).catch((err) => {
+        // A damaged hash (bad N, r or p) matches nothing; say so in the log, not to the caller.
+        this.log.error({ err }, 'stored password hash is unusable')
+        return null
+      }),
+    )
+    return actual !== null && actual.length === expected.length && timingSafeEqual(actual, expected)
   }
 
   // ------------------------------------------------------------------ users
@@ -511,11 +581,39 @@ export class AuthFacility extends Facility {
     })
   }
 
-  /** @throws ERR_AUTH_INVALID (wrong current password), ERR_BAD_REQUEST */
-  async changePassword(userId: string, current: unknown, next: unknown): Promise<void> {
+  /**
+   * Whether an identity is an API key with restrictions of its own (a model
+   * list, or limits): such a key may not do what would shed them.
+   */
+  restricted(identity: Identity): boolean {
+    if (!identity.keyId) return false
+    const k = this.keys.get(identity.keyId)
+    return identity.models !== null || Object.values(k?.limits ?? {}).some((v) => v !== undefined)
+  }
+
+  /**
+   * The caller's own new password, given the current one. The check is a login
+   * attempt from `source` and from the credential, under the same limits, so a
+   * stolen token is no guessing oracle. A restricted API key may not: knowing
+   * the password would escape its restrictions.
+   * @throws ERR_FORBIDDEN (restricted key), ERR_AUTH_INVALID (wrong current password),
+   *   ERR_RATE_LIMITED (too many failures), ERR_BUSY, ERR_BAD_REQUEST
+   */
+  async changePassword(identity: Identity, current: unknown, next: unknown, source: string): Promise<void> {
+    if (this.restricted(identity)) {
+      throw new MeshError(
+        'ERR_FORBIDDEN',
+        'a restricted API key cannot change the password: log in, or use an unrestricted key',
+      )
+    }
     const password = validate(passwordSchema, next, 'newPassword', 'ERR_BAD_REQUEST')
-    const u = this.usersById.get(userId)
-    if (!u || typeof current !== 'string' || !(await this.verifyPassword(current, u.passwordHash))) {
+    const u = this.usersById.get(identity.userId)
+    if (!u || typeof current !== 'string' || passwordLength(current) > MAX_PASSWORD) {
+      throw new MeshError('ERR_AUTH_INVALID', 'the current password is wrong')
+    }
+    const credential = `credential:${identity.keyId ?? identity.jti ?? identity.userId}`
+    if (!(await this.checkPassword(u.username, current, [source, credential], false))) {
+      this.log.warn({ user: u.username, peer: source }, 'password change refused: wrong current password')
       throw new MeshError('ERR_AUTH_INVALID', 'the current password is wrong')
     }
     await this.replacePassword(u.username, password)
@@ -553,45 +651,148 @@ export class AuthFacility extends Facility {
   // ------------------------------------------------------------------ login and tokens
 
   /**
-   * Checks a password and issues tokens. Failures are counted per account and
-   * per peer; past the limit the account (or peer) is refused without even
-   * checking the password until the window passes.
-   * @throws ERR_AUTH_INVALID, ERR_RATE_LIMITED (too many failures), ERR_FORBIDDEN (disabled)
+   * Checks a password and issues tokens, under the brute-force limits of
+   * `checkPassword`. `source` is the caller's RPC public key (hex) or IP.
+   * @throws ERR_AUTH_INVALID, ERR_RATE_LIMITED (too many failures), ERR_BUSY,
+   *   ERR_FORBIDDEN (disabled), ERR_BAD_REQUEST
    */
-  async login(usernameInput: unknown, password: unknown, peer: string): Promise<TokenPair> {
-    if (typeof usernameInput !== 'string' || typeof password !== 'string' || password.length > MAX_PASSWORD) {
-      throw MeshError.badRequest('username and password are required strings')
+  async login(usernameInput: unknown, password: unknown, source: string): Promise<TokenPair> {
+    if (
+      typeof usernameInput !== 'string' ||
+      typeof password !== 'string' ||
+      passwordLength(password) > MAX_PASSWORD
+    ) {
+      throw MeshError.badRequest(
+        `username and password are required strings (a password of at most ${MAX_PASSWORD} characters)`,
+      )
     }
     // A name no account can have is simply wrong: never tracked, logged or hashed against.
     if (!USERNAME_RE.test(usernameInput))
       throw new MeshError('ERR_AUTH_INVALID', 'wrong username or password')
     const username = usernameInput.toLowerCase()
-    const peerWait = this.peerFailures.blockedFor(peer)
-    if (peerWait > 0) throw this.tooManyFailures('this peer', peerWait)
-    const accountWait = this.accountFailures.blockedFor(username)
-    if (accountWait > 0) throw this.tooManyFailures(`account '${username}'`, accountWait)
-    // Counted before the (slow) check, in the same step as the test above.
-    this.accountFailures.begin(username)
-    this.peerFailures.begin(peer)
-    let ok = false
-    try {
-      const u = this.users.get(username)
-      ok = u
-        ? await this.verifyPassword(password, u.passwordHash)
-        : await this.verifyPassword(password, await this.dummy()).then(() => false)
-    } finally {
-      this.accountFailures.done(username, !ok)
-      this.peerFailures.done(peer, !ok)
-    }
-    if (!ok) {
-      this.log.warn({ user: username, peer }, 'login failed')
+    const pair = pairOf(username, source)
+    const trusted = (this.trustedPairs.get(pair) ?? 0) > Date.now()
+    if (!(await this.checkPassword(username, password, [source], trusted))) {
+      this.log.warn({ user: username, peer: source }, 'login failed')
       throw new MeshError('ERR_AUTH_INVALID', 'wrong username or password')
     }
-    const u = this.users.get(username)
-    const user = u as UserRecord
+    const user = this.users.get(username)
     if (!user) throw new MeshError('ERR_AUTH_INVALID', 'wrong username or password')
     if (user.disabled) throw new MeshError('ERR_FORBIDDEN', `user '${username}' is disabled`)
+    this.trustedPairs.delete(pair) // re-inserted last: the oldest pairs are the ones forgotten
+    this.trustedPairs.set(pair, Date.now() + this.config.refreshTtlSec * 1000)
+    bound(this.trustedPairs)
     return this.issueTokens(user, randomBytes(ID_BYTES).toString('hex'))
+  }
+
+  /**
+   * Checks `password` for account `username` as tried from `sources` (the
+   * caller's peer; for a password change also its credential), under the
+   * limits in docs/auth.md: a source past its failures, for every account or
+   * for this one, is refused unchecked; an account past its failures from all
+   * sources has its checks spaced out (`takeAccountTurn`), except for a source
+   * that signed in to it before (`trusted`). An unknown name goes through the
+   * same bookkeeping but costs no hash: it waits as long as a real check takes,
+   * on a timer, outside the hash queue, and fails.
+   * @returns whether the password is right
+   * @throws ERR_RATE_LIMITED, ERR_BUSY (the hash queue is full, for every name alike)
+   */
+  private async checkPassword(
+    username: string,
+    password: string,
+    sources: string[],
+    trusted: boolean,
+  ): Promise<boolean> {
+    const now = Date.now()
+    for (const source of sources) {
+      const wait = this.peerFailures.blockedFor(source, now)
+      if (wait > 0) throw this.tooManyFailures('this peer', wait)
+    }
+    for (const source of sources) {
+      const wait = this.pairFailures.blockedFor(pairOf(username, source), now)
+      if (wait > 0) throw this.tooManyFailures(`account '${username}' from this peer`, wait)
+    }
+    const turn = trusted ? 0 : this.takeAccountTurn(username, now)
+    // Counted before the (slow) check, in the same step as the tests above.
+    this.accountFailures.begin(username)
+    for (const source of sources) {
+      this.peerFailures.begin(source)
+      this.pairFailures.begin(pairOf(username, source))
+    }
+    let outcome: 'right' | 'wrong' | 'unchecked' = 'unchecked'
+    try {
+      if (turn > 0) await sleep(turn)
+      if (this.scryptQueueFull) throw this.scryptBusy()
+      const u = this.users.get(username)
+      const right = u ? await this.timedVerify(password, u.passwordHash) : await this.unknownNameDelay()
+      outcome = right ? 'right' : 'wrong'
+      return right
+    } finally {
+      const failed = outcome === 'wrong'
+      this.accountFailures.done(username, failed)
+      for (const source of sources) {
+        this.peerFailures.done(source, failed)
+        this.pairFailures.done(pairOf(username, source), failed)
+        if (outcome === 'right') this.pairFailures.clear(pairOf(username, source))
+      }
+    }
+  }
+
+  /**
+   * Ms a check of `username` must wait for its turn, reserving it. None while
+   * the account has fewer than `maxFailuresPerAccount` failures (and attempts
+   * in flight) from all sources; past that, checks are spaced `accountBackoffMs`
+   * apart, doubling with each further failure up to `maxAccountBackoffMs`, and a
+   * turn further away than that is refused. Fresh sources (free to make) thus
+   * get a few guesses per spacing, while the owner waits at most the spacing.
+   * @throws ERR_RATE_LIMITED
+   */
+  private takeAccountTurn(username: string, now: number): number {
+    const { maxFailuresPerAccount, accountBackoffMs, maxAccountBackoffMs } = this.config
+    const excess = this.accountFailures.count(username, now) - maxFailuresPerAccount
+    if (excess < 0) return 0
+    const spacing = Math.min(accountBackoffMs * 2 ** Math.min(excess, MAX_BACKOFF_STEPS), maxAccountBackoffMs)
+    const turn = Math.max(now, this.accountTurns.get(username) ?? 0)
+    if (turn - now > maxAccountBackoffMs) throw this.tooManyFailures(`account '${username}'`, turn - now)
+    this.accountTurns.delete(username) // re-inserted last: the oldest names are the ones forgotten
+    this.accountTurns.set(username, turn + spacing)
+    bound(this.accountTurns)
+    return turn - now
+  }
+
+  /** A real check, timed (queue wait included) for `unknownNameDelay`. */
+  private async timedVerify(password: string, hash: string): Promise<boolean> {
+    const started = performance.now()
+    const right = await this.verifyPassword(password, hash)
+    this.recordCheckTime(performance.now() - started)
+    return right
+  }
+
+  private recordCheckTime(ms: number): void {
+    this.checkTimes.push(ms)
+    if (this.checkTimes.length > CHECK_TIME_SAMPLES) this.checkTimes.shift()
+  }
+
+  /**
+   * Waits as long as one of the recent real checks took, drawn at random: a
+   * timer, no CPU and no place in the hash queue, so a flood of unknown names
+   * costs nothing and timing still does not tell which names exist. Before any
+   * real check, one hash is timed (once).
+   */
+  private async unknownNameDelay(): Promise<false> {
+    if (this.checkTimes.length === 0) {
+      this.calibration ??= (async () => {
+        const started = performance.now()
+        await this.hashPassword(randomBytes(16).toString('hex'))
+        this.recordCheckTime(performance.now() - started)
+      })().catch(() => {
+        this.calibration = null
+      })
+      await this.calibration
+    }
+    const ms = this.checkTimes.length ? (this.checkTimes[randomInt(this.checkTimes.length)] as number) : 0
+    await sleep(ms)
+    return false
   }
 
   private tooManyFailures(who: string, waitMs: number): MeshError {
@@ -603,11 +804,6 @@ export class AuthFacility extends Facility {
         retryAfterMs: Math.ceil(waitMs),
       },
     )
-  }
-
-  private async dummy(): Promise<string> {
-    this.dummyHash ??= await this.hashPassword(randomBytes(16).toString('hex'))
-    return this.dummyHash
   }
 
   private async issueTokens(u: UserRecord, family: string): Promise<TokenPair> {
@@ -696,15 +892,19 @@ export class AuthFacility extends Facility {
   }
 
   /**
-   * Who a bearer credential (API key or access JWT) belongs to.
+   * Who a bearer credential (API key or access JWT) belongs to. Whitespace
+   * around it is ignored, over RPC as over HTTP (where a header's is anyway):
+   * no credential holds any.
    * @throws ERR_AUTH_REQUIRED (none given), ERR_AUTH_INVALID (anything wrong with it)
    */
-  authenticate(token: unknown, now = Date.now()): Identity {
+  authenticate(input: unknown, now = Date.now()): Identity {
+    if (typeof input === 'string' && input.length > 4096)
+      throw new MeshError('ERR_AUTH_INVALID', 'malformed credential')
+    const token = typeof input === 'string' ? input.trim() : input
     if (token === undefined || token === null || token === '') {
       throw new MeshError('ERR_AUTH_REQUIRED', 'this method needs an API key or access token (auth)')
     }
-    if (typeof token !== 'string' || token.length > 4096)
-      throw new MeshError('ERR_AUTH_INVALID', 'malformed credential')
+    if (typeof token !== 'string') throw new MeshError('ERR_AUTH_INVALID', 'malformed credential')
     const cached = this.cache.get(token)
     if (cached) return this.recheck(cached, now)
     const fresh = token.startsWith(`${API_KEY_PREFIX}_`) ? this.verifyKey(token) : this.verifyJwt(token)
@@ -774,7 +974,13 @@ export class AuthFacility extends Facility {
         reason: expired ? 'expired' : 'invalid',
       })
     }
-    if (claims.typ !== 'access' || typeof claims.sub !== 'string' || typeof claims.jti !== 'string') {
+    // jsonwebtoken accepts a token without `exp`, which would then be good forever.
+    if (
+      claims.typ !== 'access' ||
+      typeof claims.sub !== 'string' ||
+      typeof claims.jti !== 'string' ||
+      typeof claims.exp !== 'number'
+    ) {
       throw new MeshError('ERR_AUTH_INVALID', 'invalid access token', { reason: 'invalid' })
     }
     const u = this.usersById.get(claims.sub)
@@ -815,11 +1021,14 @@ export class AuthFacility extends Facility {
 
   /**
    * A new API key for a user; the key itself is returned here only, never stored.
+   * A key made with an API key (`madeWith`) expires no later than that key: an
+   * expiring key cannot mint a lasting one.
    * @throws ERR_BAD_REQUEST, ERR_NOT_FOUND
    */
   async createKey(
     userId: string,
     input: { name?: unknown; expiresInDays?: unknown; models?: unknown; limits?: unknown },
+    madeWith?: Identity,
   ): Promise<{ key: string } & PublicKey> {
     const spec = validate(
       keySpecSchema,
@@ -833,6 +1042,9 @@ export class AuthFacility extends Facility {
       'ERR_BAD_REQUEST',
     )
     if (!this.usersById.has(userId)) throw new MeshError('ERR_NOT_FOUND', 'no such user')
+    const asked = spec.expiresInDays ? Date.now() + spec.expiresInDays * 86_400_000 : null
+    const parent = madeWith?.keyId ? madeWith.expiresAt : null
+    const expiresAt = asked === null ? parent : parent === null ? asked : Math.min(asked, parent)
     const made = makeOpaque(API_KEY_PREFIX)
     const k: KeyRecord = {
       id: made.id,
@@ -840,9 +1052,7 @@ export class AuthFacility extends Facility {
       hash: made.hash,
       name: spec.name,
       createdAt: nowIso(),
-      expiresAt: spec.expiresInDays
-        ? new Date(Date.now() + spec.expiresInDays * 86_400_000).toISOString()
-        : null,
+      expiresAt: expiresAt === null ? null : new Date(expiresAt).toISOString(),
       models: spec.models ? [...new Set(spec.models.map(baseModel))] : null,
       limits: spec.limits ?? {},
       revokedAt: null,

@@ -295,10 +295,11 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
         return { ok: true }
       },
       whoami: (payload) => this.whoami(this.requireIdentity(payload)),
-      changePassword: async (payload) => {
+      changePassword: async (payload, ctx) => {
         const p = asPayload(payload)
         const id = this.requireIdentity(p)
-        await this.accounts().changePassword(id.userId, p.currentPassword, p.newPassword)
+        const source = ctx.remotePublicKey.toString('hex')
+        await this.accounts().changePassword(id, p.currentPassword, p.newPassword, source)
         return { ok: true }
       },
       createKey: (payload) => this.createKey(asPayload(payload)),
@@ -476,12 +477,11 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   private async createKey(p: Payload) {
     const caller = this.requireKeyManager(p)
     const target = this.targetUser(caller, optionalString(p, 'user'))
-    return this.accounts().createKey(target.id, {
-      name: p.name,
-      expiresInDays: p.expiresInDays,
-      models: p.models,
-      limits: p.limits,
-    })
+    return this.accounts().createKey(
+      target.id,
+      { name: p.name, expiresInDays: p.expiresInDays, models: p.models, limits: p.limits },
+      caller,
+    )
   }
 
   /** Usage per day and model over a range (default: this month), with today's and this month's totals. */

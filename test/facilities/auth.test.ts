@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import test, { type Test } from 'brittle'
 import jwt, { type Algorithm } from 'jsonwebtoken'
 import type { z } from 'zod'
-import { AUTH_BEE, AuthFacility, type Identity } from '../../facilities/auth.facility.js'
+import { AUTH_BEE, AuthFacility, type Identity, passwordLength } from '../../facilities/auth.facility.js'
 import { LogFacility } from '../../facilities/log.facility.js'
 import { StoreFacility } from '../../facilities/store.facility.js'
 import { authConfigSchema } from '../../workers/lib/config.js'
@@ -235,40 +235,44 @@ test('auth: login returns tokens; wrong password and unknown user are ERR_AUTH_I
   await rejectsWith(t, auth.login(7, 'alice password', 'peer-1'), 'ERR_BAD_REQUEST', 'a number')
 })
 
-test('auth: an account locks after maxFailuresPerAccount failures, whatever the peer', async (t) => {
-  const { auth } = await openAuth(t, { config: { maxFailuresPerAccount: 3, maxFailuresPerPeer: 100 } })
+test('auth: a source is refused for an account after maxFailuresPerAccount failures on it', async (t) => {
+  const { auth } = await openAuth(t, {
+    config: { maxFailuresPerAccount: 3, maxFailuresPerPeer: 100, accountBackoffMs: 10 },
+  })
   await auth.createUser({ username: 'alice', password: 'alice password' })
   await auth.createUser({ username: 'bob', password: 'bob password' })
 
-  // A success in between clears the account's count.
+  // A success from a source clears that source's count on the account.
   await rejectsWith(t, auth.login('alice', 'nope nope', 'p1'), 'ERR_AUTH_INVALID')
-  await rejectsWith(t, auth.login('alice', 'nope nope', 'p2'), 'ERR_AUTH_INVALID')
-  await auth.login('alice', 'alice password', 'p3')
-  await rejectsWith(t, auth.login('alice', 'nope nope', 'p4'), 'ERR_AUTH_INVALID')
-  await rejectsWith(t, auth.login('alice', 'nope nope', 'p5'), 'ERR_AUTH_INVALID')
-  t.ok((await auth.login('alice', 'alice password', 'p6')).accessToken, 'still 2 failures: not locked')
+  await rejectsWith(t, auth.login('alice', 'nope nope', 'p1'), 'ERR_AUTH_INVALID')
+  await auth.login('alice', 'alice password', 'p1')
+  await rejectsWith(t, auth.login('alice', 'nope nope', 'p1'), 'ERR_AUTH_INVALID')
+  await rejectsWith(t, auth.login('alice', 'nope nope', 'p1'), 'ERR_AUTH_INVALID')
+  t.ok((await auth.login('alice', 'alice password', 'p1')).accessToken, 'still 2 failures: not locked')
 
-  for (const peer of ['p7', 'p8', 'p9']) {
-    await rejectsWith(t, auth.login('alice', 'nope nope', peer), 'ERR_AUTH_INVALID', `failure from ${peer}`)
-  }
+  for (let i = 0; i < 3; i++) await rejectsWith(t, auth.login('alice', 'nope nope', 'p2'), 'ERR_AUTH_INVALID')
   const locked = await rejectsWith(
     t,
-    auth.login('alice', 'alice password', 'p10'),
+    auth.login('alice', 'alice password', 'p2'),
     'ERR_RATE_LIMITED',
-    'locked: refused even with the right password, from a new peer',
+    'locked for that source: refused even with the right password',
   )
   const retry = locked?.details?.retryAfterMs as number
   t.ok(retry > 14 * 60_000 && retry <= 15 * 60_000, `retryAfterMs ${retry} is about lockMs`)
   t.is(locked?.details?.limit, 'login')
-  await rejectsWith(t, auth.login('ALICE', 'alice password', 'p11'), 'ERR_RATE_LIMITED', 'any case')
-  t.ok((await auth.login('bob', 'bob password', 'p7')).accessToken, 'another account is not locked')
+  await rejectsWith(t, auth.login('ALICE', 'alice password', 'p2'), 'ERR_RATE_LIMITED', 'any case')
+  t.ok((await auth.login('bob', 'bob password', 'p2')).accessToken, 'another account from it is not locked')
+  t.ok(
+    (await auth.login('alice', 'alice password', 'p3')).accessToken,
+    'nor that account from another source',
+  )
 })
 
 test('auth: a burst of guesses at once is held to the same limit as guesses one by one', async (t) => {
   const { auth } = await openAuth(t, { config: { maxFailuresPerAccount: 5, maxFailuresPerPeer: 1000 } })
   await auth.createUser({ username: 'carol', password: 'carol password' })
   const burst = await Promise.allSettled(
-    Array.from({ length: 40 }, (_, i) => auth.login('carol', `guess number ${i}`, `peer-${i}`)),
+    Array.from({ length: 40 }, (_, i) => auth.login('carol', `guess number ${i}`, 'one-peer')),
   )
   const codes = burst.map((r) => (r.status === 'rejected' ? (r.reason as MeshError).code : 'OK'))
   const checked = codes.filter((c) => c === 'ERR_AUTH_INVALID').length
@@ -276,14 +280,41 @@ test('auth: a burst of guesses at once is held to the same limit as guesses one 
   t.is(codes.filter((c) => c === 'ERR_RATE_LIMITED').length, 40 - checked, 'the rest refused unchecked')
   await rejectsWith(
     t,
-    auth.login('carol', 'carol password', 'peer-x'),
+    auth.login('carol', 'carol password', 'one-peer'),
     'ERR_RATE_LIMITED',
-    'and the account is locked',
+    'and the account is locked for that source',
   )
 
   // Names no account can have are refused at once and never tracked.
   await rejectsWith(t, auth.login('x'.repeat(100_000), 'whatever password', 'peer-y'), 'ERR_AUTH_INVALID')
   await rejectsWith(t, auth.login('../../etc', 'whatever password', 'peer-y'), 'ERR_AUTH_INVALID')
+})
+
+test('auth: a burst from fresh sources is spaced out per account; signed-in sources are not', async (t) => {
+  const { auth } = await openAuth(t, {
+    config: { maxFailuresPerAccount: 5, accountBackoffMs: 50, maxAccountBackoffMs: 400 },
+  })
+  await auth.createUser({ username: 'carol', password: 'carol password' })
+  t.ok((await auth.login('carol', 'carol password', 'carol-laptop')).accessToken, 'carol signs in once')
+  const started = Date.now()
+  const burst = await Promise.allSettled(
+    Array.from({ length: 40 }, (_, i) => auth.login('carol', `guess number ${i}`, `fresh-peer-${i}`)),
+  )
+  const codes = burst.map((r) => (r.status === 'rejected' ? (r.reason as MeshError).code : 'OK'))
+  const checked = codes.filter((c) => c === 'ERR_AUTH_INVALID').length
+  // 5 free, then turns 50, 100, 200 ms apart (the next would be past 400 ms away): 9.
+  t.ok(checked >= 5 && checked <= 10, `5 free guesses and a few spaced ones were checked (${checked})`)
+  t.is(codes.filter((c) => c === 'ERR_RATE_LIMITED').length, 40 - checked, 'the rest refused unchecked')
+  t.ok(Date.now() - started >= 300, `the spaced ones waited their turn (${Date.now() - started} ms)`)
+
+  const t0 = Date.now()
+  t.ok((await auth.login('carol', 'carol password', 'carol-laptop')).accessToken, 'a signed-in source')
+  t.ok(Date.now() - t0 < 300, `skips the spacing (${Date.now() - t0} ms)`)
+  await sleep(450)
+  t.ok(
+    (await auth.login('carol', 'carol password', 'carol-phone')).accessToken,
+    'a new source with the right password gets a turn (at most maxAccountBackoffMs away)',
+  )
 })
 
 test('auth: a peer is refused after maxFailuresPerPeer failures across accounts', async (t) => {
@@ -632,13 +663,14 @@ test('auth: changePassword invalidates old tokens and the old password', async (
   const { auth } = await openAuth(t)
   const alice = await auth.createUser({ username: 'alice', password: 'old password' })
   const session = await auth.login('alice', 'old password', 'p')
-  t.is(auth.authenticate(session.accessToken).userId, alice.id)
-  await rejectsWith(t, auth.changePassword(alice.id, 'wrong password', 'new password'), 'ERR_AUTH_INVALID')
-  await rejectsWith(t, auth.changePassword(alice.id, 'old password', 'short'), 'ERR_BAD_REQUEST')
-  await rejectsWith(t, auth.changePassword(alice.id, undefined, 'new password'), 'ERR_AUTH_INVALID')
+  const me = auth.authenticate(session.accessToken)
+  t.is(me.userId, alice.id)
+  await rejectsWith(t, auth.changePassword(me, 'wrong password', 'new password', 'p'), 'ERR_AUTH_INVALID')
+  await rejectsWith(t, auth.changePassword(me, 'old password', 'short', 'p'), 'ERR_BAD_REQUEST')
+  await rejectsWith(t, auth.changePassword(me, undefined, 'new password', 'p'), 'ERR_AUTH_INVALID')
   t.is(auth.authenticate(session.accessToken).userId, alice.id, 'failed changes change nothing')
 
-  await auth.changePassword(alice.id, 'old password', 'new password')
+  await auth.changePassword(me, 'old password', 'new password', 'p')
   t.is(
     codeOf(() => auth.authenticate(session.accessToken)),
     'ERR_AUTH_INVALID',
@@ -825,4 +857,269 @@ test('auth: calls after close are ERR_UNAVAILABLE', async (t) => {
   await close()
   await rejectsWith(t, auth.createUser({ username: 'bob', password: 'bob password' }), 'ERR_UNAVAILABLE')
   await rejectsWith(t, auth.createKey(alice.id, { name: 'k' }), 'ERR_UNAVAILABLE')
+})
+
+test('auth: a flood of logins for unknown names hashes nothing: a real login meanwhile takes under 1 s', async (t) => {
+  // A cost where each hash is tens of ms: 1,000 of them, two at a time, would hold a real login for many seconds.
+  const { auth } = await openAuth(t, { config: { scrypt: { N: 16384 } } })
+  await auth.createUser({ username: 'admin', password: 'the admin password' })
+  const started = Date.now()
+  // 50 peers × 20 made-up names each, all in flight at once.
+  const flood = Array.from({ length: 1000 }, (_, i) =>
+    auth.login(`ghost-${i % 50}-${Math.floor(i / 50)}`, 'some guess!', `peer-${i % 50}`),
+  )
+  await sleep(20)
+  const t0 = Date.now()
+  const pair = await auth.login('admin', 'the admin password', 'owner-peer')
+  const took = Date.now() - t0
+  t.ok(pair.accessToken, 'the real login succeeds')
+  t.ok(took < 1000, `the real login took ${took} ms with 1,000 unknown-name logins in flight`)
+  const results = await Promise.allSettled(flood)
+  t.ok(
+    results.every((r) => r.status === 'rejected' && MeshError.from(r.reason).code === 'ERR_AUTH_INVALID'),
+    'every unknown-name login fails as a wrong password does',
+  )
+  t.ok(Date.now() - started < 10_000, `the flood itself is answered on timers (${Date.now() - started} ms)`)
+})
+
+test('auth: an unknown name answers in about the time a real check takes', async (t) => {
+  const { auth } = await openAuth(t, { config: { scrypt: { N: 16384 }, maxFailuresPerAccount: 100 } })
+  await auth.createUser({ username: 'alice', password: 'alice password' })
+  const timed = async (name: string, i: number) => {
+    const t0 = performance.now()
+    await rejectsWith(t, auth.login(name, 'wrong password', `peer-${i}`), 'ERR_AUTH_INVALID')
+    return performance.now() - t0
+  }
+  const real: number[] = []
+  for (let i = 0; i < 6; i++) real.push(await timed('alice', i))
+  const unknown: number[] = []
+  for (let i = 0; i < 6; i++) unknown.push(await timed(`nobody${i}`, i))
+  const low = Math.min(...real) / 2
+  const high = Math.max(...real) * 2 + 100
+  t.ok(
+    unknown.every((ms) => ms >= low && ms <= high),
+    `unknown ${unknown.map(Math.round)} ms within [${Math.round(low)}, ${Math.round(high)}] (real ${real.map(Math.round)} ms)`,
+  )
+})
+
+test('auth: hashes waiting for a slot are bounded: past it ERR_BUSY, for unknown names alike', async (t) => {
+  // One failure locks a source out of an account: a busy refusal counted as one would show.
+  const { auth } = await openAuth(t, { config: { maxFailuresPerAccount: 1 } })
+  const users = 80
+  for (let i = 0; i < users; i++) await auth.createUser({ username: `user${i}`, password: `password ${i}` })
+  const logins = Array.from({ length: users }, (_, i) => auth.login(`user${i}`, 'a wrong one', `peer-${i}`))
+  const unknown = rejectsWith(
+    t,
+    auth.login('nobody', 'a wrong one', 'peer-x'),
+    'ERR_BUSY',
+    'an unknown name is refused the same while the queue is full',
+  )
+  const codes = (await Promise.allSettled(logins)).map((r) =>
+    r.status === 'rejected' ? MeshError.from(r.reason).code : 'OK',
+  )
+  const busy = codes.filter((c) => c === 'ERR_BUSY').length
+  t.ok(busy > 0 && busy <= users - 64, `some refused as busy (${busy})`)
+  t.is(codes.filter((c) => c === 'ERR_AUTH_INVALID').length, users - busy, 'the rest were checked')
+  const e = await unknown
+  t.ok((e?.details?.retryAfterMs as number) > 0)
+  t.is(codes[79], 'ERR_BUSY')
+  t.ok((await auth.login('user79', 'password 79', 'peer-79')).accessToken, 'a busy refusal is no failure')
+  await rejectsWith(t, auth.login('user0', 'password 0', 'peer-0'), 'ERR_RATE_LIMITED', 'a checked one is')
+})
+
+test('auth: five wrong guesses from a stranger do not lock the owner out', async (t) => {
+  const { auth } = await openAuth(t)
+  const admin = await auth.createUser({ username: 'admin', password: 'the admin password', role: 'admin' })
+  const key = await auth.createKey(admin.id, { name: 'ops' })
+  const session = await auth.login('admin', 'the admin password', 'owner-laptop')
+  for (let i = 0; i < 5; i++) {
+    await rejectsWith(
+      t,
+      auth.login('admin', `guess ${i} guess`, 'stranger'),
+      'ERR_AUTH_INVALID',
+      `guess ${i}`,
+    )
+  }
+  await rejectsWith(
+    t,
+    auth.login('admin', 'the admin password', 'stranger'),
+    'ERR_RATE_LIMITED',
+    'the stranger is locked out of the account',
+  )
+  const t0 = Date.now()
+  t.ok(
+    (await auth.login('admin', 'the admin password', 'owner-phone')).accessToken,
+    'the owner, from a new source',
+  )
+  t.ok(Date.now() - t0 < 1500, `waited at most one short turn (${Date.now() - t0} ms)`)
+  t.ok((await auth.login('admin', 'the admin password', 'owner-laptop')).accessToken, 'and from a known one')
+  t.is(auth.authenticate(key.key).userId, admin.id, 'API keys are unaffected')
+  t.ok((await auth.refresh(session.refreshToken)).accessToken, 'sessions refresh')
+
+  // Fresh strangers guessing on: their guesses are spaced, the owner's right password still gets a turn.
+  const { auth: other } = await openAuth(t, { config: { accountBackoffMs: 50, maxAccountBackoffMs: 1000 } })
+  await other.createUser({ username: 'admin', password: 'the admin password', role: 'admin' })
+  for (let i = 0; i < 10; i++) {
+    await rejectsWith(t, other.login('admin', `guess ${i} guess`, `stranger-${i % 2}`), 'ERR_AUTH_INVALID')
+  }
+  t.ok((await other.login('admin', 'the admin password', 'owner')).accessToken, 'after 10 failures too')
+})
+
+test('auth: changePassword counts failures like login, is refused while locked, and not from a restricted key', async (t) => {
+  const { auth } = await openAuth(t, {
+    config: { maxFailuresPerAccount: 3, accountBackoffMs: 10, maxAccountBackoffMs: 200 },
+  })
+  const alice = await auth.createUser({ username: 'alice', password: 'alice password' })
+  const modelKey = auth.authenticate((await auth.createKey(alice.id, { name: 'm', models: ['m1'] })).key)
+  const limitKey = auth.authenticate((await auth.createKey(alice.id, { name: 'l', limits: { rpm: 5 } })).key)
+  const plainKey = auth.authenticate((await auth.createKey(alice.id, { name: 'plain' })).key)
+  for (const [id, what] of [
+    [modelKey, 'a key with a model list'],
+    [limitKey, 'a key with limits of its own'],
+  ] as const) {
+    await rejectsWith(
+      t,
+      auth.changePassword(id, 'alice password', 'taken over', 'p'),
+      'ERR_FORBIDDEN',
+      `${what}, even with the right password`,
+    )
+  }
+
+  const session = await auth.login('alice', 'alice password', 'p')
+  const token = auth.authenticate(session.accessToken)
+  for (let i = 0; i < 3; i++) {
+    await rejectsWith(
+      t,
+      auth.changePassword(plainKey, `guess ${i} guess`, 'new password', 'thief'),
+      'ERR_AUTH_INVALID',
+    )
+  }
+  await rejectsWith(
+    t,
+    auth.changePassword(plainKey, 'alice password', 'new password', 'thief'),
+    'ERR_RATE_LIMITED',
+    'locked for that source, right password or not',
+  )
+  await rejectsWith(
+    t,
+    auth.changePassword(plainKey, 'alice password', 'new password', 'another-peer'),
+    'ERR_RATE_LIMITED',
+    'and for that credential from any source',
+  )
+  await rejectsWith(
+    t,
+    auth.login('alice', 'alice password', 'thief'),
+    'ERR_RATE_LIMITED',
+    'its failures count for login too',
+  )
+
+  // Locked by failed logins: changePassword from that source is refused as well.
+  for (let i = 0; i < 3; i++) await rejectsWith(t, auth.login('alice', 'nope nope', 'p3'), 'ERR_AUTH_INVALID')
+  await rejectsWith(
+    t,
+    auth.changePassword(token, 'alice password', 'new password', 'p3'),
+    'ERR_RATE_LIMITED',
+    'refused while the source is locked',
+  )
+
+  // A burst with one credential is held to the limit.
+  const burst = await Promise.allSettled(
+    Array.from({ length: 20 }, (_, i) =>
+      auth.changePassword(token, `burst ${i} guess`, 'new password', `b-${i}`),
+    ),
+  )
+  const checked = burst.filter(
+    (r) => r.status === 'rejected' && MeshError.from(r.reason).code === 'ERR_AUTH_INVALID',
+  ).length
+  t.ok(checked <= 3, `at most 3 guesses with one token were checked (${checked})`)
+
+  const fresh = auth.authenticate((await auth.login('alice', 'alice password', 'p')).accessToken)
+  await auth.changePassword(fresh, 'alice password', 'new password', 'p')
+  t.ok((await auth.login('alice', 'new password', 'p')).accessToken, 'the owner still changes it')
+})
+
+test('auth: password length is counted in code points on every path', async (t) => {
+  const { auth } = await openAuth(t)
+  t.is(passwordLength('😀'.repeat(600)), 600, '600 emoji are 600 characters')
+  t.is(passwordLength('x'.repeat(5000)), 1025, 'anything past 1024 counts as 1025')
+  const e600 = '😀'.repeat(600)
+  const alice = await auth.createUser({ username: 'alice', password: e600 })
+  const pair = await auth.login('alice', e600, 'p')
+  t.ok(pair.accessToken, 'a password accepted at creation is accepted at login')
+  const e1024 = '🙂'.repeat(1024)
+  await auth.changePassword(auth.authenticate(pair.accessToken), e600, e1024, 'p')
+  t.ok((await auth.login('alice', e1024, 'p')).accessToken, '1024 emoji: changed and logged in with')
+  const e1025 = '🙂'.repeat(1025)
+  await rejectsWith(t, auth.login('alice', e1025, 'p'), 'ERR_BAD_REQUEST', 'login: 1025 emoji')
+  await rejectsWith(t, auth.setPassword('alice', e1025), 'ERR_BAD_REQUEST', 'reset: 1025 emoji')
+  await rejectsWith(t, auth.createUser({ username: 'bob', password: e1025 }), 'ERR_BAD_REQUEST', 'create')
+  await rejectsWith(
+    t,
+    auth.createUser({ username: 'bob', password: '😀'.repeat(7) }),
+    'ERR_BAD_REQUEST',
+    '7 emoji',
+  )
+  await auth.setPassword('alice', '😀'.repeat(8))
+  t.ok((await auth.login('alice', '😀'.repeat(8), 'p')).user.id === alice.id, '8 emoji are enough')
+})
+
+test('auth: a key made with an API key expires no later than that key', async (t) => {
+  const { auth } = await openAuth(t)
+  const alice = await auth.createUser({ username: 'alice', password: 'alice password' })
+  const day = await auth.createKey(alice.id, { name: 'day', expiresInDays: 1 })
+  const viaDay = auth.authenticate(day.key)
+  const child = await auth.createKey(alice.id, { name: 'forever?' }, viaDay)
+  t.is(child.expiresAt, day.expiresAt, "asked for no expiry: gets the parent key's")
+  t.is((await auth.createKey(alice.id, { name: 'long', expiresInDays: 10 }, viaDay)).expiresAt, day.expiresAt)
+  const half = await auth.createKey(alice.id, { name: 'half', expiresInDays: 0.5 }, viaDay)
+  t.ok(Date.parse(half.expiresAt as string) < Date.parse(day.expiresAt as string), 'a shorter one is kept')
+  t.is(
+    auth.authenticate(child.key, Date.parse(day.expiresAt as string) - 1).keyId,
+    child.id,
+    'valid until then',
+  )
+  t.is(
+    codeOf(() => auth.authenticate(child.key, Date.parse(day.expiresAt as string))),
+    'ERR_AUTH_INVALID',
+    'the child expires with the parent',
+  )
+
+  const forever = auth.authenticate((await auth.createKey(alice.id, { name: 'forever' })).key)
+  t.is(
+    (await auth.createKey(alice.id, { name: 'c' }, forever)).expiresAt,
+    null,
+    'a parent without expiry imposes none',
+  )
+  const session = auth.authenticate((await auth.login('alice', 'alice password', 'p')).accessToken)
+  t.is((await auth.createKey(alice.id, { name: 'c2' }, session)).expiresAt, null, 'nor does a login session')
+})
+
+test('auth: a signed access token without exp is refused', async (t) => {
+  const { auth } = await openAuth(t, { config: { jwtSecret: SECRET } })
+  const alice = await auth.createUser({ username: 'alice', password: 'alice password' })
+  const claims = claimsOf(alice.id, 'alice')
+  t.is(auth.authenticate(jwt.sign(claims, SECRET, { algorithm: 'HS256' })).userId, alice.id, 'control')
+  delete claims.exp
+  const e = thrown(() => auth.authenticate(jwt.sign({ ...claims, jti: 'dddddddddddddddd' }, SECRET)))
+  t.is(e?.code, 'ERR_AUTH_INVALID', 'no exp: it would be good forever')
+  t.is(e?.details?.reason, 'invalid')
+})
+
+test('auth: whitespace around a credential is ignored, over RPC as over HTTP', async (t) => {
+  const { auth } = await openAuth(t)
+  const alice = await auth.createUser({ username: 'alice', password: 'alice password' })
+  const key = await auth.createKey(alice.id, { name: 'k' })
+  const pair = await auth.login('alice', 'alice password', 'p')
+  t.alike(auth.authenticate(`  ${key.key}\n`), auth.authenticate(key.key), 'an API key')
+  t.alike(auth.authenticate(`\t${pair.accessToken} `), auth.authenticate(pair.accessToken), 'an access token')
+  t.is(
+    codeOf(() => auth.authenticate(' \t\n')),
+    'ERR_AUTH_REQUIRED',
+    'only whitespace: no credential',
+  )
+  t.is(
+    codeOf(() => auth.authenticate(`${key.key.slice(0, 10)} ${key.key.slice(10)}`)),
+    'ERR_AUTH_INVALID',
+    'inside it, whitespace is wrong',
+  )
 })

@@ -265,13 +265,10 @@ test('accounts: login is not a free brute-force oracle', async (t) => {
     'locked account: even the right password is refused',
   )
   t.ok(Number(locked?.details?.retryAfterMs) > 0, 'says when to retry')
+  // A stranger's guesses lock the stranger out, not the owner (they only space the account's
+  // checks out): the owner signs in from another peer.
   const owner = await startClient(t, bootstrap)
-  await rejectsWith(
-    t,
-    owner.login('victim', passwordOf('victim')),
-    'ERR_RATE_LIMITED',
-    'the lock is per account, from any peer',
-  )
+  t.ok(await owner.login('victim', passwordOf('victim')), "a stranger's failures do not lock the owner out")
   t.ok(await owner.login('other', passwordOf('other')), 'other accounts are unaffected')
 
   // Per peer: failures across many accounts.

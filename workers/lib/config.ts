@@ -193,10 +193,20 @@ export const authConfigSchema = z
       })
       .strict()
       .prefault({}),
-    /** Failed logins before an account is locked for `lockMs`, counted over `lockMs`. */
+    /**
+     * Failed logins on one account from one source (RPC key or IP) within
+     * `lockMs` before that source is refused for that account; and failures
+     * on one account from all sources before its checks are spaced out
+     * (`accountBackoffMs`). The owner's right password from another source is
+     * never refused by a stranger's failures, only spaced.
+     */
     maxFailuresPerAccount: z.number().int().positive().default(5),
-    /** Failed logins from one peer (RPC key or IP) within `lockMs` before it is refused. */
+    /** Failed logins from one source (RPC key or IP) within `lockMs`, all accounts, before it is refused. */
     maxFailuresPerPeer: z.number().int().positive().default(20),
+    /** Spacing of an account's checks once it has `maxFailuresPerAccount` failures; doubles per further failure. */
+    accountBackoffMs: z.number().int().positive().default(250),
+    /** Most spacing; a check whose turn is further away is refused (`ERR_RATE_LIMITED`, `retryAfterMs`). */
+    maxAccountBackoffMs: z.number().int().positive().default(30_000),
     lockMs: z
       .number()
       .int()
