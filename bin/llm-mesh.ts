@@ -1,7 +1,7 @@
 #!/usr/bin/env node
-import { resolve } from 'node:path'
+import { basename, dirname, extname, join, resolve } from 'node:path'
 import createTestnet from 'hyperdht/testnet.js'
-import { TINY_MODEL_NAME, writeTinyModel } from '../facilities/backends/tiny-model.js'
+import { writeTinyModel } from '../facilities/backends/tiny-model.js'
 import { GatewayWorker } from '../workers/gateway.worker.js'
 import {
   type ConfigInput,
@@ -15,7 +15,16 @@ import { VERSION } from '../workers/lib/version.js'
 import { ProcessorWorker } from '../workers/processor.worker.js'
 import { commandKey, commandUsage, commandUser, KEY_HELP, USAGE_HELP, USER_HELP } from './lib/accounts.js'
 import { runChat } from './lib/chat.js'
-import { dataDir, int, parse, str, WORKER_FLAGS, waitForSignal, workerOverrides } from './lib/common.js'
+import {
+  dataDir,
+  dataMesh,
+  int,
+  parse,
+  str,
+  WORKER_FLAGS,
+  waitForSignal,
+  workerOverrides,
+} from './lib/common.js'
 import { CREDENTIAL_FLAGS } from './lib/credentials.js'
 import { joinMesh } from './lib/join.js'
 import { up } from './lib/up.js'
@@ -103,7 +112,8 @@ Config: FILE (default config/processor.json), then LLM_MESH_* / OLLAMA_HOST, the
   --weight W         share of traffic under the random-weighted strategy (default 1)
   --throttle-tps N   hand out at most N tokens/s per generation: a slower machine, for
                      testing and benchmarking unequal meshes
-  --data DIR         join the mesh 'llm-mesh up' runs from DIR
+  --data DIR         join the mesh 'llm-mesh up' runs from DIR: serve its gateway, with
+                     the models in DIR/models unless --models (or the config) names others
   --mesh NAME, --log-level LEVEL`,
   bootstrap: `Usage: llm-mesh bootstrap [--host 127.0.0.1] [--port 49737]
 
@@ -112,10 +122,13 @@ worker as --bootstrap.`,
   model: `Usage: llm-mesh model tiny <path.gguf> [--step N] [--loop]
 
 Writes the tiny test model: a ~4 MB llama GGUF with hand-set weights, NOT a real LLM.
-Greedy output continues letters: 'abc' → 'defghijklmnopqrstuvwxyz'.
+Greedy output continues letters: 'abc' → 'defghijklmnopqrstuvwxyz'. A processor serves
+it under its file name: models/tiny.gguf is the model 'tiny'.
   --step N   letters advance by N (default 1): 'abc' → 'egikmoqsuwy' with 2
   --loop     'z' wraps to 'a': output never ends by itself (num_predict bounds it)`,
 }
+
+const GGUF = '.gguf'
 
 function help(cmd: string): number {
   process.stdout.write(`${HELP[cmd] ?? HELP.main}\n`)
@@ -154,7 +167,7 @@ async function commandGateway(args: string[]): Promise<number> {
   })
   if (values.help) return help('gateway')
   const httpPort = int(values['http-port'], 'http-port', 0)
-  const overrides: ConfigInput = workerOverrides(values)
+  const overrides: ConfigInput = workerOverrides(values, dataMesh(values))
   if (str(values['mesh-secret'])) overrides.meshSecret = str(values['mesh-secret'])
   const index = int(values['gateway-index'], 'gateway-index', 0)
   if (index !== undefined) overrides.gatewayIndex = index
@@ -210,7 +223,8 @@ async function commandProcessor(args: string[]): Promise<number> {
   if (Array.isArray(trusted)) firewall.trustedGateways = trusted.flatMap((v) => v.split(',')).filter(Boolean)
   if (str(values['mesh-secret'])) firewall.meshSecret = str(values['mesh-secret'])
   if (values['allow-any-peer']) firewall.allowAnyPeer = true
-  const overrides = deepMerge(workerOverrides(values), store ? { store: resolve(store) } : {}, {
+  const mesh = dataMesh(values)
+  const overrides = deepMerge(workerOverrides(values, mesh), store ? { store: resolve(store) } : {}, {
     backend,
     ...(weight !== undefined ? { weight: Number(weight) } : {}),
     ...(Object.keys(firewall).length ? { firewall } : {}),
@@ -219,6 +233,13 @@ async function commandProcessor(args: string[]): Promise<number> {
     ...(str(values.config) ? { file: str(values.config) } : {}),
     overrides,
   })
+  if (mesh) {
+    // Joining `up`'s mesh means serving its gateway (added to any other trusted ones), and
+    // its models unless a folder is named.
+    if (!config.firewall.trustedGateways.includes(mesh.gateway))
+      config.firewall.trustedGateways.push(mesh.gateway)
+    config.backend.modelsDir ??= join(dataDir(values), 'models')
+  }
   return serveWorker(new ProcessorWorker(config))
 }
 
@@ -299,9 +320,18 @@ async function commandModel(args: string[]): Promise<number> {
     return values.help ? 0 : 2
   }
   const path = resolve(positionals[1])
+  // A processor lists the *.gguf files of its folder, each under its file name without `.gguf`.
+  const name = basename(path, GGUF)
+  if (extname(path) !== GGUF || name === '' || name.startsWith('.')) {
+    throw MeshError.badRequest(
+      `${path}: the file name must be NAME.gguf (a processor serves each NAME.gguf of its --models folder as model NAME)`,
+    )
+  }
   const step = int(values.step, 'step') ?? 1
   await writeTinyModel(path, { step, loop: values.loop === true })
-  process.stdout.write(`wrote ${path} (${TINY_MODEL_NAME}: a test model, not a real LLM)\n`)
+  process.stdout.write(
+    `wrote ${path}: the tiny test model (not a real LLM); a processor with --models ${dirname(path)} serves it as '${name}'\n`,
+  )
   return 0
 }
 

@@ -14,8 +14,21 @@ import type { Identity } from './auth.facility.js'
 import { Facility } from './facility.js'
 import { createOllamaRoutes, DEFAULT_OLLAMA_VERSION, sendNotFound } from './http/ollama-api.js'
 import { createOpenAIRoutes, sendOpenAIError } from './http/openai-api.js'
-import { baseUrl, closeServer, listenOn, pathOf, sendJson } from './http/plumbing.js'
+import { baseUrl, closeServer, listenOn, pathOf, retryAfterHeaders, sendJson } from './http/plumbing.js'
 import type { Logger } from './log.facility.js'
+
+/** Open connections at most, unless configured (`http.maxConnections`). */
+export const DEFAULT_MAX_CONNECTIONS = 1024
+/**
+ * Connections over the cap that may wait at once for their 503; past that node drops new
+ * ones unanswered. A refusal needs the request read first (its path picks the API's error
+ * format, and a reply sent before it would be cut by a reset when the request arrives).
+ */
+const MAX_REFUSING = 64
+/** How long a refused connection may take to send its request before it is cut. */
+const REFUSED_IDLE_MS = 5_000
+/** When a refused client may try again. */
+const REFUSED_RETRY_MS = 1_000
 
 /** What the gateway's HTTP layer learns about one request's path through the mesh. */
 export interface RequestTiming {
@@ -31,6 +44,8 @@ export interface HttpFacilityOptions {
   host: string
   port: number
   maxBodyBytes: number
+  /** Open connections at most (default DEFAULT_MAX_CONNECTIONS); past it: 503, ERR_BUSY. */
+  maxConnections?: number
   logger: Logger
   /**
    * Who a bearer credential belongs to; null when the gateway has no accounts.
@@ -116,10 +131,19 @@ export class HttpFacility extends Facility {
   private nextId = 0
   private server: Server | null = null
   private bound: number | null = null
+  private readonly maxConnections: number
+  /** Connections admitted and still open. */
+  private open = 0
+  /** Connections that came over the cap: their one request is answered 503. */
+  private readonly refused = new WeakSet<Socket>()
+  private refusedCount = 0
+  private refusedLoggedAt = 0
 
   constructor(opts: HttpFacilityOptions) {
     super()
+    const { maxConnections = DEFAULT_MAX_CONNECTIONS } = opts
     this.opts = opts
+    this.maxConnections = maxConnections
     this.log = opts.logger
     this.ollama = createOllamaRoutes({ version: DEFAULT_OLLAMA_VERSION, maxBodyBytes: opts.maxBodyBytes })
     this.openai = createOpenAIRoutes({
@@ -147,8 +171,8 @@ export class HttpFacility extends Facility {
         else res.destroy()
       })
     })
-    // Streamed chunks go out as they are written, not after Nagle's delay.
-    server.on('connection', (socket: Socket) => socket.setNoDelay(true))
+    server.on('connection', (socket: Socket) => this.admit(socket))
+    server.maxConnections = this.maxConnections + MAX_REFUSING
     server.keepAliveTimeout = 65_000
     this.bound = await listenOn(server, this.opts.host, this.opts.port)
     this.server = server
@@ -163,13 +187,54 @@ export class HttpFacility extends Facility {
     await closeServer(server)
   }
 
+  /** Counts a new connection in, or marks it refused when `maxConnections` are open. */
+  private admit(socket: Socket): void {
+    if (this.open >= this.maxConnections) {
+      this.refused.add(socket)
+      socket.setTimeout(REFUSED_IDLE_MS, () => socket.destroy())
+      this.noteRefused()
+      return
+    }
+    this.open++
+    socket.once('close', () => {
+      this.open--
+    })
+    // Streamed chunks go out as they are written, not after Nagle's delay.
+    socket.setNoDelay(true)
+  }
+
+  /** One log line per 10 s at most about refused connections. */
+  private noteRefused(): void {
+    this.refusedCount++
+    const now = Date.now()
+    if (now - this.refusedLoggedAt < 10_000) return
+    this.log.warn(
+      { refused: this.refusedCount, maxConnections: this.maxConnections },
+      'http: connections refused (http.maxConnections)',
+    )
+    this.refusedLoggedAt = now
+    this.refusedCount = 0
+  }
+
   private async handle(req: IncomingMessage, res: MeshResponse): Promise<void> {
     const timing: RequestTiming = { arrived: performance.now() }
     res.requestId = this.id()
     res.timing = timing
     const path = pathOf(req)
+    const openAI = path?.startsWith('/v1/') === true
+    if (this.refused.has(req.socket)) {
+      const e = new MeshError(
+        'ERR_BUSY',
+        `the server has ${this.maxConnections} connections open, its limit (http.maxConnections); retry later`,
+        { retryAfterMs: REFUSED_RETRY_MS },
+      )
+      // The body, if any, is never read: close rather than drain it.
+      const headers = { ...retryAfterHeaders(e), Connection: 'close' }
+      if (openAI) sendOpenAIError(res, e, headers)
+      else sendJson(res, e.httpStatus, { error: e.reason }, headers)
+      return
+    }
     if (path === null) return sendNotFound(res)
-    const openAI = path.startsWith('/v1/')
 
     let identity: Identity | null = null
     if (!OPEN_PATHS.has(path)) {

@@ -450,11 +450,27 @@ export class NetFacility extends Facility {
     if (port !== undefined) dhtOpts.port = port
     if (firewalled !== undefined) dhtOpts.firewalled = firewalled
     const dht = new DHT(dhtOpts)
+    const tried =
+      bootstrap === 'public'
+        ? 'the public HyperDHT bootstrap nodes'
+        : bootstrap.map((b) => `${b.host}:${b.port}`).join(', ')
     try {
       await dht.ready()
     } catch (err) {
       await dht.destroy()
       throw new MeshError('ERR_UNAVAILABLE', `DHT failed to start: ${(err as Error).message}`, undefined, err)
+    }
+    // ready() resolves once the bootstrap query ends (~6 s of retries), whether or not a node
+    // answered. An empty routing table means none did: every announce and lookup would then
+    // fail ~20 s later with dht-rpc's "Too few nodes responded", which names no address.
+    const table = dht as unknown as { toArray(): HostPort[] }
+    if (table.toArray().length === 0) {
+      await dht.destroy()
+      throw new MeshError(
+        'ERR_UNAVAILABLE',
+        `no DHT node answered at ${tried}: is the bootstrap running and reachable from here?`,
+        { bootstrap: tried },
+      )
     }
     this.dht = dht
     this.rpc = new RPC({ dht, keyPair })

@@ -237,6 +237,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
                 host: this.config.http.host,
                 port: this.config.http.port,
                 maxBodyBytes: this.config.http.maxBodyBytes,
+                maxConnections: this.config.http.maxConnections,
                 logger: this.log,
                 authenticate: (token) => (this.authFacility ? this.authFacility.authenticate(token) : null),
                 sourceFor: (identity, timing) => new GatewaySource(this, identity, timing),

@@ -6,7 +6,7 @@ import { StoreFacility } from '../../facilities/store.facility.js'
 import type { MeshClient, UsageReport, UserLimitOverrides } from '../../workers/client.worker.js'
 import { authConfigSchema, parseConfig, readConfigFile } from '../../workers/lib/config.js'
 import { MeshError } from '../../workers/lib/errors.js'
-import { type Options, parse, str, WORKER_FLAGS } from './common.js'
+import { day, int, type Options, parse, str, WORKER_FLAGS } from './common.js'
 import { CREDENTIAL_FLAGS, type FlagValues } from './credentials.js'
 import { joinMesh } from './join.js'
 
@@ -40,6 +40,9 @@ export const USAGE_HELP = `Usage: llm-mesh usage [--user NAME] [--from YYYY-MM-D
 
 Tokens and requests per UTC day and model (default: this month so far), with today's
 and this month's totals and where the limits stand. --user: another user's (admins).`
+
+/** The longest a key may live, as the gateway allows. */
+const MAX_KEY_DAYS = 36_500
 
 const LIMIT_FLAGS: Options = {
   rpm: { type: 'string' },
@@ -92,7 +95,8 @@ async function withClient<T>(values: FlagValues, fn: (client: MeshClient) => Pro
 
 /** Creates a user in a stopped gateway's store (the first admin of a standalone gateway). */
 async function addUserOffline(values: FlagValues, name: string, password: string): Promise<void> {
-  const file = readConfigFile(str(values.config) ?? 'config/gateway.json')
+  const named = str(values.config)
+  const file = readConfigFile(named ?? 'config/gateway.json', named !== undefined)
   const config = parseConfig(authConfigSchema, file.auth ?? {}, 'config.auth')
   const log = new LogFacility({ level: 'warn' })
   const store = new StoreFacility({ dir: resolve(str(values.store) as string) })
@@ -216,13 +220,13 @@ export async function commandKey(args: string[]): Promise<number> {
   if (sub === 'create') {
     const name = str(values.name)
     if (!name) throw MeshError.badRequest('key create --name LABEL')
-    const days = str(values['expires-days'])
+    const days = int(values['expires-days'], 'expires-days', 1, MAX_KEY_DAYS)
     const limits = limitsFrom(values, KEY_LIMIT_FIELDS)
     return withClient(signInAs, async (client) => {
       const key = await client.createKey({
         name,
         ...(owner ? { user: owner } : {}),
-        ...(days ? { expiresInDays: Number(days) } : {}),
+        ...(days !== undefined ? { expiresInDays: days } : {}),
         ...(str(values.models) ? { models: (str(values.models) as string).split(',').filter(Boolean) } : {}),
         ...(Object.keys(limits).length > 0 ? { limits } : {}),
       })
@@ -310,11 +314,14 @@ export async function commandUsage(args: string[]): Promise<number> {
     return 0
   }
   const owner = str(values.user)
+  const from = day(values.from, 'from')
+  const to = day(values.to, 'to')
+  if (from && to && from > to) throw MeshError.badRequest(`--from ${from} is after --to ${to}`)
   return withClient({ ...values, user: undefined }, async (client) => {
     const report = await client.usage({
       ...(owner ? { user: owner } : {}),
-      ...(str(values.from) ? { from: str(values.from) as string } : {}),
-      ...(str(values.to) ? { to: str(values.to) as string } : {}),
+      ...(from ? { from } : {}),
+      ...(to ? { to } : {}),
       ...(str(values.model) ? { model: str(values.model) as string } : {}),
       ...(values.records ? { records: true } : {}),
     })

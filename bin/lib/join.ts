@@ -2,8 +2,7 @@ import { createWriteStream } from 'node:fs'
 import { join } from 'node:path'
 import { MeshClient } from '../../workers/client.worker.js'
 import type { ConfigInput } from '../../workers/lib/config.js'
-import { MeshError } from '../../workers/lib/errors.js'
-import { dataDir, readMeshFile, str, workerOverrides } from './common.js'
+import { dataDir, type MeshFile, readMeshFile, runningMesh, str, workerOverrides } from './common.js'
 import { type FlagValues, signIn } from './credentials.js'
 
 /**
@@ -14,15 +13,12 @@ import { type FlagValues, signIn } from './credentials.js'
 export async function joinMesh(values: FlagValues): Promise<MeshClient> {
   const config: ConfigInput = { log: { level: str(values['log-level']) ?? 'warn' } }
   const dir = dataDir(values)
-  const meshFile = readMeshFile(dir)
-  if (str(values.bootstrap)) Object.assign(config, workerOverrides(values))
-  else {
-    if (!meshFile) {
-      throw new MeshError(
-        'ERR_UNAVAILABLE',
-        `no mesh is running from ${dir} (start one with 'llm-mesh up --data ${dir}', or pass --bootstrap)`,
-      )
-    }
+  let meshFile: MeshFile | null
+  if (str(values.bootstrap)) {
+    meshFile = readMeshFile(dir)
+    Object.assign(config, workerOverrides(values))
+  } else {
+    meshFile = runningMesh(dir)
     Object.assign(config, { bootstrap: meshFile.bootstrap, mesh: meshFile.mesh, gateway: meshFile.gateway })
   }
   if (str(values.mesh)) config.mesh = str(values.mesh)

@@ -1,13 +1,15 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { createWriteStream } from 'node:fs'
-import { mkdir, rm } from 'node:fs/promises'
+import { mkdir, readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import createTestnet, { type Testnet } from 'hyperdht/testnet.js'
+import { probeOllama } from '../../facilities/backends/ollama.backend.js'
+import { TINY_MODEL_NAME, writeTinyModel } from '../../facilities/backends/tiny-model.js'
 import { MeshClient } from '../../workers/client.worker.js'
 import { GatewayWorker } from '../../workers/gateway.worker.js'
-import { gatewayConfigSchema, parseConfig } from '../../workers/lib/config.js'
+import { gatewayConfigSchema, normalizeOllamaHost, parseConfig } from '../../workers/lib/config.js'
 import { MeshError } from '../../workers/lib/errors.js'
 import { runChat } from './chat.js'
 import { MESH_FILE, waitForSignal, writeMeshFile } from './common.js'
@@ -17,6 +19,7 @@ import { NODE_FLAGS } from './node-flags.js'
 const BOOTSTRAP_NODES = 3
 const PROCESSOR_START_TIMEOUT_MS = 120_000
 const CHILD_STOP_TIMEOUT_MS = 10_000
+const OLLAMA_PROBE_TIMEOUT_MS = 1_000
 export const ADMIN_USER = 'admin'
 const OPERATOR_KEY_NAME = 'llm-mesh up: local operator'
 
@@ -95,6 +98,21 @@ function startProcessor(
   })
   ready.catch(() => {})
   return { index, child, ready }
+}
+
+/**
+ * Writes the tiny test model to DATA/models when no Ollama answers and the folder has no
+ * GGUF file, once, before any processor starts: processors that each made this choice
+ * raced, one writing the model and another finding it, and told two different stories.
+ * Returns what it did, or null when there was nothing to do.
+ */
+async function provideTinyModel(modelsDir: string): Promise<string | null> {
+  const ollamaHost = normalizeOllamaHost(process.env.OLLAMA_HOST ?? '127.0.0.1:11434')
+  if (await probeOllama(ollamaHost, OLLAMA_PROBE_TIMEOUT_MS)) return null
+  const files = await readdir(modelsDir).catch(() => [] as string[])
+  if (files.some((f) => f.endsWith('.gguf'))) return null
+  await writeTinyModel(join(modelsDir, `${TINY_MODEL_NAME}.gguf`))
+  return `no Ollama at ${ollamaHost} and no GGUF files in ${modelsDir}: wrote the tiny TEST model ${TINY_MODEL_NAME} there (not a real LLM)`
 }
 
 async function stopChild(p: ProcessorChild): Promise<void> {
@@ -192,6 +210,8 @@ export async function up(opts: UpOptions): Promise<number> {
     const operator = await setUpOperator(gateway, opts)
     operatorKeyId = operator.id
 
+    const wrote = await provideTinyModel(join(dataDir, 'models'))
+    if (wrote) say(wrote)
     for (let i = 0; i < opts.processors; i++)
       children.push(startProcessor(i, opts, bootstrap.join(','), gatewayKey))
     const started = await Promise.all(children.map((c) => c.ready))
@@ -218,9 +238,8 @@ export async function up(opts: UpOptions): Promise<number> {
         `http: ${httpUrl} (Ollama API at ${httpUrl}, OpenAI API at ${httpUrl}/v1; Authorization: Bearer <API key>)\n`,
       )
     }
-    const backends = [...new Set(started.map((s) => s.backend))].join('; ')
+    for (const [i, s] of started.entries()) say(`processor-${i} backend: ${s.backend}`)
     const models = [...new Set(router.list().flatMap((p) => p.models))].join(', ')
-    say(`backend: ${backends}`)
     process.stdout.write(
       `llm-mesh ready: gateway ${gatewayKey.slice(0, 16)}… · ${opts.processors} processor(s) · models ${models} · bootstrap ${bootstrap[0]} · data ${dataDir}\n`,
     )

@@ -1,11 +1,11 @@
-import { spawn } from 'node:child_process'
+import { type ChildProcess, spawn } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
-import { writeFile } from 'node:fs/promises'
+import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import test from 'brittle'
 import { NODE_FLAGS } from '../../bin/lib/node-flags.js'
-import { BIN } from '../helpers/mesh.js'
+import { BIN, closedPort } from '../helpers/mesh.js'
 
 const REPO = fileURLToPath(new URL('../../../', import.meta.url))
 
@@ -96,13 +96,165 @@ test('cli: a bad config exits with a message naming the field', async (t) => {
   t.ok(badFlag.stderr.includes('--parallel'), badFlag.stderr)
 })
 
+test('cli: a --config that names a missing file is an error, not ignored', async (t) => {
+  const dir = await t.tmp()
+  const missing = join(dir, 'no-such.json')
+  for (const cmd of ['gateway', 'processor']) {
+    const r = await run([BIN, cmd, '--config', missing, '--bootstrap', '127.0.0.1:1'], { cwd: dir })
+    t.is(r.code, 2, `${cmd}: exit 2`)
+    t.ok(r.stderr.includes(`ERR_BAD_CONFIG: config file ${missing} does not exist`), r.stderr)
+  }
+})
+
+test('cli: bad flag values get our own coded errors naming the flag, before any mesh is joined', async (t) => {
+  const data = await t.tmp()
+  const expect = async (args: string[], text: string) => {
+    const r = await run([BIN, ...args, '--data', data])
+    t.is(r.code, 2, `${args.join(' ')}: exit 2`)
+    t.ok(r.stderr.includes(`ERR_BAD_REQUEST: ${text}`), `${args.join(' ')}: ${r.stderr.trim()}`)
+  }
+  await expect(
+    ['key', 'create', '--name', 'x', '--expires-days', '-1'],
+    "--expires-days: expected an integer from 1 to 36500, got '-1'",
+  )
+  await expect(
+    ['key', 'create', '--name', 'x', '--expires-days', '2.5'],
+    "--expires-days: expected an integer from 1 to 36500, got '2.5'",
+  )
+  await expect(['usage', '--from', '2026-13-45'], "--from: expected a date YYYY-MM-DD, got '2026-13-45'")
+  await expect(['usage', '--to', '2026-02-30'], "--to: expected a date YYYY-MM-DD, got '2026-02-30'")
+  await expect(
+    ['usage', '--from', '2026-03-02', '--to', '2026-03-01'],
+    '--from 2026-03-02 is after --to 2026-03-01',
+  )
+  await expect(['usage', '--bogus'], "unknown flag '--bogus'")
+  await expect(['status', '--json=yes'], '--json: takes no value')
+})
+
+test('cli: model tiny says the name the model is served as', async (t) => {
+  const dir = await t.tmp()
+  const path = join(dir, 'my-tiny.gguf')
+  const r = await run([BIN, 'model', 'tiny', path])
+  t.is(r.code, 0, r.stderr)
+  t.ok(existsSync(path))
+  t.ok(r.stdout.includes("serves it as 'my-tiny'"), r.stdout)
+  const bad = await run([BIN, 'model', 'tiny', join(dir, 'model.bin')])
+  t.is(bad.code, 2, 'a file a processor would not list: exit 2')
+  t.ok(bad.stderr.includes('ERR_BAD_REQUEST') && bad.stderr.includes('NAME.gguf'), bad.stderr)
+  t.absent(existsSync(join(dir, 'model.bin')), 'and nothing written')
+})
+
+/** The pid of a process that has exited. */
+async function deadPid(): Promise<number> {
+  const child = spawn(process.execPath, ['-e', ''], { stdio: 'ignore' })
+  await new Promise((resolve) => child.once('exit', resolve))
+  return child.pid as number
+}
+
+test('cli: a mesh.json whose up is gone (killed) is said at once, with how to start it', async (t) => {
+  const data = await t.tmp()
+  await mkdir(join(data, 'logs'))
+  await writeFile(
+    join(data, 'mesh.json'),
+    JSON.stringify({
+      mesh: 'default',
+      bootstrap: [`127.0.0.1:${await closedPort()}`],
+      gateway: 'a'.repeat(64),
+      pid: await deadPid(),
+      startedAt: new Date().toISOString(),
+    }),
+  )
+  for (const args of [['status'], ['usage'], ['key', 'list'], ['processor']]) {
+    const started = Date.now()
+    const r = await run([BIN, ...args, '--data', data], { cwd: data })
+    const ms = Date.now() - started
+    t.is(r.code, 1, `${args[0]}: exit 1`)
+    t.ok(
+      r.stderr.includes(`ERR_UNAVAILABLE: the mesh in ${data} is not running`) &&
+        r.stderr.includes(`llm-mesh up --data ${data}`),
+      `${args.join(' ')}: ${r.stderr.trim()}`,
+    )
+    // Generous for a busy machine: the old path waited ~23 s on the dead bootstrap.
+    t.ok(ms < 15_000, `${args[0]}: at once (${ms} ms)`)
+  }
+})
+
+test('cli: an unreachable bootstrap is named, and found sooner', async (t) => {
+  const address = `127.0.0.1:${await closedPort()}`
+  const started = Date.now()
+  const r = await run([BIN, 'status', '--bootstrap', address, '--api-key', 'lmk_x'])
+  const ms = Date.now() - started
+  t.is(r.code, 1)
+  t.ok(r.stderr.includes(`ERR_UNAVAILABLE: no DHT node answered at ${address}`), r.stderr)
+  // The DHT's own bootstrap retries take ~6 s; before, the first lookup failed after ~22 s.
+  t.ok(ms < 18_000, `failed after ${ms} ms`)
+})
+
+test('package: npm ci leaves no install-script note to puzzle over', async (t) => {
+  const pkg = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as {
+    allowScripts?: Record<string, boolean>
+  }
+  // node-llama-cpp's postinstall only offers to download or build binaries; we use its
+  // prebuilt ones with build: 'never'.
+  t.is(pkg.allowScripts?.['node-llama-cpp'], false, 'node-llama-cpp: install script denied')
+  const npm = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
+    const child = spawn('npm', ['install-scripts', 'ls', '--json'], {
+      cwd: REPO,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    })
+    let stdout = ''
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d
+    })
+    child.once('error', () => resolve({ code: null, stdout }))
+    child.once('close', (code) => resolve({ code, stdout }))
+  })
+  if (npm.code !== 0) {
+    t.comment('this npm has no install-scripts command: nothing more to check')
+    return
+  }
+  const pending = (JSON.parse(npm.stdout || '{}') as { allowScripts?: unknown[] }).allowScripts ?? []
+  t.alike(pending, [], 'npm install-scripts ls: nothing pending')
+})
+
+/** Resolves with what `child` printed on stdout once it includes `text`; null if it exits first. */
+function waitForOutput(child: ChildProcess, text: string, timeoutMs: number): Promise<string | null> {
+  let out = ''
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(null), timeoutMs)
+    child.stdout?.on('data', (d: Buffer) => {
+      out += d
+      if (out.includes(text)) {
+        clearTimeout(timer)
+        resolve(out)
+      }
+    })
+    child.once('exit', () => {
+      clearTimeout(timer)
+      resolve(null)
+    })
+  })
+}
+
 test('cli: the operator contract of up, user, key, usage, chat and status', {
-  timeout: 120_000,
+  timeout: 240_000,
 }, async (t) => {
   const data = await t.tmp()
   const up = spawn(
     process.execPath,
-    [BIN, 'up', '--no-chat', '--data', data, '--admin-password', 'operator-password', '--log-level', 'warn'],
+    [
+      BIN,
+      'up',
+      '--no-chat',
+      '--processors',
+      '2',
+      '--data',
+      data,
+      '--admin-password',
+      'operator-password',
+      '--log-level',
+      'warn',
+    ],
     {
       stdio: ['ignore', 'pipe', 'pipe'],
     },
@@ -112,21 +264,41 @@ test('cli: the operator contract of up, user, key, usage, chat and status', {
     if (up.exitCode === null && up.signalCode === null) up.kill('SIGKILL')
     await exited
   })
-  let out = ''
-  const ready = await new Promise<boolean>((resolve) => {
-    const timer = setTimeout(() => resolve(false), 90_000)
-    up.stdout.on('data', (d: Buffer) => {
-      out += d
-      if (out.includes('llm-mesh ready')) {
-        clearTimeout(timer)
-        resolve(true)
-      }
-    })
-    up.once('exit', () => resolve(false))
+  let err = ''
+  up.stderr.on('data', (d: Buffer) => {
+    err += d
   })
-  t.ok(ready, `up printed 'llm-mesh ready': ${out}`)
+  const out = (await waitForOutput(up, 'llm-mesh ready', 120_000)) ?? ''
+  t.ok(out.includes('llm-mesh ready'), `up printed 'llm-mesh ready': ${out}`)
   t.absent(out.includes('shown once'), 'a given admin password is not printed')
   t.ok(existsSync(join(data, 'operator.key')), 'the operator key is in the data folder')
+  const reasons = [0, 1].map((i) => new RegExp(`^processor-${i} backend: (.+)$`, 'm').exec(err)?.[1])
+  t.ok(reasons[0], `one backend line per processor: ${err}`)
+  t.is(reasons[0], reasons[1], 'both processors tell the same backend story')
+  t.ok(err.includes('wrote the tiny TEST model'), 'up says once that it wrote the tiny model')
+
+  // A processor joins the mesh `up` runs from the folder, as its help says.
+  const joined = spawn(process.execPath, [BIN, 'processor', '--data', data, '--log-level', 'warn'], {
+    cwd: await t.tmp(),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let joinedErr = ''
+  joined.stderr.on('data', (d: Buffer) => {
+    joinedErr += d
+  })
+  const joinedExit = new Promise<void>((resolve) => joined.once('exit', () => resolve()))
+  t.teardown(async () => {
+    if (joined.exitCode === null && joined.signalCode === null) joined.kill('SIGKILL')
+    await joinedExit
+  })
+  t.ok(await waitForOutput(joined, 'processor ready', 60_000), `processor --data serves: ${joinedErr}`)
+  let seen = 0
+  const deadline = Date.now() + 60_000
+  while (seen !== 3 && Date.now() < deadline) {
+    const r = await run([BIN, 'status', '--json', '--data', data])
+    if (r.code === 0) seen = (JSON.parse(r.stdout) as { processors: unknown[] }).processors.length
+  }
+  t.is(seen, 3, "the gateway serves through the joined processor too (up's two and it)")
 
   const add = await run([
     BIN,
@@ -192,7 +364,7 @@ test('cli: the operator contract of up, user, key, usage, chat and status', {
 
   const status = await run([BIN, 'status', '--json', '--data', data])
   t.is(status.code, 0, status.stderr)
-  t.is(JSON.parse(status.stdout).processors.length, 1)
+  t.is(JSON.parse(status.stdout).processors.length, 3)
 
   up.kill('SIGTERM')
   t.is(await exited, 0, 'up stops cleanly on SIGTERM')

@@ -278,6 +278,8 @@ export const gatewayConfigSchema = baseConfigSchema
           .int()
           .positive()
           .default(8 * 1024 * 1024),
+        /** Open connections at most; one more is answered 503 (ERR_BUSY) and closed. */
+        maxConnections: z.number().int().positive().default(1024),
       })
       .strict()
       .prefault({}),
@@ -378,9 +380,16 @@ export function deepMerge(...layers: ConfigInput[]): ConfigInput {
   return out
 }
 
-/** Reads `config/<role>.json` from `dir` if present. @throws ERR_BAD_CONFIG on unreadable JSON */
-export function readConfigFile(path: string): ConfigInput {
-  if (!existsSync(path)) return {}
+/**
+ * Reads a config file: `{}` for a missing default (`config/<role>.json` is optional), but a
+ * file the operator named (`required`, e.g. `--config FILE`) must exist.
+ * @throws ERR_BAD_CONFIG for a missing required file or unreadable JSON
+ */
+export function readConfigFile(path: string, required = false): ConfigInput {
+  if (!existsSync(path)) {
+    if (required) throw MeshError.badConfig(`config file ${path} does not exist`, { file: path })
+    return {}
+  }
   let parsed: unknown
   try {
     parsed = JSON.parse(readFileSync(path, 'utf8'))
@@ -430,7 +439,7 @@ export function loadConfig<S extends z.ZodType>(
 ): z.output<S> {
   const { configDir = 'config', env = process.env, overrides = {} } = opts
   const file = opts.file ?? join(configDir, `${role}.json`)
-  const merged = deepMerge(readConfigFile(file), envOverrides(env, role), overrides)
+  const merged = deepMerge(readConfigFile(file, opts.file !== undefined), envOverrides(env, role), overrides)
   return parseConfig(schema, merged)
 }
 
