@@ -115,6 +115,11 @@ interface LoadedModel {
   free: LlamaContextSequence[]
   waiters: SequenceWaiter[]
   embedding: Promise<LlamaEmbeddingContext> | null
+  /**
+   * Characters of text that can reach the context at most: `contextSize` tokens of the
+   * vocabulary's longest. Longer text is cut before it is tokenized (see `withinContext`).
+   */
+  maxInputChars: number
   /** Requests holding the model (waiting, generating or embedding); it never unloads under them. */
   users: number
   lastUsed: number
@@ -244,6 +249,53 @@ function toChatHistory(messages: unknown): ChatHistoryItem[] {
   // A trailing assistant message is a prefix to continue, as in Ollama.
   if (history[history.length - 1]?.type !== 'model') history.push({ type: 'model', response: [] })
   return history
+}
+
+/**
+ * A history whose every text fits what the context can hold (`maxChars`, its last part).
+ * The context would keep no more of a longer text anyway, but tokenizing it whole runs on
+ * the event loop — a 1 MiB prompt blocked it ~7 s per request on the tiny model, so status
+ * answers and every other request on the processor waited behind one user's prompt.
+ */
+function withinContext(history: ChatHistoryItem[], maxChars: number): ChatHistoryItem[] {
+  const fits = (t: unknown) => typeof t !== 'string' || t.length <= maxChars
+  const ok = history.every((h) => (h.type === 'model' ? h.response.every(fits) : fits(h.text)))
+  if (ok) return history
+  return history.map((h): ChatHistoryItem => {
+    if (h.type === 'model') {
+      return { ...h, response: h.response.map((r) => (typeof r === 'string' ? tailOf(r, maxChars) : r)) }
+    }
+    if (h.type === 'user') return { ...h, text: tailOf(h.text, maxChars) }
+    return typeof h.text === 'string' ? { ...h, text: tailOf(h.text, maxChars) } : h
+  })
+}
+
+/** The longest token of a model's vocabulary in characters (from its GGUF), or Infinity when unknown. */
+function longestTokenChars(model: LlamaModel): number {
+  const metadata: unknown = model.fileInfo.metadata
+  const tokenizer = isRecord(metadata) ? metadata.tokenizer : undefined
+  const ggml = isRecord(tokenizer) ? tokenizer.ggml : undefined
+  const tokens = isRecord(ggml) ? ggml.tokens : undefined
+  if (!Array.isArray(tokens) || tokens.length === 0) return Number.POSITIVE_INFINITY
+  let longest = 1
+  for (const t of tokens) if (typeof t === 'string' && t.length > longest) longest = t.length
+  return longest
+}
+
+/** `text` cut to its last `max` characters (never starting inside a surrogate pair). */
+function tailOf(text: string, max: number): string {
+  if (text.length <= max) return text
+  let start = text.length - max
+  const code = text.charCodeAt(start)
+  if (code >= 0xdc00 && code <= 0xdfff) start++
+  return text.slice(start)
+}
+
+/** `text` cut to its first `max` characters (never ending inside a surrogate pair). */
+function headOf(text: string, max: number): string {
+  if (text.length <= max) return text
+  const code = text.charCodeAt(max - 1)
+  return text.slice(0, code >= 0xd800 && code <= 0xdbff ? max - 1 : max)
 }
 
 /**
@@ -560,8 +612,8 @@ export class LlamaCppBackend implements Backend {
     const plan = planSampling(req.options)
     if (prompt === '') return this.generation(model, { ...plan, maxTokens: 0 }, cb, null)
     if (raw)
-      return this.generation(model, plan, cb, (seq, _lm, hooks) =>
-        this.runCompletion(seq, prompt, plan, hooks),
+      return this.generation(model, plan, cb, (seq, lm, hooks) =>
+        this.runCompletion(seq, lm, prompt, plan, hooks),
       )
     const history: ChatHistoryItem[] = []
     if (system) history.push({ type: 'system', text: system })
@@ -596,9 +648,15 @@ export class LlamaCppBackend implements Backend {
         const ctx = await abortable(this.embeddingContext(lm), signal, () => this.abortError())
         const embeddings: number[][] = []
         let promptTokens = 0
-        for (const text of texts) {
+        for (const input of texts) {
           if (signal.aborted) throw this.abortError()
-          let tokens = lm.model.tokenize(text)
+          // Past maxInputChars an input is surely longer than the context: cut before tokenizing.
+          if (!truncate && input.length > lm.maxInputChars) {
+            throw MeshError.badRequest(`input is more than ${this.contextSize} tokens, the context's size`, {
+              limit: this.contextSize,
+            })
+          }
+          let tokens = lm.model.tokenize(headOf(input, lm.maxInputChars))
           // calculateInputLength adds the BOS/EOS the model wants; the context must hold them too.
           const overhead = ctx.calculateInputLength(tokens) - tokens.length
           const room = this.contextSize - 1 - overhead
@@ -634,6 +692,7 @@ export class LlamaCppBackend implements Backend {
     plan: SamplingPlan,
     hooks: Parameters<Producer>[2],
   ): Promise<RawOutput> {
+    history = withinContext(history, lm.maxInputChars)
     const chat = new LlamaChat({
       contextSequence: seq,
       chatWrapper: lm.chatWrapper,
@@ -641,9 +700,12 @@ export class LlamaCppBackend implements Backend {
     })
     // What LlamaChat will evaluate: the history rendered by the same wrapper. Counted whole, even
     // when a cached prefix spares evaluating part of it: that is what usage is charged on.
-    const promptTokens = lm.chatWrapper
-      .generateContextState({ chatHistory: history })
-      .contextText.tokenize(lm.model.tokenizer).length
+    // A history longer than the context is cut to fit it: no more than the context is evaluated.
+    const promptTokens = Math.min(
+      this.contextSize,
+      lm.chatWrapper.generateContextState({ chatHistory: history }).contextText.tokenize(lm.model.tokenizer)
+        .length,
+    )
     try {
       const res = await chat.generateResponse(history, {
         ...this.samplingFor(plan),
@@ -658,15 +720,20 @@ export class LlamaCppBackend implements Backend {
 
   private async runCompletion(
     seq: LlamaContextSequence,
-    prompt: string,
+    lm: LoadedModel,
+    text: string,
     plan: SamplingPlan,
     hooks: Parameters<Producer>[2],
   ): Promise<RawOutput> {
+    // The context keeps a long prompt's end; cut it before tokenizing (see withinContext).
+    const prompt = tailOf(text, lm.maxInputChars)
     const completion = new LlamaCompletion({ contextSequence: seq, autoDisposeSequence: false })
     const model = seq.model
-    const promptTokens =
+    const promptTokens = Math.min(
+      this.contextSize,
       model.tokenize(prompt).length +
-      (model.tokens.shouldPrependBosToken && model.tokens.bos !== null ? 1 : 0)
+        (model.tokens.shouldPrependBosToken && model.tokens.bos !== null ? 1 : 0),
+    )
     try {
       const res = await completion.generateCompletionWithMeta(prompt, {
         ...this.samplingFor(plan),
@@ -937,6 +1004,7 @@ export class LlamaCppBackend implements Backend {
         model,
         context,
         chatWrapper: chatWrapperFor(model),
+        maxInputChars: this.contextSize * longestTokenChars(model),
         free,
         waiters: [],
         embedding: null,

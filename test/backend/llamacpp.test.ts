@@ -325,3 +325,36 @@ test('llamacpp: close stops in-flight work, is idempotent, and later requests fa
   await rejectsWith(t, backend.generate({ model: TINY_MODEL_NAME, prompt: 'abc' }), 'ERR_BACKEND_UNAVAILABLE')
   t.alike(await backend.runningModels(), [])
 })
+
+test('llamacpp: a prompt far longer than the context does not block the event loop', async (t) => {
+  const { backend } = await setup(t)
+  await backend.generate({ model: TINY_MODEL_NAME, prompt: 'abc', options: { num_predict: 1 } })
+  // The longest gap between timer ticks while two ~1 MiB prompts run: status answers and every
+  // other request on a processor wait that long. Tokenizing them whole took ~15 s here.
+  let last = performance.now()
+  let longest = 0
+  const ticker = setInterval(() => {
+    const now = performance.now()
+    longest = Math.max(longest, now - last)
+    last = now
+  }, 10)
+  const prompt = 'abcdefghij '.repeat(95_000)
+  const results = await Promise.all(
+    [0, 1].map(() => backend.generate({ model: TINY_MODEL_NAME, prompt, options: { num_predict: 1 } })),
+  )
+  clearInterval(ticker)
+  t.ok(longest < 1_000, `the event loop never stalled for 1 s (longest gap ${Math.round(longest)} ms)`)
+  t.ok(
+    results.every((r) => r.promptTokens > 0 && r.promptTokens <= 2048),
+    `counted as what reached the context (${results.map((r) => r.promptTokens).join(', ')} tokens)`,
+  )
+  const long = 'abcdefghij '.repeat(10_000)
+  await rejectsWith(
+    t,
+    backend.embed({ model: TINY_MODEL_NAME, input: [long], truncate: false }),
+    'ERR_BAD_REQUEST',
+    'an embedding input surely longer than the context, with truncate: false',
+  )
+  const cut = await backend.embed({ model: TINY_MODEL_NAME, input: [long] })
+  t.is(cut.embeddings.length, 1, 'and cut to the context by default')
+})
