@@ -228,6 +228,9 @@ export class PeerConnection {
   /** Settles true once the connection is open, false if it closes first. */
   private readonly opening: Promise<boolean>
   private isOpen = false
+  /** Requests (and streams) waiting for their reply. */
+  private calls = 0
+  private retired = false
 
   constructor(client: Client, publicKey: Buffer, defaultTimeout: number, maxMessageBytes: number) {
     this.client = client
@@ -289,12 +292,21 @@ export class PeerConnection {
       throw MeshError.payloadTooLarge(`'${method}' request`, buf.byteLength, this.maxMessageBytes)
     }
     let res: Buffer
+    this.calls++
     try {
       res = await this.client.request(method, buf, { timeout: opts.timeout ?? this.defaultTimeout })
     } catch (err) {
       throw fromWireError(err, method)
+    } finally {
+      if (--this.calls === 0 && this.retired) this.destroy()
     }
     return JSON.parse(res.toString('utf8')) as T
+  }
+
+  /** Closes the connection once the calls on it have ended (now, if none runs). */
+  retire(): void {
+    this.retired = true
+    if (this.calls === 0) this.destroy()
   }
 
   /** Sends a one-way event; false when the connection is already closed. */
@@ -574,20 +586,46 @@ export class NetFacility extends Facility {
   peer(publicKey: Buffer, id = publicKey.toString('hex')): PeerConnection {
     const existing = this.peers.get(id)
     if (existing && !existing.closed) return existing
+    const conn = this.connect(publicKey)
+    this.pool(id, conn)
+    return conn
+  }
+
+  /**
+   * A new connection to a peer beside the one in use (a re-dial that must not disturb the
+   * calls still running on the old one). The caller owns it: `adopt()` it or destroy it.
+   */
+  dial(publicKey: Buffer): PeerConnection {
+    this.forgetRoute(publicKey.toString('hex'))
+    return this.connect(publicKey)
+  }
+
+  /** Makes `conn` the connection in use for its peer; the one it replaces closes once its calls end. */
+  adopt(conn: PeerConnection): void {
+    const id = conn.publicKey.toString('hex')
+    const old = this.peers.get(id)
+    if (old === conn) return
+    this.pool(id, conn)
+    old?.retire()
+  }
+
+  private connect(publicKey: Buffer): PeerConnection {
     if (!this.rpc) throw new MeshError('ERR_UNAVAILABLE', 'net is not open')
-    const conn = new PeerConnection(
+    return new PeerConnection(
       this.rpc.connect(publicKey, { keyPair: this.keyPair }),
       publicKey,
       this.opts.requestTimeoutMs,
       this.opts.maxMessageBytes,
     )
+  }
+
+  private pool(id: string, conn: PeerConnection): void {
     conn.onClose(() => {
       if (this.peers.get(id) !== conn) return
       this.peers.delete(id)
       this.forgetRoute(id)
     })
     this.peers.set(id, conn)
-    return conn
   }
 
   /** Drops the connection to a peer (e.g. after it stopped answering), and the route to it. */
@@ -610,15 +648,22 @@ export class NetFacility extends Facility {
     dht?._relayAddressesCache?.delete(id)
   }
 
-  protected override async _close(): Promise<void> {
+  /**
+   * Takes this worker's records off the DHT and stops renewing them (a stopping worker is
+   * found no more while it drains). Records outlive the node for 20 min unless withdrawn.
+   */
+  async withdraw(): Promise<void> {
     if (this.announceTimer) clearInterval(this.announceTimer)
     this.announceTimer = null
     const dht = this.dht
-    if (dht) {
-      // Records outlive the node for 20 min unless withdrawn.
-      await Promise.allSettled([...this.announced.values()].map((t) => dht.unannounce(t, this.keyPair)))
-    }
+    const topics = [...this.announced.values()]
     this.announced.clear()
+    if (dht) await Promise.allSettled(topics.map((t) => dht.unannounce(t, this.keyPair)))
+  }
+
+  protected override async _close(): Promise<void> {
+    const dht = this.dht
+    await this.withdraw()
     for (const conn of this.peers.values()) conn.destroy()
     this.peers.clear()
     await this.server?.close()

@@ -6,7 +6,7 @@ import { baseModel } from '../workers/lib/inference.js'
 import { Facility } from './facility.js'
 import { type Candidate, choose, DEFAULT_EXPECTED_TOKENS, type StrategyState } from './lib/strategies.js'
 import type { Logger } from './log.facility.js'
-import type { NetFacility } from './net.facility.js'
+import type { NetFacility, PeerConnection } from './net.facility.js'
 
 export type RegistryConfig = GatewayConfig['registry']
 export type RoutingConfig = GatewayConfig['routing']
@@ -15,10 +15,21 @@ export type RoutingConfig = GatewayConfig['routing']
 const EWMA_ALPHA = 0.3
 /** Lookups a request for an unknown model may trigger: one a second at most. */
 const ON_DEMAND_LOOKUP_MS = 1_000
+/** First wait before re-dialling an unreachable processor; doubles up to `redialMaxMs`. */
+const REDIAL_BASE_MS = 250
+/** An unreachable processor is reported at info level once it has been so for this long, and then again each time as long. */
+const UNREACHABLE_REPORT_MS = 5_000
+/** A DHT record whose peer does not answer is probed again after this, doubling up to the max. */
+const PROBE_BACKOFF_MS = 1_000
+const PROBE_BACKOFF_MAX_MS = 60_000
+/** Keys with failed probes remembered for their backoff (stale records of peers long gone). */
+const MAX_PROBE_FAILURES = 1_024
 
 /** What a processor reports in `status` (the fields the router reads). */
 interface ProcessorStatusReply {
   role?: string
+  instance?: unknown
+  draining?: unknown
   models?: unknown
   capacity?: unknown
   active?: unknown
@@ -32,9 +43,30 @@ interface ProcessorStatusReply {
 
 export type BreakerState = 'closed' | 'open' | 'half-open'
 
+/**
+ * A processor's standing with this gateway: serving; draining (stopping: it finishes what it
+ * runs and is sent nothing new); unreachable (no answer, or its connection closed: it is
+ * re-dialled with backoff and sent nothing new, and dropped after `goneAfterMs`).
+ */
+export type ProcessorState = 'serving' | 'draining' | 'unreachable'
+
 export interface ProcessorEntry {
   publicKey: Buffer
   id: string
+  state: ProcessorState
+  /** The processor process's own id: the same key with a new one is a restarted processor. */
+  instance: string
+  /** When it became unreachable (0 while it answers). */
+  unreachableSince: number
+  /** Re-dials since then, and when the next may start. */
+  redials: number
+  nextDialAt: number
+  /** When it was last reported as unreachable at info level. */
+  reportedAt: number
+  /** The connection whose close makes it unreachable. */
+  watched: PeerConnection | null
+  beating: boolean
+  dialing: boolean
   models: Set<string>
   capacity: number
   /** Generations the processor reports running (all gateways). */
@@ -66,6 +98,7 @@ export interface ProcessorEntry {
 
 export interface ProcessorView {
   publicKey: string
+  state: ProcessorState
   models: string[]
   capacity: number
   active: number
@@ -149,6 +182,9 @@ export class RouterFacility extends Facility {
   private heartbeatTimer: NodeJS.Timeout | null = null
   private refreshing: Promise<void> | null = null
   private lastLookup = 0
+  private lookupFailing = false
+  /** Failed probes of keys found on the DHT, for their backoff. */
+  private readonly probeFailures = new Map<string, { count: number; nextAt: number }>()
   private readonly strategyState: StrategyState = { turn: 0, cursor: new Map(), random: Math.random }
   /** Waiting requests, one FIFO per user; `userOrder` is whose turn comes next. */
   private readonly queues = new Map<string, Waiter[]>()
@@ -206,6 +242,7 @@ export class RouterFacility extends Facility {
     const now = Date.now()
     return [...this.entries.values()].map((e) => ({
       publicKey: e.id,
+      state: e.state,
       models: [...e.models].sort(),
       capacity: e.capacity,
       active: e.active,
@@ -257,8 +294,9 @@ export class RouterFacility extends Facility {
     return this.refresh()
   }
 
+  /** Processors that answer (serving or draining): those to ask for models and running models. */
   live(): ProcessorEntry[] {
-    return [...this.entries.values()]
+    return [...this.entries.values()].filter((e) => e.state !== 'unreachable')
   }
 
   // ---------------------------------------------------------------- registry
@@ -278,24 +316,46 @@ export class RouterFacility extends Facility {
     try {
       keys = await this.net.lookup('processor')
     } catch (err) {
-      this.log.warn({ err }, 'processor lookup failed')
+      if (!this.lookupFailing)
+        this.log.warn({ err }, 'processor lookup failed; retrying every lookup interval')
+      this.lookupFailing = true
       return
     }
-    await Promise.all(keys.filter((k) => !this.entries.has(k.toString('hex'))).map((k) => this.probe(k)))
+    if (this.lookupFailing) this.log.info('processor lookup works again')
+    this.lookupFailing = false
+    const now = Date.now()
+    const fresh: Buffer[] = []
+    for (const k of keys) {
+      const id = k.toString('hex')
+      const entry = this.entries.get(id)
+      // Found on the DHT while unreachable: it may have just announced itself after a restart.
+      if (entry?.state === 'unreachable') void this.redial(entry)
+      else if (!entry && (this.probeFailures.get(id)?.nextAt ?? 0) <= now) fresh.push(k)
+    }
+    await Promise.all(fresh.map((k) => this.probe(k)))
   }
 
+  /** Dials a processor found on the DHT and adds it once it answers `status`. */
   private async probe(publicKey: Buffer): Promise<void> {
     const id = publicKey.toString('hex')
     if (this.probing.has(id)) return
     this.probing.add(id)
     try {
-      const status = await this.net
-        .peer(publicKey)
-        .request<ProcessorStatusReply>('status', null, { timeout: this.config.heartbeatTimeoutMs })
-      if (status?.role !== 'processor' || this.closing) return
+      const status = await this.dial(publicKey)
+      if (this.closing || this.entries.has(id)) return
+      this.probeFailures.delete(id)
       const entry: ProcessorEntry = {
         publicKey,
         id,
+        state: 'serving',
+        instance: '',
+        unreachableSince: 0,
+        redials: 0,
+        nextDialAt: 0,
+        reportedAt: 0,
+        watched: null,
+        beating: false,
+        dialing: false,
         models: new Set(),
         capacity: 1,
         active: 0,
@@ -316,28 +376,85 @@ export class RouterFacility extends Facility {
         lastSeen: Date.now(),
         missed: 0,
       }
-      this.update(entry, status)
       this.entries.set(id, entry)
-      this.log.info({ processor: id, models: [...entry.models] }, 'processor joined')
+      this.connection(entry)
+      this.update(entry, status)
+      this.log.info({ processor: id, models: [...entry.models], state: entry.state }, 'processor joined')
       this.pump()
     } catch (err) {
-      // A stale DHT record of a stopped processor, or one that refuses this gateway.
-      this.log.debug({ err, processor: id }, 'processor probe failed')
-      this.net.forget(publicKey)
+      // A stale DHT record of a stopped processor, or one that refuses this gateway: try it
+      // again later, backing off, rather than on every lookup.
+      const failures = (this.probeFailures.get(id)?.count ?? 0) + 1
+      if (this.probeFailures.size >= MAX_PROBE_FAILURES) this.probeFailures.clear()
+      const wait = Math.min(PROBE_BACKOFF_MAX_MS, PROBE_BACKOFF_MS * 2 ** (failures - 1))
+      this.probeFailures.set(id, { count: failures, nextAt: Date.now() + wait })
+      this.log.debug({ err, processor: id, failures, retryInMs: wait }, 'processor probe failed')
     } finally {
       this.probing.delete(id)
     }
   }
 
+  /**
+   * A new connection to a processor and its `status` on it: the connection gets
+   * `connectTimeoutMs` to open (a DHT lookup and a handshake), the answer `heartbeatTimeoutMs`.
+   * It becomes the connection in use only once it answered; a dial that fails leaves nothing.
+   * @throws ERR_TIMEOUT, ERR_UNAVAILABLE, or ERR_BAD_REQUEST when the peer is not a processor
+   */
+  private async dial(publicKey: Buffer): Promise<ProcessorStatusReply> {
+    const conn = this.net.dial(publicKey)
+    try {
+      await conn.opened(this.config.connectTimeoutMs)
+      const status = await conn.request<ProcessorStatusReply>('status', null, {
+        timeout: this.config.heartbeatTimeoutMs,
+      })
+      if (status?.role !== 'processor') throw MeshError.badRequest('the peer is not a processor')
+      if (this.closing) throw new MeshError('ERR_UNAVAILABLE', 'the gateway is stopping')
+      this.net.adopt(conn)
+      return status
+    } catch (err) {
+      conn.destroy()
+      throw err
+    }
+  }
+
+  /** The connection to a processor, watched: when it closes, the processor is unreachable. */
+  private connection(entry: ProcessorEntry): PeerConnection {
+    const conn = this.net.peer(entry.publicKey, entry.id)
+    if (entry.watched !== conn) {
+      entry.watched = conn
+      conn.onClose(() => {
+        if (this.isCurrent(entry) && entry.watched === conn && entry.state !== 'unreachable') {
+          this.markUnreachable(entry, 'its connection closed')
+        }
+      })
+    }
+    return conn
+  }
+
+  private isCurrent(entry: ProcessorEntry): boolean {
+    return !this.closing && this.entries.get(entry.id) === entry
+  }
+
   private update(entry: ProcessorEntry, status: ProcessorStatusReply): void {
+    const instance = typeof status.instance === 'string' ? status.instance : ''
+    if (entry.instance !== '' && instance !== '' && instance !== entry.instance) this.restarted(entry)
+    entry.instance = instance
+    const draining = status.draining === true
+    if (draining && entry.state === 'serving') {
+      entry.state = 'draining'
+      this.log.info(
+        { processor: entry.id, running: entry.inflight },
+        'processor draining: sending it nothing new',
+      )
+    } else if (!draining && entry.state === 'draining') {
+      entry.state = 'serving'
+    }
     const models = Array.isArray(status.models)
       ? status.models.filter((m): m is string => typeof m === 'string')
       : []
     entry.models = new Set(models)
     for (const m of models) this.knownModels.add(baseModel(m))
-    const capacity = Math.max(1, Math.floor(asNumber(status.capacity, 1)))
-    const grew = capacity > entry.capacity
-    entry.capacity = capacity
+    entry.capacity = Math.max(1, Math.floor(asNumber(status.capacity, 1)))
     entry.active = Math.max(0, asNumber(status.active, 0))
     // Taken as the processor counts it; from an older processor, its count less ours, which
     // is one too many for each of our requests that ended while the report travelled.
@@ -349,27 +466,129 @@ export class RouterFacility extends Facility {
     entry.backend = typeof status.backend?.kind === 'string' ? status.backend.kind : ''
     entry.lastSeen = Date.now()
     entry.missed = 0
-    if (grew) this.pump()
+    // A slot may have opened: more capacity, or back from draining.
+    this.pump()
   }
 
+  /**
+   * The same key answers from a new process: whatever ran on the old one is gone with it
+   * (listeners fail it over), and the new one starts with a clean record.
+   */
+  private restarted(entry: ProcessorEntry): void {
+    this.log.info({ processor: entry.id }, 'processor restarted')
+    entry.breaker = 'closed'
+    entry.consecutiveFailures = 0
+    entry.probing = false
+    this.events.emit('restarted', entry)
+  }
+
+  /** One beat for every processor: a status over its connection, or a re-dial when unreachable. */
   private async heartbeat(): Promise<void> {
+    const now = Date.now()
     await Promise.all(
       [...this.entries.values()].map(async (entry) => {
-        try {
-          const status = await this.net
-            .peer(entry.publicKey)
-            .request<ProcessorStatusReply>('status', null, { timeout: this.config.heartbeatTimeoutMs })
-          if (this.entries.get(entry.id) === entry) this.update(entry, status ?? {})
-        } catch (err) {
-          entry.missed++
-          this.log.debug({ err, processor: entry.id, missed: entry.missed }, 'heartbeat missed')
-          if (entry.missed >= this.config.maxMissed) this.drop(entry, 'stopped answering')
+        if (entry.state !== 'unreachable') {
+          if (!entry.beating) await this.beat(entry)
+          return
         }
+        const down = now - entry.unreachableSince
+        if (down >= this.config.goneAfterMs) {
+          this.drop(entry, `unreachable for ${Math.round(down / 1000)} s`)
+          return
+        }
+        if (!entry.dialing && now >= entry.nextDialAt) await this.redial(entry)
       }),
     )
   }
 
-  /** Removes a processor now (it stopped answering) and tells listeners. */
+  private async beat(entry: ProcessorEntry): Promise<void> {
+    entry.beating = true
+    try {
+      const conn = this.connection(entry)
+      await conn.opened(this.config.connectTimeoutMs)
+      const status = await conn.request<ProcessorStatusReply>('status', null, {
+        timeout: this.config.heartbeatTimeoutMs,
+      })
+      if (this.isCurrent(entry) && entry.state !== 'unreachable') this.update(entry, status ?? {})
+    } catch (err) {
+      if (!this.isCurrent(entry) || entry.state === 'unreachable') return
+      entry.missed++
+      this.log.debug({ err, processor: entry.id, missed: entry.missed }, 'heartbeat missed')
+      if (entry.missed >= this.config.maxMissed) this.markUnreachable(entry, 'it stopped answering')
+      else if (entry.missed === 1) void this.redial(entry)
+    } finally {
+      entry.beating = false
+    }
+  }
+
+  /** Sends a processor nothing new and re-dials it at once, then with backoff. */
+  private markUnreachable(entry: ProcessorEntry, why: string): void {
+    const now = Date.now()
+    entry.state = 'unreachable'
+    entry.unreachableSince = now
+    entry.redials = 0
+    entry.nextDialAt = now
+    entry.reportedAt = now
+    entry.missed = 0
+    this.log.info({ processor: entry.id, why, running: entry.inflight }, 'processor unreachable: re-dialling')
+    this.events.emit('unreachable', entry)
+    void this.redial(entry)
+  }
+
+  /**
+   * A fresh connection to a processor beside the one in use (whose running calls go on), made
+   * the one in use when it answers. For an unreachable processor: back to serving, or the next
+   * dial waits longer. After one missed beat: a processor that restarted is found at once
+   * (its new process answers); a failed re-check leaves the verdict to the beats.
+   */
+  private async redial(entry: ProcessorEntry): Promise<void> {
+    if (entry.dialing || !this.isCurrent(entry)) return
+    entry.dialing = true
+    try {
+      const status = await this.dial(entry.publicKey)
+      if (!this.isCurrent(entry)) return
+      const wasUnreachable = entry.state === 'unreachable'
+      const downMs = wasUnreachable ? Date.now() - entry.unreachableSince : 0
+      const sameProcess = entry.instance === '' || status.instance === entry.instance
+      if (wasUnreachable) {
+        entry.state = 'serving'
+        entry.unreachableSince = 0
+      }
+      this.connection(entry)
+      this.update(entry, status)
+      if (!wasUnreachable) return
+      if (sameProcess) this.log.info({ processor: entry.id, downMs }, 'processor reachable again')
+      else this.log.info({ processor: entry.id, downMs }, 'processor back after its restart')
+    } catch (err) {
+      if (!this.isCurrent(entry) || entry.state !== 'unreachable') return
+      entry.redials++
+      const cap = this.config.redialMaxMs
+      const wait = Math.min(cap, REDIAL_BASE_MS * 2 ** (entry.redials - 1)) * (0.75 + Math.random() * 0.5)
+      const now = Date.now()
+      entry.nextDialAt = now + wait
+      const down = now - entry.unreachableSince
+      const e = MeshError.from(err)
+      if (now - entry.reportedAt >= UNREACHABLE_REPORT_MS) {
+        entry.reportedAt = now
+        this.log.info(
+          {
+            processor: entry.id,
+            downMs: down,
+            redials: entry.redials,
+            last: e.message,
+            dropInMs: Math.max(0, this.config.goneAfterMs - down),
+          },
+          'processor still unreachable',
+        )
+      } else {
+        this.log.debug({ err: e, processor: entry.id, redials: entry.redials }, 're-dial failed')
+      }
+    } finally {
+      entry.dialing = false
+    }
+  }
+
+  /** Removes a processor now (gone, or refused) and tells listeners. */
   drop(entry: ProcessorEntry, why: string): void {
     if (this.entries.get(entry.id) !== entry) return
     this.entries.delete(entry.id)
@@ -378,6 +597,24 @@ export class RouterFacility extends Facility {
     this.events.emit('drop', entry)
     // Waiters for a model nobody serves any more would wait forever.
     this.pump()
+  }
+
+  /** Whether a processor other than `except` could take a request for `model` now or soon. */
+  hasOtherFor(model: string, except: string): boolean {
+    for (const e of this.entries.values()) {
+      if (e.id !== except && e.state === 'serving' && serves(e, model)) return true
+    }
+    return false
+  }
+
+  /** A processor that refused work because it is stopping: sent nothing new from now on. */
+  markDraining(entry: ProcessorEntry): void {
+    if (!this.isCurrent(entry) || entry.state !== 'serving') return
+    entry.state = 'draining'
+    this.log.info(
+      { processor: entry.id, running: entry.inflight },
+      'processor draining: sending it nothing new',
+    )
   }
 
   // ---------------------------------------------------------------- breakers
@@ -515,7 +752,14 @@ export class RouterFacility extends Facility {
     }
     const usable = serving.filter((e) => !exclude.has(e.id))
     if (usable.length === 0) throw MeshError.noProcessor(model, 'every one failed for this request')
-    if (usable.every((e) => e.breaker === 'open' && now - e.openedAt < this.routing.breakerCooldownMs)) {
+    // Draining and unreachable processors may come back (a restart): wait for them, unless all
+    // that can take requests now refuse them with an open breaker.
+    if (
+      usable.every(
+        (e) =>
+          e.state === 'serving' && e.breaker === 'open' && now - e.openedAt < this.routing.breakerCooldownMs,
+      )
+    ) {
       const retryAfterMs = Math.min(...usable.map((e) => this.routing.breakerCooldownMs - (now - e.openedAt)))
       throw MeshError.noProcessor(
         model,
@@ -528,7 +772,8 @@ export class RouterFacility extends Facility {
   private tryLease(model: string, exclude: ReadonlySet<string>, now: number): Lease | null {
     const free: ProcessorEntry[] = []
     for (const e of this.entries.values()) {
-      if (!serves(e, model) || exclude.has(e.id) || e.inflight >= e.capacity) continue
+      if (e.state !== 'serving' || !serves(e, model) || exclude.has(e.id) || e.inflight >= e.capacity)
+        continue
       if (this.admits(e, now)) free.push(e)
     }
     if (free.length === 0) return null

@@ -33,9 +33,16 @@ export interface BaseStatus {
   version: string
   mesh: string
   publicKey: string
+  /** New each time the process starts: the same key with another instance is a restarted peer. */
+  instance: string
   uptimeMs: number
   inflight: number
+  /** Stopping: finishing what it runs, taking nothing new. */
+  draining: boolean
 }
+
+/** What a draining worker still answers: who it is and how it stands, and cancels of its work. */
+const ANSWERED_WHILE_DRAINING = new Set(['ping', 'status', 'cancel'])
 
 /**
  * What every worker shares: validated config, facilities started in priority
@@ -47,6 +54,7 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
   readonly role: Role
   readonly config: C
   readonly startedAt = Date.now()
+  readonly instance = randomBytes(8).toString('hex')
   protected readonly logFacility: LogFacility
   private storeFacility: StoreFacility | null = null
   private netFacility: NetFacility | null = null
@@ -136,8 +144,10 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
       version: VERSION,
       mesh: this.config.mesh,
       publicKey: this.publicKeyHex,
+      instance: this.instance,
       uptimeMs: Date.now() - this.startedAt,
       inflight: this.inflight,
+      draining: this.draining,
       ...(await this.statusInfo(caller)),
     }
   }
@@ -207,19 +217,31 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
         pong: true,
         role: this.role,
         publicKey: this.publicKeyHex,
+        instance: this.instance,
+        draining: this.draining,
         time: Date.now(),
       }),
       status: (_payload, ctx) => this.localStatus(ctx.remotePublicKey),
       ...this.methods(),
     }
     const wrapped: MethodTable = {}
-    for (const [name, handler] of Object.entries(table)) wrapped[name] = this.track(handler)
+    for (const [name, handler] of Object.entries(table)) {
+      wrapped[name] = ANSWERED_WHILE_DRAINING.has(name) ? handler : this.track(handler)
+    }
     return wrapped
+  }
+
+  /** Whether the worker is stopping (it finishes what it runs and takes nothing new). */
+  get isDraining(): boolean {
+    return this.draining
   }
 
   private track(handler: Handler): Handler {
     return async (payload, ctx) => {
-      if (this.draining) throw new MeshError('ERR_UNAVAILABLE', `${this.role} is shutting down`)
+      if (this.draining) {
+        // `draining` tells a caller to send this elsewhere without holding it against us.
+        throw new MeshError('ERR_UNAVAILABLE', `${this.role} is shutting down`, { draining: true })
+      }
       this.inflight++
       try {
         return await handler(payload, ctx)
@@ -232,6 +254,10 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
 
   protected override async _close(): Promise<void> {
     this.draining = true
+    // Found no more on the DHT while it drains; peers that know it learn from `status`.
+    if (this.netFacility && this.serves) {
+      await this.netFacility.withdraw().catch((err) => this.log.warn({ err }, 'withdraw failed'))
+    }
     if (this.inflight > 0) {
       this.log.info({ inflight: this.inflight }, 'draining')
       const done = new Promise<void>((resolve) => {

@@ -91,6 +91,22 @@ export interface EmbedReply extends EmbedResult {
   processor?: string
 }
 
+/** One try of a request on one processor. */
+interface Leg {
+  cancel: CancelToken
+  model: string
+  /** Whether it has sent text back (a stream that broke then cannot move elsewhere). */
+  answering: boolean
+}
+
+/**
+ * The reason a leg is stopped for its processor's sake (it restarted, drains, is unreachable
+ * or gone): the request tries again without counting that processor as failed for it.
+ */
+function processorGone(entry: ProcessorEntry, what: string): MeshError {
+  return new MeshError('ERR_UNAVAILABLE', `processor ${entry.id.slice(0, 8)} ${what}`, { rerouted: true })
+}
+
 /** Every field of either kind of request (a field added to the schema must be forwarded or named here). */
 type FieldOf<T> = T extends unknown ? keyof T : never
 type ForwardedField = Exclude<FieldOf<InferRequest>, 'id' | 'timeoutMs'>
@@ -149,8 +165,8 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   /** Request ids: random per start, then a counter (unique across restarts, no syscall per request). */
   private readonly requestIdPrefix = randomBytes(6).toString('hex')
   private nextRequest = 0
-  /** Legs running on each processor, failed over when it is dropped. */
-  private readonly legs = new Map<string, Set<CancelToken>>()
+  /** Legs running on each processor, failed over when it goes away. */
+  private readonly legs = new Map<string, Set<Leg>>()
 
   constructor(config: GatewayConfig, opts: WorkerOptions = {}) {
     super('gateway', config, opts)
@@ -260,7 +276,10 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
             routing: this.config.routing,
             logger: this.log,
           })
-          this.routerFacility.events.on('drop', (entry: ProcessorEntry) => this.failOver(entry))
+          const events = this.routerFacility.events
+          events.on('drop', (entry: ProcessorEntry) => this.failOver(entry, 'is gone'))
+          events.on('restarted', (entry: ProcessorEntry) => this.failOver(entry, 'restarted'))
+          events.on('unreachable', (entry: ProcessorEntry) => this.moveWaiting(entry))
           return this.routerFacility
         },
       },
@@ -544,11 +563,26 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     }
   }
 
-  private failOver(entry: ProcessorEntry): void {
+  /** Stops every leg on a processor that is gone or restarted: they cannot finish there. */
+  private failOver(entry: ProcessorEntry, what: string): void {
     const legs = this.legs.get(entry.id)
     if (!legs) return
-    const reason = new MeshError('ERR_UNAVAILABLE', `processor ${entry.id.slice(0, 8)} stopped answering`)
-    for (const leg of legs) leg.abort(reason)
+    const reason = processorGone(entry, what)
+    for (const leg of legs) leg.cancel.abort(reason)
+  }
+
+  /**
+   * A processor stopped answering: legs still waiting for their first text move to another
+   * processor that serves their model, if there is one. The rest keep running (a busy
+   * processor answers late; a dead one is dropped after `goneAfterMs`).
+   */
+  private moveWaiting(entry: ProcessorEntry): void {
+    const legs = this.legs.get(entry.id)
+    if (!legs) return
+    const reason = processorGone(entry, 'stopped answering')
+    for (const leg of legs) {
+      if (!leg.answering && this.router.hasOtherFor(leg.model, entry.id)) leg.cancel.abort(reason)
+    }
   }
 
   /** Asks every live processor `method`; one that fails is logged and left out. */
@@ -582,7 +616,8 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       await this.router.refresh()
       serving = this.router.entriesFor(model)
     }
-    const entry = serving.find((e) => e.breaker !== 'open') ?? serving[0]
+    const answering = serving.filter((e) => e.state !== 'unreachable')
+    const entry = answering.find((e) => e.breaker !== 'open') ?? answering[0]
     if (!entry) throw MeshError.modelNotFound(model)
     return this.net
       .peer(entry.publicKey)
@@ -817,11 +852,11 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
         (await this.router.acquire(req.model, { userId, exclude: tried, cancel }))
       const { entry } = lease
       tried.add(entry.id)
-      const leg = new CancelToken()
-      const unfollow = cancel.onAbort((reason) => leg.abort(reason))
+      const leg: Leg = { cancel: new CancelToken(), model: req.model, answering: false }
+      const unfollow = cancel.onAbort((reason) => leg.cancel.abort(reason))
       let legs = this.legs.get(entry.id)
       if (!legs) {
-        legs = new Set<CancelToken>()
+        legs = new Set<Leg>()
         this.legs.set(entry.id, legs)
       }
       legs.add(leg)
@@ -833,12 +868,13 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
         if (cancel.aborted) throw stopped()
         const { onText } = sink
         const result = await this.net.peer(entry.publicKey, entry.id).stream<InferResult>('infer', body, {
-          cancel: leg,
+          cancel: leg.cancel,
           timeout: timeoutMs,
           // An answer given whole has no chunks to wait for (the processor streams only when asked).
           onChunk: onText
             ? (chunk: StreamChunk) => {
                 firstChunkMs ??= performance.now() - sent
+                leg.answering = true
                 chunks++
                 onText(chunk.text)
               }
@@ -866,15 +902,20 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
           throw reason
         }
         const retryable = RETRYABLE.has(e.code)
-        outcome = { ok: false, processorFault: retryable || e.code === 'ERR_INTERNAL' }
+        // Stopping (it refused: draining) or stopped for its processor's sake (restarted, gone,
+        // unreachable): not the processor failing, and it may serve this request once back.
+        const draining = e.details?.draining === true
+        const rerouted = draining || e.details?.rerouted === true
+        if (draining) this.router.markDraining(entry)
+        outcome = { ok: false, processorFault: !rerouted && (retryable || e.code === 'ERR_INTERNAL') }
         if (!retryable) throw e
         if (chunks > 0) {
           throw new MeshError('ERR_STREAM_BROKEN', `processor failed after ${chunks} chunks: ${e.reason}`, {
             chunks,
           })
         }
-        this.log.warn({ err: e, processor: entry.id, attempt }, 'processor failed before first token')
-        if (e.code === 'ERR_UNAVAILABLE') this.net.forget(entry.publicKey)
+        if (rerouted) tried.delete(entry.id)
+        else this.log.warn({ err: e, processor: entry.id, attempt }, 'processor failed before first token')
       } finally {
         lease.release(outcome)
         legs.delete(leg)
@@ -891,7 +932,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   }
 
   protected override abortInflight(): void {
-    for (const legs of this.legs.values()) for (const leg of legs) leg.abort()
+    for (const legs of this.legs.values()) for (const leg of legs) leg.cancel.abort()
   }
 }
 

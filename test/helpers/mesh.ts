@@ -20,6 +20,8 @@ export const FAST_REGISTRY = {
   heartbeatIntervalMs: 300,
   heartbeatTimeoutMs: 600,
   maxMissed: 2,
+  redialMaxMs: 1_000,
+  goneAfterMs: 3_000,
 }
 
 /** A 127.0.0.1 port with nothing listening on it. */

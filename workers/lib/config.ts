@@ -67,8 +67,11 @@ export const baseConfigSchema = z.object({
     .object({ level: logLevel.default('info') })
     .strict()
     .default({ level: 'info' }),
-  /** How long a stopping worker waits for in-flight requests. */
-  drainTimeoutMs: z.number().int().nonnegative().default(10_000),
+  /**
+   * How long a stopping worker waits for in-flight requests (a second SIGINT/SIGTERM stops at
+   * once). Long enough for a long answer to finish; systemd waits 90 s before it kills.
+   */
+  drainTimeoutMs: z.number().int().nonnegative().default(60_000),
 })
 
 export const backendConfigSchema = z
@@ -288,16 +291,17 @@ export const gatewayConfigSchema = baseConfigSchema
         lookupIntervalMs: z.number().int().positive().default(3_000),
         heartbeatIntervalMs: z.number().int().positive().default(1_000),
         heartbeatTimeoutMs: z.number().int().positive().default(1_500),
-        /** Missed heartbeats before a processor is dropped. */
+        /** Missed heartbeats (or a closed connection) before a processor counts as unreachable. */
         maxMissed: z.number().int().positive().default(2),
+        /** How long a new connection to a processor may take to open, apart from the request on it. */
+        connectTimeoutMs: z.number().int().positive().default(10_000),
+        /** Longest wait between re-dials of an unreachable processor (they back off up to it). */
+        redialMaxMs: z.number().int().positive().default(5_000),
+        /** An unreachable processor is dropped after this long (its requests fail over). */
+        goneAfterMs: z.number().int().positive().default(10_000),
       })
       .strict()
-      .default({
-        lookupIntervalMs: 3_000,
-        heartbeatIntervalMs: 1_000,
-        heartbeatTimeoutMs: 1_500,
-        maxMissed: 2,
-      }),
+      .prefault({}),
   })
   .strict()
 
