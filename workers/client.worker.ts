@@ -20,9 +20,31 @@ export interface GatewayStatus extends BaseStatus {
 
 import type { ChatRequest, GenerateRequest, ModelDetails, ModelInfo } from './lib/wire.js'
 
+/** How long a gateway may take to answer the ping that confirms a new connection. */
 const GATEWAY_PING_TIMEOUT_MS = 3_000
-const FIND_GATEWAY_TIMEOUT_MS = 15_000
+/** After a call failed on a connection that still looks open: how long its ping may take. */
+const LIVENESS_TIMEOUT_MS = 2_000
+/** First wait between rounds of dials when no gateway answered; doubles up to the max. */
 const FIND_RETRY_MS = 250
+const FIND_RETRY_MAX_MS = 2_000
+/**
+ * Methods that change nothing on the gateway: sent again, to whichever gateway answers,
+ * when the connection died under them. Anything else is sent again only if it never left.
+ */
+const IDEMPOTENT = new Set([
+  'ping',
+  'status',
+  'models',
+  'show',
+  'ps',
+  'usage',
+  'whoami',
+  'listKeys',
+  'listUsers',
+])
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
+const short = (key: Buffer) => key.toString('hex').slice(0, 8)
 
 /** One piece of a streamed answer; the last one has `done: true` and the final counts. */
 export type StreamPart = { done: false; text: string } | { done: true; text: ''; result: InferResult }
@@ -108,6 +130,8 @@ interface Session {
   refreshToken: string
   accessExpiresAt: number
   user: PublicUser
+  /** The gateway that issued the tokens, in hex: another one (until accounts are shared) refuses them. */
+  gateway: string
 }
 
 export interface UsageQuery {
@@ -174,6 +198,8 @@ type NotStreamed<R> = R & RequestOptions & { stream?: false }
  */
 export class MeshClient extends BaseWorker<ClientConfig> {
   private gateway: PeerConnection | null = null
+  /** The gateway used last: dialled first when looking again (a restarted gateway keeps its key). */
+  private lastGateway: Buffer | null = null
   private finding: Promise<PeerConnection> | null = null
   private apiKey: string | null
   private session: Session | null = null
@@ -196,10 +222,20 @@ export class MeshClient extends BaseWorker<ClientConfig> {
     return this.session?.user ?? null
   }
 
-  /** Logs in; later requests carry the access token, refreshed before it expires. @throws ERR_AUTH_INVALID, ERR_RATE_LIMITED */
+  /**
+   * Logs in; later requests carry the access token, refreshed before it expires. The session
+   * belongs to the gateway that answered: after a failover to another one, calls fail with
+   * ERR_AUTH_REQUIRED until `login()` is called again (an API key is simply sent again).
+   * @throws ERR_AUTH_INVALID, ERR_RATE_LIMITED
+   */
   async login(username: string, password: string): Promise<PublicUser> {
-    const pair = await this.call<TokenPair>('login', { username, password }, undefined, false)
-    this.adopt(pair)
+    const { value: pair, gateway } = await this.invoke<TokenPair>(
+      'login',
+      { username, password },
+      undefined,
+      false,
+    )
+    this.adopt(pair, gateway)
     this.apiKey = null
     return pair.user
   }
@@ -224,26 +260,43 @@ export class MeshClient extends BaseWorker<ClientConfig> {
     return this.apiKey !== null || this.session !== null
   }
 
-  private adopt(pair: TokenPair): void {
+  private adopt(pair: TokenPair, gateway: PeerConnection): void {
     this.session = {
       accessToken: pair.accessToken,
       refreshToken: pair.refreshToken,
       accessExpiresAt: Date.now() + pair.expiresIn * 1000,
       user: pair.user,
+      gateway: gateway.publicKey.toString('hex'),
     }
   }
 
-  /** Trades the refresh token for a new pair (once at a time). */
+  /**
+   * Trades the refresh token for a new pair (once at a time).
+   * @throws ERR_AUTH_REQUIRED when a gateway other than the session's refuses it (sign in again)
+   */
   private refreshSession(): Promise<void> {
     this.refreshing ??= (async () => {
       const session = this.session
       if (!session) throw new MeshError('ERR_AUTH_REQUIRED', 'not logged in')
       try {
-        this.adopt(
-          await this.call<TokenPair>('refresh', { refreshToken: session.refreshToken }, undefined, false),
+        const { value, gateway } = await this.invoke<TokenPair>(
+          'refresh',
+          { refreshToken: session.refreshToken },
+          undefined,
+          false,
         )
+        this.adopt(value, gateway)
       } catch (err) {
         this.session = null
+        const answeredBy = this.lastGateway?.toString('hex')
+        if ((err as MeshError)?.code === 'ERR_AUTH_INVALID' && answeredBy && answeredBy !== session.gateway) {
+          throw new MeshError(
+            'ERR_AUTH_REQUIRED',
+            `signed in at gateway ${session.gateway.slice(0, 8)}, and gateway ${answeredBy.slice(0, 8)} does not know the session: sign in again`,
+            { gateway: answeredBy, sessionGateway: session.gateway },
+            err,
+          )
+        }
         throw err
       }
     })().finally(() => {
@@ -268,15 +321,27 @@ export class MeshClient extends BaseWorker<ClientConfig> {
     return body
   }
 
-  /** An expired access token (clock skew, a long pause): refresh once and try again. */
-  private async retryExpired<T>(run: () => Promise<T>): Promise<T> {
+  /**
+   * Sends `payload` with the credential through `send`. A refused access token is refreshed
+   * once and sent again when it had expired (clock skew, a long pause), or when the session
+   * is another gateway's (after a failover): that gateway knows the refresh token only if it
+   * shares the accounts, else the refresh fails with ERR_AUTH_REQUIRED.
+   */
+  private async sendAuthed<T>(
+    gw: PeerConnection,
+    payload: unknown,
+    send: (body: Record<string, unknown>) => Promise<T>,
+  ): Promise<T> {
     try {
-      return await run()
+      return await send(await this.withAuth(payload))
     } catch (err) {
       const e = err as MeshError
-      if (e?.code !== 'ERR_AUTH_INVALID' || e.details?.reason !== 'expired' || !this.session) throw err
+      const session = this.session
+      if (e?.code !== 'ERR_AUTH_INVALID' || !session) throw err
+      const foreign = session.gateway !== gw.publicKey.toString('hex')
+      if (e.details?.reason !== 'expired' && !foreign) throw err
       await this.refreshSession()
-      return run()
+      return send(await this.withAuth(payload))
     }
   }
 
@@ -293,45 +358,132 @@ export class MeshClient extends BaseWorker<ClientConfig> {
     return this.finding
   }
 
+  /**
+   * Dials the gateway used last, then the others announced on the DHT, in rounds with
+   * backoff, until one answers a ping or `reconnect.timeoutMs` passes.
+   * @throws ERR_UNAVAILABLE naming each gateway tried and why it failed
+   */
   private async findGateway(): Promise<PeerConnection> {
     await this.ready()
-    const deadline = Date.now() + FIND_GATEWAY_TIMEOUT_MS
+    const { timeoutMs, connectTimeoutMs } = this.config.reconnect
+    const deadline = Date.now() + timeoutMs
+    const failures = new Map<string, string>()
+    let wait = FIND_RETRY_MS
     while (!this.closing) {
-      const keys = this.config.gateway
-        ? [Buffer.from(this.config.gateway, 'hex')]
-        : await this.net.lookup('gateway')
-      for (const key of keys) {
-        const peer = this.net.peer(key)
+      for (const key of await this.gatewayCandidates(failures)) {
+        const left = deadline - Date.now()
+        if (left <= 0 || this.closing) break
         try {
-          const pong = await peer.request<{ role?: string }>('ping', null, {
-            timeout: GATEWAY_PING_TIMEOUT_MS,
-          })
-          if (pong?.role !== 'gateway') throw new MeshError('ERR_UNAVAILABLE', 'peer is not a gateway')
-          this.gateway = peer
-          peer.onClose(() => {
-            if (this.gateway === peer) this.gateway = null
-          })
-          return peer
+          return await this.dialGateway(key, Math.min(connectTimeoutMs, left))
         } catch (err) {
-          this.log.debug({ err, gateway: key.toString('hex') }, 'gateway did not answer')
+          const reason = MeshError.from(err).message
+          failures.set(short(key), reason)
+          this.log.debug({ gateway: key.toString('hex'), reason }, 'gateway did not answer')
           this.net.forget(key)
         }
       }
-      if (Date.now() >= deadline) break
-      await new Promise((resolve) => setTimeout(resolve, FIND_RETRY_MS))
+      const left = deadline - Date.now()
+      if (left <= 0) break
+      await sleep(Math.min(wait, left))
+      wait = Math.min(wait * 2, FIND_RETRY_MAX_MS)
     }
-    throw new MeshError('ERR_UNAVAILABLE', `no gateway answered on mesh '${this.config.mesh}'`)
+    if (this.closing) throw new MeshError('ERR_UNAVAILABLE', 'the client is closing')
+    const tried = [...failures].map(([key, reason]) => `${key}: ${reason}`).join('; ')
+    throw new MeshError(
+      'ERR_UNAVAILABLE',
+      `no gateway answered on mesh '${this.config.mesh}' within ${timeoutMs} ms (${tried || 'none is announced on the DHT'})`,
+      { tried: Object.fromEntries(failures) },
+    )
+  }
+
+  /** The configured gateway; or the one used last, then those announced (records may be stale). */
+  private async gatewayCandidates(failures: Map<string, string>): Promise<Buffer[]> {
+    if (this.config.gateway) return [Buffer.from(this.config.gateway, 'hex')]
+    let found: Buffer[] = []
+    try {
+      found = await this.net.lookup('gateway')
+    } catch (err) {
+      failures.set('lookup', MeshError.from(err).message)
+    }
+    const last = this.lastGateway
+    return last ? [last, ...found.filter((key) => !key.equals(last))] : found
+  }
+
+  /** Opens a connection (its own timeout: a dial can be slow) and checks a gateway answers on it. */
+  private async dialGateway(key: Buffer, connectTimeoutMs: number): Promise<PeerConnection> {
+    const peer = this.net.peer(key)
+    await peer.opened(connectTimeoutMs)
+    const pong = await peer.request<{ role?: string }>('ping', null, { timeout: GATEWAY_PING_TIMEOUT_MS })
+    if (pong?.role !== 'gateway') {
+      throw new MeshError('ERR_UNAVAILABLE', `peer is ${pong?.role ? `a ${pong.role}` : 'not a worker'}`)
+    }
+    if (this.lastGateway && !this.lastGateway.equals(key)) {
+      this.log.info({ from: this.lastGateway.toString('hex'), to: key.toString('hex') }, 'gateway changed')
+    }
+    this.gateway = peer
+    this.lastGateway = key
+    peer.onClose(() => {
+      if (this.gateway === peer) this.gateway = null
+    })
+    return peer
   }
 
   /**
-   * A request to the gateway, carrying the credential unless `authenticated` is false.
-   * @throws the gateway's MeshError codes
+   * Whether a call failed because its gateway went away rather than because the gateway
+   * answered so: the connection closed, or it failed with ERR_UNAVAILABLE / ERR_TIMEOUT and
+   * the gateway does not answer a ping either (it died, or is draining to stop). A lost
+   * gateway's connection is dropped, so the next call looks again.
+   */
+  private async gatewayLost(err: unknown, gw: PeerConnection): Promise<boolean> {
+    const code = (err as MeshError)?.code
+    if (code !== 'ERR_UNAVAILABLE' && code !== 'ERR_TIMEOUT') return false
+    if (!gw.closed) {
+      try {
+        const pong = await gw.request<{ role?: string }>('ping', null, { timeout: LIVENESS_TIMEOUT_MS })
+        if (pong?.role === 'gateway') return false
+      } catch {}
+      // Not net.forget(key): a connection to the same key made since (a restarted gateway) must stay.
+      gw.destroy()
+    }
+    if (this.gateway === gw) this.gateway = null
+    return true
+  }
+
+  /**
+   * A request to the gateway, carrying the credential unless `authenticated` is false. When
+   * the gateway goes away under it, a method that changes nothing, or a request that never
+   * left (the connection was not open), is sent again to whichever gateway answers within
+   * `reconnect.timeoutMs`.
+   * @throws the gateway's MeshError codes; ERR_UNAVAILABLE when no gateway answers in time
    */
   async call<T>(method: string, payload: unknown = null, timeout?: number, authenticated = true): Promise<T> {
-    const gw = await this.connectGateway()
+    return (await this.invoke<T>(method, payload, timeout, authenticated)).value
+  }
+
+  /** `call`, and the gateway that answered. */
+  private async invoke<T>(
+    method: string,
+    payload: unknown,
+    timeout: number | undefined,
+    authenticated: boolean,
+  ): Promise<{ value: T; gateway: PeerConnection }> {
     const opts = timeout === undefined ? {} : { timeout }
-    if (!authenticated) return gw.request<T>(method, payload, opts)
-    return this.retryExpired(async () => gw.request<T>(method, await this.withAuth(payload), opts))
+    const deadline = Date.now() + this.config.reconnect.timeoutMs
+    const resendable = IDEMPOTENT.has(method)
+    while (true) {
+      const gw = await this.connectGateway()
+      const sent = gw.open
+      try {
+        const value = authenticated
+          ? await this.sendAuthed(gw, payload, (body) => gw.request<T>(method, body, opts))
+          : await gw.request<T>(method, payload, opts)
+        return { value, gateway: gw }
+      } catch (err) {
+        const lost = await this.gatewayLost(err, gw)
+        if (!lost || (sent && !resendable) || this.closing || Date.now() >= deadline) throw err
+        this.log.debug({ method, err }, 'gateway lost: sending again')
+      }
+    }
   }
 
   /** Chat completion. With `stream: true` returns a MeshStream of text pieces. */
@@ -359,16 +511,41 @@ export class MeshClient extends BaseWorker<ClientConfig> {
     return payload.timeoutMs ? payload.timeoutMs + 5_000 : this.config.inferenceTimeoutMs
   }
 
+  /**
+   * A streamed inference. Sent again only if it never left (the connection was not open);
+   * when the gateway goes away after chunks came, it fails with ERR_STREAM_BROKEN.
+   */
   private stream(payload: InferRequestInput): MeshStream {
     return new MeshStream(async (cancel, onText) => {
-      const gw = await this.connectGateway()
-      return this.retryExpired(async () =>
-        gw.stream<InferResult>('infer', await this.withAuth(payload), {
-          cancel,
-          timeout: this.rpcTimeout(payload),
-          onChunk: (chunk) => onText(chunk.text),
-        }),
-      )
+      const deadline = Date.now() + this.config.reconnect.timeoutMs
+      while (true) {
+        const gw = await this.connectGateway()
+        const sent = gw.open
+        let chunks = 0
+        try {
+          return await this.sendAuthed(gw, payload, (body) =>
+            gw.stream<InferResult>('infer', body, {
+              cancel,
+              timeout: this.rpcTimeout(payload),
+              onChunk: (chunk) => {
+                chunks++
+                onText(chunk.text)
+              },
+            }),
+          )
+        } catch (err) {
+          const lost = await this.gatewayLost(err, gw)
+          if (lost && chunks > 0) {
+            throw new MeshError(
+              'ERR_STREAM_BROKEN',
+              `the gateway went away after ${chunks} chunks: ${MeshError.from(err).reason}`,
+              { chunks },
+              err,
+            )
+          }
+          if (!lost || sent || cancel.aborted || this.closing || Date.now() >= deadline) throw err
+        }
+      }
     })
   }
 

@@ -313,6 +313,16 @@ export const clientConfigSchema = baseConfigSchema
       .regex(/^[0-9a-f]{64}$/i, '64 hex characters')
       .optional(),
     inferenceTimeoutMs: z.number().int().positive().default(300_000),
+    /** Finding a gateway, at start and again when the connection to one dies. */
+    reconnect: z
+      .object({
+        /** How long to keep looking (with backoff) before ERR_UNAVAILABLE names the gateways tried. */
+        timeoutMs: z.number().int().positive().default(30_000),
+        /** How long one dial may take to open, apart from the ping on it. */
+        connectTimeoutMs: z.number().int().positive().default(5_000),
+      })
+      .strict()
+      .prefault({}),
   })
   .strict()
 
