@@ -138,6 +138,9 @@ export class HttpFacility extends Facility {
   private readonly refused = new WeakSet<Socket>()
   private refusedCount = 0
   private refusedLoggedAt = 0
+  /** Requests being answered (a stopping gateway waits for them). */
+  private answering = 0
+  private stopping = false
 
   constructor(opts: HttpFacilityOptions) {
     super()
@@ -165,6 +168,10 @@ export class HttpFacility extends Facility {
 
   protected override async _open(): Promise<void> {
     const server = createServer({ ServerResponse: MeshResponse }, (req, res) => {
+      this.answering++
+      res.once('close', () => {
+        this.answering--
+      })
       this.handle(req, res).catch((err) => {
         this.log.error({ err }, 'http handler failed')
         if (!res.headersSent) sendJson(res, 500, { error: 'internal error' })
@@ -185,6 +192,19 @@ export class HttpFacility extends Facility {
     if (!server) return
     // Open streams end now; their generations are cancelled through the response's close.
     await closeServer(server)
+  }
+
+  override get openRequests(): number {
+    return this.answering
+  }
+
+  /**
+   * The gateway is stopping: requests that arrive from now on are answered 503 and their
+   * connections closed; idle keep-alive connections close now; running answers finish.
+   */
+  override stopAccepting(): void {
+    this.stopping = true
+    this.server?.closeIdleConnections()
   }
 
   /** Counts a new connection in, or marks it refused when `maxConnections` are open. */
@@ -222,12 +242,17 @@ export class HttpFacility extends Facility {
     res.timing = timing
     const path = pathOf(req)
     const openAI = path?.startsWith('/v1/') === true
-    if (this.refused.has(req.socket)) {
-      const e = new MeshError(
-        'ERR_BUSY',
-        `the server has ${this.maxConnections} connections open, its limit (http.maxConnections); retry later`,
-        { retryAfterMs: REFUSED_RETRY_MS },
-      )
+    const refused = this.refused.has(req.socket)
+    if (refused || this.stopping) {
+      const e = refused
+        ? new MeshError(
+            'ERR_BUSY',
+            `the server has ${this.maxConnections} connections open, its limit (http.maxConnections); retry later`,
+            { retryAfterMs: REFUSED_RETRY_MS },
+          )
+        : new MeshError('ERR_UNAVAILABLE', 'the gateway is shutting down; retry on another gateway or later', {
+            retryAfterMs: REFUSED_RETRY_MS,
+          })
       // The body, if any, is never read: close rather than drain it.
       const headers = { ...retryAfterHeaders(e), Connection: 'close' }
       if (openAI) sendOpenAIError(res, e, headers)

@@ -12,6 +12,8 @@ import { VERSION } from './lib/version.js'
 export const IDENTITY_BEE = 'worker'
 export const IDENTITY_KEY = 'identity/seed'
 const SEED_BYTES = 32
+/** How often a draining worker looks whether its work has ended. */
+const DRAIN_POLL_MS = 25
 
 export type Role = 'gateway' | 'processor' | 'client'
 
@@ -61,7 +63,7 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
   private readonly started: Facility[] = []
   private inflight = 0
   private draining = false
-  private drained: (() => void) | null = null
+  private drainingDone: Promise<void> | null = null
   private signalsHandled = false
 
   constructor(role: Role, config: C, opts: WorkerOptions = {}) {
@@ -247,32 +249,51 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
         return await handler(payload, ctx)
       } finally {
         this.inflight--
-        if (this.inflight === 0) this.drained?.()
       }
     }
   }
 
-  protected override async _close(): Promise<void> {
+  /** Work in flight: RPC calls, and what facilities serve themselves (HTTP requests). */
+  private get busy(): number {
+    let n = this.inflight
+    for (const fac of this.started) n += fac.openRequests
+    return n
+  }
+
+  /**
+   * Stops taking work and waits for what runs, at most `drainTimeoutMs` (then it is
+   * aborted): the worker's records leave the DHT, new RPC calls and HTTP requests are
+   * refused (peers learn it from `status`: `draining`), running ones finish. `close()`
+   * drains first; call this alone to let a worker finish before what it depends on stops.
+   */
+  drain(): Promise<void> {
     this.draining = true
+    this.drainingDone ??= this.drainNow()
+    return this.drainingDone
+  }
+
+  private async drainNow(): Promise<void> {
+    for (const fac of this.started) fac.stopAccepting()
     // Found no more on the DHT while it drains; peers that know it learn from `status`.
     if (this.netFacility && this.serves) {
       await this.netFacility.withdraw().catch((err) => this.log.warn({ err }, 'withdraw failed'))
     }
-    if (this.inflight > 0) {
-      this.log.info({ inflight: this.inflight }, 'draining')
-      const done = new Promise<void>((resolve) => {
-        this.drained = resolve
-      })
-      let timer: NodeJS.Timeout | undefined
-      const timeout = new Promise<'timeout'>((resolve) => {
-        timer = setTimeout(() => resolve('timeout'), this.config.drainTimeoutMs)
-      })
-      if ((await Promise.race([done, timeout])) === 'timeout') {
-        this.log.warn({ inflight: this.inflight }, 'drain timed out, aborting in-flight work')
+    if (this.busy === 0) return
+    this.log.info({ inflight: this.busy }, 'draining')
+    const deadline = Date.now() + this.config.drainTimeoutMs
+    while (this.busy > 0) {
+      if (Date.now() >= deadline) {
+        this.log.warn({ inflight: this.busy }, 'drain timed out, aborting in-flight work')
         this.abortInflight()
+        return
       }
-      clearTimeout(timer)
+      await new Promise((resolve) => setTimeout(resolve, DRAIN_POLL_MS))
     }
+    this.log.info('drained')
+  }
+
+  protected override async _close(): Promise<void> {
+    await this.drain()
     await this.stopFacilities()
     this.log.info(`${this.role} stopped`)
   }

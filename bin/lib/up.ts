@@ -173,6 +173,9 @@ export async function up(opts: UpOptions): Promise<number> {
   const stop = () => {
     stopping ??= (async () => {
       await client?.close().catch(() => {})
+      // The gateway first finishes what it is answering (HTTP streams, RPC calls), taking
+      // nothing new, while its processors still run; then they stop, idle.
+      await gateway?.drain().catch(() => {})
       await Promise.all(children.map(stopChild))
       // The operator key works only while `up` runs.
       if (operatorKeyId) await gateway?.auth?.revokeKey(operatorKeyId, '', true).catch(() => {})
