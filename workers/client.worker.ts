@@ -46,6 +46,11 @@ const IDEMPOTENT = new Set([
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 const short = (key: Buffer) => key.toString('hex').slice(0, 8)
 
+/** A gateway that is stopping refused the call before doing anything with it: safe to send again. */
+function refusedForDrain(err: unknown): boolean {
+  return err instanceof MeshError && err.details?.draining === true
+}
+
 /** One piece of a streamed answer; the last one has `done: true` and the final counts. */
 export type StreamPart = { done: false; text: string } | { done: true; text: ''; result: InferResult }
 
@@ -413,10 +418,14 @@ export class MeshClient extends BaseWorker<ClientConfig> {
   private async dialGateway(key: Buffer, connectTimeoutMs: number): Promise<PeerConnection> {
     const peer = this.net.peer(key)
     await peer.opened(connectTimeoutMs)
-    const pong = await peer.request<{ role?: string }>('ping', null, { timeout: GATEWAY_PING_TIMEOUT_MS })
+    const pong = await peer.request<{ role?: string; draining?: boolean }>('ping', null, {
+      timeout: GATEWAY_PING_TIMEOUT_MS,
+    })
     if (pong?.role !== 'gateway') {
       throw new MeshError('ERR_UNAVAILABLE', `peer is ${pong?.role ? `a ${pong.role}` : 'not a worker'}`)
     }
+    // It answers while it stops, but takes nothing new: look for another, or for it to come back.
+    if (pong.draining === true) throw new MeshError('ERR_UNAVAILABLE', 'the gateway is shutting down')
     if (this.lastGateway && !this.lastGateway.equals(key)) {
       this.log.info({ from: this.lastGateway.toString('hex'), to: key.toString('hex') }, 'gateway changed')
     }
@@ -437,7 +446,10 @@ export class MeshClient extends BaseWorker<ClientConfig> {
   private async gatewayLost(err: unknown, gw: PeerConnection): Promise<boolean> {
     const code = (err as MeshError)?.code
     if (code !== 'ERR_UNAVAILABLE' && code !== 'ERR_TIMEOUT') return false
-    if (!gw.closed) {
+    if (refusedForDrain(err)) {
+      // It is stopping: it took nothing, and the next call looks for another gateway.
+      gw.destroy()
+    } else if (!gw.closed) {
       try {
         const pong = await gw.request<{ role?: string }>('ping', null, { timeout: LIVENESS_TIMEOUT_MS })
         if (pong?.role === 'gateway') return false
@@ -480,7 +492,8 @@ export class MeshClient extends BaseWorker<ClientConfig> {
         return { value, gateway: gw }
       } catch (err) {
         const lost = await this.gatewayLost(err, gw)
-        if (!lost || (sent && !resendable) || this.closing || Date.now() >= deadline) throw err
+        const taken = sent && !refusedForDrain(err)
+        if (!lost || (taken && !resendable) || this.closing || Date.now() >= deadline) throw err
         this.log.debug({ method, err }, 'gateway lost: sending again')
       }
     }
@@ -543,7 +556,8 @@ export class MeshClient extends BaseWorker<ClientConfig> {
               err,
             )
           }
-          if (!lost || sent || cancel.aborted || this.closing || Date.now() >= deadline) throw err
+          const taken = sent && !refusedForDrain(err)
+          if (!lost || taken || cancel.aborted || this.closing || Date.now() >= deadline) throw err
         }
       }
     })

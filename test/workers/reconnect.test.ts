@@ -219,3 +219,28 @@ test('reconnect: no gateway within reconnect.timeoutMs is ERR_UNAVAILABLE naming
   t.ok(err?.message.includes(key.slice(0, 8)), `names the gateway: ${err?.message}`)
   t.ok(ms >= 1_500 && ms < 15_000, `gave up after a bounded wait (${ms} ms)`)
 })
+
+test('reconnect: a gateway that is draining refuses new work, and the client sends it to another', async (t) => {
+  const { bootstrap } = await testnet(t)
+  const open = { auth: { enabled: false } }
+  const first = await startGateway(t, bootstrap, open)
+  const second = await startGateway(t, bootstrap, open)
+  await spawnProcessor(t, bootstrap, ['--store', await t.tmp(), '--backend', 'echo'])
+  const client = await startClient(t, bootstrap, { reconnect: { timeoutMs: 10_000 } })
+  t.ok(
+    await until(async () => (await client.status()).processors.length === 1, RECOVERY_BOUND_MS),
+    'the client is served',
+  )
+  const used = (await client.status()).publicKey
+  const [draining, other] = used === first.publicKeyHex ? [first, second] : [second, first]
+  t.ok(
+    await until(() => other.router.size === 1, RECOVERY_BOUND_MS),
+    'the other gateway sees the processor too',
+  )
+  // Its gateway stops taking work (as on SIGTERM, before it closes): the next chat, which
+  // that gateway refuses unread, goes to the other one.
+  void draining.drain()
+  const answer = await client.chat(CHAT)
+  t.is(answer.text, 'hello again', 'answered')
+  t.is((await client.status()).publicKey, other.publicKeyHex, 'by the other gateway')
+})
