@@ -652,7 +652,7 @@ export class AuthFacility extends Facility {
 
   /**
    * Checks a password and issues tokens, under the brute-force limits of
-   * `checkPassword`. `source` is the caller's RPC public key (hex) or IP.
+   * `checkPassword`. `source` is the caller's RPC public key (hex).
    * @throws ERR_AUTH_INVALID, ERR_RATE_LIMITED (too many failures), ERR_BUSY,
    *   ERR_FORBIDDEN (disabled), ERR_BAD_REQUEST
    */

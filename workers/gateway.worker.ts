@@ -885,7 +885,9 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
         outcome = {
           ok: true,
           // Unary answers have no first chunk: what the processor did not spend generating.
-          ttftMs: firstChunkMs ?? Math.max(0, observedMs - (result.evalMs ?? 0)),
+          // Loading the model is a one-time cost, not the processor's speed: a first request
+          // that paid it must not brand the processor slow under `fastest`.
+          ttftMs: Math.max(0, (firstChunkMs ?? observedMs - (result.evalMs ?? 0)) - (result.loadMs ?? 0)),
           completionTokens: result.completionTokens,
           evalMs: result.evalMs,
         }

@@ -117,7 +117,10 @@ test('routing: least-loaded gives more to processors that free up sooner', {
 })
 
 test('routing: fastest learns the speeds and sends to the fastest', { timeout: 120_000 }, async (t) => {
-  const { client, processors, gateway } = await mesh(t, [{ tps: 40 }, { tps: 300 }, { tps: 100 }], {
+  // Speeds far apart (23 tokens: ~1.2 s, ~60 ms, ~380 ms), so that a CPU stall on a busy
+  // machine during the one measurement of the fast processor cannot rank it behind the middle
+  // one (seen with 40/300/100 tokens/s: counts 1, 1, 13).
+  const { client, processors, gateway } = await mesh(t, [{ tps: 20 }, { tps: 400 }, { tps: 60 }], {
     strategy: 'fastest',
   })
   const results = await load(client, 15, 1)

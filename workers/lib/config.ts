@@ -197,14 +197,14 @@ export const authConfigSchema = z
       .strict()
       .prefault({}),
     /**
-     * Failed logins on one account from one source (RPC key or IP) within
+     * Failed logins on one account from one source (the caller's RPC key) within
      * `lockMs` before that source is refused for that account; and failures
      * on one account from all sources before its checks are spaced out
      * (`accountBackoffMs`). The owner's right password from another source is
      * never refused by a stranger's failures, only spaced.
      */
     maxFailuresPerAccount: z.number().int().positive().default(5),
-    /** Failed logins from one source (RPC key or IP) within `lockMs`, all accounts, before it is refused. */
+    /** Failed logins from one source (the caller's RPC key) within `lockMs`, all accounts, before it is refused. */
     maxFailuresPerPeer: z.number().int().positive().default(20),
     /** Spacing of an account's checks once it has `maxFailuresPerAccount` failures; doubles per further failure. */
     accountBackoffMs: z.number().int().positive().default(250),
