@@ -250,9 +250,13 @@ export class HttpFacility extends Facility {
             `the server has ${this.maxConnections} connections open, its limit (http.maxConnections); retry later`,
             { retryAfterMs: REFUSED_RETRY_MS },
           )
-        : new MeshError('ERR_UNAVAILABLE', 'the gateway is shutting down; retry on another gateway or later', {
-            retryAfterMs: REFUSED_RETRY_MS,
-          })
+        : new MeshError(
+            'ERR_UNAVAILABLE',
+            'the gateway is shutting down; retry on another gateway or later',
+            {
+              retryAfterMs: REFUSED_RETRY_MS,
+            },
+          )
       // The body, if any, is never read: close rather than drain it.
       const headers = { ...retryAfterHeaders(e), Connection: 'close' }
       if (openAI) sendOpenAIError(res, e, headers)
