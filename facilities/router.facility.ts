@@ -136,6 +136,19 @@ interface Waiter {
   enqueuedAt: number
 }
 
+/** One user's requests for one model: slots held and requests waiting. */
+interface UserLoad {
+  running: number
+  waiting: number
+}
+
+/** Who uses one model's slots (users with a request running or waiting), for their fair shares. */
+interface ModelLoad {
+  users: Map<string, UserLoad>
+  /** Of `users`, those with a request waiting. */
+  waitingUsers: number
+}
+
 function asNumber(v: unknown, fallback: number): number {
   return typeof v === 'number' && Number.isFinite(v) ? v : fallback
 }
@@ -163,6 +176,10 @@ const ewma = (prev: number | null, value: number) =>
  * picks among those. When every such processor is full the request waits in a
  * bounded queue, one FIFO per user served in turn, so one busy user cannot
  * starve the others; past the bound it gets ERR_BUSY with a retry hint.
+ * Running work is shared too: while other users wait for a model, a user who
+ * holds their share of its slots (its processors' capacity ÷ the users running
+ * or waiting for it, rounded up) gets another only after them. With nobody
+ * else waiting a user may hold every slot (no slot idles for fairness' sake).
  *
  * Breakers: `breakerFailures` processor-side failures in a row open a
  * processor's breaker for `breakerCooldownMs`; then one probe request goes
@@ -190,6 +207,8 @@ export class RouterFacility extends Facility {
   private readonly queues = new Map<string, Waiter[]>()
   private userOrder: string[] = []
   private waiting = 0
+  /** Per model (`baseModel`), each user's slots held and requests waiting. Kept while idle: few. */
+  private readonly loads = new Map<string, ModelLoad>()
   private expectedTokens = DEFAULT_EXPECTED_TOKENS
   /** EWMA of how long a lease is held, for the ERR_BUSY retry hint. */
   private serviceMs = 1000
@@ -221,6 +240,7 @@ export class RouterFacility extends Facility {
     this.queues.clear()
     this.userOrder = []
     this.waiting = 0
+    this.loads.clear()
     await this.refreshing?.catch(() => {})
     this.entries.clear()
   }
@@ -671,17 +691,20 @@ export class RouterFacility extends Facility {
   // ---------------------------------------------------------------- scheduling
 
   /**
-   * A slot free right now on a processor for `model` (none of `exclude`), or
-   * null: what `acquire` starts with, without its promise, for the common case
-   * on every request's path. Null says nothing about why: call `acquire`.
+   * A slot free right now on a processor for `model` (none of `exclude`) for
+   * `userId`, or null: what `acquire` starts with, without its promise, for the
+   * common case on every request's path. Null says nothing about why (no free
+   * slot, or the user holds their share while others wait): call `acquire`.
    */
-  leaseNow(model: string, exclude: ReadonlySet<string>): Lease | null {
-    return this.tryLease(model, exclude, Date.now())
+  leaseNow(model: string, exclude: ReadonlySet<string>, userId = ''): Lease | null {
+    if (this.waiting > 0 && this.overShare(userId, model)) return null
+    return this.tryLease(model, exclude, Date.now(), userId)
   }
 
   /**
    * A slot on a processor for `model`, now or once one frees (queued, fairly
-   * across users). Resolve with the lease; `release()` it when done.
+   * across users; a user holding their share of the model's slots while others
+   * wait for it queues behind them). Resolve with the lease; `release()` it when done.
    * @throws ERR_MODEL_NOT_FOUND (no processor ever served it), ERR_NO_PROCESSOR (none left, or
    *         every one's breaker is open), ERR_BUSY (queue full), or `cancel`'s reason
    */
@@ -692,13 +715,15 @@ export class RouterFacility extends Facility {
     const { userId = '', exclude = new Set<string>(), cancel } = opts
     if (cancel?.aborted) throw cancelError(cancel.reason)
     let now = Date.now()
-    let lease = this.tryLease(model, exclude, now)
+    // Over their share while others wait: behind them, even if a slot is free (the pump decides).
+    const deferred = this.waiting > 0 && this.overShare(userId, model)
+    let lease = deferred ? null : this.tryLease(model, exclude, now, userId)
     if (lease) return lease
     if (exclude.size === 0 && !this.servesAny(model)) {
       // A processor may have joined since the last periodic lookup.
       await this.refreshIfStale()
       now = Date.now()
-      lease = this.tryLease(model, exclude, now)
+      lease = this.tryLease(model, exclude, now, userId)
       if (lease) return lease
     }
     this.checkServable(model, exclude, now)
@@ -736,11 +761,50 @@ export class RouterFacility extends Facility {
         this.userOrder.push(userId)
       }
       this.waiting++
+      this.count(model, userId, 0, 1)
+      // A free slot none of the others can take (another model's, an excluded processor's) is
+      // still this request's: work-conserving.
+      if (deferred) this.pump()
     })
   }
 
   private capacityFor(model: string): number {
     return this.entriesFor(model).reduce((n, e) => n + e.capacity, 0)
+  }
+
+  /** Adds to `userId`'s count of slots held and requests waiting for `model` (negative: takes off). */
+  private count(model: string, userId: string, running: number, waiting: number): void {
+    const key = baseModel(model)
+    let load = this.loads.get(key)
+    if (!load) {
+      load = { users: new Map(), waitingUsers: 0 }
+      this.loads.set(key, load)
+    }
+    let mine = load.users.get(userId)
+    if (!mine) {
+      mine = { running: 0, waiting: 0 }
+      load.users.set(userId, mine)
+    }
+    const wasWaiting = mine.waiting > 0
+    mine.running += running
+    mine.waiting += waiting
+    if (wasWaiting !== mine.waiting > 0) load.waitingUsers += wasWaiting ? -1 : 1
+    if (mine.running === 0 && mine.waiting === 0) load.users.delete(userId)
+  }
+
+  /**
+   * Whether `userId` holds at least their share of `model`'s slots while another user waits
+   * for it: the slots of the processors serving it ÷ the users running or waiting for it,
+   * rounded up. Never while nobody else waits: a user alone may hold every slot.
+   */
+  private overShare(userId: string, model: string): boolean {
+    const load = this.loads.get(baseModel(model))
+    const mine = load?.users.get(userId)
+    if (!load || !mine || mine.running === 0) return false
+    if (load.waitingUsers - (mine.waiting > 0 ? 1 : 0) === 0) return false
+    let slots = 0
+    for (const e of this.entries.values()) if (e.state === 'serving' && serves(e, model)) slots += e.capacity
+    return mine.running >= Math.ceil(slots / load.users.size)
   }
 
   /** Throws when no processor could ever take the request (as opposed to: all are busy). */
@@ -768,8 +832,8 @@ export class RouterFacility extends Facility {
     }
   }
 
-  /** A lease on the processor the strategy picks among those free now, or null. */
-  private tryLease(model: string, exclude: ReadonlySet<string>, now: number): Lease | null {
+  /** A lease for `userId` on the processor the strategy picks among those free now, or null. */
+  private tryLease(model: string, exclude: ReadonlySet<string>, now: number, userId: string): Lease | null {
     const free: ProcessorEntry[] = []
     for (const e of this.entries.values()) {
       if (e.state !== 'serving' || !serves(e, model) || exclude.has(e.id) || e.inflight >= e.capacity)
@@ -784,11 +848,12 @@ export class RouterFacility extends Facility {
       this.strategyState,
       this.expectedTokens,
     ) as ProcessorEntry
-    return this.lease(picked)
+    return this.lease(picked, model, userId)
   }
 
-  private lease(entry: ProcessorEntry): Lease {
+  private lease(entry: ProcessorEntry, model: string, userId: string): Lease {
     entry.inflight++
+    this.count(model, userId, 1, 0)
     if (entry.breaker === 'half-open') entry.probing = true
     const started = Date.now()
     let released = false
@@ -798,6 +863,7 @@ export class RouterFacility extends Facility {
         if (released) return
         released = true
         entry.inflight--
+        this.count(model, userId, -1, 0)
         this.serviceMs = ewma(this.serviceMs, Date.now() - started) as number
         this.recordOutcome(entry, outcome)
         this.pump()
@@ -805,43 +871,50 @@ export class RouterFacility extends Facility {
     }
   }
 
-  /** Hands free slots to waiting requests, users in turn; fails waiters nobody can serve. */
+  /**
+   * Hands free slots to waiting requests, users in turn; fails waiters nobody can serve. Users
+   * below their share of a model others wait for go first; then, so that no slot idles while
+   * a waiter could use it, anyone.
+   */
   private pump(): void {
     if (this.waiting === 0) return
     const now = Date.now()
     let progress = true
-    while (progress && this.waiting > 0) {
-      progress = false
-      for (let i = 0; i < this.userOrder.length && this.waiting > 0; i++) {
-        const userId = this.userOrder[i] as string
-        const queue = this.queues.get(userId)
-        const head = queue?.[0]
-        if (!queue || !head) continue
-        let lease: Lease | null
-        try {
-          lease = this.tryLease(head.model, head.exclude, now)
-          if (!lease) this.checkServable(head.model, head.exclude, now)
-        } catch (err) {
-          this.remove(head)
-          this.settle(head, err)
-          progress = true
-          continue
-        }
-        if (!lease) continue
+    while (progress && this.waiting > 0) progress = this.pumpOnce(now, true) || this.pumpOnce(now, false)
+  }
+
+  /** One turn of every waiting user (with `fair`: those below their share only); whether any moved. */
+  private pumpOnce(now: number, fair: boolean): boolean {
+    let progress = false
+    for (let i = 0; i < this.userOrder.length && this.waiting > 0; i++) {
+      const userId = this.userOrder[i] as string
+      const head = this.queues.get(userId)?.[0]
+      if (!head || (fair && this.overShare(userId, head.model))) continue
+      let lease: Lease | null
+      try {
+        lease = this.tryLease(head.model, head.exclude, now, userId)
+        if (!lease) this.checkServable(head.model, head.exclude, now)
+      } catch (err) {
         this.remove(head)
-        head.unwatch()
-        head.resolve(lease)
+        this.settle(head, err)
         progress = true
-        // This user just had a turn: to the back of the line (if they still wait). Either way
-        // the next user now stands at position i.
-        const at = this.userOrder.indexOf(userId)
-        if (at !== -1) {
-          this.userOrder.splice(at, 1)
-          this.userOrder.push(userId)
-        }
-        i--
+        continue
       }
+      if (!lease) continue
+      this.remove(head)
+      head.unwatch()
+      head.resolve(lease)
+      progress = true
+      // This user just had a turn: to the back of the line (if they still wait). Either way
+      // the next user now stands at position i.
+      const at = this.userOrder.indexOf(userId)
+      if (at !== -1) {
+        this.userOrder.splice(at, 1)
+        this.userOrder.push(userId)
+      }
+      i--
     }
+    return progress
   }
 
   private remove(w: Waiter): boolean {
@@ -850,6 +923,7 @@ export class RouterFacility extends Facility {
     if (!queue || at === -1) return false
     queue.splice(at, 1)
     this.waiting--
+    this.count(w.model, w.userId, 0, -1)
     if (queue.length === 0) {
       this.queues.delete(w.userId)
       this.userOrder = this.userOrder.filter((u) => u !== w.userId)

@@ -732,8 +732,13 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   }
 
   /**
-   * Embeddings through a processor that serves the model, accounted like any
-   * request (prompt tokens). Retried on another processor when one fails.
+   * Embeddings through processors that serve the model, accounted like any
+   * request (prompt tokens, one record). A long list of inputs goes in batches
+   * (`routing.embedBatchInputs`, `embedBatchBytes`), one after another, each
+   * taking a slot through the router's fair queue: another user's request runs
+   * between two batches instead of waiting for the whole list. A batch that
+   * fails is retried on another processor; a cancel or the deadline stops the
+   * batches not yet sent.
    * @throws as `serveInfer`
    */
   async serveEmbed(
@@ -747,7 +752,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     const cancel = new CancelToken()
     const work = () =>
       this.withDeadline(cancel, this.config.inferenceTimeoutMs, watch, onAnswer, () =>
-        this.embedAttempts(req, identity?.userId ?? '', cancel),
+        this.embedBatches(req, identity?.userId ?? '', cancel),
       )
     if (!identity) return work()
     return this.accounted(identity, req.model, work, (r) => ({ processor: r.processor }))
@@ -780,6 +785,58 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     }
   }
 
+  /**
+   * `req` batch by batch, the vectors joined in order and the prompt tokens summed; the
+   * processor named is the first batch's. A list that fits one batch is sent as it is.
+   * @throws ERR_INTERNAL when a processor answers a batch with a different number of vectors
+   */
+  private async embedBatches(req: EmbedRequest, userId: string, cancel: CancelToken): Promise<EmbedReply> {
+    const { embedBatchInputs, embedBatchBytes } = this.config.routing
+    const { input } = req
+    let end = GatewayWorker.batchEnd(input, 0, embedBatchInputs, embedBatchBytes)
+    if (end >= input.length) return this.embedAttempts(req, userId, cancel)
+    const started = performance.now()
+    const embeddings: number[][] = []
+    let promptTokens = 0
+    let loadMs = 0
+    let processor: string | undefined
+    for (let start = 0; start < input.length; ) {
+      const batch = input.slice(start, end)
+      const r = await this.embedAttempts({ ...req, input: batch }, userId, cancel)
+      if (r.embeddings.length !== batch.length) {
+        throw new MeshError(
+          'ERR_INTERNAL',
+          `processor ${r.processor?.slice(0, 8)} answered ${batch.length} inputs with ${r.embeddings.length} vectors`,
+        )
+      }
+      for (const v of r.embeddings) embeddings.push(v)
+      promptTokens += r.promptTokens
+      loadMs += r.loadMs
+      processor ??= r.processor
+      start = end
+      end = GatewayWorker.batchEnd(input, start, embedBatchInputs, embedBatchBytes)
+    }
+    return { embeddings, promptTokens, totalMs: performance.now() - started, loadMs, processor }
+  }
+
+  /** Where the batch from `start` ends: at most `maxInputs` inputs and `maxBytes` bytes, but one input at least. */
+  private static batchEnd(
+    input: readonly string[],
+    start: number,
+    maxInputs: number,
+    maxBytes: number,
+  ): number {
+    let end = start
+    let bytes = 0
+    while (end < input.length && end - start < maxInputs) {
+      bytes += Buffer.byteLength(input[end] as string)
+      if (bytes > maxBytes && end > start) break
+      end++
+    }
+    return end
+  }
+
+  /** One batch, on another processor when one fails (at most `routing.maxAttempts`). */
   private async embedAttempts(req: EmbedRequest, userId: string, cancel: CancelToken): Promise<EmbedReply> {
     const tried = new Set<string>()
     for (let attempt = 1; ; attempt++) {
@@ -848,7 +905,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       // As acquire() would: a request stopped meanwhile (its caller gone) takes no slot.
       if (cancel.aborted) throw stopped()
       const lease =
-        this.router.leaseNow(req.model, tried) ??
+        this.router.leaseNow(req.model, tried, userId) ??
         (await this.router.acquire(req.model, { userId, exclude: tried, cancel }))
       const { entry } = lease
       tried.add(entry.id)

@@ -212,3 +212,46 @@ test('router: a processor that stops answering is unreachable, kept while busy, 
   t.alike(events, ['drop'])
   t.is(await waiting, 'ERR_NO_PROCESSOR', 'the waiting request is told')
 })
+
+test("router: a user holding their share of a model's slots gets the next one after other waiting users", async (t) => {
+  const router = await routerWith({ role: 'processor', models: ['m'], capacity: 2, active: 0 })
+  t.teardown(() => router.close())
+  t.ok(await until(() => router.size === 1), 'the processor joined')
+
+  // Alone, a user may hold every slot: nobody else waits for them.
+  const a1 = router.leaseNow('m', new Set(), 'alice')
+  const a2 = await router.acquire('m', { userId: 'alice' })
+  t.ok(a1 && a2, 'a solo user takes both slots at once')
+
+  // Alice's third request waits, then Bob's: two users, two slots, a share of one each.
+  const order: string[] = []
+  const waitFor = (userId: string) =>
+    router.acquire('m', { userId }).then((lease) => {
+      order.push(userId)
+      return lease
+    })
+  const a3 = waitFor('alice')
+  const b1 = waitFor('bob')
+  t.is(router.queued, 2, 'both wait')
+  t.is(router.leaseNow('m', new Set(), 'carol'), null, 'no slot is free for anyone')
+
+  // A slot frees: Alice still holds one (her share) and Bob none, so it is Bob's, though
+  // Alice queued first.
+  a1?.release({ ok: true })
+  await new Promise((r) => setImmediate(r))
+  t.alike(order, ['bob'], 'the freed slot went to the waiting user below his share')
+  t.is(router.queued, 1, "Alice's third request still waits")
+  a2.release({ ok: true })
+  const [alice, bob] = await Promise.all([a3, b1])
+  t.alike(order, ['bob', 'alice'], 'then the next one to Alice')
+  bob.release({ ok: true })
+  alice.release({ ok: true })
+
+  // Bob gone, Alice alone again: both slots hers, none held back.
+  const again = [router.leaseNow('m', new Set(), 'alice'), router.leaseNow('m', new Set(), 'alice')]
+  t.ok(
+    again.every((l) => l !== null),
+    'a user alone takes every slot again',
+  )
+  for (const l of again) l?.release({ ok: true })
+})

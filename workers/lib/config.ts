@@ -259,6 +259,17 @@ export const gatewayConfigSchema = baseConfigSchema
         breakerFailures: z.number().int().min(1).default(3),
         /** How long an open breaker keeps a processor out before one probe request. */
         breakerCooldownMs: z.number().int().min(1).default(10_000),
+        /**
+         * An embedding request's inputs go to processors in batches of at most this many inputs
+         * and bytes (an input larger than the bytes is a batch of its own), each taking a slot in
+         * turn with other users' requests: a long list holds a slot for one batch at a time.
+         */
+        embedBatchInputs: z.number().int().min(1).max(2048).default(64),
+        embedBatchBytes: z
+          .number()
+          .int()
+          .min(1)
+          .default(16 * 1024),
       })
       .strict()
       .prefault({}),
