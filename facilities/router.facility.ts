@@ -352,7 +352,18 @@ export class RouterFacility extends Facility {
       if (entry?.state === 'unreachable') void this.redial(entry)
       else if (!entry && (this.probeFailures.get(id)?.nextAt ?? 0) <= now) fresh.push(k)
     }
-    await Promise.all(fresh.map((k) => this.probe(k)))
+    // A new processor answers its probe in milliseconds; a stale or frozen record's dial can take
+    // up to connectTimeoutMs. The lookup (which requests for an unknown model wait on) waits for
+    // the quick ones only; the slow ones go on, one per key (`probing`).
+    const probes = Promise.all(fresh.map((k) => this.probe(k)))
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([
+      probes,
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, this.config.heartbeatTimeoutMs)
+      }),
+    ])
+    clearTimeout(timer)
   }
 
   /** Dials a processor found on the DHT and adds it once it answers `status`. */
