@@ -452,6 +452,17 @@ export class NetFacility extends Facility {
     return this.keyPair.publicKey
   }
 
+  /**
+   * Where other nodes reach this worker's DHT node, usable as a bootstrap entry; null while it
+   * is not a full DHT node (firewalled or ephemeral: it cannot admit a joining node).
+   */
+  get dhtAddress(): HostPort | null {
+    const dht = this.dht as unknown as { ephemeral: boolean; remoteAddress(): HostPort | null } | null
+    if (!dht || dht.ephemeral) return null
+    const addr = dht.remoteAddress()
+    return addr ? { host: addr.host, port: addr.port } : null
+  }
+
   protected override async _open(): Promise<void> {
     const { bootstrap, keyPair, host, port, firewalled } = this.opts
     const dhtOpts: ConstructorParameters<typeof DHT>[0] = { keyPair }
@@ -461,6 +472,13 @@ export class NetFacility extends Facility {
     if (host !== undefined) dhtOpts.host = host
     if (port !== undefined) dhtOpts.port = port
     if (firewalled !== undefined) dhtOpts.firewalled = firewalled
+    // A node that others can reach at a fixed port (firewalled: false, `port` set) is a full DHT
+    // node from the start: it stores records and routes queries, so the mesh keeps a DHT when its
+    // bootstrap stops and new workers can join through it (`dhtAddress`). Its id follows its
+    // address, so a restart comes back as the same node. Other nodes stay adaptive: dht-rpc keeps
+    // them ephemeral (in nobody's routing table, storing nothing) for their first ~20 min, so a
+    // worker that dies on a random port leaves no dead node for every query to wait on.
+    if (firewalled === false && port !== undefined && port !== 0) dhtOpts.ephemeral = false
     const dht = new DHT(dhtOpts)
     const tried =
       bootstrap === 'public'

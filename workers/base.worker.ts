@@ -41,6 +41,8 @@ export interface BaseStatus {
   inflight: number
   /** Stopping: finishing what it runs, taking nothing new. */
   draining: boolean
+  /** `host:port` of its DHT node when a new worker can bootstrap through it, else null. */
+  dhtAddress: string | null
 }
 
 /** What a draining worker still answers: who it is and how it stands, and cancels of its work. */
@@ -141,6 +143,7 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
   protected abortInflight(): void {}
 
   async localStatus(caller?: Buffer): Promise<BaseStatus & Record<string, unknown>> {
+    const dht = this.netFacility?.dhtAddress
     return {
       role: this.role,
       version: VERSION,
@@ -150,6 +153,7 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
       uptimeMs: Date.now() - this.startedAt,
       inflight: this.inflight,
       draining: this.draining,
+      dhtAddress: dht ? `${dht.host}:${dht.port}` : null,
       ...(await this.statusInfo(caller)),
     }
   }

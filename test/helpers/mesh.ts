@@ -160,3 +160,52 @@ export async function until(
   }
   return false
 }
+
+export interface SpawnedBootstrap {
+  /** host:port of its first node, as workers' `--bootstrap` takes it. */
+  bootstrap: string[]
+  child: ChildProcess
+  /** SIGKILL: its DHT nodes vanish without a word. */
+  kill(): Promise<void>
+}
+
+/** `llm-mesh bootstrap` (a 3-node DHT) as its own process, resolved once it is ready. */
+export async function spawnBootstrap(t: T): Promise<SpawnedBootstrap> {
+  const port = await closedPort()
+  const child: ChildProcess = spawn(process.execPath, [BIN, 'bootstrap', '--port', String(port)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  const kill = async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+    await exited
+  }
+  t.teardown(kill, { order: 2 })
+  await new Promise<void>((resolve, reject) => {
+    child.stdout?.on('data', (d: Buffer) => {
+      if (d.toString().includes('bootstrap ready')) resolve()
+    })
+    child.once('exit', (code) => reject(new Error(`bootstrap exited with ${code}`)))
+  })
+  return { bootstrap: [`127.0.0.1:${port}`], child, kill }
+}
+
+/** Asks `echo` until an answer comes from `publicKey`; the ms it took from `since`, or null past `limitMs`. */
+export async function servedBy(
+  client: MeshClient,
+  publicKey: string,
+  since: number,
+  limitMs: number,
+): Promise<number | null> {
+  const deadline = since + limitMs
+  while (Date.now() < deadline) {
+    const answer = await client
+      .generate({ model: 'echo', prompt: 'ping', timeoutMs: Math.max(500, deadline - Date.now()) })
+      .catch(() => null)
+    if (answer?.text === 'ping' && answer.processor === publicKey) return Date.now() - since
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  return null
+}
+
+export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN

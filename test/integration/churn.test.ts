@@ -7,15 +7,15 @@
  * sharing a mesh secret (one in this process, to read its registry; one a child process),
  * and processors as child processes.
  */
-import { type ChildProcess, spawn } from 'node:child_process'
 import test, { type Test } from 'brittle'
 import type { MeshClient } from '../../workers/client.worker.js'
 import type { GatewayWorker } from '../../workers/gateway.worker.js'
 import {
   apiKeyFor,
-  BIN,
-  closedPort,
+  median,
   type SpawnedWorker,
+  servedBy,
+  spawnBootstrap,
   spawnWorker,
   startClient,
   startGateway,
@@ -44,27 +44,8 @@ const RESTARTS = Number(process.env.LLM_MESH_CHURN_RESTARTS ?? 20)
  */
 const PAUSES_MS = [0, 500, 2_000, 3_500, 5_000, 8_500]
 
-/** `llm-mesh bootstrap` as its own process; resolves with its host:port. */
 async function standaloneBootstrap(t: Test): Promise<string[]> {
-  const port = await closedPort()
-  const child: ChildProcess = spawn(process.execPath, [BIN, 'bootstrap', '--port', String(port)], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  })
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
-  t.teardown(
-    async () => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-      await exited
-    },
-    { order: 2 },
-  )
-  await new Promise<void>((resolve, reject) => {
-    child.stdout?.on('data', (d: Buffer) => {
-      if (d.toString().includes('bootstrap ready')) resolve()
-    })
-    child.once('exit', (code) => reject(new Error(`bootstrap exited with ${code}`)))
-  })
-  return [`127.0.0.1:${port}`]
+  return (await spawnBootstrap(t)).bootstrap
 }
 
 interface Mesh {
@@ -101,26 +82,6 @@ async function standingMesh(t: Test): Promise<Mesh> {
 function processorArgs(store: string, extra: string[] = []): string[] {
   return ['--store', store, '--backend', 'echo', '--mesh-secret', SECRET, ...extra]
 }
-
-/** Asks until an answer comes from `publicKey`; the ms it took from `since`, or null past `limitMs`. */
-async function servedBy(
-  client: MeshClient,
-  publicKey: string,
-  since: number,
-  limitMs: number,
-): Promise<number | null> {
-  const deadline = since + limitMs
-  while (Date.now() < deadline) {
-    const answer = await client
-      .generate({ model: 'echo', prompt: 'ping', timeoutMs: Math.max(500, deadline - Date.now()) })
-      .catch(() => null)
-    if (answer?.text === 'ping' && answer.processor === publicKey) return Date.now() - since
-    await new Promise((r) => setTimeout(r, 50))
-  }
-  return null
-}
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN
 
 test('churn: a processor restarted on its store serves again within 5 s, SIGTERM and SIGKILL, at any moment', {
   timeout: 600_000,
