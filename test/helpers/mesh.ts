@@ -1,7 +1,9 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { createServer as createNetServer } from 'node:net'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import createTestnet, { type Testnet } from 'hyperdht/testnet.js'
+import { TINY_MODEL_NAME, writeTinyModel } from '../../facilities/backends/tiny-model.js'
 import { MeshClient } from '../../workers/client.worker.js'
 import { GatewayWorker } from '../../workers/gateway.worker.js'
 import { type ConfigInput, deepMerge, gatewayConfigSchema, parseConfig } from '../../workers/lib/config.js'
@@ -145,6 +147,25 @@ export async function spawnWorker(
   })
   if (command === 'gateway') trustedGateways.add(ready.publicKey)
   return { child, ...ready, kill: () => stopWith('SIGKILL'), stop: () => stopWith('SIGTERM') }
+}
+
+/** A llama.cpp processor child serving the tiny test model (written to a folder of its own). */
+export async function spawnTinyProcessor(
+  t: T,
+  bootstrap: string[],
+  args: string[] = [],
+): Promise<SpawnedWorker> {
+  const models = await t.tmp()
+  await writeTinyModel(join(models, `${TINY_MODEL_NAME}.gguf`))
+  return spawnProcessor(t, bootstrap, [
+    '--store',
+    await t.tmp(),
+    '--models',
+    models,
+    '--backend',
+    'llamacpp',
+    ...args,
+  ])
 }
 
 /** Polls `check` until it returns true or `timeoutMs` passes. */

@@ -3,10 +3,9 @@
  * just under the gateway's 1 MiB limit once kept a processor's event loop busy for seconds,
  * it missed its heartbeats, the gateway dropped it, and everyone else got 503.
  */
-import { join } from 'node:path'
 import test from 'brittle'
-import { TINY_MODEL_NAME, writeTinyModel } from '../../facilities/backends/tiny-model.js'
-import { apiKeyFor, spawnProcessor, startClient, startGateway, testnet, until } from '../helpers/mesh.js'
+import { TINY_MODEL_NAME } from '../../facilities/backends/tiny-model.js'
+import { apiKeyFor, spawnTinyProcessor, startClient, startGateway, testnet, until } from '../helpers/mesh.js'
 
 /** Product timings: the heartbeat bound the processor must keep. */
 const REGISTRY = {
@@ -21,18 +20,7 @@ test('abuse: a pair of 1 MiB prompts leaves the processor registered and other u
 }, async (t) => {
   const { bootstrap } = await testnet(t)
   const gateway = await startGateway(t, bootstrap, { registry: REGISTRY })
-  const models = await t.tmp()
-  await writeTinyModel(join(models, `${TINY_MODEL_NAME}.gguf`))
-  const processor = await spawnProcessor(t, bootstrap, [
-    '--store',
-    await t.tmp(),
-    '--models',
-    models,
-    '--backend',
-    'llamacpp',
-    '--parallel',
-    '3',
-  ])
+  const processor = await spawnTinyProcessor(t, bootstrap, ['--parallel', '3'])
   const heavy = await startClient(t, bootstrap, {}, { apiKey: await apiKeyFor(gateway, 'heavy', 'user') })
   const other = await startClient(t, bootstrap, {}, { apiKey: await apiKeyFor(gateway, 'other', 'user') })
   t.ok(await until(() => gateway.router.size === 1, 20_000), 'the processor joined')

@@ -1,7 +1,6 @@
-import { join } from 'node:path'
 import test from 'brittle'
-import { TINY_MODEL_NAME, writeTinyModel } from '../../facilities/backends/tiny-model.js'
-import { apiKeyFor, spawnProcessor, startGateway, testnet, until } from '../helpers/mesh.js'
+import { TINY_MODEL_NAME } from '../../facilities/backends/tiny-model.js'
+import { apiKeyFor, spawnTinyProcessor, startGateway, testnet, until } from '../helpers/mesh.js'
 
 /** Alice's two embeds: the most inputs a request may have, each of 64 bytes (15–25 s each here, both at once). */
 const INPUTS = 2048
@@ -47,18 +46,7 @@ test('fairness: a user holding every slot with long embeds does not keep another
 }, async (t) => {
   const { bootstrap } = await testnet(t)
   const gateway = await startGateway(t, bootstrap, { http: { enabled: true, port: 0 } })
-  const models = await t.tmp()
-  await writeTinyModel(join(models, `${TINY_MODEL_NAME}.gguf`))
-  await spawnProcessor(t, bootstrap, [
-    '--store',
-    await t.tmp(),
-    '--models',
-    models,
-    '--backend',
-    'llamacpp',
-    '--parallel',
-    '2',
-  ])
+  await spawnTinyProcessor(t, bootstrap, ['--parallel', '2'])
   t.ok(await until(() => gateway.router.size === 1), 'the gateway sees the processor')
   const url = gateway.httpUrl as string
   const [admin, alice, bob] = await Promise.all([

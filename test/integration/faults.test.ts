@@ -19,6 +19,7 @@ import type { InferResult } from '../../workers/lib/inference.js'
 import {
   apiKeyFor,
   closedPort,
+  FAST_REGISTRY,
   median,
   type SpawnedWorker,
   servedBy,
@@ -30,15 +31,8 @@ import {
   until,
 } from '../helpers/mesh.js'
 
-/** Registry timings of these tests (FAST_REGISTRY's). */
-const REGISTRY = {
-  lookupIntervalMs: 500,
-  heartbeatIntervalMs: 300,
-  heartbeatTimeoutMs: 600,
-  maxMissed: 2,
-  redialMaxMs: 1_000,
-  goneAfterMs: 3_000,
-}
+/** Registry timings of these tests. */
+const REGISTRY = FAST_REGISTRY
 /**
  * The longest a paused processor can go unnoticed: the next beat starts within an interval,
  * and each of `maxMissed` beats waits its timeout (the next starts on the following tick).
