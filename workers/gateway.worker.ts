@@ -852,7 +852,10 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
         return { ...result, processor: lease.entry.id }
       } catch (err) {
         const e = MeshError.from(err)
-        outcome = { ok: false, processorFault: RETRYABLE.has(e.code) }
+        // A processor that refused it while draining did nothing wrong, and gets nothing new.
+        const draining = e.details?.draining === true
+        if (draining) this.router.markDraining(lease.entry)
+        outcome = { ok: false, processorFault: !draining && RETRYABLE.has(e.code) }
         if (!RETRYABLE.has(e.code) || attempt >= this.config.routing.maxAttempts) throw e
       } finally {
         lease.release(outcome)
