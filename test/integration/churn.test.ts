@@ -167,3 +167,29 @@ test('churn: a draining processor finishes its stream; new requests go elsewhere
   await stopping
   t.is(slow.child.exitCode, 0, 'the processor exited cleanly after its drain')
 })
+
+test('churn: a processor killed mid-stream breaks that stream clearly, and serves again once restarted', {
+  timeout: 180_000,
+}, async (t) => {
+  const { bootstrap, client } = await standingMesh(t)
+  const store = await t.tmp()
+  const args = processorArgs(store, ['--throttle-tps', '20'])
+  const first = await spawnWorker(t, 'processor', bootstrap, args)
+  t.ok(await servedBy(client, first.publicKey, Date.now(), 20_000), 'it serves')
+  const stream = client.generate({ model: 'echo', prompt: 'ab '.repeat(200), stream: true })
+  let received = 0
+  const reading = (async () => {
+    for await (const part of stream) if (!part.done) received++
+  })().then(
+    () => null,
+    (err: { code?: string }) => err.code ?? String(err),
+  )
+  t.ok(await until(() => received > 0, 10_000), 'the stream started')
+  await first.kill()
+  const startedAt = Date.now()
+  const next = await spawnWorker(t, 'processor', bootstrap, args)
+  // The old process is gone with the stream's state: it cannot go on, and says so.
+  t.is(await reading, 'ERR_STREAM_BROKEN', `the stream broke clearly after ${received} pieces`)
+  const ms = await servedBy(client, next.publicKey, startedAt, 20_000)
+  t.ok(ms !== null && ms <= RECOVERY_BOUND_MS, `serving ${ms} ms after its start`)
+})
