@@ -24,6 +24,12 @@ import type { ChatRequest, GenerateRequest, ModelDetails, ModelInfo } from './li
 const GATEWAY_PING_TIMEOUT_MS = 3_000
 /** After a call failed on a connection that still looks open: how long its ping may take. */
 const LIVENESS_TIMEOUT_MS = 2_000
+/**
+ * A call still waiting after this long has its gateway pinged (again each time as long): a
+ * gateway that was killed leaves its connection looking open, and the call would otherwise
+ * wait out its whole timeout (10 s for most calls) before the client looks for it again.
+ */
+const WATCHDOG_MS = 2_000
 /** First wait between rounds of dials when no gateway answered; doubles up to the max. */
 const FIND_RETRY_MS = 250
 const FIND_RETRY_MAX_MS = 2_000
@@ -45,6 +51,33 @@ const IDEMPOTENT = new Set([
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 const short = (key: Buffer) => key.toString('hex').slice(0, 8)
+
+/**
+ * `call`, with its gateway pinged every WATCHDOG_MS while it waits: a gateway that does not
+ * answer is taken for dead and its connection closed, which fails the call at once (as a
+ * lost gateway: see `gatewayLost`) instead of after its timeout.
+ */
+async function watchdog<T>(gw: PeerConnection, call: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  let done = false
+  const check = () => {
+    gw.request('ping', null, { timeout: LIVENESS_TIMEOUT_MS }).then(
+      () => {
+        if (!done) timer = setTimeout(check, WATCHDOG_MS)
+      },
+      () => {
+        if (!done) gw.destroy()
+      },
+    )
+  }
+  timer = setTimeout(check, WATCHDOG_MS)
+  try {
+    return await call
+  } finally {
+    done = true
+    clearTimeout(timer)
+  }
+}
 
 /** A gateway that is stopping refused the call before doing anything with it: safe to send again. */
 function refusedForDrain(err: unknown): boolean {
@@ -486,9 +519,12 @@ export class MeshClient extends BaseWorker<ClientConfig> {
       const gw = await this.connectGateway()
       const sent = gw.open
       try {
-        const value = authenticated
-          ? await this.sendAuthed(gw, payload, (body) => gw.request<T>(method, body, opts))
-          : await gw.request<T>(method, payload, opts)
+        const value = await watchdog(
+          gw,
+          authenticated
+            ? this.sendAuthed(gw, payload, (body) => gw.request<T>(method, body, opts))
+            : gw.request<T>(method, payload, opts),
+        )
         return { value, gateway: gw }
       } catch (err) {
         const lost = await this.gatewayLost(err, gw)
@@ -536,15 +572,18 @@ export class MeshClient extends BaseWorker<ClientConfig> {
         const sent = gw.open
         let chunks = 0
         try {
-          return await this.sendAuthed(gw, payload, (body) =>
-            gw.stream<InferResult>('infer', body, {
-              cancel,
-              timeout: this.rpcTimeout(payload),
-              onChunk: (chunk) => {
-                chunks++
-                onText(chunk.text)
-              },
-            }),
+          return await watchdog(
+            gw,
+            this.sendAuthed(gw, payload, (body) =>
+              gw.stream<InferResult>('infer', body, {
+                cancel,
+                timeout: this.rpcTimeout(payload),
+                onChunk: (chunk) => {
+                  chunks++
+                  onText(chunk.text)
+                },
+              }),
+            ),
           )
         } catch (err) {
           const lost = await this.gatewayLost(err, gw)
