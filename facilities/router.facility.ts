@@ -19,9 +19,13 @@ const ON_DEMAND_LOOKUP_MS = 1_000
 const REDIAL_BASE_MS = 250
 /** An unreachable processor is reported at info level once it has been so for this long, and then again each time as long. */
 const UNREACHABLE_REPORT_MS = 5_000
-/** A DHT record whose peer does not answer is probed again after this, doubling up to the max. */
+/**
+ * A DHT record whose peer does not answer is probed again after this, doubling up to the max.
+ * The max is also how late a processor that comes back after it was dropped may be found: a
+ * record it renews on its return looks the same as the stale one it left.
+ */
 const PROBE_BACKOFF_MS = 1_000
-const PROBE_BACKOFF_MAX_MS = 60_000
+const PROBE_BACKOFF_MAX_MS = 8_000
 /** Keys with failed probes remembered for their backoff (stale records of peers long gone). */
 const MAX_PROBE_FAILURES = 1_024
 
