@@ -30,7 +30,7 @@ const REGISTRY = {
   heartbeatIntervalMs: 1_000,
   heartbeatTimeoutMs: 1_500,
   maxMissed: 2,
-  redialMaxMs: 5_000,
+  redialMaxMs: 1_000,
   goneAfterMs: 4_000,
 }
 /** How soon a restarted processor must serve again, from the moment it is started. */

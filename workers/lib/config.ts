@@ -306,8 +306,11 @@ export const gatewayConfigSchema = baseConfigSchema
         maxMissed: z.number().int().positive().default(2),
         /** How long a new connection to a processor may take to open, apart from the request on it. */
         connectTimeoutMs: z.number().int().positive().default(10_000),
-        /** Longest wait between re-dials of an unreachable processor (they back off up to it). */
-        redialMaxMs: z.number().int().positive().default(5_000),
+        /**
+         * Longest wait between re-dials of an unreachable processor (they back off up to it, for
+         * `goneAfterMs` at most): also how late a restarted processor can be found once it is up.
+         */
+        redialMaxMs: z.number().int().positive().default(1_000),
         /** An unreachable processor is dropped after this long (its requests fail over). */
         goneAfterMs: z.number().int().positive().default(10_000),
       })
