@@ -237,11 +237,6 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
     return wrapped
   }
 
-  /** Whether the worker is stopping (it finishes what it runs and takes nothing new). */
-  get isDraining(): boolean {
-    return this.draining
-  }
-
   private track(handler: Handler): Handler {
     return async (payload, ctx) => {
       if (this.draining) {
