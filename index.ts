@@ -3,11 +3,12 @@
  * embed workers and facilities.
  */
 
-export type { PublicKey, PublicUser, TokenPair } from './facilities/auth.facility.js'
 export type { Backend, BackendKind } from './facilities/backends/types.js'
-export type { LimitState } from './facilities/limits.facility.js'
-export { roleTopic } from './facilities/net.facility.js'
-export type { UsageCounter, UsageRecord, UsageRow } from './facilities/usage.facility.js'
+export { roleTopic } from './facilities/net/net.facility.js'
+export type * from './kernel/accounts.js'
+export { ERROR_CODES, type ErrorCode, MeshError } from './kernel/errors.js'
+export type { InferResult } from './kernel/inference.js'
+export * from './kernel/wire.js'
 export { BaseWorker } from './workers/base.worker.js'
 export {
   type CreateKeyOptions,
@@ -20,9 +21,6 @@ export {
   type UsageReport,
   type UserLimitOverrides,
   type WhoAmI,
-} from './workers/client.worker.js'
-export { GatewayWorker } from './workers/gateway.worker.js'
-export { ERROR_CODES, type ErrorCode, MeshError } from './workers/lib/errors.js'
-export type { InferResult } from './workers/lib/inference.js'
-export * from './workers/lib/wire.js'
-export { ProcessorWorker } from './workers/processor.worker.js'
+} from './workers/client/client.worker.js'
+export { GatewayWorker } from './workers/gateway/gateway.worker.js'
+export { ProcessorWorker } from './workers/processor/processor.worker.js'

@@ -19,8 +19,8 @@ import { parseArgs } from 'node:util'
 import createTestnet from 'hyperdht/testnet.js'
 import { LogFacility } from '../facilities/log.facility.js'
 import { StoreFacility } from '../facilities/store.facility.js'
-import { UsageFacility } from '../facilities/usage.facility.js'
-import { MeshClient } from '../workers/client.worker.js'
+import { UsageFacility } from '../facilities/usage/usage.facility.js'
+import { MeshClient } from '../workers/client/client.worker.js'
 import {
   fmt,
   median,

@@ -21,9 +21,9 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import createTestnet from 'hyperdht/testnet.js'
 import { getLlama, LlamaCompletion } from 'node-llama-cpp'
-import { LlamaCppBackend } from '../facilities/backends/llamacpp.backend.js'
-import { writeTinyModel } from '../facilities/backends/tiny-model.js'
-import { MeshClient } from '../workers/client.worker.js'
+import { LlamaCppBackend } from '../facilities/backends/llamacpp/llamacpp.backend.js'
+import { writeTinyModel } from '../facilities/tiny-model/tiny-model.js'
+import { MeshClient } from '../workers/client/client.worker.js'
 import { fmt, median, spawnAccountedGateway, spawnWorker } from './lib.js'
 
 const { values } = parseArgs({

@@ -4,7 +4,7 @@ import { type Agent, request } from 'node:http'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { NODE_FLAGS } from '../bin/lib/node-flags.js'
-import { MeshClient } from '../workers/client.worker.js'
+import { MeshClient } from '../workers/client/client.worker.js'
 
 export const BIN = fileURLToPath(new URL('../bin/llm-mesh.js', import.meta.url))
 

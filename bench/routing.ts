@@ -17,8 +17,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import createTestnet from 'hyperdht/testnet.js'
-import { STRATEGIES, type StrategyName } from '../facilities/lib/strategies.js'
-import { MeshClient } from '../workers/client.worker.js'
+import { STRATEGIES, type StrategyName } from '../facilities/router/strategies.js'
+import { MeshClient } from '../workers/client/client.worker.js'
 import { fmt, median, percentile, spawnEchoProcessor, spawnWorker } from './lib.js'
 
 const { values } = parseArgs({

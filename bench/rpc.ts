@@ -12,7 +12,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import RPC from '@hyperswarm/rpc'
 import createTestnet from 'hyperdht/testnet.js'
-import { MeshClient } from '../workers/client.worker.js'
+import { MeshClient } from '../workers/client/client.worker.js'
 import { fmt, percentile, spawnWorker } from './lib.js'
 
 const { values } = parseArgs({ options: { requests: { type: 'string', default: '5000' } } })

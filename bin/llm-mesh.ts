@@ -1,18 +1,18 @@
 #!/usr/bin/env node
 import { basename, dirname, extname, join, resolve } from 'node:path'
 import createTestnet from 'hyperdht/testnet.js'
-import { writeTinyModel } from '../facilities/backends/tiny-model.js'
-import { GatewayWorker } from '../workers/gateway.worker.js'
+import { writeTinyModel } from '../facilities/tiny-model/tiny-model.js'
 import {
   type ConfigInput,
   deepMerge,
   gatewayConfigSchema,
   loadConfig,
   processorConfigSchema,
-} from '../workers/lib/config.js'
-import { MeshError } from '../workers/lib/errors.js'
-import { VERSION } from '../workers/lib/version.js'
-import { ProcessorWorker } from '../workers/processor.worker.js'
+} from '../kernel/config.js'
+import { MeshError } from '../kernel/errors.js'
+import { VERSION } from '../kernel/version.js'
+import { GatewayWorker } from '../workers/gateway/gateway.worker.js'
+import { ProcessorWorker } from '../workers/processor/processor.worker.js'
 import { commandKey, commandUsage, commandUser, KEY_HELP, USAGE_HELP, USER_HELP } from './lib/accounts.js'
 import { runChat } from './lib/chat.js'
 import {

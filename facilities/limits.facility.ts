@@ -1,5 +1,6 @@
-import type { KeyLimits, UserLimits } from '../workers/lib/config.js'
-import { MeshError } from '../workers/lib/errors.js'
+import type { LimitName, LimitState } from '../kernel/accounts.js'
+import type { KeyLimits, UserLimits } from '../kernel/config.js'
+import { MeshError } from '../kernel/errors.js'
 import { Facility } from './facility.js'
 
 /**
@@ -20,8 +21,6 @@ import { Facility } from './facility.js'
 export const WINDOW_MS = 60_000
 const SWEEP_INTERVAL_MS = 60_000
 
-export type LimitName = 'rpm' | 'tpm' | 'dailyTokens' | 'monthlyTokens'
-
 /** Who a request is charged to, with the limits that apply. */
 export interface Subject {
   userId: string
@@ -29,14 +28,6 @@ export interface Subject {
   keyId: string | null
   userLimits: UserLimits
   keyLimits: KeyLimits | null
-}
-
-export interface LimitState {
-  limit: number | null
-  used: number
-  remaining: number | null
-  /** When the used amount falls (window) or resets (quota), ms from now; 0 if nothing is used. */
-  resetMs: number
 }
 
 /** A log of (time, amount) within the last window, with its running sum. */

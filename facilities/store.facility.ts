@@ -2,7 +2,7 @@ import { mkdir } from 'node:fs/promises'
 import Corestore from 'corestore'
 import Hyperbee from 'hyperbee'
 import Rache from 'rache'
-import { MeshError } from '../workers/lib/errors.js'
+import { MeshError } from '../kernel/errors.js'
 import { Facility } from './facility.js'
 
 export interface StoreOptions {

@@ -1,7 +1,7 @@
 import { createInterface } from 'node:readline'
-import type { MeshClient, MeshStream } from '../../workers/client.worker.js'
-import { MeshError } from '../../workers/lib/errors.js'
-import type { ChatMessage } from '../../workers/lib/wire.js'
+import { MeshError } from '../../kernel/errors.js'
+import type { ChatMessage } from '../../kernel/wire.js'
+import type { MeshClient, MeshStream } from '../../workers/client/client.worker.js'
 import { formatLimits, formatUsage } from './accounts.js'
 
 export const CHAT_HELP = `Commands:

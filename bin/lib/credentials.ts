@@ -2,8 +2,8 @@ import { existsSync, readFileSync } from 'node:fs'
 import { chmod, rename, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
-import type { MeshClient } from '../../workers/client.worker.js'
-import { MeshError } from '../../workers/lib/errors.js'
+import { MeshError } from '../../kernel/errors.js'
+import type { MeshClient } from '../../workers/client/client.worker.js'
 
 /**
  * How CLI commands prove who they are to a gateway: an API key (`--api-key`

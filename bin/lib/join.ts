@@ -1,7 +1,7 @@
 import { createWriteStream } from 'node:fs'
 import { join } from 'node:path'
-import { MeshClient } from '../../workers/client.worker.js'
-import type { ConfigInput } from '../../workers/lib/config.js'
+import type { ConfigInput } from '../../kernel/config.js'
+import { MeshClient } from '../../workers/client/client.worker.js'
 import { dataDir, type MeshFile, readMeshFile, runningMesh, str, workerOverrides } from './common.js'
 import { type FlagValues, signIn } from './credentials.js'
 

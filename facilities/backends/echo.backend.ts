@@ -7,9 +7,9 @@
  * hundreds of requests in a blink. Select it with `backend.type: "echo"`;
  * `auto` never picks it.
  */
-import { isCancelled } from '../../workers/lib/cancel.js'
-import { MeshError } from '../../workers/lib/errors.js'
-import { baseModel } from '../../workers/lib/inference.js'
+import { isCancelled } from '../../kernel/cancel.js'
+import { MeshError } from '../../kernel/errors.js'
+import { baseModel } from '../../kernel/inference.js'
 import type {
   Cancellable,
   ChatRequest,
@@ -21,7 +21,7 @@ import type {
   ModelDetails,
   ModelInfo,
   RunningModel,
-} from '../../workers/lib/wire.js'
+} from '../../kernel/wire.js'
 import type { Backend } from './types.js'
 
 export const ECHO_MODEL = 'echo'

@@ -7,8 +7,8 @@
  */
 import { setMaxListeners } from 'node:events'
 import { type ChatResponse, type GenerateResponse, type ModelResponse, Ollama } from 'ollama'
-import { signalOf } from '../../workers/lib/cancel.js'
-import { MeshError } from '../../workers/lib/errors.js'
+import { signalOf } from '../../kernel/cancel.js'
+import { MeshError } from '../../kernel/errors.js'
 import type {
   Cancellable,
   ChatRequest,
@@ -22,7 +22,7 @@ import type {
   ModelDetailsSummary,
   ModelInfo,
   RunningModel,
-} from '../../workers/lib/wire.js'
+} from '../../kernel/wire.js'
 import type { Backend } from './types.js'
 
 /**

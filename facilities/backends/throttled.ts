@@ -1,5 +1,5 @@
-import { signalOf } from '../../workers/lib/cancel.js'
-import { MeshError } from '../../workers/lib/errors.js'
+import { signalOf } from '../../kernel/cancel.js'
+import { MeshError } from '../../kernel/errors.js'
 import type {
   Cancellable,
   ChatRequest,
@@ -12,7 +12,7 @@ import type {
   ModelDetails,
   ModelInfo,
   RunningModel,
-} from '../../workers/lib/wire.js'
+} from '../../kernel/wire.js'
 
 export interface ThrottleOptions {
   /** Most pieces of text per second handed out per generation. */

@@ -1,4 +1,4 @@
-import type { InferenceSource } from '../../workers/lib/wire.js'
+import type { InferenceSource } from '../../kernel/wire.js'
 
 export type BackendKind = 'llamacpp' | 'ollama' | 'echo'
 

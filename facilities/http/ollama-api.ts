@@ -17,7 +17,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { z } from 'zod'
-import { MeshError } from '../../workers/lib/errors.js'
+import { MeshError } from '../../kernel/errors.js'
 import type {
   ChatMessage,
   GenerateCallbacks,
@@ -26,7 +26,7 @@ import type {
   InferenceSource,
   ModelDetailsSummary,
   ModelInfo,
-} from '../../workers/lib/wire.js'
+} from '../../kernel/wire.js'
 import {
   baseUrl,
   closeServer,

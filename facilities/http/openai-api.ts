@@ -12,8 +12,8 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { z } from 'zod'
-import type { CancelToken } from '../../workers/lib/cancel.js'
-import { MeshError } from '../../workers/lib/errors.js'
+import type { CancelToken } from '../../kernel/cancel.js'
+import { MeshError } from '../../kernel/errors.js'
 import type {
   ChatMessage,
   DoneReason,
@@ -22,7 +22,7 @@ import type {
   GenerationResult,
   InferenceSource,
   ModelInfo,
-} from '../../workers/lib/wire.js'
+} from '../../kernel/wire.js'
 import { retryAfterHeaders, sendJson, serveRequest } from './plumbing.js'
 
 export const DEFAULT_OPENAI_MAX_BODY_BYTES = 8 * 1024 * 1024

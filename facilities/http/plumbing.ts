@@ -1,7 +1,7 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
-import { CancelToken } from '../../workers/lib/cancel.js'
-import { MeshError } from '../../workers/lib/errors.js'
-import type { InferenceSource } from '../../workers/lib/wire.js'
+import { CancelToken } from '../../kernel/cancel.js'
+import { MeshError } from '../../kernel/errors.js'
+import type { InferenceSource } from '../../kernel/wire.js'
 
 /** HTTP plumbing shared by the Ollama and OpenAI route layers. */
 

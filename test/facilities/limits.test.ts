@@ -1,7 +1,7 @@
 import test from 'brittle'
 import { LimitsFacility, type Subject, WINDOW_MS } from '../../facilities/limits.facility.js'
-import type { KeyLimits, UserLimits } from '../../workers/lib/config.js'
-import type { MeshError } from '../../workers/lib/errors.js'
+import type { KeyLimits, UserLimits } from '../../kernel/config.js'
+import type { MeshError } from '../../kernel/errors.js'
 import { thrown } from '../helpers/assert.js'
 
 const T0 = Date.UTC(2024, 4, 15, 12, 0, 0) // 2024-05-15T12:00:00Z

@@ -1,5 +1,5 @@
 import type { Test } from 'brittle'
-import { MeshError } from '../../workers/lib/errors.js'
+import { MeshError } from '../../kernel/errors.js'
 
 /** Asserts that `p` rejects with a MeshError of `code`; returns it for further checks. */
 export async function rejectsWith(

@@ -3,10 +3,10 @@ import { createServer as createNetServer } from 'node:net'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import createTestnet, { type Testnet } from 'hyperdht/testnet.js'
-import { TINY_MODEL_NAME, writeTinyModel } from '../../facilities/backends/tiny-model.js'
-import { MeshClient } from '../../workers/client.worker.js'
-import { GatewayWorker } from '../../workers/gateway.worker.js'
-import { type ConfigInput, deepMerge, gatewayConfigSchema, parseConfig } from '../../workers/lib/config.js'
+import { TINY_MODEL_NAME, writeTinyModel } from '../../facilities/tiny-model/tiny-model.js'
+import { type ConfigInput, deepMerge, gatewayConfigSchema, parseConfig } from '../../kernel/config.js'
+import { MeshClient } from '../../workers/client/client.worker.js'
+import { GatewayWorker } from '../../workers/gateway/gateway.worker.js'
 
 /** The subset of brittle's `t` the helpers need. */
 export interface T {

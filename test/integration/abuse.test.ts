@@ -4,7 +4,7 @@
  * it missed its heartbeats, the gateway dropped it, and everyone else got 503.
  */
 import test from 'brittle'
-import { TINY_MODEL_NAME } from '../../facilities/backends/tiny-model.js'
+import { TINY_MODEL_NAME } from '../../facilities/tiny-model/tiny-model.js'
 import { apiKeyFor, spawnTinyProcessor, startClient, startGateway, testnet, until } from '../helpers/mesh.js'
 
 /** Product timings: the heartbeat bound the processor must keep. */

@@ -3,9 +3,9 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import test from 'brittle'
 import jwt from 'jsonwebtoken'
-import { TINY_MODEL_NAME, writeTinyModel } from '../../facilities/backends/tiny-model.js'
-import type { MeshClient } from '../../workers/client.worker.js'
-import type { MeshError } from '../../workers/lib/errors.js'
+import { TINY_MODEL_NAME, writeTinyModel } from '../../facilities/tiny-model/tiny-model.js'
+import type { MeshError } from '../../kernel/errors.js'
+import type { MeshClient } from '../../workers/client/client.worker.js'
 import { rejectsWith } from '../helpers/assert.js'
 import {
   apiKeyFor,

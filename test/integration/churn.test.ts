@@ -8,8 +8,8 @@
  * and processors as child processes.
  */
 import test, { type Test } from 'brittle'
-import type { MeshClient } from '../../workers/client.worker.js'
-import type { GatewayWorker } from '../../workers/gateway.worker.js'
+import type { MeshClient } from '../../workers/client/client.worker.js'
+import type { GatewayWorker } from '../../workers/gateway/gateway.worker.js'
 import {
   apiKeyFor,
   median,

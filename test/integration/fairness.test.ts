@@ -1,5 +1,5 @@
 import test from 'brittle'
-import { TINY_MODEL_NAME } from '../../facilities/backends/tiny-model.js'
+import { TINY_MODEL_NAME } from '../../facilities/tiny-model/tiny-model.js'
 import { apiKeyFor, spawnTinyProcessor, startGateway, testnet, until } from '../helpers/mesh.js'
 
 /** Alice's two embeds: the most inputs a request may have, each of 64 bytes (15–25 s each here, both at once). */

@@ -13,9 +13,9 @@ import { randomBytes } from 'node:crypto'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import test, { type Test } from 'brittle'
-import type { MeshClient, MeshStream } from '../../workers/client.worker.js'
-import type { GatewayWorker } from '../../workers/gateway.worker.js'
-import type { InferResult } from '../../workers/lib/inference.js'
+import type { InferResult } from '../../kernel/inference.js'
+import type { MeshClient, MeshStream } from '../../workers/client/client.worker.js'
+import type { GatewayWorker } from '../../workers/gateway/gateway.worker.js'
 import {
   apiKeyFor,
   closedPort,

@@ -1,10 +1,10 @@
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import test from 'brittle'
-import { LlamaCppBackend } from '../../facilities/backends/llamacpp.backend.js'
-import { TINY_MODEL_NAME, writeTinyModel } from '../../facilities/backends/tiny-model.js'
+import { LlamaCppBackend } from '../../facilities/backends/llamacpp/llamacpp.backend.js'
 import { OllamaCompatServer } from '../../facilities/http/ollama-api.js'
-import type { MeshClient } from '../../workers/client.worker.js'
+import { TINY_MODEL_NAME, writeTinyModel } from '../../facilities/tiny-model/tiny-model.js'
+import type { MeshClient } from '../../workers/client/client.worker.js'
 import { rejectsWith } from '../helpers/assert.js'
 import { apiKeyFor, spawnProcessor, startClient, startGateway, testnet, until } from '../helpers/mesh.js'
 

@@ -1,0 +1,119 @@
+import { readdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { BackendConfig } from '../../kernel/config.js'
+import { MeshError } from '../../kernel/errors.js'
+import { Facility } from '../facility.js'
+import type { Logger } from '../log.facility.js'
+import { TINY_MODEL_NAME, writeTinyModel } from '../tiny-model/tiny-model.js'
+import { EchoBackend } from './echo.backend.js'
+import { LlamaCppBackend } from './llamacpp/llamacpp.backend.js'
+import { OllamaBackend, probeOllama } from './ollama.backend.js'
+import type { Backend } from './types.js'
+
+const OLLAMA_PROBE_TIMEOUT_MS = 1_000
+
+export interface BackendFacilityOptions {
+  config: BackendConfig
+  /** Folder of GGUF files when `config.modelsDir` is not set. */
+  defaultModelsDir: string
+  logger: Logger
+}
+
+/** What was chosen and why, for logs, `status` and `up`'s banner. */
+export interface BackendChoice {
+  kind: Backend['kind']
+  reason: string
+  where: string
+}
+
+async function ggufFiles(dir: string): Promise<string[]> {
+  try {
+    return (await readdir(dir)).filter((f) => f.endsWith('.gguf'))
+  } catch {
+    return []
+  }
+}
+
+/**
+ * Picks and opens the processor's engine. `auto`: Ollama if it answers at
+ * `ollamaHost`, else llama.cpp over the GGUF files in the models folder, else
+ * (when allowed) the tiny test model written on first run.
+ */
+export class BackendFacility extends Facility {
+  readonly name = 'backend'
+  private readonly config: BackendConfig
+  private readonly modelsDir: string
+  private readonly log: Logger
+  private current: Backend | null = null
+  choice: BackendChoice | null = null
+
+  constructor(opts: BackendFacilityOptions) {
+    super()
+    const { config, defaultModelsDir, logger } = opts
+    this.config = config
+    this.modelsDir = config.modelsDir ?? defaultModelsDir
+    this.log = logger
+  }
+
+  get backend(): Backend {
+    if (!this.current) throw new MeshError('ERR_BACKEND_UNAVAILABLE', 'backend is not open')
+    return this.current
+  }
+
+  protected override async _open(): Promise<void> {
+    const choice = await this.choose()
+    const backend: Backend =
+      choice.kind === 'echo'
+        ? new EchoBackend()
+        : choice.kind === 'ollama'
+          ? new OllamaBackend({ host: this.config.ollamaHost })
+          : new LlamaCppBackend({
+              modelsDir: this.modelsDir,
+              threads: this.config.threads,
+              gpu: this.config.gpu,
+              contextSize: this.config.contextSize,
+              maxParallel: this.config.maxParallel,
+            })
+    try {
+      await backend.open()
+    } catch (err) {
+      await backend.close().catch(() => {})
+      throw err
+    }
+    this.current = backend
+    this.choice = choice
+    this.log.info(choice, `backend: ${choice.kind} (${choice.reason})`)
+  }
+
+  private async choose(): Promise<BackendChoice> {
+    const { type, ollamaHost, tinyModelFallback } = this.config
+    if (type === 'echo') return { kind: 'echo', reason: 'configured (instant test backend)', where: '-' }
+    if (type === 'ollama') return { kind: 'ollama', reason: 'configured', where: ollamaHost }
+    if (type === 'auto' && (await probeOllama(ollamaHost, OLLAMA_PROBE_TIMEOUT_MS))) {
+      return { kind: 'ollama', reason: `Ollama answers at ${ollamaHost}`, where: ollamaHost }
+    }
+    const files = await ggufFiles(this.modelsDir)
+    if (files.length > 0) {
+      const reason =
+        type === 'auto' ? `no Ollama at ${ollamaHost}; ${files.length} GGUF file(s)` : 'configured'
+      return { kind: 'llamacpp', reason, where: this.modelsDir }
+    }
+    if (!tinyModelFallback) {
+      throw MeshError.badConfig(
+        `no models: no Ollama at ${ollamaHost} and no .gguf files in ${this.modelsDir} (backend.modelsDir)`,
+      )
+    }
+    const path = join(this.modelsDir, `${TINY_MODEL_NAME}.gguf`)
+    await writeTinyModel(path)
+    return {
+      kind: 'llamacpp',
+      reason: `no Ollama at ${ollamaHost} and no GGUF files; wrote the tiny TEST model ${TINY_MODEL_NAME} (not a real LLM)`,
+      where: this.modelsDir,
+    }
+  }
+
+  protected override async _close(): Promise<void> {
+    await this.current?.close()
+    this.current = null
+  }
+}

@@ -1,0 +1,286 @@
+import { randomBytes } from 'node:crypto'
+import {
+  createServer,
+  type IncomingMessage,
+  type OutgoingHttpHeader,
+  type OutgoingHttpHeaders,
+  type Server,
+  ServerResponse,
+} from 'node:http'
+import type { Socket } from 'node:net'
+import { MeshError } from '../../kernel/errors.js'
+import type { InferenceSource } from '../../kernel/wire.js'
+import type { Identity } from '../auth/auth.facility.js'
+import { Facility } from '../facility.js'
+import type { Logger } from '../log.facility.js'
+import { createOllamaRoutes, DEFAULT_OLLAMA_VERSION, sendNotFound } from './ollama-api.js'
+import { createOpenAIRoutes, sendOpenAIError } from './openai-api.js'
+import { baseUrl, closeServer, listenOn, pathOf, retryAfterHeaders, sendJson } from './plumbing.js'
+
+/** Open connections at most, unless configured (`http.maxConnections`). */
+export const DEFAULT_MAX_CONNECTIONS = 1024
+/**
+ * Connections over the cap that may wait at once for their 503; past that node drops new
+ * ones unanswered. A refusal needs the request read first (its path picks the API's error
+ * format, and a reply sent before it would be cut by a reset when the request arrives).
+ */
+const MAX_REFUSING = 64
+/** How long a refused connection may take to send its request before it is cut. */
+const REFUSED_IDLE_MS = 5_000
+/** When a refused client may try again. */
+const REFUSED_RETRY_MS = 1_000
+
+/** What the gateway's HTTP layer learns about one request's path through the mesh. */
+export interface RequestTiming {
+  /** performance.now() when the request arrived. */
+  arrived: number
+  /** When it was first handed to a processor. */
+  dispatched?: number
+  /** When the processor's answer came back (unary answers). */
+  answered?: number
+}
+
+export interface HttpFacilityOptions {
+  host: string
+  port: number
+  maxBodyBytes: number
+  /** Open connections at most (default DEFAULT_MAX_CONNECTIONS); past it: 503, ERR_BUSY. */
+  maxConnections?: number
+  logger: Logger
+  /**
+   * Who a bearer credential belongs to; null when the gateway has no accounts.
+   * @throws ERR_AUTH_REQUIRED, ERR_AUTH_INVALID
+   */
+  authenticate(token: string | undefined): Identity | null
+  /** The mesh as seen by this caller, reporting its path through `timing`. */
+  sourceFor(identity: Identity | null, timing: RequestTiming): InferenceSource
+}
+
+/** The gateway's own time on a request so far, in ms: before dispatch, and after a whole answer came back. */
+function overheadMs(timing: RequestTiming): string {
+  const now = performance.now()
+  const before = (timing.dispatched ?? now) - timing.arrived
+  const after = timing.answered === undefined ? 0 : now - timing.answered
+  return (before + after).toFixed(3)
+}
+
+/**
+ * A response that adds the gateway's two headers as its head is written,
+ * wherever that happens (a route's writeHead, an implicit head, an error
+ * reply): `X-Request-Id`, and `X-LLM-Mesh-Overhead-Ms` from the request's
+ * timing. They join the head's own header object: a `setHeader` before it
+ * would move every header of every response onto node:http's slower merging
+ * path.
+ */
+class MeshResponse<Request extends IncomingMessage = IncomingMessage> extends ServerResponse<Request> {
+  requestId = ''
+  timing: RequestTiming | null = null
+
+  override writeHead(
+    statusCode: number,
+    statusMessage?: string,
+    headers?: OutgoingHttpHeaders | OutgoingHttpHeader[],
+  ): this
+  override writeHead(statusCode: number, headers?: OutgoingHttpHeaders | OutgoingHttpHeader[]): this
+  override writeHead(
+    statusCode: number,
+    messageOrHeaders?: string | OutgoingHttpHeaders | OutgoingHttpHeader[],
+    headersAfterMessage?: OutgoingHttpHeaders | OutgoingHttpHeader[],
+  ): this {
+    const message = typeof messageOrHeaders === 'string' ? messageOrHeaders : undefined
+    const headers = typeof messageOrHeaders === 'string' ? headersAfterMessage : messageOrHeaders
+    // Replies node:http makes itself before the handler runs (a 417 for an unknown `Expect`)
+    // have no request id yet: they get neither header.
+    if (!this.requestId) return super.writeHead(statusCode, message, headers)
+    const own: OutgoingHttpHeaders = { 'X-Request-Id': this.requestId }
+    if (this.timing) own['X-LLM-Mesh-Overhead-Ms'] = overheadMs(this.timing)
+    if (headers === undefined || Array.isArray(headers)) {
+      for (const [name, value] of Object.entries(own)) if (value !== undefined) this.setHeader(name, value)
+      return super.writeHead(statusCode, message, headers)
+    }
+    return super.writeHead(statusCode, message, { ...headers, ...own })
+  }
+}
+
+/** Paths any client may read without a key: Ollama clients probe them to see a server is up. */
+const OPEN_PATHS = new Set(['/', '/api/version'])
+
+function bearer(req: IncomingMessage): string | undefined {
+  const h = req.headers.authorization
+  if (!h) return undefined
+  const m = /^Bearer\s+(.+)$/i.exec(h.trim())
+  return m ? (m[1] as string).trim() : h.trim()
+}
+
+/**
+ * The gateway's HTTP front: Ollama's API (`/`, `/api/*`) and OpenAI's (`/v1/*`)
+ * over the mesh, on one port. Every request but the two health probes needs
+ * `Authorization: Bearer <API key or access token>`, and then goes through the
+ * same limits, routing and ledger as an RPC request. Every response carries
+ * `X-Request-Id` and `X-LLM-Mesh-Overhead-Ms`: the time the request spent in
+ * the gateway itself (before it reached a processor, and for an answer given
+ * whole, after it came back), not in the network or the model.
+ */
+export class HttpFacility extends Facility {
+  readonly name = 'http'
+  private readonly opts: HttpFacilityOptions
+  private readonly log: Logger
+  private readonly ollama: ReturnType<typeof createOllamaRoutes>
+  private readonly openai: ReturnType<typeof createOpenAIRoutes>
+  private readonly idPrefix = randomBytes(4).toString('hex')
+  private nextId = 0
+  private server: Server | null = null
+  private bound: number | null = null
+  private readonly maxConnections: number
+  /** Connections admitted and still open. */
+  private open = 0
+  /** Connections that came over the cap: their one request is answered 503. */
+  private readonly refused = new WeakSet<Socket>()
+  private refusedCount = 0
+  private refusedLoggedAt = 0
+  /** Requests being answered (a stopping gateway waits for them). */
+  private answering = 0
+  private stopping = false
+
+  constructor(opts: HttpFacilityOptions) {
+    super()
+    const { maxConnections = DEFAULT_MAX_CONNECTIONS } = opts
+    this.opts = opts
+    this.maxConnections = maxConnections
+    this.log = opts.logger
+    this.ollama = createOllamaRoutes({ version: DEFAULT_OLLAMA_VERSION, maxBodyBytes: opts.maxBodyBytes })
+    this.openai = createOpenAIRoutes({
+      maxBodyBytes: opts.maxBodyBytes,
+      // The answer's id is the request's: `chatcmpl-<X-Request-Id>`.
+      requestId: (res) => (res instanceof MeshResponse ? res.requestId : this.id()),
+    })
+  }
+
+  /** Base URL, e.g. http://127.0.0.1:11435. @throws ERR_UNAVAILABLE before it listens */
+  get url(): string {
+    if (this.bound === null) throw new MeshError('ERR_UNAVAILABLE', 'http is not listening')
+    return baseUrl(this.opts.host, this.bound)
+  }
+
+  private id(): string {
+    return `${this.idPrefix}${(this.nextId++).toString(36)}`
+  }
+
+  protected override async _open(): Promise<void> {
+    const server = createServer({ ServerResponse: MeshResponse }, (req, res) => {
+      this.answering++
+      res.once('close', () => {
+        this.answering--
+      })
+      this.handle(req, res).catch((err) => {
+        this.log.error({ err }, 'http handler failed')
+        if (!res.headersSent) sendJson(res, 500, { error: 'internal error' })
+        else res.destroy()
+      })
+    })
+    server.on('connection', (socket: Socket) => this.admit(socket))
+    server.maxConnections = this.maxConnections + MAX_REFUSING
+    server.keepAliveTimeout = 65_000
+    this.bound = await listenOn(server, this.opts.host, this.opts.port)
+    this.server = server
+    this.log.info({ url: this.url }, 'http: Ollama and OpenAI APIs')
+  }
+
+  protected override async _close(): Promise<void> {
+    const server = this.server
+    this.server = null
+    if (!server) return
+    // Open streams end now; their generations are cancelled through the response's close.
+    await closeServer(server)
+  }
+
+  override get openRequests(): number {
+    return this.answering
+  }
+
+  /**
+   * The gateway is stopping: requests that arrive from now on are answered 503 and their
+   * connections closed; idle keep-alive connections close now; running answers finish.
+   */
+  override stopAccepting(): void {
+    this.stopping = true
+    this.server?.closeIdleConnections()
+  }
+
+  /** Counts a new connection in, or marks it refused when `maxConnections` are open. */
+  private admit(socket: Socket): void {
+    if (this.open >= this.maxConnections) {
+      this.refused.add(socket)
+      socket.setTimeout(REFUSED_IDLE_MS, () => socket.destroy())
+      this.noteRefused()
+      return
+    }
+    this.open++
+    socket.once('close', () => {
+      this.open--
+    })
+    // Streamed chunks go out as they are written, not after Nagle's delay.
+    socket.setNoDelay(true)
+  }
+
+  /** One log line per 10 s at most about refused connections. */
+  private noteRefused(): void {
+    this.refusedCount++
+    const now = Date.now()
+    if (now - this.refusedLoggedAt < 10_000) return
+    this.log.warn(
+      { refused: this.refusedCount, maxConnections: this.maxConnections },
+      'http: connections refused (http.maxConnections)',
+    )
+    this.refusedLoggedAt = now
+    this.refusedCount = 0
+  }
+
+  private async handle(req: IncomingMessage, res: MeshResponse): Promise<void> {
+    const timing: RequestTiming = { arrived: performance.now() }
+    res.requestId = this.id()
+    res.timing = timing
+    const path = pathOf(req)
+    const openAI = path?.startsWith('/v1/') === true
+    const refused = this.refused.has(req.socket)
+    if (refused || this.stopping) {
+      const e = refused
+        ? new MeshError(
+            'ERR_BUSY',
+            `the server has ${this.maxConnections} connections open, its limit (http.maxConnections); retry later`,
+            { retryAfterMs: REFUSED_RETRY_MS },
+          )
+        : new MeshError(
+            'ERR_UNAVAILABLE',
+            'the gateway is shutting down; retry on another gateway or later',
+            {
+              retryAfterMs: REFUSED_RETRY_MS,
+            },
+          )
+      // The body, if any, is never read: close rather than drain it.
+      const headers = { ...retryAfterHeaders(e), Connection: 'close' }
+      if (openAI) sendOpenAIError(res, e, headers)
+      else sendJson(res, e.httpStatus, { error: e.reason }, headers)
+      return
+    }
+    if (path === null) return sendNotFound(res)
+
+    let identity: Identity | null = null
+    if (!OPEN_PATHS.has(path)) {
+      try {
+        identity = this.opts.authenticate(bearer(req))
+      } catch (err) {
+        res.setHeader('WWW-Authenticate', 'Bearer')
+        // The body of an unauthenticated request is never read: close rather than drain it.
+        res.setHeader('Connection', 'close')
+        const e = MeshError.from(err)
+        if (openAI) sendOpenAIError(res, e)
+        else sendJson(res, e.httpStatus, { error: e.reason })
+        return
+      }
+    }
+    const source = this.opts.sourceFor(identity, timing)
+    if (openAI) return this.openai(req, res, source, path)
+    return this.ollama(req, res, source, path)
+  }
+}

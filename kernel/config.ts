@@ -1,0 +1,476 @@
+import { existsSync, readFileSync } from 'node:fs'
+import { isAbsolute, join, resolve } from 'node:path'
+import type { HostPort } from 'hyperdht'
+import { z } from 'zod'
+import { MeshError } from './errors.js'
+
+/** The routing strategies (facilities/router/strategies.ts implements them). */
+export const STRATEGIES = ['least-loaded', 'fastest', 'round-robin', 'random-weighted'] as const
+
+/**
+ * Worker configuration: `config/<role>.json` (only `*.json.example` is
+ * committed), then environment overrides, then explicit overrides from the CLI
+ * or a test, validated once with a message that names the bad field.
+ */
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|::1)$/
+
+const hostPort = z.string().transform((s, ctx): HostPort => {
+  const m = /^(.+):(\d{1,5})$/.exec(s.trim())
+  const port = m ? Number(m[2]) : Number.NaN
+  if (!m || port < 1 || port > 65535) {
+    ctx.addIssue({ code: 'custom', message: `'${s}' is not host:port` })
+    return z.NEVER
+  }
+  return { host: m[1] === 'localhost' ? '127.0.0.1' : (m[1] as string), port }
+})
+
+const hostPortList = z.array(hostPort).min(1, 'needs at least one host:port (or "public")')
+
+/** `public`, or a non-empty list of host:port. There is deliberately no default. */
+export const bootstrapSchema = z.unknown().transform((v, ctx): 'public' | HostPort[] => {
+  if (v === 'public') return 'public'
+  if (v === undefined || v === null || v === '') {
+    ctx.addIssue({
+      code: 'custom',
+      message: 'required: a list of "host:port" DHT bootstrap nodes, or "public" for the public HyperDHT',
+    })
+    return z.NEVER
+  }
+  const list = hostPortList.safeParse(typeof v === 'string' ? parseBootstrapList(v) : v)
+  if (list.success) return list.data
+  for (const issue of list.error.issues)
+    ctx.addIssue({ code: 'custom', message: issue.message, path: issue.path })
+  return z.NEVER
+})
+
+const logLevel = z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'])
+
+export const baseConfigSchema = z.object({
+  mesh: z
+    .string()
+    .regex(/^[a-zA-Z0-9._-]{1,64}$/, 'letters, digits, . _ - only (1-64)')
+    .default('default'),
+  bootstrap: bootstrapSchema,
+  /** Folder of this worker's store (identity seed, and the gateway's data). */
+  store: z.string().min(1).optional(),
+  net: z
+    .object({
+      host: z.string().optional(),
+      port: z.number().int().min(0).max(65535).optional(),
+      firewalled: z.boolean().optional(),
+      requestTimeoutMs: z.number().int().positive().default(10_000),
+    })
+    .strict()
+    .default({ requestTimeoutMs: 10_000 }),
+  log: z
+    .object({ level: logLevel.default('info') })
+    .strict()
+    .default({ level: 'info' }),
+  /**
+   * How long a stopping worker waits for in-flight requests (a second SIGINT/SIGTERM stops at
+   * once). Long enough for a long answer to finish; systemd waits 90 s before it kills.
+   */
+  drainTimeoutMs: z.number().int().nonnegative().default(60_000),
+})
+
+export const backendConfigSchema = z
+  .object({
+    type: z.enum(['auto', 'llamacpp', 'ollama', 'echo']).default('auto'),
+    modelsDir: z.string().min(1).optional(),
+    ollamaHost: z.string().url().default('http://127.0.0.1:11434'),
+    threads: z.number().int().positive().default(1),
+    gpu: z.union([z.literal(false), z.literal('auto')]).default(false),
+    contextSize: z.number().int().min(128).default(2048),
+    maxParallel: z.number().int().min(1).max(64).default(2),
+    /** Write the tiny test model when no other model is found (`up` does; a bare processor does not). */
+    tinyModelFallback: z.boolean().default(false),
+    /**
+     * Caps the rate this processor hands out tokens (per generation), and adds a
+     * delay before the first: a slower machine, by configuration. For testing and
+     * benchmarking meshes of unequal processors.
+     */
+    throttle: z
+      .object({
+        tokensPerSecond: z.number().positive().optional(),
+        firstTokenDelayMs: z.number().min(0).default(0),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict()
+
+export const processorConfigSchema = baseConfigSchema
+  .extend({
+    backend: backendConfigSchema.default({
+      type: 'auto',
+      ollamaHost: 'http://127.0.0.1:11434',
+      threads: 1,
+      gpu: false,
+      contextSize: 2048,
+      maxParallel: 2,
+      tinyModelFallback: false,
+    }),
+    maxPromptBytes: z
+      .number()
+      .int()
+      .positive()
+      .default(1024 * 1024),
+    /** Streamed text arriving faster than this is sent in one chunk (0: one chunk per token). */
+    streamCoalesceMs: z.number().min(0).max(1000).default(10),
+    /** Relative share of traffic under the random-weighted strategy (times capacity). */
+    weight: z.number().min(0).default(1),
+    /** Who may call this processor: gateways only, by key or by a shared mesh secret. */
+    firewall: z
+      .object({
+        /** Hex public keys of gateways this processor serves. */
+        trustedGateways: z.array(z.string().regex(/^[0-9a-f]{64}$/i, '64 hex characters')).default([]),
+        /** Gateways whose identity derives from this secret are admitted (see gateway `meshSecret`). */
+        meshSecret: z.string().min(32, 'at least 32 characters').optional(),
+        /** How many gateway identities a mesh secret admits (indices 0…n-1). */
+        maxGateways: z.number().int().min(1).max(256).default(16),
+        /** Serve any peer at all: only for a mesh whose every node is trusted. */
+        allowAnyPeer: z.boolean().default(false),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict()
+
+/** A limit: a positive integer, or null for none. */
+const limit = z.number().int().positive().nullable()
+
+/** Per-user limits; an admin can override any of them per user. */
+export const userLimitsSchema = z
+  .object({
+    /** Requests per minute (sliding 60 s window). */
+    rpm: limit.default(600),
+    /** Prompt + completion tokens per minute (sliding 60 s window). */
+    tpm: limit.default(1_000_000),
+    /** Prompt + completion tokens per UTC day. */
+    dailyTokens: limit.default(null),
+    /** Prompt + completion tokens per UTC month. */
+    monthlyTokens: limit.default(null),
+  })
+  .strict()
+
+/** Per-API-key limits, on top of the owner's; a key may set its own at creation. */
+export const keyLimitsSchema = z
+  .object({
+    rpm: limit.default(null),
+    tpm: limit.default(null),
+  })
+  .strict()
+
+export const authConfigSchema = z
+  .object({
+    /**
+     * false: no accounts at all; every request is forwarded without identity,
+     * limits or ledger. Only for a private mesh whose every peer is trusted.
+     */
+    enabled: z.boolean().default(true),
+    /** 'admin': only admins create users; 'open': anyone may register. */
+    registration: z.enum(['admin', 'open']).default('admin'),
+    /** HS256 secret (>= 32 bytes); generated and kept in the gateway's store when absent. */
+    jwtSecret: z.string().min(32, 'at least 32 characters').optional(),
+    issuer: z.string().min(1).default('llm-mesh'),
+    audience: z.string().min(1).default('llm-mesh'),
+    accessTtlSec: z.number().int().min(10).max(86_400).default(900),
+    refreshTtlSec: z
+      .number()
+      .int()
+      .min(60)
+      .default(30 * 86_400),
+    /** scrypt cost of new password hashes (N, a power of two; r; p). Stored with each hash. */
+    scrypt: z
+      .object({
+        N: z
+          .number()
+          .int()
+          .min(1024)
+          .max(2 ** 20)
+          .refine((n) => (n & (n - 1)) === 0, 'a power of two')
+          .default(2 ** 15),
+        r: z.number().int().min(1).max(32).default(8),
+        p: z.number().int().min(1).max(16).default(1),
+      })
+      .strict()
+      .prefault({}),
+    /**
+     * Failed logins on one account from one source (the caller's RPC key) within
+     * `lockMs` before that source is refused for that account; and failures
+     * on one account from all sources before its checks are spaced out
+     * (`accountBackoffMs`). The owner's right password from another source is
+     * never refused by a stranger's failures, only spaced.
+     */
+    maxFailuresPerAccount: z.number().int().positive().default(5),
+    /** Failed logins from one source (the caller's RPC key) within `lockMs`, all accounts, before it is refused. */
+    maxFailuresPerPeer: z.number().int().positive().default(20),
+    /** Spacing of an account's checks once it has `maxFailuresPerAccount` failures; doubles per further failure. */
+    accountBackoffMs: z.number().int().positive().default(250),
+    /** Most spacing; a check whose turn is further away is refused (`ERR_RATE_LIMITED`, `retryAfterMs`). */
+    maxAccountBackoffMs: z.number().int().positive().default(30_000),
+    lockMs: z
+      .number()
+      .int()
+      .positive()
+      .default(15 * 60_000),
+    /** Verified access tokens and API keys kept in memory. */
+    cacheSize: z.number().int().positive().default(10_000),
+  })
+  .strict()
+
+export const gatewayConfigSchema = baseConfigSchema
+  .extend({
+    auth: authConfigSchema.prefault({}),
+    limits: z
+      .object({ user: userLimitsSchema.prefault({}), key: keyLimitsSchema.prefault({}) })
+      .strict()
+      .prefault({}),
+    ledger: z
+      .object({
+        /** Most records in one group commit. */
+        maxBatch: z.number().int().positive().default(4096),
+      })
+      .strict()
+      .prefault({}),
+    maxPromptBytes: z
+      .number()
+      .int()
+      .positive()
+      .default(1024 * 1024),
+    /** Longest a single generation may take end to end (a request may ask for less, never more). */
+    inferenceTimeoutMs: z.number().int().positive().default(300_000),
+    routing: z
+      .object({
+        strategy: z.enum(STRATEGIES).default('least-loaded'),
+        /** Requests waiting for a free processor slot, in all; past it: ERR_BUSY. */
+        maxQueue: z.number().int().min(0).default(1024),
+        /** …and per user, so one user cannot fill the queue. */
+        maxQueuePerUser: z.number().int().min(0).default(256),
+        /** Processors tried for a request that fails before its first token. */
+        maxAttempts: z.number().int().min(1).max(10).default(3),
+        /** Backoff before a retry: base * 2^(attempt-1), capped, with full jitter. */
+        retryBaseMs: z.number().int().min(0).default(50),
+        retryMaxMs: z.number().int().min(0).default(1_000),
+        /** No retry starts later than this after the request arrived. */
+        retryBudgetMs: z.number().int().min(0).default(10_000),
+        /** Processor-side failures in a row that open a processor's circuit breaker. */
+        breakerFailures: z.number().int().min(1).default(3),
+        /** How long an open breaker keeps a processor out before one probe request. */
+        breakerCooldownMs: z.number().int().min(1).default(10_000),
+        /**
+         * An embedding request's inputs go to processors in batches of at most this many inputs
+         * and bytes (an input larger than the bytes is a batch of its own), each taking a slot in
+         * turn with other users' requests: a long list holds a slot for one batch at a time.
+         */
+        embedBatchInputs: z.number().int().min(1).max(2048).default(64),
+        embedBatchBytes: z
+          .number()
+          .int()
+          .min(1)
+          .default(16 * 1024),
+      })
+      .strict()
+      .prefault({}),
+    /**
+     * Derives this gateway's identity from a secret shared with processors
+     * (`firewall.meshSecret` there), so they admit it without a key list.
+     * `gatewayIndex` tells gateways of one mesh apart (0…`maxGateways`-1).
+     */
+    meshSecret: z.string().min(32, 'at least 32 characters').optional(),
+    gatewayIndex: z.number().int().min(0).max(255).default(0),
+    /** Ollama- and OpenAI-compatible HTTP APIs. Off unless enabled; loopback unless `host` says otherwise. */
+    http: z
+      .object({
+        enabled: z.boolean().default(false),
+        host: z.string().min(1).default('127.0.0.1'),
+        port: z.number().int().min(0).max(65535).default(11435),
+        /** Request bodies above this are refused (413) before they are read. */
+        maxBodyBytes: z
+          .number()
+          .int()
+          .positive()
+          .default(8 * 1024 * 1024),
+        /** Open connections at most; one more is answered 503 (ERR_BUSY) and closed. */
+        maxConnections: z.number().int().positive().default(1024),
+      })
+      .strict()
+      .prefault({}),
+    registry: z
+      .object({
+        lookupIntervalMs: z.number().int().positive().default(3_000),
+        heartbeatIntervalMs: z.number().int().positive().default(1_000),
+        heartbeatTimeoutMs: z.number().int().positive().default(1_500),
+        /** Missed heartbeats (or a closed connection) before a processor counts as unreachable. */
+        maxMissed: z.number().int().positive().default(2),
+        /** How long a new connection to a processor may take to open, apart from the request on it. */
+        connectTimeoutMs: z.number().int().positive().default(10_000),
+        /**
+         * Longest wait between re-dials of an unreachable processor (they back off up to it, for
+         * `goneAfterMs` at most): also how late a restarted processor can be found once it is up.
+         */
+        redialMaxMs: z.number().int().positive().default(1_000),
+        /** An unreachable processor is dropped after this long (its requests fail over). */
+        goneAfterMs: z.number().int().positive().default(10_000),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict()
+
+export const clientConfigSchema = baseConfigSchema
+  .extend({
+    /** Hex public key of a gateway to use instead of looking one up. */
+    gateway: z
+      .string()
+      .regex(/^[0-9a-f]{64}$/i, '64 hex characters')
+      .optional(),
+    inferenceTimeoutMs: z.number().int().positive().default(300_000),
+    /** Finding a gateway, at start and again when the connection to one dies. */
+    reconnect: z
+      .object({
+        /** How long to keep looking (with backoff) before ERR_UNAVAILABLE names the gateways tried. */
+        timeoutMs: z.number().int().positive().default(30_000),
+        /** How long one dial may take to open, apart from the ping on it. */
+        connectTimeoutMs: z.number().int().positive().default(5_000),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict()
+
+export type BaseConfig = z.infer<typeof baseConfigSchema>
+export type ProcessorConfig = z.infer<typeof processorConfigSchema>
+export type GatewayConfig = z.infer<typeof gatewayConfigSchema>
+export type ClientConfig = z.infer<typeof clientConfigSchema>
+export type BackendConfig = z.infer<typeof backendConfigSchema>
+export type AuthConfig = z.infer<typeof authConfigSchema>
+export type UserLimits = z.infer<typeof userLimitsSchema>
+export type KeyLimits = z.infer<typeof keyLimitsSchema>
+
+export type ConfigInput = Record<string, unknown>
+
+/** `public` or comma/space separated host:port, as in LLM_MESH_BOOTSTRAP and --bootstrap. */
+export function parseBootstrapList(value: string): string | string[] {
+  const v = value.trim()
+  if (v === 'public') return 'public'
+  return v.split(/[\s,]+/).filter(Boolean)
+}
+
+export function isLoopbackBootstrap(bootstrap: 'public' | HostPort[]): boolean {
+  return bootstrap !== 'public' && bootstrap.every((b) => LOOPBACK.test(b.host))
+}
+
+/** Environment overrides, applied over the file and under explicit overrides. */
+export function envOverrides(env: NodeJS.ProcessEnv, role: string): ConfigInput {
+  const out: ConfigInput = {}
+  if (env.LLM_MESH_BOOTSTRAP) out.bootstrap = parseBootstrapList(env.LLM_MESH_BOOTSTRAP)
+  if (env.LLM_MESH_STORE) out.store = env.LLM_MESH_STORE
+  if (env.LLM_MESH_MESH) out.mesh = env.LLM_MESH_MESH
+  if (env.LLM_MESH_LOG_LEVEL) out.log = { level: env.LLM_MESH_LOG_LEVEL }
+  if (role === 'processor') {
+    const backend: ConfigInput = {}
+    if (env.OLLAMA_HOST) backend.ollamaHost = normalizeOllamaHost(env.OLLAMA_HOST)
+    if (env.LLM_MESH_MODELS) backend.modelsDir = env.LLM_MESH_MODELS
+    if (Object.keys(backend).length) out.backend = backend
+    const firewall: ConfigInput = {}
+    if (env.LLM_MESH_TRUSTED_GATEWAYS) {
+      firewall.trustedGateways = env.LLM_MESH_TRUSTED_GATEWAYS.split(/[\s,]+/).filter(Boolean)
+    }
+    if (env.LLM_MESH_SECRET) firewall.meshSecret = env.LLM_MESH_SECRET
+    if (Object.keys(firewall).length) out.firewall = firewall
+  }
+  if (role === 'gateway' && env.LLM_MESH_SECRET) out.meshSecret = env.LLM_MESH_SECRET
+  return out
+}
+
+/** OLLAMA_HOST may be `host`, `host:port` or a URL, as Ollama itself accepts. */
+export function normalizeOllamaHost(value: string): string {
+  const v = value.trim()
+  if (/^https?:\/\//.test(v)) return v
+  return `http://${v.includes(':') ? v : `${v}:11434`}`
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
+export function deepMerge(...layers: ConfigInput[]): ConfigInput {
+  const out: ConfigInput = {}
+  for (const layer of layers) {
+    for (const [k, v] of Object.entries(layer)) {
+      if (v === undefined) continue
+      const prev = out[k]
+      out[k] = isPlainObject(prev) && isPlainObject(v) ? deepMerge(prev, v) : v
+    }
+  }
+  return out
+}
+
+/**
+ * Reads a config file: `{}` for a missing default (`config/<role>.json` is optional), but a
+ * file the operator named (`required`, e.g. `--config FILE`) must exist.
+ * @throws ERR_BAD_CONFIG for a missing required file or unreadable JSON
+ */
+export function readConfigFile(path: string, required = false): ConfigInput {
+  if (!existsSync(path)) {
+    if (required) throw MeshError.badConfig(`config file ${path} does not exist`, { file: path })
+    return {}
+  }
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(readFileSync(path, 'utf8'))
+  } catch (err) {
+    throw MeshError.badConfig(`${path} is not valid JSON: ${(err as Error).message}`, { file: path })
+  }
+  if (!isPlainObject(parsed)) throw MeshError.badConfig(`${path} must hold a JSON object`, { file: path })
+  return parsed
+}
+
+export interface LoadConfigOptions {
+  /** Explicit file; default `<configDir>/<role>.json`. */
+  file?: string
+  configDir?: string
+  env?: NodeJS.ProcessEnv
+  overrides?: ConfigInput
+}
+
+/**
+ * Validates a config. @throws ERR_BAD_CONFIG whose message names the field,
+ * e.g. `config.net.port: Too big: expected number to be <=65535`.
+ */
+export function parseConfig<S extends z.ZodType>(schema: S, input: unknown, source = 'config'): z.output<S> {
+  return validate(schema, input, source, 'ERR_BAD_CONFIG')
+}
+
+/** Validates any input against a schema. @throws `code` with every issue named by its path */
+export function validate<S extends z.ZodType>(
+  schema: S,
+  input: unknown,
+  source: string,
+  code: 'ERR_BAD_CONFIG' | 'ERR_BAD_REQUEST',
+): z.output<S> {
+  const result = schema.safeParse(input)
+  if (result.success) return result.data
+  const issues = result.error.issues.map((i) => {
+    const path = i.path.length ? `${source}.${i.path.join('.')}` : source
+    return `${path}: ${i.message}`
+  })
+  throw new MeshError(code, issues.join('; '), { issues })
+}
+
+export function loadConfig<S extends z.ZodType>(
+  schema: S,
+  role: string,
+  opts: LoadConfigOptions = {},
+): z.output<S> {
+  const { configDir = 'config', env = process.env, overrides = {} } = opts
+  const file = opts.file ?? join(configDir, `${role}.json`)
+  const merged = deepMerge(readConfigFile(file, opts.file !== undefined), envOverrides(env, role), overrides)
+  return parseConfig(schema, merged)
+}
+
+export function resolvePath(base: string, p: string): string {
+  return isAbsolute(p) ? p : resolve(base, p)
+}

@@ -1,0 +1,43 @@
+import test from 'brittle'
+import { ChunkWriter, type StreamChunk } from '../../../facilities/net/net.facility.js'
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+test('chunk writer: first piece at once, later pieces coalesced within the window', async (t) => {
+  const sent: StreamChunk[] = []
+  const w = new ChunkWriter((c) => sent.push(c), 's1', 50)
+  w.write('a')
+  t.alike(sent, [{ id: 's1', seq: 0, text: 'a' }], 'the first piece is not delayed')
+  w.write('b')
+  w.write('')
+  w.write('c')
+  t.is(sent.length, 1, 'pieces inside the window wait')
+  await sleep(80)
+  t.alike(sent[1], { id: 's1', seq: 1, text: 'bc' }, 'sent together when the window ends')
+  w.write('d')
+  t.is(sent.length, 2, 'the next piece starts a new window only once the last send is older than it')
+  w.flush()
+  t.alike(sent[2], { id: 's1', seq: 2, text: 'd' }, 'flush sends what is pending at once')
+  w.flush()
+  t.is(sent.length, 3, 'flush with nothing pending sends nothing')
+  t.is(w.sent, 3)
+  await sleep(80)
+  t.is(sent.length, 3, 'no timer left behind after flush')
+  t.is(sent.map((c) => c.text).join(''), 'abcd', 'no text lost or reordered')
+})
+
+test('chunk writer: window 0 sends one chunk per piece', (t) => {
+  const sent: StreamChunk[] = []
+  const w = new ChunkWriter((c) => sent.push(c), 's2', 0)
+  for (const ch of 'hello') w.write(ch)
+  t.alike(
+    sent.map((c) => [c.seq, c.text]),
+    [
+      [0, 'h'],
+      [1, 'e'],
+      [2, 'l'],
+      [3, 'l'],
+      [4, 'o'],
+    ],
+  )
+})

@@ -1,0 +1,259 @@
+import { join, resolve } from 'node:path'
+import { type BackendChoice, BackendFacility } from '../../facilities/backends/backend.facility.js'
+import { ThrottledSource } from '../../facilities/backends/throttled.js'
+import type { Backend } from '../../facilities/backends/types.js'
+import {
+  type CallContext,
+  ChunkWriter,
+  type MethodTable,
+  STREAM_CHUNK,
+} from '../../facilities/net/net.facility.js'
+import { CancelToken, cancelById } from '../../kernel/cancel.js'
+import type { ProcessorConfig } from '../../kernel/config.js'
+import { MeshError } from '../../kernel/errors.js'
+import { gatewayKeyPair } from '../../kernel/identity.js'
+import {
+  type InferResult,
+  parseEmbedRequest,
+  parseInferRequest,
+  parseModelRequest,
+  runOnSource,
+} from '../../kernel/inference.js'
+import type { InferenceSource, ModelInfo } from '../../kernel/wire.js'
+import { BaseWorker, type FacilitySpec, type WorkerOptions } from '../base.worker.js'
+
+/** Smoothing of the tokens/s figure reported in `status`. */
+const EWMA_ALPHA = 0.3
+
+/** A duration in ms, rounded to the microsecond. */
+function toMicroseconds(ms: number): number {
+  return Math.round(ms * 1000) / 1000
+}
+
+export type ProcessorStatus = {
+  backend: { kind: string; describe: string; reason: string }
+  models: string[]
+  /** Set while the backend fails to answer. */
+  backendError?: string
+  capacity: number
+  active: number
+  /** Of `active`, those the peer asking for this status is not waiting for (not its own, or
+   * its own but cancelled and not stopped yet): a gateway's routing load from elsewhere. */
+  activeOthers?: number
+  queued: number
+  weight: number
+  served: number
+  failed: number
+  tokensPerSecond: number
+}
+
+/**
+ * Wraps one backend and serves it to gateways: `infer` (streamed or not),
+ * `cancel`, `models`, `show`, plus `ping`/`status` with models, capacity and
+ * live load.
+ */
+export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
+  private backendFacility: BackendFacility | null = null
+  /** Running generations by `<caller key hex>/<stream id>`, so only their caller can cancel them. */
+  private readonly running = new Map<string, CancelToken>()
+  private served = 0
+  private failed = 0
+  private tokensPerSecond = 0
+  private modelCache: { at: number; models: ModelInfo[] } | null = null
+  private throttled: ThrottledSource | null = null
+  /** Keys of unary generations (no caller-given id) in `running`. */
+  private nextUnary = 0
+
+  constructor(config: ProcessorConfig, opts: WorkerOptions = {}) {
+    super('processor', config, opts)
+  }
+
+  get backend(): Backend {
+    if (!this.backendFacility) throw new MeshError('ERR_BACKEND_UNAVAILABLE', 'backend is not open')
+    return this.backendFacility.backend
+  }
+
+  /** What generations run on: the backend, paced when `backend.throttle` is set. */
+  private get source(): InferenceSource {
+    const throttle = this.config.backend.throttle
+    if (!throttle) return this.backend
+    this.throttled ??= new ThrottledSource(this.backend, throttle)
+    return this.throttled
+  }
+
+  /**
+   * Only gateways may call a processor: those in `firewall.trustedGateways`,
+   * and those whose identity derives from `firewall.meshSecret`. Anyone else is
+   * refused when they connect. @throws ERR_BAD_CONFIG when nobody is trusted
+   */
+  protected override firewall(): ((remotePublicKey: Buffer) => boolean) | null {
+    const fw = this.config.firewall
+    if (fw.allowAnyPeer) {
+      this.log.warn('firewall.allowAnyPeer: any peer may call this processor, bypassing every gateway')
+      return null
+    }
+    const trusted = new Set(fw.trustedGateways.map((k) => k.toLowerCase()))
+    if (fw.meshSecret) {
+      for (let i = 0; i < fw.maxGateways; i++) {
+        trusted.add(gatewayKeyPair(fw.meshSecret, this.config.mesh, i).publicKey.toString('hex'))
+      }
+    }
+    if (trusted.size === 0) {
+      throw MeshError.badConfig(
+        'config.firewall: a processor serves gateways only: set firewall.trustedGateways (--trust-gateway), firewall.meshSecret (--mesh-secret), or firewall.allowAnyPeer',
+      )
+    }
+    return (remotePublicKey) => {
+      const ok = trusted.has(remotePublicKey.toString('hex'))
+      if (!ok)
+        this.log.warn(
+          { peer: remotePublicKey.toString('hex') },
+          'refused a peer that is not a trusted gateway',
+        )
+      return !ok
+    }
+  }
+
+  /** Which engine was chosen and why (auto-selection says it in the log and in `status`). */
+  get backendChoice(): BackendChoice | null {
+    return this.backendFacility?.choice ?? null
+  }
+
+  protected override facilities(): FacilitySpec[] {
+    return [
+      {
+        name: 'backend',
+        priority: 40,
+        create: () => {
+          const base = this.config.store ? resolve(this.config.store) : process.cwd()
+          this.backendFacility = new BackendFacility({
+            config: this.config.backend,
+            defaultModelsDir: join(base, 'models'),
+            logger: this.log,
+          })
+          return this.backendFacility
+        },
+      },
+    ]
+  }
+
+  protected override methods(): MethodTable {
+    return {
+      infer: (payload, ctx) => this.infer(payload, ctx),
+      cancel: (payload, ctx) => cancelById(this.running, payload, ctx.remotePublicKey),
+      models: async () => ({ models: await this.listModels() }),
+      embed: (payload) => this.backend.embed(parseEmbedRequest(payload, this.config.maxPromptBytes)),
+      ps: async () => ({ models: await this.backend.runningModels() }),
+      show: (payload) => this.backend.showModel(parseModelRequest(payload).model),
+    }
+  }
+
+  /** Models, cached briefly: gateways poll `status` every second. */
+  private async listModels(maxAgeMs = 0): Promise<ModelInfo[]> {
+    const now = Date.now()
+    if (this.modelCache && now - this.modelCache.at <= maxAgeMs) return this.modelCache.models
+    const models = await this.backend.listModels()
+    this.modelCache = { at: now, models }
+    return models
+  }
+
+  /**
+   * The models for `status`, and the backend's health. A backend that fails to
+   * list (Ollama restarting) does not make the processor vanish from gateways:
+   * it reports the last known models and the error, and the gateway's breaker
+   * deals with the requests that fail meanwhile.
+   */
+  private async modelsForStatus(): Promise<{ models: string[]; backendError?: string }> {
+    try {
+      return { models: (await this.listModels(2_000)).map((m) => m.name) }
+    } catch (err) {
+      const e = MeshError.from(err)
+      return { models: (this.modelCache?.models ?? []).map((m) => m.name), backendError: e.message }
+    }
+  }
+
+  protected override async statusInfo(caller?: Buffer): Promise<ProcessorStatus> {
+    const capacity = this.config.backend.maxParallel
+    const active = this.running.size
+    // Counted here, where it is exact: a gateway subtracting its own in-flight requests from
+    // `active` counts one of its own that ended while this reply travelled as someone else's.
+    // The caller's own are those under its key (gateways name every generation; an unnamed one
+    // counts as elsewhere) that it still waits for: once cancelled (a timeout, the caller gone)
+    // it has let go, so until the backend stops they are load from elsewhere.
+    let mine = 0
+    if (caller) {
+      const prefix = `${caller.toString('hex')}/`
+      for (const [key, cancel] of this.running) if (!cancel.aborted && key.startsWith(prefix)) mine++
+    }
+    const choice = this.backendFacility?.choice
+    return {
+      backend: {
+        kind: this.backend.kind,
+        describe: this.backend.describe(),
+        reason: choice?.reason ?? '',
+      },
+      ...(await this.modelsForStatus()),
+      capacity,
+      active,
+      ...(caller ? { activeOthers: Math.max(0, active - mine) } : {}),
+      queued: Math.max(0, active - capacity),
+      weight: this.config.weight,
+      served: this.served,
+      failed: this.failed,
+      tokensPerSecond: Math.round(this.tokensPerSecond * 10) / 10,
+    }
+  }
+
+  private async infer(payload: unknown, ctx: CallContext): Promise<InferResult> {
+    const req = parseInferRequest(payload, this.config.maxPromptBytes)
+    if (req.stream && !req.id) throw MeshError.badRequest('request.id: required when stream is true')
+    // A caller's stream ids are its own to pick; a unary generation gets one no caller can name.
+    const key = req.id ? `${ctx.remotePublicKey.toString('hex')}/${req.id}` : `/unary/${this.nextUnary++}`
+    if (this.running.has(key)) throw MeshError.badRequest(`request.id: stream '${req.id}' is already running`)
+    const cancel = new CancelToken()
+    this.running.set(key, cancel)
+    // A caller that goes away cancels its generations.
+    const onClose = () => cancel.abort()
+    const unwatch = ctx.onClose(onClose)
+    const writer =
+      req.stream && req.id
+        ? new ChunkWriter((chunk) => ctx.emit(STREAM_CHUNK, chunk), req.id, this.config.streamCoalesceMs)
+        : null
+    const onToken = writer ? (text: string) => writer.write(text) : undefined
+    try {
+      const result = await runOnSource(this.source, req, cancel, onToken)
+      writer?.flush()
+      this.served++
+      if (result.evalMs > 0) {
+        const tps = (result.completionTokens * 1000) / result.evalMs
+        this.tokensPerSecond =
+          this.tokensPerSecond === 0 ? tps : EWMA_ALPHA * tps + (1 - EWMA_ALPHA) * this.tokensPerSecond
+      }
+      // Field by field: a backend's result may carry more than the wire's fields. The gateway
+      // names the processor itself, and durations go to the microsecond: the key and the
+      // doubles' 17 digits were ~100 of a reply's ~270 bytes, and replies batch into UDP packets.
+      return {
+        model: req.model,
+        text: req.stream ? '' : result.text,
+        doneReason: result.doneReason,
+        promptTokens: result.promptTokens,
+        completionTokens: result.completionTokens,
+        totalMs: toMicroseconds(result.totalMs),
+        loadMs: toMicroseconds(result.loadMs),
+        promptEvalMs: toMicroseconds(result.promptEvalMs),
+        evalMs: toMicroseconds(result.evalMs),
+      }
+    } catch (err) {
+      writer?.flush()
+      this.failed++
+      throw err
+    } finally {
+      unwatch()
+      this.running.delete(key)
+    }
+  }
+
+  protected override abortInflight(): void {
+    for (const cancel of this.running.values()) cancel.abort()
+  }
+}
