@@ -3,6 +3,7 @@ import Corestore from 'corestore'
 import Hyperbee from 'hyperbee'
 import Rache from 'rache'
 import { MeshError } from '../kernel/errors.js'
+import { errorMessage } from '../kernel/util.js'
 import { Facility } from './facility.js'
 
 export interface StoreOptions {
@@ -48,7 +49,7 @@ export class StoreFacility extends Facility {
       await store.ready()
     } catch (err) {
       await store.close().catch(() => {})
-      const msg = err instanceof Error ? err.message : String(err)
+      const msg = errorMessage(err)
       throw new MeshError(
         'ERR_UNAVAILABLE',
         /lock/i.test(msg)

@@ -3,6 +3,7 @@ import { isAbsolute, join, resolve } from 'node:path'
 import type { HostPort } from 'hyperdht'
 import { z } from 'zod'
 import { MeshError } from './errors.js'
+import { isRecord } from './util.js'
 
 /** The routing strategies (facilities/router/strategies.ts implements them). */
 export const STRATEGIES = ['least-loaded', 'fastest', 'round-robin', 'random-weighted'] as const
@@ -392,17 +393,13 @@ export function normalizeOllamaHost(value: string): string {
   return `http://${v.includes(':') ? v : `${v}:11434`}`
 }
 
-function isPlainObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
-}
-
 export function deepMerge(...layers: ConfigInput[]): ConfigInput {
   const out: ConfigInput = {}
   for (const layer of layers) {
     for (const [k, v] of Object.entries(layer)) {
       if (v === undefined) continue
       const prev = out[k]
-      out[k] = isPlainObject(prev) && isPlainObject(v) ? deepMerge(prev, v) : v
+      out[k] = isRecord(prev) && isRecord(v) ? deepMerge(prev, v) : v
     }
   }
   return out
@@ -424,7 +421,7 @@ export function readConfigFile(path: string, required = false): ConfigInput {
   } catch (err) {
     throw MeshError.badConfig(`${path} is not valid JSON: ${(err as Error).message}`, { file: path })
   }
-  if (!isPlainObject(parsed)) throw MeshError.badConfig(`${path} must hold a JSON object`, { file: path })
+  if (!isRecord(parsed)) throw MeshError.badConfig(`${path} must hold a JSON object`, { file: path })
   return parsed
 }
 

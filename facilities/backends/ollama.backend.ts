@@ -9,6 +9,7 @@ import { setMaxListeners } from 'node:events'
 import { type ChatResponse, type GenerateResponse, type ModelResponse, Ollama } from 'ollama'
 import { signalOf } from '../../kernel/cancel.js'
 import { MeshError } from '../../kernel/errors.js'
+import { errorMessage } from '../../kernel/util.js'
 import type {
   Cancellable,
   ChatRequest,
@@ -64,10 +65,6 @@ type Stats = Pick<
   | 'eval_count'
   | 'eval_duration'
 >
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err)
-}
 
 /** fetch's own message is only "fetch failed"; the reason (ECONNREFUSED …) is in its cause. */
 function detailOf(err: unknown): string {

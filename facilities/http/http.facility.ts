@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto'
 import {
   createServer,
   type IncomingMessage,
@@ -9,6 +8,7 @@ import {
 } from 'node:http'
 import type { Socket } from 'node:net'
 import { MeshError } from '../../kernel/errors.js'
+import { idSequence } from '../../kernel/util.js'
 import type { InferenceSource } from '../../kernel/wire.js'
 import type { Identity } from '../auth/auth.facility.js'
 import { Facility } from '../facility.js'
@@ -127,8 +127,7 @@ export class HttpFacility extends Facility {
   private readonly log: Logger
   private readonly ollama: ReturnType<typeof createOllamaRoutes>
   private readonly openai: ReturnType<typeof createOpenAIRoutes>
-  private readonly idPrefix = randomBytes(4).toString('hex')
-  private nextId = 0
+  private readonly nextId = idSequence(4)
   private server: Server | null = null
   private bound: number | null = null
   private readonly maxConnections: number
@@ -163,7 +162,7 @@ export class HttpFacility extends Facility {
   }
 
   private id(): string {
-    return `${this.idPrefix}${(this.nextId++).toString(36)}`
+    return this.nextId()
   }
 
   protected override async _open(): Promise<void> {

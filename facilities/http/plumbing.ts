@@ -1,15 +1,12 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import { CancelToken } from '../../kernel/cancel.js'
 import { MeshError } from '../../kernel/errors.js'
+import { errorMessage, isRecord } from '../../kernel/util.js'
 import type { InferenceSource } from '../../kernel/wire.js'
 
 /** HTTP plumbing shared by the Ollama and OpenAI route layers. */
 
 export const JSON_TYPE = 'application/json; charset=utf-8'
-
-export function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
-}
 
 /**
  * `Retry-After` (whole seconds, at least 1) for a 429 or 503 whose error says
@@ -93,7 +90,7 @@ function parseJsonObject(raw: Buffer): Record<string, unknown> {
   try {
     body = JSON.parse(raw.toString('utf8'))
   } catch (err) {
-    throw MeshError.badRequest(`invalid JSON body: ${err instanceof Error ? err.message : String(err)}`)
+    throw MeshError.badRequest(`invalid JSON body: ${errorMessage(err)}`)
   }
   if (!isRecord(body)) throw MeshError.badRequest('request body must be a JSON object')
   return body

@@ -1,9 +1,9 @@
-import { randomBytes } from 'node:crypto'
 import RPC, { type Client, type RPCChannel, type Server } from '@hyperswarm/rpc'
 import crypto from 'hypercore-crypto'
 import DHT, { type HostPort, type KeyPair } from 'hyperdht'
 import { type CancelToken, cancelError } from '../../kernel/cancel.js'
 import { isErrorCode, MeshError } from '../../kernel/errors.js'
+import { idSequence } from '../../kernel/util.js'
 import { Facility } from '../facility.js'
 import type { Logger } from '../log.facility.js'
 
@@ -223,8 +223,7 @@ export class PeerConnection {
   private readonly streams = new Map<string, (chunk: StreamChunk) => void>()
   private readonly defaultTimeout: number
   private readonly maxMessageBytes: number
-  private readonly idPrefix = randomBytes(4).toString('hex')
-  private nextId = 0
+  private readonly nextId = idSequence(4)
   /** Settles true once the connection is open, false if it closes first. */
   private readonly opening: Promise<boolean>
   private isOpen = false
@@ -327,7 +326,7 @@ export class PeerConnection {
    */
   stream<T = unknown>(method: string, payload: Record<string, unknown>, opts: StreamOptions): Promise<T> {
     // Unique on this connection; a counter, not randomBytes: a syscall per request shows up.
-    const id = `${this.idPrefix}${(this.nextId++).toString(36)}`
+    const id = this.nextId()
     const { cancel } = opts
     if (cancel?.aborted) {
       return Promise.reject(cancelError(cancel.reason))

@@ -3,6 +3,7 @@ import { type CancelToken, cancelError } from '../../kernel/cancel.js'
 import type { GatewayConfig } from '../../kernel/config.js'
 import { MeshError } from '../../kernel/errors.js'
 import { baseModel } from '../../kernel/inference.js'
+import { ewma } from '../../kernel/util.js'
 import type { BreakerState, ProcessorState, ProcessorView } from '../../kernel/wire.js'
 import { Facility } from '../facility.js'
 import type { Logger } from '../log.facility.js'
@@ -12,8 +13,6 @@ import { type Candidate, choose, DEFAULT_EXPECTED_TOKENS, type StrategyState } f
 export type RegistryConfig = GatewayConfig['registry']
 export type RoutingConfig = GatewayConfig['routing']
 
-/** Smoothing of the measured time to first token, tokens/s and answer length. */
-const EWMA_ALPHA = 0.3
 /** Lookups a request for an unknown model may trigger: one a second at most. */
 const ON_DEMAND_LOOKUP_MS = 1_000
 /** First wait before re-dialling an unreachable processor; doubles up to `redialMaxMs`. */
@@ -38,7 +37,7 @@ interface ProcessorStatusReply {
   models?: unknown
   capacity?: unknown
   active?: unknown
-  /** Of `active`, those not from this gateway (processors since this field; older ones omit it). */
+  /** Of `active`, those not from this gateway. */
   activeOthers?: unknown
   queued?: unknown
   weight?: unknown
@@ -136,9 +135,6 @@ function serves(e: ProcessorEntry, model: string): boolean {
   const base = baseModel(model)
   return e.models.has(base) || e.models.has(`${base}:latest`)
 }
-
-const ewma = (prev: number | null, value: number) =>
-  prev === null ? value : EWMA_ALPHA * value + (1 - EWMA_ALPHA) * prev
 
 /**
  * The gateway's live view of processors and its scheduler.
@@ -464,10 +460,9 @@ export class RouterFacility extends Facility {
     for (const m of models) this.knownModels.add(baseModel(m))
     entry.capacity = Math.max(1, Math.floor(asNumber(status.capacity, 1)))
     entry.active = Math.max(0, asNumber(status.active, 0))
-    // Taken as the processor counts it; from an older processor, its count less ours, which
-    // is one too many for each of our requests that ended while the report travelled.
-    const others = asNumber(status.activeOthers, entry.active - entry.inflight)
-    entry.activeElsewhere = Math.max(0, Math.min(entry.active, others))
+    // Taken as the processor counts it: our own count, subtracted here, would be one too many
+    // for each of our requests that ended while the report travelled.
+    entry.activeElsewhere = Math.max(0, Math.min(entry.active, asNumber(status.activeOthers, 0)))
     entry.queued = Math.max(0, asNumber(status.queued, 0))
     entry.weight = Math.max(0, asNumber(status.weight, 1))
     entry.reportedTokensPerSecond = asNumber(status.tokensPerSecond, 0)

@@ -1,4 +1,3 @@
-import * as crypto from 'node:crypto'
 import { ftruncateSync, writeSync } from 'node:fs'
 import { type FileHandle, mkdir, open, readdir, readFile, rm, truncate } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -14,14 +13,12 @@ import * as zlib from 'node:zlib'
  * Frame: u32 LE payload length, u32 LE CRC-32 of the payload, payload (UTF-8
  * JSON `{ n, ...block }`). Reading stops at the first frame that is short or
  * fails its check (a write cut off by a crash) and the segment is cut back to
- * the last whole frame. Frames written by earlier builds carry the first 4
- * bytes of the payload's SHA-256 instead; reading accepts either. (The other
- * way round does not hold: an earlier build cuts CRC-32 frames away as
- * damaged, so going back to one needs a clean stop first, which indexes them.)
+ * the last whole frame.
  *
  * Why not a Hypercore: an append there hashes and signs the tree and writes
- * RocksDB, ~150 µs of CPU per append; with a group commit every ~1 ms that was
- * a third of the gateway's throughput. A file write is ~10 µs.
+ * RocksDB on the gateway's thread, for every group commit; a file write is
+ * one system call. Measured when the ledger was built, the Hypercore cost a
+ * third of the gateway's throughput (docs/benchmarks.md, the gateway bench).
  */
 
 const HEADER = 8
@@ -34,18 +31,11 @@ export interface JournalEntry<T> {
   block: T
 }
 
-/** The check of frames written by earlier builds: the first 4 bytes of the payload's SHA-256. */
-function legacyChecksum(payload: Buffer): number {
-  return crypto.createHash('sha256').update(payload).digest().readUInt32LE(0)
-}
-
 /**
- * The check of each frame: CRC-32, zlib's (native; Node ≥ 20.15, which
- * `open()` insists on, so that every build that writes CRC-32 frames can read
- * them). SHA-256 through OpenSSL cost ~14 µs of the gateway's thread per frame
- * timed cold, as between requests, on every answer's path; CRC-32 ~5. CRC-32
- * is what write-ahead logs use to catch torn and damaged frames, which is all
- * this check is for.
+ * The check of each frame: CRC-32, zlib's (native since Node 20.15, which
+ * `open()` insists on). CRC-32 is what write-ahead logs use to catch torn and
+ * damaged frames, which is all this check is for: it guards against crashes,
+ * not against someone who can write the file.
  */
 function checksum(payload: Buffer): number {
   return zlib.crc32(payload)
@@ -64,7 +54,7 @@ function parseSegment<T>(buf: Buffer): { entries: Array<JournalEntry<T>>; validB
     const sum = buf.readUInt32LE(at + 4)
     if (at + HEADER + len > buf.length) break
     const payload = buf.subarray(at + HEADER, at + HEADER + len)
-    if (checksum(payload) !== sum && legacyChecksum(payload) !== sum) break
+    if (checksum(payload) !== sum) break
     let parsed: { n: number } & T
     try {
       parsed = JSON.parse(payload.toString('utf8'))

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto'
 import type { KeyPair } from 'hyperdht'
 import { AuthFacility, type Identity } from '../../facilities/auth/auth.facility.js'
 import { HttpFacility, type RequestTiming } from '../../facilities/http/http.facility.js'
@@ -28,6 +27,7 @@ import {
   parseInferRequest,
   parseModelRequest,
 } from '../../kernel/inference.js'
+import { idSequence, isRecord } from '../../kernel/util.js'
 import type {
   Cancellable,
   ChatRequest,
@@ -137,9 +137,7 @@ function processorRequest(req: InferRequest): Record<ForwardedField, unknown> {
 }
 
 function asPayload(payload: unknown): Payload {
-  return typeof payload === 'object' && payload !== null && !Array.isArray(payload)
-    ? (payload as Payload)
-    : {}
+  return isRecord(payload) ? payload : {}
 }
 
 function optionalString(p: Payload, field: string): string | undefined {
@@ -168,8 +166,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   /** Requests admitted whose usage record is not written yet. */
   private unrecorded = 0
   /** Request ids: random per start, then a counter (unique across restarts, no syscall per request). */
-  private readonly requestIdPrefix = randomBytes(6).toString('hex')
-  private nextRequest = 0
+  private readonly nextRequestId = idSequence(6, 6)
   /** Legs running on each processor, failed over when it goes away. */
   private readonly legs = new Map<string, Set<Leg>>()
 
@@ -696,7 +693,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     limits.admit(subject)
     this.unrecorded++
     const started = performance.now()
-    const requestId = `${this.requestIdPrefix}${(this.nextRequest++).toString(36).padStart(6, '0')}`
+    const requestId = this.nextRequestId()
     let result: T | null = null
     let failure: MeshError | null = null
     try {

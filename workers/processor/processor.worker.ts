@@ -19,11 +19,9 @@ import {
   parseModelRequest,
   runOnSource,
 } from '../../kernel/inference.js'
+import { ewma } from '../../kernel/util.js'
 import type { InferenceSource, ModelInfo } from '../../kernel/wire.js'
 import { BaseWorker, type FacilitySpec, type WorkerOptions } from '../base.worker.js'
-
-/** Smoothing of the tokens/s figure reported in `status`. */
-const EWMA_ALPHA = 0.3
 
 /** A duration in ms, rounded to the microsecond. */
 function toMicroseconds(ms: number): number {
@@ -226,8 +224,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
       this.served++
       if (result.evalMs > 0) {
         const tps = (result.completionTokens * 1000) / result.evalMs
-        this.tokensPerSecond =
-          this.tokensPerSecond === 0 ? tps : EWMA_ALPHA * tps + (1 - EWMA_ALPHA) * this.tokensPerSecond
+        this.tokensPerSecond = ewma(this.tokensPerSecond === 0 ? null : this.tokensPerSecond, tps)
       }
       // Field by field: a backend's result may carry more than the wire's fields. The gateway
       // names the processor itself, and durations go to the microsecond: the key and the

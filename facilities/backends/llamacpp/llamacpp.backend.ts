@@ -28,6 +28,7 @@ import {
 } from 'node-llama-cpp'
 import { signalOf } from '../../../kernel/cancel.js'
 import { MeshError } from '../../../kernel/errors.js'
+import { errorMessage, isRecord } from '../../../kernel/util.js'
 import type {
   Cancellable,
   ChatMessage,
@@ -152,14 +153,6 @@ type Producer = (
   lm: LoadedModel,
   hooks: { signal: AbortSignal; onTextChunk(text: string): void; onToken(tokens: Token[]): void },
 ) => Promise<RawOutput>
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err)
-}
 
 function isNotFound(err: unknown): boolean {
   return isRecord(err) && (err.code === 'ENOENT' || err.code === 'ENOTDIR')

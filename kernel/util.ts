@@ -1,0 +1,31 @@
+/** Small helpers every layer uses; each exists once, here. */
+import { randomBytes } from 'node:crypto'
+
+/** A JSON object: not null, not an array. */
+export function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
+/** The message of anything thrown. */
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err)
+}
+
+/**
+ * Ids unique to this process and unlikely to repeat across processes: a random prefix of
+ * `prefixBytes` bytes and a counter. A counter, not a random id per call, so that an id says
+ * which came first.
+ */
+export function idSequence(prefixBytes: number, pad = 0): () => string {
+  const prefix = randomBytes(prefixBytes).toString('hex')
+  let next = 0
+  return () => prefix + (next++).toString(36).padStart(pad, '0')
+}
+
+/** Smoothing of measured speeds (tokens/s, time to first token, answer length). */
+export const EWMA_ALPHA = 0.3
+
+/** An exponentially weighted moving average; the first sample (prev null) is taken as it is. */
+export function ewma(prev: number | null, sample: number): number {
+  return prev === null ? sample : EWMA_ALPHA * sample + (1 - EWMA_ALPHA) * prev
+}
