@@ -1,4 +1,4 @@
-import type { PeerConnection } from '../../facilities/net/net.facility.js'
+import type { PeerConnection } from '../../facilities/net/peer-connection.js'
 import { CancelToken } from '../../kernel/cancel.js'
 import { type ClientConfig, type ConfigInput, clientConfigSchema, parseConfig } from '../../kernel/config.js'
 import { MeshError } from '../../kernel/errors.js'
