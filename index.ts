@@ -15,12 +15,11 @@ export {
   type GatewayStatus,
   MeshClient,
   type MeshClientOptions,
-  MeshStream,
-  type StreamPart,
   type UsageQuery,
   type UsageReport,
   type UserLimitOverrides,
   type WhoAmI,
 } from './workers/client/client.worker.js'
+export { MeshStream, type StreamPart } from './workers/client/mesh-stream.js'
 export { GatewayWorker } from './workers/gateway/gateway.worker.js'
 export { ProcessorWorker } from './workers/processor/processor.worker.js'

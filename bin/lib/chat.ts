@@ -1,7 +1,8 @@
 import { createInterface } from 'node:readline'
 import { MeshError } from '../../kernel/errors.js'
 import type { ChatMessage } from '../../kernel/wire.js'
-import type { MeshClient, MeshStream } from '../../workers/client/client.worker.js'
+import type { MeshClient } from '../../workers/client/client.worker.js'
+import type { MeshStream } from '../../workers/client/mesh-stream.js'
 import { formatLimits, formatUsage } from './accounts.js'
 
 export const CHAT_HELP = `Commands:

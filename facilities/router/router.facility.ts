@@ -7,7 +7,8 @@ import { ewma } from '../../kernel/util.js'
 import type { BreakerState, ProcessorState, ProcessorView } from '../../kernel/wire.js'
 import { Facility } from '../facility.js'
 import type { Logger } from '../log.facility.js'
-import type { NetFacility, PeerConnection } from '../net/net.facility.js'
+import type { NetFacility } from '../net/net.facility.js'
+import type { PeerConnection } from '../net/peer-connection.js'
 import { type Candidate, choose, DEFAULT_EXPECTED_TOKENS, type StrategyState } from './strategies.js'
 
 export type RegistryConfig = GatewayConfig['registry']

@@ -14,7 +14,8 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import test, { type Test } from 'brittle'
 import type { InferResult } from '../../kernel/inference.js'
-import type { MeshClient, MeshStream } from '../../workers/client/client.worker.js'
+import type { MeshClient } from '../../workers/client/client.worker.js'
+import type { MeshStream } from '../../workers/client/mesh-stream.js'
 import type { GatewayWorker } from '../../workers/gateway/gateway.worker.js'
 import {
   apiKeyFor,

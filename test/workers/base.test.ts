@@ -1,6 +1,6 @@
 import RPC from '@hyperswarm/rpc'
 import test from 'brittle'
-import { fromWireError } from '../../facilities/net/net.facility.js'
+import { fromWireError } from '../../facilities/net/wire-errors.js'
 import { StoreFacility } from '../../facilities/store.facility.js'
 import { rejectsWith } from '../helpers/assert.js'
 import { apiKeyFor, startClient, startGateway, testnet } from '../helpers/mesh.js'

@@ -2,12 +2,8 @@ import type { KeyPair } from 'hyperdht'
 import { AuthFacility, type Identity } from '../../facilities/auth/auth.facility.js'
 import { HttpFacility, type RequestTiming } from '../../facilities/http/http.facility.js'
 import { LimitsFacility, type Subject } from '../../facilities/limits.facility.js'
-import {
-  type CallContext,
-  type MethodTable,
-  STREAM_CHUNK,
-  type StreamChunk,
-} from '../../facilities/net/net.facility.js'
+import type { CallContext, MethodTable } from '../../facilities/net/rpc-server.js'
+import { STREAM_CHUNK, type StreamChunk } from '../../facilities/net/streaming.js'
 import {
   type LeaseOutcome,
   type ProcessorEntry,

@@ -2,12 +2,8 @@ import { join, resolve } from 'node:path'
 import { type BackendChoice, BackendFacility } from '../../facilities/backends/backend.facility.js'
 import { ThrottledSource } from '../../facilities/backends/throttled.js'
 import type { Backend } from '../../facilities/backends/types.js'
-import {
-  type CallContext,
-  ChunkWriter,
-  type MethodTable,
-  STREAM_CHUNK,
-} from '../../facilities/net/net.facility.js'
+import type { CallContext, MethodTable } from '../../facilities/net/rpc-server.js'
+import { ChunkWriter, STREAM_CHUNK } from '../../facilities/net/streaming.js'
 import { CancelToken, cancelById } from '../../kernel/cancel.js'
 import type { ProcessorConfig } from '../../kernel/config.js'
 import { MeshError } from '../../kernel/errors.js'

@@ -2,13 +2,10 @@ import RPC from '@hyperswarm/rpc'
 import test from 'brittle'
 import DHT from 'hyperdht'
 import { pino } from 'pino'
-import {
-  fromWireError,
-  type MethodTable,
-  NetFacility,
-  STREAM_CHUNK,
-  type StreamChunk,
-} from '../../../facilities/net/net.facility.js'
+import { NetFacility } from '../../../facilities/net/net.facility.js'
+import type { MethodTable } from '../../../facilities/net/rpc-server.js'
+import { STREAM_CHUNK, type StreamChunk } from '../../../facilities/net/streaming.js'
+import { fromWireError } from '../../../facilities/net/wire-errors.js'
 import { CancelToken } from '../../../kernel/cancel.js'
 import { testnet as startTestnet, type T } from '../../helpers/mesh.js'
 

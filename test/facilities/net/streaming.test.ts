@@ -1,5 +1,5 @@
 import test from 'brittle'
-import { ChunkWriter, type StreamChunk } from '../../../facilities/net/net.facility.js'
+import { ChunkWriter, type StreamChunk } from '../../../facilities/net/streaming.js'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
