@@ -48,13 +48,9 @@ test("router: a processor's count of other callers' generations is its load from
   status.activeOthers = 5
   t.ok(await until(() => router.entriesFor('m')[0]?.activeElsewhere === 1), 'capped at active')
 
-  // A processor from before the field: its count less this gateway's own requests there.
-  status.capacity = 4
-  status.active = 3
+  // A report without the field (no caller asked): none elsewhere.
   delete status.activeOthers
-  const lease = await router.acquire('m')
-  t.ok(await until(() => router.entriesFor('m')[0]?.activeElsewhere === 2), 'active − in flight here: 3 − 1')
-  lease.release({ ok: true })
+  t.ok(await until(() => router.entriesFor('m')[0]?.activeElsewhere === 0), 'absent: none elsewhere')
 })
 
 /**
