@@ -7,8 +7,9 @@ import { MeshError } from '../../kernel/errors.js'
 import { baseModel } from '../../kernel/inference.js'
 import type { Logger } from '../log.facility.js'
 import type { Identity, Verified } from './identity.js'
+import { keyLimitOverridesSchema } from './limit-overrides.js'
 import { makeOpaque, opaqueMatches, parseOpaque } from './opaque-token.js'
-import { keyLimitOverridesSchema, nowIso, type Users } from './users.js'
+import { nowIso, type Users } from './users.js'
 
 export const API_KEY_PREFIX = 'lmk'
 

@@ -16,9 +16,10 @@ import { publicUser, USERNAME_RE, type UserRecord, Users } from './users.js'
 
 export { API_KEY_PREFIX, type KeyRecord } from './api-keys.js'
 export type { Identity } from './identity.js'
+export { keyLimitOverridesSchema, userLimitOverridesSchema } from './limit-overrides.js'
 export { MAX_PASSWORD, MIN_PASSWORD, passwordLength } from './passwords.js'
 export { REFRESH_PREFIX } from './tokens.js'
-export { keyLimitOverridesSchema, type UserRecord, userLimitOverridesSchema } from './users.js'
+export type { UserRecord } from './users.js'
 
 /**
  * Users, passwords, tokens and API keys, in the gateway's Hyperbee `auth`

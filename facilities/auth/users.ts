@@ -6,6 +6,7 @@ import { validate } from '../../kernel/config.js'
 import { MeshError } from '../../kernel/errors.js'
 import type { Serial } from '../lib/serial.js'
 import type { Logger } from '../log.facility.js'
+import { userLimitOverridesSchema } from './limit-overrides.js'
 import { newId } from './opaque-token.js'
 import type { Passwords } from './passwords.js'
 import { validPassword } from './passwords.js'
@@ -29,19 +30,6 @@ const usernameSchema = z
   .string()
   .regex(USERNAME_RE, '1-64 letters, digits, . _ - (starting with a letter or digit)')
   .transform((s) => s.toLowerCase())
-
-const limitValue = z.number().int().positive().nullable()
-export const userLimitOverridesSchema = z
-  .object({
-    rpm: limitValue.optional(),
-    tpm: limitValue.optional(),
-    dailyTokens: limitValue.optional(),
-    monthlyTokens: limitValue.optional(),
-  })
-  .strict()
-export const keyLimitOverridesSchema = z
-  .object({ rpm: limitValue.optional(), tpm: limitValue.optional() })
-  .strict()
 
 export const nowIso = () => new Date().toISOString()
 
