@@ -14,7 +14,7 @@ import {
   setup,
 } from './ollama-fixture.js'
 
-test('ollama-api: errors have Ollama statuses and {"error"} bodies', async (t) => {
+test('ollama-api: bad request bodies get 400 with an {"error"} naming the problem', async (t) => {
   const { url } = await setup(t)
   const user = [{ role: 'user', content: 'abc' }]
 
@@ -83,6 +83,11 @@ test('ollama-api: errors have Ollama statuses and {"error"} bodies', async (t) =
     400,
     'unsupported images',
   )
+})
+
+test('ollama-api: unknown models 404, bodies over the limit 413, wrong methods 405, unknown paths 404', async (t) => {
+  const { url } = await setup(t)
+  const user = [{ role: 'user', content: 'abc' }]
 
   for (const path of ['/api/chat', '/api/generate', '/api/show', '/api/embed']) {
     const body =
