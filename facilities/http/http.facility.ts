@@ -13,8 +13,10 @@ import type { InferenceSource } from '../../kernel/wire.js'
 import type { Identity } from '../auth/auth.facility.js'
 import { Facility } from '../facility.js'
 import type { Logger } from '../log.facility.js'
-import { createOllamaRoutes, DEFAULT_OLLAMA_VERSION, sendNotFound } from './ollama-api.js'
-import { createOpenAIRoutes, sendOpenAIError } from './openai-api.js'
+import { sendNotFound } from './ollama/replies.js'
+import { createOllamaRoutes, DEFAULT_OLLAMA_VERSION } from './ollama-api.js'
+import { sendOpenAIError } from './openai/errors.js'
+import { createOpenAIRoutes } from './openai-api.js'
 import { baseUrl, closeServer, listenOn, pathOf, retryAfterHeaders, sendJson } from './plumbing.js'
 
 /** Open connections at most, unless configured (`http.maxConnections`). */

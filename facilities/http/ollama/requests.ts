@@ -1,0 +1,141 @@
+/**
+ * Ollama's request bodies: schemas, and the one rule for fields we cannot
+ * honour (see ollama-api.ts): ignored when unset, a 400 naming the field when
+ * asked for.
+ */
+import { z } from 'zod'
+import { MeshError } from '../../../kernel/errors.js'
+import type { GenerationOptions } from '../../../kernel/wire.js'
+
+/** Go's JSON decoding treats null as absent; so do we. */
+const optionsSchema = z
+  .object({
+    temperature: z.number().nullish(),
+    top_k: z.number().int().nullish(),
+    top_p: z.number().nullish(),
+    min_p: z.number().nullish(),
+    seed: z.number().int().nullish(),
+    num_predict: z.number().int().nullish(),
+    stop: z.union([z.string(), z.array(z.string())]).nullish(),
+    repeat_penalty: z.number().nullish(),
+    num_ctx: z.number().int().nullish(),
+  })
+  .nullish()
+
+const keepAlive = z.union([z.string(), z.number()]).nullish()
+const images = z.array(z.string()).nullish()
+const think = z.union([z.boolean(), z.string()]).nullish()
+
+export const generateSchema = z.object({
+  prompt: z.string().nullish(),
+  system: z.string().nullish(),
+  raw: z.boolean().nullish(),
+  stream: z.boolean().nullish(),
+  options: optionsSchema,
+  keep_alive: keepAlive,
+  context: z.array(z.number()).nullish(),
+  format: z.unknown().optional(),
+  suffix: z.string().nullish(),
+  template: z.string().nullish(),
+  images,
+  think,
+  logprobs: z.boolean().nullish(),
+})
+
+const messageSchema = z.object({
+  role: z.enum(['system', 'user', 'assistant', 'tool']),
+  content: z.string().nullish(),
+  images,
+  // An assistant turn replayed from history may carry these; they do not ask for anything.
+  tool_calls: z.array(z.unknown()).nullish(),
+  tool_name: z.string().nullish(),
+  thinking: z.string().nullish(),
+})
+
+export const chatSchema = z.object({
+  messages: z.array(messageSchema).nullish(),
+  stream: z.boolean().nullish(),
+  options: optionsSchema,
+  keep_alive: keepAlive,
+  format: z.unknown().optional(),
+  tools: z.array(z.unknown()).nullish(),
+  think,
+  logprobs: z.boolean().nullish(),
+})
+
+export const embedSchema = z.object({
+  input: z.union([z.string(), z.array(z.string())]).nullish(),
+  truncate: z.boolean().nullish(),
+  options: optionsSchema,
+  keep_alive: keepAlive,
+  dimensions: z.number().int().nullish(),
+})
+
+export const embeddingsSchema = z.object({
+  prompt: z.string().nullish(),
+  options: optionsSchema,
+  keep_alive: keepAlive,
+})
+
+type ParsedOptions = z.output<typeof optionsSchema>
+
+/** @throws ERR_BAD_REQUEST naming the first bad field */
+export function parse<S extends z.ZodType>(schema: S, body: Record<string, unknown>): z.output<S> {
+  const result = schema.safeParse(body)
+  if (result.success) return result.data
+  const issue = result.error.issues[0]
+  const path = issue?.path.map(String).join('.') ?? ''
+  throw MeshError.badRequest(
+    path ? `invalid ${path}: ${issue?.message}` : (issue?.message ?? 'invalid request'),
+  )
+}
+
+/** Ollama's wording for a missing model. @throws ERR_BAD_REQUEST */
+export function requireModel(body: Record<string, unknown>, field = 'model'): string {
+  const model = body[field]
+  if (model === undefined || model === null || model === '') throw MeshError.badRequest('model is required')
+  if (typeof model !== 'string') throw MeshError.badRequest(`invalid ${field}: expected a string`)
+  return model
+}
+
+/** A feature left unset: absent, null, false, "" or []. */
+function isUnset(v: unknown): boolean {
+  return v === undefined || v === null || v === false || v === '' || (Array.isArray(v) && v.length === 0)
+}
+
+/**
+ * @param prefix names the fields in the message, e.g. `messages.0.`
+ * @throws ERR_BAD_REQUEST for the first of `fields` in `req` that asks for a feature this server lacks
+ */
+export function rejectUnsupported<T>(req: T, fields: ReadonlyArray<keyof T & string>, prefix = ''): void {
+  for (const name of fields) {
+    if (!isUnset(req[name])) throw MeshError.badRequest(`${prefix}${name} is not supported by this server`)
+  }
+}
+
+export const UNSUPPORTED_IN_GENERATE = [
+  'format',
+  'suffix',
+  'template',
+  'images',
+  'think',
+  'logprobs',
+] as const
+export const UNSUPPORTED_IN_CHAT = ['format', 'tools', 'think', 'logprobs'] as const
+export const UNSUPPORTED_IN_MESSAGE = ['images'] as const
+export const UNSUPPORTED_IN_EMBED = ['dimensions'] as const
+
+export function toGenerationOptions(o: ParsedOptions): GenerationOptions | undefined {
+  if (!o) return undefined
+  const out: GenerationOptions = {}
+  if (o.temperature != null) out.temperature = o.temperature
+  if (o.top_k != null) out.top_k = o.top_k
+  if (o.top_p != null) out.top_p = o.top_p
+  if (o.min_p != null) out.min_p = o.min_p
+  if (o.seed != null) out.seed = o.seed
+  if (o.num_predict != null) out.num_predict = o.num_predict
+  if (o.stop != null) out.stop = typeof o.stop === 'string' ? [o.stop] : o.stop
+  if (o.repeat_penalty != null) out.repeat_penalty = o.repeat_penalty
+  if (o.num_ctx != null) out.num_ctx = o.num_ctx
+  return Object.keys(out).length > 0 ? out : undefined
+}
