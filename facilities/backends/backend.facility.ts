@@ -7,7 +7,8 @@ import type { Logger } from '../log.facility.js'
 import { TINY_MODEL_NAME, writeTinyModel } from '../tiny-model/tiny-model.js'
 import { EchoBackend } from './echo.backend.js'
 import { LlamaCppBackend } from './llamacpp/llamacpp.backend.js'
-import { OllamaBackend, probeOllama } from './ollama.backend.js'
+import { probeOllama } from './ollama/client.js'
+import { OllamaBackend } from './ollama/ollama.backend.js'
 import type { Backend } from './types.js'
 
 const OLLAMA_PROBE_TIMEOUT_MS = 1_000

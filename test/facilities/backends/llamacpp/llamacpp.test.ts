@@ -6,10 +6,10 @@ import test from 'brittle'
 import {
   LlamaCppBackend,
   type LlamaCppBackendOptions,
-} from '../../../facilities/backends/llamacpp/llamacpp.backend.js'
-import { TINY_MODEL_NAME, writeTinyModel } from '../../../facilities/tiny-model/tiny-model.js'
-import type { GenerationResult } from '../../../kernel/wire.js'
-import { rejectsWith } from '../../helpers/assert.js'
+} from '../../../../facilities/backends/llamacpp/llamacpp.backend.js'
+import { TINY_MODEL_NAME, writeTinyModel } from '../../../../facilities/tiny-model/tiny-model.js'
+import type { GenerationResult } from '../../../../kernel/wire.js'
+import { rejectsWith } from '../../../helpers/assert.js'
 
 const STEP1_TEXT = 'defghijklmnopqrstuvwxyz'
 const STEP2_TEXT = 'egikmoqsuwy'

@@ -1,0 +1,74 @@
+/**
+ * The `ollama` package's client, made the way this backend needs it: error
+ * replies always JSON, every fetch bounded by the call's signal.
+ */
+import { Ollama } from 'ollama'
+import { MeshError } from '../../../kernel/errors.js'
+import { errorMessage } from '../../../kernel/util.js'
+
+const DEFAULT_PROBE_TIMEOUT_MS = 1_000
+
+/**
+ * The client logs to the console when an error reply is not JSON (a proxy's or
+ * another server's page); giving it the `{"error"}` body it expects keeps
+ * stdout clean and the message intact.
+ */
+async function jsonErrors(res: Response): Promise<Response> {
+  if (res.ok || res.headers.get('content-type')?.includes('application/json')) return res
+  const text = (await res.text().catch(() => '')).trim()
+  return new Response(JSON.stringify({ error: text || `${res.status} ${res.statusText}` }), {
+    status: res.status,
+    statusText: res.statusText,
+    headers: { 'Content-Type': 'application/json' },
+  })
+}
+
+/**
+ * Checks that the client accepts `host` (it parses it the same way on every
+ * request), so a bad host fails at construction, not on the first request.
+ * @throws ERR_BAD_CONFIG
+ */
+export function checkHost(host: unknown): string {
+  if (typeof host !== 'string' || host.trim() === '') throw MeshError.badConfig('host must be a URL')
+  try {
+    new Ollama({ host })
+  } catch (err) {
+    throw MeshError.badConfig(`host '${host}' is not a URL: ${errorMessage(err)}`)
+  }
+  return host
+}
+
+/**
+ * A client for one call: its fetches stop when `signal` fires (as well as on
+ * the client's own signal, which it passes for streams: the iterator's
+ * abort()), and `onProgress` runs when response headers arrive.
+ */
+export function callClient(host: string, signal: AbortSignal, onProgress: () => void): Ollama {
+  return new Ollama({
+    host,
+    fetch: async (input, init) => {
+      const merged = init?.signal ? AbortSignal.any([init.signal, signal]) : signal
+      const res = await fetch(input, { ...init, signal: merged })
+      onProgress()
+      return jsonErrors(res)
+    },
+  })
+}
+
+/**
+ * Probes `host` for an Ollama server: true when GET /api/version answers with
+ * a version within `timeoutMs`. Never throws.
+ */
+export async function probeOllama(host: string, timeoutMs = DEFAULT_PROBE_TIMEOUT_MS): Promise<boolean> {
+  try {
+    const signal = AbortSignal.timeout(timeoutMs)
+    const client = new Ollama({
+      host,
+      fetch: async (input, init) => jsonErrors(await fetch(input, { ...init, signal })),
+    })
+    const { version } = await client.version()
+    return typeof version === 'string' && version !== ''
+  } catch {
+    return false
+  }
+}

@@ -1,0 +1,248 @@
+/**
+ * Backend over a running Ollama server, through the official `ollama` client
+ * (client.ts). Each request is a call (call.ts) whose one signal fires on the
+ * caller's abort, on `close()`, or when Ollama stops making progress.
+ */
+import { setMaxListeners } from 'node:events'
+import type { AbortableAsyncIterator, ChatResponse, GenerateResponse, Ollama } from 'ollama'
+import { signalOf } from '../../../kernel/cancel.js'
+import { MeshError } from '../../../kernel/errors.js'
+import type {
+  Cancellable,
+  ChatRequest,
+  EmbedRequest,
+  EmbedResult,
+  GenerateCallbacks,
+  GenerateRequest,
+  GenerationResult,
+  ModelDetails,
+  ModelInfo,
+  RunningModel,
+} from '../../../kernel/wire.js'
+import { cancelledResult } from '../generation-stats.js'
+import {
+  checkCallerSignal,
+  checkEmbedInput,
+  checkModelName,
+  checkOnToken,
+  checkPrompt,
+} from '../request-checks.js'
+import type { Backend } from '../types.js'
+import { beginCall, type Call } from './call.js'
+import { checkHost } from './client.js'
+import { detailOf, stoppedError, toMeshError } from './errors.js'
+import { chatRequest, embedRequest, generateRequest } from './requests.js'
+import {
+  chunkText,
+  detailsFrom,
+  embedResultOf,
+  type FinalStats,
+  finalResult,
+  infoOf,
+  runningOf,
+} from './responses.js'
+
+/**
+ * Longest wait for Ollama to show progress: response headers, or the next
+ * streamed chunk. Loading a large model before the first byte can take minutes.
+ */
+const DEFAULT_REQUEST_TIMEOUT_MS = 5 * 60_000
+/** `open()` only asks for the version; a healthy server answers at once. */
+const OPEN_TIMEOUT_MS = 5_000
+
+export interface OllamaBackendOptions {
+  /** Ollama's base URL, e.g. http://127.0.0.1:11434 (OLLAMA_HOST forms like `host:port` work too). */
+  host: string
+  /** Longest wait for any progress from Ollama (headers or next chunk). Default 5 min. */
+  requestTimeoutMs?: number
+}
+
+type Stream = AbortableAsyncIterator<ChatResponse | GenerateResponse>
+
+export class OllamaBackend implements Backend {
+  readonly kind = 'ollama' as const
+  private readonly host: string
+  private readonly requestTimeoutMs: number
+  private readonly closeController = new AbortController()
+  private serverVersion: string | null = null
+  private closed = false
+
+  /** @throws ERR_BAD_CONFIG for a host that is not a URL or a bad timeout */
+  constructor(opts: OllamaBackendOptions) {
+    const { host, requestTimeoutMs = DEFAULT_REQUEST_TIMEOUT_MS } = opts
+    this.host = checkHost(host)
+    if (!Number.isFinite(requestTimeoutMs) || requestTimeoutMs <= 0) {
+      throw MeshError.badConfig('requestTimeoutMs must be a number > 0')
+    }
+    this.requestTimeoutMs = requestTimeoutMs
+    // Every in-flight request listens for close; many at once is normal, not a leak.
+    setMaxListeners(0, this.closeController.signal)
+  }
+
+  describe(): string {
+    return `ollama: ${this.host}${this.serverVersion ? ` (Ollama ${this.serverVersion})` : ''}`
+  }
+
+  /** Checks that Ollama answers /api/version. @throws ERR_BACKEND_UNAVAILABLE */
+  async open(): Promise<void> {
+    if (this.closed) throw MeshError.backendUnavailable('ollama backend is closed')
+    const call = this.begin(undefined, OPEN_TIMEOUT_MS)
+    try {
+      const { version } = await call.client.version()
+      if (typeof version !== 'string' || version === '') {
+        throw MeshError.backendUnavailable(
+          `${this.host} answered /api/version without a version: not Ollama?`,
+        )
+      }
+      this.serverVersion = version
+    } catch (err) {
+      if (err instanceof MeshError) throw err
+      const why = call.cause() === 'timeout' ? `no answer within ${OPEN_TIMEOUT_MS} ms` : detailOf(err)
+      throw MeshError.backendUnavailable(`Ollama at ${this.host} does not answer: ${why}`, err)
+    } finally {
+      call.end()
+    }
+  }
+
+  /** Aborts in-flight requests; later calls fail with ERR_BACKEND_UNAVAILABLE. Safe to call twice. */
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    this.closeController.abort()
+  }
+
+  /** @throws ERR_BACKEND_UNAVAILABLE */
+  async listModels(): Promise<ModelInfo[]> {
+    return this.request(undefined, undefined, async (client) => {
+      const { models } = await client.list()
+      return (models ?? []).map(infoOf)
+    })
+  }
+
+  /** @throws ERR_MODEL_NOT_FOUND, ERR_BAD_REQUEST, ERR_BACKEND_UNAVAILABLE */
+  async showModel(name: string): Promise<ModelDetails> {
+    const model = checkModelName(name)
+    return this.request(model, undefined, async (client) => {
+      const [shown, listed] = await Promise.all([client.show({ model }), client.list()])
+      return detailsFrom(model, shown, listed)
+    })
+  }
+
+  /** @throws ERR_BACKEND_UNAVAILABLE */
+  async runningModels(): Promise<RunningModel[]> {
+    return this.request(undefined, undefined, async (client) => {
+      const { models } = await client.ps()
+      return (models ?? []).map(runningOf)
+    })
+  }
+
+  /**
+   * Streams a chat completion through `cb.onToken`. Aborting after some text
+   * returns it with doneReason 'cancelled'.
+   * @throws ERR_BAD_REQUEST, ERR_MODEL_NOT_FOUND, ERR_CANCELLED (aborted before any text), ERR_BACKEND_UNAVAILABLE
+   */
+  async chat(req: ChatRequest, cb: GenerateCallbacks = {}): Promise<GenerationResult> {
+    const model = checkModelName(req?.model)
+    if (!Array.isArray(req.messages)) throw MeshError.badRequest('messages must be an array')
+    return this.stream(model, cb, (client) => client.chat(chatRequest(model, req)))
+  }
+
+  /**
+   * Streams a completion through `cb.onToken`; `system` and `raw` as in Ollama.
+   * @throws like `chat`
+   */
+  async generate(req: GenerateRequest, cb: GenerateCallbacks = {}): Promise<GenerationResult> {
+    const model = checkModelName(req?.model)
+    checkPrompt(req.prompt)
+    return this.stream(model, cb, (client) => client.generate(generateRequest(model, req)))
+  }
+
+  /** @throws ERR_BAD_REQUEST, ERR_MODEL_NOT_FOUND, ERR_CANCELLED, ERR_BACKEND_UNAVAILABLE */
+  async embed(req: EmbedRequest, cb: Cancellable = {}): Promise<EmbedResult> {
+    const model = checkModelName(req?.model)
+    checkEmbedInput(req.input)
+    return this.request(model, signalOf(cb), async (client) =>
+      embedResultOf(await client.embed(embedRequest(model, req))),
+    )
+  }
+
+  private begin(userSignal: AbortSignal | undefined, timeoutMs = this.requestTimeoutMs): Call {
+    return beginCall(this.host, userSignal, this.closeController.signal, timeoutMs)
+  }
+
+  /** Runs one non-streaming exchange with errors mapped to MeshErrors. */
+  private async request<T>(
+    model: string | undefined,
+    userSignal: AbortSignal | undefined,
+    fn: (client: Ollama) => Promise<T>,
+  ): Promise<T> {
+    this.checkOpen(userSignal)
+    const call = this.begin(userSignal)
+    try {
+      return await fn(call.client)
+    } catch (err) {
+      throw this.failure(err, call, model)
+    } finally {
+      call.end()
+    }
+  }
+
+  private async stream(
+    model: string,
+    cb: GenerateCallbacks,
+    start: (client: Ollama) => Promise<Stream>,
+  ): Promise<GenerationResult> {
+    const { onToken } = cb ?? {}
+    const userSignal = cb ? signalOf(cb) : undefined
+    checkOnToken(onToken)
+    this.checkOpen(userSignal)
+    const call = this.begin(userSignal)
+    const started = performance.now()
+    const pieces: string[] = []
+    let final: FinalStats | null = null
+    let iterator: Stream | null = null
+    const abortIterator = () => iterator?.abort()
+    call.signal.addEventListener('abort', abortIterator, { once: true })
+    try {
+      iterator = await start(call.client)
+      for await (const part of iterator) {
+        // Chunks already read off the wire still arrive after an abort; the caller has stopped listening.
+        if (call.signal.aborted) break
+        call.kick()
+        const text = chunkText(part)
+        if (typeof text === 'string' && text !== '') {
+          pieces.push(text)
+          onToken?.(text)
+        }
+        // No break: the client's iterator ends by itself after the done frame and releases the body.
+        if (part.done) final = part
+      }
+    } catch (err) {
+      if (!call.signal.aborted) throw this.failure(err, call, model)
+    } finally {
+      call.signal.removeEventListener('abort', abortIterator)
+      call.end()
+    }
+    // A done frame read before the abort landed is a complete answer.
+    if (final !== null) return finalResult(pieces.join(''), final)
+    return this.unfinished(pieces, call, started)
+  }
+
+  /** The result of a stream that ended without its done frame. @throws ERR_CANCELLED, ERR_BACKEND_UNAVAILABLE */
+  private unfinished(pieces: string[], call: Call, started: number): GenerationResult {
+    const cause = call.cause()
+    if (cause === null) throw MeshError.backendUnavailable('Ollama ended the stream without a final frame')
+    if (cause === 'timeout' || pieces.length === 0) throw stoppedError(cause, this.requestTimeoutMs)
+    // One streamed chunk per token is how Ollama streams.
+    return cancelledResult(pieces.join(''), pieces.length, performance.now() - started)
+  }
+
+  private checkOpen(userSignal: AbortSignal | undefined): void {
+    if (this.closed) throw MeshError.backendUnavailable('ollama backend is closed')
+    checkCallerSignal(userSignal)
+  }
+
+  private failure(err: unknown, call: Call, model: string | undefined): MeshError {
+    return toMeshError(err, { host: this.host, cause: call.cause(), timeoutMs: this.requestTimeoutMs, model })
+  }
+}
