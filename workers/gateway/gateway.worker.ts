@@ -4,11 +4,7 @@ import { HttpFacility, type RequestTiming } from '../../facilities/http/http.fac
 import { LimitsFacility, type Subject } from '../../facilities/limits.facility.js'
 import type { CallContext, MethodTable } from '../../facilities/net/rpc-server.js'
 import { STREAM_CHUNK, type StreamChunk } from '../../facilities/net/streaming.js'
-import {
-  type LeaseOutcome,
-  type ProcessorEntry,
-  RouterFacility,
-} from '../../facilities/router/router.facility.js'
+import { type ProcessorEntry, RouterFacility } from '../../facilities/router/router.facility.js'
 import { sumRows, UsageFacility, utcDay, utcMonth } from '../../facilities/usage/usage.facility.js'
 import type { Role } from '../../kernel/accounts.js'
 import { CancelToken, cancelById, cancelError, noop } from '../../kernel/cancel.js'
@@ -67,9 +63,6 @@ function watchCaller(caller: Cancellable, cancel: CancelToken): () => void {
 }
 
 const MODELS_TIMEOUT_MS = 5_000
-
-/** Failures that say the processor, not the request, is the problem: try another. */
-const RETRYABLE = new Set(['ERR_UNAVAILABLE', 'ERR_TIMEOUT', 'ERR_BACKEND_UNAVAILABLE', 'ERR_UNKNOWN_METHOD'])
 
 type Payload = Record<string, unknown>
 
@@ -159,8 +152,6 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   private readonly running = new Map<string, CancelToken>()
   /** Requests being forwarded (streamed or not). */
   private active = 0
-  /** Requests admitted whose usage record is not written yet. */
-  private unrecorded = 0
   /** Request ids: random per start, then a counter (unique across restarts, no syscall per request). */
   private readonly nextRequestId = idSequence(6, 6)
   /** Legs running on each processor, failed over when it goes away. */
@@ -651,8 +642,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
    *         and whatever forwarding throws
    */
   async serveInfer(identity: Identity | null, req: InferRequest, sink: Sink): Promise<InferResult> {
-    const checking = this.admissible(identity, req.model)
-    if (checking) await checking
+    await this.admissible(identity, req.model)
     const work = () => this.run(req, sink, identity?.userId ?? '')
     if (!identity) return work()
     return this.accounted(identity, req.model, work, (r) => r)
@@ -660,16 +650,14 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
 
   /**
    * Refuses, before a request is admitted or recorded, a model the caller's key
-   * may not use, and one that no processor serves or ever served. Returns a
-   * promise only when it has to look processors up (`checkModel`): every
-   * request passes here.
+   * may not use, and one that no processor serves or ever served.
    * @throws ERR_FORBIDDEN, ERR_MODEL_NOT_FOUND
    */
-  private admissible(identity: Identity | null, model: string): Promise<void> | undefined {
+  private admissible(identity: Identity | null, model: string): Promise<void> {
     if (identity?.models && !identity.models.some((m) => baseModel(m) === baseModel(model))) {
       throw new MeshError('ERR_FORBIDDEN', `this API key may not use model '${model}'`, { model })
     }
-    return this.router.checkModel(model)
+    return this.router.requireModel(model)
   }
 
   /**
@@ -687,7 +675,6 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     const subject = this.subjectOf(identity)
     if (!usage.hasTotals(identity.userId)) await usage.loadTotals(identity.userId)
     limits.admit(subject)
-    this.unrecorded++
     const started = performance.now()
     const requestId = this.nextRequestId()
     let result: T | null = null
@@ -697,34 +684,29 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     } catch (err) {
       failure = MeshError.from(err)
     }
-    // With no other request in flight, no other record can share this one's journal write: no wait.
-    const alone = this.unrecorded-- === 1
     const promptTokens = result?.promptTokens ?? 0
     const completionTokens = result?.completionTokens ?? 0
     const meta = result ? counts(result) : {}
     limits.addTokens(subject, promptTokens + completionTokens)
-    await usage.record(
-      {
-        id: requestId,
-        ts: Date.now(),
-        userId: identity.userId,
-        keyId: identity.keyId,
-        model,
-        processor: meta.processor ?? null,
-        promptTokens,
-        completionTokens,
-        ms: Math.round((performance.now() - started) * 1000) / 1000,
-        status: failure
-          ? failure.code === 'ERR_CANCELLED'
-            ? 'cancelled'
-            : 'error'
-          : meta.doneReason === 'cancelled'
-            ? 'cancelled'
-            : 'ok',
-        ...(failure ? { code: failure.code } : {}),
-      },
-      { alone },
-    )
+    await usage.record({
+      id: requestId,
+      ts: Date.now(),
+      userId: identity.userId,
+      keyId: identity.keyId,
+      model,
+      processor: meta.processor ?? null,
+      promptTokens,
+      completionTokens,
+      ms: Math.round((performance.now() - started) * 1000) / 1000,
+      status: failure
+        ? failure.code === 'ERR_CANCELLED'
+          ? 'cancelled'
+          : 'error'
+        : meta.doneReason === 'cancelled'
+          ? 'cancelled'
+          : 'ok',
+      ...(failure ? { code: failure.code } : {}),
+    })
     if (failure) throw failure
     return Object.assign(result as T, { requestId })
   }
@@ -745,8 +727,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     watch: Sink['watch'],
     onAnswer?: Sink['onAnswer'],
   ): Promise<EmbedReply> {
-    const checking = this.admissible(identity, req.model)
-    if (checking) await checking
+    await this.admissible(identity, req.model)
     const cancel = new CancelToken()
     const work = () =>
       this.withDeadline(cancel, this.config.inferenceTimeoutMs, watch, onAnswer, () =>
@@ -838,25 +819,18 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   private async embedAttempts(req: EmbedRequest, userId: string, cancel: CancelToken): Promise<EmbedReply> {
     const tried = new Set<string>()
     for (let attempt = 1; ; attempt++) {
-      const lease = await this.router.acquire(req.model, { userId, exclude: tried, cancel })
+      const lease = await this.router.lease(req.model, { userId, exclude: tried, cancel })
       tried.add(lease.entry.id)
-      let outcome: LeaseOutcome = { ok: false, processorFault: false }
       try {
         if (cancel.aborted) throw cancelError(cancel.reason)
         const result = await this.net
           .peer(lease.entry.publicKey, lease.entry.id)
           .request<EmbedReply>('embed', req, { timeout: this.config.inferenceTimeoutMs })
-        outcome = { ok: true }
+        lease.answered()
         return { ...result, processor: lease.entry.id }
       } catch (err) {
-        const e = MeshError.from(err)
-        // A processor that refused it while draining did nothing wrong, and gets nothing new.
-        const draining = e.details?.draining === true
-        if (draining) this.router.markDraining(lease.entry)
-        outcome = { ok: false, processorFault: !draining && RETRYABLE.has(e.code) }
-        if (!RETRYABLE.has(e.code) || attempt >= this.config.routing.maxAttempts) throw e
-      } finally {
-        lease.release(outcome)
+        const verdict = lease.failed(err)
+        if (!verdict.retry || attempt >= this.config.routing.maxAttempts) throw verdict.error
       }
     }
   }
@@ -903,11 +877,8 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     const body = processorRequest(req)
     const stopped = () => cancelError(cancel.reason)
     for (let attempt = 1; ; attempt++) {
-      // As acquire() would: a request stopped meanwhile (its caller gone) takes no slot.
-      if (cancel.aborted) throw stopped()
-      const lease =
-        this.router.leaseNow(req.model, tried, userId) ??
-        (await this.router.acquire(req.model, { userId, exclude: tried, cancel }))
+      // A request stopped meanwhile (its caller gone) takes no slot.
+      const lease = await this.router.lease(req.model, { userId, exclude: tried, cancel })
       const { entry } = lease
       tried.add(entry.id)
       const leg: Leg = { cancel: new CancelToken(), model: req.model, answering: false }
@@ -921,7 +892,6 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       const sent = performance.now()
       sink.onDispatch?.()
       let firstChunkMs: number | undefined
-      let outcome: LeaseOutcome = { ok: false, processorFault: false }
       try {
         if (cancel.aborted) throw stopped()
         const { onText } = sink
@@ -940,44 +910,32 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
         })
         result.processor = entry.id
         const observedMs = performance.now() - sent
-        outcome = {
-          ok: true,
+        lease.answered({
           // Unary answers have no first chunk: what the processor did not spend generating.
           // Loading the model is a one-time cost, not the processor's speed: a first request
           // that paid it must not brand the processor slow under `fastest`.
           ttftMs: Math.max(0, (firstChunkMs ?? observedMs - (result.evalMs ?? 0)) - (result.loadMs ?? 0)),
           completionTokens: result.completionTokens,
           evalMs: result.evalMs,
-        }
+        })
         return result
       } catch (err) {
-        const e = MeshError.from(err)
         if (cancel.aborted) {
-          const reason = cancel.reason instanceof MeshError ? cancel.reason : e
+          const reason = cancel.reason instanceof MeshError ? cancel.reason : MeshError.from(err)
           // The gateway's own deadline (not a shorter one the client chose) ran out before the
           // processor produced anything: the processor hung, and its breaker should know.
-          if (reason.code === 'ERR_TIMEOUT' && req.timeoutMs === undefined && chunks === 0) {
-            outcome = { ok: false, processorFault: true }
-          }
+          lease.stopped(reason.code === 'ERR_TIMEOUT' && req.timeoutMs === undefined && chunks === 0)
           throw reason
         }
-        const retryable = RETRYABLE.has(e.code)
-        // Stopping (it refused: draining) or stopped for its processor's sake (restarted, gone,
-        // unreachable): not the processor failing, and it may serve this request once back.
-        const draining = e.details?.draining === true
-        const rerouted = draining || e.details?.rerouted === true
-        if (draining) this.router.markDraining(entry)
-        outcome = { ok: false, processorFault: !rerouted && (retryable || e.code === 'ERR_INTERNAL') }
-        if (!retryable) throw e
-        if (chunks > 0) {
-          throw new MeshError('ERR_STREAM_BROKEN', `processor failed after ${chunks} chunks: ${e.reason}`, {
-            chunks,
-          })
-        }
-        if (rerouted) tried.delete(entry.id)
-        else this.log.warn({ err: e, processor: entry.id, attempt }, 'processor failed before first token')
+        const verdict = lease.failed(err, chunks)
+        if (!verdict.retry) throw verdict.error
+        if (verdict.rerouted) tried.delete(entry.id)
+        else
+          this.log.warn(
+            { err: verdict.error, processor: entry.id, attempt },
+            'processor failed before first token',
+          )
       } finally {
-        lease.release(outcome)
         legs.delete(leg)
         if (legs.size === 0) this.legs.delete(entry.id)
         unfollow()
