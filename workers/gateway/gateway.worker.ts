@@ -1,13 +1,12 @@
 import type { KeyPair } from 'hyperdht'
 import { AuthFacility, type Identity } from '../../facilities/auth/auth.facility.js'
-import { HttpFacility, type RequestTiming } from '../../facilities/http/http.facility.js'
-import { LimitsFacility, type Subject } from '../../facilities/limits.facility.js'
+import { HttpFacility } from '../../facilities/http/http.facility.js'
+import { LimitsFacility } from '../../facilities/limits.facility.js'
 import type { CallContext, MethodTable } from '../../facilities/net/rpc-server.js'
 import { STREAM_CHUNK, type StreamChunk } from '../../facilities/net/streaming.js'
 import { type ProcessorEntry, RouterFacility } from '../../facilities/router/router.facility.js'
-import { sumRows, UsageFacility, utcDay, utcMonth } from '../../facilities/usage/usage.facility.js'
-import type { Role } from '../../kernel/accounts.js'
-import { CancelToken, cancelById, cancelError, noop } from '../../kernel/cancel.js'
+import { UsageFacility } from '../../facilities/usage/usage.facility.js'
+import { CancelToken, cancelById, cancelError } from '../../kernel/cancel.js'
 import type { GatewayConfig } from '../../kernel/config.js'
 import { MeshError } from '../../kernel/errors.js'
 import { gatewayKeyPair } from '../../kernel/identity.js'
@@ -19,21 +18,12 @@ import {
   parseInferRequest,
   parseModelRequest,
 } from '../../kernel/inference.js'
-import { idSequence, isRecord } from '../../kernel/util.js'
-import type {
-  Cancellable,
-  ChatRequest,
-  EmbedRequest,
-  EmbedResult,
-  GenerateCallbacks,
-  GenerateRequest,
-  GenerationResult,
-  InferenceSource,
-  ModelDetails,
-  ModelInfo,
-  RunningModel,
-} from '../../kernel/wire.js'
+import { idSequence } from '../../kernel/util.js'
+import type { EmbedRequest, EmbedResult, ModelDetails, ModelInfo, RunningModel } from '../../kernel/wire.js'
 import { BaseWorker, type FacilitySpec, type WorkerOptions } from '../base.worker.js'
+import { Accounts } from './accounts.js'
+import { Catalog } from './catalog.js'
+import { GatewaySource } from './http-source.js'
 
 /** Waits `ms`, or less if `cancel` fires first. */
 function sleep(ms: number, cancel: CancelToken): Promise<void> {
@@ -47,24 +37,6 @@ function sleep(ms: number, cancel: CancelToken): Promise<void> {
     }
   })
 }
-
-/** Aborts `cancel` when the caller stops (by its CancelToken or its signal); returns the unwatch. */
-function watchCaller(caller: Cancellable, cancel: CancelToken): () => void {
-  const abort = () => cancel.abort()
-  const unwatchToken = caller.cancel?.onAbort(abort) ?? noop
-  const { signal } = caller
-  if (signal?.aborted) abort()
-  if (!signal || signal.aborted) return unwatchToken
-  signal.addEventListener('abort', abort, { once: true })
-  return () => {
-    unwatchToken()
-    signal.removeEventListener('abort', abort)
-  }
-}
-
-const MODELS_TIMEOUT_MS = 5_000
-
-type Payload = Record<string, unknown>
 
 /** Where a served request's text goes, and how its caller can stop it. */
 export interface Sink {
@@ -125,17 +97,6 @@ function processorRequest(req: InferRequest): Record<ForwardedField, unknown> {
   }
 }
 
-function asPayload(payload: unknown): Payload {
-  return isRecord(payload) ? payload : {}
-}
-
-function optionalString(p: Payload, field: string): string | undefined {
-  const v = p[field]
-  if (v === undefined || v === null) return undefined
-  if (typeof v !== 'string') throw MeshError.badRequest(`request.${field}: expected string`)
-  return v
-}
-
 /**
  * The mesh's front door: every request is authenticated (API key or access
  * JWT), admitted against the caller's rate limits and quotas, forwarded to a
@@ -157,8 +118,21 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   /** Legs running on each processor, failed over when it goes away. */
   private readonly legs = new Map<string, Set<Leg>>()
 
+  private readonly accounts: Accounts
+  private readonly catalog: Catalog
+
   constructor(config: GatewayConfig, opts: WorkerOptions = {}) {
     super('gateway', config, opts)
+    this.catalog = new Catalog(
+      () => this.router,
+      () => this.net,
+      () => this.log,
+    )
+    this.accounts = new Accounts(config, {
+      auth: () => this.authFacility,
+      usage: () => this.ledger,
+      limits: () => this.limiter,
+    })
   }
 
   get router(): RouterFacility {
@@ -176,6 +150,18 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   }
 
   get limits(): LimitsFacility | null {
+    return this.limitsFacility
+  }
+
+  /** The ledger; only reached with accounts on. @throws ERR_UNAVAILABLE when accounts are off */
+  private get ledger(): UsageFacility {
+    if (!this.usageFacility) throw new MeshError('ERR_UNAVAILABLE', 'accounts are disabled on this gateway')
+    return this.usageFacility
+  }
+
+  /** The limits; only reached with accounts on. @throws ERR_UNAVAILABLE when accounts are off */
+  private get limiter(): LimitsFacility {
+    if (!this.limitsFacility) throw new MeshError('ERR_UNAVAILABLE', 'accounts are disabled on this gateway')
     return this.limitsFacility
   }
 
@@ -225,7 +211,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
           name: 'limits',
           priority: 44,
           create: () => {
-            const usage = this.usageFacility as UsageFacility
+            const usage = this.ledger
             this.limitsFacility = new LimitsFacility({ tokensUsed: (id, now) => usage.tokensUsed(id, now) })
             return this.limitsFacility
           },
@@ -290,257 +276,36 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
 
   protected override methods(): MethodTable {
     return {
+      ...this.accounts.methods(),
       // Open: how a caller gets a credential.
-      login: (payload, ctx) => {
-        const p = asPayload(payload)
-        return this.accounts().login(p.username, p.password, ctx.remotePublicKey.toString('hex'))
-      },
-      refresh: (payload) => this.accounts().refresh(asPayload(payload).refreshToken),
-      register: (payload) => this.register(asPayload(payload)),
       // Any user.
-      logout: async (payload) => {
-        const p = asPayload(payload)
-        await this.accounts().logout(this.requireIdentity(p), p.refreshToken)
-        return { ok: true }
-      },
-      whoami: (payload) => this.whoami(this.requireIdentity(payload)),
-      changePassword: async (payload, ctx) => {
-        const p = asPayload(payload)
-        const id = this.requireIdentity(p)
-        const source = ctx.remotePublicKey.toString('hex')
-        await this.accounts().changePassword(id, p.currentPassword, p.newPassword, source)
-        return { ok: true }
-      },
-      createKey: (payload) => this.createKey(asPayload(payload)),
-      listKeys: (payload) => {
-        const p = asPayload(payload)
-        const target = this.targetUser(this.requireIdentity(p), optionalString(p, 'user'))
-        return { keys: this.accounts().listKeys(target.id) }
-      },
-      revokeKey: (payload) => {
-        const p = asPayload(payload)
-        const id = this.requireKeyManager(p)
-        return this.accounts().revokeKey(p.id, id.userId, id.role === 'admin')
-      },
-      usage: (payload) => this.usageReport(asPayload(payload)),
       infer: (payload, ctx) => this.infer(payload, ctx),
       // A caller that goes away stops waiting for a slot.
       embed: (payload, ctx) =>
         this.serveEmbed(
-          this.identify(payload),
+          this.accounts.identify(payload),
           parseEmbedRequest(payload, this.config.maxPromptBytes),
           (cancel) => ctx.onClose(() => cancel.abort()),
         ),
       ps: async (payload) => {
-        this.identify(payload)
+        this.accounts.identify(payload)
         return { models: await this.runningModels() }
       },
       cancel: (payload, ctx) => cancelById(this.running, payload, ctx.remotePublicKey),
       models: async (payload) => {
-        this.identify(payload)
+        this.accounts.identify(payload)
         return { models: await this.models() }
       },
       show: (payload) => {
-        this.identify(payload)
+        this.accounts.identify(payload)
         return this.show(parseModelRequest(payload).model)
       },
       status: (payload) => {
-        this.identify(payload)
+        this.accounts.identify(payload)
         return this.localStatus()
       },
       // Admins.
-      listUsers: (payload) => {
-        this.requireAdmin(payload)
-        return { users: this.accounts().listUsers() }
-      },
-      createUser: (payload) => {
-        const p = asPayload(payload)
-        this.requireAdmin(p)
-        return this.accounts().createUser({
-          username: p.username,
-          password: p.password,
-          role: this.roleOf(p.role),
-          limits: p.limits,
-        })
-      },
-      updateUser: async (payload) => {
-        const p = asPayload(payload)
-        this.requireAdmin(p)
-        const username = optionalString(p, 'username')
-        if (!username) throw MeshError.badRequest('request.username: required')
-        if (p.disabled !== undefined && typeof p.disabled !== 'boolean')
-          throw MeshError.badRequest('request.disabled: expected boolean')
-        if (p.password !== undefined) await this.accounts().setPassword(username, p.password)
-        return this.accounts().updateUser(username, {
-          ...(p.role !== undefined ? { role: this.roleOf(p.role) } : {}),
-          ...(p.limits !== undefined ? { limits: p.limits } : {}),
-          ...(p.disabled !== undefined ? { disabled: p.disabled as boolean } : {}),
-          ...(p.resetLimits === true ? { resetLimits: true } : {}),
-        })
-      },
     }
-  }
-
-  // ---------------------------------------------------------------- identity
-
-  private accounts(): AuthFacility {
-    if (!this.authFacility) throw new MeshError('ERR_UNAVAILABLE', 'accounts are disabled on this gateway')
-    return this.authFacility
-  }
-
-  /** The caller's identity from `payload.auth`, or null when auth is disabled. @throws ERR_AUTH_* */
-  private identify(payload: unknown): Identity | null {
-    if (!this.authFacility) return null
-    return this.authFacility.authenticate(asPayload(payload).auth)
-  }
-
-  private requireIdentity(payload: unknown): Identity {
-    return this.accounts().authenticate(asPayload(payload).auth)
-  }
-
-  private requireAdmin(payload: unknown): Identity {
-    const id = this.requireIdentity(payload)
-    if (id.role !== 'admin') throw new MeshError('ERR_FORBIDDEN', 'admins only')
-    return id
-  }
-
-  private roleOf(v: unknown): Role {
-    if (v === undefined || v === 'user') return 'user'
-    if (v === 'admin') return 'admin'
-    throw MeshError.badRequest("request.role: 'admin' or 'user'")
-  }
-
-  /** The user a request is about: the caller, or (admins only) the one named. */
-  private targetUser(caller: Identity, username: string | undefined) {
-    const auth = this.accounts()
-    if (username !== undefined && username.toLowerCase() !== caller.username) {
-      if (caller.role !== 'admin')
-        throw new MeshError('ERR_FORBIDDEN', "only admins may act on another user's account")
-      const u = auth.user(username)
-      if (!u) throw new MeshError('ERR_NOT_FOUND', `no user '${username}'`, { username })
-      return u
-    }
-    const u = auth.userById(caller.userId)
-    if (!u) throw new MeshError('ERR_AUTH_INVALID', 'user is gone')
-    return u
-  }
-
-  private subjectOf(identity: Identity): Subject {
-    const auth = this.accounts()
-    const u = auth.userById(identity.userId)
-    const k = identity.keyId ? auth.key(identity.keyId) : undefined
-    return {
-      userId: identity.userId,
-      username: identity.username,
-      keyId: identity.keyId,
-      userLimits: { ...this.config.limits.user, ...u?.limits },
-      keyLimits: k ? { ...this.config.limits.key, ...k.limits } : null,
-    }
-  }
-
-  private async register(p: Payload) {
-    const auth = this.accounts()
-    if (this.config.auth.registration !== 'open') {
-      const caller = p.auth === undefined ? null : this.requireIdentity(p)
-      if (caller?.role !== 'admin') {
-        throw new MeshError(
-          'ERR_FORBIDDEN',
-          'registration is closed on this gateway: ask an admin for an account',
-        )
-      }
-    }
-    return auth.createUser({ username: p.username, password: p.password, role: 'user' })
-  }
-
-  private whoami(identity: Identity) {
-    const u = this.accounts().userById(identity.userId)
-    if (!u) throw new MeshError('ERR_AUTH_INVALID', 'user is gone')
-    return {
-      user: AuthFacility.publicUser(u),
-      via: identity.keyId ? 'apiKey' : 'token',
-      keyId: identity.keyId,
-      models: identity.models,
-      limits: (this.limitsFacility as LimitsFacility).state(this.subjectOf(identity)),
-    }
-  }
-
-  /**
-   * Key management from an API key that is itself restricted (model list or
-   * own limits) would let it mint a key without those restrictions: refused.
-   * @throws ERR_FORBIDDEN
-   */
-  private requireKeyManager(payload: unknown): Identity {
-    const caller = this.requireIdentity(payload)
-    if (caller.role === 'admin' || !caller.keyId) return caller
-    const key = this.accounts().key(caller.keyId)
-    const restricted = caller.models !== null || Object.values(key?.limits ?? {}).some((v) => v !== undefined)
-    if (restricted) {
-      throw new MeshError(
-        'ERR_FORBIDDEN',
-        'a restricted API key cannot manage keys: log in, or use an unrestricted key',
-      )
-    }
-    return caller
-  }
-
-  private async createKey(p: Payload) {
-    const caller = this.requireKeyManager(p)
-    const target = this.targetUser(caller, optionalString(p, 'user'))
-    return this.accounts().createKey(
-      target.id,
-      { name: p.name, expiresInDays: p.expiresInDays, models: p.models, limits: p.limits },
-      caller,
-    )
-  }
-
-  /** Usage per day and model over a range (default: this month), with today's and this month's totals. */
-  private async usageReport(p: Payload) {
-    const caller = this.requireIdentity(p)
-    const target = this.targetUser(caller, optionalString(p, 'user'))
-    const usage = this.usageFacility as UsageFacility
-    const now = Date.now()
-    const today = utcDay(now)
-    const monthStart = `${utcMonth(now)}-01`
-    const from = optionalString(p, 'from') ?? monthStart
-    const to = optionalString(p, 'to') ?? today
-    const model = optionalString(p, 'model')
-    const range = await usage.summary(target.id, from, to, model)
-    const month =
-      from === monthStart && to === today && !model
-        ? range
-        : await usage.summary(target.id, monthStart, today)
-    const report: Record<string, unknown> = {
-      user: target.username,
-      from,
-      to,
-      rows: range.rows,
-      total: range.total,
-      today: sumRows(month.rows, (r) => r.day === today),
-      month: month.total,
-    }
-    if (p.records === true) {
-      const limit = typeof p.limit === 'number' && p.limit > 0 ? Math.min(p.limit, 10_000) : 1000
-      report.records = await usage.records(
-        target.id,
-        Date.parse(`${from}T00:00:00Z`),
-        Date.parse(`${to}T23:59:59.999Z`),
-        limit,
-      )
-    }
-    await usage.loadTotals(target.id, now)
-    report.limits = (this.limitsFacility as LimitsFacility).state(
-      this.subjectOf({
-        userId: target.id,
-        username: target.username,
-        role: target.role,
-        keyId: null,
-        models: null,
-        jti: null,
-        expiresAt: null,
-      }),
-      now,
-    )
-    return report
   }
 
   protected override async statusInfo(): Promise<Record<string, unknown>> {
@@ -574,43 +339,19 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     }
   }
 
-  /** Asks every live processor `method`; one that fails is logged and left out. */
-  private async askAll<T>(method: string): Promise<T[]> {
-    const replies = await Promise.all(
-      this.router.live().map(async (entry) => {
-        try {
-          return await this.net.peer(entry.publicKey).request<T>(method, null, { timeout: MODELS_TIMEOUT_MS })
-        } catch (err) {
-          this.log.warn({ err, processor: entry.id }, `${method} failed`)
-          return null
-        }
-      }),
-    )
-    return replies.filter((r): r is Awaited<T> => r !== null)
-  }
-
   /** Union of the models of live processors. */
-  async models(): Promise<ModelInfo[]> {
-    const byName = new Map<string, ModelInfo>()
-    for (const reply of await this.askAll<{ models?: ModelInfo[] }>('models')) {
-      for (const m of reply.models ?? []) if (!byName.has(m.name)) byName.set(m.name, m)
-    }
-    return [...byName.values()].sort((a, b) => a.name.localeCompare(b.name))
+  models(): Promise<ModelInfo[]> {
+    return this.catalog.models()
   }
 
-  /** Model details from a processor that serves it (any one: they read the same file). */
-  async show(model: string): Promise<ModelDetails> {
-    let serving = this.router.entriesFor(model)
-    if (serving.length === 0) {
-      await this.router.refresh()
-      serving = this.router.entriesFor(model)
-    }
-    const answering = serving.filter((e) => e.state !== 'unreachable')
-    const entry = answering.find((e) => e.breaker !== 'open') ?? answering[0]
-    if (!entry) throw MeshError.modelNotFound(model)
-    return this.net
-      .peer(entry.publicKey)
-      .request<ModelDetails>('show', { model }, { timeout: MODELS_TIMEOUT_MS })
+  /** Model details from a processor that serves it. @throws ERR_MODEL_NOT_FOUND */
+  show(model: string): Promise<ModelDetails> {
+    return this.catalog.show(model)
+  }
+
+  /** Models loaded on every processor (Ollama's /api/ps across the mesh). */
+  runningModels(): Promise<RunningModel[]> {
+    return this.catalog.runningModels()
   }
 
   /**
@@ -620,7 +361,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
    *         ERR_QUOTA_EXCEEDED, and whatever forwarding throws
    */
   private async infer(payload: unknown, ctx: CallContext): Promise<InferResult> {
-    const identity = this.identify(payload)
+    const identity = this.accounts.identify(payload)
     const req = parseInferRequest(payload, this.config.maxPromptBytes)
     if (req.stream && !req.id) throw MeshError.badRequest('request.id: required when stream is true')
     let seq = 0
@@ -670,9 +411,9 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     work: () => Promise<T>,
     counts: (result: T) => { processor?: string | undefined; doneReason?: string | undefined },
   ): Promise<T & { requestId: string }> {
-    const usage = this.usageFacility as UsageFacility
-    const limits = this.limitsFacility as LimitsFacility
-    const subject = this.subjectOf(identity)
+    const usage = this.ledger
+    const limits = this.limiter
+    const subject = this.accounts.subjectOf(identity)
     if (!usage.hasTotals(identity.userId)) await usage.loadTotals(identity.userId)
     limits.admit(subject)
     const started = performance.now()
@@ -835,12 +576,6 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     }
   }
 
-  /** Models loaded on every processor (Ollama's /api/ps across the mesh). */
-  async runningModels(): Promise<RunningModel[]> {
-    const replies = await this.askAll<{ models?: RunningModel[] }>('ps')
-    return replies.flatMap((r) => r.models ?? []).sort((a, b) => a.name.localeCompare(b.name))
-  }
-
   /** Forwards one validated request (streams tracked for `cancel`, bounded by its timeout). */
   private async run(req: InferRequest, sink: Sink, userId: string): Promise<InferResult> {
     const key = sink.runningKey
@@ -951,66 +686,5 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
 
   protected override abortInflight(): void {
     for (const legs of this.legs.values()) for (const leg of legs) leg.cancel.abort()
-  }
-}
-
-/**
- * The mesh as one HTTP caller sees it: the InferenceSource the Ollama and
- * OpenAI route layers serve, going through the gateway's accounts, limits,
- * routing and ledger exactly as an RPC request does.
- */
-class GatewaySource implements InferenceSource {
-  constructor(
-    private readonly gateway: GatewayWorker,
-    private readonly identity: Identity | null,
-    private readonly timing: RequestTiming,
-  ) {}
-
-  listModels(): Promise<ModelInfo[]> {
-    return this.gateway.models()
-  }
-
-  showModel(name: string): Promise<ModelDetails> {
-    return this.gateway.show(name)
-  }
-
-  runningModels(): Promise<RunningModel[]> {
-    return this.gateway.runningModels()
-  }
-
-  chat(req: ChatRequest, cb: GenerateCallbacks = {}): Promise<GenerationResult> {
-    return this.serve({ kind: 'chat', ...req, stream: cb.onToken !== undefined }, cb)
-  }
-
-  generate(req: GenerateRequest, cb: GenerateCallbacks = {}): Promise<GenerationResult> {
-    return this.serve({ kind: 'generate', ...req, stream: cb.onToken !== undefined }, cb)
-  }
-
-  async embed(req: EmbedRequest, cb: Cancellable = {}): Promise<EmbedResult> {
-    this.timing.dispatched ??= performance.now()
-    return this.gateway.serveEmbed(
-      this.identity,
-      parseEmbedRequest(req, this.gateway.config.maxPromptBytes),
-      (cancel) => watchCaller(cb, cancel),
-      () => {
-        this.timing.answered = performance.now()
-      },
-    )
-  }
-
-  private async serve(payload: Record<string, unknown>, cb: GenerateCallbacks): Promise<GenerationResult> {
-    const req = parseInferRequest(payload, this.gateway.config.maxPromptBytes)
-    return this.gateway.serveInfer(this.identity, req, {
-      runningKey: null,
-      onText: cb.onToken ?? null,
-      watch: (cancel) => watchCaller(cb, cancel),
-      onDispatch: () => {
-        this.timing.dispatched ??= performance.now()
-      },
-      // The ledger write after the answer is the gateway's time too.
-      onAnswer: () => {
-        this.timing.answered = performance.now()
-      },
-    })
   }
 }
