@@ -3,10 +3,10 @@ import { AuthFacility, type Identity } from '../../facilities/auth/auth.facility
 import { HttpFacility } from '../../facilities/http/http.facility.js'
 import { LimitsFacility } from '../../facilities/limits.facility.js'
 import type { CallContext, MethodTable } from '../../facilities/net/rpc-server.js'
-import { STREAM_CHUNK, type StreamChunk } from '../../facilities/net/streaming.js'
+import { STREAM_CHUNK } from '../../facilities/net/streaming.js'
 import { type ProcessorEntry, RouterFacility } from '../../facilities/router/router.facility.js'
 import { UsageFacility } from '../../facilities/usage/usage.facility.js'
-import { CancelToken, cancelById, cancelError } from '../../kernel/cancel.js'
+import { CancelToken, cancelById } from '../../kernel/cancel.js'
 import type { GatewayConfig } from '../../kernel/config.js'
 import { MeshError } from '../../kernel/errors.js'
 import { gatewayKeyPair } from '../../kernel/identity.js'
@@ -19,83 +19,16 @@ import {
   parseModelRequest,
 } from '../../kernel/inference.js'
 import { idSequence } from '../../kernel/util.js'
-import type { EmbedRequest, EmbedResult, ModelDetails, ModelInfo, RunningModel } from '../../kernel/wire.js'
+import type { EmbedRequest, ModelDetails, ModelInfo, RunningModel } from '../../kernel/wire.js'
+
+export type { EmbedReply, Sink } from './inference-pipeline.js'
+
 import { BaseWorker, type FacilitySpec, type WorkerOptions } from '../base.worker.js'
 import { Accounts } from './accounts.js'
 import { Catalog } from './catalog.js'
+import { EmbedBatches } from './embed-batches.js'
 import { GatewaySource } from './http-source.js'
-
-/** Waits `ms`, or less if `cancel` fires first. */
-function sleep(ms: number, cancel: CancelToken): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms)
-    const stop = cancel.onAbort(done)
-    function done() {
-      clearTimeout(timer)
-      stop()
-      resolve()
-    }
-  })
-}
-
-/** Where a served request's text goes, and how its caller can stop it. */
-export interface Sink {
-  /** Key under which a `cancel` RPC finds it, or null. */
-  runningKey: string | null
-  /** Each piece of streamed text, in order; null for a request answered whole. */
-  onText: ((text: string) => void) | null
-  /** Cancels the request when its caller goes away; returns the function that stops watching. */
-  watch: (cancel: CancelToken) => () => void
-  /** Called each time the request is handed to a processor. */
-  onDispatch?: () => void
-  /** Called when a processor's whole answer came back, before it is accounted. */
-  onAnswer?: () => void
-}
-
-/** An embedding answer as processors give it, with who served it. */
-export interface EmbedReply extends EmbedResult {
-  processor?: string
-}
-
-/** One try of a request on one processor. */
-interface Leg {
-  cancel: CancelToken
-  model: string
-  /** Whether it has sent text back (a stream that broke then cannot move elsewhere). */
-  answering: boolean
-}
-
-/**
- * The reason a leg is stopped for its processor's sake (it restarted, drains, is unreachable
- * or gone): the request tries again without counting that processor as failed for it.
- */
-function processorGone(entry: ProcessorEntry, what: string): MeshError {
-  return new MeshError('ERR_UNAVAILABLE', `processor ${entry.id.slice(0, 8)} ${what}`, { rerouted: true })
-}
-
-/** Every field of either kind of request (a field added to the schema must be forwarded or named here). */
-type FieldOf<T> = T extends unknown ? keyof T : never
-type ForwardedField = Exclude<FieldOf<InferRequest>, 'id' | 'timeoutMs'>
-
-/**
- * What a processor is sent for `req`: every field but the caller's stream id
- * and deadline, as one literal of one shape for both kinds (fields a kind lacks
- * are undefined, which JSON leaves out). Rest-copying the parsed request made
- * an object several times slower to copy and encode, on every request's path.
- */
-function processorRequest(req: InferRequest): Record<ForwardedField, unknown> {
-  const chat = req.kind === 'chat'
-  return {
-    kind: req.kind,
-    model: req.model,
-    stream: req.stream,
-    options: req.options,
-    messages: chat ? req.messages : undefined,
-    prompt: chat ? undefined : req.prompt,
-    system: chat ? undefined : req.system,
-    raw: chat ? undefined : req.raw,
-  }
-}
+import { type EmbedReply, InferencePipeline, type Sink, withDeadline } from './inference-pipeline.js'
 
 /**
  * The mesh's front door: every request is authenticated (API key or access
@@ -109,17 +42,13 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   private usageFacility: UsageFacility | null = null
   private limitsFacility: LimitsFacility | null = null
   private httpFacility: HttpFacility | null = null
-  /** Client streams by `<caller key hex>/<stream id>`, for `cancel`. */
-  private readonly running = new Map<string, CancelToken>()
-  /** Requests being forwarded (streamed or not). */
-  private active = 0
   /** Request ids: random per start, then a counter (unique across restarts, no syscall per request). */
   private readonly nextRequestId = idSequence(6, 6)
-  /** Legs running on each processor, failed over when it goes away. */
-  private readonly legs = new Map<string, Set<Leg>>()
 
   private readonly accounts: Accounts
   private readonly catalog: Catalog
+  private readonly pipeline: InferencePipeline
+  private readonly embeds: EmbedBatches
 
   constructor(config: GatewayConfig, opts: WorkerOptions = {}) {
     super('gateway', config, opts)
@@ -128,6 +57,10 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       () => this.net,
       () => this.log,
     )
+    const router = () => this.router
+    const net = () => this.net
+    this.pipeline = new InferencePipeline(config, router, net, () => this.log)
+    this.embeds = new EmbedBatches(config, router, net)
     this.accounts = new Accounts(config, {
       auth: () => this.authFacility,
       usage: () => this.ledger,
@@ -252,9 +185,9 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
             logger: this.log,
           })
           const events = this.routerFacility.events
-          events.on('drop', (entry: ProcessorEntry) => this.failOver(entry, 'is gone'))
-          events.on('restarted', (entry: ProcessorEntry) => this.failOver(entry, 'restarted'))
-          events.on('unreachable', (entry: ProcessorEntry) => this.moveWaiting(entry))
+          events.on('drop', (entry: ProcessorEntry) => this.pipeline.failOver(entry, 'is gone'))
+          events.on('restarted', (entry: ProcessorEntry) => this.pipeline.failOver(entry, 'restarted'))
+          events.on('unreachable', (entry: ProcessorEntry) => this.pipeline.moveWaiting(entry))
           return this.routerFacility
         },
       },
@@ -291,7 +224,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
         this.accounts.identify(payload)
         return { models: await this.runningModels() }
       },
-      cancel: (payload, ctx) => cancelById(this.running, payload, ctx.remotePublicKey),
+      cancel: (payload, ctx) => cancelById(this.pipeline.running, payload, ctx.remotePublicKey),
       models: async (payload) => {
         this.accounts.identify(payload)
         return { models: await this.models() }
@@ -304,38 +237,15 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
         this.accounts.identify(payload)
         return this.localStatus()
       },
-      // Admins.
     }
   }
 
   protected override async statusInfo(): Promise<Record<string, unknown>> {
     return {
       processors: this.router.list(),
-      active: this.active,
+      active: this.pipeline.active,
       queued: this.router.queued,
       strategy: this.router.strategy,
-    }
-  }
-
-  /** Stops every leg on a processor that is gone or restarted: they cannot finish there. */
-  private failOver(entry: ProcessorEntry, what: string): void {
-    const legs = this.legs.get(entry.id)
-    if (!legs) return
-    const reason = processorGone(entry, what)
-    for (const leg of legs) leg.cancel.abort(reason)
-  }
-
-  /**
-   * A processor stopped answering: legs still waiting for their first text move to another
-   * processor that serves their model, if there is one. The rest keep running (a busy
-   * processor answers late; a dead one is dropped after `goneAfterMs`).
-   */
-  private moveWaiting(entry: ProcessorEntry): void {
-    const legs = this.legs.get(entry.id)
-    if (!legs) return
-    const reason = processorGone(entry, 'stopped answering')
-    for (const leg of legs) {
-      if (!leg.answering && this.router.hasOtherFor(leg.model, entry.id)) leg.cancel.abort(reason)
     }
   }
 
@@ -384,7 +294,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
    */
   async serveInfer(identity: Identity | null, req: InferRequest, sink: Sink): Promise<InferResult> {
     await this.admissible(identity, req.model)
-    const work = () => this.run(req, sink, identity?.userId ?? '')
+    const work = () => this.pipeline.run(req, sink, identity?.userId ?? '')
     if (!identity) return work()
     return this.accounted(identity, req.model, work, (r) => r)
   }
@@ -471,220 +381,14 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     await this.admissible(identity, req.model)
     const cancel = new CancelToken()
     const work = () =>
-      this.withDeadline(cancel, this.config.inferenceTimeoutMs, watch, onAnswer, () =>
-        this.embedBatches(req, identity?.userId ?? '', cancel),
+      withDeadline(cancel, this.config.inferenceTimeoutMs, watch, onAnswer, () =>
+        this.embeds.run(req, identity?.userId ?? '', cancel),
       )
     if (!identity) return work()
     return this.accounted(identity, req.model, work, (r) => ({ processor: r.processor }))
   }
 
-  /**
-   * Runs `work` while `cancel` aborts when its caller stops (`watch`) or after
-   * `timeoutMs` (ERR_TIMEOUT), and stops watching and timing when it ends;
-   * tells `onAnswer` when it succeeded.
-   */
-  private async withDeadline<T>(
-    cancel: CancelToken,
-    timeoutMs: number,
-    watch: Sink['watch'],
-    onAnswer: Sink['onAnswer'],
-    work: () => Promise<T>,
-  ): Promise<T> {
-    const unwatch = watch(cancel)
-    const deadline = setTimeout(
-      () => cancel.abort(MeshError.timeout(`no answer within ${timeoutMs} ms`)),
-      timeoutMs,
-    )
-    try {
-      const result = await work()
-      onAnswer?.()
-      return result
-    } finally {
-      clearTimeout(deadline)
-      unwatch()
-    }
-  }
-
-  /**
-   * `req` batch by batch, the vectors joined in order and the prompt tokens summed; the
-   * processor named is the first batch's. A list that fits one batch is sent as it is.
-   * @throws ERR_INTERNAL when a processor answers a batch with a different number of vectors
-   */
-  private async embedBatches(req: EmbedRequest, userId: string, cancel: CancelToken): Promise<EmbedReply> {
-    const { embedBatchInputs, embedBatchBytes } = this.config.routing
-    const { input } = req
-    let end = GatewayWorker.batchEnd(input, 0, embedBatchInputs, embedBatchBytes)
-    if (end >= input.length) return this.embedAttempts(req, userId, cancel)
-    const started = performance.now()
-    const embeddings: number[][] = []
-    let promptTokens = 0
-    let loadMs = 0
-    let processor: string | undefined
-    for (let start = 0; start < input.length; ) {
-      const batch = input.slice(start, end)
-      const r = await this.embedAttempts({ ...req, input: batch }, userId, cancel)
-      if (r.embeddings.length !== batch.length) {
-        throw new MeshError(
-          'ERR_INTERNAL',
-          `processor ${r.processor?.slice(0, 8)} answered ${batch.length} inputs with ${r.embeddings.length} vectors`,
-        )
-      }
-      for (const v of r.embeddings) embeddings.push(v)
-      promptTokens += r.promptTokens
-      loadMs += r.loadMs
-      processor ??= r.processor
-      start = end
-      end = GatewayWorker.batchEnd(input, start, embedBatchInputs, embedBatchBytes)
-    }
-    return { embeddings, promptTokens, totalMs: performance.now() - started, loadMs, processor }
-  }
-
-  /** Where the batch from `start` ends: at most `maxInputs` inputs and `maxBytes` bytes, but one input at least. */
-  private static batchEnd(
-    input: readonly string[],
-    start: number,
-    maxInputs: number,
-    maxBytes: number,
-  ): number {
-    let end = start
-    let bytes = 0
-    while (end < input.length && end - start < maxInputs) {
-      bytes += Buffer.byteLength(input[end] as string)
-      if (bytes > maxBytes && end > start) break
-      end++
-    }
-    return end
-  }
-
-  /** One batch, on another processor when one fails (at most `routing.maxAttempts`). */
-  private async embedAttempts(req: EmbedRequest, userId: string, cancel: CancelToken): Promise<EmbedReply> {
-    const tried = new Set<string>()
-    for (let attempt = 1; ; attempt++) {
-      const lease = await this.router.lease(req.model, { userId, exclude: tried, cancel })
-      tried.add(lease.entry.id)
-      try {
-        if (cancel.aborted) throw cancelError(cancel.reason)
-        const result = await this.net
-          .peer(lease.entry.publicKey, lease.entry.id)
-          .request<EmbedReply>('embed', req, { timeout: this.config.inferenceTimeoutMs })
-        lease.answered()
-        return { ...result, processor: lease.entry.id }
-      } catch (err) {
-        const verdict = lease.failed(err)
-        if (!verdict.retry || attempt >= this.config.routing.maxAttempts) throw verdict.error
-      }
-    }
-  }
-
-  /** Forwards one validated request (streams tracked for `cancel`, bounded by its timeout). */
-  private async run(req: InferRequest, sink: Sink, userId: string): Promise<InferResult> {
-    const key = sink.runningKey
-    if (key && this.running.has(key))
-      throw MeshError.badRequest(`request.id: stream '${req.id}' is already running`)
-    const timeoutMs = Math.min(
-      req.timeoutMs ?? this.config.inferenceTimeoutMs,
-      this.config.inferenceTimeoutMs,
-    )
-    const cancel = new CancelToken()
-    if (key) this.running.set(key, cancel)
-    this.active++
-    try {
-      return await this.withDeadline(cancel, timeoutMs, sink.watch, sink.onAnswer, () =>
-        this.forward(req, sink, cancel, userId, timeoutMs),
-      )
-    } finally {
-      this.active--
-      if (key) this.running.delete(key)
-    }
-  }
-
-  private async forward(
-    req: InferRequest,
-    sink: Sink,
-    cancel: CancelToken,
-    userId: string,
-    timeoutMs: number,
-  ): Promise<InferResult> {
-    const { routing } = this.config
-    const started = Date.now()
-    const tried = new Set<string>()
-    let chunks = 0
-    const body = processorRequest(req)
-    const stopped = () => cancelError(cancel.reason)
-    for (let attempt = 1; ; attempt++) {
-      // A request stopped meanwhile (its caller gone) takes no slot.
-      const lease = await this.router.lease(req.model, { userId, exclude: tried, cancel })
-      const { entry } = lease
-      tried.add(entry.id)
-      const leg: Leg = { cancel: new CancelToken(), model: req.model, answering: false }
-      const unfollow = cancel.onAbort((reason) => leg.cancel.abort(reason))
-      let legs = this.legs.get(entry.id)
-      if (!legs) {
-        legs = new Set<Leg>()
-        this.legs.set(entry.id, legs)
-      }
-      legs.add(leg)
-      const sent = performance.now()
-      sink.onDispatch?.()
-      let firstChunkMs: number | undefined
-      try {
-        if (cancel.aborted) throw stopped()
-        const { onText } = sink
-        const result = await this.net.peer(entry.publicKey, entry.id).stream<InferResult>('infer', body, {
-          cancel: leg.cancel,
-          timeout: timeoutMs,
-          // An answer given whole has no chunks to wait for (the processor streams only when asked).
-          onChunk: onText
-            ? (chunk: StreamChunk) => {
-                firstChunkMs ??= performance.now() - sent
-                leg.answering = true
-                chunks++
-                onText(chunk.text)
-              }
-            : undefined,
-        })
-        result.processor = entry.id
-        const observedMs = performance.now() - sent
-        lease.answered({
-          // Unary answers have no first chunk: what the processor did not spend generating.
-          // Loading the model is a one-time cost, not the processor's speed: a first request
-          // that paid it must not brand the processor slow under `fastest`.
-          ttftMs: Math.max(0, (firstChunkMs ?? observedMs - (result.evalMs ?? 0)) - (result.loadMs ?? 0)),
-          completionTokens: result.completionTokens,
-          evalMs: result.evalMs,
-        })
-        return result
-      } catch (err) {
-        if (cancel.aborted) {
-          const reason = cancel.reason instanceof MeshError ? cancel.reason : MeshError.from(err)
-          // The gateway's own deadline (not a shorter one the client chose) ran out before the
-          // processor produced anything: the processor hung, and its breaker should know.
-          lease.stopped(reason.code === 'ERR_TIMEOUT' && req.timeoutMs === undefined && chunks === 0)
-          throw reason
-        }
-        const verdict = lease.failed(err, chunks)
-        if (!verdict.retry) throw verdict.error
-        if (verdict.rerouted) tried.delete(entry.id)
-        else
-          this.log.warn(
-            { err: verdict.error, processor: entry.id, attempt },
-            'processor failed before first token',
-          )
-      } finally {
-        legs.delete(leg)
-        if (legs.size === 0) this.legs.delete(entry.id)
-        unfollow()
-      }
-      const backoff = Math.random() * Math.min(routing.retryMaxMs, routing.retryBaseMs * 2 ** (attempt - 1))
-      if (attempt >= routing.maxAttempts || Date.now() + backoff - started > routing.retryBudgetMs) {
-        throw MeshError.noProcessor(req.model, `${attempt} attempt(s) failed`)
-      }
-      await sleep(backoff, cancel)
-      if (cancel.aborted) throw stopped()
-    }
-  }
-
   protected override abortInflight(): void {
-    for (const legs of this.legs.values()) for (const leg of legs) leg.cancel.abort()
+    this.pipeline.abortAll()
   }
 }
