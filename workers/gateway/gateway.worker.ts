@@ -103,7 +103,8 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     return this.httpFacility?.url ?? null
   }
 
-  protected override facilities(): FacilitySpec[] {
+  /** Auth, usage and limits, when `auth.enabled`: they need the store. */
+  private accountFacilities(): FacilitySpec[] {
     const accounts: FacilitySpec[] = []
     if (this.config.auth.enabled) {
       const needStore = () => {
@@ -151,6 +152,11 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
         },
       )
     }
+    return accounts
+  }
+
+  protected override facilities(): FacilitySpec[] {
+    const accounts = this.accountFacilities()
     const http: FacilitySpec[] = this.config.http.enabled
       ? [
           {
