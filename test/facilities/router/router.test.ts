@@ -1,11 +1,23 @@
 import test from 'brittle'
 import { LogFacility } from '../../../facilities/log.facility.js'
 import type { NetFacility } from '../../../facilities/net/net.facility.js'
-import { RouterFacility } from '../../../facilities/router/router.facility.js'
+import { type Lease, RouterFacility } from '../../../facilities/router/router.facility.js'
+import { CancelToken } from '../../../kernel/cancel.js'
 import { gatewayConfigSchema, parseConfig } from '../../../kernel/config.js'
 import { FAST_REGISTRY, until } from '../../helpers/mesh.js'
 
 const logger = new LogFacility({ level: 'silent' }).logger
+
+/** A lease taken at once, or null: a request that would wait is cancelled (it takes no slot). */
+async function leaseNow(router: RouterFacility, model: string, userId = ''): Promise<Lease | null> {
+  const cancel = new CancelToken()
+  const leasing = router.lease(model, { userId, cancel }).catch(() => null)
+  const now = await Promise.race([leasing, new Promise<'later'>((r) => setImmediate(() => r('later')))])
+  if (now !== 'later') return now
+  cancel.abort()
+  ;(await leasing)?.answered()
+  return null
+}
 const KEY = Buffer.alloc(32, 7)
 
 /** A router over a stand-in for the network: one processor whose `status` reply is `status`. */
@@ -146,7 +158,7 @@ test('router: a processor whose connection closes is re-dialled, and one that re
   state.mode = 'refuse'
   close()
   t.is(router.list()[0]?.state, 'unreachable', 'unreachable as soon as the connection closes')
-  t.is(router.leaseNow('m', new Set()), null, 'sent nothing new while unreachable')
+  t.is(await leaseNow(router, 'm'), null, 'sent nothing new while unreachable')
   await new Promise((r) => setTimeout(r, 300))
   t.ok(state.dials >= 2, `re-dialled with backoff (${state.dials} dials)`)
 
@@ -155,9 +167,9 @@ test('router: a processor whose connection closes is re-dialled, and one that re
   state.mode = 'answer'
   t.ok(await until(() => router.list()[0]?.state === 'serving', 2_000), 'serving again after the restart')
   t.alike(events, ['unreachable', 'restarted'], 'told listeners: unreachable, then restarted (never dropped)')
-  const lease = router.leaseNow('m', new Set())
+  const lease = await leaseNow(router, 'm')
   t.ok(lease, 'leased again')
-  lease?.release({ ok: true })
+  lease?.answered()
 })
 
 test('router: a draining processor gets nothing new; waiting requests go once it serves again', async (t) => {
@@ -167,9 +179,9 @@ test('router: a draining processor gets nothing new; waiting requests go once it
   t.ok(await until(() => router.size === 1, 2_000))
   state.status.draining = true
   t.ok(await until(() => router.list()[0]?.state === 'draining', 2_000), 'draining, as reported')
-  t.is(router.leaseNow('m', new Set()), null, 'no lease while it drains')
+  t.is(await leaseNow(router, 'm'), null, 'no lease while it drains')
   let leased = false
-  const waiting = router.acquire('m').then((l) => {
+  const waiting = router.lease('m').then((l) => {
     leased = true
     return l
   })
@@ -180,7 +192,7 @@ test('router: a draining processor gets nothing new; waiting requests go once it
   state.status.instance = 'after'
   const lease = await waiting
   t.is(lease.entry.state, 'serving')
-  lease.release({ ok: true })
+  lease.answered()
 })
 
 test('router: a processor that stops answering is unreachable, kept while busy, and dropped once gone', async (t) => {
@@ -200,7 +212,7 @@ test('router: a processor that stops answering is unreachable, kept while busy, 
   // Gone for good: dropped after goneAfterMs, and a waiting request fails instead of hanging.
   state.mode = 'hang'
   t.ok(await until(() => router.list()[0]?.state === 'unreachable', 2_000))
-  const waiting = router.acquire('m').then(
+  const waiting = router.lease('m').then(
     () => 'leased',
     (err: { code?: string }) => err.code,
   )
@@ -215,39 +227,39 @@ test("router: a user holding their share of a model's slots gets the next one af
   t.ok(await until(() => router.size === 1), 'the processor joined')
 
   // Alone, a user may hold every slot: nobody else waits for them.
-  const a1 = router.leaseNow('m', new Set(), 'alice')
-  const a2 = await router.acquire('m', { userId: 'alice' })
+  const a1 = await leaseNow(router, 'm', 'alice')
+  const a2 = await router.lease('m', { userId: 'alice' })
   t.ok(a1 && a2, 'a solo user takes both slots at once')
 
   // Alice's third request waits, then Bob's: two users, two slots, a share of one each.
   const order: string[] = []
   const waitFor = (userId: string) =>
-    router.acquire('m', { userId }).then((lease) => {
+    router.lease('m', { userId }).then((lease) => {
       order.push(userId)
       return lease
     })
   const a3 = waitFor('alice')
   const b1 = waitFor('bob')
   t.is(router.queued, 2, 'both wait')
-  t.is(router.leaseNow('m', new Set(), 'carol'), null, 'no slot is free for anyone')
+  t.is(await leaseNow(router, 'm', 'carol'), null, 'no slot is free for anyone')
 
   // A slot frees: Alice still holds one (her share) and Bob none, so it is Bob's, though
   // Alice queued first.
-  a1?.release({ ok: true })
+  a1?.answered()
   await new Promise((r) => setImmediate(r))
   t.alike(order, ['bob'], 'the freed slot went to the waiting user below his share')
   t.is(router.queued, 1, "Alice's third request still waits")
-  a2.release({ ok: true })
+  a2.answered()
   const [alice, bob] = await Promise.all([a3, b1])
   t.alike(order, ['bob', 'alice'], 'then the next one to Alice')
-  bob.release({ ok: true })
-  alice.release({ ok: true })
+  bob.answered()
+  alice.answered()
 
   // Bob gone, Alice alone again: both slots hers, none held back.
-  const again = [router.leaseNow('m', new Set(), 'alice'), router.leaseNow('m', new Set(), 'alice')]
+  const again = [await leaseNow(router, 'm', 'alice'), await leaseNow(router, 'm', 'alice')]
   t.ok(
     again.every((l) => l !== null),
     'a user alone takes every slot again',
   )
-  for (const l of again) l?.release({ ok: true })
+  for (const l of again) l?.answered()
 })

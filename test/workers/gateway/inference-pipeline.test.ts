@@ -1,0 +1,131 @@
+import test from 'brittle'
+import type { RouterFacility } from '../../../facilities/router/router.facility.js'
+import { noop } from '../../../kernel/cancel.js'
+import { gatewayConfigSchema, parseConfig } from '../../../kernel/config.js'
+import { MeshError } from '../../../kernel/errors.js'
+import { parseInferRequest } from '../../../kernel/inference.js'
+import { InferencePipeline, type Sink } from '../../../workers/gateway/inference-pipeline.js'
+import {
+  logger,
+  routerOver,
+  type StandIn,
+  standIn,
+  standInNet,
+} from '../../facilities/router/stand-in-pool.js'
+
+const config = parseConfig(gatewayConfigSchema, {
+  bootstrap: ['127.0.0.1:1'],
+  routing: { retryBaseMs: 1, retryMaxMs: 5 },
+})
+
+async function pipelineOver(pool: StandIn[]) {
+  const router: RouterFacility = await routerOver(pool, { retryBaseMs: 1, retryMaxMs: 5 })
+  const net = standInNet(pool)
+  return {
+    router,
+    pipeline: new InferencePipeline(
+      config,
+      () => router,
+      () => net,
+      () => logger,
+    ),
+  }
+}
+
+const chat = (stream = false) =>
+  parseInferRequest(
+    { kind: 'chat', model: 'm', messages: [{ role: 'user', content: 'hi' }], stream },
+    config.maxPromptBytes,
+  )
+
+function sink(texts: string[] = [], watch: Sink['watch'] = () => noop): Sink {
+  return { runningKey: null, onText: (t) => texts.push(t), watch }
+}
+
+const failing = (code: string) => async () => {
+  throw new MeshError(code as 'ERR_UNAVAILABLE', 'it failed')
+}
+
+test('pipeline: a retryable error moves the request to another processor', async (t) => {
+  const pool = [standIn(1), standIn(2)]
+  const { router, pipeline } = await pipelineOver(pool)
+  t.teardown(() => router.close())
+  for (const p of pool) p.answer = failing('ERR_UNAVAILABLE')
+  const good = pool[1] as StandIn
+  good.answer = async () => ({ text: 'ok', promptTokens: 1, completionTokens: 1 })
+  for (let i = 0; i < 3; i++) {
+    const result = await pipeline.run(chat(), sink(), '')
+    t.is(result.processor, good.key.toString('hex'), 'answered by the processor that works')
+  }
+  t.is(
+    router.list().reduce((n, p) => n + p.inflight, 0),
+    0,
+    'every slot freed',
+  )
+})
+
+test('pipeline: when every processor fails, ERR_NO_PROCESSOR after the attempts', async (t) => {
+  const pool = [standIn(1), standIn(2)]
+  const { router, pipeline } = await pipelineOver(pool)
+  t.teardown(() => router.close())
+  for (const p of pool) p.answer = failing('ERR_BACKEND_UNAVAILABLE')
+  await t.exception(pipeline.run(chat(), sink(), ''), /ERR_NO_PROCESSOR/)
+})
+
+test('pipeline: a non-retryable error passes through, tried once', async (t) => {
+  const pool = [standIn(1), standIn(2)]
+  const { router, pipeline } = await pipelineOver(pool)
+  t.teardown(() => router.close())
+  let calls = 0
+  for (const p of pool)
+    p.answer = async () => {
+      calls++
+      throw MeshError.badRequest('bad prompt')
+    }
+  await t.exception(pipeline.run(chat(), sink(), ''), /ERR_BAD_REQUEST/)
+  t.is(calls, 1)
+})
+
+test('pipeline: a stream that fails after chunks is not retried: ERR_STREAM_BROKEN', async (t) => {
+  const pool = [standIn(1), standIn(2)]
+  const { router, pipeline } = await pipelineOver(pool)
+  t.teardown(() => router.close())
+  let calls = 0
+  for (const p of pool)
+    p.answer = async (_m, _p, opts) => {
+      calls++
+      ;(opts.onChunk as (c: { text: string }) => void)({ text: 'partial' })
+      throw new MeshError('ERR_UNAVAILABLE', 'connection lost')
+    }
+  const texts: string[] = []
+  await t.exception(pipeline.run(chat(true), sink(texts), ''), /ERR_STREAM_BROKEN/)
+  t.is(calls, 1, 'not sent again')
+  t.alike(texts, ['partial'])
+})
+
+test('pipeline: a cancelled request stops its leg and frees its slot', async (t) => {
+  const pool = [standIn(1)]
+  const { router, pipeline } = await pipelineOver(pool)
+  t.teardown(() => router.close())
+  ;(pool[0] as StandIn).answer = (_m, _p, opts) =>
+    new Promise((_, reject) => {
+      ;(opts.cancel as { onAbort: (fn: (r: unknown) => void) => void }).onAbort(() =>
+        reject(MeshError.cancelled()),
+      )
+    })
+  let stop = noop
+  const running = pipeline.run(
+    chat(),
+    sink([], (cancel) => {
+      stop = () => cancel.abort()
+      return noop
+    }),
+    '',
+  )
+  await new Promise((r) => setImmediate(r))
+  t.is(router.list()[0]?.inflight, 1)
+  stop()
+  await t.exception(running, /ERR_CANCELLED/)
+  t.is(router.list()[0]?.inflight, 0, 'the slot is free')
+  t.is(router.list()[0]?.breaker, 'closed', 'not held against the processor')
+})

@@ -1,0 +1,93 @@
+import type { Identity } from '../../facilities/auth/auth.facility.js'
+import type { RequestTiming } from '../../facilities/http/http.facility.js'
+import { type CancelToken, noop } from '../../kernel/cancel.js'
+import { parseEmbedRequest, parseInferRequest } from '../../kernel/inference.js'
+import type {
+  Cancellable,
+  ChatRequest,
+  EmbedRequest,
+  EmbedResult,
+  GenerateCallbacks,
+  GenerateRequest,
+  GenerationResult,
+  InferenceSource,
+  ModelDetails,
+  ModelInfo,
+  RunningModel,
+} from '../../kernel/wire.js'
+import type { GatewayWorker } from './gateway.worker.js'
+
+/** Aborts `cancel` when the caller stops (by its CancelToken or its signal); returns the unwatch. */
+function watchCaller(caller: Cancellable, cancel: CancelToken): () => void {
+  const abort = () => cancel.abort()
+  const unwatchToken = caller.cancel?.onAbort(abort) ?? noop
+  const { signal } = caller
+  if (signal?.aborted) abort()
+  if (!signal || signal.aborted) return unwatchToken
+  signal.addEventListener('abort', abort, { once: true })
+  return () => {
+    unwatchToken()
+    signal.removeEventListener('abort', abort)
+  }
+}
+
+/**
+ * The mesh as one HTTP caller sees it: the InferenceSource the Ollama and
+ * OpenAI route layers serve, going through the gateway's accounts, limits,
+ * routing and ledger exactly as an RPC request does.
+ */
+export class GatewaySource implements InferenceSource {
+  constructor(
+    private readonly gateway: GatewayWorker,
+    private readonly identity: Identity | null,
+    private readonly timing: RequestTiming,
+  ) {}
+
+  listModels(): Promise<ModelInfo[]> {
+    return this.gateway.models()
+  }
+
+  showModel(name: string): Promise<ModelDetails> {
+    return this.gateway.show(name)
+  }
+
+  runningModels(): Promise<RunningModel[]> {
+    return this.gateway.runningModels()
+  }
+
+  chat(req: ChatRequest, cb: GenerateCallbacks = {}): Promise<GenerationResult> {
+    return this.serve({ kind: 'chat', ...req, stream: cb.onToken !== undefined }, cb)
+  }
+
+  generate(req: GenerateRequest, cb: GenerateCallbacks = {}): Promise<GenerationResult> {
+    return this.serve({ kind: 'generate', ...req, stream: cb.onToken !== undefined }, cb)
+  }
+
+  async embed(req: EmbedRequest, cb: Cancellable = {}): Promise<EmbedResult> {
+    this.timing.dispatched ??= performance.now()
+    return this.gateway.serveEmbed(
+      this.identity,
+      parseEmbedRequest(req, this.gateway.config.maxPromptBytes),
+      (cancel) => watchCaller(cb, cancel),
+      () => {
+        this.timing.answered = performance.now()
+      },
+    )
+  }
+
+  private async serve(payload: Record<string, unknown>, cb: GenerateCallbacks): Promise<GenerationResult> {
+    const req = parseInferRequest(payload, this.gateway.config.maxPromptBytes)
+    return this.gateway.serveInfer(this.identity, req, {
+      runningKey: null,
+      onText: cb.onToken ?? null,
+      watch: (cancel) => watchCaller(cb, cancel),
+      onDispatch: () => {
+        this.timing.dispatched ??= performance.now()
+      },
+      // The ledger write after the answer is the gateway's time too.
+      onAnswer: () => {
+        this.timing.answered = performance.now()
+      },
+    })
+  }
+}

@@ -1,0 +1,267 @@
+import type { Logger } from '../../facilities/log.facility.js'
+import type { NetFacility } from '../../facilities/net/net.facility.js'
+import type { StreamChunk } from '../../facilities/net/streaming.js'
+import type { ProcessorEntry, RouterFacility } from '../../facilities/router/router.facility.js'
+import { CancelToken, cancelError } from '../../kernel/cancel.js'
+import type { GatewayConfig } from '../../kernel/config.js'
+import { MeshError } from '../../kernel/errors.js'
+import type { InferRequest, InferResult } from '../../kernel/inference.js'
+import type { EmbedResult } from '../../kernel/wire.js'
+
+/** Waits `ms`, or less if `cancel` fires first. */
+function sleep(ms: number, cancel: CancelToken): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms)
+    const stop = cancel.onAbort(done)
+    function done() {
+      clearTimeout(timer)
+      stop()
+      resolve()
+    }
+  })
+}
+
+/** Where a served request's text goes, and how its caller can stop it. */
+export interface Sink {
+  /** Key under which a `cancel` RPC finds it, or null. */
+  runningKey: string | null
+  /** Each piece of streamed text, in order; null for a request answered whole. */
+  onText: ((text: string) => void) | null
+  /** Cancels the request when its caller goes away; returns the function that stops watching. */
+  watch: (cancel: CancelToken) => () => void
+  /** Called each time the request is handed to a processor. */
+  onDispatch?: () => void
+  /** Called when a processor's whole answer came back, before it is accounted. */
+  onAnswer?: () => void
+}
+
+/** An embedding answer as processors give it, with who served it. */
+export interface EmbedReply extends EmbedResult {
+  processor?: string
+}
+
+/** One try of a request on one processor. */
+interface Leg {
+  cancel: CancelToken
+  model: string
+  /** Whether it has sent text back (a stream that broke then cannot move elsewhere). */
+  answering: boolean
+}
+
+/**
+ * The reason a leg is stopped for its processor's sake (it restarted, drains, is unreachable
+ * or gone): the request tries again without counting that processor as failed for it.
+ */
+function processorGone(entry: ProcessorEntry, what: string): MeshError {
+  return new MeshError('ERR_UNAVAILABLE', `processor ${entry.id.slice(0, 8)} ${what}`, { rerouted: true })
+}
+
+/** Every field of either kind of request (a field added to the schema must be forwarded or named here). */
+type FieldOf<T> = T extends unknown ? keyof T : never
+type ForwardedField = Exclude<FieldOf<InferRequest>, 'id' | 'timeoutMs'>
+
+/**
+ * What a processor is sent for `req`: every field but the caller's stream id
+ * and deadline, as one literal of one shape for both kinds (fields a kind lacks
+ * are undefined, which JSON leaves out). Rest-copying the parsed request made
+ * an object several times slower to copy and encode, on every request's path.
+ */
+function processorRequest(req: InferRequest): Record<ForwardedField, unknown> {
+  const chat = req.kind === 'chat'
+  return {
+    kind: req.kind,
+    model: req.model,
+    stream: req.stream,
+    options: req.options,
+    messages: chat ? req.messages : undefined,
+    prompt: chat ? undefined : req.prompt,
+    system: chat ? undefined : req.system,
+    raw: chat ? undefined : req.raw,
+  }
+}
+
+/**
+ * Runs `work` while `cancel` aborts when its caller stops (`watch`) or after
+ * `timeoutMs` (ERR_TIMEOUT), and stops watching and timing when it ends;
+ * tells `onAnswer` when it succeeded.
+ */
+export async function withDeadline<T>(
+  cancel: CancelToken,
+  timeoutMs: number,
+  watch: Sink['watch'],
+  onAnswer: Sink['onAnswer'],
+  work: () => Promise<T>,
+): Promise<T> {
+  const unwatch = watch(cancel)
+  const deadline = setTimeout(
+    () => cancel.abort(MeshError.timeout(`no answer within ${timeoutMs} ms`)),
+    timeoutMs,
+  )
+  try {
+    const result = await work()
+    onAnswer?.()
+    return result
+  } finally {
+    clearTimeout(deadline)
+    unwatch()
+  }
+}
+
+/**
+ * Forwards inference requests to processors: leases a slot, sends the request, streams
+ * its text back, and on a retryable failure backs off and tries another processor
+ * (at most `routing.maxAttempts`, within `retryBudgetMs`). Owns the legs (one try on one
+ * processor each), so a processor that goes away fails its legs over.
+ */
+export class InferencePipeline {
+  /** Client streams by `<caller key hex>/<stream id>`, for `cancel`. */
+  readonly running = new Map<string, CancelToken>()
+  /** Requests being forwarded (streamed or not). */
+  active = 0
+  /** Legs running on each processor, failed over when it goes away. */
+  private readonly legs = new Map<string, Set<Leg>>()
+
+  constructor(
+    private readonly config: GatewayConfig,
+    private readonly router: () => RouterFacility,
+    private readonly net: () => NetFacility,
+    private readonly log: () => Logger,
+  ) {}
+
+  /** Stops every leg on a processor that is gone or restarted: they cannot finish there. */
+  failOver(entry: ProcessorEntry, what: string): void {
+    const legs = this.legs.get(entry.id)
+    if (!legs) return
+    const reason = processorGone(entry, what)
+    for (const leg of legs) leg.cancel.abort(reason)
+  }
+
+  /**
+   * A processor stopped answering: legs still waiting for their first text move to another
+   * processor that serves their model, if there is one. The rest keep running (a busy
+   * processor answers late; a dead one is dropped after `goneAfterMs`).
+   */
+  moveWaiting(entry: ProcessorEntry): void {
+    const legs = this.legs.get(entry.id)
+    if (!legs) return
+    const reason = processorGone(entry, 'stopped answering')
+    for (const leg of legs) {
+      if (!leg.answering && this.router().hasOtherFor(leg.model, entry.id)) leg.cancel.abort(reason)
+    }
+  }
+
+  /** Forwards one validated request (streams tracked for `cancel`, bounded by its timeout). */
+  async run(req: InferRequest, sink: Sink, userId: string): Promise<InferResult> {
+    const key = sink.runningKey
+    if (key && this.running.has(key))
+      throw MeshError.badRequest(`request.id: stream '${req.id}' is already running`)
+    const timeoutMs = Math.min(
+      req.timeoutMs ?? this.config.inferenceTimeoutMs,
+      this.config.inferenceTimeoutMs,
+    )
+    const cancel = new CancelToken()
+    if (key) this.running.set(key, cancel)
+    this.active++
+    try {
+      return await withDeadline(cancel, timeoutMs, sink.watch, sink.onAnswer, () =>
+        this.forward(req, sink, cancel, userId, timeoutMs),
+      )
+    } finally {
+      this.active--
+      if (key) this.running.delete(key)
+    }
+  }
+
+  private async forward(
+    req: InferRequest,
+    sink: Sink,
+    cancel: CancelToken,
+    userId: string,
+    timeoutMs: number,
+  ): Promise<InferResult> {
+    const { routing } = this.config
+    const started = Date.now()
+    const tried = new Set<string>()
+    let chunks = 0
+    const body = processorRequest(req)
+    const stopped = () => cancelError(cancel.reason)
+    for (let attempt = 1; ; attempt++) {
+      // A request stopped meanwhile (its caller gone) takes no slot.
+      const lease = await this.router().lease(req.model, { userId, exclude: tried, cancel })
+      const { entry } = lease
+      tried.add(entry.id)
+      const leg: Leg = { cancel: new CancelToken(), model: req.model, answering: false }
+      const unfollow = cancel.onAbort((reason) => leg.cancel.abort(reason))
+      let legs = this.legs.get(entry.id)
+      if (!legs) {
+        legs = new Set<Leg>()
+        this.legs.set(entry.id, legs)
+      }
+      legs.add(leg)
+      const sent = performance.now()
+      sink.onDispatch?.()
+      let firstChunkMs: number | undefined
+      try {
+        if (cancel.aborted) throw stopped()
+        const { onText } = sink
+        const result = await this.net()
+          .peer(entry.publicKey, entry.id)
+          .stream<InferResult>('infer', body, {
+            cancel: leg.cancel,
+            timeout: timeoutMs,
+            // An answer given whole has no chunks to wait for (the processor streams only when asked).
+            onChunk: onText
+              ? (chunk: StreamChunk) => {
+                  firstChunkMs ??= performance.now() - sent
+                  leg.answering = true
+                  chunks++
+                  onText(chunk.text)
+                }
+              : undefined,
+          })
+        result.processor = entry.id
+        const observedMs = performance.now() - sent
+        lease.answered({
+          // Unary answers have no first chunk: what the processor did not spend generating.
+          // Loading the model is a one-time cost, not the processor's speed: a first request
+          // that paid it must not brand the processor slow under `fastest`.
+          ttftMs: Math.max(0, (firstChunkMs ?? observedMs - (result.evalMs ?? 0)) - (result.loadMs ?? 0)),
+          completionTokens: result.completionTokens,
+          evalMs: result.evalMs,
+        })
+        return result
+      } catch (err) {
+        if (cancel.aborted) {
+          const reason = cancel.reason instanceof MeshError ? cancel.reason : MeshError.from(err)
+          // The gateway's own deadline (not a shorter one the client chose) ran out before the
+          // processor produced anything: the processor hung, and its breaker should know.
+          lease.stopped(reason.code === 'ERR_TIMEOUT' && req.timeoutMs === undefined && chunks === 0)
+          throw reason
+        }
+        const verdict = lease.failed(err, chunks)
+        if (!verdict.retry) throw verdict.error
+        if (verdict.rerouted) tried.delete(entry.id)
+        else
+          this.log().warn(
+            { err: verdict.error, processor: entry.id, attempt },
+            'processor failed before first token',
+          )
+      } finally {
+        legs.delete(leg)
+        if (legs.size === 0) this.legs.delete(entry.id)
+        unfollow()
+      }
+      const backoff = Math.random() * Math.min(routing.retryMaxMs, routing.retryBaseMs * 2 ** (attempt - 1))
+      if (attempt >= routing.maxAttempts || Date.now() + backoff - started > routing.retryBudgetMs) {
+        throw MeshError.noProcessor(req.model, `${attempt} attempt(s) failed`)
+      }
+      await sleep(backoff, cancel)
+      if (cancel.aborted) throw stopped()
+    }
+  }
+
+  /** Stops every leg (the gateway stops without waiting). */
+  abortAll(): void {
+    for (const legs of this.legs.values()) for (const leg of legs) leg.cancel.abort()
+  }
+}
