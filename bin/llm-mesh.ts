@@ -2,13 +2,8 @@
 import { basename, dirname, extname, join, resolve } from 'node:path'
 import createTestnet from 'hyperdht/testnet.js'
 import { writeTinyModel } from '../facilities/tiny-model/tiny-model.js'
-import {
-  type ConfigInput,
-  deepMerge,
-  gatewayConfigSchema,
-  loadConfig,
-  processorConfigSchema,
-} from '../kernel/config.js'
+import { type ConfigInput, gatewayConfigSchema, processorConfigSchema } from '../kernel/config.js'
+import { deepMerge, loadConfig } from '../kernel/config-load.js'
 import { MeshError } from '../kernel/errors.js'
 import { VERSION } from '../kernel/version.js'
 import { GatewayWorker } from '../workers/gateway/gateway.worker.js'
