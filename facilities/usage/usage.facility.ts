@@ -88,18 +88,9 @@ interface MonthTotals {
   byDay: Map<string, number>
 }
 
-const DAY_MS = 86_400_000
-let lastDayNumber = -1
-let lastDay = ''
-
-/** YYYY-MM-DD (UTC) of a time; the last answer is kept, as most calls fall on the same day. */
+/** YYYY-MM-DD (UTC) of a time. */
 export function utcDay(ts: number): string {
-  const n = Math.floor(ts / DAY_MS)
-  if (n !== lastDayNumber) {
-    lastDay = new Date(n * DAY_MS).toISOString().slice(0, 10)
-    lastDayNumber = n
-  }
-  return lastDay
+  return new Date(ts).toISOString().slice(0, 10)
 }
 
 export function utcMonth(ts: number): string {
@@ -239,26 +230,22 @@ export class UsageFacility extends Facility {
   /**
    * Adds a record; resolves once it is durable (in the journal). The records
    * of one turn of the event loop share one journal write (group commit).
-   * `alone`: the caller knows no other record can come in this turn (it has
-   * nothing else in flight), so the write goes now instead of at the turn's
-   * end, where it would wait behind the rest of the turn's I/O.
    * @throws ERR_UNAVAILABLE when the ledger is closed, ERR_INTERNAL when the write failed
    */
-  record(record: UsageRecord, opts: { alone?: boolean } = {}): Promise<void> {
+  record(record: UsageRecord): Promise<void> {
     if (!this.journal || this.closing)
       return Promise.reject(new MeshError('ERR_UNAVAILABLE', 'ledger is closed'))
     this.addPending(record, 1)
     return new Promise<void>((resolve, reject) => {
       this.queue.push({ record, resolve, reject })
-      this.draining ??= this.drain(opts.alone !== true)
+      this.draining ??= this.drain()
     })
   }
 
-  private async drain(gather: boolean): Promise<void> {
-    // Let the records of this turn of the event loop join the first block; alone, only those of
-    // this microtask checkpoint (still ahead of the turn's I/O). Either way this yields before
+  private async drain(): Promise<void> {
+    // Let the records of this turn of the event loop join the first block. This yields before
     // the drain can end, so record() has set `draining` by the time the drain clears it.
-    await (gather ? new Promise<void>((resolve) => setImmediate(resolve)) : Promise.resolve())
+    await new Promise<void>((resolve) => setImmediate(resolve))
     while (this.queue.length > 0) {
       const group = this.queue.splice(0, this.maxBatch)
       const records = group.map((p) => p.record)

@@ -159,8 +159,6 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   private readonly running = new Map<string, CancelToken>()
   /** Requests being forwarded (streamed or not). */
   private active = 0
-  /** Requests admitted whose usage record is not written yet. */
-  private unrecorded = 0
   /** Request ids: random per start, then a counter (unique across restarts, no syscall per request). */
   private readonly nextRequestId = idSequence(6, 6)
   /** Legs running on each processor, failed over when it goes away. */
@@ -687,7 +685,6 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     const subject = this.subjectOf(identity)
     if (!usage.hasTotals(identity.userId)) await usage.loadTotals(identity.userId)
     limits.admit(subject)
-    this.unrecorded++
     const started = performance.now()
     const requestId = this.nextRequestId()
     let result: T | null = null
@@ -697,34 +694,29 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     } catch (err) {
       failure = MeshError.from(err)
     }
-    // With no other request in flight, no other record can share this one's journal write: no wait.
-    const alone = this.unrecorded-- === 1
     const promptTokens = result?.promptTokens ?? 0
     const completionTokens = result?.completionTokens ?? 0
     const meta = result ? counts(result) : {}
     limits.addTokens(subject, promptTokens + completionTokens)
-    await usage.record(
-      {
-        id: requestId,
-        ts: Date.now(),
-        userId: identity.userId,
-        keyId: identity.keyId,
-        model,
-        processor: meta.processor ?? null,
-        promptTokens,
-        completionTokens,
-        ms: Math.round((performance.now() - started) * 1000) / 1000,
-        status: failure
-          ? failure.code === 'ERR_CANCELLED'
-            ? 'cancelled'
-            : 'error'
-          : meta.doneReason === 'cancelled'
-            ? 'cancelled'
-            : 'ok',
-        ...(failure ? { code: failure.code } : {}),
-      },
-      { alone },
-    )
+    await usage.record({
+      id: requestId,
+      ts: Date.now(),
+      userId: identity.userId,
+      keyId: identity.keyId,
+      model,
+      processor: meta.processor ?? null,
+      promptTokens,
+      completionTokens,
+      ms: Math.round((performance.now() - started) * 1000) / 1000,
+      status: failure
+        ? failure.code === 'ERR_CANCELLED'
+          ? 'cancelled'
+          : 'error'
+        : meta.doneReason === 'cancelled'
+          ? 'cancelled'
+          : 'ok',
+      ...(failure ? { code: failure.code } : {}),
+    })
     if (failure) throw failure
     return Object.assign(result as T, { requestId })
   }

@@ -152,25 +152,16 @@ test('usage: records of one event-loop turn join one commit, even from later mic
   )
 })
 
-test('usage: a record alone in flight is written at once, not at the end of the turn', async (t) => {
+test('usage: a record waits for the end of its turn, so records of the same turn share its write', async (t) => {
   const { store, usage } = await openLedger(t)
   let turnEnded = false
-  setImmediate(() => {
-    turnEnded = true
-  })
-  await usage.record(rec({ promptTokens: 1 }), { alone: true })
-  t.absent(turnEnded, 'alone: durable before the turn of the event loop ended')
-  t.is(usage.size, 1)
-
-  // Not alone: it waits for the turn's end, so records of the same turn share its write.
-  turnEnded = false
   setImmediate(() => {
     turnEnded = true
   })
   await Promise.all([usage.record(rec({ promptTokens: 2 })), usage.record(rec({ promptTokens: 3 }))])
   t.ok(turnEnded, 'gathered: written after the turn ended')
   const d = await dump(store, usage)
-  t.alike(d.meta, { commits: 2, records: 3, journalLength: 2 }, 'one write alone, then one for the two')
+  t.alike(d.meta, { commits: 1, records: 2, journalLength: 1 }, 'one write for the two')
 })
 
 test('usage: records arriving during a commit go into the next one', async (t) => {
