@@ -1,14 +1,8 @@
 #!/usr/bin/env node
-import { basename, dirname, extname, join, resolve } from 'node:path'
+import { join, resolve } from 'node:path'
 import createTestnet from 'hyperdht/testnet.js'
-import { writeTinyModel } from '../facilities/tiny-model/tiny-model.js'
-import {
-  type ConfigInput,
-  deepMerge,
-  gatewayConfigSchema,
-  loadConfig,
-  processorConfigSchema,
-} from '../kernel/config.js'
+import { type ConfigInput, gatewayConfigSchema, processorConfigSchema } from '../kernel/config.js'
+import { deepMerge, loadConfig } from '../kernel/config-load.js'
 import { MeshError } from '../kernel/errors.js'
 import { VERSION } from '../kernel/version.js'
 import { GatewayWorker } from '../workers/gateway/gateway.worker.js'
@@ -27,6 +21,7 @@ import {
 } from './lib/common.js'
 import { CREDENTIAL_FLAGS } from './lib/credentials.js'
 import { joinMesh } from './lib/join.js'
+import { commandModel, MODEL_HELP } from './lib/model.js'
 import { up } from './lib/up.js'
 
 const HELP: Record<string, string> = {
@@ -119,16 +114,8 @@ Config: FILE (default config/processor.json), then LLM_MESH_* / OLLAMA_HOST, the
 
 Runs a small DHT bootstrap (3 nodes) for a private mesh; give its host:port to every
 worker as --bootstrap.`,
-  model: `Usage: llm-mesh model tiny <path.gguf> [--step N] [--loop]
-
-Writes the tiny test model: a ~4 MB llama GGUF with hand-set weights, NOT a real LLM.
-Greedy output continues letters: 'abc' → 'defghijklmnopqrstuvwxyz'. A processor serves
-it under its file name: models/tiny.gguf is the model 'tiny'.
-  --step N   letters advance by N (default 1): 'abc' → 'egikmoqsuwy' with 2
-  --loop     'z' wraps to 'a': output never ends by itself (num_predict bounds it)`,
+  model: MODEL_HELP,
 }
-
-const GGUF = '.gguf'
 
 function help(cmd: string): number {
   process.stdout.write(`${HELP[cmd] ?? HELP.main}\n`)
@@ -306,32 +293,6 @@ async function commandBootstrap(args: string[]): Promise<number> {
   process.stdout.write(`bootstrap ready ${testnet.bootstrap.map((b) => `${b.host}:${b.port}`).join(',')}\n`)
   await waitForSignal()
   await testnet.destroy()
-  return 0
-}
-
-async function commandModel(args: string[]): Promise<number> {
-  const { values, positionals } = parse(
-    args,
-    { step: { type: 'string' }, loop: { type: 'boolean' }, help: { type: 'boolean' } },
-    true,
-  )
-  if (values.help || positionals[0] !== 'tiny' || !positionals[1]) {
-    help('model')
-    return values.help ? 0 : 2
-  }
-  const path = resolve(positionals[1])
-  // A processor lists the *.gguf files of its folder, each under its file name without `.gguf`.
-  const name = basename(path, GGUF)
-  if (extname(path) !== GGUF || name === '' || name.startsWith('.')) {
-    throw MeshError.badRequest(
-      `${path}: the file name must be NAME.gguf (a processor serves each NAME.gguf of its --models folder as model NAME)`,
-    )
-  }
-  const step = int(values.step, 'step') ?? 1
-  await writeTinyModel(path, { step, loop: values.loop === true })
-  process.stdout.write(
-    `wrote ${path}: the tiny test model (not a real LLM); a processor with --models ${dirname(path)} serves it as '${name}'\n`,
-  )
   return 0
 }
 

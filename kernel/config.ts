@@ -1,49 +1,14 @@
-import { existsSync, readFileSync } from 'node:fs'
-import { isAbsolute, join, resolve } from 'node:path'
-import type { HostPort } from 'hyperdht'
 import { z } from 'zod'
+import { bootstrapSchema } from './config-bootstrap.js'
 import { MeshError } from './errors.js'
-import { isRecord } from './util.js'
 
 /** The routing strategies (facilities/router/strategies.ts implements them). */
 export const STRATEGIES = ['least-loaded', 'fastest', 'round-robin', 'random-weighted'] as const
 
 /**
- * Worker configuration: `config/<role>.json` (only `*.json.example` is
- * committed), then environment overrides, then explicit overrides from the CLI
- * or a test, validated once with a message that names the bad field.
+ * What a worker's configuration may hold, and its validation, whose message names the bad
+ * field. Where it is read from: config-load.ts; the DHT bootstrap: config-bootstrap.ts.
  */
-
-const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|::1)$/
-
-const hostPort = z.string().transform((s, ctx): HostPort => {
-  const m = /^(.+):(\d{1,5})$/.exec(s.trim())
-  const port = m ? Number(m[2]) : Number.NaN
-  if (!m || port < 1 || port > 65535) {
-    ctx.addIssue({ code: 'custom', message: `'${s}' is not host:port` })
-    return z.NEVER
-  }
-  return { host: m[1] === 'localhost' ? '127.0.0.1' : (m[1] as string), port }
-})
-
-const hostPortList = z.array(hostPort).min(1, 'needs at least one host:port (or "public")')
-
-/** `public`, or a non-empty list of host:port. There is deliberately no default. */
-export const bootstrapSchema = z.unknown().transform((v, ctx): 'public' | HostPort[] => {
-  if (v === 'public') return 'public'
-  if (v === undefined || v === null || v === '') {
-    ctx.addIssue({
-      code: 'custom',
-      message: 'required: a list of "host:port" DHT bootstrap nodes, or "public" for the public HyperDHT',
-    })
-    return z.NEVER
-  }
-  const list = hostPortList.safeParse(typeof v === 'string' ? parseBootstrapList(v) : v)
-  if (list.success) return list.data
-  for (const issue of list.error.issues)
-    ctx.addIssue({ code: 'custom', message: issue.message, path: issue.path })
-  return z.NEVER
-})
 
 const logLevel = z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'])
 
@@ -352,87 +317,6 @@ export type KeyLimits = z.infer<typeof keyLimitsSchema>
 
 export type ConfigInput = Record<string, unknown>
 
-/** `public` or comma/space separated host:port, as in LLM_MESH_BOOTSTRAP and --bootstrap. */
-export function parseBootstrapList(value: string): string | string[] {
-  const v = value.trim()
-  if (v === 'public') return 'public'
-  return v.split(/[\s,]+/).filter(Boolean)
-}
-
-export function isLoopbackBootstrap(bootstrap: 'public' | HostPort[]): boolean {
-  return bootstrap !== 'public' && bootstrap.every((b) => LOOPBACK.test(b.host))
-}
-
-/** Environment overrides, applied over the file and under explicit overrides. */
-export function envOverrides(env: NodeJS.ProcessEnv, role: string): ConfigInput {
-  const out: ConfigInput = {}
-  if (env.LLM_MESH_BOOTSTRAP) out.bootstrap = parseBootstrapList(env.LLM_MESH_BOOTSTRAP)
-  if (env.LLM_MESH_STORE) out.store = env.LLM_MESH_STORE
-  if (env.LLM_MESH_MESH) out.mesh = env.LLM_MESH_MESH
-  if (env.LLM_MESH_LOG_LEVEL) out.log = { level: env.LLM_MESH_LOG_LEVEL }
-  if (role === 'processor') {
-    const backend: ConfigInput = {}
-    if (env.OLLAMA_HOST) backend.ollamaHost = normalizeOllamaHost(env.OLLAMA_HOST)
-    if (env.LLM_MESH_MODELS) backend.modelsDir = env.LLM_MESH_MODELS
-    if (Object.keys(backend).length) out.backend = backend
-    const firewall: ConfigInput = {}
-    if (env.LLM_MESH_TRUSTED_GATEWAYS) {
-      firewall.trustedGateways = env.LLM_MESH_TRUSTED_GATEWAYS.split(/[\s,]+/).filter(Boolean)
-    }
-    if (env.LLM_MESH_SECRET) firewall.meshSecret = env.LLM_MESH_SECRET
-    if (Object.keys(firewall).length) out.firewall = firewall
-  }
-  if (role === 'gateway' && env.LLM_MESH_SECRET) out.meshSecret = env.LLM_MESH_SECRET
-  return out
-}
-
-/** OLLAMA_HOST may be `host`, `host:port` or a URL, as Ollama itself accepts. */
-export function normalizeOllamaHost(value: string): string {
-  const v = value.trim()
-  if (/^https?:\/\//.test(v)) return v
-  return `http://${v.includes(':') ? v : `${v}:11434`}`
-}
-
-export function deepMerge(...layers: ConfigInput[]): ConfigInput {
-  const out: ConfigInput = {}
-  for (const layer of layers) {
-    for (const [k, v] of Object.entries(layer)) {
-      if (v === undefined) continue
-      const prev = out[k]
-      out[k] = isRecord(prev) && isRecord(v) ? deepMerge(prev, v) : v
-    }
-  }
-  return out
-}
-
-/**
- * Reads a config file: `{}` for a missing default (`config/<role>.json` is optional), but a
- * file the operator named (`required`, e.g. `--config FILE`) must exist.
- * @throws ERR_BAD_CONFIG for a missing required file or unreadable JSON
- */
-export function readConfigFile(path: string, required = false): ConfigInput {
-  if (!existsSync(path)) {
-    if (required) throw MeshError.badConfig(`config file ${path} does not exist`, { file: path })
-    return {}
-  }
-  let parsed: unknown
-  try {
-    parsed = JSON.parse(readFileSync(path, 'utf8'))
-  } catch (err) {
-    throw MeshError.badConfig(`${path} is not valid JSON: ${(err as Error).message}`, { file: path })
-  }
-  if (!isRecord(parsed)) throw MeshError.badConfig(`${path} must hold a JSON object`, { file: path })
-  return parsed
-}
-
-export interface LoadConfigOptions {
-  /** Explicit file; default `<configDir>/<role>.json`. */
-  file?: string
-  configDir?: string
-  env?: NodeJS.ProcessEnv
-  overrides?: ConfigInput
-}
-
 /**
  * Validates a config. @throws ERR_BAD_CONFIG whose message names the field,
  * e.g. `config.net.port: Too big: expected number to be <=65535`.
@@ -455,19 +339,4 @@ export function validate<S extends z.ZodType>(
     return `${path}: ${i.message}`
   })
   throw new MeshError(code, issues.join('; '), { issues })
-}
-
-export function loadConfig<S extends z.ZodType>(
-  schema: S,
-  role: string,
-  opts: LoadConfigOptions = {},
-): z.output<S> {
-  const { configDir = 'config', env = process.env, overrides = {} } = opts
-  const file = opts.file ?? join(configDir, `${role}.json`)
-  const merged = deepMerge(readConfigFile(file, opts.file !== undefined), envOverrides(env, role), overrides)
-  return parseConfig(schema, merged)
-}
-
-export function resolvePath(base: string, p: string): string {
-  return isAbsolute(p) ? p : resolve(base, p)
 }

@@ -8,6 +8,21 @@ import { Serial } from '../lib/serial.js'
 import type { Logger } from '../log.facility.js'
 import type { StoreFacility } from '../store.facility.js'
 import { Journal } from './journal.js'
+import {
+  addTo,
+  DAY_RE,
+  emptyCounter,
+  type JournalBlock,
+  type LedgerMeta,
+  type StoredRecord,
+  storedRecord,
+  sumRows,
+  utcDay,
+  utcMonth,
+} from './ledger-layout.js'
+
+// Part of the ledger's API (the gateway's usage reports use them); they live with the layout.
+export { sumRows, utcDay, utcMonth }
 
 /**
  * The usage ledger: a journal (segment files in `<store>/usage-journal/`,
@@ -62,20 +77,6 @@ const INDEX_RETRY_MAX_MS = 30_000
 /** Users whose month totals are kept in memory; others are read again when needed. */
 const MAX_MONTHS_CACHED = 10_000
 
-interface JournalBlock {
-  ts: number
-  records: UsageRecord[]
-}
-
-interface LedgerMeta {
-  commits: number
-  records: number
-  journalLength: number
-}
-
-/** Every field but the user: a record as its user's group stores it. */
-type StoredRecord = { [K in Exclude<keyof UsageRecord, 'userId'>]-?: UsageRecord[K] | undefined }
-
 interface Pending {
   record: UsageRecord
   resolve: () => void
@@ -86,70 +87,6 @@ interface Pending {
 interface MonthTotals {
   month: string
   byDay: Map<string, number>
-}
-
-const DAY_MS = 86_400_000
-let lastDayNumber = -1
-let lastDay = ''
-
-/** YYYY-MM-DD (UTC) of a time; the last answer is kept, as most calls fall on the same day. */
-export function utcDay(ts: number): string {
-  const n = Math.floor(ts / DAY_MS)
-  if (n !== lastDayNumber) {
-    lastDay = new Date(n * DAY_MS).toISOString().slice(0, 10)
-    lastDayNumber = n
-  }
-  return lastDay
-}
-
-export function utcMonth(ts: number): string {
-  return utcDay(ts).slice(0, 7)
-}
-
-const DAY_RE = /^\d{4}-\d{2}-\d{2}$/
-
-function emptyCounter(): UsageCounter {
-  return { requests: 0, errors: 0, promptTokens: 0, completionTokens: 0 }
-}
-
-/** The sum of `rows` (those `pick` keeps). */
-export function sumRows(rows: UsageRow[], pick: (r: UsageRow) => boolean = () => true): UsageCounter {
-  const total = emptyCounter()
-  for (const r of rows) {
-    if (!pick(r)) continue
-    total.requests += r.requests
-    total.errors += r.errors
-    total.promptTokens += r.promptTokens
-    total.completionTokens += r.completionTokens
-  }
-  return total
-}
-
-/**
- * A record as its user's `usage/` group stores it: without the user (the key
- * names it), as one literal; a rest-copy of it was slow to make and to encode.
- */
-function storedRecord(r: UsageRecord): StoredRecord {
-  return {
-    id: r.id,
-    ts: r.ts,
-    keyId: r.keyId,
-    model: r.model,
-    processor: r.processor,
-    promptTokens: r.promptTokens,
-    completionTokens: r.completionTokens,
-    ms: r.ms,
-    status: r.status,
-    // Undefined leaves it out of the JSON, as the rest-copy did.
-    code: r.code,
-  }
-}
-
-function addTo(c: UsageCounter, r: UsageRecord): void {
-  c.requests++
-  if (r.status === 'error') c.errors++
-  c.promptTokens += r.promptTokens
-  c.completionTokens += r.completionTokens
 }
 
 export interface UsageFacilityOptions {
@@ -239,26 +176,22 @@ export class UsageFacility extends Facility {
   /**
    * Adds a record; resolves once it is durable (in the journal). The records
    * of one turn of the event loop share one journal write (group commit).
-   * `alone`: the caller knows no other record can come in this turn (it has
-   * nothing else in flight), so the write goes now instead of at the turn's
-   * end, where it would wait behind the rest of the turn's I/O.
    * @throws ERR_UNAVAILABLE when the ledger is closed, ERR_INTERNAL when the write failed
    */
-  record(record: UsageRecord, opts: { alone?: boolean } = {}): Promise<void> {
+  record(record: UsageRecord): Promise<void> {
     if (!this.journal || this.closing)
       return Promise.reject(new MeshError('ERR_UNAVAILABLE', 'ledger is closed'))
     this.addPending(record, 1)
     return new Promise<void>((resolve, reject) => {
       this.queue.push({ record, resolve, reject })
-      this.draining ??= this.drain(opts.alone !== true)
+      this.draining ??= this.drain()
     })
   }
 
-  private async drain(gather: boolean): Promise<void> {
-    // Let the records of this turn of the event loop join the first block; alone, only those of
-    // this microtask checkpoint (still ahead of the turn's I/O). Either way this yields before
+  private async drain(): Promise<void> {
+    // Let the records of this turn of the event loop join the first block. This yields before
     // the drain can end, so record() has set `draining` by the time the drain clears it.
-    await (gather ? new Promise<void>((resolve) => setImmediate(resolve)) : Promise.resolve())
+    await new Promise<void>((resolve) => setImmediate(resolve))
     while (this.queue.length > 0) {
       const group = this.queue.splice(0, this.maxBatch)
       const records = group.map((p) => p.record)

@@ -1,14 +1,9 @@
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import test from 'brittle'
-import {
-  gatewayConfigSchema,
-  loadConfig,
-  normalizeOllamaHost,
-  parseBootstrapList,
-  parseConfig,
-  processorConfigSchema,
-} from '../../kernel/config.js'
+import { gatewayConfigSchema, parseConfig, processorConfigSchema } from '../../kernel/config.js'
+import { parseBootstrapList } from '../../kernel/config-bootstrap.js'
+import { loadConfig, normalizeOllamaHost } from '../../kernel/config-load.js'
 import { MeshError } from '../../kernel/errors.js'
 
 function configError(fn: () => unknown): MeshError {

@@ -1,0 +1,75 @@
+import type { UsageCounter, UsageRecord, UsageRow } from '../../kernel/accounts.js'
+
+/**
+ * How the usage ledger lays its records out: the journal block, the Hyperbee's `meta/ledger`,
+ * a record as its user's `usage/` group stores it, counters and their sums, UTC days and months.
+ */
+
+export interface JournalBlock {
+  ts: number
+  records: UsageRecord[]
+}
+
+export interface LedgerMeta {
+  commits: number
+  records: number
+  journalLength: number
+}
+
+/** Every field but the user: a record as its user's group stores it. */
+export type StoredRecord = { [K in Exclude<keyof UsageRecord, 'userId'>]-?: UsageRecord[K] | undefined }
+
+/** YYYY-MM-DD (UTC) of a time. */
+export function utcDay(ts: number): string {
+  return new Date(ts).toISOString().slice(0, 10)
+}
+
+export function utcMonth(ts: number): string {
+  return utcDay(ts).slice(0, 7)
+}
+
+export const DAY_RE = /^\d{4}-\d{2}-\d{2}$/
+
+export function emptyCounter(): UsageCounter {
+  return { requests: 0, errors: 0, promptTokens: 0, completionTokens: 0 }
+}
+
+/** The sum of `rows` (those `pick` keeps). */
+export function sumRows(rows: UsageRow[], pick: (r: UsageRow) => boolean = () => true): UsageCounter {
+  const total = emptyCounter()
+  for (const r of rows) {
+    if (!pick(r)) continue
+    total.requests += r.requests
+    total.errors += r.errors
+    total.promptTokens += r.promptTokens
+    total.completionTokens += r.completionTokens
+  }
+  return total
+}
+
+/**
+ * A record as its user's `usage/` group stores it: without the user (the key
+ * names it), as one literal; a rest-copy of it was slow to make and to encode.
+ */
+export function storedRecord(r: UsageRecord): StoredRecord {
+  return {
+    id: r.id,
+    ts: r.ts,
+    keyId: r.keyId,
+    model: r.model,
+    processor: r.processor,
+    promptTokens: r.promptTokens,
+    completionTokens: r.completionTokens,
+    ms: r.ms,
+    status: r.status,
+    // Undefined leaves it out of the JSON, as the rest-copy did.
+    code: r.code,
+  }
+}
+
+export function addTo(c: UsageCounter, r: UsageRecord): void {
+  c.requests++
+  if (r.status === 'error') c.errors++
+  c.promptTokens += r.promptTokens
+  c.completionTokens += r.completionTokens
+}
