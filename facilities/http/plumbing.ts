@@ -34,7 +34,7 @@ export function sendJson(
   res.end(text)
 }
 
-export /**
+/**
  * The request body, stopping at `limit` bytes: a declared Content-Length over
  * the limit is refused before reading, a chunked body as soon as it crosses it.
  * @throws ERR_PAYLOAD_TOO_LARGE; ERR_CANCELLED when the client goes away mid-body
@@ -83,7 +83,7 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   })
 }
 
-export /** @throws ERR_BAD_REQUEST for an empty or non-JSON body, or JSON that is not an object */
+/** @throws ERR_BAD_REQUEST for an empty or non-JSON body, or JSON that is not an object */
 function parseJsonObject(raw: Buffer): Record<string, unknown> {
   if (raw.length === 0) throw MeshError.badRequest('missing request body')
   let body: unknown
