@@ -2,9 +2,9 @@ import { MeshError } from './errors.js'
 
 /**
  * A cancellation token for the request path. AbortController/AbortSignal are
- * EventTargets, and creating one plus adding and removing listeners cost a
- * measurable share of a gateway's CPU per request (~7% at 7,000 req/s); this
- * is a plain object with a callback list. `signal` makes a real AbortSignal on
+ * EventTargets, and creating one plus adding and removing listeners is a
+ * measurable share of a gateway's CPU per request (the A/B is in
+ * docs/benchmarks.md, "Cancellation"); this is a plain object with a callback list. `signal` makes a real AbortSignal on
  * demand for APIs that want one (backends, fetch).
  */
 export class CancelToken {
