@@ -1,7 +1,7 @@
 import { join } from 'node:path'
 import type Hyperbee from 'hyperbee'
 import type { Batch } from 'hyperbee'
-import type { UsageCounter, UsageRecord, UsageRow, UsageSummary } from '../../kernel/accounts.js'
+import type { UsageCounter, UsageRecord, UsageSummary } from '../../kernel/accounts.js'
 import { MeshError } from '../../kernel/errors.js'
 import { Facility } from '../facility.js'
 import { Serial } from '../lib/serial.js'
@@ -10,16 +10,18 @@ import type { StoreFacility } from '../store.facility.js'
 import { Journal } from './journal.js'
 import {
   addTo,
-  DAY_RE,
   emptyCounter,
   type JournalBlock,
   type LedgerMeta,
+  RECORD_GROUP_MAX,
+  RECORD_GROUP_SPAN_MS,
   type StoredRecord,
   storedRecord,
   sumRows,
   utcDay,
   utcMonth,
 } from './ledger-layout.js'
+import { readRecords, readSummary } from './usage-reads.js'
 
 // Part of the ledger's API (the gateway's usage reports use them); they live with the layout.
 export { sumRows, utcDay, utcMonth }
@@ -59,16 +61,6 @@ export const DEFAULT_MAX_BATCH = 4096
 const META_KEY = 'meta/ledger'
 /** Journal blocks indexed in one Hyperbee batch at most. */
 const MAX_BLOCKS_PER_INDEX = 1024
-/**
- * A user's records of consecutive journal blocks share one `usage/` key while
- * their blocks lie within RECORD_GROUP_SPAN_MS of the first and they number
- * under RECORD_GROUP_MAX: one Hyperbee put per user and index batch rather
- * than one per block (at one request at a time, every block is one record).
- */
-const RECORD_GROUP_SPAN_MS = 1000
-const RECORD_GROUP_MAX = 256
-/** How much later than a record its journal block may be stamped, at most, for `records()`. */
-const RECORD_READ_SLACK_MS = 60_000
 /** How long the index may trail the journal while nobody reads it. */
 const INDEX_INTERVAL_MS = 100
 /** After a failed index write: first retry, doubling up to the max. */
@@ -438,48 +430,19 @@ export class UsageFacility extends Facility {
    * Counters of one user per UTC day and model, `from`..`to` inclusive (YYYY-MM-DD).
    * @throws ERR_BAD_REQUEST on a bad date
    */
-  async summary(userId: string, from: string, to: string, model?: string): Promise<UsageSummary> {
-    if (!DAY_RE.test(from) || !DAY_RE.test(to)) throw MeshError.badRequest('dates are YYYY-MM-DD')
-    if (from > to) throw MeshError.badRequest(`from ${from} is after to ${to}`)
-    await this.indexed()
-    const bee = this.bee
-    if (!bee) throw new MeshError('ERR_UNAVAILABLE', 'ledger is closed')
-    const rows: UsageRow[] = []
-    const base = `counters/${userId}/`
-    // '/' sorts right after the day; '0' right after '/': the range covers every model of `to`.
-    for await (const entry of bee.createReadStream<UsageCounter>({
-      gte: `${base}${from}/`,
-      lt: `${base}${to}0`,
-    })) {
-      const rest = entry.key.slice(base.length)
-      const day = rest.slice(0, 10)
-      const m = rest.slice(11)
-      if (model && m !== model) continue
-      rows.push({ day, model: m, ...entry.value })
-    }
-    return { userId, from, to, rows, total: sumRows(rows) }
+  summary(userId: string, from: string, to: string, model?: string): Promise<UsageSummary> {
+    return readSummary(() => this.caughtUp(), userId, from, to, model)
   }
 
   /** One user's records made from `fromTs` to `toTs` (ms, their `ts`, both included), oldest first, at most `limit`. */
-  async records(userId: string, fromTs: number, toTs: number, limit = 1000): Promise<UsageRecord[]> {
+  records(userId: string, fromTs: number, toTs: number, limit = 1000): Promise<UsageRecord[]> {
+    return readRecords(() => this.caughtUp(), userId, fromTs, toTs, limit)
+  }
+
+  /** The bee, once it holds every acknowledged record: what readers read. */
+  private async caughtUp(): Promise<Hyperbee> {
     await this.indexed()
-    const bee = this.bee
-    if (!bee) throw new MeshError('ERR_UNAVAILABLE', 'ledger is closed')
-    const out: UsageRecord[] = []
-    const base = `usage/${userId}/`
-    // A key holds the records of up to RECORD_GROUP_SPAN_MS after its time, and a record's block is
-    // written a moment after the record: read a little wider and keep the records inside the range.
-    const range = {
-      gte: base + new Date(Math.max(0, fromTs - RECORD_GROUP_SPAN_MS)).toISOString(),
-      lt: `${base + new Date(toTs + RECORD_READ_SLACK_MS).toISOString()}0`,
-    }
-    for await (const entry of bee.createReadStream<{ records: Array<Omit<UsageRecord, 'userId'>> }>(range)) {
-      for (const r of entry.value.records) {
-        if (r.ts < fromTs || r.ts > toTs) continue
-        out.push({ userId, ...r })
-        if (out.length >= limit) return out
-      }
-    }
-    return out
+    if (!this.bee) throw new MeshError('ERR_UNAVAILABLE', 'ledger is closed')
+    return this.bee
   }
 }
