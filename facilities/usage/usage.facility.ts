@@ -21,6 +21,7 @@ import {
   utcDay,
   utcMonth,
 } from './ledger-layout.js'
+import { MonthTotals } from './month-totals.js'
 import { readRecords, readSummary } from './usage-reads.js'
 
 // Part of the ledger's API (the gateway's usage reports use them); they live with the layout.
@@ -66,19 +67,11 @@ const INDEX_INTERVAL_MS = 100
 /** After a failed index write: first retry, doubling up to the max. */
 const INDEX_RETRY_MIN_MS = 500
 const INDEX_RETRY_MAX_MS = 30_000
-/** Users whose month totals are kept in memory; others are read again when needed. */
-const MAX_MONTHS_CACHED = 10_000
 
 interface Pending {
   record: UsageRecord
   resolve: () => void
   reject: (err: unknown) => void
-}
-
-/** Tokens a user spent per UTC day of one month, committed and in flight. */
-interface MonthTotals {
-  month: string
-  byDay: Map<string, number>
 }
 
 export interface UsageFacilityOptions {
@@ -112,11 +105,9 @@ export class UsageFacility extends Facility {
   /** Committed counter values by counter key, as far as read or written. */
   private readonly counters = new Map<string, UsageCounter>()
   private countersDay = ''
-  private readonly months = new Map<string, MonthTotals>()
-  private readonly loadingMonths = new Map<string, Promise<void>>()
-  private readonly pending = new Map<string, number>()
   /** Index writes and month reads run one at a time: each sees the other whole. */
   private readonly serial = new Serial()
+  private readonly totals = new MonthTotals(this.serial)
 
   constructor(opts: UsageFacilityOptions) {
     super()
@@ -128,6 +119,7 @@ export class UsageFacility extends Facility {
 
   protected override async _open(): Promise<void> {
     this.bee = await this.storeFacility.bee(USAGE_BEE)
+    this.totals.open(this.bee)
     const meta = (await this.bee.get<LedgerMeta>(META_KEY))?.value
     this.indexedLength = meta?.journalLength ?? 0
     this.indexedRecordCount = meta?.records ?? 0
@@ -140,7 +132,7 @@ export class UsageFacility extends Facility {
     for (const { n, block } of replay) {
       this.unindexed.set(n, block)
       this.recordCount += block.records.length
-      for (const r of block.records) this.addPending(r, 1)
+      for (const r of block.records) this.totals.addPending(r, 1)
     }
     if (replay.length > 0) {
       this.log.info({ blocks: replay.length }, 'indexing the usage journal after a restart')
@@ -156,6 +148,7 @@ export class UsageFacility extends Facility {
     if (this.indexTimer) clearTimeout(this.indexTimer)
     this.indexTimer = null
     await this.journal?.close()
+    this.totals.close()
     this.bee = null
     this.journal = null
   }
@@ -173,7 +166,7 @@ export class UsageFacility extends Facility {
   record(record: UsageRecord): Promise<void> {
     if (!this.journal || this.closing)
       return Promise.reject(new MeshError('ERR_UNAVAILABLE', 'ledger is closed'))
-    this.addPending(record, 1)
+    this.totals.addPending(record, 1)
     return new Promise<void>((resolve, reject) => {
       this.queue.push({ record, resolve, reject })
       this.draining ??= this.drain()
@@ -199,7 +192,7 @@ export class UsageFacility extends Facility {
         for (const p of group) p.resolve()
         this.indexLater()
       } catch (err) {
-        for (const r of records) this.addPending(r, -1)
+        for (const r of records) this.totals.addPending(r, -1)
         this.log.error({ err, records: group.length }, 'ledger write failed')
         const e = MeshError.internal(`usage could not be recorded: ${(err as Error).message}`, err)
         for (const p of group) p.reject(e)
@@ -343,24 +336,7 @@ export class UsageFacility extends Facility {
       this.countersDay = today
     }
     for (const [key, c] of touched) this.counters.set(key, c)
-    for (const r of indexedRecords) {
-      this.addPending(r, -1)
-      const month = this.months.get(r.userId)
-      if (month?.month !== utcMonth(r.ts)) continue
-      const day = utcDay(r.ts)
-      month.byDay.set(day, (month.byDay.get(day) ?? 0) + r.promptTokens + r.completionTokens)
-    }
-  }
-
-  /** Tokens of queued records, by user and day and by user and month, so limits see them before they are flushed. */
-  private addPending(r: UsageRecord, sign: 1 | -1): void {
-    const day = utcDay(r.ts)
-    const tokens = sign * (r.promptTokens + r.completionTokens)
-    for (const key of [`${r.userId}/${day}`, `${r.userId}/${day.slice(0, 7)}`]) {
-      const n = (this.pending.get(key) ?? 0) + tokens
-      if (n === 0) this.pending.delete(key)
-      else this.pending.set(key, n)
-    }
+    this.totals.indexed(indexedRecords)
   }
 
   private async committedCounter(key: string, batch: Batch): Promise<UsageCounter> {
@@ -373,57 +349,20 @@ export class UsageFacility extends Facility {
   /**
    * Loads a user's token totals for the current UTC month (once; later calls
    * are free until the month changes). Call before `tokensUsed`.
+   * @throws ERR_UNAVAILABLE when the ledger is closed
    */
-  async loadTotals(userId: string, now = Date.now()): Promise<void> {
-    if (this.hasTotals(userId, now)) return
-    const month = utcMonth(now)
-    const key = `${userId}/${month}`
-    let loading = this.loadingMonths.get(key)
-    if (!loading) {
-      loading = this.serial
-        .run(() => this.readMonth(userId, month))
-        .finally(() => this.loadingMonths.delete(key))
-      this.loadingMonths.set(key, loading)
-    }
-    await loading
-  }
-
-  /** Reads a month's counters and installs them, between index writes (see `serial`). */
-  private async readMonth(userId: string, month: string): Promise<void> {
-    const bee = this.bee
-    if (!bee) throw new MeshError('ERR_UNAVAILABLE', 'ledger is closed')
-    if (this.months.get(userId)?.month === month) return
-    const byDay = new Map<string, number>()
-    const prefix = `counters/${userId}/${month}`
-    for await (const entry of bee.createReadStream<UsageCounter>({ gte: `${prefix}-`, lt: `${prefix}.` })) {
-      const day = entry.key.slice(`counters/${userId}/`.length, `counters/${userId}/`.length + 10)
-      byDay.set(day, (byDay.get(day) ?? 0) + entry.value.promptTokens + entry.value.completionTokens)
-    }
-    this.months.delete(userId)
-    this.months.set(userId, { month, byDay })
-    if (this.months.size > MAX_MONTHS_CACHED) {
-      // The least recently loaded; `loadTotals` reads it again before that user's next admission.
-      const oldest = this.months.keys().next().value
-      if (oldest !== undefined) this.months.delete(oldest)
-    }
+  loadTotals(userId: string, now = Date.now()): Promise<void> {
+    return this.totals.load(userId, now)
   }
 
   /** Whether a user's totals for the month of `now` are loaded: `loadTotals` would do nothing. */
   hasTotals(userId: string, now = Date.now()): boolean {
-    return this.months.get(userId)?.month === utcMonth(now)
+    return this.totals.has(userId, now)
   }
 
   /** Tokens a user spent today and this month (UTC), including records not yet flushed. */
   tokensUsed(userId: string, now = Date.now()): { day: number; month: number } {
-    const today = utcDay(now)
-    const thisMonth = today.slice(0, 7)
-    const pendingToday = this.pending.get(`${userId}/${today}`) ?? 0
-    const pendingMonth = this.pending.get(`${userId}/${thisMonth}`) ?? 0
-    const totals = this.months.get(userId)
-    if (!totals || totals.month !== thisMonth) return { day: pendingToday, month: pendingMonth }
-    let month = pendingMonth
-    for (const n of totals.byDay.values()) month += n
-    return { day: (totals.byDay.get(today) ?? 0) + pendingToday, month }
+    return this.totals.tokensUsed(userId, now)
   }
 
   /**
