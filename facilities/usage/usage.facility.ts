@@ -5,6 +5,7 @@ import { Facility } from '../facility.js'
 import { Serial } from '../lib/serial.js'
 import type { Logger } from '../log.facility.js'
 import type { StoreFacility } from '../store.facility.js'
+import { GroupCommit } from './group-commit.js'
 import { Journal } from './journal.js'
 import { type JournalBlock, sumRows, utcDay, utcMonth } from './ledger-layout.js'
 import { MonthTotals } from './month-totals.js'
@@ -47,12 +48,6 @@ export const USAGE_BEE = 'usage'
 export const USAGE_JOURNAL = 'usage-journal'
 export const DEFAULT_MAX_BATCH = 4096
 
-interface Pending {
-  record: UsageRecord
-  resolve: () => void
-  reject: (err: unknown) => void
-}
-
 export interface UsageFacilityOptions {
   store: StoreFacility
   logger: Logger
@@ -65,8 +60,8 @@ export class UsageFacility extends Facility {
   private readonly log: Logger
   private readonly maxBatch: number
   private journal: Journal<JournalBlock> | null = null
-  private readonly queue: Pending[] = []
-  private draining: Promise<void> | null = null
+  /** Writes records to `journal`, from open to close. */
+  private commits: GroupCommit | null = null
   private recordCount = 0
   /** Index writes and month reads run one at a time: each sees the other whole. */
   private readonly serial = new Serial()
@@ -96,6 +91,18 @@ export class UsageFacility extends Facility {
     // Acknowledged before a stop or crash but not yet in the index: count them, then index them.
     const replay = await journal.open(this.index.length)
     this.journal = journal
+    this.commits = new GroupCommit({
+      journal,
+      logger: this.log,
+      maxBatch: this.maxBatch,
+      onCommitted: (n, block) => {
+        this.index.add(n, block)
+        this.recordCount += block.records.length
+      },
+      onFailed: (records) => {
+        for (const r of records) this.totals.addPending(r, -1)
+      },
+    })
     this.index.resume(replay, journal.length)
     for (const { block } of replay) {
       this.recordCount += block.records.length
@@ -109,13 +116,14 @@ export class UsageFacility extends Facility {
 
   protected override async _close(): Promise<void> {
     // Whatever was accepted is journaled and indexed, and reads in progress end, before the store closes.
-    await this.draining
+    await this.commits?.flushed()
     await this.indexed().catch(() => {})
     await this.serial.idle()
     this.index.close()
     await this.journal?.close()
     this.totals.close()
     this.journal = null
+    this.commits = null
   }
 
   /** Records acknowledged since the ledger was created. */
@@ -129,38 +137,10 @@ export class UsageFacility extends Facility {
    * @throws ERR_UNAVAILABLE when the ledger is closed, ERR_INTERNAL when the write failed
    */
   record(record: UsageRecord): Promise<void> {
-    if (!this.journal || this.closing)
+    if (!this.commits || this.closing)
       return Promise.reject(new MeshError('ERR_UNAVAILABLE', 'ledger is closed'))
     this.totals.addPending(record, 1)
-    return new Promise<void>((resolve, reject) => {
-      this.queue.push({ record, resolve, reject })
-      this.draining ??= this.drain()
-    })
-  }
-
-  private async drain(): Promise<void> {
-    // Let the records of this turn of the event loop join the first block. This yields before
-    // the drain can end, so record() has set `draining` by the time the drain clears it.
-    await new Promise<void>((resolve) => setImmediate(resolve))
-    while (this.queue.length > 0) {
-      const group = this.queue.splice(0, this.maxBatch)
-      const records = group.map((p) => p.record)
-      try {
-        const journal = this.journal
-        if (!journal) throw new MeshError('ERR_UNAVAILABLE', 'ledger is closed')
-        const block: JournalBlock = { ts: Date.now(), records }
-        const n = await journal.append(block)
-        this.index.add(n, block)
-        this.recordCount += records.length
-        for (const p of group) p.resolve()
-      } catch (err) {
-        for (const r of records) this.totals.addPending(r, -1)
-        this.log.error({ err, records: group.length }, 'ledger write failed')
-        const e = MeshError.internal(`usage could not be recorded: ${(err as Error).message}`, err)
-        for (const p of group) p.reject(e)
-      }
-    }
-    this.draining = null
+    return this.commits.add(record)
   }
 
   /**
