@@ -16,31 +16,31 @@ import { readRecords, readSummary } from './usage-reads.js'
 export { sumRows, utcDay, utcMonth }
 
 /**
- * The usage ledger: a journal (segment files in `<store>/usage-journal/`,
- * facilities/lib/journal.ts) in front of an index (Hyperbee `usage`).
+ * The usage ledger: a journal (segment files in `<store>/usage-journal/`) in
+ * front of an index (Hyperbee `usage`). This facility wires its parts, a file
+ * each:
+ *
+ *   group-commit.ts   `record()` resolves once its record is in the journal; the records of one
+ *                     turn of the event loop share one journal block (group commit)
+ *   journal.ts        the segment files: checked frames, cut back after a torn write, read back at open
+ *   usage-index.ts    writes journal blocks into the Hyperbee in batches, off the request path,
+ *                     and resumes where it stopped after a crash
+ *   month-totals.ts   tokens per user today and this month, pending records included, for quotas
+ *   usage-reads.ts    `summary()` and `records()`, once the index has caught up
+ *   ledger-layout.ts  what is stored:
  *
  *   journal block n                                { ts, records: UsageRecord[] }   (one group commit)
  *   usage/<userId>/<group ISO time>/<n + 1>        { records: UsageRecord[] }       (that user's records of blocks n…, see RECORD_GROUP_*)
  *   counters/<userId>/<YYYY-MM-DD>/<model>         { requests, errors, promptTokens, completionTokens }
  *   meta/ledger                                    { commits, records, journalLength }
  *
- * `record()` resolves once its record is in the journal: every record that
- * arrives while a block is being appended goes into the next block, so a
- * block holds whatever came in meanwhile (group commit). An indexer then
- * writes journal blocks into the Hyperbee — the records, grouped per user and
- * block, the new counter values and `meta/ledger.journalLength` — in one
- * atomic batch, as many blocks per batch as are waiting. After a crash the
- * indexer resumes at `journalLength`: nothing is lost (the journal has it) and
- * nothing is counted twice (a block's entries and its count move together).
- *
- * Why a journal: a Hyperbee batch costs ~1.5 ms however small (tree reads on
- * every put, then the flush), so making each answer wait for one capped the
- * gateway at ~6,000 requests/s at 64 in flight; a Hypercore append (hash, sign,
- * RocksDB write) still cost a third of the gateway's throughput; a file write
- * costs ~10 µs and survives the process being killed just as well. Hyperbee
- * stays the ledger's store and query index, and readers (`summary`, `records`)
- * wait for the index to catch up first, so they see every record that has been
- * acknowledged.
+ * Why a journal: a Hyperbee batch costs the same however small (tree reads on
+ * every put, then the flush), and a Hypercore append hashes, signs and writes
+ * RocksDB on the gateway's thread; making every answer wait for either held
+ * the gateway's throughput down (docs/benchmarks.md). Appending to a file is
+ * cheap and survives the process being killed just as well. Hyperbee stays the
+ * ledger's store and query index, and readers wait for the index to catch up
+ * first, so they see every record that has been acknowledged.
  */
 
 export const USAGE_BEE = 'usage'
