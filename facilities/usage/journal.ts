@@ -6,9 +6,9 @@ import * as zlib from 'node:zlib'
 /**
  * An append-only journal of JSON blocks in segment files, for the usage
  * ledger's write-ahead: `append()` resolves once the block is written to the
- * file (one write(2)), which survives the process being killed (the kernel has
- * it); the ledger then indexes blocks into Hyperbee at its own pace and calls
- * `release()` to delete segments that are fully indexed.
+ * file (write(2), no fsync), which survives the process being killed (the
+ * kernel has it); the ledger then indexes blocks into Hyperbee at its own pace
+ * and calls `release()` to delete segments that are fully indexed.
  *
  * Frame: u32 LE payload length, u32 LE CRC-32 of the payload, payload (UTF-8
  * JSON `{ n, ...block }`). Reading stops at the first frame that is short or
@@ -16,9 +16,8 @@ import * as zlib from 'node:zlib'
  * the last whole frame.
  *
  * Why not a Hypercore: an append there hashes and signs the tree and writes
- * RocksDB on the gateway's thread, for every group commit; a file write is
- * one system call. Measured when the ledger was built, the Hypercore cost a
- * third of the gateway's throughput (docs/benchmarks.md, the gateway bench).
+ * RocksDB on the gateway's thread, for every group commit; a file write only
+ * hands the bytes to the kernel (docs/benchmarks.md, the gateway bench).
  */
 
 const HEADER = 8
@@ -134,8 +133,8 @@ export class Journal<T extends object> {
     frame.write(json, HEADER)
     frame.writeUInt32LE(length, 0)
     frame.writeUInt32LE(checksum(frame.subarray(HEADER)), 4)
-    // A synchronous write: a few µs into the page cache, where an async one costs a trip through
-    // libuv's thread pool and an event-loop turn on every group commit's path.
+    // A synchronous write: it only copies into the page cache, where an async one costs a trip
+    // through libuv's thread pool and an event-loop turn on every group commit's path.
     const fd = (this.handle as FileHandle).fd
     try {
       // write(2) may take less than asked (a nearly full disk): the rest follows, or it throws.

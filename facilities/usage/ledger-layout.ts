@@ -5,6 +5,15 @@ import type { UsageCounter, UsageRecord, UsageRow } from '../../kernel/accounts.
  * a record as its user's `usage/` group stores it, counters and their sums, UTC days and months.
  */
 
+/**
+ * A user's records of consecutive journal blocks share one `usage/` key while
+ * their blocks lie within RECORD_GROUP_SPAN_MS of the first and they number
+ * under RECORD_GROUP_MAX: one Hyperbee put per user and index batch rather
+ * than one per block (at one request at a time, every block is one record).
+ */
+export const RECORD_GROUP_SPAN_MS = 1000
+export const RECORD_GROUP_MAX = 256
+
 export interface JournalBlock {
   ts: number
   records: UsageRecord[]

@@ -1,93 +1,52 @@
 import { join } from 'node:path'
-import type Hyperbee from 'hyperbee'
-import type { Batch } from 'hyperbee'
-import type { UsageCounter, UsageRecord, UsageRow, UsageSummary } from '../../kernel/accounts.js'
+import type { UsageRecord, UsageSummary } from '../../kernel/accounts.js'
 import { MeshError } from '../../kernel/errors.js'
 import { Facility } from '../facility.js'
 import { Serial } from '../lib/serial.js'
 import type { Logger } from '../log.facility.js'
 import type { StoreFacility } from '../store.facility.js'
+import { GroupCommit } from './group-commit.js'
 import { Journal } from './journal.js'
-import {
-  addTo,
-  DAY_RE,
-  emptyCounter,
-  type JournalBlock,
-  type LedgerMeta,
-  type StoredRecord,
-  storedRecord,
-  sumRows,
-  utcDay,
-  utcMonth,
-} from './ledger-layout.js'
+import { type JournalBlock, sumRows, utcDay, utcMonth } from './ledger-layout.js'
+import { MonthTotals } from './month-totals.js'
+import { UsageIndex } from './usage-index.js'
+import { readRecords, readSummary } from './usage-reads.js'
 
 // Part of the ledger's API (the gateway's usage reports use them); they live with the layout.
 export { sumRows, utcDay, utcMonth }
 
 /**
- * The usage ledger: a journal (segment files in `<store>/usage-journal/`,
- * facilities/lib/journal.ts) in front of an index (Hyperbee `usage`).
+ * The usage ledger: a journal (segment files in `<store>/usage-journal/`) in
+ * front of an index (Hyperbee `usage`). This facility wires its parts, a file
+ * each:
+ *
+ *   group-commit.ts   `record()` resolves once its record is in the journal; the records of one
+ *                     turn of the event loop share one journal block (group commit)
+ *   journal.ts        the segment files: checked frames, cut back after a torn write, read back at open
+ *   usage-index.ts    writes journal blocks into the Hyperbee in batches, off the request path,
+ *                     and resumes where it stopped after a crash
+ *   month-totals.ts   tokens per user today and this month, pending records included, for quotas
+ *   usage-reads.ts    `summary()` and `records()`, once the index has caught up
+ *   ledger-layout.ts  what is stored:
  *
  *   journal block n                                { ts, records: UsageRecord[] }   (one group commit)
  *   usage/<userId>/<group ISO time>/<n + 1>        { records: UsageRecord[] }       (that user's records of blocks n…, see RECORD_GROUP_*)
  *   counters/<userId>/<YYYY-MM-DD>/<model>         { requests, errors, promptTokens, completionTokens }
  *   meta/ledger                                    { commits, records, journalLength }
  *
- * `record()` resolves once its record is in the journal: every record that
- * arrives while a block is being appended goes into the next block, so a
- * block holds whatever came in meanwhile (group commit). An indexer then
- * writes journal blocks into the Hyperbee — the records, grouped per user and
- * block, the new counter values and `meta/ledger.journalLength` — in one
- * atomic batch, as many blocks per batch as are waiting. After a crash the
- * indexer resumes at `journalLength`: nothing is lost (the journal has it) and
- * nothing is counted twice (a block's entries and its count move together).
- *
- * Why a journal: a Hyperbee batch costs ~1.5 ms however small (tree reads on
- * every put, then the flush), so making each answer wait for one capped the
- * gateway at ~6,000 requests/s at 64 in flight; a Hypercore append (hash, sign,
- * RocksDB write) still cost a third of the gateway's throughput; a file write
- * costs ~10 µs and survives the process being killed just as well. Hyperbee
- * stays the ledger's store and query index, and readers (`summary`, `records`)
- * wait for the index to catch up first, so they see every record that has been
- * acknowledged.
+ * Why a journal: a Hyperbee batch costs the same however small (tree reads on
+ * every put, then the flush), and a Hypercore append hashes, signs and writes
+ * RocksDB on the gateway's thread; making every answer wait for either held
+ * the gateway's throughput down (docs/benchmarks.md). Appending to a file is
+ * cheap and survives the process being killed just as well. Hyperbee stays the
+ * ledger's store and query index, and readers wait for the index to catch up
+ * first, so they see every record that has been acknowledged.
  */
 
 export const USAGE_BEE = 'usage'
 /** Folder of the journal's segment files, inside the store folder. */
 export const USAGE_JOURNAL = 'usage-journal'
 export const DEFAULT_MAX_BATCH = 4096
-const META_KEY = 'meta/ledger'
-/** Journal blocks indexed in one Hyperbee batch at most. */
-const MAX_BLOCKS_PER_INDEX = 1024
-/**
- * A user's records of consecutive journal blocks share one `usage/` key while
- * their blocks lie within RECORD_GROUP_SPAN_MS of the first and they number
- * under RECORD_GROUP_MAX: one Hyperbee put per user and index batch rather
- * than one per block (at one request at a time, every block is one record).
- */
-const RECORD_GROUP_SPAN_MS = 1000
-const RECORD_GROUP_MAX = 256
-/** How much later than a record its journal block may be stamped, at most, for `records()`. */
-const RECORD_READ_SLACK_MS = 60_000
-/** How long the index may trail the journal while nobody reads it. */
-const INDEX_INTERVAL_MS = 100
-/** After a failed index write: first retry, doubling up to the max. */
-const INDEX_RETRY_MIN_MS = 500
-const INDEX_RETRY_MAX_MS = 30_000
-/** Users whose month totals are kept in memory; others are read again when needed. */
-const MAX_MONTHS_CACHED = 10_000
-
-interface Pending {
-  record: UsageRecord
-  resolve: () => void
-  reject: (err: unknown) => void
-}
-
-/** Tokens a user spent per UTC day of one month, committed and in flight. */
-interface MonthTotals {
-  month: string
-  byDay: Map<string, number>
-}
 
 export interface UsageFacilityOptions {
   store: StoreFacility
@@ -100,31 +59,14 @@ export class UsageFacility extends Facility {
   private readonly storeFacility: StoreFacility
   private readonly log: Logger
   private readonly maxBatch: number
-  private bee: Hyperbee | null = null
   private journal: Journal<JournalBlock> | null = null
-  private readonly queue: Pending[] = []
-  private draining: Promise<void> | null = null
-  /** Journal blocks written: one per group commit. */
-  private appended = 0
+  /** Writes records to `journal`, from open to close. */
+  private commits: GroupCommit | null = null
   private recordCount = 0
-  /** Records in the blocks the index holds. */
-  private indexedRecordCount = 0
-  private indexRetryMs = INDEX_RETRY_MIN_MS
-  /** Journal blocks written into the Hyperbee so far. */
-  private indexedLength = 0
-  private indexing: Promise<void> | null = null
-  private indexTimer: NodeJS.Timeout | null = null
-  /** Journal blocks written by this process and not indexed yet. */
-  private readonly unindexed = new Map<number, JournalBlock>()
-  private indexError: unknown = null
-  /** Committed counter values by counter key, as far as read or written. */
-  private readonly counters = new Map<string, UsageCounter>()
-  private countersDay = ''
-  private readonly months = new Map<string, MonthTotals>()
-  private readonly loadingMonths = new Map<string, Promise<void>>()
-  private readonly pending = new Map<string, number>()
   /** Index writes and month reads run one at a time: each sees the other whole. */
   private readonly serial = new Serial()
+  private readonly totals = new MonthTotals(this.serial)
+  private readonly index: UsageIndex
 
   constructor(opts: UsageFacilityOptions) {
     super()
@@ -132,23 +74,39 @@ export class UsageFacility extends Facility {
     this.storeFacility = store
     this.log = logger
     this.maxBatch = maxBatch
+    this.index = new UsageIndex({
+      logger,
+      serial: this.serial,
+      release: (indexed) => this.journal?.release(indexed) ?? Promise.resolve(),
+      onIndexed: (records) => this.totals.indexed(records),
+    })
   }
 
   protected override async _open(): Promise<void> {
-    this.bee = await this.storeFacility.bee(USAGE_BEE)
-    const meta = (await this.bee.get<LedgerMeta>(META_KEY))?.value
-    this.indexedLength = meta?.journalLength ?? 0
-    this.indexedRecordCount = meta?.records ?? 0
-    this.recordCount = this.indexedRecordCount
+    const bee = await this.storeFacility.bee(USAGE_BEE)
+    this.totals.open(bee)
+    await this.index.open(bee)
+    this.recordCount = this.index.records
     const journal = new Journal<JournalBlock>(join(this.storeFacility.dir, USAGE_JOURNAL))
     // Acknowledged before a stop or crash but not yet in the index: count them, then index them.
-    const replay = await journal.open(this.indexedLength)
+    const replay = await journal.open(this.index.length)
     this.journal = journal
-    this.appended = journal.length
-    for (const { n, block } of replay) {
-      this.unindexed.set(n, block)
+    this.commits = new GroupCommit({
+      journal,
+      logger: this.log,
+      maxBatch: this.maxBatch,
+      onCommitted: (n, block) => {
+        this.index.add(n, block)
+        this.recordCount += block.records.length
+      },
+      onFailed: (records) => {
+        for (const r of records) this.totals.addPending(r, -1)
+      },
+    })
+    this.index.resume(replay, journal.length)
+    for (const { block } of replay) {
       this.recordCount += block.records.length
-      for (const r of block.records) this.addPending(r, 1)
+      for (const r of block.records) this.totals.addPending(r, 1)
     }
     if (replay.length > 0) {
       this.log.info({ blocks: replay.length }, 'indexing the usage journal after a restart')
@@ -158,14 +116,14 @@ export class UsageFacility extends Facility {
 
   protected override async _close(): Promise<void> {
     // Whatever was accepted is journaled and indexed, and reads in progress end, before the store closes.
-    await this.draining
+    await this.commits?.flushed()
     await this.indexed().catch(() => {})
     await this.serial.idle()
-    if (this.indexTimer) clearTimeout(this.indexTimer)
-    this.indexTimer = null
+    this.index.close()
     await this.journal?.close()
-    this.bee = null
+    this.totals.close()
     this.journal = null
+    this.commits = null
   }
 
   /** Records acknowledged since the ledger was created. */
@@ -179,307 +137,49 @@ export class UsageFacility extends Facility {
    * @throws ERR_UNAVAILABLE when the ledger is closed, ERR_INTERNAL when the write failed
    */
   record(record: UsageRecord): Promise<void> {
-    if (!this.journal || this.closing)
+    if (!this.commits || this.closing)
       return Promise.reject(new MeshError('ERR_UNAVAILABLE', 'ledger is closed'))
-    this.addPending(record, 1)
-    return new Promise<void>((resolve, reject) => {
-      this.queue.push({ record, resolve, reject })
-      this.draining ??= this.drain()
-    })
-  }
-
-  private async drain(): Promise<void> {
-    // Let the records of this turn of the event loop join the first block. This yields before
-    // the drain can end, so record() has set `draining` by the time the drain clears it.
-    await new Promise<void>((resolve) => setImmediate(resolve))
-    while (this.queue.length > 0) {
-      const group = this.queue.splice(0, this.maxBatch)
-      const records = group.map((p) => p.record)
-      try {
-        const journal = this.journal
-        if (!journal) throw new MeshError('ERR_UNAVAILABLE', 'ledger is closed')
-        const block: JournalBlock = { ts: Date.now(), records }
-        const n = await journal.append(block)
-        // The indexer takes it from here rather than reading it back from the journal.
-        this.unindexed.set(n, block)
-        this.appended = n + 1
-        this.recordCount += records.length
-        for (const p of group) p.resolve()
-        this.indexLater()
-      } catch (err) {
-        for (const r of records) this.addPending(r, -1)
-        this.log.error({ err, records: group.length }, 'ledger write failed')
-        const e = MeshError.internal(`usage could not be recorded: ${(err as Error).message}`, err)
-        for (const p of group) p.reject(e)
-      }
-    }
-    this.draining = null
-  }
-
-  /**
-   * Indexing is not on any request's path (readers wait with `indexed()`), so
-   * it runs at most every INDEX_INTERVAL_MS: fewer, larger Hyperbee batches
-   * cost far less per record than one per journal block.
-   */
-  private indexLater(): void {
-    if (this.indexTimer || this.indexing || this.indexError) return
-    this.indexTimer = setTimeout(() => {
-      this.indexTimer = null
-      this.indexSoon()
-    }, INDEX_INTERVAL_MS)
-  }
-
-  private indexSoon(): void {
-    // While a failed write waits for its retry, the retry timer owns the next attempt.
-    if (this.indexError) return
-    if (this.indexTimer) clearTimeout(this.indexTimer)
-    this.indexTimer = null
-    if (!this.bee || !this.journal) return
-    this.indexing ??= this.serial
-      .run(() => this.indexJournal())
-      .finally(() => {
-        this.indexing = null
-        // Blocks appended while that batch was written (at once if a batch was full).
-        if (this.indexedLength < this.appended && !this.indexError) {
-          if (this.appended - this.indexedLength >= MAX_BLOCKS_PER_INDEX) this.indexSoon()
-          else this.indexLater()
-        }
-      })
-    this.indexing.catch(() => {})
+    this.totals.addPending(record, 1)
+    return this.commits.add(record)
   }
 
   /**
    * Resolves once every journal block written so far is in the index.
    * @throws ERR_INTERNAL when indexing failed (the journal still has the records)
    */
-  async indexed(): Promise<void> {
-    const target = this.appended
-    while (this.indexedLength < target) {
-      if (this.indexError) {
-        throw MeshError.internal(
-          `usage index is behind: ${(this.indexError as Error).message}`,
-          this.indexError,
-        )
-      }
-      if (!this.indexing) this.indexSoon()
-      if (!this.indexing || !this.bee) throw new MeshError('ERR_UNAVAILABLE', 'usage index is not running')
-      await this.indexing
-    }
-  }
-
-  /** Writes waiting journal blocks into the Hyperbee, in one batch. */
-  private async indexJournal(): Promise<void> {
-    const bee = this.bee
-    const journal = this.journal
-    if (!bee || !journal) return
-    const from = this.indexedLength
-    const to = Math.min(this.appended, from + MAX_BLOCKS_PER_INDEX)
-    if (to <= from) return
-    const touched = new Map<string, UsageCounter>()
-    const indexedRecords: UsageRecord[] = []
-    /** Each user's open `usage/` group: its key, its first block's time, its records. */
-    const groups = new Map<string, { key: string; ts: number; records: StoredRecord[] }>()
-    const batch = bee.batch()
-    try {
-      for (let n = from; n < to; n++) {
-        const block = this.unindexed.get(n)
-        if (!block) throw new Error(`journal block ${n} is missing`)
-        const opened = new Set<string>()
-        for (const r of block.records) {
-          const { userId } = r
-          let group = groups.get(userId)
-          if (
-            group &&
-            !opened.has(userId) &&
-            (block.ts - group.ts > RECORD_GROUP_SPAN_MS || group.records.length >= RECORD_GROUP_MAX)
-          ) {
-            await batch.put(group.key, { records: group.records })
-            group = undefined
-          }
-          if (!group) {
-            const stamp = `${new Date(block.ts).toISOString()}/${String(n + 1).padStart(12, '0')}`
-            group = { key: `usage/${userId}/${stamp}`, ts: block.ts, records: [] }
-            groups.set(userId, group)
-          }
-          // A block's records stay together: its number is in the key of the group it starts.
-          opened.add(userId)
-          group.records.push(storedRecord(r))
-          const key = `counters/${userId}/${utcDay(r.ts)}/${r.model}`
-          let c = touched.get(key)
-          if (!c) {
-            c = { ...(await this.committedCounter(key, batch)) }
-            touched.set(key, c)
-          }
-          addTo(c, r)
-          indexedRecords.push(r)
-        }
-      }
-      for (const group of groups.values()) await batch.put(group.key, { records: group.records })
-      for (const [key, c] of touched) await batch.put(key, c)
-      const meta: LedgerMeta = {
-        commits: to,
-        records: this.indexedRecordCount + indexedRecords.length,
-        journalLength: to,
-      }
-      await batch.put(META_KEY, meta)
-      await batch.flush()
-    } catch (err) {
-      await batch.close().catch(() => {})
-      // Readers are told while it lasts; the journal keeps the records, and indexing tries again.
-      this.indexError = err
-      this.log.error({ err, from, to, retryInMs: this.indexRetryMs }, 'usage index write failed')
-      const retry = setTimeout(() => {
-        this.indexTimer = null
-        this.indexError = null
-        this.indexSoon()
-      }, this.indexRetryMs)
-      retry.unref()
-      this.indexTimer = retry
-      this.indexRetryMs = Math.min(INDEX_RETRY_MAX_MS, this.indexRetryMs * 2)
-      throw err
-    }
-    this.indexedLength = to
-    this.indexedRecordCount += indexedRecords.length
-    this.indexError = null
-    this.indexRetryMs = INDEX_RETRY_MIN_MS
-    for (let n = from; n < to; n++) this.unindexed.delete(n)
-    await journal.release(to).catch((err) => this.log.warn({ err }, 'old journal segments not removed'))
-    // Only today's counters are worth keeping: earlier days are read from the bee if ever needed.
-    const today = utcDay(Date.now())
-    if (today !== this.countersDay) {
-      this.counters.clear()
-      this.countersDay = today
-    }
-    for (const [key, c] of touched) this.counters.set(key, c)
-    for (const r of indexedRecords) {
-      this.addPending(r, -1)
-      const month = this.months.get(r.userId)
-      if (month?.month !== utcMonth(r.ts)) continue
-      const day = utcDay(r.ts)
-      month.byDay.set(day, (month.byDay.get(day) ?? 0) + r.promptTokens + r.completionTokens)
-    }
-  }
-
-  /** Tokens of queued records, by user and day and by user and month, so limits see them before they are flushed. */
-  private addPending(r: UsageRecord, sign: 1 | -1): void {
-    const day = utcDay(r.ts)
-    const tokens = sign * (r.promptTokens + r.completionTokens)
-    for (const key of [`${r.userId}/${day}`, `${r.userId}/${day.slice(0, 7)}`]) {
-      const n = (this.pending.get(key) ?? 0) + tokens
-      if (n === 0) this.pending.delete(key)
-      else this.pending.set(key, n)
-    }
-  }
-
-  private async committedCounter(key: string, batch: Batch): Promise<UsageCounter> {
-    const cached = this.counters.get(key)
-    if (cached) return cached
-    const entry = await batch.get<UsageCounter>(key)
-    return entry?.value ?? emptyCounter()
+  indexed(): Promise<void> {
+    return this.index.indexed()
   }
 
   /**
    * Loads a user's token totals for the current UTC month (once; later calls
    * are free until the month changes). Call before `tokensUsed`.
+   * @throws ERR_UNAVAILABLE when the ledger is closed
    */
-  async loadTotals(userId: string, now = Date.now()): Promise<void> {
-    if (this.hasTotals(userId, now)) return
-    const month = utcMonth(now)
-    const key = `${userId}/${month}`
-    let loading = this.loadingMonths.get(key)
-    if (!loading) {
-      loading = this.serial
-        .run(() => this.readMonth(userId, month))
-        .finally(() => this.loadingMonths.delete(key))
-      this.loadingMonths.set(key, loading)
-    }
-    await loading
-  }
-
-  /** Reads a month's counters and installs them, between index writes (see `serial`). */
-  private async readMonth(userId: string, month: string): Promise<void> {
-    const bee = this.bee
-    if (!bee) throw new MeshError('ERR_UNAVAILABLE', 'ledger is closed')
-    if (this.months.get(userId)?.month === month) return
-    const byDay = new Map<string, number>()
-    const prefix = `counters/${userId}/${month}`
-    for await (const entry of bee.createReadStream<UsageCounter>({ gte: `${prefix}-`, lt: `${prefix}.` })) {
-      const day = entry.key.slice(`counters/${userId}/`.length, `counters/${userId}/`.length + 10)
-      byDay.set(day, (byDay.get(day) ?? 0) + entry.value.promptTokens + entry.value.completionTokens)
-    }
-    this.months.delete(userId)
-    this.months.set(userId, { month, byDay })
-    if (this.months.size > MAX_MONTHS_CACHED) {
-      // The least recently loaded; `loadTotals` reads it again before that user's next admission.
-      const oldest = this.months.keys().next().value
-      if (oldest !== undefined) this.months.delete(oldest)
-    }
+  loadTotals(userId: string, now = Date.now()): Promise<void> {
+    return this.totals.load(userId, now)
   }
 
   /** Whether a user's totals for the month of `now` are loaded: `loadTotals` would do nothing. */
   hasTotals(userId: string, now = Date.now()): boolean {
-    return this.months.get(userId)?.month === utcMonth(now)
+    return this.totals.has(userId, now)
   }
 
   /** Tokens a user spent today and this month (UTC), including records not yet flushed. */
   tokensUsed(userId: string, now = Date.now()): { day: number; month: number } {
-    const today = utcDay(now)
-    const thisMonth = today.slice(0, 7)
-    const pendingToday = this.pending.get(`${userId}/${today}`) ?? 0
-    const pendingMonth = this.pending.get(`${userId}/${thisMonth}`) ?? 0
-    const totals = this.months.get(userId)
-    if (!totals || totals.month !== thisMonth) return { day: pendingToday, month: pendingMonth }
-    let month = pendingMonth
-    for (const n of totals.byDay.values()) month += n
-    return { day: (totals.byDay.get(today) ?? 0) + pendingToday, month }
+    return this.totals.tokensUsed(userId, now)
   }
 
   /**
    * Counters of one user per UTC day and model, `from`..`to` inclusive (YYYY-MM-DD).
    * @throws ERR_BAD_REQUEST on a bad date
    */
-  async summary(userId: string, from: string, to: string, model?: string): Promise<UsageSummary> {
-    if (!DAY_RE.test(from) || !DAY_RE.test(to)) throw MeshError.badRequest('dates are YYYY-MM-DD')
-    if (from > to) throw MeshError.badRequest(`from ${from} is after to ${to}`)
-    await this.indexed()
-    const bee = this.bee
-    if (!bee) throw new MeshError('ERR_UNAVAILABLE', 'ledger is closed')
-    const rows: UsageRow[] = []
-    const base = `counters/${userId}/`
-    // '/' sorts right after the day; '0' right after '/': the range covers every model of `to`.
-    for await (const entry of bee.createReadStream<UsageCounter>({
-      gte: `${base}${from}/`,
-      lt: `${base}${to}0`,
-    })) {
-      const rest = entry.key.slice(base.length)
-      const day = rest.slice(0, 10)
-      const m = rest.slice(11)
-      if (model && m !== model) continue
-      rows.push({ day, model: m, ...entry.value })
-    }
-    return { userId, from, to, rows, total: sumRows(rows) }
+  summary(userId: string, from: string, to: string, model?: string): Promise<UsageSummary> {
+    return readSummary(() => this.index.caughtUp(), userId, from, to, model)
   }
 
   /** One user's records made from `fromTs` to `toTs` (ms, their `ts`, both included), oldest first, at most `limit`. */
-  async records(userId: string, fromTs: number, toTs: number, limit = 1000): Promise<UsageRecord[]> {
-    await this.indexed()
-    const bee = this.bee
-    if (!bee) throw new MeshError('ERR_UNAVAILABLE', 'ledger is closed')
-    const out: UsageRecord[] = []
-    const base = `usage/${userId}/`
-    // A key holds the records of up to RECORD_GROUP_SPAN_MS after its time, and a record's block is
-    // written a moment after the record: read a little wider and keep the records inside the range.
-    const range = {
-      gte: base + new Date(Math.max(0, fromTs - RECORD_GROUP_SPAN_MS)).toISOString(),
-      lt: `${base + new Date(toTs + RECORD_READ_SLACK_MS).toISOString()}0`,
-    }
-    for await (const entry of bee.createReadStream<{ records: Array<Omit<UsageRecord, 'userId'>> }>(range)) {
-      for (const r of entry.value.records) {
-        if (r.ts < fromTs || r.ts > toTs) continue
-        out.push({ userId, ...r })
-        if (out.length >= limit) return out
-      }
-    }
-    return out
+  records(userId: string, fromTs: number, toTs: number, limit = 1000): Promise<UsageRecord[]> {
+    return readRecords(() => this.index.caughtUp(), userId, fromTs, toTs, limit)
   }
 }

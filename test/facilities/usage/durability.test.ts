@@ -87,7 +87,7 @@ test('usage: records journaled but not indexed when the process died are indexed
   await first.usage.record(rec({ userId: 'u1', promptTokens: 3, completionTokens: 4 }))
   await first.usage.indexed()
   // From here on the index falls behind, as if the process were killed before it caught up.
-  ;(first.usage as unknown as { indexSoon: () => void }).indexSoon = () => {}
+  ;(first.usage as unknown as { index: { indexSoon: () => void } }).index.indexSoon = () => {}
   const late = Array.from({ length: 25 }, (_, i) =>
     rec({ userId: i % 2 ? 'u1' : 'u2', promptTokens: i, completionTokens: 1 }),
   )
