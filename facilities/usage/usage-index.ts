@@ -189,12 +189,14 @@ export class UsageIndex {
     const from = this.indexedLength
     const to = Math.min(this.appended, from + MAX_BLOCKS_PER_INDEX)
     if (to <= from) return
-    const batch = bee.batch()
+    let batch: ReturnType<Hyperbee['batch']> | null = null
     let written: { touched: Map<string, UsageCounter>; records: UsageRecord[] }
     try {
+      // bee.batch() itself throws on a closed or failed bee: that is an index failure like any other.
+      batch = bee.batch()
       written = await this.writeBlocks(batch, from, to)
     } catch (err) {
-      await batch.close().catch(() => {})
+      await batch?.close().catch(() => {})
       // Readers are told while it lasts; the journal keeps the records, and indexing tries again.
       this.indexError = err
       this.log.error({ err, from, to, retryInMs: this.indexRetryMs }, 'usage index write failed')
