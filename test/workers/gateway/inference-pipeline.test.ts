@@ -12,6 +12,7 @@ import {
   standIn,
   standInNet,
 } from '../../facilities/router/stand-in-pool.js'
+import { until } from '../../helpers/mesh.js'
 
 const config = parseConfig(gatewayConfigSchema, {
   bootstrap: ['127.0.0.1:1'],
@@ -128,4 +129,35 @@ test('pipeline: a cancelled request stops its leg and frees its slot', async (t)
   await t.exception(running, /ERR_CANCELLED/)
   t.is(router.list()[0]?.inflight, 0, 'the slot is free')
   t.is(router.list()[0]?.breaker, 'closed', 'not held against the processor')
+})
+
+test('pipeline: a processor dropped mid-request fails its leg over to another', async (t) => {
+  t.timeout(10_000)
+  const pool = [standIn(1), standIn(2)]
+  const { router, pipeline } = await pipelineOver(pool)
+  t.teardown(() => router.close())
+  // Both hang until their leg is stopped; the request lands on one of them.
+  const hang = (_m: string, _p: unknown, opts: Record<string, unknown>) =>
+    new Promise((_, reject) => {
+      ;(opts.cancel as { onAbort: (fn: (r: unknown) => void) => void }).onAbort(reject)
+    })
+  for (const p of pool) p.answer = hang
+  const running = pipeline.run(chat(), sink(), '')
+  await until(() => router.list().some((p) => p.inflight === 1))
+  const goneId = router.list().find((p) => p.inflight === 1)?.publicKey
+  const other = pool.find((p) => p.key.toString('hex') !== goneId) as StandIn
+  other.answer = async () => ({ text: 'from the other', promptTokens: 1, completionTokens: 1 })
+  const entry = router.entriesFor('m').find((e) => e.id === goneId)
+  if (!entry) return t.fail('the busy processor is known')
+  // What the gateway does on the router's `drop` event.
+  router.drop(entry, 'test')
+  pipeline.failOver(entry, 'is gone')
+  const result = await running
+  t.is(result.processor, other.key.toString('hex'), 'answered by the processor that stayed')
+  t.is(result.text, 'from the other')
+  t.is(
+    router.list().reduce((n, p) => n + p.inflight, 0),
+    0,
+    'every slot freed',
+  )
 })
