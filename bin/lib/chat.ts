@@ -1,4 +1,4 @@
-import { createInterface } from 'node:readline'
+import { createInterface, type Interface } from 'node:readline'
 import { MeshError } from '../../kernel/errors.js'
 import type { ChatMessage } from '../../kernel/wire.js'
 import type { MeshClient } from '../../workers/client/client.worker.js'
@@ -29,157 +29,210 @@ const dim = (s: string, tty: boolean) => (tty ? `\x1b[2m${s}\x1b[0m` : s)
  * history, and treats Ctrl-C as "stop this answer" rather than "exit".
  */
 export async function runChat(opts: ChatOptions): Promise<void> {
-  const { client, input = process.stdin, output = process.stdout } = opts
-  const tty = (output as NodeJS.WriteStream).isTTY === true
-  const write = (s: string) => output.write(s)
-  const history: ChatMessage[] = []
-  let model = opts.model
-  let current: MeshStream | null = null
-  let lastIdleInterrupt = 0
-  let quitting = false
+  await new ChatSession(opts).run()
+}
 
-  const rl = createInterface({ input, output, terminal: tty, historySize: 200 })
-  // Start reading now: lines piped in while the models are listed would be lost otherwise.
-  const lines = rl[Symbol.asyncIterator]()
-  const quit = () => {
-    quitting = true
-    rl.close()
+/** One chat: the readline loop, its slash commands, the turns it streams and its Ctrl-C handling. */
+class ChatSession {
+  private readonly client: MeshClient
+  private readonly output: NodeJS.WritableStream
+  private readonly tty: boolean
+  private readonly rl: Interface
+  private readonly lines: AsyncIterator<string>
+  private readonly history: ChatMessage[] = []
+  private model: string | undefined
+  private current: MeshStream | null = null
+  private lastIdleInterrupt = 0
+  private quitting = false
+
+  constructor(opts: ChatOptions) {
+    const { client, input = process.stdin, output = process.stdout } = opts
+    this.client = client
+    this.output = output
+    this.tty = (output as NodeJS.WriteStream).isTTY === true
+    this.model = opts.model
+    this.rl = createInterface({ input, output, terminal: this.tty, historySize: 200 })
+    // Start reading now: lines piped in while the models are listed would be lost otherwise.
+    this.lines = this.rl[Symbol.asyncIterator]()
   }
-  const interrupt = () => {
-    if (current) {
-      current.abort()
+
+  async run(): Promise<void> {
+    const { rl } = this
+    rl.on('SIGINT', this.interrupt)
+    // Without a terminal readline sees no Ctrl-C; the signal reaches the process instead.
+    process.on('SIGINT', this.interrupt)
+    try {
+      this.model ??= await this.pickModel()
+      this.write(
+        this.model
+          ? `Chatting with ${this.model}. /help for commands.\n`
+          : 'No models are served by the mesh yet; /models to check again.\n',
+      )
+      rl.setPrompt(this.tty ? '>>> ' : '')
+      rl.prompt()
+      for await (const raw of { [Symbol.asyncIterator]: () => this.lines }) {
+        const line = raw.trim()
+        if (!line) rl.prompt()
+        else if (line.startsWith('/')) await this.command(line)
+        else await this.turn(line)
+      }
+    } finally {
+      process.off('SIGINT', this.interrupt)
+      this.current?.abort()
+      rl.close()
+    }
+  }
+
+  private write(s: string): void {
+    this.output.write(s)
+  }
+
+  private quit(): void {
+    this.quitting = true
+    this.rl.close()
+  }
+
+  /** Ctrl-C: stops the answer being streamed; when idle, a second one within 2 s leaves. */
+  private readonly interrupt = (): void => {
+    if (this.current) {
+      this.current.abort()
       return
     }
     const now = Date.now()
-    if (now - lastIdleInterrupt < 2_000) return quit()
-    lastIdleInterrupt = now
-    write('\n(Ctrl-C again or /quit to leave)\n')
-    rl.prompt()
+    if (now - this.lastIdleInterrupt < 2_000) {
+      this.quit()
+      return
+    }
+    this.lastIdleInterrupt = now
+    this.write('\n(Ctrl-C again or /quit to leave)\n')
+    this.rl.prompt()
   }
-  rl.on('SIGINT', interrupt)
-  // Without a terminal readline sees no Ctrl-C; the signal reaches the process instead.
-  process.on('SIGINT', interrupt)
 
-  const pickModel = async (): Promise<string | undefined> => {
-    const models = await client.models()
+  private async pickModel(): Promise<string | undefined> {
+    const models = await this.client.models()
     return models[0]?.name
   }
 
-  try {
-    model ??= await pickModel()
-    write(
-      model
-        ? `Chatting with ${model}. /help for commands.\n`
-        : 'No models are served by the mesh yet; /models to check again.\n',
-    )
-    rl.setPrompt(tty ? '>>> ' : '')
-    rl.prompt()
-    for await (const raw of { [Symbol.asyncIterator]: () => lines }) {
-      const line = raw.trim()
-      if (!line) {
-        rl.prompt()
-        continue
+  /** A slash command; a failed one prints the error and the chat goes on. */
+  private async command(line: string): Promise<void> {
+    const [cmd, ...rest] = line.split(/\s+/)
+    const arg = rest.join(' ')
+    try {
+      switch (cmd) {
+        case '/quit':
+        case '/exit':
+        case '/bye':
+          this.quit()
+          return
+        case '/help':
+          this.write(`${CHAT_HELP}\n`)
+          break
+        case '/clear':
+          this.history.length = 0
+          this.write('Conversation cleared.\n')
+          break
+        case '/models':
+          await this.listModels()
+          break
+        case '/model':
+          await this.switchModel(arg)
+          break
+        case '/usage':
+          this.write(`${formatUsage(await this.client.usage())}\n`)
+          break
+        case '/status':
+          await this.listProcessors()
+          break
+        default:
+          this.write(`Unknown command ${cmd}. /help lists them.\n`)
       }
-      if (line.startsWith('/')) {
-        const [cmd, ...rest] = line.split(/\s+/)
-        const arg = rest.join(' ')
-        try {
-          switch (cmd) {
-            case '/quit':
-            case '/exit':
-            case '/bye':
-              quit()
-              continue
-            case '/help':
-              write(`${CHAT_HELP}\n`)
-              break
-            case '/clear':
-              history.length = 0
-              write('Conversation cleared.\n')
-              break
-            case '/models': {
-              const models = await client.models()
-              if (models.length === 0) write('No models.\n')
-              for (const m of models)
-                write(`${m.name === model ? '*' : ' '} ${m.name}\t${m.details.parameterSize}\n`)
-              break
-            }
-            case '/model':
-              if (!arg) write(`Model: ${model ?? '(none)'}\n`)
-              else {
-                const models = await client.models()
-                if (!models.some((m) => m.name === arg || `${m.name}:latest` === arg)) {
-                  write(`No model '${arg}'. /models lists them.\n`)
-                } else {
-                  model = arg
-                  write(`Model: ${model}\n`)
-                }
-              }
-              break
-            case '/usage':
-              write(`${formatUsage(await client.usage())}\n`)
-              break
-            case '/status': {
-              const status = await client.status()
-              for (const p of status.processors) {
-                write(
-                  `${p.publicKey.slice(0, 12)}  ${p.backend}  ${p.active}/${p.capacity}  ${p.models.join(', ')}\n`,
-                )
-              }
-              if (status.processors.length === 0) write('No processors.\n')
-              break
-            }
-            default:
-              write(`Unknown command ${cmd}. /help lists them.\n`)
-          }
-        } catch (err) {
-          write(`error: ${MeshError.from(err).message}\n`)
-        }
-        rl.prompt()
-        continue
-      }
-      if (!model) model = await pickModel().catch(() => undefined)
-      if (!model) {
-        write('No model available yet.\n')
-        rl.prompt()
-        continue
-      }
-      history.push({ role: 'user', content: line })
-      const started = Date.now()
-      let text = ''
-      current = client.chat({ model, messages: [...history], stream: true })
-      try {
-        for await (const part of current) {
-          if (!part.done) {
-            text += part.text
-            write(part.text)
-            continue
-          }
-          const r = part.result
-          const secs = Math.max(1, Date.now() - started) / 1000
-          const note =
-            r.doneReason === 'cancelled'
-              ? 'stopped'
-              : `${r.completionTokens} tokens, ${(r.completionTokens / secs).toFixed(0)} tok/s`
-          write(`\n${dim(`[${note}]`, tty)}\n`)
-        }
-        history.push({ role: 'assistant', content: text })
-      } catch (err) {
-        history.pop()
-        const e = MeshError.from(err)
-        write(`\n${e.code === 'ERR_CANCELLED' ? dim('[stopped]', tty) : `error: ${e.message}`}\n`)
-        if (e.code === 'ERR_RATE_LIMITED' || e.code === 'ERR_QUOTA_EXCEEDED') {
-          const who = await client.whoami().catch(() => null)
-          if (who) write(`${formatLimits(who.limits)}\n`)
-        }
-      } finally {
-        current = null
-      }
-      if (!quitting) rl.prompt()
+    } catch (err) {
+      this.write(`error: ${MeshError.from(err).message}\n`)
     }
-  } finally {
-    process.off('SIGINT', interrupt)
-    current?.abort()
-    rl.close()
+    this.rl.prompt()
+  }
+
+  private async listModels(): Promise<void> {
+    const models = await this.client.models()
+    if (models.length === 0) this.write('No models.\n')
+    for (const m of models)
+      this.write(`${m.name === this.model ? '*' : ' '} ${m.name}\t${m.details.parameterSize}\n`)
+  }
+
+  /** `/model NAME`: switches to a model the mesh serves; `/model` alone says the current one. */
+  private async switchModel(name: string): Promise<void> {
+    if (!name) {
+      this.write(`Model: ${this.model ?? '(none)'}\n`)
+      return
+    }
+    const models = await this.client.models()
+    if (!models.some((m) => m.name === name || `${m.name}:latest` === name)) {
+      this.write(`No model '${name}'. /models lists them.\n`)
+      return
+    }
+    this.model = name
+    this.write(`Model: ${this.model}\n`)
+  }
+
+  private async listProcessors(): Promise<void> {
+    const status = await this.client.status()
+    for (const p of status.processors) {
+      this.write(
+        `${p.publicKey.slice(0, 12)}  ${p.backend}  ${p.active}/${p.capacity}  ${p.models.join(', ')}\n`,
+      )
+    }
+    if (status.processors.length === 0) this.write('No processors.\n')
+  }
+
+  /** One user turn: asks the model, streams its answer and keeps both in the history. */
+  private async turn(line: string): Promise<void> {
+    if (!this.model) this.model = await this.pickModel().catch(() => undefined)
+    if (!this.model) {
+      this.write('No model available yet.\n')
+      this.rl.prompt()
+      return
+    }
+    this.history.push({ role: 'user', content: line })
+    const started = Date.now()
+    this.current = this.client.chat({ model: this.model, messages: [...this.history], stream: true })
+    try {
+      const text = await this.streamAnswer(this.current, started)
+      this.history.push({ role: 'assistant', content: text })
+    } catch (err) {
+      this.history.pop()
+      await this.reportFailedTurn(MeshError.from(err))
+    } finally {
+      this.current = null
+    }
+    if (!this.quitting) this.rl.prompt()
+  }
+
+  /** Writes the answer as it comes, ending with its token rate; returns its text. */
+  private async streamAnswer(answer: MeshStream, started: number): Promise<string> {
+    let text = ''
+    for await (const part of answer) {
+      if (!part.done) {
+        text += part.text
+        this.write(part.text)
+        continue
+      }
+      const r = part.result
+      const secs = Math.max(1, Date.now() - started) / 1000
+      const note =
+        r.doneReason === 'cancelled'
+          ? 'stopped'
+          : `${r.completionTokens} tokens, ${(r.completionTokens / secs).toFixed(0)} tok/s`
+      this.write(`\n${dim(`[${note}]`, this.tty)}\n`)
+    }
+    return text
+  }
+
+  /** A stopped answer says so; a limit hit also shows the caller's limits. */
+  private async reportFailedTurn(e: MeshError): Promise<void> {
+    this.write(`\n${e.code === 'ERR_CANCELLED' ? dim('[stopped]', this.tty) : `error: ${e.message}`}\n`)
+    if (e.code === 'ERR_RATE_LIMITED' || e.code === 'ERR_QUOTA_EXCEEDED') {
+      const who = await this.client.whoami().catch(() => null)
+      if (who) this.write(`${formatLimits(who.limits)}\n`)
+    }
   }
 }

@@ -38,10 +38,16 @@ export interface UpOptions {
   httpPort?: number
 }
 
+/** What a processor child reports once it serves. */
+interface ProcessorReady {
+  publicKey: string
+  backend: string
+}
+
 interface ProcessorChild {
   index: number
   child: ChildProcess
-  ready: Promise<{ publicKey: string; backend: string }>
+  ready: Promise<ProcessorReady>
 }
 
 const LLM_MESH_BIN = fileURLToPath(new URL('../llm-mesh.js', import.meta.url))
@@ -77,7 +83,7 @@ function startProcessor(
     { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] },
   )
   child.stderr?.pipe(log)
-  const ready = new Promise<{ publicKey: string; backend: string }>((resolve, reject) => {
+  const ready = new Promise<ProcessorReady>((resolve, reject) => {
     const timer = setTimeout(
       () => reject(new MeshError('ERR_TIMEOUT', `processor-${index} did not start in time`)),
       PROCESSOR_START_TIMEOUT_MS,
@@ -155,70 +161,81 @@ async function setUpOperator(gateway: GatewayWorker, opts: UpOptions): Promise<{
   return { id: key.id, key: key.key }
 }
 
+/** What the mesh `up` started tells the chat that joins it. */
+interface RunningMesh {
+  bootstrap: string[]
+  gatewayKey: string
+  /** The operator's API key, valid while `up` runs. */
+  apiKey: string
+}
+
+const say = (s: string) => process.stderr.write(`${s}\n`)
+
 /**
- * `llm-mesh up`: a DHT bootstrap on 127.0.0.1, a gateway in this process,
- * N processors as children, all state under the data folder; then the chat,
- * or with --no-chat a `llm-mesh ready` line and a wait for SIGINT/SIGTERM.
+ * What `up` runs: the loopback DHT bootstrap, the gateway, the processor children and
+ * the chat's client, started one step at a time and stopped once, in dependency order.
  */
-export async function up(opts: UpOptions): Promise<number> {
-  const { dataDir } = opts
-  await mkdir(join(dataDir, 'logs'), { recursive: true })
-  const say = (s: string) => process.stderr.write(`${s}\n`)
+class LocalMesh {
+  private readonly opts: UpOptions
+  private testnet: Testnet | null = null
+  private gateway: GatewayWorker | null = null
+  private client: MeshClient | null = null
+  private readonly children: ProcessorChild[] = []
+  private operatorKeyId: string | null = null
+  private stopping: Promise<void> | null = null
 
-  let testnet: Testnet | null = null
-  let gateway: GatewayWorker | null = null
-  let client: MeshClient | null = null
-  const children: ProcessorChild[] = []
-  let stopping: Promise<void> | null = null
-  let operatorKeyId: string | null = null
-  const stop = () => {
-    stopping ??= (async () => {
-      await client?.close().catch(() => {})
-      // The gateway first finishes what it is answering (HTTP streams, RPC calls), taking
-      // nothing new, while its processors still run; then they stop, idle.
-      await gateway?.drain().catch(() => {})
-      await Promise.all(children.map(stopChild))
-      // The operator key works only while `up` runs.
-      if (operatorKeyId) await gateway?.auth?.revokeKey(operatorKeyId, '', true).catch(() => {})
-      await removeOperatorKey(dataDir)
-      await gateway?.close().catch(() => {})
-      await testnet?.destroy().catch(() => {})
-      await rm(join(dataDir, MESH_FILE), { force: true })
-    })()
-    return stopping
+  constructor(opts: UpOptions) {
+    this.opts = opts
   }
-  // Our own SIGTERM and a closed terminal still tear the tree down.
-  const onTerm = () => void stop().then(() => process.exit(0))
-  process.once('SIGTERM', onTerm)
-  process.once('SIGHUP', onTerm)
 
-  try {
-    testnet = await createTestnet(BOOTSTRAP_NODES, { host: '127.0.0.1', port: opts.bootstrapPort })
-    const bootstrap = testnet.bootstrap.map((b) => `${b.host}:${b.port}`)
+  /** Starts everything, waits until the gateway routes to every processor, and says so. */
+  async start(): Promise<RunningMesh> {
+    const bootstrap = await this.startBootstrap()
+    const gateway = await this.startGateway(bootstrap)
+    const gatewayKey = gateway.publicKeyHex
+    const operator = await setUpOperator(gateway, this.opts)
+    this.operatorKeyId = operator.id
+
+    const wrote = await provideTinyModel(join(this.opts.dataDir, 'models'))
+    if (wrote) say(wrote)
+    const started = await this.startProcessors(bootstrap.join(','), gatewayKey)
+    await this.waitForRoutes(gateway, started)
+    await this.announce(gateway, bootstrap, started)
+    return { bootstrap, gatewayKey, apiKey: operator.key }
+  }
+
+  private async startBootstrap(): Promise<string[]> {
+    this.testnet = await createTestnet(BOOTSTRAP_NODES, { host: '127.0.0.1', port: this.opts.bootstrapPort })
+    const bootstrap = this.testnet.bootstrap.map((b) => `${b.host}:${b.port}`)
     say(`DHT bootstrap on ${bootstrap.join(', ')}`)
+    return bootstrap
+  }
 
+  private async startGateway(bootstrap: string[]): Promise<GatewayWorker> {
+    const { dataDir, httpPort } = this.opts
     const gatewayConfig = parseConfig(gatewayConfigSchema, {
-      mesh: opts.mesh,
+      mesh: this.opts.mesh,
       bootstrap,
       store: join(dataDir, 'gateway'),
-      log: { level: opts.logLevel },
-      ...(opts.httpPort !== undefined
-        ? { http: { enabled: true, host: '127.0.0.1', port: opts.httpPort } }
-        : {}),
+      log: { level: this.opts.logLevel },
+      ...(httpPort !== undefined ? { http: { enabled: true, host: '127.0.0.1', port: httpPort } } : {}),
     })
-    gateway = new GatewayWorker(gatewayConfig, {
+    const gateway = new GatewayWorker(gatewayConfig, {
       logDestination: createWriteStream(join(dataDir, 'logs', 'gateway.log'), { flags: 'a' }),
     })
+    this.gateway = gateway
     await gateway.ready()
-    const gatewayKey = gateway.publicKeyHex
-    const operator = await setUpOperator(gateway, opts)
-    operatorKeyId = operator.id
+    return gateway
+  }
 
-    const wrote = await provideTinyModel(join(dataDir, 'models'))
-    if (wrote) say(wrote)
-    for (let i = 0; i < opts.processors; i++)
-      children.push(startProcessor(i, opts, bootstrap.join(','), gatewayKey))
-    const started = await Promise.all(children.map((c) => c.ready))
+  private async startProcessors(bootstrap: string, gatewayKey: string): Promise<ProcessorReady[]> {
+    for (let i = 0; i < this.opts.processors; i++)
+      this.children.push(startProcessor(i, this.opts, bootstrap, gatewayKey))
+    return Promise.all(this.children.map((c) => c.ready))
+  }
+
+  /** A processor that is ready may not be in the gateway's router yet: waits until all are. */
+  private async waitForRoutes(gateway: GatewayWorker, started: ProcessorReady[]): Promise<void> {
     const wanted = new Set(started.map((s) => s.publicKey))
     const deadline = Date.now() + PROCESSOR_START_TIMEOUT_MS
     const router = gateway.router
@@ -228,9 +245,19 @@ export async function up(opts: UpOptions): Promise<number> {
       await router.refresh()
       await new Promise((r) => setTimeout(r, 100))
     }
+  }
+
+  /** Writes DATA/mesh.json for the CLI's other commands, then prints the endpoints and the ready line. */
+  private async announce(
+    gateway: GatewayWorker,
+    bootstrap: string[],
+    started: ProcessorReady[],
+  ): Promise<void> {
+    const { dataDir } = this.opts
+    const gatewayKey = gateway.publicKeyHex
     const httpUrl = gateway.httpUrl
     await writeMeshFile(dataDir, {
-      mesh: opts.mesh,
+      mesh: this.opts.mesh,
       bootstrap,
       gateway: gatewayKey,
       pid: process.pid,
@@ -243,30 +270,77 @@ export async function up(opts: UpOptions): Promise<number> {
       )
     }
     for (const [i, s] of started.entries()) say(`processor-${i} backend: ${s.backend}`)
-    const models = [...new Set(router.list().flatMap((p) => p.models))].join(', ')
+    const models = [...new Set(gateway.router.list().flatMap((p) => p.models))].join(', ')
     process.stdout.write(
-      `llm-mesh ready: gateway ${gatewayKey.slice(0, 16)}… · ${opts.processors} processor(s) · models ${models} · bootstrap ${bootstrap[0]} · data ${dataDir}\n`,
+      `llm-mesh ready: gateway ${gatewayKey.slice(0, 16)}… · ${this.opts.processors} processor(s) · models ${models} · bootstrap ${bootstrap[0]} · data ${dataDir}\n`,
     )
+  }
 
+  /** The interactive chat with the mesh, as its operator, until the user leaves. */
+  async chat(mesh: RunningMesh): Promise<void> {
+    const { dataDir, model } = this.opts
+    this.client = new MeshClient({
+      config: {
+        mesh: this.opts.mesh,
+        bootstrap: mesh.bootstrap,
+        gateway: mesh.gatewayKey,
+        log: { level: 'warn' },
+      },
+      logDestination: createWriteStream(join(dataDir, 'logs', 'chat.log'), { flags: 'a' }),
+      apiKey: mesh.apiKey,
+    })
+    await this.client.ready()
+    await runChat({ client: this.client, ...(model ? { model } : {}) })
+  }
+
+  /** Stops whatever has started; called again, returns the same promise. */
+  stop(): Promise<void> {
+    this.stopping ??= this.close()
+    return this.stopping
+  }
+
+  // Reads each field when it gets to it: a signal can stop the mesh while start() still runs.
+  private async close(): Promise<void> {
+    await this.client?.close().catch(() => {})
+    // The gateway first finishes what it is answering (HTTP streams, RPC calls), taking
+    // nothing new, while its processors still run; then they stop, idle.
+    await this.gateway?.drain().catch(() => {})
+    await Promise.all(this.children.map(stopChild))
+    // The operator key works only while `up` runs.
+    if (this.operatorKeyId) await this.gateway?.auth?.revokeKey(this.operatorKeyId, '', true).catch(() => {})
+    await removeOperatorKey(this.opts.dataDir)
+    await this.gateway?.close().catch(() => {})
+    await this.testnet?.destroy().catch(() => {})
+    await rm(join(this.opts.dataDir, MESH_FILE), { force: true })
+  }
+}
+
+/**
+ * `llm-mesh up`: a DHT bootstrap on 127.0.0.1, a gateway in this process,
+ * N processors as children, all state under the data folder; then the chat,
+ * or with --no-chat a `llm-mesh ready` line and a wait for SIGINT/SIGTERM.
+ */
+export async function up(opts: UpOptions): Promise<number> {
+  await mkdir(join(opts.dataDir, 'logs'), { recursive: true })
+  const mesh = new LocalMesh(opts)
+  // Our own SIGTERM and a closed terminal still tear the tree down.
+  const onTerm = () => void mesh.stop().then(() => process.exit(0))
+  process.once('SIGTERM', onTerm)
+  process.once('SIGHUP', onTerm)
+  try {
+    const running = await mesh.start()
     if (!opts.chat) {
       process.off('SIGTERM', onTerm)
       await waitForSignal()
       say('stopping…')
-      await stop()
+      await mesh.stop()
       return 0
     }
-
-    client = new MeshClient({
-      config: { mesh: opts.mesh, bootstrap, gateway: gatewayKey, log: { level: 'warn' } },
-      logDestination: createWriteStream(join(dataDir, 'logs', 'chat.log'), { flags: 'a' }),
-      apiKey: operator.key,
-    })
-    await client.ready()
-    await runChat({ client, ...(opts.model ? { model: opts.model } : {}) })
-    await stop()
+    await mesh.chat(running)
+    await mesh.stop()
     return 0
   } catch (err) {
-    await stop()
+    await mesh.stop()
     throw err
   } finally {
     process.off('SIGTERM', onTerm)
