@@ -71,6 +71,8 @@ class ChatSession {
       rl.setPrompt(this.tty ? '>>> ' : '')
       rl.prompt()
       for await (const raw of { [Symbol.asyncIterator]: () => this.lines }) {
+        // readline still hands over lines it had read before /quit closed it: they are not sent.
+        if (this.quitting) break
         const line = raw.trim()
         if (!line) rl.prompt()
         else if (line.startsWith('/')) await this.command(line)

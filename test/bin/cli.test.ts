@@ -337,7 +337,8 @@ test('cli: the operator contract of up, user, key, usage, chat and status', {
   t.ok(badLimit.stderr.includes('--rpm: a positive integer'), badLimit.stderr)
 
   const chat = await run([BIN, 'chat', '--data', data, '--api-key', key.stdout.trim()], {
-    input: 'abc\n/usage\n',
+    // A line after /exit is read along with the rest but never sent (the ledger below counts one request).
+    input: 'abc\n/usage\n/exit\nnot sent\n',
   })
   t.is(chat.code, 0, chat.stderr)
   t.ok(chat.stdout.includes('defghijklmnopqrstuvwxyz'), chat.stdout)
