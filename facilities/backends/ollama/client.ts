@@ -5,6 +5,7 @@
 import { Ollama } from 'ollama'
 import { MeshError } from '../../../kernel/errors.js'
 import { errorMessage } from '../../../kernel/util.js'
+import type { FetchResponse } from './incoming-response.js'
 import type { FetchScope, KeepAliveFetch } from './keep-alive-fetch.js'
 
 const DEFAULT_PROBE_TIMEOUT_MS = 1_000
@@ -14,7 +15,7 @@ const DEFAULT_PROBE_TIMEOUT_MS = 1_000
  * another server's page); giving it the `{"error"}` body it expects keeps
  * stdout clean and the message intact.
  */
-async function jsonErrors(res: Response): Promise<Response> {
+async function jsonErrors<R extends FetchResponse>(res: R): Promise<R | Response> {
   if (res.ok || res.headers.get('content-type')?.includes('application/json')) return res
   const text = (await res.text().catch(() => '')).trim()
   return new Response(JSON.stringify({ error: text || `${res.status} ${res.statusText}` }), {
@@ -56,7 +57,8 @@ export function callClient(
     fetch: async (input, init) => {
       const res = await transport.fetch(input, init, call)
       call.kick()
-      return jsonErrors(res)
+      // All of Response the client uses (incoming-response.ts).
+      return jsonErrors(res) as Promise<Response>
     },
   })
 }

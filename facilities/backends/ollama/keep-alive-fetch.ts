@@ -7,16 +7,14 @@
  *
  * As fetch does: a failed connection rejects with TypeError('fetch failed')
  * whose cause is the socket's error; an abort rejects with an AbortError and,
- * after the headers, errors the body. Unlike fetch: no redirects are
+ * after the headers, errors the body. Unlike fetch: the reply is the part of
+ * a Response the client uses (incoming-response.ts), no redirects are
  * followed, no compression is asked for, and `input` must be a URL (the
  * `ollama` client passes strings).
  */
 import http from 'node:http'
 import https from 'node:https'
-import { Readable } from 'node:stream'
-
-/** Statuses whose Response must have a null body. */
-const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304])
+import { type FetchResponse, IncomingResponse } from './incoming-response.js'
 
 /** What a fetch belongs to: a call that can stop, and that ends. */
 export interface FetchScope {
@@ -56,24 +54,17 @@ function bodyOf(body: RequestInit['body']): string | Uint8Array | undefined {
   throw new TypeError('keepAliveFetch: only string and Uint8Array bodies are supported')
 }
 
-function responseOf(res: http.IncomingMessage): Response {
-  const status = res.statusCode ?? 0
-  const headers: [string, string][] = []
-  const raw = res.rawHeaders
-  for (let i = 0; i + 1 < raw.length; i += 2) headers.push([raw[i] as string, raw[i + 1] as string])
-  let body: ReadableStream | null = null
-  if (NULL_BODY_STATUSES.has(status)) res.resume()
-  else body = Readable.toWeb(res) as ReadableStream
-  return new Response(body, { status, statusText: res.statusMessage ?? '', headers })
-}
-
 /** A keep-alive `fetch` for one backend; `close()` destroys its sockets. */
 export class KeepAliveFetch {
   private readonly httpAgent = new http.Agent({ keepAlive: true })
   private httpsAgent: https.Agent | null = null
 
   /** One request, stopped (or its body cut short) when `init.signal` fires or `scope` releases it. */
-  fetch(input: string | URL | Request, init: RequestInit | undefined, scope: FetchScope): Promise<Response> {
+  fetch(
+    input: string | URL | Request,
+    init: RequestInit | undefined,
+    scope: FetchScope,
+  ): Promise<FetchResponse> {
     return new Promise((resolve, reject) => {
       const signal = init?.signal ?? null
       if (scope.stopped || signal?.aborted) {
@@ -127,7 +118,7 @@ export class KeepAliveFetch {
         res.on('error', () => {})
         res.once('close', finish)
         try {
-          resolve(responseOf(res))
+          resolve(new IncomingResponse(res))
         } catch (err) {
           stop()
           reject(fetchFailed(err))
