@@ -29,7 +29,7 @@ export class Call implements FetchScope {
   readonly client: Ollama
   private stopCause: StopCause | null = null
   private ended = false
-  private releases: Array<() => void> = []
+  private releases: Array<(stopped: boolean) => void> = []
   private readonly timer: NodeJS.Timeout
   private readonly signal: AbortSignal | undefined
   private readonly inflight: Set<Call>
@@ -65,15 +65,15 @@ export class Call implements FetchScope {
   stop(why: StopCause): void {
     if (this.stopCause !== null || this.ended) return
     this.stopCause = why
-    this.release()
+    this.release(true)
   }
 
-  onRelease(fn: () => void): void {
-    if (this.ended || this.stopCause !== null) fn()
+  onRelease(fn: (stopped: boolean) => void): void {
+    if (this.ended || this.stopCause !== null) fn(this.stopCause !== null)
     else this.releases.push(fn)
   }
 
-  /** The call is over: timer and listeners go, and anything its fetches left open is closed. */
+  /** The call is over: timer and listeners go; a fetch still waiting for headers is stopped, a reply still arriving may finish. */
   end(): void {
     if (this.ended) return
     this.ended = true
@@ -81,12 +81,12 @@ export class Call implements FetchScope {
     this.signal?.removeEventListener('abort', this.onUserAbort)
     this.unhookCancel?.()
     this.inflight.delete(this)
-    this.release()
+    this.release(false)
   }
 
-  private release(): void {
+  private release(stopped: boolean): void {
     const releases = this.releases
     this.releases = []
-    for (const fn of releases) fn()
+    for (const fn of releases) fn(stopped)
   }
 }

@@ -16,12 +16,19 @@ import http from 'node:http'
 import https from 'node:https'
 import { type FetchResponse, IncomingResponse } from './incoming-response.js'
 
+/**
+ * How long a reply may go on arriving after its call has ended, before its
+ * socket is given up: a stream's terminating chunk can come in a packet of its
+ * own after the done frame, and cutting it off would cost the socket.
+ */
+const END_DRAIN_MS = 1_000
+
 /** What a fetch belongs to: a call that can stop, and that ends. */
 export interface FetchScope {
   /** True once the call has stopped: a new fetch fails at once. */
   readonly stopped: boolean
-  /** Runs `fn` once, when the call stops or ends, whichever comes first. */
-  onRelease(fn: () => void): void
+  /** Runs `fn` once, when the call stops (`stopped` true) or ends, whichever comes first. */
+  onRelease(fn: (stopped: boolean) => void): void
 }
 
 function abortError(): DOMException {
@@ -52,6 +59,13 @@ function bodyOf(body: RequestInit['body']): string | Uint8Array | undefined {
   if (body === undefined || body === null) return undefined
   if (typeof body === 'string' || body instanceof Uint8Array) return body
   throw new TypeError('keepAliveFetch: only string and Uint8Array bodies are supported')
+}
+
+/** Lets an ended call's reply finish (its socket then goes back to the agent), or `stop` it after END_DRAIN_MS. */
+function drain(response: http.IncomingMessage, stop: () => void): void {
+  const timer = setTimeout(stop, END_DRAIN_MS)
+  timer.unref()
+  response.once('close', () => clearTimeout(timer))
 }
 
 /** A keep-alive `fetch` for one backend; `close()` destroys its sockets. */
@@ -104,7 +118,11 @@ export class KeepAliveFetch {
         signal?.removeEventListener('abort', stop)
       }
       signal?.addEventListener('abort', stop, { once: true })
-      scope.onRelease(stop)
+      scope.onRelease((stopped) => {
+        if (done) return
+        if (stopped || response === null) stop()
+        else drain(response, stop)
+      })
       req.on('error', (err) => {
         if (settled) return
         settled = true

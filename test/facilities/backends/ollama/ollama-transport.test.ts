@@ -87,6 +87,32 @@ test('ollama transport: calls reuse one keep-alive connection', async (t) => {
   t.is(server.connections, 1, 'open() and five chats over one connection')
 })
 
+test('ollama transport: a reply that ends after its done frame keeps its connection; one that never ends is cut', async (t) => {
+  const server = await fake(t)
+  // The terminating chunk in a packet of its own, after the call has returned.
+  server.chat = (_req, res) => {
+    res.writeHead(200, { 'Content-Type': 'application/x-ndjson' })
+    res.write(chunk('a') + DONE)
+    setTimeout(() => res.end(), 5)
+  }
+  const backend = await backendFor(t, server.url)
+  for (let i = 0; i < 3; i++) {
+    t.is((await backend.chat({ model: 'm', messages: USER })).text, 'a')
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  t.is(server.connections, 1, 'the socket went back to the pool each time')
+
+  server.chat = (_req, res) => {
+    res.writeHead(200, { 'Content-Type': 'application/x-ndjson' })
+    res.write(chunk('a') + DONE) // and never ends
+  }
+  const arrived = server.nextChat()
+  t.is((await backend.chat({ model: 'm', messages: USER })).text, 'a', 'the call returns at its done frame')
+  const started = Date.now()
+  await (await arrived).closed
+  t.ok(Date.now() - started < QUICK_MS, `its socket was given up ${Date.now() - started} ms later`)
+})
+
 test('ollama transport: a stop before the first header (model loading)', async (t) => {
   const server = await fake(t)
   server.chat = () => {} // headers never come: the model is "loading"
