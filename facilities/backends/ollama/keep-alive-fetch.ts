@@ -23,6 +23,13 @@ import { type FetchResponse, IncomingResponse } from './incoming-response.js'
  */
 const END_DRAIN_MS = 1_000
 
+/**
+ * An idle socket is closed after this long, as Node's fetch (undici) does: a
+ * server that closes it first (Node's HTTP server after 5 s, a proxy) could
+ * race a request onto a dying socket. Sockets in use are not affected.
+ */
+const IDLE_SOCKET_MS = 4_000
+
 /** What a fetch belongs to: a call that can stop, and that ends. */
 export interface FetchScope {
   /** True once the call has stopped: a new fetch fails at once. */
@@ -70,7 +77,7 @@ function drain(response: http.IncomingMessage, stop: () => void): void {
 
 /** A keep-alive `fetch` for one backend; `close()` destroys its sockets. */
 export class KeepAliveFetch {
-  private readonly httpAgent = new http.Agent({ keepAlive: true })
+  private readonly httpAgent = new http.Agent({ keepAlive: true, timeout: IDLE_SOCKET_MS })
   private httpsAgent: https.Agent | null = null
 
   /** One request, stopped (or its body cut short) when `init.signal` fires or `scope` releases it. */
@@ -153,7 +160,7 @@ export class KeepAliveFetch {
   }
 
   private secureAgent(): https.Agent {
-    this.httpsAgent ??= new https.Agent({ keepAlive: true })
+    this.httpsAgent ??= new https.Agent({ keepAlive: true, timeout: IDLE_SOCKET_MS })
     return this.httpsAgent
   }
 }
