@@ -1,7 +1,8 @@
 /**
  * The `fetch` the `ollama` client is given: node:http over keep-alive
  * sockets, one agent per backend, each request bound to the call it belongs
- * to (it stops when the call stops or ends). Node's global fetch (undici)
+ * to (cut short when the call stops; when it ends, a reply still arriving
+ * may finish, within END_DRAIN_MS). Node's global fetch (undici)
  * spent ~20% of the backend's CPU per call, and merging the client's signal
  * with the call's cost an `AbortSignal.any` per fetch (bench/ollama-backend.ts).
  *
