@@ -1,10 +1,12 @@
 /**
  * The `ollama` package's client, made the way this backend needs it: error
- * replies always JSON, every fetch bounded by the call's signal.
+ * replies always JSON, every fetch bounded by its call.
  */
 import { Ollama } from 'ollama'
 import { MeshError } from '../../../kernel/errors.js'
 import { errorMessage } from '../../../kernel/util.js'
+import type { FetchResponse } from './incoming-response.js'
+import type { FetchScope, KeepAliveFetch } from './keep-alive-fetch.js'
 
 const DEFAULT_PROBE_TIMEOUT_MS = 1_000
 
@@ -13,7 +15,7 @@ const DEFAULT_PROBE_TIMEOUT_MS = 1_000
  * another server's page); giving it the `{"error"}` body it expects keeps
  * stdout clean and the message intact.
  */
-async function jsonErrors(res: Response): Promise<Response> {
+async function jsonErrors<R extends FetchResponse>(res: R): Promise<R | Response> {
   if (res.ok || res.headers.get('content-type')?.includes('application/json')) return res
   const text = (await res.text().catch(() => '')).trim()
   return new Response(JSON.stringify({ error: text || `${res.status} ${res.statusText}` }), {
@@ -39,18 +41,24 @@ export function checkHost(host: unknown): string {
 }
 
 /**
- * A client for one call: its fetches stop when `signal` fires (as well as on
- * the client's own signal, which it passes for streams: the iterator's
- * abort()), and `onProgress` runs when response headers arrive.
+ * A client for one call (a client costs ~1 µs; one per call keeps the client's
+ * list of streams in progress, from which an unfinished stream is never
+ * removed, from growing): its fetches go through the backend's keep-alive
+ * `transport`, are cut short when `call` stops or ends, and restart the
+ * call's progress timeout when response headers arrive.
  */
-export function callClient(host: string, signal: AbortSignal, onProgress: () => void): Ollama {
+export function callClient(
+  host: string,
+  transport: KeepAliveFetch,
+  call: FetchScope & { kick(): void },
+): Ollama {
   return new Ollama({
     host,
     fetch: async (input, init) => {
-      const merged = init?.signal ? AbortSignal.any([init.signal, signal]) : signal
-      const res = await fetch(input, { ...init, signal: merged })
-      onProgress()
-      return jsonErrors(res)
+      const res = await transport.fetch(input, init, call)
+      call.kick()
+      // All of Response the client uses (incoming-response.ts).
+      return jsonErrors(res) as Promise<Response>
     },
   })
 }

@@ -1,11 +1,10 @@
 /**
  * Backend over a running Ollama server, through the official `ollama` client
- * (client.ts). Each request is a call (call.ts) whose one signal fires on the
- * caller's abort, on `close()`, or when Ollama stops making progress.
+ * (client.ts) over keep-alive sockets (keep-alive-fetch.ts). Each request is a
+ * call (call.ts) that stops on the caller's abort, on `close()`, or when
+ * Ollama stops making progress.
  */
-import { setMaxListeners } from 'node:events'
 import type { AbortableAsyncIterator, ChatResponse, GenerateResponse, Ollama } from 'ollama'
-import { signalOf } from '../../../kernel/cancel.js'
 import { MeshError } from '../../../kernel/errors.js'
 import type {
   Cancellable,
@@ -28,9 +27,10 @@ import {
   checkPrompt,
 } from '../request-checks.js'
 import type { Backend } from '../types.js'
-import { beginCall, type Call } from './call.js'
+import { Call } from './call.js'
 import { checkHost } from './client.js'
 import { detailOf, stoppedError, toMeshError } from './errors.js'
+import { KeepAliveFetch } from './keep-alive-fetch.js'
 import { chatRequest, embedRequest, generateRequest } from './requests.js'
 import {
   chunkText,
@@ -63,7 +63,9 @@ export class OllamaBackend implements Backend {
   readonly kind = 'ollama' as const
   private readonly host: string
   private readonly requestTimeoutMs: number
-  private readonly closeController = new AbortController()
+  private readonly transport = new KeepAliveFetch()
+  /** Calls in flight, which close() stops. */
+  private readonly inflight = new Set<Call>()
   private serverVersion: string | null = null
   private closed = false
 
@@ -75,8 +77,6 @@ export class OllamaBackend implements Backend {
       throw MeshError.badConfig('requestTimeoutMs must be a number > 0')
     }
     this.requestTimeoutMs = requestTimeoutMs
-    // Every in-flight request listens for close; many at once is normal, not a leak.
-    setMaxListeners(0, this.closeController.signal)
   }
 
   describe(): string {
@@ -86,7 +86,7 @@ export class OllamaBackend implements Backend {
   /** Checks that Ollama answers /api/version. @throws ERR_BACKEND_UNAVAILABLE */
   async open(): Promise<void> {
     if (this.closed) throw MeshError.backendUnavailable('ollama backend is closed')
-    const call = this.begin(undefined, OPEN_TIMEOUT_MS)
+    const call = this.begin({}, OPEN_TIMEOUT_MS)
     try {
       const { version } = await call.client.version()
       if (typeof version !== 'string' || version === '') {
@@ -108,12 +108,13 @@ export class OllamaBackend implements Backend {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
-    this.closeController.abort()
+    for (const call of this.inflight) call.stop('closed')
+    this.transport.close()
   }
 
   /** @throws ERR_BACKEND_UNAVAILABLE */
   async listModels(): Promise<ModelInfo[]> {
-    return this.request(undefined, undefined, async (client) => {
+    return this.request(undefined, {}, async (client) => {
       const { models } = await client.list()
       return (models ?? []).map(infoOf)
     })
@@ -122,7 +123,7 @@ export class OllamaBackend implements Backend {
   /** @throws ERR_MODEL_NOT_FOUND, ERR_BAD_REQUEST, ERR_BACKEND_UNAVAILABLE */
   async showModel(name: string): Promise<ModelDetails> {
     const model = checkModelName(name)
-    return this.request(model, undefined, async (client) => {
+    return this.request(model, {}, async (client) => {
       const [shown, listed] = await Promise.all([client.show({ model }), client.list()])
       return detailsFrom(model, shown, listed)
     })
@@ -130,7 +131,7 @@ export class OllamaBackend implements Backend {
 
   /** @throws ERR_BACKEND_UNAVAILABLE */
   async runningModels(): Promise<RunningModel[]> {
-    return this.request(undefined, undefined, async (client) => {
+    return this.request(undefined, {}, async (client) => {
       const { models } = await client.ps()
       return (models ?? []).map(runningOf)
     })
@@ -161,23 +162,30 @@ export class OllamaBackend implements Backend {
   async embed(req: EmbedRequest, cb: Cancellable = {}): Promise<EmbedResult> {
     const model = checkModelName(req?.model)
     checkEmbedInput(req.input)
-    return this.request(model, signalOf(cb), async (client) =>
+    return this.request(model, cb ?? {}, async (client) =>
       embedResultOf(await client.embed(embedRequest(model, req))),
     )
   }
 
-  private begin(userSignal: AbortSignal | undefined, timeoutMs = this.requestTimeoutMs): Call {
-    return beginCall(this.host, userSignal, this.closeController.signal, timeoutMs)
+  private begin(cb: Cancellable, timeoutMs = this.requestTimeoutMs): Call {
+    return new Call({
+      host: this.host,
+      transport: this.transport,
+      signal: cb.signal,
+      cancel: cb.cancel,
+      timeoutMs,
+      inflight: this.inflight,
+    })
   }
 
   /** Runs one non-streaming exchange with errors mapped to MeshErrors. */
   private async request<T>(
     model: string | undefined,
-    userSignal: AbortSignal | undefined,
+    cb: Cancellable,
     fn: (client: Ollama) => Promise<T>,
   ): Promise<T> {
-    this.checkOpen(userSignal)
-    const call = this.begin(userSignal)
+    this.checkOpen(cb)
+    const call = this.begin(cb)
     try {
       return await fn(call.client)
     } catch (err) {
@@ -193,21 +201,17 @@ export class OllamaBackend implements Backend {
     start: (client: Ollama) => Promise<Stream>,
   ): Promise<GenerationResult> {
     const { onToken } = cb ?? {}
-    const userSignal = cb ? signalOf(cb) : undefined
     checkOnToken(onToken)
-    this.checkOpen(userSignal)
-    const call = this.begin(userSignal)
+    this.checkOpen(cb ?? {})
+    const call = this.begin(cb ?? {})
     const started = performance.now()
     const pieces: string[] = []
     let final: FinalStats | null = null
-    let iterator: Stream | null = null
-    const abortIterator = () => iterator?.abort()
-    call.signal.addEventListener('abort', abortIterator, { once: true })
     try {
-      iterator = await start(call.client)
-      for await (const part of iterator) {
+      // A stop cuts the call's fetch short (keep-alive-fetch.ts): before the headers, or the body mid-stream.
+      for await (const part of await start(call.client)) {
         // Chunks already read off the wire still arrive after an abort; the caller has stopped listening.
-        if (call.signal.aborted) break
+        if (call.stopped) break
         call.kick()
         const text = chunkText(part)
         if (typeof text === 'string' && text !== '') {
@@ -218,9 +222,8 @@ export class OllamaBackend implements Backend {
         if (part.done) final = part
       }
     } catch (err) {
-      if (!call.signal.aborted) throw this.failure(err, call, model)
+      if (!call.stopped) throw this.failure(err, call, model)
     } finally {
-      call.signal.removeEventListener('abort', abortIterator)
       call.end()
     }
     // A done frame read before the abort landed is a complete answer.
@@ -237,9 +240,11 @@ export class OllamaBackend implements Backend {
     return cancelledResult(pieces.join(''), pieces.length, performance.now() - started)
   }
 
-  private checkOpen(userSignal: AbortSignal | undefined): void {
+  /** @throws ERR_BACKEND_UNAVAILABLE when closed; ERR_BAD_REQUEST, ERR_CANCELLED for the caller's signal or token */
+  private checkOpen(cb: Cancellable): void {
     if (this.closed) throw MeshError.backendUnavailable('ollama backend is closed')
-    checkCallerSignal(userSignal)
+    checkCallerSignal(cb.signal)
+    if (cb.cancel?.aborted) throw MeshError.cancelled()
   }
 
   private failure(err: unknown, call: Call, model: string | undefined): MeshError {
