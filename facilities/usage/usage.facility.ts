@@ -48,10 +48,18 @@ export const USAGE_BEE = 'usage'
 export const USAGE_JOURNAL = 'usage-journal'
 export const DEFAULT_MAX_BATCH = 4096
 
+const never = (): boolean => false
+
 export interface UsageFacilityOptions {
   store: StoreFacility
   logger: Logger
   maxBatch?: number
+  /**
+   * Asked when a record arrives and no block is pending: true when the caller
+   * knows no other record can join this turn (nothing else in flight), so the
+   * block is written at once rather than at the turn's end (see GroupCommit).
+   */
+  quiet?: () => boolean
 }
 
 export class UsageFacility extends Facility {
@@ -59,6 +67,7 @@ export class UsageFacility extends Facility {
   private readonly storeFacility: StoreFacility
   private readonly log: Logger
   private readonly maxBatch: number
+  private readonly quiet: () => boolean
   private journal: Journal<JournalBlock> | null = null
   /** Writes records to `journal`, from open to close. */
   private commits: GroupCommit | null = null
@@ -70,10 +79,11 @@ export class UsageFacility extends Facility {
 
   constructor(opts: UsageFacilityOptions) {
     super()
-    const { store, logger, maxBatch = DEFAULT_MAX_BATCH } = opts
+    const { store, logger, maxBatch = DEFAULT_MAX_BATCH, quiet = never } = opts
     this.storeFacility = store
     this.log = logger
     this.maxBatch = maxBatch
+    this.quiet = quiet
     this.index = new UsageIndex({
       logger,
       serial: this.serial,
@@ -95,6 +105,7 @@ export class UsageFacility extends Facility {
       journal,
       logger: this.log,
       maxBatch: this.maxBatch,
+      quiet: this.quiet,
       onCommitted: (n, block) => {
         this.index.add(n, block)
         this.recordCount += block.records.length

@@ -18,7 +18,6 @@ import {
   parseInferRequest,
   parseModelRequest,
 } from '../../kernel/inference.js'
-import { idSequence } from '../../kernel/util.js'
 import type { EmbedRequest, ModelDetails, ModelInfo, RunningModel } from '../../kernel/wire.js'
 
 export type { EmbedReply, Sink } from './inference-pipeline.js'
@@ -29,6 +28,7 @@ import { Catalog } from './catalog.js'
 import { EmbedBatches } from './embed-batches.js'
 import { GatewaySource } from './http-source.js'
 import { type EmbedReply, InferencePipeline, type Sink, withDeadline } from './inference-pipeline.js'
+import { Metering } from './metering.js'
 
 /**
  * The mesh's front door: every request is authenticated (API key or access
@@ -42,13 +42,12 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   private usageFacility: UsageFacility | null = null
   private limitsFacility: LimitsFacility | null = null
   private httpFacility: HttpFacility | null = null
-  /** Request ids: random per start, then a counter (unique across restarts, no syscall per request). */
-  private readonly nextRequestId = idSequence(6, 6)
 
   private readonly accounts: Accounts
   private readonly catalog: Catalog
   private readonly pipeline: InferencePipeline
   private readonly embeds: EmbedBatches
+  private readonly metering: Metering
 
   constructor(config: GatewayConfig, opts: WorkerOptions = {}) {
     super('gateway', config, opts)
@@ -66,6 +65,11 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       usage: () => this.ledger,
       limits: () => this.limiter,
     })
+    this.metering = new Metering(
+      () => this.ledger,
+      () => this.limiter,
+      (identity) => this.accounts.subjectOf(identity),
+    )
   }
 
   get router(): RouterFacility {
@@ -137,6 +141,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
               store: needStore(),
               logger: this.log,
               maxBatch: this.config.ledger.maxBatch,
+              quiet: () => this.metering.quiet(),
             })
             return this.usageFacility
           },
@@ -302,7 +307,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     await this.admissible(identity, req.model)
     const work = () => this.pipeline.run(req, sink, identity?.userId ?? '')
     if (!identity) return work()
-    return this.accounted(identity, req.model, work, (r) => r)
+    return this.metering.run(identity, req.model, work, (r) => r)
   }
 
   /**
@@ -315,57 +320,6 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       throw new MeshError('ERR_FORBIDDEN', `this API key may not use model '${model}'`, { model })
     }
     return this.router.requireModel(model)
-  }
-
-  /**
-   * The accounting frame of every served request: admission against the
-   * limits, the work, token counting and the usage record.
-   */
-  private async accounted<T extends { promptTokens: number; completionTokens?: number }>(
-    identity: Identity,
-    model: string,
-    work: () => Promise<T>,
-    counts: (result: T) => { processor?: string | undefined; doneReason?: string | undefined },
-  ): Promise<T & { requestId: string }> {
-    const usage = this.ledger
-    const limits = this.limiter
-    const subject = this.accounts.subjectOf(identity)
-    if (!usage.hasTotals(identity.userId)) await usage.loadTotals(identity.userId)
-    limits.admit(subject)
-    const started = performance.now()
-    const requestId = this.nextRequestId()
-    let result: T | null = null
-    let failure: MeshError | null = null
-    try {
-      result = await work()
-    } catch (err) {
-      failure = MeshError.from(err)
-    }
-    const promptTokens = result?.promptTokens ?? 0
-    const completionTokens = result?.completionTokens ?? 0
-    const meta = result ? counts(result) : {}
-    limits.addTokens(subject, promptTokens + completionTokens)
-    await usage.record({
-      id: requestId,
-      ts: Date.now(),
-      userId: identity.userId,
-      keyId: identity.keyId,
-      model,
-      processor: meta.processor ?? null,
-      promptTokens,
-      completionTokens,
-      ms: Math.round((performance.now() - started) * 1000) / 1000,
-      status: failure
-        ? failure.code === 'ERR_CANCELLED'
-          ? 'cancelled'
-          : 'error'
-        : meta.doneReason === 'cancelled'
-          ? 'cancelled'
-          : 'ok',
-      ...(failure ? { code: failure.code } : {}),
-    })
-    if (failure) throw failure
-    return Object.assign(result as T, { requestId })
   }
 
   /**
@@ -391,7 +345,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
         this.embeds.run(req, identity?.userId ?? '', cancel),
       )
     if (!identity) return work()
-    return this.accounted(identity, req.model, work, (r) => ({ processor: r.processor }))
+    return this.metering.run(identity, req.model, work, (r) => ({ processor: r.processor }))
   }
 
   protected override abortInflight(): void {

@@ -65,6 +65,30 @@ test('usage: a record waits for the end of its turn, so records of the same turn
   t.alike(d.meta, { commits: 1, records: 2, journalLength: 1 }, 'one write for the two')
 })
 
+test('usage: with the caller quiet, a record is written at once, ahead of the turn; records of the same microtask checkpoint still share it', async (t) => {
+  let quiet = true
+  const { store, usage } = await openLedger(t, { quiet: () => quiet })
+  let turnEnded = false
+  setImmediate(() => {
+    turnEnded = true
+  })
+  await Promise.all([usage.record(rec({ promptTokens: 2 })), usage.record(rec({ promptTokens: 3 }))])
+  t.absent(turnEnded, 'written before the turn ended')
+  t.alike(
+    (await dump(store, usage)).meta,
+    { commits: 1, records: 2, journalLength: 1 },
+    'one write for the two',
+  )
+
+  quiet = false
+  turnEnded = false
+  setImmediate(() => {
+    turnEnded = true
+  })
+  await usage.record(rec())
+  t.ok(turnEnded, 'not quiet: gathered to the turn end')
+})
+
 test('usage: records arriving during a commit go into the next one', async (t) => {
   const { store, usage } = await openLedger(t)
   const first = Array.from({ length: 5 }, () => usage.record(rec()))

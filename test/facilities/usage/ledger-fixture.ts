@@ -18,7 +18,10 @@ export interface Ledger {
   close(): Promise<void>
 }
 
-export async function openLedger(t: Test, opts: { dir?: string; maxBatch?: number } = {}): Promise<Ledger> {
+export async function openLedger(
+  t: Test,
+  opts: { dir?: string; maxBatch?: number; quiet?: () => boolean } = {},
+): Promise<Ledger> {
   const dir = opts.dir ?? (await t.tmp())
   const store = new StoreFacility({ dir })
   await store.ready()
@@ -26,6 +29,7 @@ export async function openLedger(t: Test, opts: { dir?: string; maxBatch?: numbe
     store,
     logger,
     ...(opts.maxBatch !== undefined ? { maxBatch: opts.maxBatch } : {}),
+    ...(opts.quiet ? { quiet: opts.quiet } : {}),
   })
   await usage.ready()
   const close = async () => {
