@@ -1,10 +1,26 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
+import type { z } from 'zod'
 import { CancelToken } from '../../kernel/cancel.js'
 import { MeshError } from '../../kernel/errors.js'
 import { errorMessage, isRecord } from '../../kernel/util.js'
 import type { InferenceSource } from '../../kernel/wire.js'
 
 /** HTTP plumbing shared by the Ollama and OpenAI route layers. */
+
+/**
+ * A request body through its schema; on the first problem, `refuse(path, message)` makes the
+ * dialect's own error (dotted path, '' for the body itself).
+ */
+export function parseWith<S extends z.ZodType>(
+  schema: S,
+  body: Record<string, unknown>,
+  refuse: (path: string, message: string) => MeshError,
+): z.output<S> {
+  const result = schema.safeParse(body)
+  if (result.success) return result.data
+  const issue = result.error.issues[0]
+  throw refuse(issue?.path.map(String).join('.') ?? '', issue?.message ?? 'invalid request')
+}
 
 export const JSON_TYPE = 'application/json; charset=utf-8'
 

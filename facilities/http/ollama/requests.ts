@@ -6,6 +6,7 @@
 import { z } from 'zod'
 import { MeshError } from '../../../kernel/errors.js'
 import type { GenerationOptions } from '../../../kernel/wire.js'
+import { parseWith } from '../plumbing.js'
 
 /** Go's JSON decoding treats null as absent; so do we. */
 const optionsSchema = z
@@ -81,12 +82,8 @@ type ParsedOptions = z.output<typeof optionsSchema>
 
 /** @throws ERR_BAD_REQUEST naming the first bad field */
 export function parse<S extends z.ZodType>(schema: S, body: Record<string, unknown>): z.output<S> {
-  const result = schema.safeParse(body)
-  if (result.success) return result.data
-  const issue = result.error.issues[0]
-  const path = issue?.path.map(String).join('.') ?? ''
-  throw MeshError.badRequest(
-    path ? `invalid ${path}: ${issue?.message}` : (issue?.message ?? 'invalid request'),
+  return parseWith(schema, body, (path, message) =>
+    MeshError.badRequest(path ? `invalid ${path}: ${message}` : message),
   )
 }
 

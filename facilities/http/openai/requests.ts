@@ -2,6 +2,7 @@
 import { z } from 'zod'
 import { MeshError } from '../../../kernel/errors.js'
 import type { GenerationOptions } from '../../../kernel/wire.js'
+import { parseWith } from '../plumbing.js'
 import { unsupported } from './errors.js'
 
 const textPart = z.object({ type: z.literal('text'), text: z.string() }).passthrough()
@@ -64,16 +65,11 @@ export const embeddingsSchema = z
   .passthrough()
 
 export function parse<S extends z.ZodType>(schema: S, body: Record<string, unknown>): z.output<S> {
-  const r = schema.safeParse(body)
-  if (r.success) return r.data
-  const issue = r.error.issues[0]
-  const param = issue?.path.join('.') || null
-  throw new MeshError(
-    'ERR_BAD_REQUEST',
-    `${param ? `${param}: ` : ''}${issue?.message ?? 'invalid request'}`,
-    {
-      ...(param ? { param } : {}),
-    },
+  // OpenAI names the offending field in `param`.
+  return parseWith(schema, body, (param, message) =>
+    param
+      ? new MeshError('ERR_BAD_REQUEST', `${param}: ${message}`, { param })
+      : new MeshError('ERR_BAD_REQUEST', message, {}),
   )
 }
 
