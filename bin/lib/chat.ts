@@ -151,7 +151,8 @@ class ChatSession {
     } catch (err) {
       this.write(`error: ${MeshError.from(err).message}\n`)
     }
-    this.rl.prompt()
+    // A second Ctrl-C during the command left: prompting a closed readline would resume stdin.
+    if (!this.quitting) this.rl.prompt()
   }
 
   private async listModels(): Promise<void> {
@@ -191,7 +192,7 @@ class ChatSession {
     if (!this.model) this.model = await this.pickModel().catch(() => undefined)
     if (!this.model) {
       this.write('No model available yet.\n')
-      this.rl.prompt()
+      if (!this.quitting) this.rl.prompt()
       return
     }
     this.history.push({ role: 'user', content: line })

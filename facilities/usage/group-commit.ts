@@ -1,5 +1,6 @@
 import type { UsageRecord } from '../../kernel/accounts.js'
 import { MeshError } from '../../kernel/errors.js'
+import { errorMessage } from '../../kernel/util.js'
 import type { Logger } from '../log.facility.js'
 import type { Journal } from './journal.js'
 import type { JournalBlock } from './ledger-layout.js'
@@ -84,6 +85,14 @@ export class GroupCommit {
     // of this microtask checkpoint (still ahead of the turn's I/O). Either way this yields before
     // the drain can end, so add() has set `draining` by the time the drain clears it.
     await (atOnce ? Promise.resolve() : new Promise<void>((resolve) => setImmediate(resolve)))
+    try {
+      await this.writeQueued()
+    } finally {
+      this.draining = null
+    }
+  }
+
+  private async writeQueued(): Promise<void> {
     while (this.queue.length > 0) {
       const group = this.queue.splice(0, this.maxBatch)
       const records = group.map((p) => p.record)
@@ -95,10 +104,9 @@ export class GroupCommit {
       } catch (err) {
         this.onFailed(records)
         this.log.error({ err, records: group.length }, 'ledger write failed')
-        const e = MeshError.internal(`usage could not be recorded: ${(err as Error).message}`, err)
+        const e = MeshError.internal(`usage could not be recorded: ${errorMessage(err)}`, err)
         for (const p of group) p.reject(e)
       }
     }
-    this.draining = null
   }
 }

@@ -39,7 +39,10 @@ const two = (n: number) => (n < 10 ? `0${n}` : `${n}`)
  * docs/benchmarks.md, issue 16).
  */
 export function utcDay(ts: number): string {
-  const z = Math.floor(ts / DAY_MS) + 719_468
+  // As Date does: a time is whole milliseconds, truncated toward zero; out of range is an error.
+  const ms = Math.trunc(ts)
+  if (!Number.isFinite(ms) || Math.abs(ms) > 8.64e15) throw new RangeError('Invalid time value')
+  const z = Math.floor(ms / DAY_MS) + 719_468
   const era = Math.floor(z / 146_097)
   const doe = z - era * 146_097
   const yoe = Math.floor(

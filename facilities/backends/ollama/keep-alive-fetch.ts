@@ -101,7 +101,8 @@ export class KeepAliveFetch {
       const req = (secure ? https : http).request({
         agent: secure ? this.secureAgent() : this.httpAgent,
         protocol: url.protocol,
-        hostname: url.hostname,
+        // An IPv6 host comes bracketed in a URL; http.request wants it bare.
+        hostname: url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname,
         port: url.port,
         path: url.pathname + url.search,
         method: init?.method ?? 'GET',

@@ -28,3 +28,16 @@ test('ledger layout: utcDay is the ISO date of any time in years 0-9999', (t) =>
   t.is(wrong, 0, '200,000 random times agree with toISOString')
   t.is(utcMonth(Date.UTC(2026, 11, 6, 21)), '2026-12')
 })
+
+test('ledger layout: utcDay truncates as Date does and refuses what Date refuses', (t) => {
+  for (const ts of [-0.5, -86_400_000.5, 1.9, 86_399_999.9]) t.is(utcDay(ts), iso(ts), `${ts}`)
+  for (const bad of [Number.NaN, Number.POSITIVE_INFINITY, 8.64e15 + 1]) {
+    let thrown: unknown = null
+    try {
+      utcDay(bad)
+    } catch (err) {
+      thrown = err
+    }
+    t.ok(thrown instanceof RangeError, `${bad}: RangeError, as Date gives`)
+  }
+})

@@ -160,4 +160,5 @@ test('pipeline: a processor dropped mid-request fails its leg over to another', 
     0,
     'every slot freed',
   )
+  t.is(entry.inflight, 0, "the dropped processor's slot freed")
 })
