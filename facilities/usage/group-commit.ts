@@ -85,28 +85,26 @@ export class GroupCommit {
     // of this microtask checkpoint (still ahead of the turn's I/O). Either way this yields before
     // the drain can end, so add() has set `draining` by the time the drain clears it.
     await (atOnce ? Promise.resolve() : new Promise<void>((resolve) => setImmediate(resolve)))
+    // `draining` is cleared in the same microtask as the queue's last check: a record added in
+    // between would otherwise wait for a drain that has already ended.
     try {
-      await this.writeQueued()
+      while (this.queue.length > 0) {
+        const group = this.queue.splice(0, this.maxBatch)
+        const records = group.map((p) => p.record)
+        try {
+          const block: JournalBlock = { ts: Date.now(), records }
+          const n = await this.journal.append(block)
+          this.onCommitted(n, block)
+          for (const p of group) p.resolve()
+        } catch (err) {
+          this.onFailed(records)
+          this.log.error({ err, records: group.length }, 'ledger write failed')
+          const e = MeshError.internal(`usage could not be recorded: ${errorMessage(err)}`, err)
+          for (const p of group) p.reject(e)
+        }
+      }
     } finally {
       this.draining = null
-    }
-  }
-
-  private async writeQueued(): Promise<void> {
-    while (this.queue.length > 0) {
-      const group = this.queue.splice(0, this.maxBatch)
-      const records = group.map((p) => p.record)
-      try {
-        const block: JournalBlock = { ts: Date.now(), records }
-        const n = await this.journal.append(block)
-        this.onCommitted(n, block)
-        for (const p of group) p.resolve()
-      } catch (err) {
-        this.onFailed(records)
-        this.log.error({ err, records: group.length }, 'ledger write failed')
-        const e = MeshError.internal(`usage could not be recorded: ${errorMessage(err)}`, err)
-        for (const p of group) p.reject(e)
-      }
     }
   }
 }

@@ -169,3 +169,13 @@ test('usage: one index key per user for many commits, split at 256 records and a
     [150, 1],
   )
 })
+
+test('usage: a record added as the block before it is acknowledged is written too', async (t) => {
+  t.timeout(5_000)
+  for (const quiet of [true, false]) {
+    const { usage } = await openLedger(t, { quiet: () => quiet })
+    // The second record is added from the first one's acknowledgement, while that drain ends.
+    await usage.record(rec()).then(() => usage.record(rec()))
+    t.is(usage.size, 2, `both written (quiet: ${quiet})`)
+  }
+})
