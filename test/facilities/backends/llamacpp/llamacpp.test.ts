@@ -8,8 +8,8 @@ import {
   type LlamaCppBackendOptions,
 } from '../../../../facilities/backends/llamacpp/llamacpp.backend.js'
 import { TINY_MODEL_NAME, writeTinyModel } from '../../../../facilities/tiny-model/tiny-model.js'
-import type { GenerationResult } from '../../../../kernel/wire.js'
 import { rejectsWith } from '../../../helpers/assert.js'
+import { streamed } from '../streamed.js'
 
 const STEP1_TEXT = 'defghijklmnopqrstuvwxyz'
 const STEP2_TEXT = 'egikmoqsuwy'
@@ -30,14 +30,6 @@ async function setup(t: Test, opts: Partial<LlamaCppBackendOptions> = {}): Promi
   t.teardown(() => backend.close())
   await backend.open()
   return { backend, modelsDir }
-}
-
-async function streamed(
-  run: (onToken: (s: string) => void) => Promise<GenerationResult>,
-): Promise<{ result: GenerationResult; pieces: string[] }> {
-  const pieces: string[] = []
-  const result = await run((s) => pieces.push(s))
-  return { result, pieces }
 }
 
 test('llamacpp: greedy generate streams the exact continuation', async (t) => {

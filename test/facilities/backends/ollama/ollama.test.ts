@@ -7,9 +7,9 @@ import { probeOllama } from '../../../../facilities/backends/ollama/client.js'
 import { OllamaBackend } from '../../../../facilities/backends/ollama/ollama.backend.js'
 import { OllamaCompatServer } from '../../../../facilities/http/ollama-api.js'
 import { TINY_MODEL_NAME, writeTinyModel } from '../../../../facilities/tiny-model/tiny-model.js'
-import type { GenerationResult } from '../../../../kernel/wire.js'
 import { rejectsWith } from '../../../helpers/assert.js'
 import { closedPort } from '../../../helpers/mesh.js'
+import { streamed } from '../streamed.js'
 
 const STEP1_TEXT = 'defghijklmnopqrstuvwxyz'
 const GREEDY = { temperature: 0 }
@@ -39,14 +39,6 @@ async function setup(t: Test): Promise<Setup> {
   t.teardown(() => ollama.close(), { order: 1 })
   await ollama.open()
   return { ollama, engine, url: server.url }
-}
-
-async function streamed(
-  run: (onToken: (s: string) => void) => Promise<GenerationResult>,
-): Promise<{ result: GenerationResult; pieces: string[] }> {
-  const pieces: string[] = []
-  const result = await run((s) => pieces.push(s))
-  return { result, pieces }
 }
 
 test('ollama backend: models, show and ps through the Ollama API', async (t) => {
