@@ -46,6 +46,8 @@ export class PeerConnection {
   /** Settles true once the connection is open, false if it closes first. */
   private readonly opening: Promise<boolean>
   private isOpen = false
+  /** Why the DHT connection failed (hyperdht's code: PEER_NOT_FOUND, HOLEPUNCH_ABORTED, …). */
+  private failure: Error | null = null
   /** Requests (and streams) waiting for their reply. */
   private calls = 0
   private retired = false
@@ -61,6 +63,11 @@ export class PeerConnection {
         resolve(true)
       })
       client.once('close', () => resolve(false))
+    })
+    // @hyperswarm/rpc swallows the connection's error; keep it to say why a dial failed.
+    const stream = (client as unknown as { _stream?: NodeJS.EventEmitter })._stream
+    stream?.once('error', (err: Error) => {
+      this.failure = err
     })
     client.rpc?.respond(STREAM_CHUNK, (buf: Buffer) => {
       let chunk: StreamChunk
@@ -96,7 +103,10 @@ export class PeerConnection {
     const result = await Promise.race([this.opening, late]).finally(() => clearTimeout(timer))
     const who = this.publicKey.toString('hex').slice(0, 8)
     if (result === 'late') throw MeshError.timeout(`no connection to ${who} within ${timeoutMs} ms`)
-    if (!result || this.client.closed) throw new MeshError('ERR_UNAVAILABLE', `could not connect to ${who}`)
+    if (!result || this.client.closed) {
+      const why = this.failure ? `: ${(this.failure as { code?: string }).code ?? this.failure.message}` : ''
+      throw new MeshError('ERR_UNAVAILABLE', `could not connect to ${who}${why}`)
+    }
   }
 
   onClose(fn: () => void): void {

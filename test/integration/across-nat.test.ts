@@ -1,0 +1,191 @@
+/**
+ * The mesh across hosts, on the namespace test bed (test/helpers/netns.ts): a DHT bootstrap
+ * and the gateway on public hosts, two processors each behind its own NAT (one consistent,
+ * one random), a client behind a third. Real processes, real llama.cpp inference, nothing on
+ * loopback between them and none of the loopback-only settings (`firewalled: false`, binding
+ * 127.0.0.1): the workers choose their DHT settings as on real networks.
+ */
+import type { ChildProcess } from 'node:child_process'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import test from 'brittle'
+import { TINY_MODEL_NAME, writeTinyModel } from '../../facilities/tiny-model/tiny-model.js'
+import type { ProcessorView } from '../../kernel/wire.js'
+import { BIN, TEST_AUTH, TEST_LOG, until } from '../helpers/mesh.js'
+import { NetBed, unavailable } from '../helpers/netns.js'
+
+const CLIENT = new URL('../helpers/bed-client.js', import.meta.url).pathname
+/** Greedy continuation of "abc" by the tiny model. */
+const TEXT = 'defghijklmnopqrstuvwxyz'
+const PASSWORD = 'across-nat-admin-password'
+/** Heartbeats as a deployment that wants fast failover would set them (docs/deployment.md). */
+const REGISTRY = {
+  lookupIntervalMs: 1_000,
+  heartbeatIntervalMs: 500,
+  heartbeatTimeoutMs: 1_000,
+  maxMissed: 2,
+  redialMaxMs: 1_000,
+  goneAfterMs: 5_000,
+}
+/** A processor whose link is cut is unreachable within this (heartbeats), then its requests fail over. */
+const DETECT_MS = REGISTRY.heartbeatIntervalMs * REGISTRY.maxMissed + REGISTRY.heartbeatTimeoutMs
+
+const reason = unavailable()
+if (reason) console.log(`# across-nat: skipped: ${reason}`)
+
+/** Resolves with the child's first IPC `ready` message; rejects if it exits first. */
+function ready<M>(child: ChildProcess, what: string): Promise<M> {
+  return new Promise((resolve, reject) => {
+    child.on('message', (msg: M & { type?: string }) => {
+      if (msg?.type === 'ready') resolve(msg)
+    })
+    child.once('exit', (code) => reject(new Error(`${what} exited with ${code} before it was ready`)))
+  })
+}
+
+/** Remote-control of a bed-client.js child. */
+function remote(child: ChildProcess) {
+  let next = 0
+  return <R>(msg: Record<string, unknown>): Promise<R & { ok: boolean; code?: string; error?: string }> => {
+    const id = ++next
+    return new Promise((resolve) => {
+      const on = (m: { id?: number }) => {
+        if (m?.id !== id) return
+        child.off('message', on)
+        resolve(m as R & { ok: boolean })
+      }
+      child.on('message', on)
+      child.send({ id, ...msg })
+    })
+  }
+}
+
+test('across NAT: bootstrap, gateway, processors behind NAT, a client on another host', {
+  timeout: 240_000,
+  skip: reason !== null,
+}, async (t) => {
+  const bed = NetBed.create([
+    { name: 'boot' },
+    { name: 'gw' },
+    { name: 'client', nat: 'consistent' },
+    { name: 'p1', nat: 'consistent' },
+    { name: 'p2', nat: 'random' },
+  ])
+  t.teardown(() => bed.destroy(), { order: 10 })
+  const bootstrap = `${bed.host('boot').ip}:49737`
+  const node = process.execPath
+
+  const boot = bed.spawn('boot', node, [BIN, 'bootstrap', '--host', bed.host('boot').ip, '--port', '49737'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  await new Promise<void>((resolve, reject) => {
+    boot.stdout?.on('data', (d: Buffer) => d.toString().includes('bootstrap ready') && resolve())
+    boot.once('exit', (code) => reject(new Error(`bootstrap exited with ${code}`)))
+  })
+
+  // The gateway: its first admin made on the stopped store, as an operator would.
+  const store = await t.tmp()
+  const config = join(await t.tmp(), 'gateway.json')
+  await writeFile(config, JSON.stringify({ registry: REGISTRY, auth: TEST_AUTH, log: TEST_LOG }))
+  const add = bed.spawn(
+    'gw',
+    node,
+    [BIN, 'user', 'add', 'admin', '--password', PASSWORD, '--admin', '--store', store],
+    {
+      stdio: 'inherit',
+    },
+  )
+  t.is(await new Promise((r) => add.once('exit', r)), 0, 'first admin made on the gateway store')
+  const ipc = { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] as const }
+  const gwChild = bed.spawn(
+    'gw',
+    node,
+    [BIN, 'gateway', '--bootstrap', bootstrap, '--store', store, '--config', config],
+    {
+      stdio: [...ipc.stdio],
+    },
+  )
+  const gateway = (await ready<{ publicKey: string }>(gwChild, 'gateway')).publicKey
+
+  const processors = new Map<string, string>()
+  await Promise.all(
+    ['p1', 'p2'].map(async (host) => {
+      const models = await t.tmp()
+      await writeTinyModel(join(models, `${TINY_MODEL_NAME}.gguf`))
+      const child = bed.spawn(
+        host,
+        node,
+        [BIN, 'processor', '--bootstrap', bootstrap, '--store', await t.tmp(), '--models', models]
+          .concat(['--backend', 'llamacpp', '--parallel', '1', '--trust-gateway', gateway])
+          .concat(['--log-level', TEST_LOG.level]),
+        { stdio: [...ipc.stdio] },
+      )
+      processors.set(host, (await ready<{ publicKey: string }>(child, `processor on ${host}`)).publicKey)
+    }),
+  )
+  const keyOf = (host: string) => processors.get(host) as string
+  const hostOf = (key: string | undefined) => [...processors].find(([, k]) => k === key)?.[0]
+
+  const clientChild = bed.spawn(
+    'client',
+    node,
+    [CLIENT, JSON.stringify({ bootstrap: [bootstrap], log: TEST_LOG, gateway })],
+    { stdio: [...ipc.stdio], env: { ...process.env, LLM_MESH_USER: 'admin', LLM_MESH_PASSWORD: PASSWORD } },
+  )
+  await ready(clientChild, 'client')
+  const call = remote(clientChild)
+  const serving = async () => {
+    const res = await call<{ status: { processors: ProcessorView[] } }>({ op: 'status' })
+    return new Set(
+      res.ok ? res.status.processors.filter((p) => p.state === 'serving').map((p) => p.publicKey) : [],
+    )
+  }
+  t.ok(
+    await until(async () => (await serving()).size === 2, 30_000),
+    'the gateway reached both processors behind NAT',
+  )
+
+  const chat = () =>
+    call<{ text: string; processor?: string; ms: number }>({
+      op: 'chat',
+      model: TINY_MODEL_NAME,
+      content: 'abc',
+    })
+  const both = await Promise.all([chat(), chat()])
+  for (const r of both) t.is(r.text, TEXT, `streamed answer from ${hostOf(r.processor)}: exact greedy text`)
+  t.alike(new Set(both.map((r) => hostOf(r.processor))), new Set(['p1', 'p2']), 'both processors served')
+
+  // Cut p1's link: requests sent now fail over to p2; the gateway drops p1 within the bound.
+  const cutAt = Date.now()
+  bed.cut('p1')
+  const during = await Promise.all([chat(), chat(), chat()])
+  for (const r of during) {
+    t.is(r.text, TEXT, `answered during the cut (${r.ms} ms) by ${hostOf(r.processor)}`)
+    t.is(hostOf(r.processor), 'p2')
+  }
+  t.ok(
+    await until(async () => !(await serving()).has(keyOf('p1')), DETECT_MS + 2_000, 100),
+    'p1 left the serving set',
+  )
+  const detected = Date.now() - cutAt
+  const worst = Math.max(...during.map((r) => r.ms))
+  t.comment(
+    `link cut: p1 out of the serving set after ${detected} ms; slowest failed-over answer ${worst} ms (bound ${DETECT_MS} ms + a generation)`,
+  )
+  t.ok(worst <= DETECT_MS + 3_000, `requests failed over within the bound (${worst} ms)`)
+
+  // Restore it: p1 comes back without a restart and serves again.
+  const restoredAt = Date.now()
+  bed.restore('p1')
+  t.ok(
+    await until(async () => (await serving()).has(keyOf('p1')), 30_000, 200),
+    'p1 is back in the serving set',
+  )
+  let back = false
+  for (let i = 0; i < 10 && !back; i++) {
+    const again = await Promise.all([chat(), chat()])
+    back = again.some((r) => hostOf(r.processor) === 'p1' && r.text === TEXT)
+  }
+  t.ok(back, 'p1 serves again after its link came back')
+  t.comment(`link restored: p1 serving again after ${Date.now() - restoredAt} ms`)
+})
