@@ -32,15 +32,25 @@ export async function startBootstrapNodes(opts: {
   try {
     for (let i = 0; i < count; i++) {
       // The first node starts the DHT (no bootstrap of its own); the rest join through it.
-      const node = new DHT({
-        ephemeral: false,
-        firewalled: false,
-        bootstrap: i === 0 ? [] : bootstrap,
-        host: bindHost,
-        port: port === 0 ? 0 : port + i,
-      })
+      const at = (p: number) =>
+        new DHT({
+          ephemeral: false,
+          firewalled: false,
+          bootstrap: i === 0 ? [] : bootstrap,
+          host: bindHost,
+          port: p,
+        })
+      let node = at(port === 0 ? 0 : port + i)
+      try {
+        await node.fullyBootstrapped()
+      } catch (err) {
+        // The first node's port is the mesh's address; another's is only a convenience for firewalls.
+        await node.destroy()
+        if (i === 0 || port === 0) throw err
+        node = at(0)
+        await node.fullyBootstrapped()
+      }
       nodes.push(node)
-      await node.fullyBootstrapped()
       if (i === 0 && port === 0) bootstrap[0] = { host, port: node.address().port }
     }
   } catch (err) {
