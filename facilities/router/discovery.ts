@@ -153,8 +153,6 @@ export class Discovery {
       if (this.closing || this.registry.has(id)) return
       this.probeFailures.delete(id)
       const entry = newEntry(publicKey)
-      // Its first idle beat at a point of the period its key picks: beats spread, not all at once.
-      entry.nextBeatAt = this.now() + (publicKey.readUInt32BE(0) / 2 ** 32) * this.idleBeatMs()
       this.registry.add(entry)
       this.connection(entry)
       this.update(entry, status)
@@ -268,6 +266,9 @@ export class Discovery {
     const work: Promise<void>[] = []
     for (const entry of this.registry.values()) {
       if (entry.state !== 'unreachable') {
+        // Idle beats spaced out: the first at a point of the period the key picks, not all at once.
+        if (entry.nextBeatAt === 0 && idleEvery > this.config.heartbeatIntervalMs)
+          entry.nextBeatAt = now + (entry.publicKey.readUInt32BE(0) / 2 ** 32) * idleEvery
         const busy = entry.inflight > 0 || entry.missed > 0
         if (entry.beating || (!busy && entry.nextBeatAt > horizon)) continue
         entry.nextBeatAt = now + idleEvery
