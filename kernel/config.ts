@@ -267,6 +267,12 @@ export const gatewayConfigSchema = baseConfigSchema
       .object({
         lookupIntervalMs: z.number().int().positive().default(3_000),
         heartbeatIntervalMs: z.number().int().positive().default(1_000),
+        /**
+         * Heartbeats a second this gateway sends to processors that run none of its requests:
+         * past `heartbeatIntervalMs` × this many processors, idle ones are beaten less often
+         * (those running its requests still every `heartbeatIntervalMs`).
+         */
+        beatBudgetPerSecond: z.number().positive().default(100),
         heartbeatTimeoutMs: z.number().int().positive().default(1_500),
         /** Missed heartbeats (or a closed connection) before a processor counts as unreachable. */
         maxMissed: z.number().int().positive().default(2),

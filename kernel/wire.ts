@@ -135,6 +135,9 @@ export interface InferenceSource {
   runningModels(): Promise<RunningModel[]>
 }
 
+/** A processor's `status` request and its short reply, the beat: versioned status (status-beat.ts). */
+export type { StatusBeat, StatusRequest } from './status-beat.js'
+
 export type BreakerState = 'closed' | 'open' | 'half-open'
 
 /**

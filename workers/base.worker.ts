@@ -120,6 +120,11 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
     return {}
   }
 
+  /** The `status` reply to a caller that sent `payload`: `full` unless a role answers shorter (processors: kernel/status-beat.ts). */
+  protected statusReply(full: Record<string, unknown>, _payload: unknown): Record<string, unknown> {
+    return full
+  }
+
   /** Whether this worker listens for RPC and announces its role (clients do not). */
   protected get serves(): boolean {
     return true
@@ -229,7 +234,7 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
         draining: this.draining,
         time: Date.now(),
       }),
-      status: (_payload, ctx) => this.localStatus(ctx.remotePublicKey),
+      status: async (payload, ctx) => this.statusReply(await this.localStatus(ctx.remotePublicKey), payload),
       ...this.methods(),
     }
     const wrapped: MethodTable = {}

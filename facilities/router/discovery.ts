@@ -4,7 +4,14 @@ import type { Logger } from '../log.facility.js'
 import type { NetFacility } from '../net/net.facility.js'
 import type { PeerConnection } from '../net/peer-connection.js'
 import type { Breakers } from './breaker.js'
-import { applyStatus, newEntry, type ProcessorEntry, type ProcessorStatusReply } from './processor-entry.js'
+import {
+  applyBeat,
+  applyStatus,
+  isBeat,
+  newEntry,
+  type ProcessorEntry,
+  type ProcessorStatusReply,
+} from './processor-entry.js'
 import type { Registry, RegistryConfig } from './registry.js'
 
 /** Lookups a request for an unknown model may trigger: one a second at most. */
@@ -38,6 +45,8 @@ export class Discovery {
   private readonly events: EventEmitter
   private readonly breakers: Breakers
   private readonly onChange: () => void
+  /** The clock every deadline here reads (a simulation's own, in tests and benches). */
+  private readonly now: () => number
   private readonly probing = new Set<string>()
   /** Failed probes of keys found on the DHT, for their backoff. */
   private readonly probeFailures = new Map<string, { count: number; nextAt: number }>()
@@ -56,6 +65,7 @@ export class Discovery {
     events: EventEmitter
     breakers: Breakers
     onChange: () => void
+    clock?: () => number
   }) {
     this.net = opts.net
     this.registry = opts.registry
@@ -64,11 +74,12 @@ export class Discovery {
     this.events = opts.events
     this.breakers = opts.breakers
     this.onChange = opts.onChange
+    this.now = opts.clock ?? Date.now
   }
 
   start(): void {
     this.lookupTimer = setInterval(() => void this.refresh(), this.config.lookupIntervalMs)
-    this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.config.heartbeatIntervalMs)
+    this.heartbeatTimer = setInterval(() => void this.tick(), this.config.heartbeatIntervalMs)
     void this.refresh()
   }
 
@@ -86,14 +97,14 @@ export class Discovery {
     if (this.closing) return Promise.resolve()
     this.refreshing ??= this.lookupAndProbe().finally(() => {
       this.refreshing = null
-      this.lastLookup = Date.now()
+      this.lastLookup = this.now()
     })
     return this.refreshing
   }
 
   /** A lookup now unless one ended less than ON_DEMAND_LOOKUP_MS ago. */
   refreshIfStale(): Promise<void> {
-    if (Date.now() - this.lastLookup < ON_DEMAND_LOOKUP_MS) return this.refreshing ?? Promise.resolve()
+    if (this.now() - this.lastLookup < ON_DEMAND_LOOKUP_MS) return this.refreshing ?? Promise.resolve()
     return this.refresh()
   }
 
@@ -109,7 +120,7 @@ export class Discovery {
     }
     if (this.lookupFailing) this.log.info('processor lookup works again')
     this.lookupFailing = false
-    const now = Date.now()
+    const now = this.now()
     const fresh: Buffer[] = []
     for (const k of keys) {
       const id = k.toString('hex')
@@ -153,7 +164,7 @@ export class Discovery {
       const failures = (this.probeFailures.get(id)?.count ?? 0) + 1
       if (this.probeFailures.size >= MAX_PROBE_FAILURES) this.probeFailures.clear()
       const wait = Math.min(PROBE_BACKOFF_MAX_MS, PROBE_BACKOFF_MS * 2 ** (failures - 1))
-      this.probeFailures.set(id, { count: failures, nextAt: Date.now() + wait })
+      this.probeFailures.set(id, { count: failures, nextAt: this.now() + wait })
       this.log.debug({ err, processor: id, failures, retryInMs: wait }, 'processor probe failed')
     } finally {
       this.probing.delete(id)
@@ -232,23 +243,43 @@ export class Discovery {
     this.events.emit('restarted', entry)
   }
 
-  /** One beat for every processor: a status over its connection, or a re-dial when unreachable. */
-  private async heartbeat(): Promise<void> {
-    const now = Date.now()
-    await Promise.all(
-      [...this.registry.values()].map(async (entry) => {
-        if (entry.state !== 'unreachable') {
-          if (!entry.beating) await this.beat(entry)
-          return
-        }
-        const down = now - entry.unreachableSince
-        if (down >= this.config.goneAfterMs) {
-          this.drop(entry, `unreachable for ${Math.round(down / 1000)} s`)
-          return
-        }
-        if (!entry.dialing && now >= entry.nextDialAt) await this.redial(entry)
-      }),
-    )
+  /**
+   * How often a processor that runs none of this gateway's requests is sent a heartbeat: every
+   * `heartbeatIntervalMs`, or every so many of them that beats to all the processors known stay
+   * within `beatBudgetPerSecond` (1,000 processors and a budget of 100: every 10 s).
+   */
+  idleBeatMs(): number {
+    const { heartbeatIntervalMs: every, beatBudgetPerSecond: budget } = this.config
+    return every * Math.max(1, Math.ceil((this.registry.size * 1000) / budget / every))
+  }
+
+  /**
+   * One heartbeat round (every `heartbeatIntervalMs`): a `status` to every processor that runs
+   * this gateway's requests or missed its last beat, and to the idle ones whose turn came (see
+   * `idleBeatMs`); re-dials of the unreachable, and drops of those gone.
+   */
+  async tick(): Promise<void> {
+    const now = this.now()
+    const idleEvery = this.idleBeatMs()
+    // Half a period of slack: a tick a little early still finds the beats due at it.
+    const horizon = now + this.config.heartbeatIntervalMs / 2
+    const work: Promise<void>[] = []
+    for (const entry of this.registry.values()) {
+      if (entry.state !== 'unreachable') {
+        // Idle beats spaced out: the first at a point of the period the key picks, not all at once.
+        if (entry.nextBeatAt === 0 && idleEvery > this.config.heartbeatIntervalMs)
+          entry.nextBeatAt = now + (entry.publicKey.readUInt32BE(0) / 2 ** 32) * idleEvery
+        const busy = entry.inflight > 0 || entry.missed > 0
+        if (entry.beating || (!busy && entry.nextBeatAt > horizon)) continue
+        entry.nextBeatAt = now + idleEvery
+        work.push(this.beat(entry))
+        continue
+      }
+      const down = now - entry.unreachableSince
+      if (down >= this.config.goneAfterMs) this.drop(entry, `unreachable for ${Math.round(down / 1000)} s`)
+      else if (!entry.dialing && now >= entry.nextDialAt) work.push(this.redial(entry))
+    }
+    await Promise.all(work)
   }
 
   private async beat(entry: ProcessorEntry): Promise<void> {
@@ -256,10 +287,22 @@ export class Discovery {
     try {
       const conn = this.connection(entry)
       await conn.opened(this.config.connectTimeoutMs)
-      const status = await conn.request<ProcessorStatusReply>('status', null, {
-        timeout: this.config.heartbeatTimeoutMs,
-      })
-      if (this.isCurrent(entry) && entry.state !== 'unreachable') this.update(entry, status ?? {})
+      // The version held: a processor whose status has not changed since answers its load only.
+      const since = entry.statusVersion
+      const status =
+        (await conn.request<ProcessorStatusReply | null>('status', since ? { since } : null, {
+          timeout: this.config.heartbeatTimeoutMs,
+        })) ?? {}
+      if (!this.isCurrent(entry) || entry.state === 'unreachable') return
+      if (!isBeat(status)) this.update(entry, status)
+      else if (status.v === since) {
+        applyBeat(entry, status, this.now())
+        this.onChange()
+      } else {
+        // A beat for a version this gateway does not hold: the next beat asks for all of it.
+        entry.statusVersion = ''
+        entry.missed = 0
+      }
     } catch (err) {
       if (!this.isCurrent(entry) || entry.state === 'unreachable') return
       entry.missed++
@@ -273,7 +316,7 @@ export class Discovery {
 
   /** Sends a processor nothing new and re-dials it at once, then with backoff. */
   private markUnreachable(entry: ProcessorEntry, why: string): void {
-    const now = Date.now()
+    const now = this.now()
     entry.state = 'unreachable'
     entry.unreachableSince = now
     entry.redials = 0
@@ -298,7 +341,7 @@ export class Discovery {
       const status = await this.dial(entry.publicKey)
       if (!this.isCurrent(entry)) return
       const wasUnreachable = entry.state === 'unreachable'
-      const downMs = wasUnreachable ? Date.now() - entry.unreachableSince : 0
+      const downMs = wasUnreachable ? this.now() - entry.unreachableSince : 0
       const sameProcess = entry.instance === '' || status.instance === entry.instance
       if (wasUnreachable) {
         entry.state = 'serving'
@@ -321,7 +364,7 @@ export class Discovery {
     entry.redials++
     const cap = this.config.redialMaxMs
     const wait = Math.min(cap, REDIAL_BASE_MS * 2 ** (entry.redials - 1)) * (0.75 + Math.random() * 0.5)
-    const now = Date.now()
+    const now = this.now()
     entry.nextDialAt = now + wait
     const down = now - entry.unreachableSince
     const e = MeshError.from(err)

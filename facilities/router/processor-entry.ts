@@ -16,6 +16,8 @@ export interface ProcessorStatusReply {
   weight?: unknown
   backend?: { kind?: unknown; describe?: unknown }
   tokensPerSecond?: unknown
+  /** The status's version (kernel/status-beat.ts); absent from processors that predate it. */
+  v?: unknown
 }
 
 /** The gateway's record of one processor: what it reported, what was measured here, its breaker. */
@@ -63,6 +65,10 @@ export interface ProcessorEntry {
   probing: boolean
   lastSeen: number
   missed: number
+  /** The version of the status last applied ('' before one, or from a processor that gives none). */
+  statusVersion: string
+  /** When its next heartbeat is due while it runs nothing of this gateway's. */
+  nextBeatAt: number
 }
 
 /** A serving processor's record before its first `status` is applied. */
@@ -98,6 +104,8 @@ export function newEntry(publicKey: Buffer): ProcessorEntry {
     probing: false,
     lastSeen: Date.now(),
     missed: 0,
+    statusVersion: '',
+    nextBeatAt: 0,
   }
 }
 
@@ -110,6 +118,21 @@ export function serves(e: ProcessorEntry, model: string): boolean {
   if (e.models.has(model)) return true
   const base = baseModel(model)
   return e.models.has(base) || e.models.has(`${base}:latest`)
+}
+
+/** Whether a `status` reply is a beat (load only: the caller's version is current) rather than a full status. */
+export function isBeat(status: ProcessorStatusReply): boolean {
+  return status.role === undefined && typeof status.v === 'string'
+}
+
+/** Copies a beat's load into `entry` (its description stays as the last full status gave it). */
+export function applyBeat(entry: ProcessorEntry, beat: ProcessorStatusReply, now: number): void {
+  entry.active = Math.max(0, asNumber(beat.active, entry.active))
+  entry.activeElsewhere = Math.max(0, Math.min(entry.active, asNumber(beat.activeOthers, 0)))
+  entry.queued = Math.max(0, asNumber(beat.queued, entry.queued))
+  entry.reportedTokensPerSecond = asNumber(beat.tokensPerSecond, entry.reportedTokensPerSecond)
+  entry.lastSeen = now
+  entry.missed = 0
 }
 
 /**
@@ -130,6 +153,7 @@ export function applyStatus(entry: ProcessorEntry, status: ProcessorStatusReply)
   entry.weight = Math.max(0, asNumber(status.weight, 1))
   entry.reportedTokensPerSecond = asNumber(status.tokensPerSecond, 0)
   entry.backend = typeof status.backend?.kind === 'string' ? status.backend.kind : ''
+  entry.statusVersion = typeof status.v === 'string' ? status.v : ''
   entry.lastSeen = Date.now()
   entry.missed = 0
   return models

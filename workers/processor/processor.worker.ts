@@ -15,6 +15,7 @@ import {
   parseModelRequest,
   runOnSource,
 } from '../../kernel/inference.js'
+import { StatusVersions } from '../../kernel/status-beat.js'
 import { ewma } from '../../kernel/util.js'
 import type { InferenceSource, ModelInfo } from '../../kernel/wire.js'
 import { BaseWorker, type FacilitySpec, type WorkerOptions } from '../base.worker.js'
@@ -57,6 +58,8 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
   private throttled: ThrottledSource | null = null
   /** Keys of unary generations (no caller-given id) in `running`. */
   private nextUnary = 0
+  /** Versions of this processor's status: a gateway that holds the current one gets its load only. */
+  private readonly statusVersions = new StatusVersions(this.instance)
 
   constructor(config: ProcessorConfig, opts: WorkerOptions = {}) {
     super('processor', config, opts)
@@ -196,6 +199,10 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
       failed: this.failed,
       tokensPerSecond: Math.round(this.tokensPerSecond * 10) / 10,
     }
+  }
+
+  protected override statusReply(full: Record<string, unknown>, payload: unknown): Record<string, unknown> {
+    return this.statusVersions.reply(full, payload)
   }
 
   private async infer(payload: unknown, ctx: CallContext): Promise<InferResult> {
