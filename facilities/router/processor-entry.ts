@@ -16,6 +16,8 @@ export interface ProcessorStatusReply {
   weight?: unknown
   backend?: { kind?: unknown; describe?: unknown }
   tokensPerSecond?: unknown
+  /** Proof of the mesh secret (the gateway's admission reads it). */
+  meshProof?: unknown
 }
 
 /** The gateway's record of one processor: what it reported, what was measured here, its breaker. */
