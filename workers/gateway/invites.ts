@@ -69,7 +69,9 @@ export class GatewayInvites {
   private async create(p: Record<string, unknown>): Promise<CreatedInvite> {
     const admin = this.deps.accounts.requireAdmin(p)
     if (p.role === 'gateway')
-      throw MeshError.badRequest("request.role: 'processor' (a gateway joining by invite is not supported yet)")
+      throw MeshError.badRequest(
+        "request.role: 'processor' (a gateway joining by invite is not supported yet)",
+      )
     const { config } = this.deps
     let bootstrap = bootstrapStrings(config.bootstrap)
     if (p.bootstrap !== undefined) {
