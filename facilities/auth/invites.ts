@@ -102,7 +102,7 @@ export class InvitesFacility extends Facility {
     const role = input.role ?? 'processor'
     if (!INVITE_ROLES.includes(role as InviteRole))
       throw MeshError.badRequest("request.role: 'processor' or 'gateway'")
-    const ms = input.expiresInMs ?? DEFAULT_INVITE_MS
+    const ms = input.expiresInMs === undefined ? DEFAULT_INVITE_MS : input.expiresInMs
     if (ms !== null && (typeof ms !== 'number' || !Number.isInteger(ms) || ms < 1 || ms > MAX_INVITE_MS))
       throw MeshError.badRequest(
         `request.expiresInMs: an integer from 1 to ${MAX_INVITE_MS}, or null (never)`,
@@ -169,7 +169,10 @@ export class InvitesFacility extends Facility {
    * @throws ERR_INVITE_INVALID (unknown, wrong secret or role), ERR_INVITE_REVOKED,
    *   ERR_INVITE_EXPIRED, ERR_RATE_LIMITED, ERR_FORBIDDEN (no room for more members)
    */
-  redeem(input: { id?: unknown; secret?: unknown; role?: unknown }, member: string): Promise<PublicInvite> {
+  async redeem(
+    input: { id?: unknown; secret?: unknown; role?: unknown },
+    member: string,
+  ): Promise<PublicInvite> {
     const id = typeof input.id === 'string' ? input.id : ''
     const now = Date.now()
     for (const [log, name, who] of [
