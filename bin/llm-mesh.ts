@@ -8,6 +8,7 @@ import { VERSION } from '../kernel/version.js'
 import { GatewayWorker } from '../workers/gateway/gateway.worker.js'
 import { ProcessorWorker } from '../workers/processor/processor.worker.js'
 import { commandKey, commandUsage, commandUser, KEY_HELP, USAGE_HELP, USER_HELP } from './lib/accounts.js'
+import { firstAdmin } from './lib/admin.js'
 import { runChat } from './lib/chat.js'
 import {
   dataDir,
@@ -20,7 +21,9 @@ import {
   workerOverrides,
 } from './lib/common.js'
 import { CREDENTIAL_FLAGS } from './lib/credentials.js'
+import { commandInvite, INVITE_HELP } from './lib/invites.js'
 import { joinMesh } from './lib/join.js'
+import { processorJoin } from './lib/join-token.js'
 import { commandModel, MODEL_HELP } from './lib/model.js'
 import { up } from './lib/up.js'
 
@@ -38,6 +41,7 @@ Commands:
   bootstrap   run a DHT bootstrap node
   user        add, list and change users (admins)
   key         create, list and revoke API keys
+  invite      make, list and revoke tokens that join a new machine in one command (admins)
   usage       tokens and requests per day and model, and where the limits stand
   model tiny  write the tiny test model (a GGUF file that is not a real LLM)
 
@@ -73,10 +77,13 @@ LLM_MESH_PASSWORD or asked), or as the local operator of 'up' in DIR.`,
 Shows the processors a gateway sees: key, backend, models, capacity and load.`,
   user: USER_HELP,
   key: KEY_HELP,
+  invite: INVITE_HELP,
   usage: USAGE_HELP,
   gateway: `Usage: llm-mesh gateway [--config FILE] [--bootstrap LIST] [--store DIR] [--data DIR]
 
 Config: FILE (default config/gateway.json), then LLM_MESH_* variables, then flags.
+On the first start of a store with no users it creates the admin user 'admin', with the
+password in LLM_MESH_ADMIN_PASSWORD, else a generated one printed once.
   --bootstrap LIST   host:port[,host:port] of DHT nodes, or 'public' (required somewhere)
   --store DIR        this gateway's store (identity, users, keys, usage ledger)
   --strategy NAME    least-loaded (default) | fastest | round-robin | random-weighted
@@ -84,11 +91,18 @@ Config: FILE (default config/gateway.json), then LLM_MESH_* variables, then flag
   --http-host H      …on interface H (default 127.0.0.1; set it to expose them)
   --mesh-secret S    derive this gateway's identity from a secret its processors share
                      (or LLM_MESH_SECRET); --gateway-index N tells gateways apart
+  --admission MODE   processors used: members (trusted, joined by invite, or proving the
+                     mesh secret) | any (default: any on a loopback bootstrap, else members)
   --data DIR         join the mesh 'llm-mesh up' runs from DIR
   --mesh NAME        mesh name (default 'default')
   --log-level LEVEL`,
   processor: `Usage: llm-mesh processor [--config FILE] [--bootstrap LIST] [--store DIR] [--models DIR]
                           [--backend auto|llamacpp|ollama|echo] [--ollama-host URL] [--parallel N]
+       llm-mesh processor --join TOKEN [--data DIR] [backend flags]
+
+--join TOKEN (from 'llm-mesh invite' on a gateway) is the whole setup: the mesh, its
+bootstrap and the gateways to trust come from it; the identity is kept in DIR/processor and
+the join in DIR/join.json (DIR default ./.llm-mesh); 'llm-mesh processor --data DIR' restarts it.
 
 Config: FILE (default config/processor.json), then LLM_MESH_* / OLLAMA_HOST, then flags.
   --bootstrap LIST   host:port[,host:port] of DHT nodes, or 'public' (required somewhere)
@@ -123,8 +137,17 @@ function help(cmd: string): number {
   return 0
 }
 
-async function serveWorker(worker: GatewayWorker | ProcessorWorker): Promise<number> {
+async function serveWorker(
+  worker: GatewayWorker | ProcessorWorker,
+  onReady: () => Promise<unknown> = async () => {},
+): Promise<number> {
   await worker.ready()
+  try {
+    await onReady()
+  } catch (err) {
+    await worker.close()
+    throw err
+  }
   const http = worker instanceof GatewayWorker ? worker.httpUrl : null
   process.send?.({
     type: 'ready',
@@ -152,6 +175,7 @@ async function commandGateway(args: string[]): Promise<number> {
     strategy: { type: 'string' },
     'http-port': { type: 'string' },
     'http-host': { type: 'string' },
+    admission: { type: 'string' },
   })
   if (values.help) return help('gateway')
   const httpPort = int(values['http-port'], 'http-port', 0)
@@ -160,6 +184,7 @@ async function commandGateway(args: string[]): Promise<number> {
   const index = int(values['gateway-index'], 'gateway-index', 0)
   if (index !== undefined) overrides.gatewayIndex = index
   if (str(values.strategy)) overrides.routing = { strategy: str(values.strategy) }
+  if (str(values.admission)) overrides.processors = { admission: str(values.admission) }
   if (httpPort !== undefined || str(values['http-host'])) {
     overrides.http = {
       enabled: true,
@@ -173,7 +198,8 @@ async function commandGateway(args: string[]): Promise<number> {
     ...(str(values.config) ? { file: str(values.config) } : {}),
     overrides,
   })
-  return serveWorker(new GatewayWorker(config))
+  const gateway = new GatewayWorker(config)
+  return serveWorker(gateway, () => firstAdmin(gateway.auth))
 }
 
 async function commandProcessor(args: string[]): Promise<number> {
@@ -191,6 +217,7 @@ async function commandProcessor(args: string[]): Promise<number> {
     weight: { type: 'string' },
     'mesh-secret': { type: 'string' },
     'allow-any-peer': { type: 'boolean' },
+    join: { type: 'string' },
   })
   if (values.help) return help('processor')
   const backend: ConfigInput = {}
@@ -211,15 +238,17 @@ async function commandProcessor(args: string[]): Promise<number> {
   if (Array.isArray(trusted)) firewall.trustedGateways = trusted.flatMap((v) => v.split(',')).filter(Boolean)
   if (str(values['mesh-secret'])) firewall.meshSecret = str(values['mesh-secret'])
   if (values['allow-any-peer']) firewall.allowAnyPeer = true
-  const mesh = dataMesh(values)
-  const overrides = deepMerge(workerOverrides(values, mesh), store ? { store: resolve(store) } : {}, {
+  const flags = deepMerge(workerOverrides(values), store ? { store: resolve(store) } : {}, {
     backend,
     ...(weight !== undefined ? { weight: Number(weight) } : {}),
     ...(Object.keys(firewall).length ? { firewall } : {}),
   })
+  // A join (--join TOKEN, or the one saved in --data DIR) says the mesh; else --data may be `up`'s.
+  const joining = processorJoin(values, flags)
+  const mesh = joining ? null : dataMesh(values)
   const config = loadConfig(processorConfigSchema, 'processor', {
     ...(str(values.config) ? { file: str(values.config) } : {}),
-    overrides,
+    overrides: joining?.overrides ?? deepMerge(workerOverrides(values, mesh), flags),
   })
   if (mesh) {
     // Joining `up`'s mesh means serving its gateway (added to any other trusted ones), and
@@ -228,7 +257,7 @@ async function commandProcessor(args: string[]): Promise<number> {
       config.firewall.trustedGateways.push(mesh.gateway)
     config.backend.modelsDir ??= join(dataDir(values), 'models')
   }
-  return serveWorker(new ProcessorWorker(config))
+  return serveWorker(new ProcessorWorker(config), async () => joining?.save())
 }
 
 async function commandChat(args: string[]): Promise<number> {
@@ -340,6 +369,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   user: commandUser,
   key: commandKey,
   usage: commandUsage,
+  invite: commandInvite,
 }
 
 async function main(argv: string[]): Promise<number> {

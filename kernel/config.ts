@@ -100,6 +100,11 @@ export const processorConfigSchema = baseConfigSchema
       })
       .strict()
       .prefault({}),
+    /**
+     * An invite token (`llm-mesh invite`) to redeem with its gateways at start; they are
+     * trusted like `firewall.trustedGateways`. The mesh and bootstrap must be the token's.
+     */
+    invite: z.string().min(1).optional(),
   })
   .strict()
 
@@ -245,6 +250,18 @@ export const gatewayConfigSchema = baseConfigSchema
      * `gatewayIndex` tells gateways of one mesh apart (0…`maxGateways`-1).
      */
     meshSecret: z.string().min(32, 'at least 32 characters').optional(),
+    /**
+     * Which processors this gateway uses. 'members': those in `trusted`, those that joined
+     * with a live invite, and those proving `meshSecret`; 'any': whoever announces on the
+     * mesh's topic. Default: 'any' on a loopback-only bootstrap, else 'members'.
+     */
+    processors: z
+      .object({
+        admission: z.enum(['any', 'members']).optional(),
+        trusted: z.array(z.string().regex(/^[0-9a-f]{64}$/i, '64 hex characters')).default([]),
+      })
+      .strict()
+      .prefault({}),
     gatewayIndex: z.number().int().min(0).max(255).default(0),
     /** Ollama- and OpenAI-compatible HTTP APIs. Off unless enabled; loopback unless `host` says otherwise. */
     http: z

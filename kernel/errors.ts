@@ -11,6 +11,10 @@ export const ERROR_CODES = {
   ERR_AUTH_INVALID: 401,
   ERR_AUTH_REQUIRED: 401,
   ERR_FORBIDDEN: 403,
+  /** An invite token that is malformed, unknown, for another role, or whose secret is wrong. */
+  ERR_INVITE_INVALID: 401,
+  ERR_INVITE_EXPIRED: 403,
+  ERR_INVITE_REVOKED: 403,
   ERR_NOT_FOUND: 404,
   ERR_MODEL_NOT_FOUND: 404,
   ERR_UNKNOWN_METHOD: 404,

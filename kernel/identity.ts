@@ -13,3 +13,12 @@ export function gatewayKeyPair(secret: string, mesh: string, index: number): Key
   const seed = createHmac('sha256', secret).update(`llm-mesh/v1/${mesh}/gateway/${index}`).digest()
   return DHT.keyPair(seed)
 }
+
+/**
+ * What a processor that knows the mesh secret shows a gateway in `status` (`meshProof`):
+ * HMAC-SHA256(secret, `llm-mesh processor <mesh> <processor key hex>`), hex. Bound to the
+ * processor's key, which the connection authenticates, so a copy proves nothing for another key.
+ */
+export function processorProof(secret: string, mesh: string, processorKeyHex: string): string {
+  return createHmac('sha256', secret).update(`llm-mesh processor ${mesh} ${processorKeyHex}`).digest('hex')
+}

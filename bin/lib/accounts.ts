@@ -24,8 +24,8 @@ export const USER_HELP = `Usage: llm-mesh user add NAME --password PW [--admin] 
 Admin commands, sent to the gateway of the mesh 'llm-mesh up' runs from --data DIR
 (default ./.llm-mesh) as its local operator, or to any gateway with --bootstrap and
 --api-key KEY / --user NAME. Limits: 'none' removes one; --reset-limits goes back to
-the gateway's defaults. --store works on a stopped gateway's store directly, to
-create the first admin of a standalone gateway.`
+the gateway's defaults. --store works on a stopped gateway's store directly (a
+standalone gateway makes its first admin itself on its first start: see gateway --help).`
 
 export const KEY_HELP = `Usage: llm-mesh key create --name LABEL [--user NAME] [--expires-days N] [--models a,b]
                           [--rpm N] [--tpm N]

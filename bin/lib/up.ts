@@ -1,5 +1,4 @@
 import { type ChildProcess, spawn } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
 import { createWriteStream } from 'node:fs'
 import { mkdir, readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -12,6 +11,7 @@ import { normalizeOllamaHost } from '../../kernel/config-load.js'
 import { MeshError } from '../../kernel/errors.js'
 import { MeshClient } from '../../workers/client/client.worker.js'
 import { GatewayWorker } from '../../workers/gateway/gateway.worker.js'
+import { ADMIN_USER, createAdmin } from './admin.js'
 import { runChat } from './chat.js'
 import { MESH_FILE, waitForSignal, writeMeshFile } from './common.js'
 import { keyIdOf, readOperatorKey, removeOperatorKey, writeOperatorKey } from './credentials.js'
@@ -21,7 +21,6 @@ const BOOTSTRAP_NODES = 3
 const PROCESSOR_START_TIMEOUT_MS = 120_000
 const CHILD_STOP_TIMEOUT_MS = 10_000
 const OLLAMA_PROBE_TIMEOUT_MS = 1_000
-export const ADMIN_USER = 'admin'
 const OPERATOR_KEY_NAME = 'llm-mesh up: local operator'
 
 export interface UpOptions {
@@ -142,13 +141,8 @@ async function setUpOperator(gateway: GatewayWorker, opts: UpOptions): Promise<{
   const auth = gateway.auth
   if (!auth) throw MeshError.badConfig('up needs accounts (auth.enabled)')
   const existing = auth.user(ADMIN_USER)
-  if (!existing) {
-    const password = opts.adminPassword ?? randomBytes(12).toString('base64url')
-    await auth.createUser({ username: ADMIN_USER, password, role: 'admin' })
-    if (!opts.adminPassword) {
-      process.stdout.write(`admin user '${ADMIN_USER}' created; password (shown once): ${password}\n`)
-    }
-  } else if (opts.adminPassword) {
+  if (!existing) await createAdmin(auth, opts.adminPassword)
+  else if (opts.adminPassword) {
     await auth.setPassword(ADMIN_USER, opts.adminPassword)
   }
   const previous = readOperatorKey(opts.dataDir)

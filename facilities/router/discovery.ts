@@ -16,6 +16,9 @@ import type { Registry, RegistryConfig } from './registry.js'
 
 /** Lookups a request for an unknown model may trigger: one a second at most. */
 const ON_DEMAND_LOOKUP_MS = 1_000
+/** Why a processor may not be used, or null when it may (the gateway's admission rule). */
+export type Admission = (publicKey: Buffer, status: ProcessorStatusReply) => string | null
+
 /** First wait before re-dialling an unreachable processor; doubles up to `redialMaxMs`. */
 const REDIAL_BASE_MS = 250
 /** An unreachable processor is reported at info level once it has been so for this long, and then again each time as long. */
@@ -47,6 +50,8 @@ export class Discovery {
   private readonly onChange: () => void
   /** The clock every deadline here reads (a simulation's own, in tests and benches). */
   private readonly now: () => number
+  /** Why a processor may not be used (null: it may), asked before it is added and on each status. */
+  private readonly refusal: Admission
   private readonly probing = new Set<string>()
   /** Failed probes of keys found on the DHT, for their backoff. */
   private readonly probeFailures = new Map<string, { count: number; nextAt: number }>()
@@ -66,6 +71,7 @@ export class Discovery {
     breakers: Breakers
     onChange: () => void
     clock?: () => number
+    admission?: Admission
   }) {
     this.net = opts.net
     this.registry = opts.registry
@@ -75,6 +81,15 @@ export class Discovery {
     this.breakers = opts.breakers
     this.onChange = opts.onChange
     this.now = opts.clock ?? Date.now
+    this.refusal = opts.admission ?? (() => null)
+  }
+
+  /** Probes a processor now, whatever its backoff (e.g. it was just admitted). */
+  consider(publicKey: Buffer): void {
+    const id = publicKey.toString('hex')
+    if (this.closing || this.registry.has(id)) return
+    this.probeFailures.delete(id)
+    void this.probe(publicKey)
   }
 
   start(): void {
@@ -185,6 +200,8 @@ export class Discovery {
         timeout: this.config.heartbeatTimeoutMs,
       })
       if (status?.role !== 'processor') throw MeshError.badRequest('the peer is not a processor')
+      const refused = this.refusal(publicKey, status)
+      if (refused) throw new MeshError('ERR_FORBIDDEN', `processor not admitted: ${refused}`)
       if (this.closing) throw new MeshError('ERR_UNAVAILABLE', 'the gateway is stopping')
       this.net.adopt(conn)
       return status
@@ -213,6 +230,11 @@ export class Discovery {
   }
 
   private update(entry: ProcessorEntry, status: ProcessorStatusReply): void {
+    const refused = this.refusal(entry.publicKey, status)
+    if (refused) {
+      this.drop(entry, `not admitted: ${refused}`)
+      return
+    }
     const instance = typeof status.instance === 'string' ? status.instance : ''
     if (entry.instance !== '' && instance !== '' && instance !== entry.instance) this.restarted(entry)
     entry.instance = instance

@@ -18,6 +18,8 @@ export interface ProcessorStatusReply {
   tokensPerSecond?: unknown
   /** The status's version (kernel/status-beat.ts); absent from processors that predate it. */
   v?: unknown
+  /** Proof of the mesh secret (the gateway's admission reads it). */
+  meshProof?: unknown
 }
 
 /** The gateway's record of one processor: what it reported, what was measured here, its breaker. */

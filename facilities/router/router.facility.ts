@@ -5,11 +5,12 @@ import { Facility } from '../facility.js'
 import type { Logger } from '../log.facility.js'
 import type { NetFacility } from '../net/net.facility.js'
 import { Breakers } from './breaker.js'
-import { Discovery } from './discovery.js'
+import { type Admission, Discovery } from './discovery.js'
 import type { ProcessorEntry } from './processor-entry.js'
 import { Registry, type RegistryConfig, type RoutingConfig } from './registry.js'
 import { type Lease, type LeaseOptions, Scheduler } from './scheduler.js'
 
+export type { Admission } from './discovery.js'
 export type { ProcessorEntry } from './processor-entry.js'
 export type { RegistryConfig, RoutingConfig } from './registry.js'
 export type { AnswerStats, Lease, LeaseOptions, Verdict } from './scheduler.js'
@@ -29,7 +30,14 @@ export class RouterFacility extends Facility {
   private readonly discovery: Discovery
   private readonly scheduler: Scheduler
 
-  constructor(opts: { net: NetFacility; config: RegistryConfig; routing: RoutingConfig; logger: Logger }) {
+  constructor(opts: {
+    net: NetFacility
+    config: RegistryConfig
+    routing: RoutingConfig
+    logger: Logger
+    /** Which processors may be used (default: all). */
+    admission?: Admission
+  }) {
     super()
     const { net, config, routing, logger } = opts
     this.routing = routing
@@ -43,6 +51,7 @@ export class RouterFacility extends Facility {
       events: this.events,
       breakers: this.breakers,
       onChange: pump,
+      ...(opts.admission ? { admission: opts.admission } : {}),
     })
     this.scheduler = new Scheduler({
       routing,
@@ -118,6 +127,17 @@ export class RouterFacility extends Facility {
    */
   lease(model: string, opts?: LeaseOptions): Promise<Lease> {
     return this.scheduler.lease(model, opts)
+  }
+
+  /** Probes a processor now, whatever its backoff (e.g. it was just admitted). */
+  consider(publicKey: Buffer): void {
+    this.discovery.consider(publicKey)
+  }
+
+  /** Removes the processor with hex key `id`, if known (it was refused). */
+  dropById(id: string, why: string): void {
+    const entry = this.registry.get(id)
+    if (entry) this.discovery.drop(entry, why)
   }
 
   /** Removes a processor now (gone, or refused) and tells listeners. */

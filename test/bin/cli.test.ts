@@ -66,6 +66,7 @@ test('cli: --help for every command', async (t) => {
     'user',
     'key',
     'usage',
+    'invite',
   ]) {
     const r = await run([BIN, cmd, '--help'])
     t.is(r.code, 0, `${cmd} --help exits 0`)

@@ -17,6 +17,7 @@ import type {
 import { type ClientConfig, type ConfigInput, clientConfigSchema, parseConfig } from '../../kernel/config.js'
 import { MeshError } from '../../kernel/errors.js'
 import type { InferRequestInput, InferResult } from '../../kernel/inference.js'
+import type { InviteRole, PublicInvite } from '../../kernel/invite.js'
 import type {
   ChatRequest,
   GenerateRequest,
@@ -284,6 +285,31 @@ export class MeshClient extends BaseWorker<ClientConfig> {
 
   async revokeKey(id: string): Promise<PublicKey> {
     return this.call<PublicKey>('revokeKey', { id })
+  }
+
+  /**
+   * Admins: a new invite; `token` (what `llm-mesh processor --join` takes) is shown this once.
+   * `expiresInMs` null: never; `bootstrap`: the DHT nodes the token tells new machines to use.
+   */
+  async createInvite(
+    opts: {
+      role?: InviteRole
+      expiresInMs?: number | null
+      note?: string
+      bootstrap?: string[] | 'public'
+    } = {},
+  ): Promise<PublicInvite & { token: string }> {
+    return this.call('createInvite', opts)
+  }
+
+  /** Admins: every invite, without secrets, with its members. */
+  async listInvites(): Promise<PublicInvite[]> {
+    return (await this.call<{ invites: PublicInvite[] }>('listInvites')).invites
+  }
+
+  /** Admins: the invite joins nobody more, and its members are refused. */
+  async revokeInvite(id: string): Promise<PublicInvite> {
+    return this.call<PublicInvite>('revokeInvite', { id })
   }
 
   /** Usage per day and model, with today's and this month's totals and the limits. */

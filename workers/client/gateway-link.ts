@@ -37,6 +37,7 @@ const IDEMPOTENT = new Set([
   'usage',
   'whoami',
   'listKeys',
+  'listInvites',
   'listUsers',
 ])
 

@@ -1,5 +1,6 @@
 import type { KeyPair } from 'hyperdht'
 import { AuthFacility, type Identity } from '../../facilities/auth/auth.facility.js'
+import { InvitesFacility } from '../../facilities/auth/invites.js'
 import { HttpFacility } from '../../facilities/http/http.facility.js'
 import { LimitsFacility } from '../../facilities/limits.facility.js'
 import type { CallContext, MethodTable } from '../../facilities/net/rpc-server.js'
@@ -24,10 +25,12 @@ export type { EmbedReply, Sink } from './inference-pipeline.js'
 
 import { BaseWorker, type FacilitySpec, type WorkerOptions } from '../base.worker.js'
 import { Accounts } from './accounts.js'
+import { ProcessorAdmission } from './admission.js'
 import { Catalog } from './catalog.js'
 import { EmbedBatches } from './embed-batches.js'
 import { GatewaySource } from './http-source.js'
 import { type EmbedReply, InferencePipeline, type Sink, withDeadline } from './inference-pipeline.js'
+import { GatewayInvites } from './invites.js'
 import { Metering } from './metering.js'
 
 /**
@@ -42,12 +45,15 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   private usageFacility: UsageFacility | null = null
   private limitsFacility: LimitsFacility | null = null
   private httpFacility: HttpFacility | null = null
+  private invitesFacility: InvitesFacility | null = null
 
   private readonly accounts: Accounts
   private readonly catalog: Catalog
   private readonly pipeline: InferencePipeline
   private readonly embeds: EmbedBatches
   private readonly metering: Metering
+  private readonly admission: ProcessorAdmission
+  private readonly invites: GatewayInvites
 
   constructor(config: GatewayConfig, opts: WorkerOptions = {}) {
     super('gateway', config, opts)
@@ -64,6 +70,19 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       auth: () => this.authFacility,
       usage: () => this.ledger,
       limits: () => this.limiter,
+    })
+    this.admission = new ProcessorAdmission(
+      config,
+      () => this.invitesFacility,
+      () => this.log,
+    )
+    this.invites = new GatewayInvites({
+      config,
+      accounts: this.accounts,
+      invites: () => this.invitesFacility,
+      router: () => this.router,
+      admission: this.admission,
+      publicKeyHex: () => this.publicKeyHex,
     })
     this.metering = new Metering(
       () => this.ledger,
@@ -107,9 +126,19 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     return this.httpFacility?.url ?? null
   }
 
-  /** Auth, usage and limits, when `auth.enabled`: they need the store. */
+  /** Auth, usage and limits, when `auth.enabled`: they need the store. Invites, with a store. */
   private accountFacilities(): FacilitySpec[] {
     const accounts: FacilitySpec[] = []
+    if (this.config.store) {
+      accounts.push({
+        name: 'invites',
+        priority: 46,
+        create: () => {
+          this.invitesFacility = new InvitesFacility({ store: this.store, logger: this.log })
+          return this.invitesFacility
+        },
+      })
+    }
     if (this.config.auth.enabled) {
       const needStore = () => {
         try {
@@ -194,6 +223,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
             config: this.config.registry,
             routing: this.config.routing,
             logger: this.log,
+            admission: (publicKey, status) => this.admission.refusal(publicKey, status),
           })
           const events = this.routerFacility.events
           events.on('drop', (entry: ProcessorEntry) => this.pipeline.failOver(entry, 'is gone'))
@@ -211,6 +241,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   }
 
   protected override async afterStart(): Promise<void> {
+    this.admission.announce()
     if (!this.config.auth.enabled) {
       this.log.warn(
         'auth is disabled: anyone who reaches this gateway can use the mesh, unlimited and unaccounted',
@@ -221,6 +252,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   protected override methods(): MethodTable {
     return {
       ...this.accounts.methods(),
+      ...this.invites.methods(),
       // Open: how a caller gets a credential.
       // Any user.
       infer: (payload, ctx) => this.infer(payload, ctx),

@@ -7,7 +7,7 @@ import { ChunkWriter, STREAM_CHUNK } from '../../facilities/net/streaming.js'
 import { CancelToken, cancelById } from '../../kernel/cancel.js'
 import type { ProcessorConfig } from '../../kernel/config.js'
 import { MeshError } from '../../kernel/errors.js'
-import { gatewayKeyPair } from '../../kernel/identity.js'
+import { gatewayKeyPair, processorProof } from '../../kernel/identity.js'
 import {
   type InferResult,
   parseEmbedRequest,
@@ -15,10 +15,12 @@ import {
   parseModelRequest,
   runOnSource,
 } from '../../kernel/inference.js'
+import type { Invite } from '../../kernel/invite.js'
 import { StatusVersions } from '../../kernel/status-beat.js'
 import { ewma } from '../../kernel/util.js'
 import type { InferenceSource, ModelInfo } from '../../kernel/wire.js'
 import { BaseWorker, type FacilitySpec, type WorkerOptions } from '../base.worker.js'
+import { processorInvite, redeemInvite } from './join.js'
 
 /** A duration in ms, rounded to the microsecond. */
 function toMicroseconds(ms: number): number {
@@ -40,6 +42,8 @@ export type ProcessorStatus = {
   served: number
   failed: number
   tokensPerSecond: number
+  /** With `firewall.meshSecret`: proof for gateways that admit the secret's processors. */
+  meshProof?: string
 }
 
 /**
@@ -60,9 +64,22 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
   private nextUnary = 0
   /** Versions of this processor's status: a gateway that holds the current one gets its load only. */
   private readonly statusVersions = new StatusVersions(this.instance)
+  /** The invite of `config.invite`, checked at construction. */
+  private readonly invite: Invite | null
 
   constructor(config: ProcessorConfig, opts: WorkerOptions = {}) {
     super('processor', config, opts)
+    this.invite = processorInvite(config)
+  }
+
+  /** An invite is redeemed before the processor announces itself: a refused one stops the start. */
+  protected override async afterStart(): Promise<void> {
+    if (!this.invite) return
+    let store = null
+    try {
+      store = this.store
+    } catch {}
+    await redeemInvite({ invite: this.invite, net: this.net, store, log: this.log })
   }
 
   get backend(): Backend {
@@ -89,7 +106,9 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
       this.log.warn('firewall.allowAnyPeer: any peer may call this processor, bypassing every gateway')
       return null
     }
-    const trusted = new Set(fw.trustedGateways.map((k) => k.toLowerCase()))
+    const trusted = new Set(
+      [...fw.trustedGateways, ...(this.invite?.gateways ?? [])].map((k) => k.toLowerCase()),
+    )
     if (fw.meshSecret) {
       for (let i = 0; i < fw.maxGateways; i++) {
         trusted.add(gatewayKeyPair(fw.meshSecret, this.config.mesh, i).publicKey.toString('hex'))
@@ -198,6 +217,9 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
       served: this.served,
       failed: this.failed,
       tokensPerSecond: Math.round(this.tokensPerSecond * 10) / 10,
+      ...(this.config.firewall.meshSecret
+        ? { meshProof: processorProof(this.config.firewall.meshSecret, this.config.mesh, this.publicKeyHex) }
+        : {}),
     }
   }
 
