@@ -5,7 +5,7 @@
  * loopback between them and none of the loopback-only settings (`firewalled: false`, binding
  * 127.0.0.1): the workers choose their DHT settings as on real networks.
  */
-import type { ChildProcess } from 'node:child_process'
+import type { ChildProcess, SpawnOptions } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import test from 'brittle'
@@ -18,6 +18,8 @@ const CLIENT = new URL('../helpers/bed-client.js', import.meta.url).pathname
 /** Greedy continuation of "abc" by the tiny model. */
 const TEXT = 'defghijklmnopqrstuvwxyz'
 const PASSWORD = 'across-nat-admin-password'
+/** llama.cpp loading the tiny model on this machine, on top of the 5 s a join may take. */
+const LLAMA_LOAD_MS = 2_000
 /** Heartbeats as a deployment that wants fast failover would set them (docs/deployment.md). */
 const REGISTRY = {
   lookupIntervalMs: 1_000,
@@ -60,7 +62,7 @@ function remote(child: ChildProcess) {
   }
 }
 
-test('across NAT: bootstrap, gateway, processors behind NAT, a client on another host', {
+test('across NAT: bootstrap, gateway, processors joined by token behind NAT, a client behind NAT', {
   timeout: 240_000,
   skip: reason !== null,
 }, async (t) => {
@@ -74,6 +76,9 @@ test('across NAT: bootstrap, gateway, processors behind NAT, a client on another
   t.teardown(() => bed.destroy(), { order: 10 })
   const bootstrap = `${bed.host('boot').ip}:49737`
   const node = process.execPath
+  // Nothing from this machine's environment: each host knows only what it is told.
+  const env = { ...process.env, LLM_MESH_TRUSTED_GATEWAYS: '', LLM_MESH_BOOTSTRAP: '' }
+  const ipc: SpawnOptions['stdio'] = ['ignore', 'ignore', 'inherit', 'ipc']
 
   const boot = bed.spawn('boot', node, [BIN, 'bootstrap', '--host', bed.host('boot').ip, '--port', '49737'], {
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -83,54 +88,59 @@ test('across NAT: bootstrap, gateway, processors behind NAT, a client on another
     boot.once('exit', (code) => reject(new Error(`bootstrap exited with ${code}`)))
   })
 
-  // The gateway: its first admin made on the stopped store, as an operator would.
-  const store = await t.tmp()
+  // The gateway, set up from outside: its first admin's password from the environment.
   const config = join(await t.tmp(), 'gateway.json')
   await writeFile(config, JSON.stringify({ registry: REGISTRY, auth: TEST_AUTH, log: TEST_LOG }))
-  const add = bed.spawn(
-    'gw',
-    node,
-    [BIN, 'user', 'add', 'admin', '--password', PASSWORD, '--admin', '--store', store],
-    {
-      stdio: 'inherit',
-    },
-  )
-  t.is(await new Promise((r) => add.once('exit', r)), 0, 'first admin made on the gateway store')
-  const ipc = { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] as const }
   const gwChild = bed.spawn(
     'gw',
     node,
-    [BIN, 'gateway', '--bootstrap', bootstrap, '--store', store, '--config', config],
-    {
-      stdio: [...ipc.stdio],
-    },
+    [BIN, 'gateway', '--bootstrap', bootstrap, '--store', await t.tmp(), '--config', config],
+    { stdio: ipc, env: { ...env, LLM_MESH_ADMIN_PASSWORD: PASSWORD } },
   )
-  const gateway = (await ready<{ publicKey: string }>(gwChild, 'gateway')).publicKey
+  await ready(gwChild, 'gateway')
 
-  const processors = new Map<string, string>()
-  await Promise.all(
-    ['p1', 'p2'].map(async (host) => {
-      const models = await t.tmp()
-      await writeTinyModel(join(models, `${TINY_MODEL_NAME}.gguf`))
-      const child = bed.spawn(
-        host,
-        node,
-        [BIN, 'processor', '--bootstrap', bootstrap, '--store', await t.tmp(), '--models', models]
-          .concat(['--backend', 'llamacpp', '--parallel', '1', '--trust-gateway', gateway])
-          .concat(['--log-level', TEST_LOG.level]),
-        { stdio: [...ipc.stdio] },
-      )
-      processors.set(host, (await ready<{ publicKey: string }>(child, `processor on ${host}`)).publicKey)
-    }),
-  )
-  const keyOf = (host: string) => processors.get(host) as string
-  const hostOf = (key: string | undefined) => [...processors].find(([, k]) => k === key)?.[0]
+  // The admin makes an invite on the gateway's host; each processor host joins with one command.
+  const cli = async (host: string, args: string[]) => {
+    const child = bed.spawn(host, node, [BIN, ...args, '--bootstrap', bootstrap, '--user', 'admin'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...env, LLM_MESH_PASSWORD: PASSWORD },
+    })
+    let out = ''
+    let err = ''
+    child.stdout?.on('data', (d: Buffer) => {
+      out += d
+    })
+    child.stderr?.on('data', (d: Buffer) => {
+      err += d
+    })
+    const code = await new Promise((r) => child.once('exit', r))
+    return { code, out: out.trim(), err }
+  }
+  const invite = await cli('gw', ['invite', '--expires', '10m', '--note', 'hosts behind NAT'])
+  t.is(invite.code, 0, `invite made on the gateway's host ${invite.err}`)
+  const join_ = async (host: string, token: string) => {
+    const models = await t.tmp()
+    await writeTinyModel(join(models, `${TINY_MODEL_NAME}.gguf`))
+    const args = ['processor', '--join', token, '--data', await t.tmp(), '--models', models]
+    const child = bed.spawn(host, node, [BIN, ...args, '--backend', 'llamacpp', '--parallel', '1'], {
+      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+      env,
+    })
+    let err = ''
+    child.stderr?.on('data', (d: Buffer) => {
+      err += d
+    })
+    return { child, stderr: () => err }
+  }
 
   const clientChild = bed.spawn(
     'client',
     node,
-    [CLIENT, JSON.stringify({ bootstrap: [bootstrap], log: TEST_LOG, gateway })],
-    { stdio: [...ipc.stdio], env: { ...process.env, LLM_MESH_USER: 'admin', LLM_MESH_PASSWORD: PASSWORD } },
+    [CLIENT, JSON.stringify({ bootstrap: [bootstrap], log: TEST_LOG })],
+    {
+      stdio: ipc,
+      env: { ...env, LLM_MESH_USER: 'admin', LLM_MESH_PASSWORD: PASSWORD },
+    },
   )
   await ready(clientChild, 'client')
   const call = remote(clientChild)
@@ -140,10 +150,22 @@ test('across NAT: bootstrap, gateway, processors behind NAT, a client on another
       res.ok ? res.status.processors.filter((p) => p.state === 'serving').map((p) => p.publicKey) : [],
     )
   }
-  t.ok(
-    await until(async () => (await serving()).size === 2, 30_000),
-    'the gateway reached both processors behind NAT',
+
+  const processors = new Map<string, string>()
+  await Promise.all(
+    ['p1', 'p2'].map(async (host) => {
+      const started = Date.now()
+      const { child } = await join_(host, invite.out)
+      const key = (await ready<{ publicKey: string }>(child, `processor on ${host}`)).publicKey
+      processors.set(host, key)
+      t.ok(await until(async () => (await serving()).has(key), 15_000, 100), `${host} joined by token`)
+      const ms = Date.now() - started
+      t.comment(`${host} (${bed.host(host).nat} NAT): one command to serving through the gateway in ${ms} ms`)
+      t.ok(ms <= 5_000 + LLAMA_LOAD_MS, `${host} serving within 5 s plus the model's load (${ms} ms)`)
+    }),
   )
+  const keyOf = (host: string) => processors.get(host) as string
+  const hostOf = (key: string | undefined) => [...processors].find(([, k]) => k === key)?.[0]
 
   const chat = () =>
     call<{ text: string; processor?: string; ms: number }>({
@@ -188,4 +210,20 @@ test('across NAT: bootstrap, gateway, processors behind NAT, a client on another
   }
   t.ok(back, 'p1 serves again after its link came back')
   t.comment(`link restored: p1 serving again after ${Date.now() - restoredAt} ms`)
+
+  // On a fresh host, an expired token and a revoked one admit nobody, with coded errors.
+  const expiring = await cli('gw', ['invite', '--expires', '1s'])
+  const revoked = await cli('gw', ['invite', '--json'])
+  const revokedId = (JSON.parse(revoked.out) as { id: string }).id
+  t.is((await cli('gw', ['invite', 'revoke', revokedId])).code, 0, 'invite revoked')
+  await new Promise((r) => setTimeout(r, 1_100))
+  for (const [token, code] of [
+    [expiring.out, 'ERR_INVITE_EXPIRED'],
+    [(JSON.parse(revoked.out) as { token: string }).token, 'ERR_INVITE_REVOKED'],
+  ] as const) {
+    const refused = await join_('client', token)
+    const exit = await new Promise((r) => refused.child.once('exit', r))
+    t.is(exit, 1, `a join with the ${code} token fails`)
+    t.ok(refused.stderr().includes(code), `…saying ${code}: ${refused.stderr().trim().split('\n').pop()}`)
+  }
 })
