@@ -1,6 +1,5 @@
 #!/usr/bin/env node
 import { join, resolve } from 'node:path'
-import { MIN_NAT_NODES, startBootstrapNodes } from '../facilities/net/bootstrap-nodes.js'
 import { type ConfigInput, gatewayConfigSchema, processorConfigSchema } from '../kernel/config.js'
 import { deepMerge, loadConfig } from '../kernel/config-load.js'
 import { MeshError } from '../kernel/errors.js'
@@ -9,6 +8,7 @@ import { GatewayWorker } from '../workers/gateway/gateway.worker.js'
 import { ProcessorWorker } from '../workers/processor/processor.worker.js'
 import { commandKey, commandUsage, commandUser, KEY_HELP, USAGE_HELP, USER_HELP } from './lib/accounts.js'
 import { firstAdmin } from './lib/admin.js'
+import { BOOTSTRAP_HELP, commandBootstrap } from './lib/bootstrap.js'
 import { runChat } from './lib/chat.js'
 import {
   dataDir,
@@ -124,11 +124,7 @@ Config: FILE (default config/processor.json), then LLM_MESH_* / OLLAMA_HOST, the
   --data DIR         join the mesh 'llm-mesh up' runs from DIR: serve its gateway, with
                      the models in DIR/models unless --models (or the config) names others
   --mesh NAME, --log-level LEVEL`,
-  bootstrap: `Usage: llm-mesh bootstrap [--host 127.0.0.1] [--port 49737] [--nodes 5]
-
-Runs the DHT of a private mesh: --nodes full DHT nodes on UDP ports PORT, PORT+1, …
-Give HOST:PORT to every worker as --bootstrap. On a public host, --host is its public
-address; workers behind NAT need 4 or more DHT nodes to hole-punch (docs/deployment.md).`,
+  bootstrap: BOOTSTRAP_HELP,
   model: MODEL_HELP,
 }
 
@@ -307,24 +303,6 @@ async function commandStatus(args: string[]): Promise<number> {
   } finally {
     await client.close()
   }
-  return 0
-}
-
-async function commandBootstrap(args: string[]): Promise<number> {
-  const { values } = parse(args, {
-    host: { type: 'string' },
-    port: { type: 'string' },
-    nodes: { type: 'string' },
-    help: { type: 'boolean' },
-  })
-  if (values.help) return help('bootstrap')
-  const host = str(values.host) ?? '127.0.0.1'
-  const port = int(values.port, 'port', 0) ?? 49737
-  const count = int(values.nodes, 'nodes') ?? MIN_NAT_NODES + 1
-  const dht = await startBootstrapNodes({ host, port, count })
-  process.stdout.write(`bootstrap ready ${dht.bootstrap.map((b) => `${b.host}:${b.port}`).join(',')}\n`)
-  await waitForSignal()
-  await dht.destroy()
   return 0
 }
 

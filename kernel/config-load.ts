@@ -19,6 +19,7 @@ export function envOverrides(env: NodeJS.ProcessEnv, role: string): ConfigInput 
   if (env.LLM_MESH_STORE) out.store = env.LLM_MESH_STORE
   if (env.LLM_MESH_MESH) out.mesh = env.LLM_MESH_MESH
   if (env.LLM_MESH_LOG_LEVEL) out.log = { level: env.LLM_MESH_LOG_LEVEL }
+  if (env.LLM_MESH_RELAYS) out.net = { relays: env.LLM_MESH_RELAYS.split(/[\s,]+/).filter(Boolean) }
   if (role === 'processor') {
     const backend: ConfigInput = {}
     if (env.OLLAMA_HOST) backend.ollamaHost = normalizeOllamaHost(env.OLLAMA_HOST)

@@ -26,9 +26,14 @@ export const baseConfigSchema = z.object({
       port: z.number().int().min(0).max(65535).optional(),
       firewalled: z.boolean().optional(),
       requestTimeoutMs: z.number().int().positive().default(10_000),
+      /**
+       * Hex public keys of blind relays (`llm-mesh bootstrap --relay` prints one): a peer that
+       * hole-punching cannot reach is dialed through one of them. Invite tokens carry them.
+       */
+      relays: z.array(z.string().regex(/^[0-9a-f]{64}$/i, '64 hex characters')).default([]),
     })
     .strict()
-    .default({ requestTimeoutMs: 10_000 }),
+    .default({ requestTimeoutMs: 10_000, relays: [] }),
   log: z
     .object({ level: logLevel.default('info') })
     .strict()

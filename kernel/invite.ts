@@ -25,6 +25,8 @@ export const inviteSchema = z
     mesh: z.string().regex(/^[a-zA-Z0-9._-]{1,64}$/, 'a mesh name'),
     bootstrap: z.union([z.literal('public'), z.array(hostPort).min(1).max(64)]),
     gateways: z.array(hexKey).min(1).max(256),
+    /** Blind relays for peers hole-punching cannot reach (config `net.relays`); absent: none. */
+    relays: z.array(hexKey).max(16).optional(),
     role: z.enum(INVITE_ROLES),
     id: z.string().regex(/^[0-9a-f]{16}$/, '16 hex characters'),
     secret: z.string().regex(/^[A-Za-z0-9_-]{20,64}$/, 'base64url, 20-64 characters'),

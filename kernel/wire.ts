@@ -164,4 +164,6 @@ export interface ProcessorView {
   failures: number
   breaker: BreakerState
   lastSeenMs: number
+  /** Whether the gateway reaches it through a blind relay (hole-punching could not). */
+  relayed: boolean
 }

@@ -39,6 +39,7 @@ declare module 'hyperdht' {
 
   export interface DHTServer extends EventEmitter {
     readonly publicKey: Buffer
+    listen(keyPair?: KeyPair): Promise<void>
     close(): Promise<void>
   }
 
@@ -60,6 +61,11 @@ declare module 'hyperdht' {
     unannounce(topic: Buffer, keyPair: KeyPair): Promise<void>
     lookup(topic: Buffer): Query
     destroy(opts?: { force?: boolean }): Promise<void>
+    createServer(
+      opts: { shareLocalAddress?: boolean },
+      onconnection: (socket: NoiseStream) => void,
+    ): DHTServer
+    createRawStream(opts?: object): unknown
   }
 }
 

@@ -43,7 +43,7 @@ declare module '@hyperswarm/rpc' {
     constructor(opts?: { dht?: DHT; keyPair?: KeyPair; bootstrap?: unknown; poolLinger?: number })
     readonly dht: DHT
     createServer(opts?: ServerOptions): Server
-    connect(publicKey: Buffer, opts?: { keyPair?: KeyPair }): Client
+    connect(publicKey: Buffer, opts?: { keyPair?: KeyPair; relayThrough?: Buffer }): Client
     request(publicKey: Buffer, method: string, value: Buffer, opts?: RequestOptions): Promise<Buffer>
     destroy(opts?: { force?: boolean }): Promise<void>
   }

@@ -174,7 +174,7 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
       }
       const keyPair = await this.identity()
       const loopback = isLoopbackBootstrap(this.config.bootstrap)
-      const { host, port, firewalled, requestTimeoutMs } = this.config.net
+      const { host, port, firewalled, requestTimeoutMs, relays } = this.config.net
       const net = new NetFacility({
         bootstrap: this.config.bootstrap,
         mesh: this.config.mesh,
@@ -184,6 +184,7 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
         port,
         firewalled: firewalled ?? (loopback ? false : undefined),
         requestTimeoutMs,
+        relays: relays.map((k) => Buffer.from(k, 'hex')),
         logger: this.log,
       })
       this.netFacility = net

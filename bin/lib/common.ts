@@ -28,6 +28,7 @@ export const WORKER_FLAGS: Options = {
   config: { type: 'string' },
   data: { type: 'string' },
   'log-level': { type: 'string' },
+  relay: { type: 'string', multiple: true },
   help: { type: 'boolean', short: 'h' },
 }
 
@@ -183,6 +184,8 @@ export function workerOverrides(
   if (name) out.mesh = name
   const level = str(values['log-level'])
   if (level) out.log = { level }
+  const relays = values.relay
+  if (Array.isArray(relays)) out.net = { relays: relays.flatMap((v) => v.split(',')).filter(Boolean) }
   return out
 }
 

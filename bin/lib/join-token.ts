@@ -78,7 +78,11 @@ export function processorJoin(values: FlagValues, flags: ConfigInput): Processor
     : (saved?.store ?? join(dir, 'processor'))
   const kept = deepMerge(saved?.overrides ?? {}, flags)
   return {
-    overrides: deepMerge({ mesh: invite.mesh, bootstrap: invite.bootstrap, invite: token, store }, kept),
+    overrides: deepMerge(
+      { mesh: invite.mesh, bootstrap: invite.bootstrap, invite: token, store },
+      invite.relays ? { net: { relays: invite.relays } } : {},
+      kept,
+    ),
     save: async () => {
       await mkdir(dir, { recursive: true })
       await writeJoinFile(path, { token, store, overrides: kept, savedAt: new Date().toISOString() })

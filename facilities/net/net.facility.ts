@@ -15,6 +15,7 @@ import type { Logger } from '../log.facility.js'
 import { type Bootstrap, forgetRelayRoute, reachableAddress, startDhtNode } from './dht-node.js'
 import { MAX_MESSAGE_BYTES } from './payload.js'
 import { PeerConnection } from './peer-connection.js'
+import { RelayChoice } from './relays.js'
 import { type MethodTable, serveMethods } from './rpc-server.js'
 
 export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000
@@ -33,6 +34,8 @@ export interface NetOptions {
   requestTimeoutMs?: number
   maxMessageBytes?: number
   announceIntervalMs?: number
+  /** Public keys of blind relays for peers a hole-punch cannot reach (facilities/net/relays.ts). */
+  relays?: Buffer[]
   logger: Logger
 }
 
@@ -53,8 +56,9 @@ export class NetFacility extends Facility {
   /** The public key in hex, as peers and answers name this worker (made once). */
   readonly publicKeyHex: string
   readonly mesh: string
-  private readonly opts: Required<Omit<NetOptions, 'port' | 'host' | 'firewalled'>> &
+  private readonly opts: Required<Omit<NetOptions, 'port' | 'host' | 'firewalled' | 'relays'>> &
     Pick<NetOptions, 'port' | 'host' | 'firewalled'>
+  private readonly relays: RelayChoice
   private readonly log: Logger
   private dht: DHT | null = null
   private rpc: RPC | null = null
@@ -75,6 +79,7 @@ export class NetFacility extends Facility {
       maxMessageBytes: opts.maxMessageBytes ?? MAX_MESSAGE_BYTES,
       announceIntervalMs: opts.announceIntervalMs ?? ANNOUNCE_INTERVAL_MS,
     }
+    this.relays = new RelayChoice(opts.relays ?? [])
   }
 
   get publicKey(): Buffer {
@@ -183,12 +188,23 @@ export class NetFacility extends Facility {
 
   private connect(publicKey: Buffer): PeerConnection {
     if (!this.rpc) throw new MeshError('ERR_UNAVAILABLE', 'net is not open')
-    return new PeerConnection(
-      this.rpc.connect(publicKey, { keyPair: this.keyPair }),
+    const id = publicKey.toString('hex')
+    const relay = this.relays.through(id)
+    const conn = new PeerConnection(
+      this.rpc.connect(
+        publicKey,
+        relay ? { keyPair: this.keyPair, relayThrough: relay } : { keyPair: this.keyPair },
+      ),
       publicKey,
       this.opts.requestTimeoutMs,
       this.opts.maxMessageBytes,
+      relay !== null,
     )
+    conn.onFailure.push((code) => {
+      if (!relay && this.relays.failed(id, code))
+        this.log.info({ peer: id, code }, 'hole-punching failed: dialing this peer through a relay next')
+    })
+    return conn
   }
 
   private pool(id: string, conn: PeerConnection): void {

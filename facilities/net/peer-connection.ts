@@ -48,11 +48,23 @@ export class PeerConnection {
   private isOpen = false
   /** Why the DHT connection failed (hyperdht's code: PEER_NOT_FOUND, HOLEPUNCH_ABORTED, …). */
   private failure: Error | null = null
+  /** Told hyperdht's code when the connection fails to open or breaks. */
+  readonly onFailure: Array<(code: string | undefined) => void> = []
   /** Requests (and streams) waiting for their reply. */
   private calls = 0
   private retired = false
 
-  constructor(client: Client, publicKey: Buffer, defaultTimeout: number, maxMessageBytes: number) {
+  /** Whether this connection goes through a blind relay (facilities/net/relays.ts). */
+  readonly relayed: boolean
+
+  constructor(
+    client: Client,
+    publicKey: Buffer,
+    defaultTimeout: number,
+    maxMessageBytes: number,
+    relayed = false,
+  ) {
+    this.relayed = relayed
     this.client = client
     this.publicKey = publicKey
     this.defaultTimeout = defaultTimeout
@@ -68,6 +80,7 @@ export class PeerConnection {
     const stream = (client as unknown as { _stream?: NodeJS.EventEmitter })._stream
     stream?.once('error', (err: Error) => {
       this.failure = err
+      for (const fn of this.onFailure) fn((err as { code?: string }).code)
     })
     client.rpc?.respond(STREAM_CHUNK, (buf: Buffer) => {
       let chunk: StreamChunk

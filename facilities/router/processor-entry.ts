@@ -180,5 +180,6 @@ export function viewOf(e: ProcessorEntry, now: number): ProcessorView {
     failures: e.failures,
     breaker: e.breaker,
     lastSeenMs: now - e.lastSeen,
+    relayed: e.watched?.relayed === true,
   }
 }

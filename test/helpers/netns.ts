@@ -114,7 +114,7 @@ export class NetBed {
   /** Makes the hosts; anything half made is deleted again when a step fails. */
   static create(specs: HostSpec[]): NetBed {
     sweepStale()
-    const bed = new NetBed(`${PREFIX}${process.pid}${Math.random().toString(36).slice(2, 6)}`)
+    const bed = new NetBed(`${PREFIX}${process.pid}x${Math.random().toString(36).slice(2, 6)}`)
     // A test that throws can end the process before its teardowns run: clean up on exit too.
     const onExit = () => bed.destroy()
     process.once('exit', onExit)

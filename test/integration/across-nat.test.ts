@@ -242,3 +242,120 @@ test('across NAT: bootstrap, gateway, processors joined by token behind NAT, a c
     `answered with the bootstrap gone (by ${after.map((r) => hostOf(r.processor)).join(', ')})`,
   )
 })
+
+test('across NAT: a gateway behind a random NAT reaches a processor behind another through a relay', {
+  timeout: 180_000,
+  skip: reason !== null,
+}, async (t) => {
+  const bed = NetBed.create([
+    { name: 'boot' },
+    { name: 'user' },
+    { name: 'gw', nat: 'random' },
+    { name: 'p', nat: 'random' },
+  ])
+  t.teardown(() => bed.destroy(), { order: 10 })
+  const bootstrap = `${bed.host('boot').ip}:49737`
+  const node = process.execPath
+  const env = { ...process.env, LLM_MESH_TRUSTED_GATEWAYS: '', LLM_MESH_BOOTSTRAP: '' }
+  const ipc: SpawnOptions['stdio'] = ['ignore', 'ignore', 'inherit', 'ipc']
+
+  // The public host runs the DHT and a blind relay.
+  const args = [
+    'bootstrap',
+    '--host',
+    bed.host('boot').ip,
+    '--port',
+    '49737',
+    '--relay',
+    '--data',
+    await t.tmp(),
+  ]
+  const boot = bed.spawn('boot', node, [BIN, ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const relay = await new Promise<string>((resolve, reject) => {
+    let out = ''
+    boot.stdout?.on('data', (d: Buffer) => {
+      out += d
+      const key = /relay ([0-9a-f]{64})/.exec(out)?.[1]
+      if (key && out.includes('bootstrap ready')) resolve(key)
+    })
+    boot.once('exit', (code) => reject(new Error(`bootstrap exited with ${code}`)))
+  })
+
+  const config = join(await t.tmp(), 'gateway.json')
+  await writeFile(config, JSON.stringify({ registry: REGISTRY, auth: TEST_AUTH, log: TEST_LOG }))
+  const gwArgs = [
+    'gateway',
+    '--bootstrap',
+    bootstrap,
+    '--relay',
+    relay,
+    '--store',
+    await t.tmp(),
+    '--config',
+    config,
+  ]
+  const gwChild = bed.spawn('gw', node, [BIN, ...gwArgs], {
+    stdio: ipc,
+    env: { ...env, LLM_MESH_ADMIN_PASSWORD: PASSWORD },
+  })
+  await ready(gwChild, 'gateway')
+  const invite = bed.spawn(
+    'gw',
+    node,
+    [BIN, 'invite', '--json', '--bootstrap', bootstrap, '--user', 'admin'],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...env, LLM_MESH_PASSWORD: PASSWORD },
+    },
+  )
+  let made = ''
+  invite.stdout?.on('data', (d: Buffer) => {
+    made += d
+  })
+  t.is(await new Promise((r) => invite.once('exit', r)), 0, 'invite made')
+  const token = (JSON.parse(made) as { token: string }).token
+  const body = JSON.parse(Buffer.from(token.slice(5), 'base64url').toString()) as { relays?: string[] }
+  t.alike(body.relays, [relay], 'the token carries the relay')
+
+  const models = await t.tmp()
+  await writeTinyModel(join(models, `${TINY_MODEL_NAME}.gguf`))
+  const pArgs = [
+    'processor',
+    '--join',
+    token,
+    '--data',
+    await t.tmp(),
+    '--models',
+    models,
+    '--backend',
+    'llamacpp',
+  ]
+  const started = Date.now()
+  await ready(bed.spawn('p', node, [BIN, ...pArgs], { stdio: ipc, env }), 'processor')
+
+  const clientChild = bed.spawn(
+    'user',
+    node,
+    [CLIENT, JSON.stringify({ bootstrap: [bootstrap], log: TEST_LOG })],
+    {
+      stdio: ipc,
+      env: { ...env, LLM_MESH_USER: 'admin', LLM_MESH_PASSWORD: PASSWORD },
+    },
+  )
+  await ready(clientChild, 'client')
+  const call = remote(clientChild)
+  let view: ProcessorView | undefined
+  await until(async () => {
+    const res = await call<{ status: { processors: ProcessorView[] } }>({ op: 'status' })
+    view = res.ok ? res.status.processors.find((p) => p.state === 'serving') : undefined
+    return view !== undefined
+  }, 30_000)
+  t.ok(view, `the processor serves (${Date.now() - started} ms after it started)`)
+  t.is(view?.relayed, true, 'reached through the relay (both ends behind random NATs: no hole-punch)')
+  const answer = await call<{ text: string; processor?: string }>({
+    op: 'chat',
+    model: TINY_MODEL_NAME,
+    content: 'abc',
+  })
+  t.is(answer.text, TEXT, 'streamed answer through the relay: exact greedy text')
+})

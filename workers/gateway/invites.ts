@@ -85,6 +85,7 @@ export class GatewayInvites {
       mesh: config.mesh,
       bootstrap,
       gateways: [this.deps.publicKeyHex()],
+      ...(config.net.relays.length ? { relays: config.net.relays.map((k) => k.toLowerCase()) } : {}),
       role: invite.role,
       id: invite.id,
       secret,

@@ -30,7 +30,7 @@ export function processorInvite(config: ProcessorConfig): Invite | null {
 }
 
 /** `join` on one gateway, over a connection of its own. */
-async function joinOne(net: NetFacility, gateway: string, invite: Invite, timeoutMs: number): Promise<void> {
+async function joinOnce(net: NetFacility, gateway: string, invite: Invite, timeoutMs: number): Promise<void> {
   const conn = net.dial(Buffer.from(gateway, 'hex'))
   try {
     await conn.opened(timeoutMs)
@@ -41,6 +41,23 @@ async function joinOne(net: NetFacility, gateway: string, invite: Invite, timeou
     )
   } finally {
     conn.destroy()
+  }
+}
+
+/**
+ * `join` on one gateway, dialed again while time is left when it could not be reached: a
+ * dial that failed at hole-punching goes through a relay the next time (facilities/net/relays.ts).
+ */
+async function joinOne(net: NetFacility, gateway: string, invite: Invite, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    try {
+      return await joinOnce(net, gateway, invite, Math.max(1, deadline - Date.now()))
+    } catch (err) {
+      const code = MeshError.from(err).code
+      if (code !== 'ERR_UNAVAILABLE' || deadline - Date.now() < 1_000) throw err
+      await new Promise((r) => setTimeout(r, 250))
+    }
   }
 }
 
