@@ -5,16 +5,13 @@
  * loopback between them and none of the loopback-only settings (`firewalled: false`, binding
  * 127.0.0.1): the workers choose their DHT settings as on real networks.
  */
-import type { ChildProcess, SpawnOptions } from 'node:child_process'
-import { writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
 import test from 'brittle'
-import { TINY_MODEL_NAME, writeTinyModel } from '../../facilities/tiny-model/tiny-model.js'
+import { TINY_MODEL_NAME } from '../../facilities/tiny-model/tiny-model.js'
 import type { ProcessorView } from '../../kernel/wire.js'
-import { BIN, TEST_AUTH, TEST_LOG, until } from '../helpers/mesh.js'
+import { BedMesh, ready } from '../helpers/bed-mesh.js'
+import { until } from '../helpers/mesh.js'
 import { NetBed, unavailable } from '../helpers/netns.js'
 
-const CLIENT = new URL('../helpers/bed-client.js', import.meta.url).pathname
 /** Greedy continuation of "abc" by the tiny model. */
 const TEXT = 'defghijklmnopqrstuvwxyz'
 const PASSWORD = 'across-nat-admin-password'
@@ -48,33 +45,6 @@ if (reason && !required) console.log(`# across-nat: skipped: ${reason}`)
 if (reason && required)
   test('across NAT: the namespace test bed can be made (LLM_MESH_REQUIRE_NETNS=1)', (t) => t.fail(reason))
 
-/** Resolves with the child's first IPC `ready` message; rejects if it exits first. */
-function ready<M>(child: ChildProcess, what: string): Promise<M> {
-  return new Promise((resolve, reject) => {
-    child.on('message', (msg: M & { type?: string }) => {
-      if (msg?.type === 'ready') resolve(msg)
-    })
-    child.once('exit', (code) => reject(new Error(`${what} exited with ${code} before it was ready`)))
-  })
-}
-
-/** Remote-control of a bed-client.js child. */
-function remote(child: ChildProcess) {
-  let next = 0
-  return <R>(msg: Record<string, unknown>): Promise<R & { ok: boolean; code?: string; error?: string }> => {
-    const id = ++next
-    return new Promise((resolve) => {
-      const on = (m: { id?: number }) => {
-        if (m?.id !== id) return
-        child.off('message', on)
-        resolve(m as R & { ok: boolean })
-      }
-      child.on('message', on)
-      child.send({ id, ...msg })
-    })
-  }
-}
-
 test('across NAT: bootstrap, gateway, processors joined by token behind NAT, a client behind NAT', {
   timeout: 240_000,
   skip: reason !== null,
@@ -87,88 +57,20 @@ test('across NAT: bootstrap, gateway, processors joined by token behind NAT, a c
     { name: 'p2', nat: 'random' },
   ])
   t.teardown(() => bed.destroy(), { order: 10 })
-  const bootstrap = `${bed.host('boot').ip}:49737`
-  const node = process.execPath
-  // Nothing from this machine's environment: each host knows only what it is told.
-  const env = { ...process.env, LLM_MESH_TRUSTED_GATEWAYS: '', LLM_MESH_BOOTSTRAP: '' }
-  const ipc: SpawnOptions['stdio'] = ['ignore', 'ignore', 'inherit', 'ipc']
-
-  const boot = bed.spawn('boot', node, [BIN, 'bootstrap', '--host', bed.host('boot').ip, '--port', '49737'], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  })
-  await new Promise<void>((resolve, reject) => {
-    boot.stdout?.on('data', (d: Buffer) => d.toString().includes('bootstrap ready') && resolve())
-    boot.once('exit', (code) => reject(new Error(`bootstrap exited with ${code}`)))
-  })
-
+  const mesh = new BedMesh(t, bed, { password: PASSWORD })
+  await mesh.startBootstrap('boot')
   // The gateway, set up from outside: its first admin's password from the environment.
-  const config = join(await t.tmp(), 'gateway.json')
-  await writeFile(config, JSON.stringify({ registry: REGISTRY, auth: TEST_AUTH, log: TEST_LOG }))
-  const gwChild = bed.spawn(
-    'gw',
-    node,
-    [BIN, 'gateway', '--bootstrap', bootstrap, '--store', await t.tmp(), '--config', config],
-    { stdio: ipc, env: { ...env, LLM_MESH_ADMIN_PASSWORD: PASSWORD } },
-  )
-  await ready(gwChild, 'gateway')
-
+  await mesh.startGateway('gw', { registry: REGISTRY })
   // The admin makes an invite on the gateway's host; each processor host joins with one command.
-  const cli = async (host: string, args: string[]) => {
-    const child = bed.spawn(host, node, [BIN, ...args, '--bootstrap', bootstrap, '--user', 'admin'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...env, LLM_MESH_PASSWORD: PASSWORD },
-    })
-    let out = ''
-    let err = ''
-    child.stdout?.on('data', (d: Buffer) => {
-      out += d
-    })
-    child.stderr?.on('data', (d: Buffer) => {
-      err += d
-    })
-    const code = await new Promise((r) => child.once('exit', r))
-    return { code, out: out.trim(), err }
-  }
-  const invite = await cli('gw', ['invite', '--expires', '10m', '--note', 'hosts behind NAT'])
+  const invite = await mesh.cli('gw', ['invite', '--expires', '10m', '--note', 'hosts behind NAT'])
   t.is(invite.code, 0, `invite made on the gateway's host ${invite.err}`)
-  const join_ = async (host: string, token: string) => {
-    const models = await t.tmp()
-    await writeTinyModel(join(models, `${TINY_MODEL_NAME}.gguf`))
-    const args = ['processor', '--join', token, '--data', await t.tmp(), '--models', models]
-    const child = bed.spawn(host, node, [BIN, ...args, '--backend', 'llamacpp', '--parallel', '1'], {
-      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
-      env,
-    })
-    let err = ''
-    child.stderr?.on('data', (d: Buffer) => {
-      err += d
-    })
-    return { child, stderr: () => err }
-  }
-
-  const clientChild = bed.spawn(
-    'client',
-    node,
-    [CLIENT, JSON.stringify({ bootstrap: [bootstrap], log: TEST_LOG })],
-    {
-      stdio: ipc,
-      env: { ...env, LLM_MESH_USER: 'admin', LLM_MESH_PASSWORD: PASSWORD },
-    },
-  )
-  await ready(clientChild, 'client')
-  const call = remote(clientChild)
-  const serving = async () => {
-    const res = await call<{ status: { processors: ProcessorView[] } }>({ op: 'status' })
-    return new Set(
-      res.ok ? res.status.processors.filter((p) => p.state === 'serving').map((p) => p.publicKey) : [],
-    )
-  }
+  const { call, serving } = await mesh.startClient('client')
 
   const processors = new Map<string, string>()
   await Promise.all(
     ['p1', 'p2'].map(async (host) => {
       const started = Date.now()
-      const { child } = await join_(host, invite.out)
+      const { child } = await mesh.joinProcessor(host, invite.out, ['--parallel', '1'])
       const key = (await ready<{ publicKey: string }>(child, `processor on ${host}`)).publicKey
       processors.set(host, key)
       t.ok(await until(async () => (await serving()).has(key), 15_000, 100), `${host} joined by token`)
@@ -179,7 +81,6 @@ test('across NAT: bootstrap, gateway, processors joined by token behind NAT, a c
   )
   const keyOf = (host: string) => processors.get(host) as string
   const hostOf = (key: string | undefined) => [...processors].find(([, k]) => k === key)?.[0]
-
   const chat = () =>
     call<{ text: string; processor?: string; ms: number }>({
       op: 'chat',
@@ -225,16 +126,16 @@ test('across NAT: bootstrap, gateway, processors joined by token behind NAT, a c
   t.comment(`link restored: p1 serving again after ${Date.now() - restoredAt} ms`)
 
   // On a fresh host, an expired token and a revoked one admit nobody, with coded errors.
-  const expiring = await cli('gw', ['invite', '--expires', '1s'])
-  const revoked = await cli('gw', ['invite', '--json'])
+  const expiring = await mesh.cli('gw', ['invite', '--expires', '1s'])
+  const revoked = await mesh.cli('gw', ['invite', '--json'])
   const revokedId = (JSON.parse(revoked.out) as { id: string }).id
-  t.is((await cli('gw', ['invite', 'revoke', revokedId])).code, 0, 'invite revoked')
+  t.is((await mesh.cli('gw', ['invite', 'revoke', revokedId])).code, 0, 'invite revoked')
   await new Promise((r) => setTimeout(r, 1_100))
   for (const [token, code] of [
     [expiring.out, 'ERR_INVITE_EXPIRED'],
     [(JSON.parse(revoked.out) as { token: string }).token, 'ERR_INVITE_REVOKED'],
   ] as const) {
-    const refused = await join_('client', token)
+    const refused = await mesh.joinProcessor('client', token)
     const exit = await new Promise((r) => refused.child.once('exit', r))
     t.is(exit, 1, `a join with the ${code} token fails`)
     t.ok(refused.stderr().includes(code), `…saying ${code}: ${refused.stderr().trim().split('\n').pop()}`)
@@ -263,108 +164,26 @@ test('across NAT: a gateway behind a random NAT reaches a processor behind anoth
     { name: 'p', nat: 'random' },
   ])
   t.teardown(() => bed.destroy(), { order: 10 })
-  const bootstrap = `${bed.host('boot').ip}:49737`
-  const node = process.execPath
-  const env = { ...process.env, LLM_MESH_TRUSTED_GATEWAYS: '', LLM_MESH_BOOTSTRAP: '' }
-  const ipc: SpawnOptions['stdio'] = ['ignore', 'ignore', 'inherit', 'ipc']
-
+  const mesh = new BedMesh(t, bed, { password: PASSWORD })
   // The public host runs the DHT and a blind relay.
-  const args = [
-    'bootstrap',
-    '--host',
-    bed.host('boot').ip,
-    '--port',
-    '49737',
-    '--relay',
-    '--data',
-    await t.tmp(),
-  ]
-  const boot = bed.spawn('boot', node, [BIN, ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
-  const relay = await new Promise<string>((resolve, reject) => {
-    let out = ''
-    boot.stdout?.on('data', (d: Buffer) => {
-      out += d
-      const key = /relay ([0-9a-f]{64})/.exec(out)?.[1]
-      if (key && out.includes('bootstrap ready')) resolve(key)
-    })
-    boot.once('exit', (code) => reject(new Error(`bootstrap exited with ${code}`)))
-  })
-
-  const config = join(await t.tmp(), 'gateway.json')
-  await writeFile(config, JSON.stringify({ registry: REGISTRY, auth: TEST_AUTH, log: TEST_LOG }))
-  const gwArgs = [
-    'gateway',
-    '--bootstrap',
-    bootstrap,
-    '--relay',
-    relay,
-    '--store',
-    await t.tmp(),
-    '--config',
-    config,
-  ]
-  const gwChild = bed.spawn('gw', node, [BIN, ...gwArgs], {
-    stdio: ipc,
-    env: { ...env, LLM_MESH_ADMIN_PASSWORD: PASSWORD },
-  })
-  await ready(gwChild, 'gateway')
-  const invite = bed.spawn(
-    'gw',
-    node,
-    [BIN, 'invite', '--json', '--bootstrap', bootstrap, '--user', 'admin'],
-    {
-      stdio: ['ignore', 'pipe', 'inherit'],
-      env: { ...env, LLM_MESH_PASSWORD: PASSWORD },
-    },
-  )
-  let made = ''
-  invite.stdout?.on('data', (d: Buffer) => {
-    made += d
-  })
-  t.is(await new Promise((r) => invite.once('exit', r)), 0, 'invite made')
-  const token = (JSON.parse(made) as { token: string }).token
+  const relay = (await mesh.startBootstrap('boot', { relay: true })) as string
+  await mesh.startGateway('gw', { registry: REGISTRY }, ['--relay', relay])
+  const made = await mesh.cli('gw', ['invite', '--json'])
+  t.is(made.code, 0, 'invite made')
+  const token = (JSON.parse(made.out) as { token: string }).token
   const body = JSON.parse(Buffer.from(token.slice(5), 'base64url').toString()) as { relays?: string[] }
   t.alike(body.relays, [relay], 'the token carries the relay')
 
-  const models = await t.tmp()
-  await writeTinyModel(join(models, `${TINY_MODEL_NAME}.gguf`))
-  const pArgs = [
-    'processor',
-    '--join',
-    token,
-    '--data',
-    await t.tmp(),
-    '--models',
-    models,
-    '--backend',
-    'llamacpp',
-  ]
   const started = Date.now()
-  await ready(bed.spawn('p', node, [BIN, ...pArgs], { stdio: ipc, env }), 'processor')
-
-  const clientChild = bed.spawn(
-    'user',
-    node,
-    [CLIENT, JSON.stringify({ bootstrap: [bootstrap], log: TEST_LOG })],
-    {
-      stdio: ipc,
-      env: { ...env, LLM_MESH_USER: 'admin', LLM_MESH_PASSWORD: PASSWORD },
-    },
-  )
-  await ready(clientChild, 'client')
-  const call = remote(clientChild)
+  await ready((await mesh.joinProcessor('p', token)).child, 'processor')
+  const { call, status } = await mesh.startClient('user')
   let view: ProcessorView | undefined
   await until(async () => {
-    const res = await call<{ status: { processors: ProcessorView[] } }>({ op: 'status' })
-    view = res.ok ? res.status.processors.find((p) => p.state === 'serving') : undefined
+    view = (await status()).find((p) => p.state === 'serving')
     return view !== undefined
   }, 30_000)
   t.ok(view, `the processor serves (${Date.now() - started} ms after it started)`)
   t.is(view?.relayed, true, 'reached through the relay (both ends behind random NATs: no hole-punch)')
-  const answer = await call<{ text: string; processor?: string }>({
-    op: 'chat',
-    model: TINY_MODEL_NAME,
-    content: 'abc',
-  })
+  const answer = await call<{ text: string }>({ op: 'chat', model: TINY_MODEL_NAME, content: 'abc' })
   t.is(answer.text, TEXT, 'streamed answer through the relay: exact greedy text')
 })

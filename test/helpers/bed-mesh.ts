@@ -1,0 +1,147 @@
+/**
+ * llm-mesh deployed on the namespace test bed (netns.ts) as an operator would: each command a
+ * real process on its host, told only what that host would be told (nothing from this
+ * machine's environment). Used by test/integration/across-nat.test.ts.
+ */
+import type { ChildProcess, SpawnOptions } from 'node:child_process'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { TINY_MODEL_NAME, writeTinyModel } from '../../facilities/tiny-model/tiny-model.js'
+import type { ProcessorView } from '../../kernel/wire.js'
+import { BIN, type T, TEST_AUTH, TEST_LOG } from './mesh.js'
+import type { NetBed } from './netns.js'
+
+const CLIENT = new URL('./bed-client.js', import.meta.url).pathname
+const IPC: SpawnOptions['stdio'] = ['ignore', 'ignore', 'inherit', 'ipc']
+/** No trusted gateways or bootstrap from the machine running the tests. */
+const ENV = { ...process.env, LLM_MESH_TRUSTED_GATEWAYS: '', LLM_MESH_BOOTSTRAP: '', LLM_MESH_RELAYS: '' }
+
+/** Resolves with the child's first IPC `ready` message; rejects if it exits first. */
+export function ready<M>(child: ChildProcess, what: string): Promise<M> {
+  return new Promise((resolve, reject) => {
+    child.on('message', (msg: M & { type?: string }) => {
+      if (msg?.type === 'ready') resolve(msg)
+    })
+    child.once('exit', (code) => reject(new Error(`${what} exited with ${code} before it was ready`)))
+  })
+}
+
+/** Collects a child's stdout and stderr. */
+function captured(child: ChildProcess) {
+  let out = ''
+  let err = ''
+  child.stdout?.on('data', (d: Buffer) => {
+    out += d
+  })
+  child.stderr?.on('data', (d: Buffer) => {
+    err += d
+  })
+  return { out: () => out, err: () => err }
+}
+
+export type Call = <R>(
+  msg: Record<string, unknown>,
+) => Promise<R & { ok: boolean; code?: string; error?: string }>
+
+export class BedMesh {
+  /** host:port of the DHT bootstrap, once `startBootstrap` ran. */
+  bootstrap = ''
+  constructor(
+    private readonly t: T,
+    private readonly bed: NetBed,
+    private readonly admin: { password: string },
+  ) {}
+
+  private node(host: string, args: string[], opts: SpawnOptions = {}): ChildProcess {
+    return this.bed.spawn(host, process.execPath, args, { env: ENV, ...opts })
+  }
+
+  /** `llm-mesh bootstrap` on `host` (its address, port 49737); the relay's key with `relay`. */
+  async startBootstrap(host: string, opts: { relay?: boolean } = {}): Promise<string | null> {
+    const ip = this.bed.host(host).ip
+    const relay = opts.relay ? ['--relay', '--data', await this.t.tmp()] : []
+    const child = this.node(host, [BIN, 'bootstrap', '--host', ip, '--port', '49737', ...relay], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    })
+    this.bootstrap = `${ip}:49737`
+    const io = captured(child)
+    return new Promise((resolve, reject) => {
+      child.stdout?.on('data', () => {
+        if (!io.out().includes('bootstrap ready')) return
+        resolve(/relay ([0-9a-f]{64})/.exec(io.out())?.[1] ?? null)
+      })
+      child.once('exit', (code) => reject(new Error(`bootstrap exited with ${code}`)))
+    })
+  }
+
+  /** `llm-mesh gateway` on `host`, its first admin's password from the environment; its key. */
+  async startGateway(host: string, config: Record<string, unknown>, args: string[] = []): Promise<string> {
+    const file = join(await this.t.tmp(), 'gateway.json')
+    await writeFile(file, JSON.stringify({ auth: TEST_AUTH, log: TEST_LOG, ...config }))
+    const store = await this.t.tmp()
+    const child = this.node(
+      host,
+      [BIN, 'gateway', '--bootstrap', this.bootstrap, '--store', store, '--config', file, ...args],
+      { stdio: IPC, env: { ...ENV, LLM_MESH_ADMIN_PASSWORD: this.admin.password } },
+    )
+    return (await ready<{ publicKey: string }>(child, `gateway on ${host}`)).publicKey
+  }
+
+  /** An admin's `llm-mesh <args>` on `host`, signed in as `admin`. */
+  async cli(host: string, args: string[]): Promise<{ code: unknown; out: string; err: string }> {
+    const child = this.node(host, [BIN, ...args, '--bootstrap', this.bootstrap, '--user', 'admin'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...ENV, LLM_MESH_PASSWORD: this.admin.password },
+    })
+    const io = captured(child)
+    const code = await new Promise((r) => child.once('exit', r))
+    return { code, out: io.out().trim(), err: io.err() }
+  }
+
+  /** `llm-mesh processor --join TOKEN` on `host`, serving the tiny model with llama.cpp. */
+  async joinProcessor(host: string, token: string, args: string[] = []) {
+    const models = await this.t.tmp()
+    await writeTinyModel(join(models, `${TINY_MODEL_NAME}.gguf`))
+    const child = this.node(
+      host,
+      [BIN, 'processor', '--join', token, '--data', await this.t.tmp(), '--models', models].concat([
+        '--backend',
+        'llamacpp',
+        ...args,
+      ]),
+      { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] },
+    )
+    return { child, stderr: captured(child).err }
+  }
+
+  /** A signed-in MeshClient on `host` (bed-client.js), driven by `call`. */
+  async startClient(
+    host: string,
+  ): Promise<{ call: Call; serving(): Promise<Set<string>>; status(): Promise<ProcessorView[]> }> {
+    const child = this.node(host, [CLIENT, JSON.stringify({ bootstrap: [this.bootstrap], log: TEST_LOG })], {
+      stdio: IPC,
+      env: { ...ENV, LLM_MESH_USER: 'admin', LLM_MESH_PASSWORD: this.admin.password },
+    })
+    await ready(child, `client on ${host}`)
+    let next = 0
+    const call: Call = (msg) => {
+      const id = ++next
+      return new Promise((resolve) => {
+        const on = (m: { id?: number }) => {
+          if (m?.id !== id) return
+          child.off('message', on)
+          resolve(m as never)
+        }
+        child.on('message', on)
+        child.send({ id, ...msg })
+      })
+    }
+    const status = async () => {
+      const res = await call<{ status: { processors: ProcessorView[] } }>({ op: 'status' })
+      return res.ok ? res.status.processors : []
+    }
+    const serving = async () =>
+      new Set((await status()).filter((p) => p.state === 'serving').map((p) => p.publicKey))
+    return { call, serving, status }
+  }
+}
