@@ -29,3 +29,15 @@ export const EWMA_ALPHA = 0.3
 export function ewma(prev: number | null, sample: number): number {
   return prev === null ? sample : EWMA_ALPHA * sample + (1 - EWMA_ALPHA) * prev
 }
+
+/** A seeded PRNG (mulberry32): tiny, the same sequence for the same seed everywhere. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}

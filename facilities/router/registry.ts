@@ -101,3 +101,15 @@ export class Registry {
     return slots
   }
 }
+
+/**
+ * The longest a silently cut processor running this gateway's work stays serving: the next tick
+ * sends a beat (≤ one interval), each missed beat waits out its timeout and the next tick, and
+ * the last one's timeout makes it unreachable.
+ */
+export function detectionBoundMs(
+  c: Pick<RegistryConfig, 'heartbeatIntervalMs' | 'heartbeatTimeoutMs' | 'maxMissed'>,
+): number {
+  const i = c.heartbeatIntervalMs
+  return i + (c.maxMissed - 1) * Math.ceil(c.heartbeatTimeoutMs / i) * i + c.heartbeatTimeoutMs
+}

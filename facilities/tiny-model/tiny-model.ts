@@ -10,6 +10,7 @@
  */
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
+import { seededRandom } from '../../kernel/util.js'
 import { encodeGguf, type GgufTensor, type GgufValue } from './gguf-writer.js'
 
 export const TINY_MODEL_NAME = 'llm-mesh-tiny-test'
@@ -103,21 +104,9 @@ function successors(step: number, loop: boolean): Int32Array {
   return next
 }
 
-/** mulberry32: tiny, seedable, same sequence everywhere. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 function buildTensors(step: number, loop: boolean): GgufTensor[] {
   const next = successors(step, loop)
-  const rand = prng(SEED)
+  const rand = seededRandom(SEED)
 
   // Dimension 0 is reserved as the "end of chain" direction; the rest hold
   // near-orthogonal random unit vectors that tell tokens apart.

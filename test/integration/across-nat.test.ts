@@ -6,6 +6,7 @@
  * 127.0.0.1): the workers choose their DHT settings as on real networks.
  */
 import test from 'brittle'
+import { detectionBoundMs } from '../../facilities/router/registry.js'
 import { TINY_MODEL_NAME } from '../../facilities/tiny-model/tiny-model.js'
 import type { ProcessorView } from '../../kernel/wire.js'
 import { BedMesh, ready } from '../helpers/bed-mesh.js'
@@ -31,12 +32,7 @@ const REGISTRY = {
  * heartbeats: interval + (maxMissed − 1) × ⌈timeout ÷ interval⌉ × interval + timeout); requests
  * not yet answered then move to another processor.
  */
-const DETECT_MS =
-  REGISTRY.heartbeatIntervalMs +
-  (REGISTRY.maxMissed - 1) *
-    Math.ceil(REGISTRY.heartbeatTimeoutMs / REGISTRY.heartbeatIntervalMs) *
-    REGISTRY.heartbeatIntervalMs +
-  REGISTRY.heartbeatTimeoutMs
+const DETECT_MS = detectionBoundMs(REGISTRY)
 
 const reason = unavailable()
 // CI (.ci/run) runs as root and must run this test: there, no namespaces is a failure.

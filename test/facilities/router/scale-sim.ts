@@ -22,11 +22,12 @@ import { encodeJSON } from '../../../facilities/net/payload.js'
 import { Breakers } from '../../../facilities/router/breaker.js'
 import { Discovery } from '../../../facilities/router/discovery.js'
 import type { ProcessorEntry } from '../../../facilities/router/processor-entry.js'
-import { Registry, type RegistryConfig } from '../../../facilities/router/registry.js'
+import { detectionBoundMs, Registry, type RegistryConfig } from '../../../facilities/router/registry.js'
 import { type Lease, Scheduler } from '../../../facilities/router/scheduler.js'
 import { gatewayConfigSchema, parseConfig } from '../../../kernel/config.js'
 import { MeshError } from '../../../kernel/errors.js'
 import { StatusVersions } from '../../../kernel/status-beat.js'
+import { seededRandom } from '../../../kernel/util.js'
 
 export interface SimOptions {
   processors: number
@@ -89,30 +90,6 @@ const SERVICE_MS = 2_000
 /** How long a dial to a processor that is away takes to fail. */
 const DIAL_FAIL_MS = 1_000
 const STEP_MS = 10
-
-/**
- * The longest a silently cut processor running this gateway's work stays serving: the next tick
- * sends a beat (≤ one interval), each missed beat waits out its timeout and the next tick, and
- * the last one's timeout makes it unreachable.
- */
-export function detectionBoundMs(
-  c: Pick<RegistryConfig, 'heartbeatIntervalMs' | 'heartbeatTimeoutMs' | 'maxMissed'>,
-): number {
-  const i = c.heartbeatIntervalMs
-  return i + (c.maxMissed - 1) * Math.ceil(c.heartbeatTimeoutMs / i) * i + c.heartbeatTimeoutMs
-}
-
-/** A seeded PRNG (mulberry32): the same seed, the same run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /** Simulated time: timers run in order as it advances, each followed by the microtasks it set off. */
 class SimTime {
@@ -320,7 +297,7 @@ interface Running {
 /** Runs one simulation. */
 export async function simulate(opts: SimOptions): Promise<SimResult> {
   const { processors: n, seconds, legacy = false, utilization = 0.5, seed = 1 } = opts
-  const rand = prng(seed)
+  const rand = seededRandom(seed)
   const registryOpts = { ...(legacy ? { beatBudgetPerSecond: 1e9 } : {}), ...opts.registry }
   const config = parseConfig(gatewayConfigSchema, { bootstrap: ['127.0.0.1:1'], registry: registryOpts })
   const time = new SimTime()
