@@ -297,7 +297,7 @@ async function commandStatus(args: string[]): Promise<number> {
     for (const p of status.processors) {
       const speed = p.measuredTokensPerSecond ?? p.tokensPerSecond
       process.stdout.write(
-        `processor ${p.publicKey}  ${p.state ?? 'serving'}\n  backend ${p.backend}  capacity ${p.capacity}  in-flight ${p.inflight} (all gateways: ${p.active} running, ${p.queued} waiting)  breaker ${p.breaker}\n  ${speed} tok/s  ttft ${p.ttftMs ?? '-'} ms  served ${p.served}  failed ${p.failures}  seen ${p.lastSeenMs} ms ago\n  models ${p.models.join(', ')}\n`,
+        `processor ${p.publicKey}  ${p.state ?? 'serving'}\n  backend ${p.backend}  capacity ${p.capacity}  in-flight ${p.inflight} (all gateways: ${p.active} running, ${p.queued} waiting)  breaker ${p.breaker}\n  ${speed} tok/s  ttft ${p.ttftMs ?? '-'} ms  served ${p.served}  failed ${p.failures}  seen ${p.lastSeenMs} ms ago${p.relayed ? '  (through a relay)' : ''}\n  models ${p.models.join(', ')}\n`,
       )
     }
   } finally {
