@@ -46,6 +46,7 @@ declare module 'hyperdht' {
   export interface NoiseStream extends EventEmitter {
     readonly remotePublicKey: Buffer
     readonly publicKey: Buffer
+    readonly destroyed: boolean
     destroy(err?: Error): void
   }
 
@@ -66,6 +67,7 @@ declare module 'hyperdht' {
       onconnection: (socket: NoiseStream) => void,
     ): DHTServer
     createRawStream(opts?: object): unknown
+    connect(publicKey: Buffer, opts?: { keyPair?: KeyPair; relayThrough?: Buffer }): NoiseStream
   }
 }
 

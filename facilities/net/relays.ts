@@ -9,7 +9,7 @@
  */
 import { Server as RelayServer } from 'blind-relay'
 import type DHT from 'hyperdht'
-import type { DHTServer, KeyPair } from 'hyperdht'
+import type { DHTServer, KeyPair, NoiseStream } from 'hyperdht'
 
 /** hyperdht's codes for a dial that failed at hole-punching (a relay can still connect it). */
 export const PUNCH_FAILURES: ReadonlySet<string> = new Set([
@@ -63,24 +63,76 @@ export class RelayChoice {
 
 export interface RelayService {
   publicKey: Buffer
-  /** Pairings under way or running. */
+  /** Sessions (connected peers) now. */
   sessions(): number
   close(): Promise<void>
 }
 
+/**
+ * What one relay carries at most. A relay is open to any peer of the DHT (it cannot know the
+ * meshes it serves), so it bounds what one peer can make it hold: sessions in all and per
+ * peer key, and pairings a session has asked for and not yet completed, or keeps running.
+ */
+export interface RelayLimits {
+  maxSessions: number
+  maxSessionsPerPeer: number
+  maxPendingPerSession: number
+  maxLinksPerSession: number
+}
+
+export const RELAY_LIMITS: RelayLimits = {
+  maxSessions: 1024,
+  maxSessionsPerPeer: 4,
+  maxPendingPerSession: 8,
+  maxLinksPerSession: 64,
+}
+
+/** blind-relay's own counts of a session (not in its typings): pairings asked for, and running. */
+type SessionCounts = { _pairing?: Set<unknown>; _links?: Map<unknown, unknown> }
+
 /** Serves as a blind relay on `dht` under `keyPair` (its key is what workers put in `net.relays`). */
-export async function serveRelay(dht: DHT, keyPair: KeyPair): Promise<RelayService> {
+export async function serveRelay(
+  dht: DHT,
+  keyPair: KeyPair,
+  limits: RelayLimits = RELAY_LIMITS,
+): Promise<RelayService> {
   const relay = new RelayServer({ createStream: (opts) => dht.createRawStream({ ...opts, framed: true }) })
+  const open = new Map<NoiseStream, { peer: string; session: SessionCounts }>()
+  const perPeer = new Map<string, number>()
   const server: DHTServer = dht.createServer({ shareLocalAddress: false }, (socket) => {
     socket.on('error', () => {})
+    const peer = socket.remotePublicKey.toString('hex')
+    const mine = perPeer.get(peer) ?? 0
+    if (open.size >= limits.maxSessions || mine >= limits.maxSessionsPerPeer) {
+      socket.destroy()
+      return
+    }
+    perPeer.set(peer, mine + 1)
     // A pairing whose peer went away errors on the session: the relay goes on for the others.
-    relay.accept(socket, { id: socket.remotePublicKey }).on('error', () => {})
+    const session = relay.accept(socket, { id: socket.remotePublicKey }).on('error', () => {})
+    open.set(socket, { peer, session: session as unknown as SessionCounts })
+    socket.once('close', () => {
+      open.delete(socket)
+      const left = (perPeer.get(peer) ?? 1) - 1
+      if (left > 0) perPeer.set(peer, left)
+      else perPeer.delete(peer)
+    })
   })
+  // A session that asks for more pairings than it completes, or keeps too many, is cut off.
+  const sweep = setInterval(() => {
+    for (const [socket, { session }] of open) {
+      const pending = session._pairing?.size ?? 0
+      const links = session._links?.size ?? 0
+      if (pending > limits.maxPendingPerSession || links > limits.maxLinksPerSession) socket.destroy()
+    }
+  }, 1_000)
+  sweep.unref()
   await server.listen(keyPair)
   return {
     publicKey: keyPair.publicKey,
-    sessions: () => [...relay.sessions].length,
+    sessions: () => open.size,
     close: async () => {
+      clearInterval(sweep)
       await relay.close()
       await server.close()
     },

@@ -13,8 +13,10 @@ import type { NetBed } from './netns.js'
 
 const CLIENT = new URL('./bed-client.js', import.meta.url).pathname
 const IPC: SpawnOptions['stdio'] = ['ignore', 'ignore', 'inherit', 'ipc']
-/** No trusted gateways or bootstrap from the machine running the tests. */
-const ENV = { ...process.env, LLM_MESH_TRUSTED_GATEWAYS: '', LLM_MESH_BOOTSTRAP: '', LLM_MESH_RELAYS: '' }
+/** Nothing of llm-mesh's settings from the machine running the tests (LLM_MESH_*). */
+const ENV = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('LLM_MESH_')))
+/** Longest a remote client's answer may take before the call fails. */
+const CALL_TIMEOUT_MS = 60_000
 
 /** Resolves with the child's first IPC `ready` message; rejects if it exits first. */
 export function ready<M>(child: ChildProcess, what: string): Promise<M> {
@@ -124,9 +126,14 @@ export class BedMesh {
     })
     await ready(child, `client on ${host}`)
     let next = 0
+    const exited = new Promise<never>((_, reject) =>
+      child.once('exit', (code) => reject(new Error(`the client on ${host} exited with ${code}`))),
+    )
+    exited.catch(() => {})
     const call: Call = (msg) => {
       const id = ++next
-      return new Promise((resolve) => {
+      let timer: NodeJS.Timeout | undefined
+      const answered = new Promise<never>((resolve, reject) => {
         const on = (m: { id?: number }) => {
           if (m?.id !== id) return
           child.off('message', on)
@@ -134,11 +141,18 @@ export class BedMesh {
         }
         child.on('message', on)
         child.send({ id, ...msg })
+        timer = setTimeout(
+          () => reject(new Error(`no answer to ${String(msg.op)} in ${CALL_TIMEOUT_MS} ms`)),
+          CALL_TIMEOUT_MS,
+        )
       })
+      return Promise.race([answered, exited]).finally(() => clearTimeout(timer))
     }
+    /** The gateway's view of its processors. @throws when the gateway did not answer */
     const status = async () => {
       const res = await call<{ status: { processors: ProcessorView[] } }>({ op: 'status' })
-      return res.ok ? res.status.processors : []
+      if (!res.ok) throw new Error(`status: ${res.code}: ${res.error}`)
+      return res.status.processors
     }
     const serving = async () =>
       new Set((await status()).filter((p) => p.state === 'serving').map((p) => p.publicKey))

@@ -61,6 +61,19 @@ function inNs(ns: string, args: string[]): void {
   run(['ip', 'netns', 'exec', ns, ...args])
 }
 
+/** Kills every process in namespace `ns` (children of children too), then deletes it. */
+function deleteNs(ns: string): void {
+  try {
+    const pids = execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).split(/\s+/).filter(Boolean)
+    for (const pid of pids) {
+      try {
+        process.kill(Number(pid), 'SIGKILL')
+      } catch {}
+    }
+  } catch {}
+  tryRun(['ip', 'netns', 'del', ns])
+}
+
 /** Why namespaces cannot be made here, or null when they can. */
 export function unavailable(): string | null {
   if (process.platform !== 'linux') return 'network namespaces need Linux'
@@ -95,7 +108,7 @@ function sweepStale(): void {
     } catch {
       alive = false
     }
-    if (!alive || pid === process.pid) tryRun(['ip', 'netns', 'del', name])
+    if (!alive || pid === process.pid) deleteNs(name)
   }
 }
 
@@ -162,7 +175,7 @@ export class NetBed {
     this.destroyed = true
     this.unhook()
     for (const child of this.children) child.kill('SIGKILL')
-    for (const ns of this.namespaces.reverse()) tryRun(['ip', 'netns', 'del', ns])
+    for (const ns of this.namespaces.reverse()) deleteNs(ns)
   }
 
   private uplink(name: string, state: 'up' | 'down'): void {

@@ -42,7 +42,7 @@ if (reason && required)
   test('across NAT: the namespace test bed can be made (LLM_MESH_REQUIRE_NETNS=1)', (t) => t.fail(reason))
 
 test('across NAT: bootstrap, gateway, processors joined by token behind NAT, a client behind NAT', {
-  timeout: 240_000,
+  timeout: 150_000,
   skip: reason !== null,
 }, async (t) => {
   const bed = NetBed.create([
@@ -90,21 +90,30 @@ test('across NAT: bootstrap, gateway, processors joined by token behind NAT, a c
   // Cut p1's link: requests sent now fail over to p2; the gateway drops p1 within the bound.
   const cutAt = Date.now()
   bed.cut('p1')
+  // Watched while the requests run: p1 out of the serving set, p2 still in it.
+  const detection = until(
+    async () => {
+      const now = await serving()
+      return now.has(keyOf('p2')) && !now.has(keyOf('p1'))
+    },
+    DETECT_MS + 3_000,
+    50,
+  ).then((ok) => (ok ? Date.now() - cutAt : null))
   const during = await Promise.all([chat(), chat(), chat()])
   for (const r of during) {
     t.is(r.text, TEXT, `answered during the cut (${r.ms} ms) by ${hostOf(r.processor)}`)
     t.is(hostOf(r.processor), 'p2')
   }
-  t.ok(
-    await until(async () => !(await serving()).has(keyOf('p1')), DETECT_MS + 1_500, 100),
-    'p1 left the serving set',
-  )
-  const detected = Date.now() - cutAt
+  const detected = await detection
   const worst = Math.max(...during.map((r) => r.ms))
   t.comment(
-    `link cut: p1 out of the serving set after ${detected} ms; slowest failed-over answer ${worst} ms (bound ${DETECT_MS} ms + a generation)`,
+    `link cut: p1 out of the serving set after ${detected} ms (bound ${DETECT_MS} ms); slowest failed-over answer ${worst} ms`,
   )
-  t.ok(worst <= DETECT_MS + 2_000, `requests failed over within the bound (${worst} ms)`)
+  t.ok(
+    detected !== null && detected <= DETECT_MS + 1_000,
+    `p1 left the serving set within the bound (${detected} ms)`,
+  )
+  t.ok(worst <= DETECT_MS + 2_000, `requests failed over within the bound and a generation (${worst} ms)`)
 
   // Restore it: p1 comes back without a restart and serves again.
   const restoredAt = Date.now()
@@ -150,7 +159,7 @@ test('across NAT: bootstrap, gateway, processors joined by token behind NAT, a c
 })
 
 test('across NAT: a gateway behind a random NAT reaches a processor behind another through a relay', {
-  timeout: 180_000,
+  timeout: 120_000,
   skip: reason !== null,
 }, async (t) => {
   const bed = NetBed.create([

@@ -1,5 +1,7 @@
 import test from 'brittle'
-import { RELAY_FOR_MS, RelayChoice } from '../../../facilities/net/relays.js'
+import DHT from 'hyperdht'
+import createTestnet from 'hyperdht/testnet.js'
+import { RELAY_FOR_MS, RELAY_LIMITS, RelayChoice, serveRelay } from '../../../facilities/net/relays.js'
 
 const A = Buffer.alloc(32, 1)
 const B = Buffer.alloc(32, 2)
@@ -23,4 +25,37 @@ test('relays: with none configured, every dial is direct', (t) => {
   t.is(choice.configured, false)
   t.is(choice.failed('peer', 'HOLEPUNCH_ABORTED', 0), false)
   t.is(choice.through('peer', 0), null)
+})
+
+test('relays: the relay server bounds what one peer can hold: sessions per peer', async (t) => {
+  const net = await createTestnet(3, { teardown: t.teardown.bind(t), host: '127.0.0.1' })
+  const node = (opts: object = {}) => {
+    const dht = new DHT({ bootstrap: net.bootstrap, host: '127.0.0.1', firewalled: false, ...opts })
+    t.teardown(() => dht.destroy(), { order: 0 })
+    return dht
+  }
+  const relay = await serveRelay(node(), DHT.keyPair(), { ...RELAY_LIMITS, maxSessionsPerPeer: 1 })
+  t.teardown(() => relay.close(), { order: -1 })
+  const peer = DHT.keyPair()
+  const client = node()
+  const dial = () =>
+    new Promise<'open' | 'closed'>((resolve) => {
+      const s = client.connect(relay.publicKey, { keyPair: peer })
+      s.on('error', () => {})
+      s.once('open', () => {
+        // The relay refuses by closing at once: wait a moment to see which.
+        setTimeout(() => resolve(s.destroyed ? 'closed' : 'open'), 300)
+      })
+      s.once('close', () => resolve('closed'))
+    })
+  t.is(await dial(), 'open', 'a first session is kept')
+  t.is(await dial(), 'closed', 'a second one from the same peer is closed')
+  t.is(relay.sessions(), 1)
+  const other = await new Promise<'open' | 'closed'>((resolve) => {
+    const s = client.connect(relay.publicKey, { keyPair: DHT.keyPair() })
+    s.on('error', () => {})
+    s.once('open', () => setTimeout(() => resolve(s.destroyed ? 'closed' : 'open'), 300))
+    s.once('close', () => resolve('closed'))
+  })
+  t.is(other, 'open', 'another peer still gets one')
 })
