@@ -34,6 +34,16 @@ const PROBE_BACKOFF_MAX_MS = 8_000
 const MAX_PROBE_FAILURES = 1_024
 
 /**
+ * An idle processor's next beat after `now`: at the phase of the period its key picks (the
+ * same phase whenever it was last beaten, and however the period changed since), so idle beats
+ * stay spread over the period instead of bunching where the registry grew past the budget.
+ */
+function idleBeatAfter(entry: ProcessorEntry, now: number, every: number): number {
+  const phase = (entry.publicKey.readUInt32BE(0) / 2 ** 32) * every
+  return Math.floor((now - phase) / every) * every + phase + every
+}
+
+/**
  * Finds processors and keeps the registry true: DHT lookups, a `status` probe before a
  * new processor is used, heartbeats, re-dials with backoff while one is unreachable, and
  * its drop after `goneAfterMs` (`drop` event, so work running there fails over). Emits
@@ -288,12 +298,13 @@ export class Discovery {
     const work: Promise<void>[] = []
     for (const entry of this.registry.values()) {
       if (entry.state !== 'unreachable') {
-        // Idle beats spaced out: the first at a point of the period the key picks, not all at once.
+        // Idle beats spaced out: each at the point of the period its key picks, not all at once.
         if (entry.nextBeatAt === 0 && idleEvery > this.config.heartbeatIntervalMs)
-          entry.nextBeatAt = now + (entry.publicKey.readUInt32BE(0) / 2 ** 32) * idleEvery
+          entry.nextBeatAt = idleBeatAfter(entry, now, idleEvery)
         const busy = entry.inflight > 0 || entry.missed > 0
         if (entry.beating || (!busy && entry.nextBeatAt > horizon)) continue
-        entry.nextBeatAt = now + idleEvery
+        // After the horizon: a beat sent a little early must not find its own point still ahead.
+        entry.nextBeatAt = idleBeatAfter(entry, horizon, idleEvery)
         work.push(this.beat(entry))
         continue
       }
