@@ -23,7 +23,7 @@ import {
 import { CREDENTIAL_FLAGS } from './lib/credentials.js'
 import { commandInvite, INVITE_HELP } from './lib/invites.js'
 import { joinMesh } from './lib/join.js'
-import { processorJoin } from './lib/join-token.js'
+import { inviteJoin } from './lib/join-token.js'
 import { commandModel, MODEL_HELP } from './lib/model.js'
 import { up } from './lib/up.js'
 
@@ -80,6 +80,12 @@ Shows the processors a gateway sees: key, backend, models, capacity and load.`,
   invite: INVITE_HELP,
   usage: USAGE_HELP,
   gateway: `Usage: llm-mesh gateway [--config FILE] [--bootstrap LIST] [--store DIR] [--data DIR]
+       llm-mesh gateway --join TOKEN [--data DIR] [--store DIR]
+
+--join TOKEN (from 'llm-mesh invite --role gateway' on a gateway of the mesh) joins this
+gateway to that mesh: mesh, bootstrap and relays come from the token, its processors serve
+this gateway's users; the join is kept in DIR/join.json, the store in DIR/gateway unless
+--store; 'llm-mesh gateway --data DIR' restarts it.
 
 Config: FILE (default config/gateway.json), then LLM_MESH_* variables, then flags.
 On the first start of a store with no users it creates the admin user 'admin', with the
@@ -172,30 +178,36 @@ async function commandGateway(args: string[]): Promise<number> {
     'http-port': { type: 'string' },
     'http-host': { type: 'string' },
     admission: { type: 'string' },
+    join: { type: 'string' },
   })
   if (values.help) return help('gateway')
   const httpPort = int(values['http-port'], 'http-port', 0)
-  const overrides: ConfigInput = workerOverrides(values, dataMesh(values))
-  if (str(values['mesh-secret'])) overrides.meshSecret = str(values['mesh-secret'])
+  const flags: ConfigInput = workerOverrides(values)
+  if (str(values['mesh-secret'])) flags.meshSecret = str(values['mesh-secret'])
   const index = int(values['gateway-index'], 'gateway-index', 0)
-  if (index !== undefined) overrides.gatewayIndex = index
-  if (str(values.strategy)) overrides.routing = { strategy: str(values.strategy) }
-  if (str(values.admission)) overrides.processors = { admission: str(values.admission) }
+  if (index !== undefined) flags.gatewayIndex = index
+  if (str(values.strategy)) flags.routing = { strategy: str(values.strategy) }
+  if (str(values.admission)) flags.processors = { admission: str(values.admission) }
   if (httpPort !== undefined || str(values['http-host'])) {
-    overrides.http = {
+    flags.http = {
       enabled: true,
       ...(httpPort !== undefined ? { port: httpPort } : {}),
       ...(str(values['http-host']) ? { host: str(values['http-host']) } : {}),
     }
   }
   const store = str(values.store)
-  if (store) overrides.store = resolve(store)
+  if (store) flags.store = resolve(store)
+  // A join (--join TOKEN, or the one saved in --data DIR) says the mesh; else --data may be `up`'s.
+  const joining = inviteJoin('gateway', values, flags)
   const config = loadConfig(gatewayConfigSchema, 'gateway', {
     ...(str(values.config) ? { file: str(values.config) } : {}),
-    overrides,
+    overrides: joining?.overrides ?? deepMerge(workerOverrides(values, dataMesh(values)), flags),
   })
   const gateway = new GatewayWorker(config)
-  return serveWorker(gateway, () => firstAdmin(gateway.auth))
+  return serveWorker(gateway, async () => {
+    await firstAdmin(gateway.auth)
+    await joining?.save()
+  })
 }
 
 async function commandProcessor(args: string[]): Promise<number> {
@@ -240,7 +252,7 @@ async function commandProcessor(args: string[]): Promise<number> {
     ...(Object.keys(firewall).length ? { firewall } : {}),
   })
   // A join (--join TOKEN, or the one saved in --data DIR) says the mesh; else --data may be `up`'s.
-  const joining = processorJoin(values, flags)
+  const joining = inviteJoin('processor', values, flags)
   const mesh = joining ? null : dataMesh(values)
   const config = loadConfig(processorConfigSchema, 'processor', {
     ...(str(values.config) ? { file: str(values.config) } : {}),

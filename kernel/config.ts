@@ -268,6 +268,12 @@ export const gatewayConfigSchema = baseConfigSchema
       .strict()
       .prefault({}),
     gatewayIndex: z.number().int().min(0).max(255).default(0),
+    /**
+     * A gateway invite token (`llm-mesh invite --role gateway`), redeemed at start with the
+     * gateways it names: they vouch for this gateway to their processors and tell it which
+     * processors are the mesh's members. The mesh and bootstrap must be the token's.
+     */
+    invite: z.string().min(1).optional(),
     /** Ollama- and OpenAI-compatible HTTP APIs. Off unless enabled; loopback unless `host` says otherwise. */
     http: z
       .object({

@@ -8,17 +8,21 @@ import { joinMesh } from './join.js'
 
 /** `llm-mesh invite …`: join tokens, made, listed and revoked through a running gateway (admins). */
 
-export const INVITE_HELP = `Usage: llm-mesh invite [--role processor] [--expires 30m|12h|7d|never] [--note TEXT]
+export const INVITE_HELP = `Usage: llm-mesh invite [--role processor|gateway] [--expires 30m|12h|7d|never] [--note TEXT]
                        [--token-bootstrap LIST] [--json]
        llm-mesh invite ls [--json]
        llm-mesh invite revoke ID
 
 'invite' prints a token (shown this once) that sets up a new machine in one command:
-  llm-mesh processor --join TOKEN
+  llm-mesh processor --join TOKEN            (--role processor, the default)
+  llm-mesh gateway --join TOKEN --data DIR   (--role gateway)
 It carries the mesh name, the DHT bootstrap (the gateway's, or --token-bootstrap
 host:port[,host:port] | public), the gateway's key and a join credential. Until it
 expires (default 24h) it joins any number of machines; 'invite revoke ID' stops it
 joining more and makes the gateway refuse the processors that joined with it.
+A gateway joined by invite is vouched for to this gateway's processors, which serve
+its users too, and it learns which processors are the mesh's from this gateway;
+revoking its invite makes those processors refuse it (docs/security.md).
 Admin commands, signed in as for 'user' (--data DIR, or --bootstrap with --api-key / --user).`
 
 const UNITS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }
@@ -77,10 +81,8 @@ export async function commandInvite(args: string[]): Promise<number> {
   }
   if (sub === undefined || sub === 'create') {
     const role = str(values.role) ?? 'processor'
-    if (role !== 'processor')
-      throw MeshError.badRequest(
-        `--role: 'processor' (joining a gateway by invite is not there yet), got '${role}'`,
-      )
+    if (role !== 'processor' && role !== 'gateway')
+      throw MeshError.badRequest(`--role: 'processor' or 'gateway', got '${role}'`)
     const expires = str(values.expires)
     const tokenBootstrap = str(values['token-bootstrap'])
     const note = str(values.note)
@@ -94,7 +96,7 @@ export async function commandInvite(args: string[]): Promise<number> {
       if (values.json) print(JSON.stringify(made, null, 2))
       else {
         process.stderr.write(
-          `invite ${made.id} (${made.role}, ${made.expiresAt ? `expires ${made.expiresAt}` : 'no expiry'}); on the new machine run:\n  llm-mesh processor --join TOKEN\nwith this token (shown once):\n`,
+          `invite ${made.id} (${made.role}, ${made.expiresAt ? `expires ${made.expiresAt}` : 'no expiry'}); on the new machine run:\n  llm-mesh ${made.role === 'gateway' ? 'gateway --join TOKEN --data DIR' : 'processor --join TOKEN'}\nwith this token (shown once):\n`,
         )
         print(made.token)
       }

@@ -4,16 +4,16 @@ import { join, resolve } from 'node:path'
 import type { ConfigInput } from '../../kernel/config.js'
 import { deepMerge } from '../../kernel/config-load.js'
 import { MeshError } from '../../kernel/errors.js'
-import { decodeInvite } from '../../kernel/invite.js'
+import { decodeInvite, type InviteRole } from '../../kernel/invite.js'
 import { isRecord } from '../../kernel/util.js'
 import { dataDir, str } from './common.js'
 import type { FlagValues } from './credentials.js'
 
 /**
- * `llm-mesh processor --join TOKEN`: the whole setup of a new machine. The token names the
- * mesh, its DHT bootstrap and the gateways to trust; the processor keeps its identity in
- * DATA/processor (or --store) and the join in DATA/join.json (mode 0600: the token is a
- * credential), so the same command, or `llm-mesh processor --data DATA`, starts it again.
+ * `llm-mesh processor --join TOKEN` and `llm-mesh gateway --join TOKEN`: the whole setup of a
+ * new machine. The token names the mesh, its DHT bootstrap and the gateways to join; the worker
+ * keeps its identity in DATA/<role> (or --store) and the join in DATA/join.json (mode 0600: the
+ * token is a credential), so the same command, or `llm-mesh <role> --data DATA`, starts it again.
  */
 
 export const JOIN_FILE = 'join.json'
@@ -50,20 +50,20 @@ async function writeJoinFile(path: string, file: JoinFile): Promise<void> {
   await rename(tmp, path)
 }
 
-export interface ProcessorJoin {
+export interface InviteJoin {
   /** Config overrides: the token's mesh, bootstrap and invite, the store, then the flags. */
   overrides: ConfigInput
-  /** Saves the join for restarts; call once the processor serves. */
+  /** Saves the join for restarts; call once the worker serves. */
   save(): Promise<void>
 }
 
 /**
- * The join a processor command runs with: --join TOKEN, or the one saved in --data DATA.
- * Null when there is neither (a processor configured by hand, or joining `up`'s mesh).
+ * The join a `role` command runs with: --join TOKEN, or the one saved in --data DATA.
+ * Null when there is neither (a worker configured by hand, or joining `up`'s mesh).
  * `flags`: the config overrides of the command's other flags; they win over the token's.
- * @throws ERR_INVITE_INVALID (a malformed token, or one for a gateway), ERR_BAD_CONFIG
+ * @throws ERR_INVITE_INVALID (a malformed token, or one for another role), ERR_BAD_CONFIG
  */
-export function processorJoin(values: FlagValues, flags: ConfigInput): ProcessorJoin | null {
+export function inviteJoin(role: InviteRole, values: FlagValues, flags: ConfigInput): InviteJoin | null {
   const dir = dataDir(values)
   const path = join(dir, JOIN_FILE)
   const given = str(values.join)
@@ -71,11 +71,9 @@ export function processorJoin(values: FlagValues, flags: ConfigInput): Processor
   const token = given ?? saved?.token
   if (!token) return null
   const invite = decodeInvite(token)
-  if (invite.role !== 'processor')
-    throw new MeshError('ERR_INVITE_INVALID', `this invite is for a ${invite.role}, not a processor`)
-  const store = str(values.store)
-    ? resolve(str(values.store) as string)
-    : (saved?.store ?? join(dir, 'processor'))
+  if (invite.role !== role)
+    throw new MeshError('ERR_INVITE_INVALID', `this invite is for a ${invite.role}, not a ${role}`)
+  const store = str(values.store) ? resolve(str(values.store) as string) : (saved?.store ?? join(dir, role))
   const kept = deepMerge(saved?.overrides ?? {}, flags)
   return {
     overrides: deepMerge(

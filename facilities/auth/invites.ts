@@ -157,6 +157,12 @@ export class InvitesFacility extends Facility {
     return false
   }
 
+  /** Whether any invite for `role` was ever made (revoked or not). */
+  everMade(role: InviteRole): boolean {
+    for (const inv of this.invites.values()) if (inv.role === role) return true
+    return false
+  }
+
   /** Live members for `role`. */
   memberKeys(role: InviteRole = 'processor'): string[] {
     return [...this.members.keys()].filter((k) => this.isMember(k, role))

@@ -226,6 +226,23 @@ export class NetFacility extends Facility {
   }
 
   /**
+   * Closes the connections peers with these hex keys opened to this worker's server (a
+   * gateway a processor no longer trusts): their running calls end, and the firewall decides
+   * whether they may connect again. Returns how many were closed.
+   */
+  disconnect(keys: Iterable<string>): number {
+    const drop = new Set(keys)
+    let closed = 0
+    for (const channel of this.server?.connections ?? []) {
+      const remote = channel.stream?.remotePublicKey
+      if (!remote || !drop.has(remote.toString('hex'))) continue
+      channel.destroy()
+      closed++
+    }
+    return closed
+  }
+
+  /**
    * Takes this worker's records off the DHT and stops renewing them (a stopping worker is
    * found no more while it drains). Records outlive the node for 20 min unless withdrawn.
    */

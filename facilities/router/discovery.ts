@@ -47,7 +47,7 @@ function idleBeatAfter(entry: ProcessorEntry, now: number, every: number): numbe
  * Finds processors and keeps the registry true: DHT lookups, a `status` probe before a
  * new processor is used, heartbeats, re-dials with backoff while one is unreachable, and
  * its drop after `goneAfterMs` (`drop` event, so work running there fails over). Emits
- * `unreachable`, `restarted` and `drop` with the entry; calls `onChange` whenever a slot
+ * `added` (admitted, or reachable again), `unreachable`, `restarted` and `drop` with the entry; calls `onChange` whenever a slot
  * may have opened or a waiter may have become unservable.
  */
 export class Discovery {
@@ -63,6 +63,8 @@ export class Discovery {
   /** Why a processor may not be used (null: it may), asked before it is added and on each status. */
   private readonly refusal: Admission
   private readonly probing = new Set<string>()
+  /** Keys `consider`ed while a probe of them ran (maybe refused before they were admitted). */
+  private readonly reprobe = new Set<string>()
   /** Failed probes of keys found on the DHT, for their backoff. */
   private readonly probeFailures = new Map<string, { count: number; nextAt: number }>()
   private lookupTimer: NodeJS.Timeout | null = null
@@ -94,12 +96,13 @@ export class Discovery {
     this.refusal = opts.admission ?? (() => null)
   }
 
-  /** Probes a processor now, whatever its backoff (e.g. it was just admitted). */
+  /** Probes a processor now, whatever its backoff (e.g. it was just admitted), or once the probe under way ends. */
   consider(publicKey: Buffer): void {
     const id = publicKey.toString('hex')
     if (this.closing || this.registry.has(id)) return
     this.probeFailures.delete(id)
-    void this.probe(publicKey)
+    if (this.probing.has(id)) this.reprobe.add(id)
+    else void this.probe(publicKey)
   }
 
   start(): void {
@@ -182,6 +185,7 @@ export class Discovery {
       this.connection(entry)
       this.update(entry, status)
       this.log.info({ processor: id, models: [...entry.models], state: entry.state }, 'processor joined')
+      if (this.isCurrent(entry)) this.events.emit('added', entry)
       this.onChange()
     } catch (err) {
       // A stale DHT record of a stopped processor, or one that refuses this gateway: try it
@@ -193,6 +197,7 @@ export class Discovery {
       this.log.debug({ err, processor: id, failures, retryInMs: wait }, 'processor probe failed')
     } finally {
       this.probing.delete(id)
+      if (this.reprobe.delete(id)) this.consider(publicKey)
     }
   }
 
@@ -382,7 +387,8 @@ export class Discovery {
       }
       this.connection(entry)
       this.update(entry, status)
-      if (!wasUnreachable) return
+      if (!wasUnreachable || !this.isCurrent(entry)) return
+      this.events.emit('added', entry)
       if (sameProcess) this.log.info({ processor: entry.id, downMs }, 'processor reachable again')
       else this.log.info({ processor: entry.id, downMs }, 'processor back after its restart')
     } catch (err) {

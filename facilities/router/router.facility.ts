@@ -19,7 +19,7 @@ export type { AnswerStats, Lease, LeaseOptions, Verdict } from './scheduler.js'
  * The gateway's live view of processors and its scheduler: discovery keeps the
  * registry of processors (lookups, probes, heartbeats, re-dials, drops), the
  * scheduler leases their slots (strategies, the fair queue, breakers, retry
- * classification). Emits `unreachable`, `restarted` and `drop` with the entry.
+ * classification). Emits `added`, `unreachable`, `restarted` and `drop` with the entry.
  */
 export class RouterFacility extends Facility {
   readonly name = 'router'

@@ -130,6 +130,7 @@ test('cli: bad flag values get our own coded errors naming the flag, before any 
   )
   await expect(['usage', '--bogus'], "unknown flag '--bogus'")
   await expect(['status', '--json=yes'], '--json: takes no value')
+  await expect(['invite', '--role', 'admin'], "--role: 'processor' or 'gateway', got 'admin'")
 })
 
 test('cli: model tiny says the name the model is served as', async (t) => {

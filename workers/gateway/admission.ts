@@ -8,11 +8,19 @@ import { processorProof } from '../../kernel/identity.js'
 /** Keys remembered (as proven, or as refused and logged) at most; past it the sets start over. */
 const MAX_REMEMBERED = 10_000
 
+/** Processors admitted on another gateway's word: the issuers of a joined gateway's invite. */
+export interface DelegatedMembers {
+  admits(key: string): boolean
+  /** A processor nobody admits answered: the issuers may know it by now. */
+  unknown(key: string): void
+}
+
 /**
  * Which processors a gateway uses (`processors.admission`). 'any': whoever announces on the
  * mesh's topic. 'members': keys in `processors.trusted`, peers that joined with a live invite,
- * and processors proving the gateway's `meshSecret` (`meshProof` in their status). A refused
- * processor is logged once, with the reason.
+ * processors proving the gateway's `meshSecret` (`meshProof` in their status), and, on a
+ * gateway that joined with a gateway invite, the processors its issuers list (`meshMembers`).
+ * A refused processor is logged once, with the reason.
  */
 export class ProcessorAdmission {
   readonly mode: 'any' | 'members'
@@ -25,6 +33,7 @@ export class ProcessorAdmission {
     private readonly config: GatewayConfig,
     private readonly invites: () => InvitesFacility | null,
     private readonly log: () => Logger,
+    private readonly delegated: () => DelegatedMembers | null = () => null,
   ) {
     const { admission } = config.processors
     this.mode = admission ?? (isLoopbackBootstrap(config.bootstrap) ? 'any' : 'members')
@@ -50,6 +59,7 @@ export class ProcessorAdmission {
       this.trusted.size ? `${this.trusted.size} trusted key(s)` : null,
       this.invites() ? 'members joined by invite' : null,
       this.config.meshSecret ? 'processors proving the mesh secret' : null,
+      this.config.invite ? 'the mesh members the issuing gateway lists' : null,
     ].filter(Boolean)
     this.log().info({ admission: 'members', why, admits: ways }, 'processor admission: members only')
     if (!ways.length)
@@ -60,12 +70,22 @@ export class ProcessorAdmission {
 
   /** Whether `key` (hex) may be used, from what is known without its status. */
   admits(key: string): boolean {
+    return this.admitsOwn(key) || this.delegated()?.admits(key) === true
+  }
+
+  /** `admits`, by this gateway's own rules only (not on an issuing gateway's word). */
+  admitsOwn(key: string): boolean {
     return (
       this.mode === 'any' ||
       this.trusted.has(key) ||
       this.proven.has(key) ||
       this.invites()?.isMember(key, 'processor') === true
     )
+  }
+
+  /** Processors admitted by this gateway's own rules, as far as keys go (not under 'any'). */
+  memberKeys(): string[] {
+    return [...new Set([...this.trusted, ...this.proven, ...(this.invites()?.memberKeys('processor') ?? [])])]
   }
 
   /** Why a processor may not be used, or null when it may. */
@@ -75,6 +95,7 @@ export class ProcessorAdmission {
       this.refusedLogged.delete(key)
       return null
     }
+    this.delegated()?.unknown(key)
     const why = 'not a member of this mesh (no live invite, not in processors.trusted, no mesh secret proof)'
     if (!this.refusedLogged.has(key)) {
       if (this.refusedLogged.size >= MAX_REMEMBERED) this.refusedLogged.clear()

@@ -28,6 +28,7 @@ import { Accounts } from './accounts.js'
 import { ProcessorAdmission } from './admission.js'
 import { Catalog } from './catalog.js'
 import { EmbedBatches } from './embed-batches.js'
+import { GatewayMesh } from './gateway-mesh.js'
 import { GatewaySource } from './http-source.js'
 import { type EmbedReply, InferencePipeline, type Sink, withDeadline } from './inference-pipeline.js'
 import { GatewayInvites } from './invites.js'
@@ -54,33 +55,41 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   private readonly metering: Metering
   private readonly admission: ProcessorAdmission
   private readonly invites: GatewayInvites
+  private readonly mesh: GatewayMesh
 
   constructor(config: GatewayConfig, opts: WorkerOptions = {}) {
     super('gateway', config, opts)
-    this.catalog = new Catalog(
-      () => this.router,
-      () => this.net,
-      () => this.log,
-    )
     const router = () => this.router
     const net = () => this.net
-    this.pipeline = new InferencePipeline(config, router, net, () => this.log)
+    const log = () => this.log
+    this.catalog = new Catalog(router, net, log)
+    this.pipeline = new InferencePipeline(config, router, net, log)
     this.embeds = new EmbedBatches(config, router, net)
     this.accounts = new Accounts(config, {
       auth: () => this.authFacility,
       usage: () => this.ledger,
       limits: () => this.limiter,
     })
-    this.admission = new ProcessorAdmission(
+    const invites = () => this.invitesFacility
+    this.admission = new ProcessorAdmission(config, invites, log, () => this.mesh)
+    const store = () => (config.store ? this.store : null)
+    const routerIfOpen = () => this.routerFacility
+    this.mesh = new GatewayMesh({
       config,
-      () => this.invitesFacility,
-      () => this.log,
-    )
+      net,
+      router,
+      routerIfOpen,
+      invites,
+      store,
+      log,
+      admission: this.admission,
+    })
     this.invites = new GatewayInvites({
+      gatewaysChanged: () => this.mesh.gatewaysChanged(),
       config,
       accounts: this.accounts,
-      invites: () => this.invitesFacility,
-      router: () => this.router,
+      invites,
+      router,
       admission: this.admission,
       publicKeyHex: () => this.publicKeyHex,
     })
@@ -214,6 +223,8 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     return [
       ...accounts,
       ...http,
+      // Joins with the config's invite before the router starts; vouches for joined gateways.
+      { name: 'gateway-mesh', priority: 48, create: () => this.mesh },
       {
         name: 'router',
         priority: 50,
@@ -226,6 +237,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
             admission: (publicKey, status) => this.admission.refusal(publicKey, status),
           })
           const events = this.routerFacility.events
+          this.mesh.watch(events)
           events.on('drop', (entry: ProcessorEntry) => this.pipeline.failOver(entry, 'is gone'))
           events.on('restarted', (entry: ProcessorEntry) => this.pipeline.failOver(entry, 'restarted'))
           events.on('unreachable', (entry: ProcessorEntry) => this.pipeline.moveWaiting(entry))
@@ -253,6 +265,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     return {
       ...this.accounts.methods(),
       ...this.invites.methods(),
+      ...this.mesh.methods(),
       // Open: how a caller gets a credential.
       // Any user.
       infer: (payload, ctx) => this.infer(payload, ctx),

@@ -28,6 +28,8 @@ export interface InviteDeps {
   router(): RouterFacility
   admission: ProcessorAdmission
   publicKeyHex(): string
+  /** The gateways this one vouches for changed (a gateway joined, or its invite was revoked). */
+  gatewaysChanged(): Promise<void>
 }
 
 /** `host:port` strings of a parsed bootstrap, as a token carries them. */
@@ -37,7 +39,8 @@ function bootstrapStrings(b: GatewayConfig['bootstrap']): 'public' | string[] {
 
 /**
  * The gateway's invite methods (docs/security.md): admins create, list and revoke invites;
- * `join` is open, the invite being the credential, and makes the caller's key a member.
+ * `join` is open, the invite being the credential, and makes the caller's key a member: a
+ * processor this gateway uses, or a gateway it vouches for to its processors.
  */
 export class GatewayInvites {
   constructor(private readonly deps: InviteDeps) {}
@@ -55,6 +58,8 @@ export class GatewayInvites {
         const invite = await this.store().redeem(asPayload(payload), member)
         // Used at once, rather than at the next lookup (or after a refused probe's backoff).
         if (invite.role === 'processor') this.deps.router().consider(ctx.remotePublicKey)
+        // A gateway: vouched for to the processors before it hears back, so it can use them.
+        else await this.deps.gatewaysChanged()
         return { mesh: this.deps.config.mesh, gateway: this.deps.publicKeyHex(), invite }
       },
     }
@@ -68,10 +73,6 @@ export class GatewayInvites {
 
   private async create(p: Record<string, unknown>): Promise<CreatedInvite> {
     const admin = this.deps.accounts.requireAdmin(p)
-    if (p.role === 'gateway')
-      throw MeshError.badRequest(
-        "request.role: 'processor' (a gateway joining by invite is not supported yet)",
-      )
     const { config } = this.deps
     let bootstrap = bootstrapStrings(config.bootstrap)
     if (p.bootstrap !== undefined) {
@@ -93,10 +94,18 @@ export class GatewayInvites {
     return { ...invite, token }
   }
 
-  /** Revokes an invite and stops using, at once, the processors that were members by it alone. */
+  /**
+   * Revokes an invite. A processor invite: stops using, at once, the processors that were
+   * members by it alone. A gateway invite: the processors hear the smaller set of gateways
+   * this one vouches for before it answers (PUSH_WAIT_MS at most), and refuse the others.
+   */
   private async revoke(p: Record<string, unknown>): Promise<PublicInvite> {
     this.deps.accounts.requireAdmin(p)
     const { invite, removed } = await this.store().revoke(p.id)
+    if (invite.role === 'gateway') {
+      if (removed.length) await this.deps.gatewaysChanged()
+      return invite
+    }
     for (const key of removed) {
       if (!this.deps.admission.admits(key)) this.deps.router().dropById(key, 'its invite was revoked')
     }

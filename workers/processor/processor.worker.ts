@@ -20,7 +20,24 @@ import { StatusVersions } from '../../kernel/status-beat.js'
 import { ewma } from '../../kernel/util.js'
 import type { InferenceSource, ModelInfo } from '../../kernel/wire.js'
 import { BaseWorker, type FacilitySpec, type WorkerOptions } from '../base.worker.js'
-import { processorInvite, redeemInvite } from './join.js'
+import { configInvite, redeemInvite } from '../join-invite.js'
+import { VouchedTrust } from './vouched-trust.js'
+
+/**
+ * The gateways a processor trusts by its own configuration (hex): `firewall.trustedGateways`,
+ * its invite's gateways, and the first `maxGateways` identities of `firewall.meshSecret`.
+ * Only these may vouch for others (`trust`).
+ */
+export function configuredGateways(config: ProcessorConfig, invite: Invite | null): Set<string> {
+  const fw = config.firewall
+  const trusted = new Set([...fw.trustedGateways, ...(invite?.gateways ?? [])].map((k) => k.toLowerCase()))
+  if (fw.meshSecret) {
+    for (let i = 0; i < fw.maxGateways; i++) {
+      trusted.add(gatewayKeyPair(fw.meshSecret, config.mesh, i).publicKey.toString('hex'))
+    }
+  }
+  return trusted
+}
 
 /** A duration in ms, rounded to the microsecond. */
 function toMicroseconds(ms: number): number {
@@ -67,9 +84,34 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
   /** The invite of `config.invite`, checked at construction. */
   private readonly invite: Invite | null
 
+  /** Gateways trusted by configuration (hex): `trustedGateways`, the invite's, the mesh secret's. */
+  private readonly trusted: Set<string>
+  /** Gateways those vouch for (`trust`): served too, and cut off when no longer vouched for. */
+  private readonly vouched: VouchedTrust
+
   constructor(config: ProcessorConfig, opts: WorkerOptions = {}) {
     super('processor', config, opts)
-    this.invite = processorInvite(config)
+    this.invite = configInvite('processor', config)
+    this.trusted = configuredGateways(config, this.invite)
+    this.vouched = new VouchedTrust({
+      isVoucher: (key) => this.trusted.has(key),
+      store: () => (config.store ? this.store : null),
+      log: () => this.log,
+      // Still allowed by configuration or another voucher: left alone.
+      onRemoved: (keys) => {
+        const cut = this.net.disconnect(keys.filter((k) => !this.trusted.has(k)))
+        if (cut)
+          this.log.info(
+            { gateways: keys, connections: cut },
+            'closed connections of gateways no longer vouched for',
+          )
+      },
+    })
+  }
+
+  /** Gateways that trusted gateways vouch for (`trust`), each listed once. */
+  get vouchedGateways(): string[] {
+    return this.vouched.keys()
   }
 
   /** An invite is redeemed before the processor announces itself: a refused one stops the start. */
@@ -96,36 +138,25 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
   }
 
   /**
-   * Only gateways may call a processor: those in `firewall.trustedGateways`,
-   * and those whose identity derives from `firewall.meshSecret`. Anyone else is
-   * refused when they connect. @throws ERR_BAD_CONFIG when nobody is trusted
+   * Only gateways may call a processor: those in `firewall.trustedGateways` and its invite's,
+   * those whose identity derives from `firewall.meshSecret`, and those these vouch for
+   * (`trust`, read at each connection). Anyone else is refused when they connect.
+   * @throws ERR_BAD_CONFIG when nobody is trusted
    */
   protected override firewall(): ((remotePublicKey: Buffer) => boolean) | null {
-    const fw = this.config.firewall
-    if (fw.allowAnyPeer) {
+    if (this.config.firewall.allowAnyPeer) {
       this.log.warn('firewall.allowAnyPeer: any peer may call this processor, bypassing every gateway')
       return null
     }
-    const trusted = new Set(
-      [...fw.trustedGateways, ...(this.invite?.gateways ?? [])].map((k) => k.toLowerCase()),
-    )
-    if (fw.meshSecret) {
-      for (let i = 0; i < fw.maxGateways; i++) {
-        trusted.add(gatewayKeyPair(fw.meshSecret, this.config.mesh, i).publicKey.toString('hex'))
-      }
-    }
-    if (trusted.size === 0) {
+    if (this.trusted.size === 0) {
       throw MeshError.badConfig(
         'config.firewall: a processor serves gateways only: set firewall.trustedGateways (--trust-gateway), firewall.meshSecret (--mesh-secret), or firewall.allowAnyPeer',
       )
     }
     return (remotePublicKey) => {
-      const ok = trusted.has(remotePublicKey.toString('hex'))
-      if (!ok)
-        this.log.warn(
-          { peer: remotePublicKey.toString('hex') },
-          'refused a peer that is not a trusted gateway',
-        )
+      const key = remotePublicKey.toString('hex')
+      const ok = this.trusted.has(key) || this.vouched.has(key)
+      if (!ok) this.log.warn({ peer: key }, 'refused a peer that is not a trusted gateway')
       return !ok
     }
   }
@@ -150,11 +181,14 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
           return this.backendFacility
         },
       },
+      { name: 'vouched-trust', priority: 45, create: () => this.vouched },
     ]
   }
 
   protected override methods(): MethodTable {
     return {
+      // Gateways the caller vouches for; only a gateway trusted by configuration may call it.
+      trust: (payload, ctx) => this.vouched.set(ctx.remotePublicKey.toString('hex'), payload),
       infer: (payload, ctx) => this.infer(payload, ctx),
       cancel: (payload, ctx) => cancelById(this.running, payload, ctx.remotePublicKey),
       models: async () => ({ models: await this.listModels() }),

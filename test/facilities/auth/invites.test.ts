@@ -151,3 +151,27 @@ test('invites: failed joins are bounded per peer and per invite (the secret cann
   t.absent(invites.isMember(P1))
   t.absent(invites.isMember(P2))
 })
+
+test('invites: a gateway invite makes gateway members, apart from processor ones; everMade remembers revoked ones', async (t) => {
+  const { dir, invites, close } = await openInvites(t)
+  t.absent(invites.everMade('gateway'), 'no gateway invite yet')
+  const g = await invites.create({ role: 'gateway' }, 'root')
+  t.is(g.invite.role, 'gateway')
+  t.ok(invites.everMade('gateway'))
+  await rejectsWith(
+    t,
+    invites.redeem({ id: g.invite.id, secret: g.secret, role: 'processor' }, P1),
+    'ERR_INVITE_INVALID',
+    'not for a processor',
+  )
+  await invites.redeem({ id: g.invite.id, secret: g.secret, role: 'gateway' }, P1)
+  t.ok(invites.isMember(P1, 'gateway'))
+  t.absent(invites.isMember(P1, 'processor'), 'a gateway member is no processor member')
+  t.alike(invites.memberKeys('gateway'), [P1])
+  t.alike(invites.memberKeys('processor'), [])
+  t.alike((await invites.revoke(g.invite.id)).removed, [P1])
+  t.alike(invites.memberKeys('gateway'), [])
+  await close()
+  const again = await openInvites(t, dir)
+  t.ok(again.invites.everMade('gateway'), 'a revoked gateway invite still counts: its empty set is pushed')
+})

@@ -3,7 +3,7 @@ import type { InvitesFacility } from '../../../facilities/auth/invites.js'
 import { LogFacility } from '../../../facilities/log.facility.js'
 import { type ConfigInput, gatewayConfigSchema, parseConfig } from '../../../kernel/config.js'
 import { processorProof } from '../../../kernel/identity.js'
-import { ProcessorAdmission } from '../../../workers/gateway/admission.js'
+import { type DelegatedMembers, ProcessorAdmission } from '../../../workers/gateway/admission.js'
 
 const logger = new LogFacility({ level: 'silent' }).logger
 const SECRET = 'mesh-secret-0123456789abcdef-0123456789'
@@ -11,13 +11,17 @@ const K1 = Buffer.alloc(32, 1)
 const K2 = Buffer.alloc(32, 2)
 const hex = (k: Buffer) => k.toString('hex')
 
-function admission(extra: ConfigInput, members: string[] = []) {
+function admission(extra: ConfigInput, members: string[] = [], delegated: DelegatedMembers | null = null) {
   const config = parseConfig(gatewayConfigSchema, { bootstrap: ['10.0.0.1:49737'], ...extra })
-  const invites = { isMember: (key: string) => members.includes(key) } as unknown as InvitesFacility
+  const invites = {
+    isMember: (key: string) => members.includes(key),
+    memberKeys: () => members,
+  } as unknown as InvitesFacility
   return new ProcessorAdmission(
     config,
     () => invites,
     () => logger,
+    () => delegated,
   )
 }
 
@@ -49,4 +53,22 @@ test('admission: members are trusted keys, invite members, and processors provin
   t.is(s.refusal(K1, { meshProof: proof }), null, 'the right proof')
   t.ok(s.admits(hex(K1)), 'remembered: the proof is bound to the key')
   t.ok(admission({}).refusal(K1, { meshProof: proof }), 'a gateway without the secret ignores proofs')
+})
+
+test('admission: a joined gateway also admits what its issuers list, and asks them about a stranger', (t) => {
+  const asked: string[] = []
+  const listed = new Set([hex(K2)])
+  const a = admission({ processors: { trusted: [hex(K1)] } }, [], {
+    admits: (key) => listed.has(key),
+    unknown: (key) => asked.push(key),
+  })
+  t.is(a.refusal(K2, {}), null, 'listed by the issuer')
+  t.ok(a.admits(hex(K2)))
+  t.absent(a.admitsOwn(hex(K2)), 'but not by its own rules')
+  t.alike(a.memberKeys(), [hex(K1)], 'what it would list to others: its own members only')
+  const K3 = Buffer.alloc(32, 3)
+  t.ok(a.refusal(K3, {}), 'a stranger is refused')
+  t.alike(asked, [hex(K3)], '…and the issuers are asked about it')
+  listed.delete(hex(K2))
+  t.ok(a.refusal(K2, {}), 'no longer listed: refused')
 })

@@ -1,27 +1,36 @@
-import type { Logger } from '../../facilities/log.facility.js'
-import type { NetFacility } from '../../facilities/net/net.facility.js'
-import type { StoreFacility } from '../../facilities/store.facility.js'
-import type { ProcessorConfig } from '../../kernel/config.js'
-import { MeshError } from '../../kernel/errors.js'
-import { decodeInvite, type Invite } from '../../kernel/invite.js'
+import type { Logger } from '../facilities/log.facility.js'
+import type { NetFacility } from '../facilities/net/net.facility.js'
+import type { StoreFacility } from '../facilities/store.facility.js'
+import type { BaseConfig } from '../kernel/config.js'
+import { MeshError } from '../kernel/errors.js'
+import { decodeInvite, type Invite, type InviteRole } from '../kernel/invite.js'
+
+/**
+ * Joining a mesh with an invite token (docs/architecture.md, Joining by invite): a processor
+ * (`processor --join`) or a gateway (`gateway --join`) redeems it with the gateways it names
+ * before it announces itself.
+ */
 
 /** How long the issuing gateways get to answer a join, all told. */
 export const JOIN_TIMEOUT_MS = 10_000
-/** Where a processor notes the invites it joined with (in its store's `worker` bee). */
+/** Where a worker notes the invites it joined with (in its store's `worker` bee). */
 const JOINED_KEY = (id: string) => `joined/${id}`
 
 const INVITE_CODES = new Set(['ERR_INVITE_INVALID', 'ERR_INVITE_EXPIRED', 'ERR_INVITE_REVOKED'])
 
 /**
- * The invite of a processor's config, checked against the rest of it: the token says which
- * mesh and bootstrap to join, and a config that names others is a mistake.
- * @throws ERR_INVITE_INVALID (malformed token or not for a processor), ERR_BAD_CONFIG
+ * The invite of a worker's config (`invite`), checked against the rest of it: the token says
+ * which mesh and bootstrap to join, and a config that names others is a mistake.
+ * @throws ERR_INVITE_INVALID (malformed token or for another role), ERR_BAD_CONFIG
  */
-export function processorInvite(config: ProcessorConfig): Invite | null {
+export function configInvite(
+  role: InviteRole,
+  config: BaseConfig & { invite?: string | undefined },
+): Invite | null {
   if (!config.invite) return null
   const invite = decodeInvite(config.invite)
-  if (invite.role !== 'processor')
-    throw new MeshError('ERR_INVITE_INVALID', `this invite is for a ${invite.role}, not a processor`)
+  if (invite.role !== role)
+    throw new MeshError('ERR_INVITE_INVALID', `this invite is for a ${invite.role}, not a ${role}`)
   if (invite.mesh !== config.mesh)
     throw MeshError.badConfig(`config.mesh: '${config.mesh}', but the invite is for mesh '${invite.mesh}'`)
   if (invite.bootstrap === 'public' && config.bootstrap !== 'public')
@@ -62,11 +71,11 @@ async function joinOne(net: NetFacility, gateway: string, invite: Invite, timeou
 }
 
 /**
- * Redeems a processor's invite with the gateways it names, before the processor announces
- * itself: once one accepts, that gateway uses this processor. A refusal (invalid, expired,
- * revoked) is thrown, so the processor does not start. A gateway that cannot be reached fails
- * the first join; once joined (noted in the store), the processor starts anyway and the
- * gateway finds it on the DHT, as a member, when it is back.
+ * Redeems an invite with the gateways it names, before the worker announces itself: once one
+ * accepts, that gateway counts this worker as a member (a processor it uses, a gateway it
+ * vouches for). A refusal (invalid, expired, revoked) is thrown, so the worker does not start.
+ * A gateway that cannot be reached fails the first join; once joined (noted in the store), the
+ * worker starts anyway (a processor is found on the DHT, as a member, when the gateway is back).
  * @throws ERR_INVITE_INVALID, ERR_INVITE_EXPIRED, ERR_INVITE_REVOKED, ERR_RATE_LIMITED,
  *   ERR_UNAVAILABLE / ERR_TIMEOUT (first join, no gateway reachable)
  */
