@@ -109,6 +109,7 @@ password in LLM_MESH_ADMIN_PASSWORD, else a generated one printed once.
 --join TOKEN (from 'llm-mesh invite' on a gateway) is the whole setup: the mesh, its
 bootstrap and the gateways to trust come from it; the identity is kept in DIR/processor and
 the join in DIR/join.json (DIR default ./.llm-mesh); 'llm-mesh processor --data DIR' restarts it.
+LLM_MESH_JOIN=TOKEN instead of --join keeps the token out of the process list.
 
 Config: FILE (default config/processor.json), then LLM_MESH_* / OLLAMA_HOST, then flags.
   --bootstrap LIST   host:port[,host:port] of DHT nodes, or 'public' (required somewhere)
@@ -203,9 +204,14 @@ async function commandGateway(args: string[]): Promise<number> {
     ...(str(values.config) ? { file: str(values.config) } : {}),
     overrides: joining?.overrides ?? deepMerge(workerOverrides(values, dataMesh(values)), flags),
   })
-  const gateway = new GatewayWorker(config)
+  // The first admin is made before the gateway serves anyone: under open registration a peer
+  // could otherwise register first (and take the name).
+  const gateway: GatewayWorker = new GatewayWorker(config, {
+    beforeServe: async () => {
+      await firstAdmin(gateway.auth)
+    },
+  })
   return serveWorker(gateway, async () => {
-    await firstAdmin(gateway.auth)
     await joining?.save()
   })
 }

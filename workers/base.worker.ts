@@ -30,6 +30,11 @@ export interface FacilitySpec {
 export interface WorkerOptions {
   /** Where log lines go (stderr by default). */
   logDestination?: NodeJS.WritableStream
+  /**
+   * Runs once the worker's facilities are open and before it serves anyone (e.g. the first
+   * admin of a gateway, made before a peer could register under open registration).
+   */
+  beforeServe?: () => Promise<void>
 }
 
 export interface BaseStatus {
@@ -69,11 +74,13 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
   private draining = false
   private drainingDone: Promise<void> | null = null
   private signalsHandled = false
+  private readonly beforeServe: (() => Promise<void>) | undefined
 
   constructor(role: Role, config: C, opts: WorkerOptions = {}) {
     super()
     this.role = role
     this.config = config
+    this.beforeServe = opts.beforeServe
     const logOpts: ConstructorParameters<typeof LogFacility>[0] = {
       level: config.log.level,
       bindings: { role },
@@ -191,6 +198,7 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
       await this.startFacility(net)
       const extra = [...this.facilities()].sort((a, b) => a.priority - b.priority)
       for (const spec of extra) await this.startFacility(spec.create())
+      await this.beforeServe?.()
       if (this.serves) {
         const firewall = this.firewall()
         await net.serve(this.wrapMethods(), firewall ? { firewall } : {})

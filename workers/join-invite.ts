@@ -97,7 +97,11 @@ export async function redeemInvite(opts: {
     log.info({ invite: invite.id, gateways: accepted }, 'joined the mesh with an invite')
     return accepted
   }
-  const refusal = errors.find((e) => INVITE_CODES.has(e.code) || e.code === 'ERR_RATE_LIMITED')
+  // A member that joined before and is only rate limited (someone else's failed joins) starts
+  // as when the gateway is away; a refusal of the invite itself stops it.
+  const refusal = errors.find(
+    (e) => INVITE_CODES.has(e.code) || (e.code === 'ERR_RATE_LIMITED' && !joinedBefore),
+  )
   if (refusal) throw refusal
   const first = errors[0] ?? new MeshError('ERR_UNAVAILABLE', 'no gateway to join')
   if (!joinedBefore) {

@@ -66,7 +66,8 @@ export interface InviteJoin {
 export function inviteJoin(role: InviteRole, values: FlagValues, flags: ConfigInput): InviteJoin | null {
   const dir = dataDir(values)
   const path = join(dir, JOIN_FILE)
-  const given = str(values.join)
+  // LLM_MESH_JOIN keeps the token out of the process list (`ps` shows a --join value).
+  const given = str(values.join) ?? (process.env.LLM_MESH_JOIN || undefined)
   const saved = given ? null : values.data !== undefined && existsSync(path) ? readJoinFile(path) : null
   const token = given ?? saved?.token
   if (!token) return null

@@ -11,7 +11,8 @@ import { makeOpaque, opaqueMatches } from './opaque-token.js'
 /**
  * Invites (docs/security.md): join credentials a gateway's admins hand to new machines, kept
  * in the gateway's Hyperbee `invites` as `invites/<id>`, the secret as its SHA-256 (like API
- * keys: it is 192-bit random), with the peers that joined with each. All held in memory.
+ * keys: it is 192-bit random), and the peers that joined with each as `members/<id>/<key>`
+ * (one small record a join, whatever the number of members). All held in memory.
  */
 
 export const INVITES_BEE = 'invites'
@@ -50,6 +51,8 @@ export class InvitesFacility extends Facility {
   private readonly serial = new Serial()
   private readonly peerFailures = new FailureLog(MAX_FAILURES, FAILURE_WINDOW_MS)
   private readonly inviteFailures = new FailureLog(MAX_FAILURES, FAILURE_WINDOW_MS)
+  /** Refused joins are logged at most once a second (a flood of them is counted, not logged). */
+  private refusalsLogged = { at: 0, suppressed: 0 }
 
   constructor(opts: InvitesOptions) {
     super()
@@ -60,8 +63,16 @@ export class InvitesFacility extends Facility {
   protected override async _open(): Promise<void> {
     const bee = await this.storeFacility.bee(INVITES_BEE)
     for await (const { value } of bee.createReadStream<InviteRecord>({ gte: 'invites/', lt: 'invites0' })) {
-      this.remember(value)
+      this.invites.set(value.id, { ...value, members: [...(value.members ?? [])] })
     }
+    const stream = bee.createReadStream<{ joinedAt: string }>({ gte: 'members/', lt: 'members0' })
+    for await (const { key, value } of stream) {
+      const [, id, member] = key.split('/')
+      const inv = id ? this.invites.get(id) : undefined
+      if (inv && member && !inv.members.some((m) => m.key === member))
+        inv.members.push({ key: member, joinedAt: value.joinedAt })
+    }
+    for (const inv of this.invites.values()) this.remember(inv)
     this.bee = bee
   }
 
@@ -86,8 +97,9 @@ export class InvitesFacility extends Facility {
     }
   }
 
+  /** Writes an invite's own record (its members are records of their own). */
   private async save(inv: InviteRecord): Promise<void> {
-    await this.db.put(`invites/${inv.id}`, inv)
+    await this.db.put(`invites/${inv.id}`, { ...inv, members: [] })
     this.remember(inv)
   }
 
@@ -181,10 +193,12 @@ export class InvitesFacility extends Facility {
   ): Promise<PublicInvite> {
     const id = typeof input.id === 'string' ? input.id : ''
     const now = Date.now()
-    for (const [log, name, who] of [
-      [this.peerFailures, member, 'this peer'],
-      [this.inviteFailures, id, 'this invite'],
-    ] as const) {
+    // An invite held by others' failures still lets its members back in (a restart must not
+    // be locked out by whoever knows the invite's id); a member's own failures still count.
+    const isMember = this.invites.get(id)?.members.some((m) => m.key === member) === true
+    const holds = [[this.peerFailures, member, 'this peer']] as Array<[FailureLog, string, string]>
+    if (!isMember) holds.push([this.inviteFailures, id, 'this invite'])
+    for (const [log, name, who] of holds) {
       const wait = log.blockedFor(name, now)
       if (wait > 0)
         throw new MeshError('ERR_RATE_LIMITED', `too many failed joins for ${who}; retry later`, {
@@ -197,10 +211,24 @@ export class InvitesFacility extends Facility {
     if (!inv || !opaqueMatches({ id, secret }, inv.hash)) {
       this.peerFailures.done(member, true, now)
       if (inv) this.inviteFailures.done(id, true, now)
-      this.log.warn({ peer: member, invite: id.slice(0, 16) }, 'join refused: unknown invite or wrong secret')
+      this.logRefusal(member, id, now)
       throw new MeshError('ERR_INVITE_INVALID', 'unknown invite, or a wrong secret')
     }
     return this.serial.run(() => this.admit(this.invites.get(id) ?? inv, input.role, member))
+  }
+
+  private logRefusal(member: string, id: string, now: number): void {
+    const logged = this.refusalsLogged
+    if (now - logged.at < 1_000) {
+      logged.suppressed++
+      return
+    }
+    const suppressed = logged.suppressed
+    this.refusalsLogged = { at: now, suppressed: 0 }
+    this.log.warn(
+      { peer: member, invite: id.slice(0, 16), ...(suppressed ? { suppressed } : {}) },
+      'join refused: unknown invite or wrong secret',
+    )
   }
 
   private async admit(inv: InviteRecord, role: unknown, member: string): Promise<PublicInvite> {
@@ -213,8 +241,10 @@ export class InvitesFacility extends Facility {
       throw new MeshError('ERR_INVITE_EXPIRED', `invite ${inv.id} expired at ${inv.expiresAt}`)
     if (inv.members.length >= MAX_MEMBERS)
       throw new MeshError('ERR_FORBIDDEN', `invite ${inv.id} has its ${MAX_MEMBERS} members already`)
-    const next = { ...inv, members: [...inv.members, { key: member, joinedAt: nowIso() }] }
-    await this.save(next)
+    const joinedAt = nowIso()
+    await this.db.put(`members/${inv.id}/${member}`, { joinedAt })
+    const next = { ...inv, members: [...inv.members, { key: member, joinedAt }] }
+    this.remember(next)
     this.log.info({ invite: inv.id, role: inv.role, member }, 'joined with an invite')
     return publicInvite(next)
   }

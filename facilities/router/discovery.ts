@@ -7,6 +7,7 @@ import type { Breakers } from './breaker.js'
 import {
   applyBeat,
   applyStatus,
+  idleBeatAfter,
   isBeat,
   newEntry,
   type ProcessorEntry,
@@ -32,16 +33,6 @@ const PROBE_BACKOFF_MS = 1_000
 const PROBE_BACKOFF_MAX_MS = 8_000
 /** Keys with failed probes remembered for their backoff (stale records of peers long gone). */
 const MAX_PROBE_FAILURES = 1_024
-
-/**
- * An idle processor's next beat after `now`: at the phase of the period its key picks (the
- * same phase whenever it was last beaten, and however the period changed since), so idle beats
- * stay spread over the period instead of bunching where the registry grew past the budget.
- */
-function idleBeatAfter(entry: ProcessorEntry, now: number, every: number): number {
-  const phase = (entry.publicKey.readUInt32BE(0) / 2 ** 32) * every
-  return Math.floor((now - phase) / every) * every + phase + every
-}
 
 /**
  * Finds processors and keeps the registry true: DHT lookups, a `status` probe before a

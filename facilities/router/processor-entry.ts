@@ -183,3 +183,13 @@ export function viewOf(e: ProcessorEntry, now: number): ProcessorView {
     relayed: e.watched?.relayed === true,
   }
 }
+
+/**
+ * An idle processor's next beat after `now`: at the phase of the period its key picks (the
+ * same phase whenever it was last beaten, and however the period changed since), so idle beats
+ * stay spread over the period instead of bunching where the registry grew past the budget.
+ */
+export function idleBeatAfter(entry: ProcessorEntry, now: number, every: number): number {
+  const phase = (entry.publicKey.readUInt32BE(0) / 2 ** 32) * every
+  return Math.floor((now - phase) / every) * every + phase + every
+}

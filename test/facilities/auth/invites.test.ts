@@ -152,6 +152,25 @@ test('invites: failed joins are bounded per peer and per invite (the secret cann
   t.absent(invites.isMember(P2))
 })
 
+test('invites: others failing on an invite do not lock its members out; members are records of their own', async (t) => {
+  const { dir, invites, close } = await openInvites(t)
+  const { invite, secret } = await invites.create({}, 'root')
+  await invites.redeem({ id: invite.id, secret }, P1)
+  // Someone who saw the id (logs, join.json) fails from many keys until the invite is held.
+  for (let i = 0; i < 20; i++)
+    await rejectsWith(
+      t,
+      invites.redeem({ id: invite.id, secret: `guess-number-${i}-xxxxxxxxxx` }, `${i}`.padStart(64, 'f')),
+      'ERR_INVITE_INVALID',
+    )
+  await rejectsWith(t, invites.redeem({ id: invite.id, secret }, P2), 'ERR_RATE_LIMITED', 'a newcomer waits')
+  t.is((await invites.redeem({ id: invite.id, secret }, P1)).id, invite.id, 'a member gets back in')
+  await close()
+  const again = await openInvites(t, dir)
+  t.alike(again.invites.memberKeys(), [P1], 'members come back from their own records')
+  t.is(again.invites.list()[0]?.members.length, 1)
+})
+
 test('invites: a gateway invite makes gateway members, apart from processor ones; everMade remembers revoked ones', async (t) => {
   const { dir, invites, close } = await openInvites(t)
   t.absent(invites.everMade('gateway'), 'no gateway invite yet')
