@@ -35,6 +35,9 @@ export const inviteSchema = z
 
 export type Invite = z.infer<typeof inviteSchema>
 
+/** Gateways one gateway may admit by invite, and one processor may take vouched for by one gateway. */
+export const MAX_GATEWAY_MEMBERS = 1_024
+
 export function encodeInvite(invite: Invite): string {
   const checked = inviteSchema.parse(invite)
   return INVITE_PREFIX + Buffer.from(JSON.stringify(checked)).toString('base64url')

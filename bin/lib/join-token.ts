@@ -65,7 +65,8 @@ export interface InviteJoin {
  */
 export function inviteJoin(role: InviteRole, values: FlagValues, flags: ConfigInput): InviteJoin | null {
   const dir = dataDir(values)
-  const path = join(dir, JOIN_FILE)
+  // One file per role: a processor and a gateway joined from the same DATA keep their own.
+  const path = join(dir, role === 'processor' ? JOIN_FILE : `join-${role}.json`)
   // LLM_MESH_JOIN keeps the token out of the process list (`ps` shows a --join value).
   const given = str(values.join) ?? (process.env.LLM_MESH_JOIN || undefined)
   const saved = given ? null : values.data !== undefined && existsSync(path) ? readJoinFile(path) : null

@@ -1,6 +1,6 @@
 import type Hyperbee from 'hyperbee'
 import { MeshError } from '../../kernel/errors.js'
-import { INVITE_ROLES, type InviteRole, type PublicInvite } from '../../kernel/invite.js'
+import { INVITE_ROLES, type InviteRole, MAX_GATEWAY_MEMBERS, type PublicInvite } from '../../kernel/invite.js'
 import { Facility } from '../facility.js'
 import { Serial } from '../lib/serial.js'
 import type { Logger } from '../log.facility.js'
@@ -157,7 +157,8 @@ export class InvitesFacility extends Facility {
       if (!inv) throw new MeshError('ERR_NOT_FOUND', `no invite '${String(id)}'`)
       if (inv.revokedAt) return { invite: publicInvite(inv), removed: [] }
       await this.save({ ...inv, revokedAt: nowIso() })
-      const removed = inv.members.map((m) => m.key).filter((k) => !this.members.has(k))
+      // Members for this invite's role no more (a key may be a member in the other role too).
+      const removed = inv.members.map((m) => m.key).filter((k) => !this.isMember(k, inv.role))
       this.log.info({ invite: inv.id, removed: removed.length }, 'invite revoked')
       return { invite: publicInvite(this.invites.get(inv.id) as InviteRecord), removed }
     })
@@ -241,6 +242,9 @@ export class InvitesFacility extends Facility {
       throw new MeshError('ERR_INVITE_EXPIRED', `invite ${inv.id} expired at ${inv.expiresAt}`)
     if (inv.members.length >= MAX_MEMBERS)
       throw new MeshError('ERR_FORBIDDEN', `invite ${inv.id} has its ${MAX_MEMBERS} members already`)
+    // Processors take at most this many vouched-for gateways: more would make every push fail.
+    if (inv.role === 'gateway' && this.memberKeys('gateway').length >= MAX_GATEWAY_MEMBERS)
+      throw new MeshError('ERR_FORBIDDEN', `this gateway has ${MAX_GATEWAY_MEMBERS} member gateways already`)
     const joinedAt = nowIso()
     await this.db.put(`members/${inv.id}/${member}`, { joinedAt })
     const next = { ...inv, members: [...inv.members, { key: member, joinedAt }] }

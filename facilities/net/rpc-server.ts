@@ -105,8 +105,8 @@ export async function serveMethods(
   methods: MethodTable,
   opts: ServeOptions,
 ): Promise<Server> {
-  const { maxMessageBytes: max, log } = opts
-  const server = rpc.createServer(opts.firewall ? { firewall: opts.firewall } : {})
+  const { maxMessageBytes: max, log, firewall } = opts
+  const server = rpc.createServer(firewall ? { firewall } : {})
   const badPayloads = new BadPayloadLog(log)
   // Replies and events go out one by one, never corked into protomux batches: a peer that
   // gets a batch corks its own output while it handles it, so requests its handlers send
@@ -117,6 +117,11 @@ export async function serveMethods(
       try {
         if (buf && buf.byteLength > max)
           throw MeshError.payloadTooLarge(`'${method}' request`, buf.byteLength, max)
+        // Asked again at every call: who may call can change while a connection is open (a
+        // vouched-for gateway revoked, its connection still opening when it was closed).
+        // (hyperdht's sense: the firewall returns true to refuse.)
+        if (firewall?.(channel.stream.remotePublicKey))
+          throw new MeshError('ERR_FORBIDDEN', 'this peer may not call here (any more)')
         return encodeJSON(await handler(decodeJSON(buf), contextOf(method, channel)))
       } catch (err) {
         if (!(err instanceof MeshError)) log.error({ err, method }, 'handler failed')

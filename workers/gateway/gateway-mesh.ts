@@ -71,9 +71,11 @@ export class GatewayMesh extends Facility {
       })
       await this.members.start()
     }
+    this.push.start()
   }
 
   protected override async _close(): Promise<void> {
+    this.push.stop()
     this.events?.off('added', this.onAdmitted)
     this.events?.off('restarted', this.onAdmitted)
     this.events = null

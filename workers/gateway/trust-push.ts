@@ -3,11 +3,14 @@ import type { Logger } from '../../facilities/log.facility.js'
 import type { NetFacility } from '../../facilities/net/net.facility.js'
 import type { RouterFacility } from '../../facilities/router/router.facility.js'
 import { MeshError } from '../../kernel/errors.js'
+import { VOUCH_TTL_MS } from '../processor/vouched-trust.js'
 
 /** How long one processor gets to take a `trust` push (the connection, then the call). */
 export const TRUST_PUSH_TIMEOUT_MS = 5_000
 /** Processors pushed to at once when the set changes. */
 const PUSH_CONCURRENCY = 16
+/** Every processor in use hears the set again this often: vouched sets expire (VOUCH_TTL_MS). */
+export const TRUST_RENEW_MS = VOUCH_TTL_MS / 4
 /** Processors whose last failure was logged, remembered at most (then it starts over). */
 const MAX_LOGGED = 10_000
 
@@ -34,7 +37,20 @@ export class TrustPush {
   /** Last failure code logged per processor, so a failing one is not logged at every push. */
   private readonly logged = new Map<string, string>()
 
+  private renewTimer: NodeJS.Timeout | null = null
+
   constructor(private readonly deps: TrustPushDeps) {}
+
+  /** Renews every processor's set every TRUST_RENEW_MS, before it expires there. */
+  start(): void {
+    this.renewTimer = setInterval(() => void this.pushAll(), TRUST_RENEW_MS)
+    this.renewTimer.unref()
+  }
+
+  stop(): void {
+    if (this.renewTimer) clearInterval(this.renewTimer)
+    this.renewTimer = null
+  }
 
   /** The gateways this one vouches for (hex, sorted). */
   members(): string[] {

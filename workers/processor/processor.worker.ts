@@ -153,10 +153,16 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
         'config.firewall: a processor serves gateways only: set firewall.trustedGateways (--trust-gateway), firewall.meshSecret (--mesh-secret), or firewall.allowAnyPeer',
       )
     }
+    const logged = new Set<string>()
     return (remotePublicKey) => {
       const key = remotePublicKey.toString('hex')
       const ok = this.trusted.has(key) || this.vouched.has(key)
-      if (!ok) this.log.warn({ peer: key }, 'refused a peer that is not a trusted gateway')
+      // Asked at every connection and every call: a refused peer is logged once (bounded).
+      if (!ok && !logged.has(key)) {
+        if (logged.size >= 1_024) logged.clear()
+        logged.add(key)
+        this.log.warn({ peer: key }, 'refused a peer that is not a trusted gateway')
+      }
       return !ok
     }
   }

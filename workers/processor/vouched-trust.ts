@@ -4,6 +4,7 @@ import { Serial } from '../../facilities/lib/serial.js'
 import type { Logger } from '../../facilities/log.facility.js'
 import type { StoreFacility } from '../../facilities/store.facility.js'
 import { MeshError } from '../../kernel/errors.js'
+import { MAX_GATEWAY_MEMBERS } from '../../kernel/invite.js'
 import { isRecord } from '../../kernel/util.js'
 
 /**
@@ -15,8 +16,15 @@ import { isRecord } from '../../kernel/util.js'
  * `worker` bee as `vouched/<voucher>` when it has a store, so a restart keeps them.
  */
 
-/** Gateways one voucher may vouch for. */
-export const MAX_VOUCHED = 1_024
+/** Gateways one voucher may vouch for (an issuing gateway admits no more gateway members). */
+export const MAX_VOUCHED = MAX_GATEWAY_MEMBERS
+/**
+ * A vouched set lasts this long after the voucher last sent it: the voucher re-sends it well
+ * within (TrustPush), so a revoke that could not reach this processor (it was away, or its
+ * voucher stopped using it) still ends the vouched gateway's access within this bound.
+ */
+export const VOUCH_TTL_MS = 10 * 60_000
+const SWEEP_MS = 30_000
 const PREFIX = 'vouched/'
 const HEX_KEY = /^[0-9a-f]{64}$/
 
@@ -56,6 +64,9 @@ export class VouchedTrust extends Facility {
   /** Vouchers per vouched-for key: the union, counted. */
   private readonly union = new Map<string, number>()
   private readonly serial = new Serial()
+  /** When each voucher's set was last sent (ms since the epoch). */
+  private readonly sentAt = new Map<string, number>()
+  private sweepTimer: NodeJS.Timeout | null = null
   private bee: Hyperbee | null = null
 
   constructor(private readonly opts: VouchedTrustOptions) {
@@ -63,19 +74,29 @@ export class VouchedTrust extends Facility {
   }
 
   protected override async _open(): Promise<void> {
+    this.sweepTimer = setInterval(() => this.expire(), SWEEP_MS)
+    this.sweepTimer.unref()
     const store = this.opts.store()
     if (!store) return
     const bee = await store.bee('worker')
     let ignored = 0
     for await (const { key, value } of bee.createReadStream<VouchedRecord>({ gte: PREFIX, lt: 'vouched0' })) {
       const voucher = String(key).slice(PREFIX.length)
-      // A voucher the configuration no longer trusts vouches for nobody.
-      if (!this.opts.isVoucher(voucher) || !Array.isArray(value?.gateways)) ignored++
-      else
+      const at = Date.parse(value?.at ?? '')
+      // A voucher the configuration no longer trusts vouches for nobody; an old set has expired.
+      if (
+        !this.opts.isVoucher(voucher) ||
+        !Array.isArray(value?.gateways) ||
+        !(at > Date.now() - VOUCH_TTL_MS)
+      )
+        ignored++
+      else {
         this.apply(
           voucher,
           value.gateways.filter((k) => typeof k === 'string' && HEX_KEY.test(k)),
         )
+        this.sentAt.set(voucher, at)
+      }
     }
     this.bee = bee
     if (this.union.size || ignored)
@@ -83,8 +104,23 @@ export class VouchedTrust extends Facility {
   }
 
   protected override async _close(): Promise<void> {
+    if (this.sweepTimer) clearInterval(this.sweepTimer)
+    this.sweepTimer = null
     await this.serial.idle()
     this.bee = null
+  }
+
+  /** Expires the sets their vouchers have not sent again within VOUCH_TTL_MS. */
+  expire(now = Date.now()): void {
+    for (const [voucher, at] of this.sentAt) {
+      if (now - at < VOUCH_TTL_MS) continue
+      this.sentAt.delete(voucher)
+      const before = new Set(this.union.keys())
+      this.apply(voucher, [])
+      const removed = [...before].filter((k) => !this.union.has(k))
+      this.opts.log().info({ voucher, removed }, 'a vouched set expired (its voucher did not renew it)')
+      if (removed.length) this.opts.onRemoved(removed)
+    }
   }
 
   /** Whether some voucher vouches for the gateway `key` (hex). */
@@ -122,6 +158,8 @@ export class VouchedTrust extends Facility {
       }
       const before = new Set(this.union.keys())
       this.apply(voucher, gateways)
+      if (gateways.length) this.sentAt.set(voucher, Date.now())
+      else this.sentAt.delete(voucher)
       const removed = [...before].filter((k) => !this.union.has(k))
       const added = gateways.filter((k) => !before.has(k))
       if (added.length || removed.length)

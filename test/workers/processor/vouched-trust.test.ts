@@ -1,7 +1,12 @@
 import test from 'brittle'
 import { LogFacility } from '../../../facilities/log.facility.js'
 import { StoreFacility } from '../../../facilities/store.facility.js'
-import { MAX_VOUCHED, parseTrust, VouchedTrust } from '../../../workers/processor/vouched-trust.js'
+import {
+  MAX_VOUCHED,
+  parseTrust,
+  VOUCH_TTL_MS,
+  VouchedTrust,
+} from '../../../workers/processor/vouched-trust.js'
 import { rejectsWith, thrown } from '../../helpers/assert.js'
 import type { T } from '../../helpers/mesh.js'
 
@@ -89,4 +94,17 @@ test('vouched trust: kept in the store across restarts; a voucher no longer conf
 
   const third = await open(t, dir, [V2])
   t.alike(third.trust.keys(), [], 'V1 is not configured any more: its set is ignored')
+})
+
+test('vouched trust: a set its voucher does not renew expires (a revoke that never arrived still ends)', async (t) => {
+  const { trust, removed } = await open(t, null, [V1, V2])
+  const start = Date.now()
+  await trust.set(V1, { gateways: [G1] })
+  trust.expire(start + VOUCH_TTL_MS / 2)
+  t.ok(trust.has(G1), 'still vouched for within the time')
+  trust.expire(start + VOUCH_TTL_MS + 1_000)
+  t.absent(trust.has(G1), "V1's set expired: G1 is served no more")
+  t.alike(removed.at(-1), [G1], 'the expired key reported (its connections are closed)')
+  await trust.set(V1, { gateways: [G1] })
+  t.ok(trust.has(G1), 'a renewal vouches again')
 })
