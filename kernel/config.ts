@@ -288,6 +288,11 @@ export const gatewayConfigSchema = baseConfigSchema
           .default(8 * 1024 * 1024),
         /** Open connections at most; one more is answered 503 (ERR_BUSY) and closed. */
         maxConnections: z.number().int().positive().default(1024),
+        /**
+         * `GET /metrics` (Prometheus text format), open without a key like `/api/version`: on a
+         * gateway bound to a public interface, anyone who reaches the port can read it.
+         */
+        metrics: z.boolean().default(true),
       })
       .strict()
       .prefault({}),

@@ -4,7 +4,6 @@ import {
   type OutgoingHttpHeader,
   type OutgoingHttpHeaders,
   type Server,
-  ServerResponse,
 } from 'node:http'
 import type { Socket } from 'node:net'
 import { MeshError } from '../../kernel/errors.js'
@@ -13,11 +12,12 @@ import type { InferenceSource } from '../../kernel/wire.js'
 import type { Identity } from '../auth/auth.facility.js'
 import { Facility } from '../facility.js'
 import type { Logger } from '../log.facility.js'
+import { type HttpMetrics, noteFailure, ObservedResponse, outcomeOf } from './observed.js'
 import { sendNotFound } from './ollama/replies.js'
 import { createOllamaRoutes, DEFAULT_OLLAMA_VERSION } from './ollama-api.js'
 import { sendOpenAIError } from './openai/errors.js'
 import { createOpenAIRoutes } from './openai-api.js'
-import { baseUrl, closeServer, listenOn, pathOf, retryAfterHeaders, sendJson } from './plumbing.js'
+import { baseUrl, closeServer, listenOn, methodOf, pathOf, retryAfterHeaders, sendJson } from './plumbing.js'
 
 /** Open connections at most, unless configured (`http.maxConnections`). */
 export const DEFAULT_MAX_CONNECTIONS = 1024
@@ -56,6 +56,8 @@ export interface HttpFacilityOptions {
   authenticate(token: string | undefined): Identity | null
   /** The mesh as seen by this caller, reporting its path through `timing`. */
   sourceFor(identity: Identity | null, timing: RequestTiming): InferenceSource
+  /** Where requests are counted, and `GET /metrics` served from; none: neither. */
+  metrics?: HttpMetrics | null
 }
 
 /** The gateway's own time on a request so far, in ms: before dispatch, and after a whole answer came back. */
@@ -74,9 +76,11 @@ function overheadMs(timing: RequestTiming): string {
  * would move every header of every response onto node:http's slower merging
  * path.
  */
-class MeshResponse<Request extends IncomingMessage = IncomingMessage> extends ServerResponse<Request> {
+class MeshResponse<Request extends IncomingMessage = IncomingMessage> extends ObservedResponse<Request> {
   requestId = ''
   timing: RequestTiming | null = null
+  /** The API it counts under; null: not counted (the scrape itself). */
+  api: 'ollama' | 'openai' | null = null
 
   override writeHead(
     statusCode: number,
@@ -172,6 +176,7 @@ export class HttpFacility extends Facility {
       this.answering++
       res.once('close', () => {
         this.answering--
+        this.observe(res)
       })
       this.handle(req, res).catch((err) => {
         this.log.error({ err }, 'http handler failed')
@@ -206,6 +211,23 @@ export class HttpFacility extends Facility {
   override stopAccepting(): void {
     this.stopping = true
     this.server?.closeIdleConnections()
+  }
+
+  /** Counts an answered request in the metrics. */
+  private observe(res: MeshResponse): void {
+    const { metrics } = this.opts
+    if (!metrics || res.api === null || res.timing === null) return
+    const { arrived } = res.timing
+    metrics.request(res.api, outcomeOf(res), (performance.now() - arrived) / 1000)
+    if (res.firstTokenAt > 0) metrics.firstToken(res.api, (res.firstTokenAt - arrived) / 1000)
+  }
+
+  /** `GET /metrics`: the scrape, open like the health probes. */
+  private async scrape(req: IncomingMessage, res: MeshResponse, metrics: HttpMetrics): Promise<void> {
+    if (methodOf(req) !== 'GET') return sendJson(res, 405, { error: 'method not allowed' }, { Allow: 'GET' })
+    const text = await metrics.text()
+    res.writeHead(200, { 'Content-Type': metrics.contentType, 'Content-Length': Buffer.byteLength(text) })
+    res.end(text)
   }
 
   /** Counts a new connection in, or marks it refused when `maxConnections` are open. */
@@ -243,6 +265,9 @@ export class HttpFacility extends Facility {
     res.timing = timing
     const path = pathOf(req)
     const openAI = path?.startsWith('/v1/') === true
+    const { metrics } = this.opts
+    const scrape = metrics != null && path === '/metrics'
+    if (!scrape) res.api = openAI ? 'openai' : 'ollama'
     const refused = this.refused.has(req.socket)
     if (refused || this.stopping) {
       const e = refused
@@ -260,11 +285,13 @@ export class HttpFacility extends Facility {
           )
       // The body, if any, is never read: close rather than drain it.
       const headers = { ...retryAfterHeaders(e), Connection: 'close' }
+      noteFailure(res, e)
       if (openAI) sendOpenAIError(res, e, headers)
       else sendJson(res, e.httpStatus, { error: e.reason }, headers)
       return
     }
     if (path === null) return sendNotFound(res)
+    if (scrape && metrics) return this.scrape(req, res, metrics)
 
     let identity: Identity | null = null
     if (!OPEN_PATHS.has(path)) {
@@ -275,6 +302,7 @@ export class HttpFacility extends Facility {
         // The body of an unauthenticated request is never read: close rather than drain it.
         res.setHeader('Connection', 'close')
         const e = MeshError.from(err)
+        noteFailure(res, e)
         if (openAI) sendOpenAIError(res, e)
         else sendJson(res, e.httpStatus, { error: e.reason })
         return

@@ -4,6 +4,7 @@ import { CancelToken } from '../../kernel/cancel.js'
 import { MeshError } from '../../kernel/errors.js'
 import { errorMessage, isRecord } from '../../kernel/util.js'
 import type { InferenceSource } from '../../kernel/wire.js'
+import { noteFailure } from './observed.js'
 
 /** HTTP plumbing shared by the Ollama and OpenAI route layers. */
 
@@ -182,6 +183,7 @@ export async function serveRequest(
     })
   } catch (err) {
     if (cancel.aborted) return
+    noteFailure(res, err)
     if (res.headersSent) res.destroy()
     else if (err instanceof MeshError && err.code === 'ERR_PAYLOAD_TOO_LARGE') {
       replyError(res, err, { Connection: 'close' })

@@ -1,6 +1,7 @@
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { CancelToken } from '../../kernel/cancel.js'
 import type { GenerateCallbacks, GenerationResult } from '../../kernel/wire.js'
+import { noteFailure, noteFirstToken } from './observed.js'
 import { sendJson } from './plumbing.js'
 
 /** How one API dialect frames any streamed answer: a constant per dialect. */
@@ -49,6 +50,7 @@ export async function respondGeneration(
     const first = !started
     if (first) {
       started = true
+      noteFirstToken(res)
       res.writeHead(200, framing.headers)
     }
     writeFrame(res, plan.piece(text, first))
@@ -61,6 +63,7 @@ export async function respondGeneration(
   } catch (err) {
     if (cancel.aborted) return
     if (!started) return framing.sendError(res, err)
+    noteFailure(res, err)
     writeFrame(res, framing.failure(err))
     res.end()
     return

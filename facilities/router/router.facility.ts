@@ -109,6 +109,11 @@ export class RouterFacility extends Facility {
     return this.discovery.refresh()
   }
 
+  /** Whether some processor serves or ever served `model` (no lookup). */
+  knowsModel(model: string): boolean {
+    return this.registry.isKnownModel(model)
+  }
+
   /**
    * Refuses a model that no processor serves or ever served (after a fresh lookup, at most
    * one a second), before the request is admitted or recorded.

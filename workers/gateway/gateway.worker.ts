@@ -33,12 +33,12 @@ import { GatewaySource } from './http-source.js'
 import { type EmbedReply, InferencePipeline, type Sink, withDeadline } from './inference-pipeline.js'
 import { GatewayInvites } from './invites.js'
 import { Metering } from './metering.js'
+import { GatewayObservability } from './observability.js'
 
 /**
- * The mesh's front door: every request is authenticated (API key or access
- * JWT), admitted against the caller's rate limits and quotas, forwarded to a
- * processor that serves its model (tokens streamed back), and written to the
- * usage ledger before the answer is returned.
+ * The mesh's front door: every request is authenticated (API key or access JWT), admitted against
+ * the caller's rate limits and quotas, forwarded to a processor that serves its model (tokens
+ * streamed back), and written to the usage ledger before the answer is returned.
  */
 export class GatewayWorker extends BaseWorker<GatewayConfig> {
   private routerFacility: RouterFacility | null = null
@@ -56,6 +56,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   private readonly admission: ProcessorAdmission
   private readonly invites: GatewayInvites
   private readonly mesh: GatewayMesh
+  private readonly observability = new GatewayObservability(() => this.routerFacility)
 
   constructor(config: GatewayConfig, opts: WorkerOptions = {}) {
     super('gateway', config, opts)
@@ -214,6 +215,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
                 logger: this.log,
                 authenticate: (token) => (this.authFacility ? this.authFacility.authenticate(token) : null),
                 sourceFor: (identity, timing) => new GatewaySource(this, identity, timing),
+                metrics: this.config.http.metrics ? this.observability.http : null,
               })
               return this.httpFacility
             },
@@ -262,7 +264,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   }
 
   protected override methods(): MethodTable {
-    return {
+    return this.observability.rpc({
       ...this.accounts.methods(),
       ...this.invites.methods(),
       ...this.mesh.methods(),
@@ -293,7 +295,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
         this.accounts.identify(payload)
         return this.localStatus()
       },
-    }
+    })
   }
 
   protected override async statusInfo(): Promise<Record<string, unknown>> {
@@ -341,18 +343,17 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   }
 
   /**
-   * Serves one validated inference request for a caller (RPC or HTTP):
-   * authorizes the model, admits it against the limits, forwards it, and writes
-   * its usage record (durable) before it returns. `identity` null: accounts
-   * are off.
+   * Serves one validated inference request for a caller (RPC or HTTP): authorizes the model,
+   * admits it against the limits, forwards it, and writes its usage record (durable) before it
+   * returns, its tokens counted in the metrics. `identity` null: accounts are off.
    * @throws ERR_FORBIDDEN (model not allowed for the key), ERR_RATE_LIMITED, ERR_QUOTA_EXCEEDED,
    *         and whatever forwarding throws
    */
   async serveInfer(identity: Identity | null, req: InferRequest, sink: Sink): Promise<InferResult> {
     await this.admissible(identity, req.model)
     const work = () => this.pipeline.run(req, sink, identity?.userId ?? '')
-    if (!identity) return work()
-    return this.metering.run(identity, req.model, work, (r) => r)
+    const answer = identity ? this.metering.run(identity, req.model, work, (r) => r) : work()
+    return this.observability.counted(req.model, answer)
   }
 
   /**
@@ -389,8 +390,8 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       withDeadline(cancel, this.config.inferenceTimeoutMs, watch, onAnswer, () =>
         this.embeds.run(req, identity?.userId ?? '', cancel),
       )
-    if (!identity) return work()
-    return this.metering.run(identity, req.model, work, (r) => ({ processor: r.processor }))
+    const answer = identity ? this.metering.run(identity, req.model, work, (r) => r) : work()
+    return this.observability.counted(req.model, answer)
   }
 
   protected override abortInflight(): void {

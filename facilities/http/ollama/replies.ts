@@ -2,6 +2,7 @@
 import type { ServerResponse } from 'node:http'
 import { MeshError } from '../../../kernel/errors.js'
 import type { GenerationResult, ModelDetailsSummary, ModelInfo } from '../../../kernel/wire.js'
+import { noteFailure } from '../observed.js'
 import { retryAfterHeaders, sendJson } from '../plumbing.js'
 import type { StreamFraming } from '../stream-writer.js'
 
@@ -86,6 +87,7 @@ export function sendError(
   err: unknown,
   extraHeaders: Record<string, string> = {},
 ): void {
+  noteFailure(res, err)
   if (res.headersSent || res.destroyed) return
   const { status, message, headers } = errorReply(err)
   sendJson(res, status, { error: message }, { ...headers, ...extraHeaders })

@@ -1,6 +1,7 @@
 /** OpenAI's error objects, with their statuses. */
 import type { ServerResponse } from 'node:http'
 import { MeshError } from '../../../kernel/errors.js'
+import { noteFailure } from '../observed.js'
 import { retryAfterHeaders, sendJson } from '../plumbing.js'
 
 const ERROR_TYPES: Record<number, string> = {
@@ -50,6 +51,7 @@ export function sendOpenAIError(
   err: unknown,
   extraHeaders: Record<string, string> = {},
 ): void {
+  noteFailure(res, err)
   if (res.headersSent || res.destroyed) return
   const { status, body, headers } = openAIError(err)
   sendJson(res, status, body, { ...headers, ...extraHeaders })

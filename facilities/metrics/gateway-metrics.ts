@@ -1,0 +1,131 @@
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
+import { ERROR_CODES } from '../../kernel/errors.js'
+import { ModelLabels } from './labels.js'
+
+/** Where a gateway request came in. */
+export type GatewayApi = 'ollama' | 'openai' | 'rpc'
+
+const APIS: readonly GatewayApi[] = ['ollama', 'openai', 'rpc']
+const PROCESSOR_STATES = ['serving', 'draining', 'unreachable'] as const
+/** Request durations, from a health probe to a long generation. */
+const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
+/** Time to a stream's first piece of text. */
+const FIRST_TOKEN_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+
+/** What the gateway's metrics read from its router at scrape time. */
+export interface GatewayMetricsSource {
+  /** The processors' states now; empty when the router is not open. */
+  processorStates(): Iterable<string>
+  /** Whether the mesh serves or served `model` (the router's catalog). */
+  isKnownModel(model: string): boolean
+}
+
+type Child = { inc(n?: number): void }
+type Observer = { observe(v: number): void }
+
+/**
+ * The gateway's series, in the worker's own registry. Every label value is bounded: the API
+ * (three), a MeshError code or `ok`, a token kind, a processor state, and a model the mesh
+ * serves (else `other`). Label children are bound once, so a request's hooks allocate nothing.
+ */
+export class GatewayMetrics {
+  private readonly requests: Counter<'api' | 'code'>
+  /** Bound children by API, then code. */
+  private readonly requestChildren: Record<GatewayApi, Map<string, Child>> = {
+    ollama: new Map(),
+    openai: new Map(),
+    rpc: new Map(),
+  }
+  private readonly durations: Record<GatewayApi, Observer>
+  private readonly firstTokens: Record<GatewayApi, Observer>
+  private readonly tokenCounter: Counter<'kind' | 'model'>
+  private readonly tokenChildren = new Map<string, { prompt: Child; completion: Child }>()
+  private readonly models: ModelLabels
+
+  constructor(register: Registry, source: GatewayMetricsSource) {
+    this.models = new ModelLabels((m) => source.isKnownModel(m))
+    this.requests = new Counter({
+      name: 'llm_mesh_gateway_requests_total',
+      help: 'Requests answered by the gateway, by API and outcome (a MeshError code, or ok).',
+      labelNames: ['api', 'code'],
+      registers: [register],
+    })
+    const duration = new Histogram({
+      name: 'llm_mesh_gateway_request_duration_seconds',
+      help: 'Time from a request arriving to its answer ending, by API.',
+      labelNames: ['api'],
+      buckets: DURATION_BUCKETS,
+      registers: [register],
+    })
+    const firstToken = new Histogram({
+      name: 'llm_mesh_gateway_time_to_first_token_seconds',
+      help: "Time from a streamed request arriving to its answer's first piece of text, by API.",
+      labelNames: ['api'],
+      buckets: FIRST_TOKEN_BUCKETS,
+      registers: [register],
+    })
+    this.durations = byApi((api) => duration.labels(api))
+    this.firstTokens = byApi((api) => firstToken.labels(api))
+    this.tokenCounter = new Counter({
+      name: 'llm_mesh_gateway_tokens_total',
+      help: 'Tokens of answered requests, by kind (prompt, completion) and model (other: not served).',
+      labelNames: ['kind', 'model'],
+      registers: [register],
+    })
+    new Gauge({
+      name: 'llm_mesh_gateway_processors',
+      help: 'Processors this gateway knows, by state.',
+      labelNames: ['state'],
+      registers: [register],
+      collect() {
+        const counts: Record<string, number> = { serving: 0, draining: 0, unreachable: 0 }
+        for (const state of source.processorStates()) counts[state] = (counts[state] ?? 0) + 1
+        for (const state of PROCESSOR_STATES) this.labels(state).set(counts[state] ?? 0)
+      },
+    })
+  }
+
+  /** One request answered: its outcome (`ok` or a MeshError code) and how long it took. */
+  request(api: GatewayApi, code: string, seconds: number): void {
+    this.requestChild(api, code).inc()
+    this.durations[api].observe(seconds)
+  }
+
+  /** A streamed answer's first piece of text, `seconds` after the request arrived. */
+  firstToken(api: GatewayApi, seconds: number): void {
+    this.firstTokens[api].observe(seconds)
+  }
+
+  /** Tokens of one answered request. */
+  tokens(model: string, prompt: number, completion: number): void {
+    const label = this.models.of(model)
+    let children = this.tokenChildren.get(label)
+    if (!children) {
+      children = {
+        prompt: this.tokenCounter.labels('prompt', label),
+        completion: this.tokenCounter.labels('completion', label),
+      }
+      this.tokenChildren.set(label, children)
+    }
+    if (prompt > 0) children.prompt.inc(prompt)
+    if (completion > 0) children.completion.inc(completion)
+  }
+
+  private requestChild(api: GatewayApi, code: string): Child {
+    // Codes outside the closed set (never expected) share one label.
+    const bounded = code === 'ok' || Object.hasOwn(ERROR_CODES, code) ? code : 'ERR_INTERNAL'
+    const children = this.requestChildren[api]
+    let child = children.get(bounded)
+    if (!child) {
+      child = this.requests.labels(api, bounded)
+      children.set(bounded, child)
+    }
+    return child
+  }
+}
+
+function byApi(make: (api: GatewayApi) => Observer): Record<GatewayApi, Observer> {
+  const out = {} as Record<GatewayApi, Observer>
+  for (const api of APIS) out[api] = make(api)
+  return out
+}
