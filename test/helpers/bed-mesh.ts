@@ -8,6 +8,7 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { TINY_MODEL_NAME, writeTinyModel } from '../../facilities/tiny-model/tiny-model.js'
 import type { ProcessorView } from '../../kernel/wire.js'
+import { captured } from './fresh-machine.js'
 import { BIN, type T, TEST_AUTH, TEST_LOG } from './mesh.js'
 import type { NetBed } from './netns.js'
 
@@ -26,19 +27,6 @@ export function ready<M>(child: ChildProcess, what: string): Promise<M> {
     })
     child.once('exit', (code) => reject(new Error(`${what} exited with ${code} before it was ready`)))
   })
-}
-
-/** Collects a child's stdout and stderr. */
-function captured(child: ChildProcess) {
-  let out = ''
-  let err = ''
-  child.stdout?.on('data', (d: Buffer) => {
-    out += d
-  })
-  child.stderr?.on('data', (d: Buffer) => {
-    err += d
-  })
-  return { out: () => out, err: () => err }
 }
 
 export type Call = <R>(

@@ -1,66 +1,14 @@
-import { type ChildProcess, spawn } from 'node:child_process'
 import test from 'brittle'
 import type { MeshClient } from '../../workers/client/client.worker.js'
 import type { GatewayWorker } from '../../workers/gateway/gateway.worker.js'
-import {
-  apiKeyFor,
-  BIN,
-  startClient,
-  startGateway,
-  type T,
-  TEST_LOG,
-  testnet,
-  until,
-} from '../helpers/mesh.js'
+import { type Run, runFresh } from '../helpers/fresh-machine.js'
+import { apiKeyFor, startClient, startGateway, type T, testnet, until } from '../helpers/mesh.js'
 
 const MEMBERS = { processors: { admission: 'members' } }
 const PASSWORD = 'password-of-the-joined-gateway-admin'
 
-interface Run {
-  child: ChildProcess
-  /** The worker's key once it serves, or null when it exited first. */
-  ready: Promise<string | null>
-  exited: Promise<number | null>
-  stdout: () => string
-  stderr: () => string
-  stop(): Promise<void>
-}
-
-/** `llm-mesh <args>` as a new machine runs it: nothing trusted, no bootstrap, but the token's. */
-function run(t: T, args: string[]): Run {
-  const env: NodeJS.ProcessEnv = { ...process.env, LLM_MESH_ADMIN_PASSWORD: PASSWORD }
-  delete env.LLM_MESH_TRUSTED_GATEWAYS
-  delete env.LLM_MESH_BOOTSTRAP
-  const [command, ...rest] = args
-  const child = spawn(process.execPath, [BIN, command as string, '--log-level', TEST_LOG.level, ...rest], {
-    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-    env,
-  })
-  let stdout = ''
-  let stderr = ''
-  child.stdout?.on('data', (d: Buffer) => {
-    stdout += d
-  })
-  child.stderr?.on('data', (d: Buffer) => {
-    stderr += d
-  })
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
-  const ready = new Promise<string | null>((resolve) => {
-    child.on('message', (m: { type?: string; publicKey?: string }) => {
-      if (m?.type === 'ready') resolve(m.publicKey ?? '')
-    })
-    void exited.then(() => resolve(null))
-  })
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
-    await exited
-  }
-  t.teardown(async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-    await exited
-  })
-  return { child, ready, exited, stdout: () => stdout, stderr: () => stderr, stop }
-}
+/** `llm-mesh <args>` as a new machine runs it (its admin's password for a gateway's first start). */
+const run = (t: T, args: string[]): Run => runFresh(t, args, { LLM_MESH_ADMIN_PASSWORD: PASSWORD })
 
 /** `llm-mesh invite <args>` against gateway A, as its admin; stdout is the token. */
 async function cliInvite(t: T, bootstrap: string[], key: string, args: string[]): Promise<string> {

@@ -1,61 +1,22 @@
-import { type ChildProcess, spawn } from 'node:child_process'
 import test from 'brittle'
 import type { MeshClient } from '../../workers/client/client.worker.js'
 import type { GatewayWorker } from '../../workers/gateway/gateway.worker.js'
 import { rejectsWith } from '../helpers/assert.js'
+import { type Run, runFresh } from '../helpers/fresh-machine.js'
 import {
   apiKeyFor,
-  BIN,
   spawnProcessor,
   startClient,
   startGateway,
   type T,
-  TEST_LOG,
   testnet,
   until,
 } from '../helpers/mesh.js'
 
 const MEMBERS = { processors: { admission: 'members' } }
 
-interface Joiner {
-  child: ChildProcess
-  /** The processor's key once it serves, or null when it exited first. */
-  ready: Promise<string | null>
-  exited: Promise<number | null>
-  stderr: () => string
-  stop(): Promise<void>
-}
-
 /** `llm-mesh processor <args>` as a new machine runs it: nothing trusted but what the token says. */
-function runProcessor(t: T, args: string[]): Joiner {
-  const env = { ...process.env }
-  delete env.LLM_MESH_TRUSTED_GATEWAYS
-  delete env.LLM_MESH_BOOTSTRAP
-  const child = spawn(process.execPath, [BIN, 'processor', '--log-level', TEST_LOG.level, ...args], {
-    stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
-    env,
-  })
-  let stderr = ''
-  child.stderr?.on('data', (d: Buffer) => {
-    stderr += d
-  })
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
-  const ready = new Promise<string | null>((resolve) => {
-    child.on('message', (m: { type?: string; publicKey?: string }) => {
-      if (m?.type === 'ready') resolve(m.publicKey ?? '')
-    })
-    void exited.then(() => resolve(null))
-  })
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
-    await exited
-  }
-  t.teardown(async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-    await exited
-  })
-  return { child, ready, exited, stderr: () => stderr, stop }
-}
+const runProcessor = (t: T, args: string[]): Run => runFresh(t, ['processor', ...args])
 
 const routed = (gateway: GatewayWorker, key: string) => gateway.router.list().some((p) => p.publicKey === key)
 
@@ -173,27 +134,11 @@ test('invites: the CLI makes, lists and revokes them; the token carries the boot
   const { bootstrap } = await testnet(t)
   const gateway = await startGateway(t, bootstrap, MEMBERS)
   const key = await apiKeyFor(gateway)
-  const cli = (args: string[]) =>
-    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-      const child = spawn(process.execPath, [
-        BIN,
-        'invite',
-        ...args,
-        '--bootstrap',
-        bootstrap.join(','),
-        '--api-key',
-        key,
-      ])
-      let stdout = ''
-      let stderr = ''
-      child.stdout.on('data', (d: Buffer) => {
-        stdout += d
-      })
-      child.stderr.on('data', (d: Buffer) => {
-        stderr += d
-      })
-      child.on('close', (code) => resolve({ code, stdout, stderr }))
-    })
+  const cli = async (args: string[]) => {
+    const r = runFresh(t, ['invite', ...args, '--bootstrap', bootstrap.join(','), '--api-key', key])
+    const code = await r.exited
+    return { code, stdout: r.stdout(), stderr: r.stderr() }
+  }
   const made = await cli(['--expires', '2h', '--note', 'rack 3', '--token-bootstrap', '127.0.0.2:4000'])
   t.is(made.code, 0, made.stderr)
   const token = made.stdout.trim()
