@@ -6,10 +6,10 @@ import type { LimitState } from '../../kernel/accounts.js'
 import { authConfigSchema, parseConfig } from '../../kernel/config.js'
 import { readConfigFile } from '../../kernel/config-load.js'
 import { MeshError } from '../../kernel/errors.js'
-import type { MeshClient, UsageReport, UserLimitOverrides } from '../../workers/client/client.worker.js'
+import type { UsageReport, UserLimitOverrides } from '../../workers/client/client.worker.js'
 import { day, int, type Options, parse, str, WORKER_FLAGS } from './common.js'
 import { CREDENTIAL_FLAGS, type FlagValues } from './credentials.js'
-import { joinMesh } from './join.js'
+import { withMeshClient } from './join.js'
 
 /** `llm-mesh user …`, `llm-mesh key …` and `llm-mesh usage`: account work through a running gateway. */
 
@@ -85,15 +85,6 @@ const print = (s: string) => process.stdout.write(`${s}\n`)
 const fmtLimit = (n: number | null | undefined) =>
   n === null ? 'none' : n === undefined ? 'default' : String(n)
 
-async function withClient<T>(values: FlagValues, fn: (client: MeshClient) => Promise<T>): Promise<T> {
-  const client = await joinMesh(values)
-  try {
-    return await fn(client)
-  } finally {
-    await client.close()
-  }
-}
-
 /** Creates a user in a stopped gateway's store (the first admin of a standalone gateway). */
 async function addUserOffline(values: FlagValues, name: string, password: string): Promise<void> {
   const named = str(values.config)
@@ -148,7 +139,7 @@ export async function commandUser(args: string[]): Promise<number> {
       await addUserOffline(values, name, password)
       return 0
     }
-    return withClient(values, async (client) => {
+    return withMeshClient(values, async (client) => {
       const user = await client.createUser({
         username: name,
         password,
@@ -160,7 +151,7 @@ export async function commandUser(args: string[]): Promise<number> {
     })
   }
   if (sub === 'list') {
-    return withClient(values, async (client) => {
+    return withMeshClient(values, async (client) => {
       const users = await client.listUsers()
       if (values.json) print(JSON.stringify(users, null, 2))
       else {
@@ -178,7 +169,7 @@ export async function commandUser(args: string[]): Promise<number> {
     if (!name) throw MeshError.badRequest('user set NAME …')
     if (values.disable && values.enable) throw MeshError.badRequest('--disable or --enable, not both')
     if (values.admin && values['no-admin']) throw MeshError.badRequest('--admin or --no-admin, not both')
-    return withClient(values, async (client) => {
+    return withMeshClient(values, async (client) => {
       const limits = limitsFrom(values)
       const user = await client.updateUser(name, {
         ...(Object.keys(limits).length ? { limits } : {}),
@@ -223,7 +214,7 @@ export async function commandKey(args: string[]): Promise<number> {
     if (!name) throw MeshError.badRequest('key create --name LABEL')
     const days = int(values['expires-days'], 'expires-days', 1, MAX_KEY_DAYS)
     const limits = limitsFrom(values, KEY_LIMIT_FIELDS)
-    return withClient(signInAs, async (client) => {
+    return withMeshClient(signInAs, async (client) => {
       const key = await client.createKey({
         name,
         ...(owner ? { user: owner } : {}),
@@ -236,7 +227,7 @@ export async function commandKey(args: string[]): Promise<number> {
     })
   }
   if (sub === 'list') {
-    return withClient(signInAs, async (client) => {
+    return withMeshClient(signInAs, async (client) => {
       const keys = await client.listKeys(owner)
       if (values.json) print(JSON.stringify(keys, null, 2))
       else {
@@ -251,7 +242,7 @@ export async function commandKey(args: string[]): Promise<number> {
   }
   if (sub === 'revoke') {
     if (!id) throw MeshError.badRequest('key revoke ID')
-    return withClient(signInAs, async (client) => {
+    return withMeshClient(signInAs, async (client) => {
       const k = await client.revokeKey(id)
       print(`revoked ${k.id} (${k.name})`)
       return 0
@@ -318,7 +309,7 @@ export async function commandUsage(args: string[]): Promise<number> {
   const from = day(values.from, 'from')
   const to = day(values.to, 'to')
   if (from && to && from > to) throw MeshError.badRequest(`--from ${from} is after --to ${to}`)
-  return withClient({ ...values, user: undefined }, async (client) => {
+  return withMeshClient({ ...values, user: undefined }, async (client) => {
     const report = await client.usage({
       ...(owner ? { user: owner } : {}),
       ...(from ? { from } : {}),

@@ -1,10 +1,9 @@
 import { parseBootstrapList } from '../../kernel/config-bootstrap.js'
 import { MeshError } from '../../kernel/errors.js'
 import type { PublicInvite } from '../../kernel/invite.js'
-import type { MeshClient } from '../../workers/client/client.worker.js'
 import { parse, str, WORKER_FLAGS } from './common.js'
-import { CREDENTIAL_FLAGS, type FlagValues } from './credentials.js'
-import { joinMesh } from './join.js'
+import { CREDENTIAL_FLAGS } from './credentials.js'
+import { withMeshClient } from './join.js'
 
 /** `llm-mesh invite …`: join tokens, made, listed and revoked through a running gateway (admins). */
 
@@ -50,15 +49,6 @@ function describe(i: PublicInvite, now = Date.now()): string {
   return `${i.id}  ${i.role.padEnd(9)} ${state}  members ${i.members.length}  by ${i.createdBy}${i.note ? `  ${i.note}` : ''}`
 }
 
-async function withClient<T>(values: FlagValues, fn: (client: MeshClient) => Promise<T>): Promise<T> {
-  const client = await joinMesh(values)
-  try {
-    return await fn(client)
-  } finally {
-    await client.close()
-  }
-}
-
 export async function commandInvite(args: string[]): Promise<number> {
   const { values, positionals } = parse(
     args,
@@ -86,7 +76,7 @@ export async function commandInvite(args: string[]): Promise<number> {
     const expires = str(values.expires)
     const tokenBootstrap = str(values['token-bootstrap'])
     const note = str(values.note)
-    return withClient(values, async (client) => {
+    return withMeshClient(values, async (client) => {
       const made = await client.createInvite({
         role,
         ...(expires !== undefined ? { expiresInMs: duration(expires, 'expires') } : {}),
@@ -104,7 +94,7 @@ export async function commandInvite(args: string[]): Promise<number> {
     })
   }
   if (sub === 'ls' || sub === 'list') {
-    return withClient(values, async (client) => {
+    return withMeshClient(values, async (client) => {
       const invites = await client.listInvites()
       if (values.json) print(JSON.stringify(invites, null, 2))
       else if (invites.length === 0) print('no invites')
@@ -114,7 +104,7 @@ export async function commandInvite(args: string[]): Promise<number> {
   }
   if (sub === 'revoke') {
     if (!id) throw MeshError.badRequest('invite revoke ID')
-    return withClient(values, async (client) => {
+    return withMeshClient(values, async (client) => {
       const i = await client.revokeInvite(id)
       print(`revoked ${i.id} (${i.members.length} member(s) refused from now on)`)
       return 0

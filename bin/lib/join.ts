@@ -37,3 +37,16 @@ export async function joinMesh(values: FlagValues): Promise<MeshClient> {
   }
   return client
 }
+
+/** Runs `fn` with a signed-in client of the mesh (as `joinMesh`), closed afterwards. */
+export async function withMeshClient<T>(
+  values: FlagValues,
+  fn: (client: MeshClient) => Promise<T>,
+): Promise<T> {
+  const client = await joinMesh(values)
+  try {
+    return await fn(client)
+  } finally {
+    await client.close()
+  }
+}
