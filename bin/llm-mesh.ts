@@ -84,7 +84,7 @@ Shows the processors a gateway sees: key, backend, models, capacity and load.`,
 
 --join TOKEN (from 'llm-mesh invite --role gateway' on a gateway of the mesh) joins this
 gateway to that mesh: mesh, bootstrap and relays come from the token, its processors serve
-this gateway's users; the join is kept in DIR/join.json, the store in DIR/gateway unless
+this gateway's users; the join is kept in DIR/join-gateway.json, the store in DIR/gateway unless
 --store; 'llm-mesh gateway --data DIR' restarts it.
 
 Config: FILE (default config/gateway.json), then LLM_MESH_* variables, then flags.

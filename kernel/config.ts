@@ -10,6 +10,9 @@ export const STRATEGIES = ['least-loaded', 'fastest', 'round-robin', 'random-wei
  * field. Where it is read from: config-load.ts; the DHT bootstrap: config-bootstrap.ts.
  */
 
+/** A peer's public key in hex (either case). */
+const publicKeyHex = z.string().regex(/^[0-9a-f]{64}$/i, '64 hex characters')
+
 const logLevel = z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'])
 
 export const baseConfigSchema = z.object({
@@ -30,7 +33,7 @@ export const baseConfigSchema = z.object({
        * Hex public keys of blind relays (`llm-mesh bootstrap --relay` prints one): a peer that
        * hole-punching cannot reach is dialed through one of them. Invite tokens carry them.
        */
-      relays: z.array(z.string().regex(/^[0-9a-f]{64}$/i, '64 hex characters')).default([]),
+      relays: z.array(publicKeyHex).default([]),
     })
     .strict()
     .default({ requestTimeoutMs: 10_000, relays: [] }),
@@ -95,7 +98,7 @@ export const processorConfigSchema = baseConfigSchema
     firewall: z
       .object({
         /** Hex public keys of gateways this processor serves. */
-        trustedGateways: z.array(z.string().regex(/^[0-9a-f]{64}$/i, '64 hex characters')).default([]),
+        trustedGateways: z.array(publicKeyHex).default([]),
         /** Gateways whose identity derives from this secret are admitted (see gateway `meshSecret`). */
         meshSecret: z.string().min(32, 'at least 32 characters').optional(),
         /** How many gateway identities a mesh secret admits (indices 0…n-1). */
@@ -263,7 +266,7 @@ export const gatewayConfigSchema = baseConfigSchema
     processors: z
       .object({
         admission: z.enum(['any', 'members']).optional(),
-        trusted: z.array(z.string().regex(/^[0-9a-f]{64}$/i, '64 hex characters')).default([]),
+        trusted: z.array(publicKeyHex).default([]),
       })
       .strict()
       .prefault({}),
@@ -327,10 +330,7 @@ export const gatewayConfigSchema = baseConfigSchema
 export const clientConfigSchema = baseConfigSchema
   .extend({
     /** Hex public key of a gateway to use instead of looking one up. */
-    gateway: z
-      .string()
-      .regex(/^[0-9a-f]{64}$/i, '64 hex characters')
-      .optional(),
+    gateway: publicKeyHex.optional(),
     inferenceTimeoutMs: z.number().int().positive().default(300_000),
     /** Finding a gateway, at start and again when the connection to one dies. */
     reconnect: z

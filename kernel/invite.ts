@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import { MeshError } from './errors.js'
+import { HEX32 } from './util.js'
 
 /**
  * An invite token: what a new machine needs to join a mesh in one command. `lmi1.` and the
@@ -16,7 +17,7 @@ export type InviteRole = (typeof INVITE_ROLES)[number]
 /** Longest token accepted: a few gateways and bootstrap nodes fit many times over. */
 const MAX_TOKEN_CHARS = 8_192
 
-const hexKey = z.string().regex(/^[0-9a-f]{64}$/, '64 lowercase hex characters')
+const hexKey = z.string().regex(HEX32, '64 lowercase hex characters')
 const hostPort = z.string().regex(/^[^\s,]+:\d{1,5}$/, 'host:port')
 
 export const inviteSchema = z

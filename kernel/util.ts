@@ -2,6 +2,9 @@
 import { randomBytes } from 'node:crypto'
 
 /** A JSON object: not null, not an array. */
+/** 32 bytes as lowercase hex: a public key, a seed, a proof. */
+export const HEX32 = /^[0-9a-f]{64}$/
+
 export function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v)
 }

@@ -9,6 +9,7 @@ import { StoreFacility } from '../facilities/store.facility.js'
 import type { BaseConfig } from '../kernel/config.js'
 import { isLoopbackBootstrap } from '../kernel/config-bootstrap.js'
 import { MeshError } from '../kernel/errors.js'
+import { HEX32 } from '../kernel/util.js'
 import { VERSION } from '../kernel/version.js'
 
 export const IDENTITY_BEE = 'worker'
@@ -227,7 +228,7 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
     if (!this.storeFacility) return DHT.keyPair(randomBytes(SEED_BYTES))
     const bee = await this.storeFacility.bee(IDENTITY_BEE)
     const entry = await bee.get<string>(IDENTITY_KEY)
-    if (entry && /^[0-9a-f]{64}$/.test(entry.value)) return DHT.keyPair(Buffer.from(entry.value, 'hex'))
+    if (entry && HEX32.test(entry.value)) return DHT.keyPair(Buffer.from(entry.value, 'hex'))
     const seed = randomBytes(SEED_BYTES)
     await bee.put(IDENTITY_KEY, seed.toString('hex'))
     return DHT.keyPair(seed)

@@ -6,6 +6,7 @@ import DHT from 'hyperdht'
 import { MIN_NAT_NODES, startBootstrapNodes } from '../../facilities/net/bootstrap-nodes.js'
 import { serveRelay } from '../../facilities/net/relays.js'
 import { MeshError } from '../../kernel/errors.js'
+import { HEX32 } from '../../kernel/util.js'
 import { dataDir, int, parse, str, waitForSignal } from './common.js'
 
 /** `llm-mesh bootstrap`: the DHT of a private mesh, and optionally a blind relay beside it. */
@@ -24,7 +25,7 @@ async function relayKeyPair(dir: string) {
   const path = join(dir, 'relay.seed')
   if (existsSync(path)) {
     const hex = (await readFile(path, 'utf8')).trim()
-    if (!/^[0-9a-f]{64}$/.test(hex)) throw new MeshError('ERR_BAD_CONFIG', `${path}: not a 32-byte hex seed`)
+    if (!HEX32.test(hex)) throw new MeshError('ERR_BAD_CONFIG', `${path}: not a 32-byte hex seed`)
     return DHT.keyPair(Buffer.from(hex, 'hex'))
   }
   await mkdir(dir, { recursive: true })

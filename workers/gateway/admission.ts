@@ -4,6 +4,7 @@ import type { Logger } from '../../facilities/log.facility.js'
 import type { GatewayConfig } from '../../kernel/config.js'
 import { isLoopbackBootstrap } from '../../kernel/config-bootstrap.js'
 import { processorProof } from '../../kernel/identity.js'
+import { HEX32 } from '../../kernel/util.js'
 
 /** Keys remembered (as proven, or as refused and logged) at most; past it the sets start over. */
 const MAX_REMEMBERED = 10_000
@@ -107,7 +108,7 @@ export class ProcessorAdmission {
 
   private provesSecret(key: string, proof: unknown): boolean {
     const secret = this.config.meshSecret
-    if (!secret || typeof proof !== 'string' || !/^[0-9a-f]{64}$/.test(proof)) return false
+    if (!secret || typeof proof !== 'string' || !HEX32.test(proof)) return false
     const want = Buffer.from(processorProof(secret, this.config.mesh, key), 'hex')
     if (!timingSafeEqual(want, Buffer.from(proof, 'hex'))) return false
     if (this.proven.size >= MAX_REMEMBERED) this.proven.clear()

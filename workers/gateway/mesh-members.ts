@@ -2,7 +2,7 @@ import type { Logger } from '../../facilities/log.facility.js'
 import type { NetFacility } from '../../facilities/net/net.facility.js'
 import type { RouterFacility } from '../../facilities/router/router.facility.js'
 import { MeshError } from '../../kernel/errors.js'
-import { isRecord } from '../../kernel/util.js'
+import { HEX32, isRecord } from '../../kernel/util.js'
 
 /**
  * `meshMembers` (docs/architecture.md, Joining by invite): a gateway that joined with a gateway
@@ -25,13 +25,11 @@ export interface MeshMembersReply {
   processors: string[]
 }
 
-const HEX_KEY = /^[0-9a-f]{64}$/
-
 /** The processor keys of a `meshMembers` answer, bounded. @throws ERR_BAD_REQUEST */
 export function parseMeshMembers(reply: unknown): string[] {
   const list = isRecord(reply) ? reply.processors : undefined
   if (!Array.isArray(list)) throw MeshError.badRequest('meshMembers: expected { processors: [...] }')
-  return list.slice(0, MAX_MESH_MEMBERS).filter((k): k is string => typeof k === 'string' && HEX_KEY.test(k))
+  return list.slice(0, MAX_MESH_MEMBERS).filter((k): k is string => typeof k === 'string' && HEX32.test(k))
 }
 
 export interface MeshMembersDeps {

@@ -5,7 +5,7 @@ import type { Logger } from '../../facilities/log.facility.js'
 import type { StoreFacility } from '../../facilities/store.facility.js'
 import { MeshError } from '../../kernel/errors.js'
 import { MAX_GATEWAY_MEMBERS } from '../../kernel/invite.js'
-import { isRecord } from '../../kernel/util.js'
+import { HEX32, isRecord } from '../../kernel/util.js'
 
 /**
  * Trust delegation (docs/security.md): a gateway a processor trusts by its own configuration
@@ -26,7 +26,6 @@ export const MAX_VOUCHED = MAX_GATEWAY_MEMBERS
 export const VOUCH_TTL_MS = 10 * 60_000
 const SWEEP_MS = 30_000
 const PREFIX = 'vouched/'
-const HEX_KEY = /^[0-9a-f]{64}$/
 
 interface VouchedRecord {
   gateways: string[]
@@ -50,7 +49,7 @@ export function parseTrust(payload: unknown): string[] {
     throw MeshError.badRequest(`request.gateways: a list of at most ${MAX_VOUCHED} gateway keys`)
   const keys = new Set<string>()
   for (const k of list) {
-    if (typeof k !== 'string' || !HEX_KEY.test(k.toLowerCase()))
+    if (typeof k !== 'string' || !HEX32.test(k.toLowerCase()))
       throw MeshError.badRequest('request.gateways: 64-hex-character keys')
     keys.add(k.toLowerCase())
   }
@@ -93,7 +92,7 @@ export class VouchedTrust extends Facility {
       else {
         this.apply(
           voucher,
-          value.gateways.filter((k) => typeof k === 'string' && HEX_KEY.test(k)),
+          value.gateways.filter((k) => typeof k === 'string' && HEX32.test(k)),
         )
         this.sentAt.set(voucher, at)
       }
