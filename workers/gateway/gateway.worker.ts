@@ -1,12 +1,11 @@
 import type { KeyPair } from 'hyperdht'
-import { AuthFacility, type Identity } from '../../facilities/auth/auth.facility.js'
-import { InvitesFacility } from '../../facilities/auth/invites.js'
+import type { AuthFacility, Identity } from '../../facilities/auth/auth.facility.js'
 import { HttpFacility } from '../../facilities/http/http.facility.js'
-import { LimitsFacility } from '../../facilities/limits.facility.js'
+import type { LimitsFacility } from '../../facilities/limits.facility.js'
 import type { CallContext, MethodTable } from '../../facilities/net/rpc-server.js'
 import { STREAM_CHUNK } from '../../facilities/net/streaming.js'
 import { type ProcessorEntry, RouterFacility } from '../../facilities/router/router.facility.js'
-import { UsageFacility } from '../../facilities/usage/usage.facility.js'
+import type { UsageFacility } from '../../facilities/usage/usage.facility.js'
 import { CancelToken, cancelById } from '../../kernel/cancel.js'
 import type { GatewayConfig } from '../../kernel/config.js'
 import { MeshError } from '../../kernel/errors.js'
@@ -24,6 +23,7 @@ import type { EmbedRequest, ModelDetails, ModelInfo, RunningModel } from '../../
 export type { EmbedReply, Sink } from './inference-pipeline.js'
 
 import { BaseWorker, type FacilitySpec, type WorkerOptions } from '../base.worker.js'
+import { AccountFacilities } from './account-facilities.js'
 import { Accounts } from './accounts.js'
 import { ProcessorAdmission } from './admission.js'
 import { Catalog } from './catalog.js'
@@ -42,11 +42,8 @@ import { GatewayObservability } from './observability.js'
  */
 export class GatewayWorker extends BaseWorker<GatewayConfig> {
   private routerFacility: RouterFacility | null = null
-  private authFacility: AuthFacility | null = null
-  private usageFacility: UsageFacility | null = null
-  private limitsFacility: LimitsFacility | null = null
   private httpFacility: HttpFacility | null = null
-  private invitesFacility: InvitesFacility | null = null
+  private readonly acct: AccountFacilities
 
   private readonly accounts: Accounts
   private readonly catalog: Catalog
@@ -66,12 +63,18 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     this.catalog = new Catalog(router, net, log)
     this.pipeline = new InferencePipeline(config, router, net, log)
     this.embeds = new EmbedBatches(config, router, net)
-    this.accounts = new Accounts(config, {
-      auth: () => this.authFacility,
-      usage: () => this.ledger,
-      limits: () => this.limiter,
+    this.acct = new AccountFacilities({
+      config,
+      store: () => this.store,
+      log,
+      quiet: () => this.metering.quiet(),
     })
-    const invites = () => this.invitesFacility
+    this.accounts = new Accounts(config, {
+      auth: () => this.acct.auth,
+      usage: () => this.acct.ledger,
+      limits: () => this.acct.limiter,
+    })
+    const invites = () => this.acct.invites
     this.admission = new ProcessorAdmission(config, invites, log, () => this.mesh)
     const store = () => (config.store ? this.store : null)
     const routerIfOpen = () => this.routerFacility
@@ -95,8 +98,8 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       publicKeyHex: () => this.publicKeyHex,
     })
     this.metering = new Metering(
-      () => this.ledger,
-      () => this.limiter,
+      () => this.acct.ledger,
+      () => this.acct.limiter,
       (identity) => this.accounts.subjectOf(identity),
     )
   }
@@ -108,27 +111,15 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
 
   /** Accounts, or null when `auth.enabled` is false. */
   get auth(): AuthFacility | null {
-    return this.authFacility
+    return this.acct.auth
   }
 
   get usage(): UsageFacility | null {
-    return this.usageFacility
+    return this.acct.usage
   }
 
   get limits(): LimitsFacility | null {
-    return this.limitsFacility
-  }
-
-  /** The ledger; only reached with accounts on. @throws ERR_UNAVAILABLE when accounts are off */
-  private get ledger(): UsageFacility {
-    if (!this.usageFacility) throw new MeshError('ERR_UNAVAILABLE', 'accounts are disabled on this gateway')
-    return this.usageFacility
-  }
-
-  /** The limits; only reached with accounts on. @throws ERR_UNAVAILABLE when accounts are off */
-  private get limiter(): LimitsFacility {
-    if (!this.limitsFacility) throw new MeshError('ERR_UNAVAILABLE', 'accounts are disabled on this gateway')
-    return this.limitsFacility
+    return this.acct.limits
   }
 
   /** Base URL of the HTTP APIs, or null when they are off. */
@@ -136,71 +127,8 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     return this.httpFacility?.url ?? null
   }
 
-  /** Auth, usage and limits, when `auth.enabled`: they need the store. Invites, with a store. */
-  private accountFacilities(): FacilitySpec[] {
-    const accounts: FacilitySpec[] = []
-    if (this.config.store) {
-      accounts.push({
-        name: 'invites',
-        priority: 46,
-        create: () => {
-          this.invitesFacility = new InvitesFacility({ store: this.store, logger: this.log })
-          return this.invitesFacility
-        },
-      })
-    }
-    if (this.config.auth.enabled) {
-      const needStore = () => {
-        try {
-          return this.store
-        } catch {
-          throw MeshError.badConfig(
-            'config.store: a gateway with accounts (auth.enabled) needs a store folder',
-          )
-        }
-      }
-      accounts.push(
-        {
-          name: 'auth',
-          priority: 40,
-          create: () => {
-            this.authFacility = new AuthFacility({
-              store: needStore(),
-              config: this.config.auth,
-              logger: this.log,
-            })
-            return this.authFacility
-          },
-        },
-        {
-          name: 'usage',
-          priority: 42,
-          create: () => {
-            this.usageFacility = new UsageFacility({
-              store: needStore(),
-              logger: this.log,
-              maxBatch: this.config.ledger.maxBatch,
-              quiet: () => this.metering.quiet(),
-            })
-            return this.usageFacility
-          },
-        },
-        {
-          name: 'limits',
-          priority: 44,
-          create: () => {
-            const usage = this.ledger
-            this.limitsFacility = new LimitsFacility({ tokensUsed: (id, now) => usage.tokensUsed(id, now) })
-            return this.limitsFacility
-          },
-        },
-      )
-    }
-    return accounts
-  }
-
   protected override facilities(): FacilitySpec[] {
-    const accounts = this.accountFacilities()
+    const accounts = this.acct.specs()
     const http: FacilitySpec[] = this.config.http.enabled
       ? [
           {
@@ -213,7 +141,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
                 maxBodyBytes: this.config.http.maxBodyBytes,
                 maxConnections: this.config.http.maxConnections,
                 logger: this.log,
-                authenticate: (token) => (this.authFacility ? this.authFacility.authenticate(token) : null),
+                authenticate: (token) => (this.acct.auth ? this.acct.auth.authenticate(token) : null),
                 sourceFor: (identity, timing) => new GatewaySource(this, identity, timing),
                 metrics: this.config.http.metrics ? this.observability.http : null,
               })
