@@ -65,13 +65,15 @@ sets --admin-password PW). While it runs, 'llm-mesh user|key|usage|chat|status
   --log-level LEVEL   trace|debug|info|warn|error (logs go to DIR/logs/)
   --admin-password PW the admin's password (created, or reset to PW)
   --http-port N       serve the Ollama and OpenAI APIs on 127.0.0.1:N (prints the base URL)`,
-  chat: `Usage: llm-mesh chat [--data DIR] [--bootstrap LIST] [--model NAME]
+  chat: `Usage: llm-mesh chat [--data DIR] [--bootstrap LIST] [--model NAME] [--verbose]
                      [--api-key KEY | --user NAME]
 
 Joins the mesh that 'llm-mesh up' runs from DIR (default ./.llm-mesh), or the one
 reached through --bootstrap host:port[,host:port] | public.
 Signs in with --api-key KEY (or LLM_MESH_API_KEY), or as --user NAME (password from
-LLM_MESH_PASSWORD or asked), or as the local operator of 'up' in DIR.`,
+LLM_MESH_PASSWORD or asked), or as the local operator of 'up' in DIR.
+--verbose prints each answer's request id (as in the gateway's and processor's logs)
+and its per-hop timing.`,
   status: `Usage: llm-mesh status [--json] [--data DIR] [--bootstrap LIST] [--api-key KEY | --user NAME]
 
 Shows the processors a gateway sees: key, backend, models, capacity and load.`,
@@ -280,13 +282,14 @@ async function commandChat(args: string[]): Promise<number> {
     ...CREDENTIAL_FLAGS,
     user: { type: 'string' },
     model: { type: 'string' },
+    verbose: { type: 'boolean' },
   })
   if (values.help) return help('chat')
   const client = await joinMesh(values)
   try {
     await client.connectGateway()
     const model = str(values.model)
-    await runChat({ client, ...(model ? { model } : {}) })
+    await runChat({ client, ...(model ? { model } : {}), verbose: values.verbose === true })
   } finally {
     await client.close()
   }

@@ -299,6 +299,15 @@ export const gatewayConfigSchema = baseConfigSchema
       })
       .strict()
       .prefault({}),
+    /**
+     * Request tracing: an id per request (the caller's `X-Request-Id`, a `traceparent`'s trace
+     * id, or a new one) in every log line about it on the gateway and the processor, returned
+     * with the answer with its per-hop timing (`X-LLM-Mesh-Timing`). Off: none of it.
+     */
+    tracing: z
+      .object({ enabled: z.boolean().default(true) })
+      .strict()
+      .prefault({}),
     registry: z
       .object({
         lookupIntervalMs: z.number().int().positive().default(3_000),

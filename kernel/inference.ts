@@ -2,6 +2,7 @@ import { z } from 'zod'
 import type { CancelToken } from './cancel.js'
 import { validate } from './config.js'
 import { MeshError } from './errors.js'
+import { type HopTiming, type ProcessorTiming, traceFields } from './trace.js'
 import type { GenerationResult, InferenceSource } from './wire.js'
 
 /**
@@ -42,6 +43,7 @@ const common = {
   stream: z.boolean().default(false),
   /** Gives up after this long (the gateway's `inferenceTimeoutMs` at most). */
   timeoutMs: z.number().int().positive().optional(),
+  ...traceFields,
 }
 
 export const inferRequestSchema = z.discriminatedUnion('kind', [
@@ -67,9 +69,17 @@ export interface InferResult extends GenerationResult {
   model: string
   /** Hex key of the processor that served it (set by the gateway). */
   processor?: string
-  /** The gateway's id of the request, as in its usage ledger. */
+  /**
+   * The request's id: with tracing on, the one made (or taken from the caller) at the gateway and
+   * found in every log line about it; with tracing off, its id in the usage ledger.
+   */
   requestId?: string
+  /** Per-hop timing, with tracing on (set by the gateway). */
+  timing?: HopTiming
 }
+
+/** A processor's `infer` reply: its own and its backend's time when the request carried a `requestId`. */
+export type ProcessorReply = Omit<InferResult, 'timing'> & { timing?: ProcessorTiming }
 
 export const modelRequestSchema = z.object({ model: z.string().min(1).max(MAX_MODEL_NAME) }).strip()
 
@@ -122,6 +132,7 @@ export const embedRequestSchema = z
     model: z.string().min(1).max(MAX_MODEL_NAME),
     input: z.array(z.string()).max(MAX_EMBED_INPUTS),
     truncate: z.boolean().optional(),
+    ...traceFields,
   })
   .strip()
 

@@ -1,5 +1,6 @@
 import { createInterface, type Interface } from 'node:readline'
 import { MeshError } from '../../kernel/errors.js'
+import type { InferResult } from '../../kernel/inference.js'
 import type { ChatMessage } from '../../kernel/wire.js'
 import type { MeshClient } from '../../workers/client/client.worker.js'
 import type { MeshStream } from '../../workers/client/mesh-stream.js'
@@ -20,9 +21,22 @@ export interface ChatOptions {
   model?: string
   input?: NodeJS.ReadableStream
   output?: NodeJS.WritableStream
+  /** After each answer: its request id and per-hop timing. */
+  verbose?: boolean
 }
 
 const dim = (s: string, tty: boolean) => (tty ? `\x1b[2m${s}\x1b[0m` : s)
+
+/** `--verbose`: an answer's request id and its timing per hop, in ms. */
+export function traceNote(requestId: unknown, timing?: InferResult['timing']): string {
+  let note = `request ${typeof requestId === 'string' ? requestId : '(none)'}`
+  if (timing) {
+    const { totalMs, gatewayMs, queueMs, retryMs, upstreamMs, processorMs, backendMs } = timing
+    note += ` · total ${totalMs} ms: gateway ${gatewayMs}, queue ${queueMs}, retry ${retryMs}, upstream ${upstreamMs}`
+    if (processorMs !== undefined) note += ` (processor ${processorMs}, backend ${backendMs})`
+  }
+  return note
+}
 
 /**
  * The interactive chat: streams each answer as it comes, keeps multi-turn
@@ -41,6 +55,7 @@ class ChatSession {
   private readonly lines: AsyncIterator<string>
   private readonly history: ChatMessage[] = []
   private model: string | undefined
+  private readonly verbose: boolean
   private current: MeshStream | null = null
   private lastIdleInterrupt = 0
   private quitting = false
@@ -51,6 +66,7 @@ class ChatSession {
     this.output = output
     this.tty = (output as NodeJS.WriteStream).isTTY === true
     this.model = opts.model
+    this.verbose = opts.verbose === true
     this.rl = createInterface({ input, output, terminal: this.tty, historySize: 200 })
     // Start reading now: lines piped in while the models are listed would be lost otherwise.
     this.lines = this.rl[Symbol.asyncIterator]()
@@ -226,6 +242,7 @@ class ChatSession {
           ? 'stopped'
           : `${r.completionTokens} tokens, ${(r.completionTokens / secs).toFixed(0)} tok/s`
       this.write(`\n${dim(`[${note}]`, this.tty)}\n`)
+      if (this.verbose) this.write(`${dim(`[${traceNote(r.requestId, r.timing)}]`, this.tty)}\n`)
     }
     return text
   }
@@ -233,6 +250,7 @@ class ChatSession {
   /** A stopped answer says so; a limit hit also shows the caller's limits. */
   private async reportFailedTurn(e: MeshError): Promise<void> {
     this.write(`\n${e.code === 'ERR_CANCELLED' ? dim('[stopped]', this.tty) : `error: ${e.message}`}\n`)
+    if (this.verbose) this.write(`${dim(`[${traceNote(e.details?.requestId)}]`, this.tty)}\n`)
     if (e.code === 'ERR_RATE_LIMITED' || e.code === 'ERR_QUOTA_EXCEEDED') {
       const who = await this.client.whoami().catch(() => null)
       if (who) this.write(`${formatLimits(who.limits)}\n`)

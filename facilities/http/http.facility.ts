@@ -7,11 +7,13 @@ import {
 } from 'node:http'
 import type { Socket } from 'node:net'
 import { MeshError } from '../../kernel/errors.js'
+import { formatTiming } from '../../kernel/trace.js'
 import { idSequence } from '../../kernel/util.js'
 import type { InferenceSource } from '../../kernel/wire.js'
 import type { Identity } from '../auth/auth.facility.js'
 import { Facility } from '../facility.js'
 import type { Logger } from '../log.facility.js'
+import type { RequestTrace, Tracer } from '../tracing/request-trace.js'
 import { type HttpMetrics, noteFailure, ObservedResponse, outcomeOf } from './observed.js'
 import { sendNotFound } from './ollama/replies.js'
 import { createOllamaRoutes, DEFAULT_OLLAMA_VERSION } from './ollama-api.js'
@@ -54,8 +56,14 @@ export interface HttpFacilityOptions {
    * @throws ERR_AUTH_REQUIRED, ERR_AUTH_INVALID
    */
   authenticate(token: string | undefined): Identity | null
-  /** The mesh as seen by this caller, reporting its path through `timing`. */
-  sourceFor(identity: Identity | null, timing: RequestTiming): InferenceSource
+  /** The mesh as seen by this caller, reporting its path through `timing` (and `trace`, when traced). */
+  sourceFor(
+    identity: Identity | null,
+    timing: RequestTiming,
+    trace: RequestTrace | undefined,
+  ): InferenceSource
+  /** Request ids taken or made per request, and hop timing (`tracing.enabled`); none: ids are a counter. */
+  tracer?: Tracer | null
   /** Where requests are counted, and `GET /metrics` served from; none: neither. */
   metrics?: HttpMetrics | null
 }
@@ -67,6 +75,9 @@ function overheadMs(timing: RequestTiming): string {
   const after = timing.answered === undefined ? 0 : now - timing.answered
   return (before + after).toFixed(3)
 }
+
+/** Named in the head of a streamed answer: its timing comes after the body. */
+const TIMING_TRAILER = 'X-LLM-Mesh-Timing, Server-Timing'
 
 /**
  * A response that adds the gateway's two headers as its head is written,
@@ -81,6 +92,10 @@ class MeshResponse<Request extends IncomingMessage = IncomingMessage> extends Ob
   timing: RequestTiming | null = null
   /** The API it counts under; null: not counted (the scrape itself). */
   api: 'ollama' | 'openai' | null = null
+  /** The request's trace (tracing on): its timing goes in the head, or for a stream in trailers. */
+  trace: RequestTrace | undefined = undefined
+  /** Whether the head announced the timing trailers. */
+  private trailing = false
 
   override writeHead(
     statusCode: number,
@@ -100,11 +115,38 @@ class MeshResponse<Request extends IncomingMessage = IncomingMessage> extends Ob
     if (!this.requestId) return super.writeHead(statusCode, message, headers)
     const own: OutgoingHttpHeaders = { 'X-Request-Id': this.requestId }
     if (this.timing) own['X-LLM-Mesh-Overhead-Ms'] = overheadMs(this.timing)
+    if (this.trace?.started) this.timingHeaders(own, statusCode)
     if (headers === undefined || Array.isArray(headers)) {
       for (const [name, value] of Object.entries(own)) if (value !== undefined) this.setHeader(name, value)
       return super.writeHead(statusCode, message, headers)
     }
     return super.writeHead(statusCode, message, { ...headers, ...own })
+  }
+
+  /**
+   * An inference's timing: in the head when its answer is known (given whole, or failed), else
+   * (a stream starting) announced as trailers, when the response is chunked (HTTP/1.1).
+   */
+  private timingHeaders(own: OutgoingHttpHeaders, statusCode: number): void {
+    const final = this.trace?.final
+    if (final) {
+      const value = formatTiming(final)
+      own['X-LLM-Mesh-Timing'] = value
+      own['Server-Timing'] = value
+    } else if (statusCode === 200 && this.useChunkedEncodingByDefault) {
+      own.Trailer = TIMING_TRAILER
+      this.trailing = true
+    }
+  }
+
+  /** Ends the response, with a stream's timing trailers when they were announced. */
+  override end(chunk?: unknown, encoding?: unknown, cb?: unknown): this {
+    const final = this.trailing ? this.trace?.final : null
+    if (final && !this.writableEnded) {
+      const value = formatTiming(final)
+      this.addTrailers({ 'X-LLM-Mesh-Timing': value, 'Server-Timing': value })
+    }
+    return (super.end as (c: unknown, e: unknown, f: unknown) => this)(chunk, encoding, cb)
   }
 }
 
@@ -261,7 +303,9 @@ export class HttpFacility extends Facility {
 
   private async handle(req: IncomingMessage, res: MeshResponse): Promise<void> {
     const timing: RequestTiming = { arrived: performance.now() }
-    res.requestId = this.id()
+    const trace = this.opts.tracer?.fromHeaders(req.headers, timing.arrived)
+    res.requestId = trace ? trace.id : this.id()
+    res.trace = trace
     res.timing = timing
     const path = pathOf(req)
     const openAI = path?.startsWith('/v1/') === true
@@ -308,7 +352,7 @@ export class HttpFacility extends Facility {
         return
       }
     }
-    const source = this.opts.sourceFor(identity, timing)
+    const source = this.opts.sourceFor(identity, timing, trace)
     if (openAI) return this.openai(req, res, source, path)
     return this.ollama(req, res, source, path)
   }

@@ -94,9 +94,17 @@ export interface UserLimitOverrides {
   monthlyTokens?: number | null
 }
 
-/** Per request: give up after `timeoutMs` (the gateway's `inferenceTimeoutMs` at most). */
+/**
+ * Per request: give up after `timeoutMs` (the gateway's `inferenceTimeoutMs` at most); the
+ * request's id in the mesh's logs (`requestId`: printable ASCII, at most 128 characters; else
+ * ERR_BAD_REQUEST), or the trace id of a W3C `traceparent`, instead of one the gateway makes.
+ * The answer carries the id in use (`requestId`) and the per-hop timing (`timing`); an error
+ * the gateway sends carries it in `details.requestId`.
+ */
 export interface RequestOptions {
   timeoutMs?: number
+  requestId?: string
+  traceparent?: string
 }
 
 type Streamed<R> = R & RequestOptions & { stream: true }

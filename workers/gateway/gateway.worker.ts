@@ -5,6 +5,7 @@ import type { LimitsFacility } from '../../facilities/limits.facility.js'
 import type { CallContext, MethodTable } from '../../facilities/net/rpc-server.js'
 import { STREAM_CHUNK } from '../../facilities/net/streaming.js'
 import { type ProcessorEntry, RouterFacility } from '../../facilities/router/router.facility.js'
+import { Tracer } from '../../facilities/tracing/request-trace.js'
 import type { UsageFacility } from '../../facilities/usage/usage.facility.js'
 import { CancelToken, cancelById } from '../../kernel/cancel.js'
 import type { GatewayConfig } from '../../kernel/config.js'
@@ -34,6 +35,7 @@ import { type EmbedReply, InferencePipeline, type Sink, withDeadline } from './i
 import { GatewayInvites } from './invites.js'
 import { Metering } from './metering.js'
 import { GatewayObservability } from './observability.js'
+import { endTrace, ledgerIdOf, startTrace } from './tracing.js'
 
 /**
  * The mesh's front door: every request is authenticated (API key or access JWT), admitted against
@@ -54,6 +56,8 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   private readonly invites: GatewayInvites
   private readonly mesh: GatewayMesh
   private readonly observability = new GatewayObservability(() => this.routerFacility)
+  /** Request ids and per-hop timing (`tracing.enabled`); null: off. */
+  readonly tracer = this.config.tracing.enabled ? new Tracer(this.log) : null
 
   constructor(config: GatewayConfig, opts: WorkerOptions = {}) {
     super('gateway', config, opts)
@@ -142,7 +146,8 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
                 maxConnections: this.config.http.maxConnections,
                 logger: this.log,
                 authenticate: (token) => (this.acct.auth ? this.acct.auth.authenticate(token) : null),
-                sourceFor: (identity, timing) => new GatewaySource(this, identity, timing),
+                sourceFor: (identity, timing, trace) => new GatewaySource(this, identity, timing, trace),
+                tracer: this.tracer,
                 metrics: this.config.http.metrics ? this.observability.http : null,
               })
               return this.httpFacility
@@ -203,7 +208,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       embed: (payload, ctx) =>
         this.serveEmbed(
           this.accounts.identify(payload),
-          parseEmbedRequest(payload, this.config.maxPromptBytes),
+          this.traced(parseEmbedRequest(payload, this.config.maxPromptBytes)),
           (cancel) => ctx.onClose(() => cancel.abort()),
         ),
       ps: async (payload) => {
@@ -267,7 +272,14 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       runningKey: clientId ? `${ctx.remotePublicKey.toString('hex')}/${clientId}` : null,
       onText: req.stream ? (text) => ctx.emit(STREAM_CHUNK, { id: clientId, seq: seq++, text }) : null,
       watch: (cancel) => ctx.onClose(() => cancel.abort()),
+      trace: this.tracer?.fromPayload(req),
     })
+  }
+
+  /** An embedding request with its id (the caller's or a new one) when tracing is on. */
+  traced<R extends { requestId?: string | undefined; traceparent?: string | undefined }>(req: R): R {
+    if (this.tracer) req.requestId = this.tracer.fromPayload(req).id
+    return req
   }
 
   /**
@@ -277,10 +289,17 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
    * @throws ERR_FORBIDDEN (model not allowed for the key), ERR_RATE_LIMITED, ERR_QUOTA_EXCEEDED,
    *         and whatever forwarding throws
    */
-  async serveInfer(identity: Identity | null, req: InferRequest, sink: Sink): Promise<InferResult> {
+  serveInfer(identity: Identity | null, req: InferRequest, sink: Sink): Promise<InferResult> {
+    if (!sink.trace) return this.serveOnce(identity, req, sink)
+    startTrace(sink.trace, req)
+    return endTrace(sink.trace, req, this.serveOnce(identity, req, sink))
+  }
+
+  private async serveOnce(identity: Identity | null, req: InferRequest, sink: Sink): Promise<InferResult> {
     await this.admissible(identity, req.model)
     const work = () => this.pipeline.run(req, sink, identity?.userId ?? '')
-    const answer = identity ? this.metering.run(identity, req.model, work, (r) => r) : work()
+    const ledgerId = ledgerIdOf(sink.trace)
+    const answer = identity ? this.metering.run(identity, req.model, work, (r) => r, ledgerId) : work()
     return this.observability.counted(req.model, answer)
   }
 

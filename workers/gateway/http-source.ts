@@ -1,5 +1,6 @@
 import type { Identity } from '../../facilities/auth/auth.facility.js'
 import type { RequestTiming } from '../../facilities/http/http.facility.js'
+import type { RequestTrace } from '../../facilities/tracing/request-trace.js'
 import { type CancelToken, noop } from '../../kernel/cancel.js'
 import { parseEmbedRequest, parseInferRequest } from '../../kernel/inference.js'
 import type {
@@ -41,6 +42,8 @@ export class GatewaySource implements InferenceSource {
     private readonly gateway: GatewayWorker,
     private readonly identity: Identity | null,
     private readonly timing: RequestTiming,
+    /** The request's trace (tracing on). */
+    private readonly trace: RequestTrace | undefined = undefined,
   ) {}
 
   listModels(): Promise<ModelInfo[]> {
@@ -67,7 +70,10 @@ export class GatewaySource implements InferenceSource {
     this.timing.dispatched ??= performance.now()
     return this.gateway.serveEmbed(
       this.identity,
-      parseEmbedRequest(req, this.gateway.config.maxPromptBytes),
+      parseEmbedRequest(
+        this.trace ? { ...req, requestId: this.trace.id, traceparent: this.trace.traceparent } : req,
+        this.gateway.config.maxPromptBytes,
+      ),
       (cancel) => watchCaller(cb, cancel),
       () => {
         this.timing.answered = performance.now()
@@ -88,6 +94,7 @@ export class GatewaySource implements InferenceSource {
       onAnswer: () => {
         this.timing.answered = performance.now()
       },
+      trace: this.trace,
     })
   }
 }

@@ -2,10 +2,11 @@ import type { Logger } from '../../facilities/log.facility.js'
 import type { NetFacility } from '../../facilities/net/net.facility.js'
 import type { StreamChunk } from '../../facilities/net/streaming.js'
 import type { ProcessorEntry, RouterFacility } from '../../facilities/router/router.facility.js'
+import type { RequestTrace } from '../../facilities/tracing/request-trace.js'
 import { CancelToken, cancelError } from '../../kernel/cancel.js'
 import type { GatewayConfig } from '../../kernel/config.js'
 import { MeshError } from '../../kernel/errors.js'
-import type { InferRequest, InferResult } from '../../kernel/inference.js'
+import type { InferRequest, InferResult, ProcessorReply } from '../../kernel/inference.js'
 import type { EmbedResult } from '../../kernel/wire.js'
 
 /** Waits `ms`, or less if `cancel` fires first. */
@@ -33,6 +34,8 @@ export interface Sink {
   onDispatch?: () => void
   /** Called when a processor's whole answer came back, before it is accounted. */
   onAnswer?: () => void
+  /** The request's trace (`tracing.enabled`): its id, logger and hop timing. */
+  trace?: RequestTrace | undefined
 }
 
 /** An embedding answer as processors give it, with who served it. */
@@ -56,6 +59,27 @@ function processorGone(entry: ProcessorEntry, what: string): MeshError {
   return new MeshError('ERR_UNAVAILABLE', `processor ${entry.id.slice(0, 8)} ${what}`, { rerouted: true })
 }
 
+/**
+ * The request's answer from a processor's reply: who served it, and with tracing on, the
+ * processor's round trip and what it measured itself (the gateway sets the whole timing later).
+ */
+function answerOf(
+  reply: ProcessorReply,
+  processor: string,
+  trace: RequestTrace | undefined,
+  upstreamMs: number,
+): InferResult {
+  const result = reply as InferResult
+  result.processor = processor
+  if (trace) {
+    trace.upstreamMs = upstreamMs
+    trace.processor = reply.timing
+  }
+  // The processor's part only: the gateway's whole timing replaces it (tracing on) or it goes.
+  if (reply.timing !== undefined) result.timing = undefined
+  return result
+}
+
 /** Every field of either kind of request (a field added to the schema must be forwarded or named here). */
 type FieldOf<T> = T extends unknown ? keyof T : never
 type ForwardedField = Exclude<FieldOf<InferRequest>, 'id' | 'timeoutMs'>
@@ -73,6 +97,8 @@ function processorRequest(req: InferRequest): Record<ForwardedField, unknown> {
     model: req.model,
     stream: req.stream,
     options: req.options,
+    requestId: req.requestId,
+    traceparent: req.traceparent,
     messages: chat ? req.messages : undefined,
     prompt: chat ? undefined : req.prompt,
     system: chat ? undefined : req.system,
@@ -185,9 +211,12 @@ export class InferencePipeline {
     let chunks = 0
     const body = processorRequest(req)
     const stopped = () => cancelError(cancel.reason)
+    const { trace } = sink
     for (let attempt = 1; ; attempt++) {
+      const waitFrom = trace ? performance.now() : 0
       // A request stopped meanwhile (its caller gone) takes no slot.
       const lease = await this.router().lease(req.model, { userId, exclude: tried, cancel })
+      if (trace) trace.queueMs += performance.now() - waitFrom
       const { entry } = lease
       tried.add(entry.id)
       const leg: Leg = { cancel: new CancelToken(), model: req.model, answering: false }
@@ -206,7 +235,7 @@ export class InferencePipeline {
         const { onText } = sink
         const result = await this.net()
           .peer(entry.publicKey, entry.id)
-          .stream<InferResult>('infer', body, {
+          .stream<ProcessorReply>('infer', body, {
             cancel: leg.cancel,
             timeout: timeoutMs,
             // An answer given whole has no chunks to wait for (the processor streams only when asked).
@@ -219,7 +248,6 @@ export class InferencePipeline {
                 }
               : undefined,
           })
-        result.processor = entry.id
         const observedMs = performance.now() - sent
         lease.answered({
           // Unary answers have no first chunk: what the processor did not spend generating.
@@ -229,7 +257,7 @@ export class InferencePipeline {
           completionTokens: result.completionTokens,
           evalMs: result.evalMs,
         })
-        return result
+        return answerOf(result, entry.id, trace, observedMs)
       } catch (err) {
         if (cancel.aborted) {
           const reason = cancel.reason instanceof MeshError ? cancel.reason : MeshError.from(err)
@@ -239,13 +267,13 @@ export class InferencePipeline {
           throw reason
         }
         const verdict = lease.failed(err, chunks)
+        if (trace) trace.retryMs += performance.now() - sent
         if (!verdict.retry) throw verdict.error
         if (verdict.rerouted) tried.delete(entry.id)
-        else
-          this.log().warn(
-            { err: verdict.error, processor: entry.id, attempt },
-            'processor failed before first token',
-          )
+        ;(trace?.log ?? this.log()).warn(
+          { err: verdict.error, processor: entry.id, attempt },
+          verdict.rerouted ? 'request moved to another processor' : 'processor failed before first token',
+        )
       } finally {
         legs.delete(leg)
         if (legs.size === 0) this.legs.delete(entry.id)
@@ -256,6 +284,7 @@ export class InferencePipeline {
         throw MeshError.noProcessor(req.model, `${attempt} attempt(s) failed`)
       }
       await sleep(backoff, cancel)
+      if (trace) trace.retryMs += backoff
       if (cancel.aborted) throw stopped()
     }
   }

@@ -42,6 +42,8 @@ export class Metering {
     model: string,
     work: () => Promise<T>,
     counts: (result: T) => Metered,
+    /** The record's id (unique: one the gateway made); a new one when absent. */
+    id?: string,
   ): Promise<T & { requestId: string }> {
     const usage = this.ledger()
     const limits = this.limiter()
@@ -49,7 +51,7 @@ export class Metering {
     if (!usage.hasTotals(identity.userId)) await usage.loadTotals(identity.userId)
     limits.admit(subject)
     const started = performance.now()
-    const requestId = this.nextRequestId()
+    const requestId = id ?? this.nextRequestId()
     let result: T | null = null
     let failure: MeshError | null = null
     let recorded: Promise<void>

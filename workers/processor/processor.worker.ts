@@ -9,7 +9,7 @@ import type { ProcessorConfig } from '../../kernel/config.js'
 import { MeshError } from '../../kernel/errors.js'
 import { gatewayKeyPair, processorProof } from '../../kernel/identity.js'
 import {
-  type InferResult,
+  type ProcessorReply,
   parseEmbedRequest,
   parseInferRequest,
   parseModelRequest,
@@ -21,6 +21,7 @@ import { ewma } from '../../kernel/util.js'
 import type { InferenceSource, ModelInfo } from '../../kernel/wire.js'
 import { BaseWorker, type FacilitySpec, type WorkerOptions } from '../base.worker.js'
 import { configInvite, redeemInvite } from '../join-invite.js'
+import { inferDone, inferFailed, tracedEmbed } from './request-trace.js'
 import { VouchedTrust } from './vouched-trust.js'
 
 /**
@@ -198,7 +199,8 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
       infer: (payload, ctx) => this.infer(payload, ctx),
       cancel: (payload, ctx) => cancelById(this.running, payload, ctx.remotePublicKey),
       models: async () => ({ models: await this.listModels() }),
-      embed: (payload) => this.backend.embed(parseEmbedRequest(payload, this.config.maxPromptBytes)),
+      embed: (payload) =>
+        tracedEmbed(this.log, this.backend, parseEmbedRequest(payload, this.config.maxPromptBytes)),
       ps: async () => ({ models: await this.backend.runningModels() }),
       show: (payload) => this.backend.showModel(parseModelRequest(payload).model),
     }
@@ -267,7 +269,8 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
     return this.statusVersions.reply(full, payload)
   }
 
-  private async infer(payload: unknown, ctx: CallContext): Promise<InferResult> {
+  private async infer(payload: unknown, ctx: CallContext): Promise<ProcessorReply> {
+    const arrived = performance.now()
     const req = parseInferRequest(payload, this.config.maxPromptBytes)
     if (req.stream && !req.id) throw MeshError.badRequest('request.id: required when stream is true')
     // A caller's stream ids are its own to pick; a unary generation gets one no caller can name.
@@ -284,7 +287,9 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
         : null
     const onToken = writer ? (text: string) => writer.write(text) : undefined
     try {
+      const backendFrom = performance.now()
       const result = await runOnSource(this.source, req, cancel, onToken)
+      const backendMs = performance.now() - backendFrom
       writer?.flush()
       this.served++
       if (result.evalMs > 0) {
@@ -294,7 +299,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
       // Field by field: a backend's result may carry more than the wire's fields. The gateway
       // names the processor itself, and durations go to the microsecond: the key and the
       // doubles' 17 digits were ~100 of a reply's ~270 bytes, and replies batch into UDP packets.
-      return {
+      const reply: ProcessorReply = {
         model: req.model,
         text: req.stream ? '' : result.text,
         doneReason: result.doneReason,
@@ -305,9 +310,14 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
         promptEvalMs: toMicroseconds(result.promptEvalMs),
         evalMs: toMicroseconds(result.evalMs),
       }
+      // Asked for by a gateway with tracing on: the processor's time and its backend's.
+      if (req.requestId !== undefined)
+        reply.timing = inferDone(this.log, req.requestId, arrived, backendMs, reply)
+      return reply
     } catch (err) {
       writer?.flush()
       this.failed++
+      inferFailed(this.log, req.requestId, req.model, err)
       throw err
     } finally {
       unwatch()
