@@ -312,7 +312,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
       }
       // Asked for by a gateway with tracing on: the processor's time and its backend's.
       if (req.requestId !== undefined)
-        reply.timing = inferDone(this.log, req.requestId, arrived, backendMs, reply)
+        reply.timing = inferDone(this.log, req.requestId, req.traceparent, arrived, backendMs, reply)
       return reply
     } catch (err) {
       writer?.flush()

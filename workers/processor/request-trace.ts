@@ -24,16 +24,15 @@ function loggerFor(log: Logger, requestId: string | undefined): Logger {
 export function inferDone(
   log: Logger,
   requestId: string,
+  traceparent: string | undefined,
   arrived: number,
   backendMs: number,
   reply: ProcessorReply,
 ): ProcessorTiming {
   const timing = { processorMs: roundMs(performance.now() - arrived), backendMs: roundMs(backendMs) }
   if (log.isLevelEnabled('debug')) {
-    loggerFor(log, requestId).debug(
-      { model: reply.model, tokens: reply.completionTokens, doneReason: reply.doneReason, timing },
-      'infer done',
-    )
+    const { model, completionTokens: tokens, doneReason } = reply
+    loggerFor(log, requestId).debug({ model, tokens, doneReason, timing, traceparent }, 'infer done')
   }
   return timing
 }
