@@ -135,6 +135,18 @@ test('tracing: HTTP request ids (given, traceparent, bad, made), in both logs; t
   checkTiming(t, missing.headers['x-llm-mesh-timing'] as string, 'error', false)
   t.is(gatewayLog.about('nope-1')[0]?.code, 'ERR_MODEL_NOT_FOUND', "the refusal's line carries the id")
 
+  // Embeddings: the id reaches the processor's log; no timing.
+  const embed = await raw(
+    url,
+    '/api/embed',
+    { model: 'echo', input: ['a', 'b'] },
+    { ...auth, 'X-Request-Id': 'embed-1' },
+  )
+  t.is(embed.status, 200)
+  t.is(embed.headers['x-request-id'], 'embed-1')
+  t.is(processorLog.about('embed-1')[0]?.msg, 'embed done', "the processor's line about the embedding")
+  t.is(embed.headers['x-llm-mesh-timing'], undefined, 'no timing for embeddings')
+
   // Not an inference: the id, no timing.
   const tags = await fetch(`${url}/api/tags`, { headers: { ...auth, 'X-Request-Id': 'tags-1' } })
   t.is(tags.headers.get('x-request-id'), 'tags-1')

@@ -35,7 +35,7 @@ import { type EmbedReply, InferencePipeline, type Sink, withDeadline } from './i
 import { GatewayInvites } from './invites.js'
 import { Metering } from './metering.js'
 import { GatewayObservability } from './observability.js'
-import { endTrace, ledgerIdOf, startTrace } from './tracing.js'
+import { endTrace, ledgerIdOf, startTrace, traceEmbed } from './tracing.js'
 
 /**
  * The mesh's front door: every request is authenticated (API key or access JWT), admitted against
@@ -208,7 +208,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       embed: (payload, ctx) =>
         this.serveEmbed(
           this.accounts.identify(payload),
-          this.traced(parseEmbedRequest(payload, this.config.maxPromptBytes)),
+          traceEmbed(this.tracer, parseEmbedRequest(payload, this.config.maxPromptBytes)),
           (cancel) => ctx.onClose(() => cancel.abort()),
         ),
       ps: async (payload) => {
@@ -274,12 +274,6 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       watch: (cancel) => ctx.onClose(() => cancel.abort()),
       trace: this.tracer?.fromPayload(req),
     })
-  }
-
-  /** An embedding request with its id (the caller's or a new one) when tracing is on. */
-  traced<R extends { requestId?: string | undefined; traceparent?: string | undefined }>(req: R): R {
-    if (this.tracer) req.requestId = this.tracer.fromPayload(req).id
-    return req
   }
 
   /**

@@ -1,4 +1,4 @@
-import type { RequestTrace } from '../../facilities/tracing/request-trace.js'
+import type { RequestTrace, Tracer } from '../../facilities/tracing/request-trace.js'
 import { MeshError } from '../../kernel/errors.js'
 import type { InferRequest, InferResult } from '../../kernel/inference.js'
 
@@ -14,6 +14,15 @@ export function startTrace(trace: RequestTrace, req: InferRequest): void {
   trace.started = true
   req.requestId = trace.id
   if (trace.traceparent !== undefined) req.traceparent = trace.traceparent
+}
+
+/** An embedding request (over RPC) with its id, the caller's or a new one, when tracing is on. */
+export function traceEmbed<R extends { requestId?: string | undefined; traceparent?: string | undefined }>(
+  tracer: Tracer | null,
+  req: R,
+): R {
+  if (tracer) req.requestId = tracer.fromPayload(req).id
+  return req
 }
 
 /** The id the usage ledger records the request under: the trace's when made here (unique), else its own. */
