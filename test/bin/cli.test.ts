@@ -338,13 +338,19 @@ test('cli: the operator contract of up, user, key, usage, chat and status', {
   t.is(badLimit.code, 2, 'bad input: exit code 2')
   t.ok(badLimit.stderr.includes('--rpm: a positive integer'), badLimit.stderr)
 
-  const chat = await run([BIN, 'chat', '--data', data, '--api-key', key.stdout.trim()], {
+  const chat = await run([BIN, 'chat', '--data', data, '--api-key', key.stdout.trim(), '--verbose'], {
     // A line after /exit is read along with the rest but never sent (the ledger below counts one request).
     input: 'abc\n/usage\n/exit\nnot sent\n',
   })
   t.is(chat.code, 0, chat.stderr)
   t.ok(chat.stdout.includes('defghijklmnopqrstuvwxyz'), chat.stdout)
   t.ok(chat.stdout.includes('usage of bob'), '/usage answers for the signed-in user')
+  t.ok(
+    /\[request [0-9a-f]{32} · total [0-9.]+ ms: gateway [0-9.]+, queue [0-9.]+, retry [0-9.]+, upstream [0-9.]+ \(processor [0-9.]+, backend [0-9.]+\)\]/.test(
+      chat.stdout,
+    ),
+    `--verbose: the request id and its timing (${chat.stdout})`,
+  )
 
   const usage = await run([BIN, 'usage', '--user', 'bob', '--json', '--data', data])
   t.is(usage.code, 0, usage.stderr)
