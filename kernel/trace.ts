@@ -87,36 +87,22 @@ export interface HopTiming {
   backendMs?: number
 }
 
-const PARTS: [keyof HopTiming, string][] = [
-  ['totalMs', 'total'],
-  ['gatewayMs', 'gateway'],
-  ['queueMs', 'queue'],
-  ['retryMs', 'retry'],
-  ['upstreamMs', 'upstream'],
-  ['processorMs', 'processor'],
-  ['backendMs', 'backend'],
-]
-
 /**
- * `X-LLM-Mesh-Timing` (and `Server-Timing`): `total;dur=18.2, gateway;dur=1.2, queue;dur=0.3,
- * retry;dur=0, upstream;dur=16.7, processor;dur=15.0, backend;dur=14.1`, ms with 3 decimals;
- * the processor's two parts only when it reported them.
+ * `X-LLM-Mesh-Timing` (and `Server-Timing`): `total;dur=18.204, gateway;dur=1.2, queue;dur=0.3,
+ * retry;dur=0, upstream;dur=16.704, processor;dur=15, backend;dur=14.1`, ms to the microsecond
+ * at most (the fields are rounded so); the processor's two parts only when it reported them.
  */
 export function formatTiming(t: HopTiming): string {
-  let s = ''
-  for (const [field, name] of PARTS) {
-    const v = t[field]
-    if (v === undefined) continue
-    s += `${s ? ', ' : ''}${name};dur=${v.toFixed(3)}`
-  }
-  return s
+  const s = `total;dur=${t.totalMs}, gateway;dur=${t.gatewayMs}, queue;dur=${t.queueMs}, retry;dur=${t.retryMs}, upstream;dur=${t.upstreamMs}`
+  if (t.processorMs === undefined) return s
+  return `${s}, processor;dur=${t.processorMs}, backend;dur=${t.backendMs ?? 0}`
 }
 
 /** The parts of a timing header by name (ms); entries that are not `name;dur=<number>` are skipped. */
 export function parseTiming(header: string): Record<string, number> {
   const parts: Record<string, number> = {}
   for (const entry of header.split(',')) {
-    const m = /^\s*([A-Za-z0-9_-]+)\s*;\s*dur=([0-9.]+)\s*$/.exec(entry)
+    const m = /^\s*([A-Za-z0-9_-]+)\s*;\s*dur=([0-9.e+-]+)\s*$/.exec(entry)
     if (m) parts[m[1] as string] = Number(m[2])
   }
   return parts

@@ -77,7 +77,8 @@ function overheadMs(timing: RequestTiming): string {
 }
 
 /** Named in the head of a streamed answer: its timing comes after the body. */
-const TIMING_TRAILER = 'X-LLM-Mesh-Timing, Server-Timing'
+const TIMING_TRAILER = 'X-LLM-Mesh-Timing'
+const TIMING_TRAILERS = 'X-LLM-Mesh-Timing, Server-Timing'
 
 /**
  * A response that adds the gateway's two headers as its head is written,
@@ -128,23 +129,28 @@ class MeshResponse<Request extends IncomingMessage = IncomingMessage> extends Ob
    * (a stream starting) announced as trailers, when the response is chunked (HTTP/1.1).
    */
   private timingHeaders(own: OutgoingHttpHeaders, statusCode: number): void {
-    const final = this.trace?.final
+    const trace = this.trace as RequestTrace
+    const final = trace.final
     if (final) {
       const value = formatTiming(final)
       own['X-LLM-Mesh-Timing'] = value
-      own['Server-Timing'] = value
+      if (trace.serverTiming) own['Server-Timing'] = value
     } else if (statusCode === 200 && this.useChunkedEncodingByDefault) {
-      own.Trailer = TIMING_TRAILER
+      own.Trailer = trace.serverTiming ? TIMING_TRAILERS : TIMING_TRAILER
       this.trailing = true
     }
   }
 
   /** Ends the response, with a stream's timing trailers when they were announced. */
   override end(chunk?: unknown, encoding?: unknown, cb?: unknown): this {
-    const final = this.trailing ? this.trace?.final : null
-    if (final && !this.writableEnded) {
-      const value = formatTiming(final)
-      this.addTrailers({ 'X-LLM-Mesh-Timing': value, 'Server-Timing': value })
+    const trace = this.trailing ? this.trace : undefined
+    if (trace?.final && !this.writableEnded) {
+      const value = formatTiming(trace.final)
+      this.addTrailers(
+        trace.serverTiming
+          ? { 'X-LLM-Mesh-Timing': value, 'Server-Timing': value }
+          : { 'X-LLM-Mesh-Timing': value },
+      )
     }
     return (super.end as (c: unknown, e: unknown, f: unknown) => this)(chunk, encoding, cb)
   }

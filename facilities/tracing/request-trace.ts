@@ -39,6 +39,8 @@ export class RequestTrace {
     readonly traceparent: string | undefined,
     /** Whether this worker made the id (then unique: the usage ledger may use it as its own). */
     readonly made: boolean,
+    /** Whether the timing goes out as `Server-Timing` too (`tracing.serverTiming`). */
+    readonly serverTiming = false,
   ) {}
 
   /** The logger for lines about this request: `reqId` in every one. */
@@ -80,7 +82,11 @@ export class RequestTrace {
 export class Tracer {
   private readonly nextId = requestIdSequence()
 
-  constructor(private readonly log: Logger) {}
+  constructor(
+    private readonly log: Logger,
+    /** Send the timing as `Server-Timing` too. */
+    private readonly serverTiming = false,
+  ) {}
 
   /** A new id, made here. */
   newId(): string {
@@ -93,9 +99,10 @@ export class Tracer {
     const parent = headers.traceparent
     const traceId = parent === undefined ? null : traceIdOf(parent)
     const traceparent = traceId === null ? undefined : (parent as string)
-    if (given !== null) return new RequestTrace(given, this.log, arrived, traceparent, false)
-    if (traceId !== null) return new RequestTrace(traceId, this.log, arrived, traceparent, false)
-    return new RequestTrace(this.nextId(), this.log, arrived, undefined, true)
+    const { log, serverTiming } = this
+    if (given !== null) return new RequestTrace(given, log, arrived, traceparent, false, serverTiming)
+    if (traceId !== null) return new RequestTrace(traceId, log, arrived, traceparent, false, serverTiming)
+    return new RequestTrace(this.nextId(), log, arrived, undefined, true, serverTiming)
   }
 
   /** The trace of an RPC request, from its validated payload's `requestId` and `traceparent`. */

@@ -75,7 +75,9 @@ const chat = (stream: boolean) => ({
 })
 
 test('tracing: HTTP request ids (given, traceparent, bad, made), in both logs; timing header and trailers', async (t) => {
-  const { gateway, gatewayLog, processorLog } = await tracedMesh(t)
+  const { gateway, gatewayLog, processorLog } = await tracedMesh(t, {
+    gateway: { tracing: { serverTiming: true } },
+  })
   const url = gateway.httpUrl as string
   const auth = { Authorization: `Bearer ${await apiKeyFor(gateway)}` }
 
@@ -84,7 +86,11 @@ test('tracing: HTTP request ids (given, traceparent, bad, made), in both logs; t
   t.is(given.headers['x-request-id'], 'my-request 0001', 'the given X-Request-Id comes back')
   t.is(JSON.parse(given.text).message.content, 'one two three')
   checkTiming(t, given.headers['x-llm-mesh-timing'] as string, 'unary')
-  t.is(given.headers['server-timing'], given.headers['x-llm-mesh-timing'], 'Server-Timing: the same')
+  t.is(
+    given.headers['server-timing'],
+    given.headers['x-llm-mesh-timing'],
+    'tracing.serverTiming: Server-Timing, the same',
+  )
   trail(t, gatewayLog, processorLog, 'my-request 0001', 'a given id')
   const done = processorLog.about('my-request 0001').find((l) => l.msg === 'infer done')
   t.is(done?.model, 'echo', "the processor's line names the model")
@@ -155,7 +161,27 @@ test('tracing: HTTP request ids (given, traceparent, bad, made), in both logs; t
 
 test('tracing: MeshClient results carry the request id and timing; both logs have it', async (t) => {
   const { gateway, gatewayLog, processorLog, bootstrap } = await tracedMesh(t)
-  const client = await startClient(t, bootstrap, {}, { apiKey: await apiKeyFor(gateway) })
+  const key = await apiKeyFor(gateway)
+  const client = await startClient(t, bootstrap, {}, { apiKey: key })
+
+  // By default the timing is X-LLM-Mesh-Timing only, not Server-Timing.
+  const auth = { Authorization: `Bearer ${key}` }
+  const unary = await raw(gateway.httpUrl as string, '/api/chat', chat(false), auth)
+  checkTiming(t, unary.headers['x-llm-mesh-timing'] as string, 'default unary')
+  t.is(unary.headers['server-timing'], undefined, 'no Server-Timing unless tracing.serverTiming')
+  const streamed = await raw(gateway.httpUrl as string, '/api/chat', chat(true), auth)
+  t.is(streamed.headers.trailer, 'X-LLM-Mesh-Timing', 'a stream announces the one trailer')
+  checkTiming(t, streamed.trailers['x-llm-mesh-timing'], 'default stream trailer')
+  t.is(streamed.trailers['server-timing'], undefined)
+  t.is(
+    streamed.text
+      .split('\n')
+      .filter((l) => l.trim() !== '')
+      .at(-1)
+      ?.includes('"done":true'),
+    true,
+    'NDJSON ends with its done line',
+  )
 
   const made = await client.chat({ model: 'echo', messages: [{ role: 'user', content: 'hi there' }] })
   t.is(made.text, 'hi there')

@@ -57,7 +57,9 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   private readonly mesh: GatewayMesh
   private readonly observability = new GatewayObservability(() => this.routerFacility)
   /** Request ids and per-hop timing (`tracing.enabled`); null: off. */
-  readonly tracer = this.config.tracing.enabled ? new Tracer(this.log) : null
+  readonly tracer = this.config.tracing.enabled
+    ? new Tracer(this.log, this.config.tracing.serverTiming)
+    : null
 
   constructor(config: GatewayConfig, opts: WorkerOptions = {}) {
     super('gateway', config, opts)
