@@ -87,15 +87,23 @@ export interface HopTiming {
   backendMs?: number
 }
 
+/** `ms` (≥ 0) with three decimals, as `toFixed(3)` writes it but in half the time (integer µs). */
+function fixed3(ms: number): string {
+  const us = Math.round(ms * 1000)
+  const frac = us % 1000
+  return `${(us - frac) / 1000}.${frac < 10 ? '00' : frac < 100 ? '0' : ''}${frac}`
+}
+
 /**
- * `X-LLM-Mesh-Timing` (and `Server-Timing`): `total;dur=18.204, gateway;dur=1.2, queue;dur=0.3,
- * retry;dur=0, upstream;dur=16.704, processor;dur=15, backend;dur=14.1`, ms to the microsecond
- * at most (the fields are rounded so); the processor's two parts only when it reported them.
+ * `X-LLM-Mesh-Timing` (and `Server-Timing`): `total;dur=18.204, gateway;dur=1.210,
+ * queue;dur=0.300, retry;dur=0.000, upstream;dur=16.694, processor;dur=15.020,
+ * backend;dur=14.100`, ms with three decimals; the processor's two parts only when it
+ * reported them.
  */
 export function formatTiming(t: HopTiming): string {
-  const s = `total;dur=${t.totalMs}, gateway;dur=${t.gatewayMs}, queue;dur=${t.queueMs}, retry;dur=${t.retryMs}, upstream;dur=${t.upstreamMs}`
+  const s = `total;dur=${fixed3(t.totalMs)}, gateway;dur=${fixed3(t.gatewayMs)}, queue;dur=${fixed3(t.queueMs)}, retry;dur=${fixed3(t.retryMs)}, upstream;dur=${fixed3(t.upstreamMs)}`
   if (t.processorMs === undefined) return s
-  return `${s}, processor;dur=${t.processorMs}, backend;dur=${t.backendMs ?? 0}`
+  return `${s}, processor;dur=${fixed3(t.processorMs)}, backend;dur=${fixed3(t.backendMs ?? 0)}`
 }
 
 /** The parts of a timing header by name (ms); entries that are not `name;dur=<number>` are skipped. */
