@@ -21,6 +21,7 @@ import {
   workerOverrides,
 } from './lib/common.js'
 import { CREDENTIAL_FLAGS } from './lib/credentials.js'
+import { commandProcessorDrain } from './lib/drain.js'
 import { commandInvite, INVITE_HELP } from './lib/invites.js'
 import { joinMesh } from './lib/join.js'
 import { inviteJoin } from './lib/join-token.js'
@@ -105,6 +106,7 @@ password in LLM_MESH_ADMIN_PASSWORD, else a generated one printed once.
   processor: `Usage: llm-mesh processor [--config FILE] [--bootstrap LIST] [--store DIR] [--models DIR]
                           [--backend auto|llamacpp|ollama|echo] [--ollama-host URL] [--parallel N]
        llm-mesh processor --join TOKEN [--data DIR] [backend flags]
+       llm-mesh processor drain|undrain KEY   (maintenance, through a gateway: see 'processor drain --help')
 
 --join TOKEN (from 'llm-mesh invite' on a gateway) is the whole setup: the mesh, its
 bootstrap and the gateways to trust come from it; the identity is kept in DIR/processor and
@@ -128,6 +130,8 @@ Config: FILE (default config/processor.json), then LLM_MESH_* / OLLAMA_HOST, the
   --weight W         share of traffic under the random-weighted strategy (default 1)
   --throttle-tps N   hand out at most N tokens/s per generation: a slower machine, for
                      testing and benchmarking unequal meshes
+  --drain            start drained for maintenance (no new work until undrained;
+                     SIGUSR2 toggles drained/serving while it runs)
   --data DIR         join the mesh 'llm-mesh up' runs from DIR: serve its gateway, with
                      the models in DIR/models unless --models (or the config) names others
   --mesh NAME, --log-level LEVEL`,
@@ -217,6 +221,8 @@ async function commandGateway(args: string[]): Promise<number> {
 }
 
 async function commandProcessor(args: string[]): Promise<number> {
+  if (args[0] === 'drain' || args[0] === 'undrain')
+    return commandProcessorDrain(args.slice(1), args[0] === 'drain')
   const { values } = parse(args, {
     ...WORKER_FLAGS,
     store: { type: 'string' },
@@ -232,6 +238,7 @@ async function commandProcessor(args: string[]): Promise<number> {
     'mesh-secret': { type: 'string' },
     'allow-any-peer': { type: 'boolean' },
     join: { type: 'string' },
+    drain: { type: 'boolean' },
   })
   if (values.help) return help('processor')
   const backend: ConfigInput = {}
@@ -255,6 +262,7 @@ async function commandProcessor(args: string[]): Promise<number> {
   const flags = deepMerge(workerOverrides(values), store ? { store: resolve(store) } : {}, {
     backend,
     ...(weight !== undefined ? { weight: Number(weight) } : {}),
+    ...(values.drain ? { draining: true } : {}),
     ...(Object.keys(firewall).length ? { firewall } : {}),
   })
   // A join (--join TOKEN, or the one saved in --data DIR) says the mesh; else --data may be `up`'s.
@@ -271,7 +279,10 @@ async function commandProcessor(args: string[]): Promise<number> {
       config.firewall.trustedGateways.push(mesh.gateway)
     config.backend.modelsDir ??= join(dataDir(values), 'models')
   }
-  return serveWorker(new ProcessorWorker(config), async () => joining?.save())
+  const processor = new ProcessorWorker(config)
+  // SIGUSR2 drains for maintenance, and the next one undrains.
+  processor.maintenance.toggleOn('SIGUSR2')
+  return serveWorker(processor, async () => joining?.save())
 }
 
 async function commandChat(args: string[]): Promise<number> {
@@ -311,6 +322,13 @@ async function commandStatus(args: string[]): Promise<number> {
     process.stdout.write(
       `gateway ${status.publicKey}  mesh ${status.mesh}  v${status.version}  strategy ${status.strategy}  active ${status.active}  queued ${status.queued}\n`,
     )
+    const health = status.health
+    if (health) {
+      const failing = health.checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`)
+      process.stdout.write(
+        `${health.ready ? 'ready' : 'NOT READY'}${failing.length ? `  (${failing.join('; ')})` : ''}\n`,
+      )
+    }
     if (status.processors.length === 0) process.stdout.write('no processors\n')
     for (const p of status.processors) {
       const speed = p.measuredTokensPerSecond ?? p.tokensPerSecond

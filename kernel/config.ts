@@ -113,6 +113,8 @@ export const processorConfigSchema = baseConfigSchema
      * trusted like `firewall.trustedGateways`. The mesh and bootstrap must be the token's.
      */
     invite: z.string().min(1).optional(),
+    /** Start drained for maintenance: up and reachable, taking no new work until `undrain`. */
+    draining: z.boolean().default(false),
   })
   .strict()
 

@@ -11,6 +11,7 @@ import { isLoopbackBootstrap } from '../kernel/config-bootstrap.js'
 import { MeshError } from '../kernel/errors.js'
 import { HEX32 } from '../kernel/util.js'
 import { VERSION } from '../kernel/version.js'
+import type { Health, HealthCheck } from '../kernel/wire.js'
 
 export const IDENTITY_BEE = 'worker'
 export const IDENTITY_KEY = 'identity/seed'
@@ -54,7 +55,7 @@ export interface BaseStatus {
 }
 
 /** What a draining worker still answers: who it is and how it stands, and cancels of its work. */
-const ANSWERED_WHILE_DRAINING = new Set(['ping', 'status', 'cancel'])
+const ANSWERED_WHILE_DRAINING = new Set(['ping', 'status', 'health', 'cancel'])
 
 /**
  * What every worker shares: validated config, facilities started in priority
@@ -154,6 +155,32 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
   /** Runs after every facility started and the server listens, before the announce. */
   protected async afterStart(): Promise<void> {}
 
+  /** What this role's readiness depends on (beyond not stopping): see `health`. */
+  protected async readiness(): Promise<HealthCheck[]> {
+    return []
+  }
+
+  /**
+   * Alive (it answers) and ready (every check of its role holds, and it neither stops nor is
+   * drained): what `/healthz`, `/readyz` and RPC `health` answer. A check that throws is not ok.
+   */
+  async health(): Promise<Health> {
+    let checks: HealthCheck[]
+    try {
+      checks = await this.readiness()
+    } catch (err) {
+      checks = [{ name: 'readiness', ok: false, detail: MeshError.from(err).message }]
+    }
+    const draining = this.draining || this.drained()
+    if (this.draining) checks = [{ name: 'serving', ok: false, detail: 'stopping' }, ...checks]
+    return { role: this.role, alive: true, ready: !draining && checks.every((c) => c.ok), draining, checks }
+  }
+
+  /** Drained for maintenance (a processor's `drain`): takes nothing new while it keeps running. */
+  protected drained(): boolean {
+    return false
+  }
+
   /** Runs when the drain timed out: stop whatever is still running. */
   protected abortInflight(): void {}
 
@@ -167,7 +194,7 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
       instance: this.instance,
       uptimeMs: Date.now() - this.startedAt,
       inflight: this.inflight,
-      draining: this.draining,
+      draining: this.draining || this.drained(),
       dhtAddress: dht ? `${dht.host}:${dht.port}` : null,
       ...(await this.statusInfo(caller)),
     }
@@ -245,6 +272,8 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
         time: Date.now(),
       }),
       status: async (payload, ctx) => this.statusReply(await this.localStatus(ctx.remotePublicKey), payload),
+      // Open like `ping`: what a load balancer or a monitor asks.
+      health: () => this.health(),
       ...this.methods(),
     }
     const wrapped: MethodTable = {}

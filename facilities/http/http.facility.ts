@@ -8,10 +8,11 @@ import {
 import type { Socket } from 'node:net'
 import { MeshError } from '../../kernel/errors.js'
 import { idSequence } from '../../kernel/util.js'
-import type { InferenceSource } from '../../kernel/wire.js'
+import type { Health, InferenceSource } from '../../kernel/wire.js'
 import type { Identity } from '../auth/auth.facility.js'
 import { Facility } from '../facility.js'
 import type { Logger } from '../log.facility.js'
+import { PROBE_PATHS, serveProbe } from './health-routes.js'
 import { type HttpMetrics, noteFailure, ObservedResponse, outcomeOf } from './observed.js'
 import { sendNotFound } from './ollama/replies.js'
 import { createOllamaRoutes, DEFAULT_OLLAMA_VERSION } from './ollama-api.js'
@@ -58,6 +59,8 @@ export interface HttpFacilityOptions {
   sourceFor(identity: Identity | null, timing: RequestTiming): InferenceSource
   /** Where requests are counted, and `GET /metrics` served from; none: neither. */
   metrics?: HttpMetrics | null
+  /** What `GET /healthz` and `GET /readyz` answer; none: no probes (404). */
+  health?: (() => Promise<Health>) | null
 }
 
 /** The gateway's own time on a request so far, in ms: before dispatch, and after a whole answer came back. */
@@ -265,8 +268,10 @@ export class HttpFacility extends Facility {
     res.timing = timing
     const path = pathOf(req)
     const openAI = path?.startsWith('/v1/') === true
-    const { metrics } = this.opts
+    const { metrics, health } = this.opts
     const scrape = metrics != null && path === '/metrics'
+    // Probes answer even while the gateway stops (ready: no) or refuses connections.
+    if (health && path !== null && PROBE_PATHS.has(path)) return serveProbe(path, req, res, health)
     if (!scrape) res.api = openAI ? 'openai' : 'ollama'
     const refused = this.refused.has(req.socket)
     if (refused || this.stopping) {

@@ -21,11 +21,13 @@ import type { InviteRole, PublicInvite } from '../../kernel/invite.js'
 import type {
   ChatRequest,
   GenerateRequest,
+  Health,
   ModelDetails,
   ModelInfo,
   ProcessorView,
 } from '../../kernel/wire.js'
 import { type BaseStatus, BaseWorker, type WorkerOptions } from '../base.worker.js'
+import type { DrainReply } from '../gateway/processor-drain.js'
 import { Credentials } from './credentials.js'
 import { GatewayLink } from './gateway-link.js'
 import { MeshStream } from './mesh-stream.js'
@@ -36,6 +38,8 @@ export interface GatewayStatus extends BaseStatus {
   active: number
   queued: number
   strategy: string
+  /** Ready (its store open, a processor serving) and the checks behind it. */
+  health?: Health
 }
 
 export interface MeshClientOptions extends WorkerOptions {
@@ -263,6 +267,19 @@ export class MeshClient extends BaseWorker<ClientConfig> {
   /** The gateway's status: its processors, their models and load. */
   async status(): Promise<GatewayStatus> {
     return this.call<GatewayStatus>('status')
+  }
+
+  /** The gateway's health: alive, ready, and the checks behind it (no credential needed). */
+  async gatewayHealth(): Promise<Health> {
+    return this.call<Health>('health', null, undefined, false)
+  }
+
+  /**
+   * Drains a processor for maintenance (admins only): it finishes what it runs and is sent
+   * nothing new until `undrain` (`draining: false`). `processor`: its key in hex, or a prefix.
+   */
+  async drainProcessor(processor: string, draining = true): Promise<DrainReply> {
+    return this.call<DrainReply>('processorDrain', { processor, draining })
   }
 
   /** Who the credential belongs to, and where it stands against its limits. */

@@ -18,11 +18,12 @@ import {
   parseInferRequest,
   parseModelRequest,
 } from '../../kernel/inference.js'
-import type { EmbedRequest, ModelDetails, ModelInfo, RunningModel } from '../../kernel/wire.js'
+import type { EmbedRequest, HealthCheck, ModelDetails, ModelInfo, RunningModel } from '../../kernel/wire.js'
 
 export type { EmbedReply, Sink } from './inference-pipeline.js'
 
 import { BaseWorker, type FacilitySpec, type WorkerOptions } from '../base.worker.js'
+import { processorsCheck, storeCheck } from '../readiness.js'
 import { AccountFacilities } from './account-facilities.js'
 import { Accounts } from './accounts.js'
 import { ProcessorAdmission } from './admission.js'
@@ -34,6 +35,7 @@ import { type EmbedReply, InferencePipeline, type Sink, withDeadline } from './i
 import { GatewayInvites } from './invites.js'
 import { Metering } from './metering.js'
 import { GatewayObservability } from './observability.js'
+import { ProcessorDrain } from './processor-drain.js'
 
 /**
  * The mesh's front door: every request is authenticated (API key or access JWT), admitted against
@@ -54,6 +56,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   private readonly invites: GatewayInvites
   private readonly mesh: GatewayMesh
   private readonly observability = new GatewayObservability(() => this.routerFacility)
+  private readonly drains: ProcessorDrain
 
   constructor(config: GatewayConfig, opts: WorkerOptions = {}) {
     super('gateway', config, opts)
@@ -96,6 +99,12 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       router,
       admission: this.admission,
       publicKeyHex: () => this.publicKeyHex,
+    })
+    this.drains = new ProcessorDrain({
+      router,
+      net,
+      log,
+      requireAdmin: (payload) => this.accounts.requireAdmin(payload),
     })
     this.metering = new Metering(
       () => this.acct.ledger,
@@ -144,6 +153,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
                 authenticate: (token) => (this.acct.auth ? this.acct.auth.authenticate(token) : null),
                 sourceFor: (identity, timing) => new GatewaySource(this, identity, timing),
                 metrics: this.config.http.metrics ? this.observability.http : null,
+                health: () => this.health(),
               })
               return this.httpFacility
             },
@@ -196,6 +206,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       ...this.accounts.methods(),
       ...this.invites.methods(),
       ...this.mesh.methods(),
+      ...this.drains.methods(),
       // Open: how a caller gets a credential.
       // Any user.
       infer: (payload, ctx) => this.infer(payload, ctx),
@@ -226,12 +237,19 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     })
   }
 
+  /** Ready: its store open (when it has one) and at least one processor serving. */
+  protected override async readiness(): Promise<HealthCheck[]> {
+    const checks = [processorsCheck(this.routerFacility?.list() ?? null)]
+    return this.config.store ? [storeCheck(this.store), ...checks] : checks
+  }
+
   protected override async statusInfo(): Promise<Record<string, unknown>> {
     return {
       processors: this.router.list(),
       active: this.pipeline.active,
       queued: this.router.queued,
       strategy: this.router.strategy,
+      health: await this.health(),
     }
   }
 

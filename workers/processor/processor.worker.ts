@@ -21,6 +21,8 @@ import { ewma } from '../../kernel/util.js'
 import type { InferenceSource, ModelInfo } from '../../kernel/wire.js'
 import { BaseWorker, type FacilitySpec, type WorkerOptions } from '../base.worker.js'
 import { configInvite, redeemInvite } from '../join-invite.js'
+import { backendCheck } from '../readiness.js'
+import { Maintenance } from './maintenance.js'
 import { VouchedTrust } from './vouched-trust.js'
 
 /**
@@ -88,9 +90,12 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
   private readonly trusted: Set<string>
   /** Gateways those vouch for (`trust`): served too, and cut off when no longer vouched for. */
   private readonly vouched: VouchedTrust
+  /** Drained for maintenance (`drain`/`undrain`, SIGUSR2, `draining` in the config). */
+  readonly maintenance: Maintenance
 
   constructor(config: ProcessorConfig, opts: WorkerOptions = {}) {
     super('processor', config, opts)
+    this.maintenance = new Maintenance(() => this.log, config.draining)
     this.invite = configInvite('processor', config)
     this.trusted = configuredGateways(config, this.invite)
     this.vouched = new VouchedTrust({
@@ -198,7 +203,13 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
       infer: (payload, ctx) => this.infer(payload, ctx),
       cancel: (payload, ctx) => cancelById(this.running, payload, ctx.remotePublicKey),
       models: async () => ({ models: await this.listModels() }),
-      embed: (payload) => this.backend.embed(parseEmbedRequest(payload, this.config.maxPromptBytes)),
+      embed: (payload) => {
+        this.maintenance.refuseNewWork()
+        return this.backend.embed(parseEmbedRequest(payload, this.config.maxPromptBytes))
+      },
+      // Drain or undrain, by a gateway for its admin (`llm-mesh processor drain`).
+      maintenance: (payload, ctx) =>
+        this.maintenance.fromGateway(payload, ctx.remotePublicKey, () => this.running.size),
       ps: async () => ({ models: await this.backend.runningModels() }),
       show: (payload) => this.backend.showModel(parseModelRequest(payload).model),
     }
@@ -257,6 +268,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
       served: this.served,
       failed: this.failed,
       tokensPerSecond: Math.round(this.tokensPerSecond * 10) / 10,
+      ...this.maintenance.status(),
       ...(this.config.firewall.meshSecret
         ? { meshProof: processorProof(this.config.firewall.meshSecret, this.config.mesh, this.publicKeyHex) }
         : {}),
@@ -267,7 +279,17 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
     return this.statusVersions.reply(full, payload)
   }
 
+  protected override drained(): boolean {
+    return this.maintenance.on
+  }
+
+  /** Ready: its backend lists its models, and it is not drained. */
+  protected override async readiness() {
+    return [await backendCheck(() => this.listModels(1_000)), ...this.maintenance.checks()]
+  }
+
   private async infer(payload: unknown, ctx: CallContext): Promise<InferResult> {
+    this.maintenance.refuseNewWork()
     const req = parseInferRequest(payload, this.config.maxPromptBytes)
     if (req.stream && !req.id) throw MeshError.badRequest('request.id: required when stream is true')
     // A caller's stream ids are its own to pick; a unary generation gets one no caller can name.
