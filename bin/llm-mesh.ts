@@ -25,6 +25,7 @@ import { commandProcessorDrain } from './lib/drain.js'
 import { commandInvite, INVITE_HELP } from './lib/invites.js'
 import { joinMesh } from './lib/join.js'
 import { inviteJoin } from './lib/join-token.js'
+import { METRICS_FLAGS, metricsOverrides } from './lib/metrics-flags.js'
 import { commandModel, MODEL_HELP } from './lib/model.js'
 import { up } from './lib/up.js'
 
@@ -132,6 +133,8 @@ Config: FILE (default config/processor.json), then LLM_MESH_* / OLLAMA_HOST, the
                      testing and benchmarking unequal meshes
   --drain            start drained for maintenance (no new work until undrained;
                      SIGUSR2 toggles drained/serving while it runs)
+  --metrics-port N   serve GET /metrics (Prometheus) on this port (0: any free one; default
+                     none); --metrics-host H binds it elsewhere than 127.0.0.1
   --data DIR         join the mesh 'llm-mesh up' runs from DIR: serve its gateway, with
                      the models in DIR/models unless --models (or the config) names others
   --mesh NAME, --log-level LEVEL`,
@@ -239,6 +242,7 @@ async function commandProcessor(args: string[]): Promise<number> {
     'allow-any-peer': { type: 'boolean' },
     join: { type: 'string' },
     drain: { type: 'boolean' },
+    ...METRICS_FLAGS,
   })
   if (values.help) return help('processor')
   const backend: ConfigInput = {}
@@ -264,6 +268,7 @@ async function commandProcessor(args: string[]): Promise<number> {
     ...(weight !== undefined ? { weight: Number(weight) } : {}),
     ...(values.drain ? { draining: true } : {}),
     ...(Object.keys(firewall).length ? { firewall } : {}),
+    ...metricsOverrides(values),
   })
   // A join (--join TOKEN, or the one saved in --data DIR) says the mesh; else --data may be `up`'s.
   const joining = inviteJoin('processor', values, flags)

@@ -115,6 +115,14 @@ export const processorConfigSchema = baseConfigSchema
     invite: z.string().min(1).optional(),
     /** Start drained for maintenance: up and reachable, taking no new work until `undrain`. */
     draining: z.boolean().default(false),
+    /** Its own `GET /metrics` (Prometheus text format); `port` null: none (gateways collect its series over RPC). */
+    metrics: z
+      .object({
+        host: z.string().min(1).default('127.0.0.1'),
+        port: z.number().int().min(0).max(65535).nullable().default(null),
+      })
+      .strict()
+      .prefault({}),
   })
   .strict()
 

@@ -1,8 +1,10 @@
 import { randomBytes } from 'node:crypto'
 import DHT, { type KeyPair } from 'hyperdht'
+import type { Registry } from 'prom-client'
 import ReadyResource from 'ready-resource'
 import type { Facility } from '../facilities/facility.js'
 import { LogFacility, type Logger } from '../facilities/log.facility.js'
+import { createWorkerRegistry } from '../facilities/metrics/worker-metrics.js'
 import { NetFacility } from '../facilities/net/net.facility.js'
 import type { Handler, MethodTable } from '../facilities/net/rpc-server.js'
 import { StoreFacility } from '../facilities/store.facility.js'
@@ -77,6 +79,7 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
   private drainingDone: Promise<void> | null = null
   private signalsHandled = false
   private readonly beforeServe: (() => Promise<void>) | undefined
+  private metricsRegistry: Registry | null = null
 
   constructor(role: Role, config: C, opts: WorkerOptions = {}) {
     super()
@@ -112,6 +115,18 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
   /** `publicKey` in hex, made once. */
   get publicKeyHex(): string {
     return this.net.publicKeyHex
+  }
+
+  /**
+   * This worker's Prometheus registry, made on first use: the process's metrics, its RPC
+   * connections and DHT calls; roles add their own series (facilities/metrics/).
+   */
+  get metricsRegister(): Registry {
+    this.metricsRegistry ??= createWorkerRegistry({
+      connections: () => this.netFacility?.connections ?? null,
+      dht: () => this.netFacility,
+    })
+    return this.metricsRegistry
   }
 
   /** Facilities beyond log, store and net (priorities above 30). */

@@ -18,6 +18,8 @@ export interface BackendFacilityOptions {
   /** Folder of GGUF files when `config.modelsDir` is not set. */
   defaultModelsDir: string
   logger: Logger
+  /** Told each time a model loads (llama.cpp), with how long it took. */
+  onModelLoad?: (seconds: number) => void
 }
 
 /** What was chosen and why, for logs, `status` and `up`'s banner. */
@@ -45,13 +47,15 @@ export class BackendFacility extends Facility {
   private readonly config: BackendConfig
   private readonly modelsDir: string
   private readonly log: Logger
+  private readonly onModelLoad: ((seconds: number) => void) | undefined
   private current: Backend | null = null
   choice: BackendChoice | null = null
 
   constructor(opts: BackendFacilityOptions) {
     super()
-    const { config, defaultModelsDir, logger } = opts
+    const { config, defaultModelsDir, logger, onModelLoad } = opts
     this.config = config
+    this.onModelLoad = onModelLoad
     this.modelsDir = config.modelsDir ?? defaultModelsDir
     this.log = logger
   }
@@ -74,6 +78,7 @@ export class BackendFacility extends Facility {
               gpu: this.config.gpu,
               contextSize: this.config.contextSize,
               maxParallel: this.config.maxParallel,
+              ...(this.onModelLoad ? { onModelLoad: this.onModelLoad } : {}),
             })
     try {
       await backend.open()

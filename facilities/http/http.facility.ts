@@ -221,8 +221,13 @@ export class HttpFacility extends Facility {
     const { metrics } = this.opts
     if (!metrics || res.api === null || res.timing === null) return
     const { arrived } = res.timing
-    metrics.request(res.api, outcomeOf(res), (performance.now() - arrived) / 1000)
+    const now = performance.now()
+    metrics.request(res.api, outcomeOf(res), (now - arrived) / 1000)
     if (res.firstTokenAt > 0) metrics.firstToken(res.api, (res.firstTokenAt - arrived) / 1000)
+    // The gateway's own time: to the first hand-off to a processor, and after its answer came back.
+    const { dispatched, answered } = res.timing
+    if (dispatched !== undefined && answered !== undefined)
+      metrics.overhead(res.api, (dispatched - arrived + now - answered) / 1000)
   }
 
   /** `GET /metrics`: the scrape, open like the health probes. */

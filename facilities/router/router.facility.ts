@@ -37,6 +37,8 @@ export class RouterFacility extends Facility {
     logger: Logger
     /** Which processors may be used (default: all). */
     admission?: Admission
+    /** Told how long each request that queued waited for its slot, in seconds. */
+    onQueueWait?: (seconds: number) => void
   }) {
     super()
     const { net, config, routing, logger } = opts
@@ -58,6 +60,7 @@ export class RouterFacility extends Facility {
       registry: this.registry,
       breakers: this.breakers,
       discovery: this.discovery,
+      ...(opts.onQueueWait ? { onQueueWait: opts.onQueueWait } : {}),
     })
   }
 

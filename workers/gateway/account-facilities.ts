@@ -15,6 +15,8 @@ export interface AccountFacilitiesOptions {
   log: () => Logger
   /** True while no usage record is being written (the ledger's group commit waits for it). */
   quiet: () => boolean
+  /** Told how long each ledger journal write took, in seconds (metrics). */
+  onLedgerCommit?: (seconds: number) => void
 }
 
 /**
@@ -82,6 +84,7 @@ export class AccountFacilities {
             logger: log(),
             maxBatch: config.ledger.maxBatch,
             quiet: this.opts.quiet,
+            ...(this.opts.onLedgerCommit ? { onCommit: this.opts.onLedgerCommit } : {}),
           })
           return this.usage
         },

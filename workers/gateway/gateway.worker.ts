@@ -55,8 +55,13 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   private readonly admission: ProcessorAdmission
   private readonly invites: GatewayInvites
   private readonly mesh: GatewayMesh
-  private readonly observability = new GatewayObservability(() => this.routerFacility)
   private readonly drains: ProcessorDrain
+  private readonly observability = new GatewayObservability(this.metricsRegister, {
+    router: () => this.routerFacility,
+    net: () => (this.routerFacility ? this.net : null),
+    pipeline: () => this.pipeline,
+    usage: () => this.acct.usage,
+  })
 
   constructor(config: GatewayConfig, opts: WorkerOptions = {}) {
     super('gateway', config, opts)
@@ -71,6 +76,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       store: () => this.store,
       log,
       quiet: () => this.metering.quiet(),
+      onLedgerCommit: this.observability.routing.ledgerCommit,
     })
     this.accounts = new Accounts(config, {
       auth: () => this.acct.auth,
@@ -175,6 +181,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
             routing: this.config.routing,
             logger: this.log,
             admission: (publicKey, status) => this.admission.refusal(publicKey, status),
+            onQueueWait: this.observability.routing.queueWait,
           })
           const events = this.routerFacility.events
           this.mesh.watch(events)
@@ -285,6 +292,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       runningKey: clientId ? `${ctx.remotePublicKey.toString('hex')}/${clientId}` : null,
       onText: req.stream ? (text) => ctx.emit(STREAM_CHUNK, { id: clientId, seq: seq++, text }) : null,
       watch: (cancel) => ctx.onClose(() => cancel.abort()),
+      ...this.observability.rpcSink(ctx),
     })
   }
 

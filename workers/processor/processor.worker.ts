@@ -9,6 +9,7 @@ import type { ProcessorConfig } from '../../kernel/config.js'
 import { MeshError } from '../../kernel/errors.js'
 import { gatewayKeyPair, processorProof } from '../../kernel/identity.js'
 import {
+  baseModel,
   type InferResult,
   parseEmbedRequest,
   parseInferRequest,
@@ -23,6 +24,7 @@ import { BaseWorker, type FacilitySpec, type WorkerOptions } from '../base.worke
 import { configInvite, redeemInvite } from '../join-invite.js'
 import { backendCheck } from '../readiness.js'
 import { Maintenance } from './maintenance.js'
+import { ProcessorObservability } from './processor-observability.js'
 import { VouchedTrust } from './vouched-trust.js'
 
 /**
@@ -51,6 +53,8 @@ export type ProcessorStatus = {
   models: string[]
   /** Set while the backend fails to answer. */
   backendError?: string
+  /** Its own `GET /metrics`, when `metrics.port` is set. */
+  metricsUrl?: string
   capacity: number
   active: number
   /** Of `active`, those the peer asking for this status is not waiting for (not its own, or
@@ -92,6 +96,20 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
   private readonly vouched: VouchedTrust
   /** Drained for maintenance (`drain`/`undrain`, SIGUSR2, `draining` in the config). */
   readonly maintenance: Maintenance
+  private readonly observability = new ProcessorObservability(
+    this.metricsRegister,
+    this.config,
+    () => this.log,
+    {
+      inflight: () => this.running.size,
+      capacity: () => this.config.backend.maxParallel,
+      queued: () => Math.max(0, this.running.size - this.config.backend.maxParallel),
+      draining: () => this.isDraining(),
+      tokensPerSecond: () => this.tokensPerSecond,
+      modelsLoaded: async () => (await this.backend.runningModels()).length,
+      isKnownModel: (m) => this.modelCache?.models.some((info) => baseModel(info.name) === m) ?? false,
+    },
+  )
 
   constructor(config: ProcessorConfig, opts: WorkerOptions = {}) {
     super('processor', config, opts)
@@ -188,11 +206,13 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
             config: this.config.backend,
             defaultModelsDir: join(base, 'models'),
             logger: this.log,
+            onModelLoad: (seconds) => this.observability.metrics.modelLoaded(seconds),
           })
           return this.backendFacility
         },
       },
       { name: 'vouched-trust', priority: 45, create: () => this.vouched },
+      ...this.observability.facilities(),
     ]
   }
 
@@ -212,6 +232,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
         this.maintenance.fromGateway(payload, ctx.remotePublicKey, () => this.running.size),
       ps: async () => ({ models: await this.backend.runningModels() }),
       show: (payload) => this.backend.showModel(parseModelRequest(payload).model),
+      ...this.observability.methods(),
     }
   }
 
@@ -269,6 +290,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
       failed: this.failed,
       tokensPerSecond: Math.round(this.tokensPerSecond * 10) / 10,
       ...this.maintenance.status(),
+      ...this.observability.statusInfo(),
       ...(this.config.firewall.meshSecret
         ? { meshProof: processorProof(this.config.firewall.meshSecret, this.config.mesh, this.publicKeyHex) }
         : {}),
@@ -304,10 +326,17 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
       req.stream && req.id
         ? new ChunkWriter((chunk) => ctx.emit(STREAM_CHUNK, chunk), req.id, this.config.streamCoalesceMs)
         : null
-    const onToken = writer ? (text: string) => writer.write(text) : undefined
+    const timer = this.observability.generation(req.model)
+    const onToken = writer
+      ? (text: string) => {
+          timer.token()
+          writer.write(text)
+        }
+      : undefined
     try {
       const result = await runOnSource(this.source, req, cancel, onToken)
       writer?.flush()
+      timer.answered(result)
       this.served++
       if (result.evalMs > 0) {
         const tps = (result.completionTokens * 1000) / result.evalMs
@@ -330,6 +359,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
     } catch (err) {
       writer?.flush()
       this.failed++
+      timer.failed(err)
       throw err
     } finally {
       unwatch()
@@ -339,5 +369,10 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
 
   protected override abortInflight(): void {
     for (const cancel of this.running.values()) cancel.abort()
+  }
+
+  /** Whether it is drained for maintenance: gateways send it nothing new (not drained yet: false). */
+  isDraining(): boolean {
+    return false
   }
 }
