@@ -67,11 +67,9 @@ export class GatewayObservability {
       firstToken: (api, seconds) => metrics.firstToken(api, seconds),
       overhead: (api, seconds) => metrics.overhead(api, seconds),
       text: async () => {
-        const [own, mesh] = await Promise.all([
-          register.metrics(),
-          scrapeProcessors(parts.router(), parts.net(), () => routing.scrapeFailed()),
-        ])
-        return own + mesh
+        // The processors first: this scrape's own series count the ones that did not answer.
+        const mesh = await scrapeProcessors(parts.router(), parts.net(), () => routing.scrapeFailed())
+        return (await register.metrics()) + mesh
       },
       contentType: register.contentType,
     }
