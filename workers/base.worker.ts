@@ -56,8 +56,8 @@ export interface BaseStatus {
   dhtAddress: string | null
 }
 
-/** What a draining worker still answers: who it is and how it stands, and cancels of its work. */
-const ANSWERED_WHILE_DRAINING = new Set(['ping', 'status', 'health', 'cancel'])
+/** What a draining worker still answers: who it is and how it stands (its metrics too), and cancels of its work. */
+const ANSWERED_WHILE_DRAINING = new Set(['ping', 'status', 'health', 'metrics', 'cancel'])
 
 /**
  * What every worker shares: validated config, facilities started in priority
