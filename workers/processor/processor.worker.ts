@@ -104,7 +104,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
       inflight: () => this.running.size,
       capacity: () => this.config.backend.maxParallel,
       queued: () => Math.max(0, this.running.size - this.config.backend.maxParallel),
-      draining: () => this.isDraining(),
+      draining: () => this.drained(),
       tokensPerSecond: () => this.tokensPerSecond,
       modelsLoaded: async () => (await this.backend.runningModels()).length,
       isKnownModel: (m) => this.modelCache?.models.some((info) => baseModel(info.name) === m) ?? false,
@@ -369,10 +369,5 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
 
   protected override abortInflight(): void {
     for (const cancel of this.running.values()) cancel.abort()
-  }
-
-  /** Whether it is drained for maintenance: gateways send it nothing new (not drained yet: false). */
-  isDraining(): boolean {
-    return false
   }
 }

@@ -162,6 +162,15 @@ test('processor metrics: its own /metrics and the gateway scrape agree, exactly'
     }
   } else t.comment('promtool not installed: the text format is not checked by it')
 
+  // Drained for maintenance: the gauge says so, and a drained processor's series still come through the gateway.
+  await peer.request('maintenance', { draining: true })
+  t.is(sample((await scrape(own)).series, 'llm_mesh_processor_draining'), 1, 'drained: 1')
+  t.is(
+    sample((await scrape(`${url}/metrics`)).series, 'llm_mesh_processor_draining', label),
+    1,
+    'through the gateway too',
+  )
+
   // A processor that stops answering (frozen: its connection stays open) is left out of the scrape, and counted.
   proc.child.kill('SIGSTOP')
   const missed = await scrape(`${url}/metrics`)
