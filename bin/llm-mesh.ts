@@ -97,6 +97,7 @@ password in LLM_MESH_ADMIN_PASSWORD, else a generated one printed once.
   --strategy NAME    least-loaded (default) | fastest | round-robin | random-weighted
   --http-port N      serve the Ollama (/api) and OpenAI (/v1) APIs on port N
   --http-host H      …on interface H (default 127.0.0.1; set it to expose them)
+  --metrics-port N   GET /metrics on a port of its own too (--metrics-host H)
   --mesh-secret S    derive this gateway's identity from a secret its processors share
                      (or LLM_MESH_SECRET); --gateway-index N tells gateways apart
   --admission MODE   processors used: members (trusted, joined by invite, or proving the
@@ -133,8 +134,7 @@ Config: FILE (default config/processor.json), then LLM_MESH_* / OLLAMA_HOST, the
                      testing and benchmarking unequal meshes
   --drain            start drained for maintenance (no new work until undrained;
                      SIGUSR2 toggles drained/serving while it runs)
-  --metrics-port N   serve GET /metrics (Prometheus) on this port (0: any free one; default
-                     none); --metrics-host H binds it elsewhere than 127.0.0.1
+  --metrics-port N   GET /metrics on port N (0: any free; --metrics-host H, default 127.0.0.1)
   --data DIR         join the mesh 'llm-mesh up' runs from DIR: serve its gateway, with
                      the models in DIR/models unless --models (or the config) names others
   --mesh NAME, --log-level LEVEL`,
@@ -187,10 +187,11 @@ async function commandGateway(args: string[]): Promise<number> {
     'http-host': { type: 'string' },
     admission: { type: 'string' },
     join: { type: 'string' },
+    ...METRICS_FLAGS,
   })
   if (values.help) return help('gateway')
   const httpPort = int(values['http-port'], 'http-port', 0)
-  const flags: ConfigInput = workerOverrides(values)
+  const flags: ConfigInput = { ...workerOverrides(values), ...metricsOverrides(values) }
   if (str(values['mesh-secret'])) flags.meshSecret = str(values['mesh-secret'])
   const index = int(values['gateway-index'], 'gateway-index', 0)
   if (index !== undefined) flags.gatewayIndex = index

@@ -1,21 +1,26 @@
 import { createServer, type Server } from 'node:http'
-import type { Registry } from 'prom-client'
 import { MeshError } from '../../kernel/errors.js'
 import { Facility } from '../facility.js'
 import { baseUrl, closeServer, listenOn } from '../http/plumbing.js'
 import type { Logger } from '../log.facility.js'
 
+/** What a scrape answers: Prometheus's text format (a registry's, or a gateway's view of the mesh). */
+export interface Exposition {
+  text(): Promise<string>
+  contentType: string
+}
+
 export interface MetricsHttpOptions {
   host: string
   /** 0: any free port. */
   port: number
-  register: Registry
+  exposition: Exposition
   logger: Logger
 }
 
 /**
  * A worker's own `GET /metrics` (Prometheus's text format) for a worker without an HTTP API
- * (a processor): one route, nothing else (404), open to whoever reaches the port, so it
+ * (a processor, a gateway without `http`): one route, nothing else (404), open to whoever reaches the port, so it
  * binds loopback unless configured otherwise.
  */
 export class MetricsHttpFacility extends Facility {
@@ -36,7 +41,7 @@ export class MetricsHttpFacility extends Facility {
   }
 
   protected override async _open(): Promise<void> {
-    const { register } = this.opts
+    const { exposition } = this.opts
     const server = createServer((req, res) => {
       const path = (req.url ?? '').split('?')[0]
       if (path !== '/metrics') {
@@ -47,10 +52,10 @@ export class MetricsHttpFacility extends Facility {
         res.writeHead(405, { Allow: 'GET, HEAD', 'Content-Type': 'text/plain' }).end('method not allowed\n')
         return
       }
-      register.metrics().then(
+      exposition.text().then(
         (text) => {
           res.writeHead(200, {
-            'Content-Type': register.contentType,
+            'Content-Type': exposition.contentType,
             'Content-Length': Buffer.byteLength(text),
           })
           res.end(req.method === 'HEAD' ? undefined : text)

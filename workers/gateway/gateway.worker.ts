@@ -169,6 +169,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     return [
       ...accounts,
       ...http,
+      ...this.observability.facilities(this.config.metrics, () => this.log),
       // Joins with the config's invite before the router starts; vouches for joined gateways.
       { name: 'gateway-mesh', priority: 48, create: () => this.mesh },
       {

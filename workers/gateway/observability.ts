@@ -1,5 +1,6 @@
 import type { Registry } from 'prom-client'
 import type { HttpMetrics } from '../../facilities/http/observed.js'
+import type { Logger } from '../../facilities/log.facility.js'
 import { GatewayMetrics, LIMITS, type LimitLabel } from '../../facilities/metrics/gateway-metrics.js'
 import { GatewayRoutingMetrics } from '../../facilities/metrics/gateway-routing-metrics.js'
 import type { NetFacility } from '../../facilities/net/net.facility.js'
@@ -7,6 +8,8 @@ import type { CallContext, MethodTable } from '../../facilities/net/rpc-server.j
 import type { RouterFacility } from '../../facilities/router/router.facility.js'
 import type { UsageFacility } from '../../facilities/usage/usage.facility.js'
 import { MeshError } from '../../kernel/errors.js'
+import type { FacilitySpec } from '../base.worker.js'
+import { MetricsEndpoint, type MetricsEndpointConfig } from '../metrics-endpoint.js'
 import type { Sink } from './inference-pipeline.js'
 import { scrapeProcessors } from './mesh-scrape.js'
 
@@ -73,6 +76,11 @@ export class GatewayObservability {
       },
       contentType: register.contentType,
     }
+  }
+
+  /** A `/metrics` port of its own (`metrics.port`), serving what the HTTP port's `/metrics` does. */
+  facilities(config: MetricsEndpointConfig, log: () => Logger): FacilitySpec[] {
+    return new MetricsEndpoint(config, this.http, log).facilities()
   }
 
   /**

@@ -1,7 +1,6 @@
 import type { Registry } from 'prom-client'
 import type { Logger } from '../../facilities/log.facility.js'
 import type { MetricFamily } from '../../facilities/metrics/exposition.js'
-import { MetricsHttpFacility } from '../../facilities/metrics/metrics-http.facility.js'
 import {
   PROCESSOR_PREFIX,
   ProcessorMetrics,
@@ -12,6 +11,7 @@ import type { ProcessorConfig } from '../../kernel/config.js'
 import { MeshError } from '../../kernel/errors.js'
 import type { GenerationStats } from '../../kernel/wire.js'
 import type { FacilitySpec } from '../base.worker.js'
+import { MetricsEndpoint } from '../metrics-endpoint.js'
 
 /** What the `metrics` RPC method answers: the processor's own series (not the process's). */
 export interface ProcessorMetricsReply {
@@ -64,15 +64,20 @@ export class GenerationTimer {
  */
 export class ProcessorObservability {
   readonly metrics: ProcessorMetrics
-  private endpoint: MetricsHttpFacility | null = null
+  private readonly endpoint: MetricsEndpoint
 
   constructor(
     private readonly register: Registry,
-    private readonly config: ProcessorConfig,
-    private readonly log: () => Logger,
+    config: ProcessorConfig,
+    log: () => Logger,
     source: ProcessorMetricsSource,
   ) {
     this.metrics = new ProcessorMetrics(register, source)
+    this.endpoint = new MetricsEndpoint(
+      config.metrics,
+      { text: () => register.metrics(), contentType: register.contentType },
+      log,
+    )
   }
 
   /** Times one generation of `model`, starting now. */
@@ -82,18 +87,7 @@ export class ProcessorObservability {
 
   /** The `/metrics` endpoint, when `metrics.port` is set. */
   facilities(): FacilitySpec[] {
-    const { host, port } = this.config.metrics
-    if (port === null) return []
-    return [
-      {
-        name: 'metrics-http',
-        priority: 70,
-        create: () => {
-          this.endpoint = new MetricsHttpFacility({ host, port, register: this.register, logger: this.log() })
-          return this.endpoint
-        },
-      },
-    ]
+    return this.endpoint.facilities()
   }
 
   methods(): MethodTable {
@@ -102,7 +96,8 @@ export class ProcessorObservability {
 
   /** `status` fields: where its `/metrics` is, when it has one. */
   statusInfo(): { metricsUrl?: string } {
-    return this.endpoint ? { metricsUrl: this.endpoint.url } : {}
+    const url = this.endpoint.url
+    return url ? { metricsUrl: url } : {}
   }
 
   /** Its own series as JSON, without the process's: small enough to collect at every scrape. */

@@ -1,5 +1,13 @@
 import test from 'brittle'
-import { apiKeyFor, spawnProcessor, startClient, startGateway, testnet, until } from '../../helpers/mesh.js'
+import {
+  apiKeyFor,
+  closedPort,
+  spawnProcessor,
+  startClient,
+  startGateway,
+  testnet,
+  until,
+} from '../../helpers/mesh.js'
 import { parseProm, sample } from '../../helpers/prom.js'
 
 const AUTH = 'llm_mesh_gateway_auth_failures_total'
@@ -30,7 +38,11 @@ test('gateway metrics: auth failures, limits, queue, overhead, breakers, ledger'
   timeout: 60_000,
 }, async (t) => {
   const { bootstrap } = await testnet(t)
-  const gateway = await startGateway(t, bootstrap, { http: { enabled: true, port: 0 } })
+  const metricsPort = await closedPort()
+  const gateway = await startGateway(t, bootstrap, {
+    http: { enabled: true, port: 0 },
+    metrics: { port: metricsPort },
+  })
   // One slot, paced: a second request at the same time waits in the queue.
   await spawnProcessor(t, bootstrap, [
     '--store',
@@ -100,6 +112,14 @@ test('gateway metrics: auth failures, limits, queue, overhead, breakers, ledger'
     `the three records took ${commits} journal writes (the two at once may share one)`,
   )
   t.is(sample(after, 'llm_mesh_gateway_ledger_index_lag'), 0, 'all indexed')
+
+  // Its own metrics port serves the same view, the processors' series included.
+  const own = await fetch(`http://127.0.0.1:${metricsPort}/metrics`)
+  t.is(own.status, 200, 'a /metrics port of its own')
+  const ownText = await own.text()
+  t.ok(ownText.includes('# TYPE llm_mesh_gateway_requests_total counter'), "the gateway's series")
+  t.ok(/^llm_mesh_processor_capacity\{processor="[0-9a-f]{16}"\} 1$/m.test(ownText), "and the processor's")
+  t.is((await fetch(`http://127.0.0.1:${metricsPort}/api/chat`)).status, 404, 'and nothing else')
 
   // Over RPC: a request answered, with the gateway's own time.
   const rpcBefore = sample(after, OVERHEAD, { api: 'rpc' })
