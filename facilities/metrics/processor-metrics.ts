@@ -68,7 +68,7 @@ export class ProcessorMetrics {
     })
     this.backendErrors = new Counter({
       name: 'llm_mesh_processor_backend_errors_total',
-      help: 'Generations the backend failed, by MeshError code (a caller cancelling is not one).',
+      help: 'Generations and embeddings the backend failed, by MeshError code (a caller cancelling is not one).',
       labelNames: ['code'],
       registers,
     })
@@ -118,9 +118,13 @@ export class ProcessorMetrics {
 
   /** One generation failed with `code`; `byBackend`: the backend raised it (not a cancel). */
   failed(code: string, byBackend: boolean): void {
+    this.outcome(boundedCode(code)).inc()
+    if (byBackend) this.backendError(code)
+  }
+
+  /** The backend failed a call (a generation, or an embedding) with `code`. */
+  backendError(code: string): void {
     const bounded = boundedCode(code)
-    this.outcome(bounded).inc()
-    if (!byBackend) return
     let child = this.errorChildren.get(bounded)
     if (!child) {
       child = this.backendErrors.labels(bounded)

@@ -85,6 +85,17 @@ export class ProcessorObservability {
     return new GenerationTimer(this.metrics, model)
   }
 
+  /** `work` (a backend call but a generation: an embedding), its failure counted as a backend error. */
+  async backendCall<T>(work: Promise<T>): Promise<T> {
+    try {
+      return await work
+    } catch (err) {
+      const { code } = MeshError.from(err)
+      if (code !== 'ERR_CANCELLED') this.metrics.backendError(code)
+      throw err
+    }
+  }
+
   /** The `/metrics` endpoint, when `metrics.port` is set. */
   facilities(): FacilitySpec[] {
     return this.endpoint.facilities()

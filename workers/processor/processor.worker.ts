@@ -225,7 +225,8 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
       models: async () => ({ models: await this.listModels() }),
       embed: (payload) => {
         this.maintenance.refuseNewWork()
-        return this.backend.embed(parseEmbedRequest(payload, this.config.maxPromptBytes))
+        const req = parseEmbedRequest(payload, this.config.maxPromptBytes)
+        return this.observability.backendCall(this.backend.embed(req))
       },
       // Drain or undrain, by a gateway for its admin (`llm-mesh processor drain`).
       maintenance: (payload, ctx) =>

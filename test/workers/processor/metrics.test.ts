@@ -98,7 +98,7 @@ test('processor metrics: its own /metrics and the gateway scrape agree, exactly'
   )
   t.is((await fetch(own.replace('/metrics', '/other'))).status, 404, 'nothing else on its port')
 
-  // One whole answer, one stream, one failure in the backend (a model it does not serve, sent straight to it).
+  // One whole answer, one stream, two failures in the backend (a model it does not serve, sent straight to it).
   const whole = (await (await post(`${url}/api/chat`, chat(), key)).json()) as {
     prompt_eval_count: number
     eval_count: number
@@ -124,6 +124,11 @@ test('processor metrics: its own /metrics and the gateway scrape agree, exactly'
     /ERR_MODEL_NOT_FOUND/,
     'the backend refuses a model it does not serve',
   )
+  await t.exception(
+    peer.request('embed', { model: 'no-such-model', input: ['x'] }),
+    /ERR_MODEL_NOT_FOUND/,
+    'an embedding too',
+  )
 
   const after = { own: await scrape(own), mesh: await scrape(`${url}/metrics`) }
   const prompt = whole.prompt_eval_count + (usage?.prompt_tokens ?? 0)
@@ -139,7 +144,7 @@ test('processor metrics: its own /metrics and the gateway scrape agree, exactly'
       sample(a, name, { ...labels, ...extra }) - sample(b, name, { ...labels, ...extra })
     t.is(delta(GENERATIONS, { outcome: 'ok' }), 2, `${where}: two generations answered`)
     t.is(delta(GENERATIONS, { outcome: 'ERR_MODEL_NOT_FOUND' }), 1, `${where}: one failed`)
-    t.is(delta(BACKEND_ERRORS, { code: 'ERR_MODEL_NOT_FOUND' }), 1, `${where}: in the backend`)
+    t.is(delta(BACKEND_ERRORS, { code: 'ERR_MODEL_NOT_FOUND' }), 2, `${where}: both in the backend`)
     t.is(delta(DURATION), 2, `${where}: a duration per answer`)
     t.is(delta(FIRST_TOKEN), 2, `${where}: a first token per answer`)
     t.is(delta(TOKENS, { kind: 'prompt', model: 'echo' }), prompt, `${where}: prompt tokens`)
