@@ -1,5 +1,6 @@
 import type { Logger } from '../facilities/log.facility.js'
 import { type Exposition, MetricsHttpFacility } from '../facilities/metrics/metrics-http.facility.js'
+import type { Health } from '../kernel/wire.js'
 import type { FacilitySpec } from './base.worker.js'
 
 /** Where a worker's own `GET /metrics` listens (`metrics` in its config); `port` null: nowhere. */
@@ -8,7 +9,7 @@ export interface MetricsEndpointConfig {
   port: number | null
 }
 
-/** A worker's own `/metrics` port (`metrics.port`): its facility, and its URL once it listens. */
+/** A worker's own `/metrics` port (`metrics.port`, with `/healthz` and `/readyz`): its facility, and its URL once it listens. */
 export class MetricsEndpoint {
   private endpoint: MetricsHttpFacility | null = null
 
@@ -19,7 +20,7 @@ export class MetricsEndpoint {
   ) {}
 
   /** The facility to declare: none without a port; after the role's own, so a scrape finds them open. */
-  facilities(): FacilitySpec[] {
+  facilities(health?: () => Promise<Health>): FacilitySpec[] {
     const { host, port } = this.config
     if (port === null) return []
     return [
@@ -32,6 +33,7 @@ export class MetricsEndpoint {
             port,
             exposition: this.exposition,
             logger: this.log(),
+            health,
           })
           return this.endpoint
         },

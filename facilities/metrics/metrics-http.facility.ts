@@ -1,6 +1,8 @@
 import { createServer, type Server } from 'node:http'
 import { MeshError } from '../../kernel/errors.js'
+import type { Health } from '../../kernel/wire.js'
 import { Facility } from '../facility.js'
+import { PROBE_PATHS, serveProbe } from '../http/health-routes.js'
 import { baseUrl, closeServer, listenOn } from '../http/plumbing.js'
 import type { Logger } from '../log.facility.js'
 
@@ -16,12 +18,15 @@ export interface MetricsHttpOptions {
   port: number
   exposition: Exposition
   logger: Logger
+  /** What `GET /healthz` and `GET /readyz` answer beside `/metrics`; none: 404. */
+  health?: (() => Promise<Health>) | undefined
 }
 
 /**
  * A worker's own `GET /metrics` (Prometheus's text format) for a worker without an HTTP API
- * (a processor, a gateway without `http`): one route, nothing else (404), open to whoever reaches the port, so it
- * binds loopback unless configured otherwise.
+ * (a processor, a gateway without `http`), with the health probes `GET /healthz` and `/readyz`;
+ * nothing else (404). Open to whoever reaches the port, so it binds loopback unless configured
+ * otherwise.
  */
 export class MetricsHttpFacility extends Facility {
   readonly name = 'metrics-http'
@@ -43,7 +48,15 @@ export class MetricsHttpFacility extends Facility {
   protected override async _open(): Promise<void> {
     const { exposition } = this.opts
     const server = createServer((req, res) => {
-      const path = (req.url ?? '').split('?')[0]
+      const path = (req.url ?? '').split('?')[0] ?? ''
+      const { health } = this.opts
+      if (health && PROBE_PATHS.has(path)) {
+        serveProbe(path, req, res, health).catch((err: unknown) => {
+          this.opts.logger.warn({ err }, 'health probe failed')
+          if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'text/plain' }).end('probe failed\n')
+        })
+        return
+      }
       if (path !== '/metrics') {
         res.writeHead(404, { 'Content-Type': 'text/plain' }).end('not found\n')
         return

@@ -8,7 +8,16 @@ import { spawn } from 'node:child_process'
 import test from 'brittle'
 import type { Health } from '../../kernel/wire.js'
 import { rejectsWith } from '../helpers/assert.js'
-import { apiKeyFor, BIN, spawnProcessor, startClient, startGateway, testnet, until } from '../helpers/mesh.js'
+import {
+  apiKeyFor,
+  BIN,
+  closedPort,
+  spawnProcessor,
+  startClient,
+  startGateway,
+  testnet,
+  until,
+} from '../helpers/mesh.js'
 
 /** Words the slow request echoes, at the processors' 20 tokens/s: ~2 s in flight. */
 const LONG = Array.from({ length: 40 }, (_, i) => `w${i}`).join(' ')
@@ -128,7 +137,9 @@ test('health: SIGUSR2 drains and undrains a processor; --drain starts it drained
   const gateway = await startGateway(t, bootstrap, { http: { enabled: true, port: 0 } })
   const admin = await apiKeyFor(gateway)
   const p = await echo(t, bootstrap)
-  const started = await echo(t, bootstrap, ['--drain'])
+  const metricsPort = await closedPort()
+  const started = await echo(t, bootstrap, ['--drain', '--metrics-port', String(metricsPort)])
+  const own = `http://127.0.0.1:${metricsPort}`
   const state = (key: string) => gateway.router.list().find((v) => v.publicKey === key)?.state
   t.ok(await until(() => state(p.publicKey) === 'serving' && state(started.publicKey) === 'draining'), 'seen')
   const health = await gateway.net.peer(Buffer.from(started.publicKey, 'hex')).request<Health>('health', null)
@@ -144,6 +155,9 @@ test('health: SIGUSR2 drains and undrains a processor; --drain starts it drained
     ],
     'a processor started with --drain: its backend answers, it is not ready',
   )
+
+  t.is((await probe(own, '/healthz')).status, 200, "the processor's /healthz (its metrics port): alive")
+  t.is((await probe(own, '/readyz')).status, 503, 'its /readyz: not ready while drained')
 
   p.child.kill('SIGUSR2')
   t.ok(await until(() => state(p.publicKey) === 'draining', 5_000), 'SIGUSR2: draining')
@@ -174,6 +188,7 @@ test('health: SIGUSR2 drains and undrains a processor; --drain starts it drained
   t.is(undrained.code, 0, 'processor undrain exits 0')
   t.is((JSON.parse(undrained.out) as { draining: boolean }).draining, false, 'its JSON says serving')
   t.is(state(started.publicKey), 'serving', 'the gateway sends it work again')
+  t.is((await probe(own, '/readyz')).status, 200, 'its /readyz: ready once undrained')
   const bad = await cli('processor', 'drain', 'ffffffffffff')
   t.is(bad.code === 0, false, 'an unknown processor: the CLI fails')
 })

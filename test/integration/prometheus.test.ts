@@ -1,7 +1,6 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import test, { type Test } from 'brittle'
-import { processorConfigSchema } from '../../kernel/config.js'
 import type { GatewayWorker } from '../../workers/gateway/gateway.worker.js'
 import {
   apiKeyFor,
@@ -28,42 +27,6 @@ import {
 const DASHBOARD = join(REPO, 'docs/grafana/llm-mesh-dashboard.json')
 const ALERTS = join(REPO, 'config/prometheus/alerts.yml')
 
-/** Whether processors have a `/metrics` port of their own (processor config `metrics`, `--metrics-port`). */
-const PROCESSOR_PORT = 'metrics' in processorConfigSchema.shape
-
-/**
- * Series the dashboard and the alert rules may name before a worker exports them: the ones
- * issue 18's metrics work adds (branch obs-metrics). Once it is merged, every name here that a
- * live mesh exports is listed by the dashboard test's comment; delete those from this list.
- */
-const NOT_YET_EXPORTED = [
-  'llm_mesh_processor_generations_in_flight',
-  'llm_mesh_processor_capacity',
-  'llm_mesh_processor_queued',
-  'llm_mesh_processor_generations_total',
-  'llm_mesh_processor_tokens_total',
-  'llm_mesh_processor_tokens_per_second',
-  'llm_mesh_processor_time_to_first_token_seconds_bucket',
-  'llm_mesh_processor_generation_duration_seconds_bucket',
-  'llm_mesh_processor_model_load_seconds_bucket',
-  'llm_mesh_processor_backend_errors_total',
-  'llm_mesh_processor_models_loaded',
-  'llm_mesh_processor_draining',
-  'llm_mesh_gateway_auth_failures_total',
-  'llm_mesh_gateway_limit_rejections_total',
-  'llm_mesh_gateway_queue_depth',
-  'llm_mesh_gateway_queue_wait_seconds_bucket',
-  'llm_mesh_gateway_overhead_seconds_bucket',
-  'llm_mesh_gateway_breakers',
-  'llm_mesh_gateway_retries_total',
-  'llm_mesh_gateway_failovers_total',
-  'llm_mesh_gateway_ledger_commit_seconds_bucket',
-  'llm_mesh_gateway_ledger_index_lag',
-  'llm_mesh_gateway_processor_scrape_errors_total',
-  'llm_mesh_rpc_connections',
-  'llm_mesh_dht_lookups_total',
-  'llm_mesh_dht_announces_total',
-]
 /** Series Prometheus makes itself for every target. */
 const PROMETHEUS_OWN = ['up']
 
@@ -71,7 +34,7 @@ interface Mesh {
   gateway: GatewayWorker
   url: string
   key: string
-  processors: { worker: SpawnedWorker; id: string; metricsUrl: string | null }[]
+  processors: { worker: SpawnedWorker; id: string; metricsUrl: string }[]
 }
 
 /**
@@ -87,11 +50,10 @@ async function mesh<B>(
   const gateway = await startGateway(t, bootstrap, { http: { enabled: true, port: 0 } })
   const url = gateway.httpUrl as string
   const processor = async (): Promise<Mesh['processors'][number]> => {
-    const port = PROCESSOR_PORT ? await closedPort() : null
-    const args = ['--store', await t.tmp(), '--backend', 'echo']
-    if (port !== null) args.push('--metrics-port', String(port))
+    const port = await closedPort()
+    const args = ['--store', await t.tmp(), '--backend', 'echo', '--metrics-port', String(port)]
     const worker = await spawnProcessor(t, bootstrap, args)
-    const metricsUrl = port === null ? null : `http://127.0.0.1:${port}/metrics`
+    const metricsUrl = `http://127.0.0.1:${port}/metrics`
     return { worker, id: worker.publicKey.slice(0, 16), metricsUrl }
   }
   const [processors, besides] = await Promise.all([
@@ -154,9 +116,7 @@ prometheusTest(
     for (let i = 0; i < 2; i++) t.is(await chat(m), 200, `request ${i + 1} answered`)
 
     checkMetrics(t, 'the gateway', await metricsText(`${m.url}/metrics`))
-    for (const p of m.processors)
-      if (p.metricsUrl) checkMetrics(t, `processor ${p.id}`, await metricsText(p.metricsUrl))
-    if (!PROCESSOR_PORT) t.comment('processors have no metrics port here: their own /metrics is not checked')
+    for (const p of m.processors) checkMetrics(t, `processor ${p.id}`, await metricsText(p.metricsUrl))
 
     const series = (match: string) => prom.api<Series>('/api/v1/series', { 'match[]': match })
     const gatewaySeries = () => series('{__name__=~"llm_mesh_gateway_.+"}')
@@ -276,19 +236,17 @@ test('prometheus: the dashboard and the alert rules name only series the mesh ex
     ...ruleExprs(await readFile(ALERTS, 'utf8')).map((q) => ({ ...q, where: `alerts.yml ${q.where}` })),
   ]
   t.ok(queries.length >= 40, `queries found in the dashboard and the rules (${queries.length})`)
-  const known = new Set([...live, ...NOT_YET_EXPORTED, ...PROMETHEUS_OWN])
+  const known = new Set([...live, ...PROMETHEUS_OWN])
   const unknown = queries.flatMap((q) =>
     metricNamesIn(q.expr)
       .filter((n) => !known.has(n))
       .map((n) => `${q.where}: ${n}`),
   )
-  t.alike(unknown, [], 'every metric name is exported by a live gateway (or listed as not yet exported)')
+  t.alike(unknown, [], 'every metric name is exported by a live gateway or processor')
   t.ok(
     queries.every((q) => metricNamesIn(q.expr).length > 0),
     'every query reads some series',
   )
-  const landed = NOT_YET_EXPORTED.filter((n) => live.has(n))
-  if (landed.length) t.comment(`exported now, remove from NOT_YET_EXPORTED: ${landed.join(', ')}`)
 })
 
 interface DashboardShape {

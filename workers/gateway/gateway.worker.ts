@@ -169,7 +169,11 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     return [
       ...accounts,
       ...http,
-      ...this.observability.facilities(this.config.metrics, () => this.log),
+      ...this.observability.facilities(
+        this.config.metrics,
+        () => this.log,
+        () => this.health(),
+      ),
       // Joins with the config's invite before the router starts; vouches for joined gateways.
       { name: 'gateway-mesh', priority: 48, create: () => this.mesh },
       {

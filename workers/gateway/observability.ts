@@ -8,6 +8,7 @@ import type { CallContext, MethodTable } from '../../facilities/net/rpc-server.j
 import type { RouterFacility } from '../../facilities/router/router.facility.js'
 import type { UsageFacility } from '../../facilities/usage/usage.facility.js'
 import { MeshError } from '../../kernel/errors.js'
+import type { Health } from '../../kernel/wire.js'
 import type { FacilitySpec } from '../base.worker.js'
 import { MetricsEndpoint, type MetricsEndpointConfig } from '../metrics-endpoint.js'
 import type { Sink } from './inference-pipeline.js'
@@ -79,8 +80,12 @@ export class GatewayObservability {
   }
 
   /** A `/metrics` port of its own (`metrics.port`), serving what the HTTP port's `/metrics` does. */
-  facilities(config: MetricsEndpointConfig, log: () => Logger): FacilitySpec[] {
-    return new MetricsEndpoint(config, this.http, log).facilities()
+  facilities(
+    config: MetricsEndpointConfig,
+    log: () => Logger,
+    health: () => Promise<Health>,
+  ): FacilitySpec[] {
+    return new MetricsEndpoint(config, this.http, log).facilities(health)
   }
 
   /**

@@ -9,7 +9,7 @@ import {
 import type { MethodTable } from '../../facilities/net/rpc-server.js'
 import type { ProcessorConfig } from '../../kernel/config.js'
 import { MeshError } from '../../kernel/errors.js'
-import type { GenerationStats } from '../../kernel/wire.js'
+import type { GenerationStats, Health } from '../../kernel/wire.js'
 import type { FacilitySpec } from '../base.worker.js'
 import { MetricsEndpoint } from '../metrics-endpoint.js'
 
@@ -97,8 +97,8 @@ export class ProcessorObservability {
   }
 
   /** The `/metrics` endpoint, when `metrics.port` is set. */
-  facilities(): FacilitySpec[] {
-    return this.endpoint.facilities()
+  facilities(health: () => Promise<Health>): FacilitySpec[] {
+    return this.endpoint.facilities(health)
   }
 
   methods(): MethodTable {

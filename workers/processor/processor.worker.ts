@@ -212,7 +212,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
         },
       },
       { name: 'vouched-trust', priority: 45, create: () => this.vouched },
-      ...this.observability.facilities(),
+      ...this.observability.facilities(() => this.health()),
     ]
   }
 
