@@ -229,6 +229,13 @@ export const gatewayConfigSchema = baseConfigSchema
       })
       .strict()
       .prefault({}),
+    audit: z
+      .object({
+        /** Repeats of one failure (same action, actor, target, outcome) within this window are written as one summary entry. */
+        failureWindowMs: z.number().int().min(100).default(60_000),
+      })
+      .strict()
+      .prefault({}),
     maxPromptBytes: z
       .number()
       .int()

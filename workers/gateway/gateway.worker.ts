@@ -27,6 +27,7 @@ import { processorsCheck, storeCheck } from '../readiness.js'
 import { AccountFacilities } from './account-facilities.js'
 import { Accounts } from './accounts.js'
 import { ProcessorAdmission } from './admission.js'
+import { GatewayAudit } from './audit.js'
 import { Catalog } from './catalog.js'
 import { EmbedBatches } from './embed-batches.js'
 import { GatewayMesh } from './gateway-mesh.js'
@@ -62,6 +63,11 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     pipeline: () => this.pipeline,
     usage: () => this.acct.usage,
   })
+  private readonly audit = new GatewayAudit(
+    () => this.acct,
+    () => this.accounts,
+    () => this.log,
+  )
 
   constructor(config: GatewayConfig, opts: WorkerOptions = {}) {
     super('gateway', config, opts)
@@ -215,8 +221,8 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
 
   protected override methods(): MethodTable {
     return this.observability.rpc({
-      ...this.accounts.methods(),
-      ...this.invites.methods(),
+      ...this.audit.methods(),
+      ...this.audit.wrap({ ...this.accounts.methods(), ...this.invites.methods() }),
       ...this.mesh.methods(),
       ...this.drains.methods(),
       // Open: how a caller gets a credential.
