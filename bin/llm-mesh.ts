@@ -8,6 +8,7 @@ import { GatewayWorker } from '../workers/gateway/gateway.worker.js'
 import { ProcessorWorker } from '../workers/processor/processor.worker.js'
 import { commandKey, commandUsage, commandUser, KEY_HELP, USAGE_HELP, USER_HELP } from './lib/accounts.js'
 import { firstAdmin } from './lib/admin.js'
+import { AUDIT_HELP, commandAudit } from './lib/audit.js'
 import { BOOTSTRAP_HELP, commandBootstrap } from './lib/bootstrap.js'
 import { runChat } from './lib/chat.js'
 import {
@@ -45,6 +46,7 @@ Commands:
   key         create, list and revoke API keys
   invite      make, list and revoke tokens that join a new machine in one command (admins)
   usage       tokens and requests per day and model, and where the limits stand
+  audit       who did what to which account, key, invite or processor, and failed logins (admins)
   model tiny  write the tiny test model (a GGUF file that is not a real LLM)
 
 llm-mesh <command> --help shows a command's options.`,
@@ -81,6 +83,7 @@ Shows the processors a gateway sees: key, backend, models, capacity and load.`,
   key: KEY_HELP,
   invite: INVITE_HELP,
   usage: USAGE_HELP,
+  audit: AUDIT_HELP,
   gateway: `Usage: llm-mesh gateway [--config FILE] [--bootstrap LIST] [--store DIR] [--data DIR]
        llm-mesh gateway --join TOKEN [--data DIR] [--store DIR]
 
@@ -390,6 +393,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   key: commandKey,
   usage: commandUsage,
   invite: commandInvite,
+  audit: commandAudit,
 }
 
 async function main(argv: string[]): Promise<number> {

@@ -14,6 +14,7 @@ import type {
   UsageRecord,
   UsageRow,
 } from '../../kernel/accounts.js'
+import type { AuditPage, AuditQuery } from '../../kernel/audit.js'
 import { type ClientConfig, type ConfigInput, clientConfigSchema, parseConfig } from '../../kernel/config.js'
 import { MeshError } from '../../kernel/errors.js'
 import type { InferRequestInput, InferResult } from '../../kernel/inference.js'
@@ -327,6 +328,11 @@ export class MeshClient extends BaseWorker<ClientConfig> {
   /** Admins: the invite joins nobody more, and its members are refused. */
   async revokeInvite(id: string): Promise<PublicInvite> {
     return this.call<PublicInvite>('revokeInvite', { id })
+  }
+
+  /** Admins: the newest audit entries (`limit`, default 100) since a time, of an action, oldest first. */
+  async audit(query: AuditQuery = {}): Promise<AuditPage> {
+    return this.call<AuditPage>('audit', query)
   }
 
   /** Usage per day and model, with today's and this month's totals and the limits. */
