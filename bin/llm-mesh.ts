@@ -219,7 +219,7 @@ async function commandGateway(args: string[]): Promise<number> {
   // could otherwise register first (and take the name).
   const gateway: GatewayWorker = new GatewayWorker(config, {
     beforeServe: async () => {
-      await firstAdmin(gateway.auth)
+      await firstAdmin(gateway.auth, process.env, gateway.audit)
     },
   })
   return serveWorker(gateway, async () => {

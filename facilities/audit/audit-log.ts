@@ -65,6 +65,11 @@ export interface AuditRecord {
   details?: AuditDetails
 }
 
+/** Who can record an entry: the log itself, or the gateway's GatewayAudit (which never throws). */
+export interface AuditRecorder {
+  record(r: AuditRecord): Promise<unknown>
+}
+
 export interface AuditLogOptions {
   store: StoreFacility
   logger: Logger

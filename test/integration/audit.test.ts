@@ -197,3 +197,26 @@ test('audit: every audited action through the RPC API, read back exactly; no sec
   )
   t.is(printed.more, false)
 })
+
+test('audit: a user added by the CLI to the store of a stopped gateway is recorded as done by the CLI', async (t) => {
+  const { bootstrap } = await testnet(t)
+  const store = await t.tmp()
+  const add = runFresh(t, [
+    'user',
+    'add',
+    'carol',
+    '--password',
+    'carol-password',
+    '--admin',
+    '--store',
+    store,
+  ])
+  t.is(await add.exited, 0, add.stderr())
+  const gateway = await startGateway(t, bootstrap, { store })
+  const carolId = gateway.auth?.user('carol')?.id
+  const admin = await startClient(t, bootstrap, {}, { apiKey: await apiKeyFor(gateway, 'carol') })
+  const { entries } = await admin.audit()
+  t.alike(entries.map(facts), [['user.create', 'cli', carolId, 'ok']])
+  t.alike(entries[0]?.details, { username: 'carol', role: 'admin', via: 'store' })
+  t.absent(JSON.stringify(entries).includes('carol-password'))
+})

@@ -63,7 +63,8 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     pipeline: () => this.pipeline,
     usage: () => this.acct.usage,
   })
-  private readonly audit = new GatewayAudit(
+  /** The audit trail: `audit.record(…)` for what the gateway does outside its audited methods. */
+  readonly audit = new GatewayAudit(
     () => this.acct,
     () => this.accounts,
     () => this.log,
