@@ -161,9 +161,14 @@ export class AuditLog extends Facility {
       ...rest,
       ...(peer || details ? { details: { ...details, ...(peer ? { peer } : {}) } } : {}),
     }
-    this.enqueue(this.entry(r)).catch((err) =>
-      this.opts.logger.error({ err: errorMessage(err), action: f.action }, 'audit: an entry was not written'),
-    )
+    const lost = (err: unknown) =>
+      this.opts.logger.error({ err: errorMessage(err), action: f.action }, 'audit: an entry was not written')
+    // Called from the digest's timer too: nothing may escape.
+    try {
+      this.enqueue(this.entry(r)).catch(lost)
+    } catch (err) {
+      lost(err)
+    }
   }
 
   /** A checked entry with the next key. @throws ERR_BAD_REQUEST */
