@@ -1,9 +1,21 @@
+import { PassThrough } from 'node:stream'
 import test from 'brittle'
 import type { AuditEntry } from '../../kernel/audit.js'
+import { gatewayConfigSchema, parseConfig } from '../../kernel/config.js'
+import { deepMerge } from '../../kernel/config-load.js'
 import { decodeInvite } from '../../kernel/invite.js'
+import { GatewayWorker } from '../../workers/gateway/gateway.worker.js'
 import { rejectsWith } from '../helpers/assert.js'
 import { runFresh } from '../helpers/fresh-machine.js'
-import { apiKeyFor, startClient, startGateway, testnet } from '../helpers/mesh.js'
+import {
+  apiKeyFor,
+  FAST_REGISTRY,
+  startClient,
+  startGateway,
+  type T,
+  TEST_AUTH,
+  testnet,
+} from '../helpers/mesh.js'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const BOB_PW = 'bob-first-password'
@@ -14,12 +26,32 @@ const WRONG_PW = 'bob-wrong-password'
 const PASSWORD_AS_NAME = 'Tr0ub4dor-and-3'
 const WINDOW_MS = 1_000
 
+/** A gateway as `startGateway` makes it, logging everything (trace) into a string. */
+async function loggingGateway(t: T, bootstrap: string[], extra: Record<string, unknown>) {
+  let text = ''
+  const sink = new PassThrough()
+  sink.on('data', (d: Buffer) => {
+    text += d
+  })
+  const config = parseConfig(
+    gatewayConfigSchema,
+    deepMerge(
+      { bootstrap, store: await t.tmp(), log: { level: 'trace' }, registry: FAST_REGISTRY, auth: TEST_AUTH },
+      extra,
+    ),
+  )
+  const gateway = new GatewayWorker(config, { logDestination: sink })
+  t.teardown(() => gateway.close(), { order: 1 })
+  await gateway.ready()
+  return { gateway, logs: () => text }
+}
+
 /** What an entry says, without its time and id. */
 const facts = (e: AuditEntry) => [e.action, e.actor, e.target, e.outcome]
 
 test('audit: every audited action through the RPC API, read back exactly; no secret in it; admins only', async (t) => {
   const { bootstrap } = await testnet(t)
-  const gateway = await startGateway(t, bootstrap, {
+  const { gateway, logs } = await loggingGateway(t, bootstrap, {
     auth: { maxFailuresPerAccount: 2 },
     audit: { failureWindowMs: WINDOW_MS },
   })
@@ -154,6 +186,8 @@ test('audit: every audited action through the RPC API, read back exactly; no sec
   for await (const { key, value } of bee.createReadStream({})) raw.push(key, JSON.stringify(value))
   t.is(raw.length, 2 * expected.length, 'the bee holds the entries and nothing else')
   const text = `${JSON.stringify(entries)}\n${raw.join('\n')}`
+  const logged = logs()
+  t.ok(logged.includes('login failed'), 'the gateway logged at trace level throughout')
   const secrets = {
     'first password': BOB_PW,
     'reset password': RESET_PW,
@@ -173,6 +207,7 @@ test('audit: every audited action through the RPC API, read back exactly; no sec
     t.ok(secret.length >= 15, `${what} is a real string`)
     t.absent(text.includes(secret), `no ${what} in the audit log`)
     t.absent(text.toLowerCase().includes(secret.toLowerCase()), `…in any case`)
+    t.absent(logged.toLowerCase().includes(secret.toLowerCase()), `…nor in the gateway's log lines`)
   }
 
   // The CLI reads the same log through the gateway.
