@@ -252,6 +252,19 @@ test('audit: a user added by the CLI to the store of a stopped gateway is record
   const admin = await startClient(t, bootstrap, {}, { apiKey: await apiKeyFor(gateway, 'carol') })
   const { entries } = await admin.audit()
   t.alike(entries.map(facts), [['user.create', 'cli', carolId, 'ok']])
+  const human = runFresh(t, [
+    'audit',
+    '--bootstrap',
+    bootstrap.join(','),
+    '--api-key',
+    await apiKeyFor(gateway, 'carol'),
+  ])
+  t.is(await human.exited, 0, human.stderr())
+  t.is(
+    human.stdout(),
+    `${new Date(entries[0]?.at as number).toISOString()}  user.create          ok               by cli  on carol (${carolId})  {"username":"carol","role":"admin","via":"store"}\n`,
+    'audit without --json: a line an entry, user ids with their names',
+  )
   t.alike(entries[0]?.details, { username: 'carol', role: 'admin', via: 'store' })
   t.absent(JSON.stringify(entries).includes('carol-password'))
 })
