@@ -10,11 +10,13 @@ import { runFresh } from '../helpers/fresh-machine.js'
 import {
   apiKeyFor,
   FAST_REGISTRY,
+  spawnProcessor,
   startClient,
   startGateway,
   type T,
   TEST_AUTH,
   testnet,
+  until,
 } from '../helpers/mesh.js'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -267,4 +269,25 @@ test('audit: a user added by the CLI to the store of a stopped gateway is record
   )
   t.alike(entries[0]?.details, { username: 'carol', role: 'admin', via: 'store' })
   t.absent(JSON.stringify(entries).includes('carol-password'))
+})
+
+test('audit: processors drained and undrained through the gateway, and a refused drain', async (t) => {
+  const { bootstrap } = await testnet(t)
+  const gateway = await startGateway(t, bootstrap)
+  const admin = await startClient(t, bootstrap, {}, { apiKey: await apiKeyFor(gateway, 'root', 'admin') })
+  const user = await startClient(t, bootstrap, {}, { apiKey: await apiKeyFor(gateway, 'dave', 'user') })
+  const rootId = gateway.auth?.user('root')?.id
+  const daveId = gateway.auth?.user('dave')?.id
+  const p = await spawnProcessor(t, bootstrap, ['--store', await t.tmp(), '--backend', 'echo'])
+  t.ok(await until(() => gateway.router.size === 1), 'the processor is seen')
+  await rejectsWith(t, user.drainProcessor(p.publicKey.slice(0, 12)), 'ERR_FORBIDDEN')
+  await admin.drainProcessor(p.publicKey.slice(0, 12))
+  await admin.drainProcessor(p.publicKey, false)
+  const { entries } = await admin.audit({ action: 'processor' })
+  t.alike(entries.map(facts), [
+    ['processor.drain', daveId, p.publicKey.slice(0, 12), 'ERR_FORBIDDEN'],
+    ['processor.drain', rootId, p.publicKey, 'ok'],
+    ['processor.undrain', rootId, p.publicKey, 'ok'],
+  ])
+  t.alike(entries[1]?.details, { active: 0 })
 })

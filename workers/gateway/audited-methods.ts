@@ -42,6 +42,11 @@ export function nameOf(v: unknown): string | undefined {
 }
 
 const idOf = (v: unknown): string | null => (typeof v === 'string' && HEX_ID_RE.test(v) ? v : null)
+/** A processor's key, or the prefix of one an admin typed. */
+const keyOf = (v: unknown): string | null => (typeof v === 'string' && /^[0-9a-f]{1,64}$/.test(v) ? v : null)
+/** What `processorDrain` was asked: drain, unless `draining: false`. */
+const drainAction = (f: CallFacts): AuditAction =>
+  f.payload.draining === false ? 'processor.undrain' : 'processor.drain'
 /** A label someone typed (a key's name): kept short. */
 const label = (v: unknown) => (typeof v === 'string' ? v.slice(0, 64) : undefined)
 const rec = (v: unknown): Record<string, unknown> =>
@@ -168,4 +173,11 @@ export const AUDITED: Record<string, MethodAudit> = {
     failed: (f) => ({ action: 'invite.redeem', target: idOf(f.payload.id) }),
   },
   login: { ok: () => [], failed: loginFailed },
+  processorDrain: {
+    ok: (f, result) => {
+      const r = rec(result)
+      return [{ action: drainAction(f), target: keyOf(r.processor), details: some({ active: r.active }) }]
+    },
+    failed: (f) => ({ action: drainAction(f), target: keyOf(f.payload.processor) }),
+  },
 }

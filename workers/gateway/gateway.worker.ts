@@ -225,7 +225,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       ...this.audit.methods(),
       ...this.audit.wrap({ ...this.accounts.methods(), ...this.invites.methods() }),
       ...this.mesh.methods(),
-      ...this.drains.methods(),
+      ...this.audit.wrap(this.drains.methods()),
       // Open: how a caller gets a credential.
       // Any user.
       infer: (payload, ctx) => this.infer(payload, ctx),
