@@ -59,9 +59,9 @@ export class GatewayAudit {
   }
 
   /**
-   * Records an action the gateway took outside the audited methods (e.g. `processor.drain`, with
-   * the admin's user id as actor and the processor's key as target); resolves once the entry is
-   * durable. Never throws: a failed write is logged (see the class comment). No-op without a log.
+   * Records an action the gateway took outside the audited methods (actor `system` for its own,
+   * or the admin's user id; `target` the user, key or processor acted on); resolves once the
+   * entry is durable. Never throws: a failed write is logged (see the class comment). No-op without a log.
    */
   async record(r: AuditRecord): Promise<void> {
     const log = this.deps.log()
