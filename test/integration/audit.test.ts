@@ -212,19 +212,10 @@ test('audit: every audited action through the RPC API, read back exactly; no sec
     t.absent(logged.toLowerCase().includes(secret.toLowerCase()), `…nor in the gateway's log lines`)
   }
 
-  // The CLI reads the same log through the gateway.
-  const cli = runFresh(t, [
-    'audit',
-    '--json',
-    '--since',
-    '10m',
-    '--action',
-    'invite',
-    '--bootstrap',
-    bootstrap.join(','),
-    '--api-key',
-    rootKey,
-  ])
+  // The CLI reads the same log through the gateway; a bad flag is refused before any mesh is joined.
+  const via = ['--bootstrap', bootstrap.join(','), '--api-key', rootKey]
+  const cli = runFresh(t, ['audit', '--json', '--since', '10m', '--action', 'invite', ...via])
+  const bad = runFresh(t, ['audit', '--since', 'yesterday', ...via])
   t.is(await cli.exited, 0, cli.stderr())
   const printed = JSON.parse(cli.stdout()) as { entries: AuditEntry[]; more: boolean }
   t.alike(
@@ -233,6 +224,9 @@ test('audit: every audited action through the RPC API, read back exactly; no sec
     'audit --json: the invite entries, as the gateway keeps them',
   )
   t.is(printed.more, false)
+  t.is(await bad.exited, 2, '--since yesterday: exit 2')
+  const why = "ERR_BAD_REQUEST: --since: a duration like 30m, 12h or 7d, or an ISO time; got 'yesterday'"
+  t.ok(bad.stderr().includes(why), bad.stderr())
 })
 
 test('audit: a user added by the CLI to the store of a stopped gateway is recorded as done by the CLI', async (t) => {
