@@ -150,11 +150,12 @@ export class AuditLog extends Facility {
     this.digest.add(f)
   }
 
-  private writeFailure(f: FailedAction): void {
-    if (!this.bee) return
+  /** Queues a failure's entry; its time, or null when it was dropped or refused. */
+  private writeFailure(f: FailedAction): number | null {
+    if (!this.bee) return null
     if (this.collecting && this.collecting.entries.length >= MAX_QUEUED) {
       if (this.dropped++ === 0) this.opts.logger.warn('audit: the store is not keeping up; failures dropped')
-      return
+      return null
     }
     const { peer, details, ...rest } = f
     const r: AuditRecord = {
@@ -165,9 +166,12 @@ export class AuditLog extends Facility {
       this.opts.logger.error({ err: errorMessage(err), action: f.action }, 'audit: an entry was not written')
     // Called from the digest's timer too: nothing may escape.
     try {
-      this.enqueue(this.entry(r)).catch(lost)
+      const entry = this.entry(r)
+      this.enqueue(entry).catch(lost)
+      return entry.at
     } catch (err) {
       lost(err)
+      return null
     }
   }
 

@@ -21,6 +21,8 @@ const MAX_PEERS = 1024
 interface Group {
   first: FailedAction
   startedAt: number
+  /** The time of the first failure's entry (what the summary's `since` says). */
+  since: number
   repeated: number
   peers: Set<string>
 }
@@ -39,8 +41,8 @@ export class FailureDigest {
 
   constructor(
     private readonly windowMs: number,
-    /** Writes an entry (not awaited by the caller of `add`). */
-    private readonly write: (f: FailedAction) => void,
+    /** Writes an entry (not awaited by the caller of `add`); its time, or null when it was not written. */
+    private readonly write: (f: FailedAction) => number | null,
   ) {}
 
   get open(): number {
@@ -63,8 +65,9 @@ export class FailureDigest {
     }
     const group = this.groups.get(key)
     if (!group) {
-      this.groups.set(key, { first: failure, startedAt: now, repeated: 0, peers: new Set() })
-      this.write(failure)
+      const group: Group = { first: failure, startedAt: now, since: now, repeated: 0, peers: new Set() }
+      this.groups.set(key, group)
+      group.since = this.write(failure) ?? now
       return
     }
     group.repeated++
@@ -80,7 +83,7 @@ export class FailureDigest {
       const { peer: _peer, details, requestId: _requestId, ...rest } = g.first
       this.write({
         ...rest,
-        details: { ...details, repeated: g.repeated, since: g.startedAt, peers: g.peers.size },
+        details: { ...details, repeated: g.repeated, since: g.since, peers: g.peers.size },
       })
     }
   }
