@@ -6,7 +6,6 @@ import { Facility } from '../facility.js'
 import type { Logger } from '../log.facility.js'
 import { TINY_MODEL_NAME, writeTinyModel } from '../tiny-model/tiny-model.js'
 import { EchoBackend } from './echo.backend.js'
-import { LlamaCppBackend } from './llamacpp/llamacpp.backend.js'
 import { probeOllama } from './ollama/client.js'
 import { OllamaBackend } from './ollama/ollama.backend.js'
 import type { Backend } from './types.js'
@@ -65,6 +64,22 @@ export class BackendFacility extends Facility {
     return this.current
   }
 
+  /**
+   * The llama.cpp backend, its module loaded only here: node-llama-cpp costs ~0.5 s of CPU to
+   * load, which every other process (a gateway, the CLI, an Ollama or echo processor) skips.
+   */
+  private async llamaCpp(): Promise<Backend> {
+    const { LlamaCppBackend } = await import('./llamacpp/llamacpp.backend.js')
+    return new LlamaCppBackend({
+      modelsDir: this.modelsDir,
+      threads: this.config.threads,
+      gpu: this.config.gpu,
+      contextSize: this.config.contextSize,
+      maxParallel: this.config.maxParallel,
+      ...(this.onModelLoad ? { onModelLoad: this.onModelLoad } : {}),
+    })
+  }
+
   protected override async _open(): Promise<void> {
     const choice = await this.choose()
     const backend: Backend =
@@ -72,14 +87,7 @@ export class BackendFacility extends Facility {
         ? new EchoBackend()
         : choice.kind === 'ollama'
           ? new OllamaBackend({ host: this.config.ollamaHost })
-          : new LlamaCppBackend({
-              modelsDir: this.modelsDir,
-              threads: this.config.threads,
-              gpu: this.config.gpu,
-              contextSize: this.config.contextSize,
-              maxParallel: this.config.maxParallel,
-              ...(this.onModelLoad ? { onModelLoad: this.onModelLoad } : {}),
-            })
+          : await this.llamaCpp()
     try {
       await backend.open()
     } catch (err) {

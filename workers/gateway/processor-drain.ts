@@ -23,8 +23,6 @@ export interface ProcessorDrainOptions {
   log: () => Logger
   /** The caller, an admin. @throws ERR_AUTH_*, ERR_FORBIDDEN */
   requireAdmin: (payload: unknown) => Identity
-  /** Told of every drain and undrain done (the audit log). */
-  onDrained?: (event: { actor: Identity; processor: string; draining: boolean }) => void
 }
 
 function parseDrain(payload: unknown): { processor: string; draining: boolean } {
@@ -76,7 +74,6 @@ export class ProcessorDrain {
         { processor: entry.id, draining, by: actor.username, active: reply.active },
         draining ? 'processor drained for maintenance' : 'processor undrained',
       )
-    this.opts.onDrained?.({ actor, processor: entry.id, draining })
     return { processor: entry.id, draining: reply.draining, active: reply.active, state: entry.state }
   }
 }
