@@ -25,6 +25,11 @@
  * up to 2x within seconds, so even back-to-back turns can fall in different
  * phases), at the price of each seeing a machine busier than it alone would.
  *
+ * --gateway-a JSON / --gateway-b JSON: config merged into build A's / B's gateway config.
+ * With the same checkout twice, an A/B of a setting on one build, e.g. metrics and tracing
+ * off (A) vs on (B):
+ *   node dist/bench/compare-builds.js . . --wrk 64 --gateway-a '{"http":{"metrics":false},"tracing":{"enabled":false}}'
+ *
  * A checkout of an older commit: `git worktree add /tmp/old <commit>`, link
  * node_modules into it, `npx tsc -p .` there.
  */
@@ -35,6 +40,8 @@ import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import createTestnet from 'hyperdht/testnet.js'
+import type { ConfigInput } from '../kernel/config.js'
+import { deepMerge } from '../kernel/config-load.js'
 import { fmt, median, percentile, runWrk, timedPost, UNLIMITED, untilItAnswers } from './lib.js'
 
 type BenchLib = typeof import('./lib.js')
@@ -49,8 +56,11 @@ const { values, positionals } = parseArgs({
     turns: { type: 'string', default: '10' },
     seconds: { type: 'string', default: '3' },
     together: { type: 'boolean', default: false },
+    'gateway-a': { type: 'string', default: '{}' },
+    'gateway-b': { type: 'string', default: '{}' },
   },
 })
+const GATEWAY_CONFIG = [JSON.parse(values['gateway-a']), JSON.parse(values['gateway-b'])] as ConfigInput[]
 if (positionals.length !== 2) {
   console.error(
     'usage: compare-builds <checkout A> <checkout B> [--requests N] [--batch N] [--stream] | --wrk C [--turns N] [--seconds S] [--together]',
@@ -113,10 +123,11 @@ for (const [i, checkout] of positionals.entries()) {
   const lib = (await import(pathToFileURL(join(resolve(checkout), 'dist/bench/lib.js')).href)) as BenchLib
   // Each build's workers on a mesh of their own: neither gateway routes to the other's processor.
   process.env.LLM_MESH_MESH = `compare-${i}`
-  const { gateway, apiKey } = await lib.spawnAccountedGateway(bootstrap, join(dir, `gw-${i}`), {
-    limits: { user: UNLIMITED },
-    http: { enabled: true, port: 0 },
-  })
+  const { gateway, apiKey } = await lib.spawnAccountedGateway(
+    bootstrap,
+    join(dir, `gw-${i}`),
+    deepMerge({ limits: { user: UNLIMITED }, http: { enabled: true, port: 0 } }, GATEWAY_CONFIG[i] ?? {}),
+  )
   const processor = await lib.spawnEchoProcessor(bootstrap, join(dir, `proc-${i}`))
   meshes.push({
     checkout,
@@ -181,7 +192,7 @@ async function compareWithWrk(connections: number): Promise<void> {
   console.log('|---|---|---|---|')
   for (const [i, mesh] of meshes.entries()) {
     console.log(
-      `| ${mesh.checkout} | ${fmt(median(rps[i] ?? []), 0)} | ${fmt(median(cpu[i] ?? []), 1)} | ${fmt(median(p50[i] ?? []))} / ${fmt(median(p99[i] ?? []))} |`,
+      `| ${mesh.checkout} ${i ? 'B' : 'A'} | ${fmt(median(rps[i] ?? []), 0)} | ${fmt(median(cpu[i] ?? []), 1)} | ${fmt(median(p50[i] ?? []))} / ${fmt(median(p99[i] ?? []))} |`,
     )
   }
   const ratios = (rps[1] ?? []).map((r, k) => r / (rps[0]?.[k] ?? Number.NaN))

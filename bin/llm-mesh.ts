@@ -8,6 +8,7 @@ import { GatewayWorker } from '../workers/gateway/gateway.worker.js'
 import { ProcessorWorker } from '../workers/processor/processor.worker.js'
 import { commandKey, commandUsage, commandUser, KEY_HELP, USAGE_HELP, USER_HELP } from './lib/accounts.js'
 import { firstAdmin } from './lib/admin.js'
+import { AUDIT_HELP, commandAudit } from './lib/audit.js'
 import { BOOTSTRAP_HELP, commandBootstrap } from './lib/bootstrap.js'
 import { runChat } from './lib/chat.js'
 import {
@@ -21,9 +22,11 @@ import {
   workerOverrides,
 } from './lib/common.js'
 import { CREDENTIAL_FLAGS } from './lib/credentials.js'
+import { commandProcessorDrain } from './lib/drain.js'
 import { commandInvite, INVITE_HELP } from './lib/invites.js'
 import { joinMesh } from './lib/join.js'
 import { inviteJoin } from './lib/join-token.js'
+import { METRICS_FLAGS, metricsOverrides } from './lib/metrics-flags.js'
 import { commandModel, MODEL_HELP } from './lib/model.js'
 import { up } from './lib/up.js'
 
@@ -43,6 +46,7 @@ Commands:
   key         create, list and revoke API keys
   invite      make, list and revoke tokens that join a new machine in one command (admins)
   usage       tokens and requests per day and model, and where the limits stand
+  audit       who did what to which account, key, invite or processor, and failed logins (admins)
   model tiny  write the tiny test model (a GGUF file that is not a real LLM)
 
 llm-mesh <command> --help shows a command's options.`,
@@ -81,6 +85,7 @@ Shows the processors a gateway sees: key, backend, models, capacity and load.`,
   key: KEY_HELP,
   invite: INVITE_HELP,
   usage: USAGE_HELP,
+  audit: AUDIT_HELP,
   gateway: `Usage: llm-mesh gateway [--config FILE] [--bootstrap LIST] [--store DIR] [--data DIR]
        llm-mesh gateway --join TOKEN [--data DIR] [--store DIR]
 
@@ -97,6 +102,7 @@ password in LLM_MESH_ADMIN_PASSWORD, else a generated one printed once.
   --strategy NAME    least-loaded (default) | fastest | round-robin | random-weighted
   --http-port N      serve the Ollama (/api) and OpenAI (/v1) APIs on port N
   --http-host H      …on interface H (default 127.0.0.1; set it to expose them)
+  --metrics-port N   GET /metrics on a port of its own too (--metrics-host H)
   --mesh-secret S    derive this gateway's identity from a secret its processors share
                      (or LLM_MESH_SECRET); --gateway-index N tells gateways apart
   --admission MODE   processors used: members (trusted, joined by invite, or proving the
@@ -107,6 +113,7 @@ password in LLM_MESH_ADMIN_PASSWORD, else a generated one printed once.
   processor: `Usage: llm-mesh processor [--config FILE] [--bootstrap LIST] [--store DIR] [--models DIR]
                           [--backend auto|llamacpp|ollama|echo] [--ollama-host URL] [--parallel N]
        llm-mesh processor --join TOKEN [--data DIR] [backend flags]
+       llm-mesh processor drain|undrain KEY   (maintenance, through a gateway: see 'processor drain --help')
 
 --join TOKEN (from 'llm-mesh invite' on a gateway) is the whole setup: the mesh, its
 bootstrap and the gateways to trust come from it; the identity is kept in DIR/processor and
@@ -130,6 +137,9 @@ Config: FILE (default config/processor.json), then LLM_MESH_* / OLLAMA_HOST, the
   --weight W         share of traffic under the random-weighted strategy (default 1)
   --throttle-tps N   hand out at most N tokens/s per generation: a slower machine, for
                      testing and benchmarking unequal meshes
+  --drain            start drained for maintenance (no new work until undrained;
+                     SIGUSR2 toggles drained/serving while it runs)
+  --metrics-port N   GET /metrics on port N (0: any free; --metrics-host H, default 127.0.0.1)
   --data DIR         join the mesh 'llm-mesh up' runs from DIR: serve its gateway, with
                      the models in DIR/models unless --models (or the config) names others
   --mesh NAME, --log-level LEVEL`,
@@ -182,10 +192,11 @@ async function commandGateway(args: string[]): Promise<number> {
     'http-host': { type: 'string' },
     admission: { type: 'string' },
     join: { type: 'string' },
+    ...METRICS_FLAGS,
   })
   if (values.help) return help('gateway')
   const httpPort = int(values['http-port'], 'http-port', 0)
-  const flags: ConfigInput = workerOverrides(values)
+  const flags: ConfigInput = { ...workerOverrides(values), ...metricsOverrides(values) }
   if (str(values['mesh-secret'])) flags.meshSecret = str(values['mesh-secret'])
   const index = int(values['gateway-index'], 'gateway-index', 0)
   if (index !== undefined) flags.gatewayIndex = index
@@ -210,7 +221,7 @@ async function commandGateway(args: string[]): Promise<number> {
   // could otherwise register first (and take the name).
   const gateway: GatewayWorker = new GatewayWorker(config, {
     beforeServe: async () => {
-      await firstAdmin(gateway.auth)
+      await firstAdmin(gateway.auth, process.env, gateway.audit)
     },
   })
   return serveWorker(gateway, async () => {
@@ -219,6 +230,8 @@ async function commandGateway(args: string[]): Promise<number> {
 }
 
 async function commandProcessor(args: string[]): Promise<number> {
+  if (args[0] === 'drain' || args[0] === 'undrain')
+    return commandProcessorDrain(args.slice(1), args[0] === 'drain')
   const { values } = parse(args, {
     ...WORKER_FLAGS,
     store: { type: 'string' },
@@ -234,6 +247,8 @@ async function commandProcessor(args: string[]): Promise<number> {
     'mesh-secret': { type: 'string' },
     'allow-any-peer': { type: 'boolean' },
     join: { type: 'string' },
+    drain: { type: 'boolean' },
+    ...METRICS_FLAGS,
   })
   if (values.help) return help('processor')
   const backend: ConfigInput = {}
@@ -257,7 +272,9 @@ async function commandProcessor(args: string[]): Promise<number> {
   const flags = deepMerge(workerOverrides(values), store ? { store: resolve(store) } : {}, {
     backend,
     ...(weight !== undefined ? { weight: Number(weight) } : {}),
+    ...(values.drain ? { draining: true } : {}),
     ...(Object.keys(firewall).length ? { firewall } : {}),
+    ...metricsOverrides(values),
   })
   // A join (--join TOKEN, or the one saved in --data DIR) says the mesh; else --data may be `up`'s.
   const joining = inviteJoin('processor', values, flags)
@@ -273,7 +290,10 @@ async function commandProcessor(args: string[]): Promise<number> {
       config.firewall.trustedGateways.push(mesh.gateway)
     config.backend.modelsDir ??= join(dataDir(values), 'models')
   }
-  return serveWorker(new ProcessorWorker(config), async () => joining?.save())
+  const processor = new ProcessorWorker(config)
+  // SIGUSR2 drains for maintenance, and the next one undrains.
+  processor.maintenance.toggleOn('SIGUSR2')
+  return serveWorker(processor, async () => joining?.save())
 }
 
 async function commandChat(args: string[]): Promise<number> {
@@ -314,6 +334,13 @@ async function commandStatus(args: string[]): Promise<number> {
     process.stdout.write(
       `gateway ${status.publicKey}  mesh ${status.mesh}  v${status.version}  strategy ${status.strategy}  active ${status.active}  queued ${status.queued}\n`,
     )
+    const health = status.health
+    if (health) {
+      const failing = health.checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`)
+      process.stdout.write(
+        `${health.ready ? 'ready' : 'NOT READY'}${failing.length ? `  (${failing.join('; ')})` : ''}\n`,
+      )
+    }
     if (status.processors.length === 0) process.stdout.write('no processors\n')
     for (const p of status.processors) {
       const speed = p.measuredTokensPerSecond ?? p.tokensPerSecond
@@ -369,6 +396,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   key: commandKey,
   usage: commandUsage,
   invite: commandInvite,
+  audit: commandAudit,
 }
 
 async function main(argv: string[]): Promise<number> {

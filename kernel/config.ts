@@ -74,6 +74,18 @@ export const backendConfigSchema = z
   })
   .strict()
 
+/**
+ * A worker's own `GET /metrics` port (Prometheus text format), loopback unless `host` says
+ * otherwise; `port` null: none, 0: any free port.
+ */
+const metricsEndpointSchema = z
+  .object({
+    host: z.string().min(1).default('127.0.0.1'),
+    port: z.number().int().min(0).max(65535).nullable().default(null),
+  })
+  .strict()
+  .prefault({})
+
 export const processorConfigSchema = baseConfigSchema
   .extend({
     backend: backendConfigSchema.default({
@@ -113,6 +125,10 @@ export const processorConfigSchema = baseConfigSchema
      * trusted like `firewall.trustedGateways`. The mesh and bootstrap must be the token's.
      */
     invite: z.string().min(1).optional(),
+    /** Start drained for maintenance: up and reachable, taking no new work until `undrain`. */
+    draining: z.boolean().default(false),
+    /** Its own `GET /metrics`; without one, gateways still collect its series over RPC. */
+    metrics: metricsEndpointSchema,
   })
   .strict()
 
@@ -213,6 +229,13 @@ export const gatewayConfigSchema = baseConfigSchema
       })
       .strict()
       .prefault({}),
+    audit: z
+      .object({
+        /** Repeats of one failure (same action, actor, target, outcome) within this window are written as one summary entry. */
+        failureWindowMs: z.number().int().min(100).default(60_000),
+      })
+      .strict()
+      .prefault({}),
     maxPromptBytes: z
       .number()
       .int()
@@ -277,6 +300,8 @@ export const gatewayConfigSchema = baseConfigSchema
      * processors are the mesh's members. The mesh and bootstrap must be the token's.
      */
     invite: z.string().min(1).optional(),
+    /** A `GET /metrics` of its own (its series and its processors'), e.g. without `http`. */
+    metrics: metricsEndpointSchema,
     /** Ollama- and OpenAI-compatible HTTP APIs. Off unless enabled; loopback unless `host` says otherwise. */
     http: z
       .object({

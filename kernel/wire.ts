@@ -167,3 +167,25 @@ export interface ProcessorView {
   /** Whether the gateway reaches it through a blind relay (hole-punching could not). */
   relayed: boolean
 }
+
+/** One thing a worker's readiness depends on (its store, its processors, its backend…). */
+export interface HealthCheck {
+  name: string
+  ok: boolean
+  /** Why it is not ok, or what it found ("2 of 3 processors serving"). */
+  detail: string
+}
+
+/**
+ * A worker's health (`GET /healthz`, `GET /readyz`, RPC `health`): alive whenever it answers;
+ * ready when every check holds and it is not stopping or drained for maintenance, i.e. when
+ * sending it new work makes sense.
+ */
+export interface Health {
+  role: string
+  alive: true
+  ready: boolean
+  /** Stopping, or drained for maintenance: finishing what it runs, taking nothing new. */
+  draining: boolean
+  checks: HealthCheck[]
+}

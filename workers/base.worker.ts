@@ -1,8 +1,10 @@
 import { randomBytes } from 'node:crypto'
 import DHT, { type KeyPair } from 'hyperdht'
+import type { Registry } from 'prom-client'
 import ReadyResource from 'ready-resource'
 import type { Facility } from '../facilities/facility.js'
 import { LogFacility, type Logger } from '../facilities/log.facility.js'
+import { createWorkerRegistry } from '../facilities/metrics/worker-metrics.js'
 import { NetFacility } from '../facilities/net/net.facility.js'
 import type { Handler, MethodTable } from '../facilities/net/rpc-server.js'
 import { StoreFacility } from '../facilities/store.facility.js'
@@ -11,6 +13,7 @@ import { isLoopbackBootstrap } from '../kernel/config-bootstrap.js'
 import { MeshError } from '../kernel/errors.js'
 import { HEX32 } from '../kernel/util.js'
 import { VERSION } from '../kernel/version.js'
+import type { Health, HealthCheck } from '../kernel/wire.js'
 
 export const IDENTITY_BEE = 'worker'
 export const IDENTITY_KEY = 'identity/seed'
@@ -53,8 +56,8 @@ export interface BaseStatus {
   dhtAddress: string | null
 }
 
-/** What a draining worker still answers: who it is and how it stands, and cancels of its work. */
-const ANSWERED_WHILE_DRAINING = new Set(['ping', 'status', 'cancel'])
+/** What a draining worker still answers: who it is and how it stands (its metrics too), and cancels of its work. */
+const ANSWERED_WHILE_DRAINING = new Set(['ping', 'status', 'health', 'metrics', 'cancel'])
 
 /**
  * What every worker shares: validated config, facilities started in priority
@@ -76,6 +79,7 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
   private drainingDone: Promise<void> | null = null
   private signalsHandled = false
   private readonly beforeServe: (() => Promise<void>) | undefined
+  private metricsRegistry: Registry | null = null
 
   constructor(role: Role, config: C, opts: WorkerOptions = {}) {
     super()
@@ -111,6 +115,18 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
   /** `publicKey` in hex, made once. */
   get publicKeyHex(): string {
     return this.net.publicKeyHex
+  }
+
+  /**
+   * This worker's Prometheus registry, made on first use: the process's metrics, its RPC
+   * connections and DHT calls; roles add their own series (facilities/metrics/).
+   */
+  get metricsRegister(): Registry {
+    this.metricsRegistry ??= createWorkerRegistry({
+      connections: () => this.netFacility?.connections ?? null,
+      dht: () => this.netFacility,
+    })
+    return this.metricsRegistry
   }
 
   /** Facilities beyond log, store and net (priorities above 30). */
@@ -154,6 +170,32 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
   /** Runs after every facility started and the server listens, before the announce. */
   protected async afterStart(): Promise<void> {}
 
+  /** What this role's readiness depends on (beyond not stopping): see `health`. */
+  protected async readiness(): Promise<HealthCheck[]> {
+    return []
+  }
+
+  /**
+   * Alive (it answers) and ready (every check of its role holds, and it neither stops nor is
+   * drained): what `/healthz`, `/readyz` and RPC `health` answer. A check that throws is not ok.
+   */
+  async health(): Promise<Health> {
+    let checks: HealthCheck[]
+    try {
+      checks = await this.readiness()
+    } catch (err) {
+      checks = [{ name: 'readiness', ok: false, detail: MeshError.from(err).message }]
+    }
+    const draining = this.draining || this.drained()
+    if (this.draining) checks = [{ name: 'serving', ok: false, detail: 'stopping' }, ...checks]
+    return { role: this.role, alive: true, ready: !draining && checks.every((c) => c.ok), draining, checks }
+  }
+
+  /** Drained for maintenance (a processor's `drain`): takes nothing new while it keeps running. */
+  protected drained(): boolean {
+    return false
+  }
+
   /** Runs when the drain timed out: stop whatever is still running. */
   protected abortInflight(): void {}
 
@@ -167,7 +209,7 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
       instance: this.instance,
       uptimeMs: Date.now() - this.startedAt,
       inflight: this.inflight,
-      draining: this.draining,
+      draining: this.draining || this.drained(),
       dhtAddress: dht ? `${dht.host}:${dht.port}` : null,
       ...(await this.statusInfo(caller)),
     }
@@ -245,6 +287,8 @@ export abstract class BaseWorker<C extends BaseConfig = BaseConfig> extends Read
         time: Date.now(),
       }),
       status: async (payload, ctx) => this.statusReply(await this.localStatus(ctx.remotePublicKey), payload),
+      // Open like `ping`: what a load balancer or a monitor asks.
+      health: () => this.health(),
       ...this.methods(),
     }
     const wrapped: MethodTable = {}

@@ -1,4 +1,5 @@
 import { resolve } from 'node:path'
+import { AuditLog } from '../../facilities/audit/audit-log.js'
 import { AuthFacility } from '../../facilities/auth/auth.facility.js'
 import { LogFacility } from '../../facilities/log.facility.js'
 import { StoreFacility } from '../../facilities/store.facility.js'
@@ -94,16 +95,21 @@ async function addUserOffline(values: FlagValues, name: string, password: string
   const store = new StoreFacility({ dir: resolve(str(values.store) as string) })
   await store.ready()
   const auth = new AuthFacility({ store, config, logger: log.logger })
+  const audit = new AuditLog({ store, logger: log.logger, failureWindowMs: 60_000 })
   try {
     await auth.ready()
+    await audit.ready()
     const user = await auth.createUser({
       username: name,
       password,
       role: values.admin ? 'admin' : 'user',
       limits: limitsFrom(values),
     })
+    const details = { username: user.username, role: user.role, via: 'store' }
+    await audit.record({ action: 'user.create', actor: 'cli', target: user.id, details })
     print(`created ${user.role} '${user.username}' in ${store.dir}`)
   } finally {
+    await audit.close()
     await auth.close()
     await store.close()
   }

@@ -141,18 +141,28 @@ async function setUpOperator(gateway: GatewayWorker, opts: UpOptions): Promise<{
   const auth = gateway.auth
   if (!auth) throw MeshError.badConfig('up needs accounts (auth.enabled)')
   const existing = auth.user(ADMIN_USER)
-  if (!existing) await createAdmin(auth, opts.adminPassword)
+  const audit = gateway.audit
+  if (!existing) await createAdmin(auth, opts.adminPassword, audit)
   else if (opts.adminPassword) {
     await auth.setPassword(ADMIN_USER, opts.adminPassword)
+    await audit.record({ action: 'user.password.reset', actor: 'system', target: existing.id })
   }
   const previous = readOperatorKey(opts.dataDir)
   const previousId = previous ? keyIdOf(previous) : null
-  if (previousId) await auth.revokeKey(previousId, '', true).catch(() => {})
+  if (previousId) await revokeOperatorKey(gateway, previousId)
   const admin = auth.user(ADMIN_USER)
   if (!admin) throw MeshError.internal('admin user missing')
   const key = await auth.createKey(admin.id, { name: OPERATOR_KEY_NAME })
+  const details = { user: admin.id, name: OPERATOR_KEY_NAME }
+  await audit.record({ action: 'key.create', actor: 'system', target: key.id, details })
   await writeOperatorKey(opts.dataDir, key.key)
   return { id: key.id, key: key.key }
+}
+
+/** Revokes an operator key of `up` (this run's, or a previous one's), recorded as done by the system. */
+async function revokeOperatorKey(gateway: GatewayWorker, id: string): Promise<void> {
+  const revoked = await gateway.auth?.revokeKey(id, '', true).catch(() => null)
+  if (revoked) await gateway.audit.record({ action: 'key.revoke', actor: 'system', target: revoked.id })
 }
 
 /** What the mesh `up` started tells the chat that joins it. */
@@ -301,7 +311,7 @@ class LocalMesh {
     await this.gateway?.drain().catch(() => {})
     await Promise.all(this.children.map(stopChild))
     // The operator key works only while `up` runs.
-    if (this.operatorKeyId) await this.gateway?.auth?.revokeKey(this.operatorKeyId, '', true).catch(() => {})
+    if (this.operatorKeyId && this.gateway) await revokeOperatorKey(this.gateway, this.operatorKeyId)
     await removeOperatorKey(this.opts.dataDir)
     await this.gateway?.close().catch(() => {})
     await this.testnet?.destroy().catch(() => {})

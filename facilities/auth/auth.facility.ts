@@ -223,7 +223,9 @@ export class AuthFacility extends Facility {
     const username = usernameInput.toLowerCase()
     const trusted = this.guard.trusted(username, source)
     if (!(await this.checkPassword(username, password, [source], trusted))) {
-      this.log.warn({ user: username, peer: source }, 'login failed')
+      // A name that is no account may be a password typed in the wrong field: not logged.
+      const user = this.users.get(username) ? username : '(no such account)'
+      this.log.warn({ user, peer: source }, 'login failed')
       throw wrongLogin()
     }
     const user = this.users.get(username)

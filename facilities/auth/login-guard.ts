@@ -69,11 +69,11 @@ export class LoginGuard {
     const now = Date.now()
     for (const source of sources) {
       const wait = this.peerFailures.blockedFor(source, now)
-      if (wait > 0) throw tooManyFailures('this peer', wait)
+      if (wait > 0) throw tooManyFailures('this peer', wait, 'peer')
     }
     for (const source of sources) {
       const wait = this.pairFailures.blockedFor(pairOf(username, source), now)
-      if (wait > 0) throw tooManyFailures(`account '${username}' from this peer`, wait)
+      if (wait > 0) throw tooManyFailures(`account '${username}' from this peer`, wait, 'account-peer')
     }
     const turn = trusted ? 0 : this.takeAccountTurn(username, now)
     // Counted before the (slow) check, in the same step as the tests above.
@@ -118,7 +118,8 @@ export class LoginGuard {
     if (excess < 0) return 0
     const spacing = Math.min(accountBackoffMs * 2 ** Math.min(excess, MAX_BACKOFF_STEPS), maxAccountBackoffMs)
     const turn = Math.max(now, this.accountTurns.get(username) ?? 0)
-    if (turn - now > maxAccountBackoffMs) throw tooManyFailures(`account '${username}'`, turn - now)
+    if (turn - now > maxAccountBackoffMs)
+      throw tooManyFailures(`account '${username}'`, turn - now, 'account')
     setNewest(this.accountTurns, username, turn + spacing)
     return turn - now
   }
@@ -133,12 +134,14 @@ export class LoginGuard {
   }
 }
 
-function tooManyFailures(who: string, waitMs: number): MeshError {
+/** `scope` (in the error's details, and the audit log): what is locked — the peer, the account from it, or the account. */
+function tooManyFailures(who: string, waitMs: number, scope: 'peer' | 'account-peer' | 'account'): MeshError {
   return new MeshError(
     'ERR_RATE_LIMITED',
     `too many failed logins for ${who}; retry in ${Math.ceil(waitMs / 1000)} s`,
     {
       limit: 'login',
+      scope,
       retryAfterMs: Math.ceil(waitMs),
     },
   )

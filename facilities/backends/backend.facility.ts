@@ -6,7 +6,6 @@ import { Facility } from '../facility.js'
 import type { Logger } from '../log.facility.js'
 import { TINY_MODEL_NAME, writeTinyModel } from '../tiny-model/tiny-model.js'
 import { EchoBackend } from './echo.backend.js'
-import { LlamaCppBackend } from './llamacpp/llamacpp.backend.js'
 import { probeOllama } from './ollama/client.js'
 import { OllamaBackend } from './ollama/ollama.backend.js'
 import type { Backend } from './types.js'
@@ -18,6 +17,8 @@ export interface BackendFacilityOptions {
   /** Folder of GGUF files when `config.modelsDir` is not set. */
   defaultModelsDir: string
   logger: Logger
+  /** Told each time a model loads (llama.cpp), with how long it took. */
+  onModelLoad?: (seconds: number) => void
 }
 
 /** What was chosen and why, for logs, `status` and `up`'s banner. */
@@ -45,13 +46,15 @@ export class BackendFacility extends Facility {
   private readonly config: BackendConfig
   private readonly modelsDir: string
   private readonly log: Logger
+  private readonly onModelLoad: ((seconds: number) => void) | undefined
   private current: Backend | null = null
   choice: BackendChoice | null = null
 
   constructor(opts: BackendFacilityOptions) {
     super()
-    const { config, defaultModelsDir, logger } = opts
+    const { config, defaultModelsDir, logger, onModelLoad } = opts
     this.config = config
+    this.onModelLoad = onModelLoad
     this.modelsDir = config.modelsDir ?? defaultModelsDir
     this.log = logger
   }
@@ -61,6 +64,22 @@ export class BackendFacility extends Facility {
     return this.current
   }
 
+  /**
+   * The llama.cpp backend, its module loaded only here: node-llama-cpp costs ~0.5 s of CPU to
+   * load, which every other process (a gateway, the CLI, an Ollama or echo processor) skips.
+   */
+  private async llamaCpp(): Promise<Backend> {
+    const { LlamaCppBackend } = await import('./llamacpp/llamacpp.backend.js')
+    return new LlamaCppBackend({
+      modelsDir: this.modelsDir,
+      threads: this.config.threads,
+      gpu: this.config.gpu,
+      contextSize: this.config.contextSize,
+      maxParallel: this.config.maxParallel,
+      ...(this.onModelLoad ? { onModelLoad: this.onModelLoad } : {}),
+    })
+  }
+
   protected override async _open(): Promise<void> {
     const choice = await this.choose()
     const backend: Backend =
@@ -68,13 +87,7 @@ export class BackendFacility extends Facility {
         ? new EchoBackend()
         : choice.kind === 'ollama'
           ? new OllamaBackend({ host: this.config.ollamaHost })
-          : new LlamaCppBackend({
-              modelsDir: this.modelsDir,
-              threads: this.config.threads,
-              gpu: this.config.gpu,
-              contextSize: this.config.contextSize,
-              maxParallel: this.config.maxParallel,
-            })
+          : await this.llamaCpp()
     try {
       await backend.open()
     } catch (err) {

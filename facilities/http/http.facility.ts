@@ -9,11 +9,12 @@ import type { Socket } from 'node:net'
 import { MeshError } from '../../kernel/errors.js'
 import { formatTiming } from '../../kernel/trace.js'
 import { idSequence } from '../../kernel/util.js'
-import type { InferenceSource } from '../../kernel/wire.js'
+import type { Health, InferenceSource } from '../../kernel/wire.js'
 import type { Identity } from '../auth/auth.facility.js'
 import { Facility } from '../facility.js'
 import type { Logger } from '../log.facility.js'
 import type { RequestTrace, Tracer } from '../tracing/request-trace.js'
+import { PROBE_PATHS, serveProbe } from './health-routes.js'
 import { type HttpMetrics, noteFailure, ObservedResponse, outcomeOf } from './observed.js'
 import { sendNotFound } from './ollama/replies.js'
 import { createOllamaRoutes, DEFAULT_OLLAMA_VERSION } from './ollama-api.js'
@@ -66,6 +67,8 @@ export interface HttpFacilityOptions {
   tracer?: Tracer | null
   /** Where requests are counted, and `GET /metrics` served from; none: neither. */
   metrics?: HttpMetrics | null
+  /** What `GET /healthz` and `GET /readyz` answer; none: no probes (404). */
+  health?: (() => Promise<Health>) | null
 }
 
 /** The gateway's own time on a request so far, in ms: before dispatch, and after a whole answer came back. */
@@ -266,8 +269,13 @@ export class HttpFacility extends Facility {
     const { metrics } = this.opts
     if (!metrics || res.api === null || res.timing === null) return
     const { arrived } = res.timing
-    metrics.request(res.api, outcomeOf(res), (performance.now() - arrived) / 1000)
+    const now = performance.now()
+    metrics.request(res.api, outcomeOf(res), (now - arrived) / 1000)
     if (res.firstTokenAt > 0) metrics.firstToken(res.api, (res.firstTokenAt - arrived) / 1000)
+    // The gateway's own time: to the first hand-off to a processor, and after its answer came back.
+    const { dispatched, answered } = res.timing
+    if (dispatched !== undefined && answered !== undefined)
+      metrics.overhead(res.api, (dispatched - arrived + now - answered) / 1000)
   }
 
   /** `GET /metrics`: the scrape, open like the health probes. */
@@ -315,8 +323,10 @@ export class HttpFacility extends Facility {
     res.timing = timing
     const path = pathOf(req)
     const openAI = path?.startsWith('/v1/') === true
-    const { metrics } = this.opts
+    const { metrics, health } = this.opts
     const scrape = metrics != null && path === '/metrics'
+    // Probes answer even while the gateway stops (ready: no) or refuses connections.
+    if (health && path !== null && PROBE_PATHS.has(path)) return serveProbe(path, req, res, health)
     if (!scrape) res.api = openAI ? 'openai' : 'ollama'
     const refused = this.refused.has(req.socket)
     if (refused || this.stopping) {

@@ -7,6 +7,8 @@ export interface HttpMetrics {
   request(api: 'ollama' | 'openai', code: string, seconds: number): void
   /** A streamed answer's first piece of text, `seconds` after the request arrived. */
   firstToken(api: 'ollama' | 'openai', seconds: number): void
+  /** The gateway's own time on a request a processor answered (see `ownSeconds`). */
+  overhead(api: 'ollama' | 'openai', seconds: number): void
   /** The scrape: Prometheus's text format. */
   text(): Promise<string>
   contentType: string

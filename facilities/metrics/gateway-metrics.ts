@@ -9,6 +9,13 @@ const APIS: readonly GatewayApi[] = ['ollama', 'openai', 'rpc']
 const PROCESSOR_STATES = ['serving', 'draining', 'unreachable'] as const
 /** Request durations, from a health probe to a long generation. */
 const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
+/** The gateway's own time on a request: microseconds to, under load, a few hundred ms. */
+const OVERHEAD_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1]
+/** Codes of a caller refused for who they are: counted again under auth failures. */
+const AUTH_CODES: ReadonlySet<string> = new Set(['ERR_AUTH_INVALID', 'ERR_AUTH_REQUIRED', 'ERR_FORBIDDEN'])
+/** Limits a request is refused by (`details.limit` of ERR_RATE_LIMITED / ERR_QUOTA_EXCEEDED), and the queue. */
+export const LIMITS = ['rpm', 'tpm', 'dailyTokens', 'monthlyTokens', 'queue'] as const
+export type LimitLabel = (typeof LIMITS)[number]
 /** Time to a stream's first piece of text. */
 const FIRST_TOKEN_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 
@@ -37,6 +44,10 @@ export class GatewayMetrics {
     rpc: new Map(),
   }
   private readonly durations: Record<GatewayApi, Observer>
+  private readonly overheads: Record<GatewayApi, Observer>
+  private readonly authFailures: Counter<'reason'>
+  private readonly authChildren = new Map<string, Child>()
+  private readonly limitChildren: Record<LimitLabel, Child>
   private readonly firstTokens: Record<GatewayApi, Observer>
   private readonly tokenCounter: Counter<'kind' | 'model'>
   private readonly tokenChildren = new Map<string, { prompt: Child; completion: Child }>()
@@ -65,6 +76,28 @@ export class GatewayMetrics {
       registers: [register],
     })
     this.durations = byApi((api) => duration.labels(api))
+    const overhead = new Histogram({
+      name: 'llm_mesh_gateway_overhead_seconds',
+      help: "The gateway's own time on a request a processor answered: from its arrival to its first hand-off to a processor, plus from the processor's answer to the response's end (docs/operations.md).",
+      labelNames: ['api'],
+      buckets: OVERHEAD_BUCKETS,
+      registers: [register],
+    })
+    this.overheads = byApi((api) => overhead.labels(api))
+    this.authFailures = new Counter({
+      name: 'llm_mesh_gateway_auth_failures_total',
+      help: 'Requests refused for their credential, by reason (ERR_AUTH_REQUIRED, ERR_AUTH_INVALID, ERR_FORBIDDEN), on any API or RPC method.',
+      labelNames: ['reason'],
+      registers: [register],
+    })
+    const limits = new Counter({
+      name: 'llm_mesh_gateway_limit_rejections_total',
+      help: 'Inference requests refused by a limit: rpm, tpm (rate), dailyTokens, monthlyTokens (quota), queue (the wait queue full).',
+      labelNames: ['limit'],
+      registers: [register],
+    })
+    this.limitChildren = {} as Record<LimitLabel, Child>
+    for (const limit of LIMITS) this.limitChildren[limit] = limits.labels(limit)
     this.firstTokens = byApi((api) => firstToken.labels(api))
     this.tokenCounter = new Counter({
       name: 'llm_mesh_gateway_tokens_total',
@@ -89,6 +122,32 @@ export class GatewayMetrics {
   request(api: GatewayApi, code: string, seconds: number): void {
     this.requestChild(api, code).inc()
     this.durations[api].observe(seconds)
+    if (AUTH_CODES.has(code)) this.authFailure(code)
+  }
+
+  /** A call refused for its credential (`code`: one of AUTH_CODES), outside the counted requests. */
+  authFailure(code: string): void {
+    let child = this.authChildren.get(code)
+    if (!child) {
+      child = this.authFailures.labels(code)
+      this.authChildren.set(code, child)
+    }
+    child.inc()
+  }
+
+  /** Whether `code` refuses a caller for its credential. */
+  static isAuthFailure(code: string): boolean {
+    return AUTH_CODES.has(code)
+  }
+
+  /** An inference request refused by `limit`. */
+  limitRejected(limit: LimitLabel): void {
+    this.limitChildren[limit].inc()
+  }
+
+  /** The gateway's own time on an answered request (see the series' help). */
+  overhead(api: GatewayApi, seconds: number): void {
+    this.overheads[api].observe(seconds)
   }
 
   /** A streamed answer's first piece of text, `seconds` after the request arrived. */

@@ -66,6 +66,9 @@ export class NetFacility extends Facility {
   private readonly peers = new Map<string, PeerConnection>()
   private readonly announced = new Map<string, Buffer>()
   private announceTimer: NodeJS.Timeout | null = null
+  /** DHT announces and lookups started since the worker started (its metrics read them). */
+  announces = 0
+  lookups = 0
 
   constructor(opts: NetOptions) {
     super()
@@ -136,12 +139,14 @@ export class NetFacility extends Facility {
 
   private async announceTopic(topic: Buffer): Promise<void> {
     if (!this.dht) return
+    this.announces++
     await this.dht.announce(topic, this.keyPair).finished()
   }
 
   /** Public keys announced on a role topic (records may be stale: check liveness). */
   async lookup(role: string, timeoutMs = LOOKUP_TIMEOUT_MS): Promise<Buffer[]> {
     if (!this.dht) throw new MeshError('ERR_UNAVAILABLE', 'net is not open')
+    this.lookups++
     const query = this.dht.lookup(roleTopic(this.mesh, role))
     const found = new Map<string, Buffer>()
     const timer = setTimeout(() => query.destroy(), timeoutMs)
@@ -157,6 +162,13 @@ export class NetFacility extends Facility {
     }
     found.delete(this.publicKeyHex)
     return [...found.values()]
+  }
+
+  /** Open RPC connections: those peers opened to this worker's server, and this worker's own to peers. */
+  get connections(): { inbound: number; outbound: number } {
+    let outbound = 0
+    for (const conn of this.peers.values()) if (conn.open) outbound++
+    return { inbound: this.server?.connections.size ?? 0, outbound }
   }
 
   /** The persistent connection to a peer, made on first use. `id`: the key in hex, when known. */

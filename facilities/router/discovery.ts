@@ -311,7 +311,7 @@ export class Discovery {
     await Promise.all(work)
   }
 
-  private async beat(entry: ProcessorEntry): Promise<void> {
+  async beat(entry: ProcessorEntry): Promise<void> {
     entry.beating = true
     try {
       const conn = this.connection(entry)

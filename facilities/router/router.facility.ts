@@ -37,6 +37,8 @@ export class RouterFacility extends Facility {
     logger: Logger
     /** Which processors may be used (default: all). */
     admission?: Admission
+    /** Told how long each request that queued waited for its slot, in seconds. */
+    onQueueWait?: (seconds: number) => void
   }) {
     super()
     const { net, config, routing, logger } = opts
@@ -58,6 +60,7 @@ export class RouterFacility extends Facility {
       registry: this.registry,
       breakers: this.breakers,
       discovery: this.discovery,
+      ...(opts.onQueueWait ? { onQueueWait: opts.onQueueWait } : {}),
     })
   }
 
@@ -137,6 +140,28 @@ export class RouterFacility extends Facility {
   /** Probes a processor now, whatever its backoff (e.g. it was just admitted). */
   consider(publicKey: Buffer): void {
     this.discovery.consider(publicKey)
+  }
+
+  /**
+   * The processor whose hex key is `id` or starts with it (8 hex digits at least, matching one).
+   * @throws ERR_BAD_REQUEST (not hex, too short, or more than one match), ERR_NOT_FOUND
+   */
+  find(id: string): ProcessorEntry {
+    const prefix = id.toLowerCase()
+    if (!/^[0-9a-f]{8,64}$/.test(prefix))
+      throw MeshError.badRequest('processor: a public key in hex, or its first 8 hex digits at least')
+    const found = [...this.registry.values()].filter((e) => e.id.startsWith(prefix))
+    if (found.length > 1) throw MeshError.badRequest(`processor: '${id}' matches ${found.length} processors`)
+    const entry = found[0]
+    if (!entry) throw new MeshError('ERR_NOT_FOUND', `no processor '${id}' is known to this gateway`)
+    return entry
+  }
+
+  /** A heartbeat now, out of turn (its state just changed), after one in flight (it may predate it). */
+  async beatNow(entry: ProcessorEntry): Promise<void> {
+    while (entry.beating) await new Promise((resolve) => setTimeout(resolve, 20))
+    if (entry.state !== 'unreachable' && this.registry.get(entry.id) === entry)
+      await this.discovery.beat(entry)
   }
 
   /** Removes the processor with hex key `id`, if known (it was refused). */

@@ -59,6 +59,7 @@ export class Scheduler {
   private readonly registry: Registry
   private readonly breakers: Breakers
   private readonly discovery: Discovery
+  private readonly onQueueWait: ((seconds: number) => void) | undefined
   readonly queue: FairQueue<Lease>
   private readonly strategyState: StrategyState = { turn: 0, cursor: new Map(), random: Math.random }
   private expectedTokens = DEFAULT_EXPECTED_TOKENS
@@ -77,11 +78,13 @@ export class Scheduler {
     registry: Registry
     breakers: Breakers
     discovery: Discovery
+    onQueueWait?: (seconds: number) => void
   }) {
     this.routing = opts.routing
     this.registry = opts.registry
     this.breakers = opts.breakers
     this.discovery = opts.discovery
+    this.onQueueWait = opts.onQueueWait
     this.queue = new FairQueue((model) => this.registry.servingSlotsFor(model))
   }
 
@@ -118,7 +121,15 @@ export class Scheduler {
     }
     this.checkServable(model, exclude, now)
     this.checkRoom(model, userId)
-    return new Promise<Lease>((resolve, reject) => {
+    return new Promise<Lease>((settle, reject) => {
+      const { onQueueWait } = this
+      const queued = performance.now()
+      const resolve = onQueueWait
+        ? (lease: Lease) => {
+            onQueueWait((performance.now() - queued) / 1000)
+            settle(lease)
+          }
+        : settle
       const waiter: Waiter<Lease> = { model, userId, exclude, resolve, reject, unwatch: () => {} }
       if (cancel) {
         waiter.unwatch = cancel.onAbort((reason) => {

@@ -33,8 +33,8 @@ export interface GroupCommitOptions {
   maxBatch: number
   /** True when no other record can come in this turn (the caller has nothing else in flight). */
   quiet: () => boolean
-  /** Block `n` is in the journal; its records are acknowledged right after. */
-  onCommitted: (n: number, block: JournalBlock) => void
+  /** Block `n` is in the journal, its write took `ms`; its records are acknowledged right after. */
+  onCommitted: (n: number, block: JournalBlock, ms: number) => void
   /** A block could not be written; its records are rejected right after. */
   onFailed: (records: UsageRecord[]) => void
 }
@@ -44,7 +44,7 @@ export class GroupCommit {
   private readonly log: Logger
   private readonly maxBatch: number
   private readonly quiet: () => boolean
-  private readonly onCommitted: (n: number, block: JournalBlock) => void
+  private readonly onCommitted: (n: number, block: JournalBlock, ms: number) => void
   private readonly onFailed: (records: UsageRecord[]) => void
   private readonly queue: Pending[] = []
   private draining: Promise<void> | null = null
@@ -93,8 +93,9 @@ export class GroupCommit {
         const records = group.map((p) => p.record)
         try {
           const block: JournalBlock = { ts: Date.now(), records }
+          const started = performance.now()
           const n = await this.journal.append(block)
-          this.onCommitted(n, block)
+          this.onCommitted(n, block, performance.now() - started)
           for (const p of group) p.resolve()
         } catch (err) {
           this.onFailed(records)

@@ -99,6 +99,11 @@ export class UsageIndex {
     return this.indexedLength
   }
 
+  /** Journal blocks written and not yet indexed. */
+  get lag(): number {
+    return Math.max(0, this.appended - this.indexedLength)
+  }
+
   /** Records in the blocks the index holds. */
   get records(): number {
     return this.indexedRecordCount

@@ -60,6 +60,8 @@ export interface UsageFacilityOptions {
    * block is written at once rather than at the turn's end (see GroupCommit).
    */
   quiet?: () => boolean
+  /** Told how long each journal block's write took, in seconds. */
+  onCommit?: (seconds: number) => void
 }
 
 export class UsageFacility extends Facility {
@@ -68,6 +70,7 @@ export class UsageFacility extends Facility {
   private readonly log: Logger
   private readonly maxBatch: number
   private readonly quiet: () => boolean
+  private readonly onCommit: ((seconds: number) => void) | undefined
   private journal: Journal<JournalBlock> | null = null
   /** Writes records to `journal`, from open to close. */
   private commits: GroupCommit | null = null
@@ -84,6 +87,7 @@ export class UsageFacility extends Facility {
     this.log = logger
     this.maxBatch = maxBatch
     this.quiet = quiet
+    this.onCommit = opts.onCommit
     this.index = new UsageIndex({
       logger,
       serial: this.serial,
@@ -106,7 +110,8 @@ export class UsageFacility extends Facility {
       logger: this.log,
       maxBatch: this.maxBatch,
       quiet: this.quiet,
-      onCommitted: (n, block) => {
+      onCommitted: (n, block, ms) => {
+        this.onCommit?.(ms / 1000)
         this.index.add(n, block)
         this.recordCount += block.records.length
       },
@@ -135,6 +140,11 @@ export class UsageFacility extends Facility {
     this.totals.close()
     this.journal = null
     this.commits = null
+  }
+
+  /** Journal blocks written and not yet in the Hyperbee index. */
+  get indexLag(): number {
+    return this.index.lag
   }
 
   /** Records acknowledged since the ledger was created. */

@@ -67,6 +67,7 @@ test('cli: --help for every command', async (t) => {
     'key',
     'usage',
     'invite',
+    'audit',
   ]) {
     const r = await run([BIN, cmd, '--help'])
     t.is(r.code, 0, `${cmd} --help exits 0`)

@@ -50,6 +50,8 @@ test('gateway: the first start of an empty store creates admin with a password p
   const client = await startClient(t, bootstrap, { gateway: first.key })
   const session = await client.login('admin', password as string)
   t.is(session.role, 'admin', 'the printed password signs in, as an admin')
+  const audit = (await client.audit()).entries.map((e) => [e.action, e.actor, e.target, e.outcome])
+  t.alike(audit, [['user.create', 'system', session.id, 'ok']], 'the audit log says the gateway made it')
   await first.stop()
 
   const second = await startGateway(t, bootstrap, store, {

@@ -14,6 +14,7 @@ import type {
   UsageRecord,
   UsageRow,
 } from '../../kernel/accounts.js'
+import type { AuditPage, AuditQuery } from '../../kernel/audit.js'
 import { type ClientConfig, type ConfigInput, clientConfigSchema, parseConfig } from '../../kernel/config.js'
 import { MeshError } from '../../kernel/errors.js'
 import type { InferRequestInput, InferResult } from '../../kernel/inference.js'
@@ -21,11 +22,13 @@ import type { InviteRole, PublicInvite } from '../../kernel/invite.js'
 import type {
   ChatRequest,
   GenerateRequest,
+  Health,
   ModelDetails,
   ModelInfo,
   ProcessorView,
 } from '../../kernel/wire.js'
 import { type BaseStatus, BaseWorker, type WorkerOptions } from '../base.worker.js'
+import type { DrainReply } from '../gateway/processor-drain.js'
 import { Credentials } from './credentials.js'
 import { GatewayLink } from './gateway-link.js'
 import { MeshStream } from './mesh-stream.js'
@@ -36,6 +39,8 @@ export interface GatewayStatus extends BaseStatus {
   active: number
   queued: number
   strategy: string
+  /** Ready (its store open, a processor serving) and the checks behind it. */
+  health?: Health
 }
 
 export interface MeshClientOptions extends WorkerOptions {
@@ -273,6 +278,19 @@ export class MeshClient extends BaseWorker<ClientConfig> {
     return this.call<GatewayStatus>('status')
   }
 
+  /** The gateway's health: alive, ready, and the checks behind it (no credential needed). */
+  async gatewayHealth(): Promise<Health> {
+    return this.call<Health>('health', null, undefined, false)
+  }
+
+  /**
+   * Drains a processor for maintenance (admins only): it finishes what it runs and is sent
+   * nothing new until `undrain` (`draining: false`). `processor`: its key in hex, or a prefix.
+   */
+  async drainProcessor(processor: string, draining = true): Promise<DrainReply> {
+    return this.call<DrainReply>('processorDrain', { processor, draining })
+  }
+
   /** Who the credential belongs to, and where it stands against its limits. */
   async whoami(): Promise<WhoAmI> {
     return this.call<WhoAmI>('whoami')
@@ -318,6 +336,11 @@ export class MeshClient extends BaseWorker<ClientConfig> {
   /** Admins: the invite joins nobody more, and its members are refused. */
   async revokeInvite(id: string): Promise<PublicInvite> {
     return this.call<PublicInvite>('revokeInvite', { id })
+  }
+
+  /** Admins: the newest audit entries (`limit`, default 100) since a time, of an action, oldest first. */
+  async audit(query: AuditQuery = {}): Promise<AuditPage> {
+    return this.call<AuditPage>('audit', query)
   }
 
   /** Usage per day and model, with today's and this month's totals and the limits. */

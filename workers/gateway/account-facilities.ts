@@ -1,3 +1,4 @@
+import { AuditLog } from '../../facilities/audit/audit-log.js'
 import { AuthFacility } from '../../facilities/auth/auth.facility.js'
 import { InvitesFacility } from '../../facilities/auth/invites.js'
 import { LimitsFacility } from '../../facilities/limits.facility.js'
@@ -15,18 +16,22 @@ export interface AccountFacilitiesOptions {
   log: () => Logger
   /** True while no usage record is being written (the ledger's group commit waits for it). */
   quiet: () => boolean
+  /** Told how long each ledger journal write took, in seconds (metrics). */
+  onLedgerCommit?: (seconds: number) => void
 }
 
 /**
  * The gateway's facilities that keep accounts in its store: auth (users, keys, tokens), usage
- * (the ledger), limits (rate and quota), and invites. Each is null until it is open, and stays
- * null when the config turns it off (accounts need `auth.enabled`; invites need a store).
+ * (the ledger), limits (rate and quota), invites, and the audit log. Each is null until it is open, and stays
+ * null when the config turns it off (accounts need `auth.enabled`; invites and the audit log need a store).
  */
 export class AccountFacilities {
   auth: AuthFacility | null = null
   usage: UsageFacility | null = null
   limits: LimitsFacility | null = null
   invites: InvitesFacility | null = null
+  /** The audit log: with a store, whatever else is on (opened before and closed after what records into it). */
+  audit: AuditLog | null = null
 
   constructor(private readonly opts: AccountFacilitiesOptions) {}
 
@@ -42,11 +47,20 @@ export class AccountFacilities {
     return this.limits
   }
 
-  /** Auth, usage and limits, when `auth.enabled`: they need the store. Invites, with a store. */
+  /** Auth, usage and limits, when `auth.enabled`: they need the store. Invites and the audit log, with a store. */
   specs(): FacilitySpec[] {
     const { config, log } = this.opts
     const specs: FacilitySpec[] = []
     if (config.store) {
+      specs.push({
+        name: 'audit',
+        priority: 38,
+        create: () => {
+          const { failureWindowMs } = config.audit
+          this.audit = new AuditLog({ store: this.opts.store(), logger: log(), failureWindowMs })
+          return this.audit
+        },
+      })
       specs.push({
         name: 'invites',
         priority: 46,
@@ -82,6 +96,7 @@ export class AccountFacilities {
             logger: log(),
             maxBatch: config.ledger.maxBatch,
             quiet: this.opts.quiet,
+            ...(this.opts.onLedgerCommit ? { onCommit: this.opts.onLedgerCommit } : {}),
           })
           return this.usage
         },

@@ -19,14 +19,16 @@ import {
   parseInferRequest,
   parseModelRequest,
 } from '../../kernel/inference.js'
-import type { EmbedRequest, ModelDetails, ModelInfo, RunningModel } from '../../kernel/wire.js'
+import type { EmbedRequest, HealthCheck, ModelDetails, ModelInfo, RunningModel } from '../../kernel/wire.js'
 
 export type { EmbedReply, Sink } from './inference-pipeline.js'
 
 import { BaseWorker, type FacilitySpec, type WorkerOptions } from '../base.worker.js'
+import { processorsCheck, storeCheck } from '../readiness.js'
 import { AccountFacilities } from './account-facilities.js'
 import { Accounts } from './accounts.js'
 import { ProcessorAdmission } from './admission.js'
+import { GatewayAudit } from './audit.js'
 import { Catalog } from './catalog.js'
 import { EmbedBatches } from './embed-batches.js'
 import { GatewayMesh } from './gateway-mesh.js'
@@ -35,6 +37,7 @@ import { type EmbedReply, InferencePipeline, type Sink, withDeadline } from './i
 import { GatewayInvites } from './invites.js'
 import { Metering } from './metering.js'
 import { GatewayObservability } from './observability.js'
+import { ProcessorDrain } from './processor-drain.js'
 import { endTrace, ledgerIdOf, startTrace, traceEmbed } from './tracing.js'
 
 /**
@@ -55,7 +58,19 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   private readonly admission: ProcessorAdmission
   private readonly invites: GatewayInvites
   private readonly mesh: GatewayMesh
-  private readonly observability = new GatewayObservability(() => this.routerFacility)
+  private readonly drains: ProcessorDrain
+  private readonly observability = new GatewayObservability(this.metricsRegister, {
+    router: () => this.routerFacility,
+    net: () => (this.routerFacility ? this.net : null),
+    pipeline: () => this.pipeline,
+    usage: () => this.acct.usage,
+  })
+  /** The audit trail: `audit.record(…)` for what the gateway does outside its audited methods. */
+  readonly audit = new GatewayAudit(
+    () => this.acct,
+    () => this.accounts,
+    () => this.log,
+  )
   /** Request ids and per-hop timing (`tracing.enabled`); null: off. */
   readonly tracer = this.config.tracing.enabled
     ? new Tracer(this.log, this.config.tracing.serverTiming)
@@ -74,6 +89,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       store: () => this.store,
       log,
       quiet: () => this.metering.quiet(),
+      onLedgerCommit: this.observability.routing.ledgerCommit,
     })
     this.accounts = new Accounts(config, {
       auth: () => this.acct.auth,
@@ -102,6 +118,12 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       router,
       admission: this.admission,
       publicKeyHex: () => this.publicKeyHex,
+    })
+    this.drains = new ProcessorDrain({
+      router,
+      net,
+      log,
+      requireAdmin: (payload) => this.accounts.requireAdmin(payload),
     })
     this.metering = new Metering(
       () => this.acct.ledger,
@@ -151,6 +173,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
                 sourceFor: (identity, timing, trace) => new GatewaySource(this, identity, timing, trace),
                 tracer: this.tracer,
                 metrics: this.config.http.metrics ? this.observability.http : null,
+                health: () => this.health(),
               })
               return this.httpFacility
             },
@@ -160,6 +183,11 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     return [
       ...accounts,
       ...http,
+      ...this.observability.facilities(
+        this.config.metrics,
+        () => this.log,
+        () => this.health(),
+      ),
       // Joins with the config's invite before the router starts; vouches for joined gateways.
       { name: 'gateway-mesh', priority: 48, create: () => this.mesh },
       {
@@ -172,6 +200,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
             routing: this.config.routing,
             logger: this.log,
             admission: (publicKey, status) => this.admission.refusal(publicKey, status),
+            onQueueWait: this.observability.routing.queueWait,
           })
           const events = this.routerFacility.events
           this.mesh.watch(events)
@@ -200,9 +229,10 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
 
   protected override methods(): MethodTable {
     return this.observability.rpc({
-      ...this.accounts.methods(),
-      ...this.invites.methods(),
+      ...this.audit.methods(),
+      ...this.audit.wrap({ ...this.accounts.methods(), ...this.invites.methods() }),
       ...this.mesh.methods(),
+      ...this.audit.wrap(this.drains.methods()),
       // Open: how a caller gets a credential.
       // Any user.
       infer: (payload, ctx) => this.infer(payload, ctx),
@@ -233,12 +263,19 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     })
   }
 
+  /** Ready: its store open (when it has one) and at least one processor serving. */
+  protected override async readiness(): Promise<HealthCheck[]> {
+    const checks = [processorsCheck(this.routerFacility?.list() ?? null)]
+    return this.config.store ? [storeCheck(this.store), ...checks] : checks
+  }
+
   protected override async statusInfo(): Promise<Record<string, unknown>> {
     return {
       processors: this.router.list(),
       active: this.pipeline.active,
       queued: this.router.queued,
       strategy: this.router.strategy,
+      health: await this.health(),
     }
   }
 
@@ -274,6 +311,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       runningKey: clientId ? `${ctx.remotePublicKey.toString('hex')}/${clientId}` : null,
       onText: req.stream ? (text) => ctx.emit(STREAM_CHUNK, { id: clientId, seq: seq++, text }) : null,
       watch: (cancel) => ctx.onClose(() => cancel.abort()),
+      ...this.observability.rpcSink(ctx),
       trace: this.tracer?.fromPayload(req),
     })
   }

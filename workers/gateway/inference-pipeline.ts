@@ -144,6 +144,9 @@ export class InferencePipeline {
   readonly running = new Map<string, CancelToken>()
   /** Requests being forwarded (streamed or not). */
   active = 0
+  /** Tries after a request's first, and legs stopped because their processor went away (metrics). */
+  retries = 0
+  failovers = 0
   /** Legs running on each processor, failed over when it goes away. */
   private readonly legs = new Map<string, Set<Leg>>()
 
@@ -159,7 +162,10 @@ export class InferencePipeline {
     const legs = this.legs.get(entry.id)
     if (!legs) return
     const reason = processorGone(entry, what)
-    for (const leg of legs) leg.cancel.abort(reason)
+    for (const leg of legs) {
+      if (!leg.cancel.aborted && !leg.answering) this.failovers++
+      leg.cancel.abort(reason)
+    }
   }
 
   /**
@@ -172,7 +178,9 @@ export class InferencePipeline {
     if (!legs) return
     const reason = processorGone(entry, 'stopped answering')
     for (const leg of legs) {
-      if (!leg.answering && this.router().hasOtherFor(leg.model, entry.id)) leg.cancel.abort(reason)
+      if (leg.answering || leg.cancel.aborted || !this.router().hasOtherFor(leg.model, entry.id)) continue
+      this.failovers++
+      leg.cancel.abort(reason)
     }
   }
 
@@ -286,6 +294,7 @@ export class InferencePipeline {
       await sleep(backoff, cancel)
       if (trace) trace.retryMs += backoff
       if (cancel.aborted) throw stopped()
+      this.retries++
     }
   }
 

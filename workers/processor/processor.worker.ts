@@ -9,6 +9,7 @@ import type { ProcessorConfig } from '../../kernel/config.js'
 import { MeshError } from '../../kernel/errors.js'
 import { gatewayKeyPair, processorProof } from '../../kernel/identity.js'
 import {
+  baseModel,
   type ProcessorReply,
   parseEmbedRequest,
   parseInferRequest,
@@ -21,6 +22,9 @@ import { ewma } from '../../kernel/util.js'
 import type { InferenceSource, ModelInfo } from '../../kernel/wire.js'
 import { BaseWorker, type FacilitySpec, type WorkerOptions } from '../base.worker.js'
 import { configInvite, redeemInvite } from '../join-invite.js'
+import { backendCheck } from '../readiness.js'
+import { Maintenance } from './maintenance.js'
+import { ProcessorObservability } from './processor-observability.js'
 import { inferDone, inferFailed, tracedEmbed } from './request-trace.js'
 import { VouchedTrust } from './vouched-trust.js'
 
@@ -50,6 +54,8 @@ export type ProcessorStatus = {
   models: string[]
   /** Set while the backend fails to answer. */
   backendError?: string
+  /** Its own `GET /metrics`, when `metrics.port` is set. */
+  metricsUrl?: string
   capacity: number
   active: number
   /** Of `active`, those the peer asking for this status is not waiting for (not its own, or
@@ -89,9 +95,26 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
   private readonly trusted: Set<string>
   /** Gateways those vouch for (`trust`): served too, and cut off when no longer vouched for. */
   private readonly vouched: VouchedTrust
+  /** Drained for maintenance (`drain`/`undrain`, SIGUSR2, `draining` in the config). */
+  readonly maintenance: Maintenance
+  private readonly observability = new ProcessorObservability(
+    this.metricsRegister,
+    this.config,
+    () => this.log,
+    {
+      inflight: () => this.running.size,
+      capacity: () => this.config.backend.maxParallel,
+      queued: () => Math.max(0, this.running.size - this.config.backend.maxParallel),
+      draining: () => this.drained(),
+      tokensPerSecond: () => this.tokensPerSecond,
+      modelsLoaded: async () => (await this.backend.runningModels()).length,
+      isKnownModel: (m) => this.modelCache?.models.some((info) => baseModel(info.name) === m) ?? false,
+    },
+  )
 
   constructor(config: ProcessorConfig, opts: WorkerOptions = {}) {
     super('processor', config, opts)
+    this.maintenance = new Maintenance(() => this.log, config.draining)
     this.invite = configInvite('processor', config)
     this.trusted = configuredGateways(config, this.invite)
     this.vouched = new VouchedTrust({
@@ -184,11 +207,13 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
             config: this.config.backend,
             defaultModelsDir: join(base, 'models'),
             logger: this.log,
+            onModelLoad: (seconds) => this.observability.metrics.modelLoaded(seconds),
           })
           return this.backendFacility
         },
       },
       { name: 'vouched-trust', priority: 45, create: () => this.vouched },
+      ...this.observability.facilities(() => this.health()),
     ]
   }
 
@@ -199,10 +224,17 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
       infer: (payload, ctx) => this.infer(payload, ctx),
       cancel: (payload, ctx) => cancelById(this.running, payload, ctx.remotePublicKey),
       models: async () => ({ models: await this.listModels() }),
-      embed: (payload) =>
-        tracedEmbed(this.log, this.backend, parseEmbedRequest(payload, this.config.maxPromptBytes)),
+      embed: (payload) => {
+        this.maintenance.refuseNewWork()
+        const req = parseEmbedRequest(payload, this.config.maxPromptBytes)
+        return this.observability.backendCall(tracedEmbed(this.log, this.backend, req))
+      },
+      // Drain or undrain, by a gateway for its admin (`llm-mesh processor drain`).
+      maintenance: (payload, ctx) =>
+        this.maintenance.fromGateway(payload, ctx.remotePublicKey, () => this.running.size),
       ps: async () => ({ models: await this.backend.runningModels() }),
       show: (payload) => this.backend.showModel(parseModelRequest(payload).model),
+      ...this.observability.methods(),
     }
   }
 
@@ -259,6 +291,8 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
       served: this.served,
       failed: this.failed,
       tokensPerSecond: Math.round(this.tokensPerSecond * 10) / 10,
+      ...this.maintenance.status(),
+      ...this.observability.statusInfo(),
       ...(this.config.firewall.meshSecret
         ? { meshProof: processorProof(this.config.firewall.meshSecret, this.config.mesh, this.publicKeyHex) }
         : {}),
@@ -269,8 +303,18 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
     return this.statusVersions.reply(full, payload)
   }
 
+  protected override drained(): boolean {
+    return this.maintenance.on
+  }
+
+  /** Ready: its backend lists its models, and it is not drained. */
+  protected override async readiness() {
+    return [await backendCheck(() => this.listModels(1_000)), ...this.maintenance.checks()]
+  }
+
   private async infer(payload: unknown, ctx: CallContext): Promise<ProcessorReply> {
     const arrived = performance.now()
+    this.maintenance.refuseNewWork()
     const req = parseInferRequest(payload, this.config.maxPromptBytes)
     if (req.stream && !req.id) throw MeshError.badRequest('request.id: required when stream is true')
     // A caller's stream ids are its own to pick; a unary generation gets one no caller can name.
@@ -285,12 +329,19 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
       req.stream && req.id
         ? new ChunkWriter((chunk) => ctx.emit(STREAM_CHUNK, chunk), req.id, this.config.streamCoalesceMs)
         : null
-    const onToken = writer ? (text: string) => writer.write(text) : undefined
+    const timer = this.observability.generation(req.model)
+    const onToken = writer
+      ? (text: string) => {
+          timer.token()
+          writer.write(text)
+        }
+      : undefined
     try {
       const backendFrom = performance.now()
       const result = await runOnSource(this.source, req, cancel, onToken)
       const backendMs = performance.now() - backendFrom
       writer?.flush()
+      timer.answered(result)
       this.served++
       if (result.evalMs > 0) {
         const tps = (result.completionTokens * 1000) / result.evalMs
@@ -317,6 +368,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
     } catch (err) {
       writer?.flush()
       this.failed++
+      timer.failed(err)
       inferFailed(this.log, req.requestId, req.model, err)
       throw err
     } finally {

@@ -53,10 +53,12 @@ export interface LlamaCppBackendOptions {
   maxParallel?: number
   /** Unload a model this long after its last request ends; negative keeps models loaded. */
   keepAliveMs?: number
+  /** Told each time a model loads, with how long it took (file and context). */
+  onModelLoad?: (seconds: number) => void
 }
 
 /** @throws ERR_BAD_CONFIG naming the first option out of range */
-function checkOptions(opts: Required<LlamaCppBackendOptions>): void {
+function checkOptions(opts: Required<Omit<LlamaCppBackendOptions, 'onModelLoad'>>): void {
   const { modelsDir, threads, gpu, build, contextSize, maxParallel, keepAliveMs } = opts
   if (typeof modelsDir !== 'string' || modelsDir === '') throw MeshError.badConfig('modelsDir must be a path')
   if (!Number.isInteger(threads) || threads < 1) throw MeshError.badConfig('threads must be an integer >= 1')
@@ -81,6 +83,7 @@ export class LlamaCppBackend implements Backend {
   private readonly contextSize: number
   private readonly maxParallel: number
   private readonly keepAliveMs: number
+  private readonly onModelLoad: ((seconds: number) => void) | undefined
   private readonly lifetimes = new RequestLifetimes()
 
   private llama: Llama | null = null
@@ -108,6 +111,7 @@ export class LlamaCppBackend implements Backend {
     this.contextSize = contextSize
     this.maxParallel = maxParallel
     this.keepAliveMs = keepAliveMs
+    this.onModelLoad = opts.onModelLoad
   }
 
   /** One line for logs: engine, folder, device, threads, context x parallel sequences. */
@@ -130,6 +134,7 @@ export class LlamaCppBackend implements Backend {
           maxParallel: this.maxParallel,
           threads: this.threads,
           keepAliveMs: this.keepAliveMs,
+          ...(this.onModelLoad ? { onLoad: this.onModelLoad } : {}),
         })
       },
     )

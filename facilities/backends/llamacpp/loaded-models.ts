@@ -45,6 +45,8 @@ export interface LoadedModelsOptions {
   maxParallel: number
   threads: number
   keepAliveMs: number
+  /** Told each time a model loads, with how long it took (file and context). */
+  onLoad?: (seconds: number) => void
 }
 
 export class LoadedModels {
@@ -55,6 +57,7 @@ export class LoadedModels {
   private readonly maxParallel: number
   private readonly threads: number
   private readonly keepAliveMs: number
+  private readonly onLoad: ((seconds: number) => void) | undefined
   private readonly loads = new Map<string, Promise<LoadedModel>>()
   private readonly loaded = new Map<string, LoadedModel>()
 
@@ -67,6 +70,7 @@ export class LoadedModels {
     this.maxParallel = maxParallel
     this.threads = threads
     this.keepAliveMs = keepAliveMs
+    this.onLoad = opts.onLoad
   }
 
   /**
@@ -141,6 +145,7 @@ export class LoadedModels {
       throw MeshError.backendUnavailable(`cannot read model '${file.name}': ${errorMessage(err)}`, err)
     })
     let model: LlamaModel
+    const started = performance.now()
     try {
       model = await this.llama.loadModel({ modelPath: file.path })
     } catch (err) {
@@ -150,6 +155,7 @@ export class LoadedModels {
       const lm = await this.withContext(file.name, info, model)
       if (this.lifetimes.closed) throw MeshError.backendUnavailable('llama.cpp backend closed while loading')
       this.loaded.set(file.name, lm)
+      this.onLoad?.((performance.now() - started) / 1000)
       return lm
     } catch (err) {
       await model.dispose().catch(() => {})

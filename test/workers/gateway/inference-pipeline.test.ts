@@ -85,6 +85,7 @@ test('pipeline: a non-retryable error passes through, tried once', async (t) => 
     }
   await t.exception(pipeline.run(chat(), sink(), ''), /ERR_BAD_REQUEST/)
   t.is(calls, 1)
+  t.is(pipeline.retries, 0, 'no retry counted')
 })
 
 test('pipeline: a stream that fails after chunks is not retried: ERR_STREAM_BROKEN', async (t) => {
@@ -102,6 +103,8 @@ test('pipeline: a stream that fails after chunks is not retried: ERR_STREAM_BROK
   await t.exception(pipeline.run(chat(true), sink(texts), ''), /ERR_STREAM_BROKEN/)
   t.is(calls, 1, 'not sent again')
   t.alike(texts, ['partial'])
+  t.is(pipeline.retries, 0, 'no retry counted')
+  t.is(pipeline.failovers, 0, 'no failover counted')
 })
 
 test('pipeline: a cancelled request stops its leg and frees its slot', async (t) => {
@@ -161,4 +164,6 @@ test('pipeline: a processor dropped mid-request fails its leg over to another', 
     'every slot freed',
   )
   t.is(entry.inflight, 0, "the dropped processor's slot freed")
+  t.is(pipeline.failovers, 1, 'one failover counted (metrics)')
+  t.is(pipeline.retries, 1, 'and one retry')
 })
