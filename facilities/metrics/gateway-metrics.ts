@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
 import { ERROR_CODES } from '../../kernel/errors.js'
-import { ModelLabels } from './labels.js'
+import { TokenCounter } from './labels.js'
 
 /** Where a gateway request came in. */
 export type GatewayApi = 'ollama' | 'openai' | 'rpc'
@@ -49,12 +49,9 @@ export class GatewayMetrics {
   private readonly authChildren = new Map<string, Child>()
   private readonly limitChildren: Record<LimitLabel, Child>
   private readonly firstTokens: Record<GatewayApi, Observer>
-  private readonly tokenCounter: Counter<'kind' | 'model'>
-  private readonly tokenChildren = new Map<string, { prompt: Child; completion: Child }>()
-  private readonly models: ModelLabels
+  private readonly tokenCounter: TokenCounter
 
   constructor(register: Registry, source: GatewayMetricsSource) {
-    this.models = new ModelLabels((m) => source.isKnownModel(m))
     this.requests = new Counter({
       name: 'llm_mesh_gateway_requests_total',
       help: 'Requests answered by the gateway, by API and outcome (a MeshError code, or ok).',
@@ -99,12 +96,12 @@ export class GatewayMetrics {
     this.limitChildren = {} as Record<LimitLabel, Child>
     for (const limit of LIMITS) this.limitChildren[limit] = limits.labels(limit)
     this.firstTokens = byApi((api) => firstToken.labels(api))
-    this.tokenCounter = new Counter({
-      name: 'llm_mesh_gateway_tokens_total',
-      help: 'Tokens of answered requests, by kind (prompt, completion) and model (other: not served).',
-      labelNames: ['kind', 'model'],
-      registers: [register],
-    })
+    this.tokenCounter = new TokenCounter(
+      'llm_mesh_gateway_tokens_total',
+      'Tokens of answered requests, by kind (prompt, completion) and model (other: not served).',
+      register,
+      (m) => source.isKnownModel(m),
+    )
     new Gauge({
       name: 'llm_mesh_gateway_processors',
       help: 'Processors this gateway knows, by state.',
@@ -157,17 +154,7 @@ export class GatewayMetrics {
 
   /** Tokens of one answered request. */
   tokens(model: string, prompt: number, completion: number): void {
-    const label = this.models.of(model)
-    let children = this.tokenChildren.get(label)
-    if (!children) {
-      children = {
-        prompt: this.tokenCounter.labels('prompt', label),
-        completion: this.tokenCounter.labels('completion', label),
-      }
-      this.tokenChildren.set(label, children)
-    }
-    if (prompt > 0) children.prompt.inc(prompt)
-    if (completion > 0) children.completion.inc(completion)
+    this.tokenCounter.add(model, prompt, completion)
   }
 
   private requestChild(api: GatewayApi, code: string): Child {

@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
 import { ERROR_CODES } from '../../kernel/errors.js'
-import { ModelLabels } from './labels.js'
+import { TokenCounter } from './labels.js'
 
 /** Every processor series starts with this: what a gateway collects of a processor. */
 export const PROCESSOR_PREFIX = 'llm_mesh_processor_'
@@ -49,16 +49,13 @@ export class ProcessorMetrics {
   private readonly outcomeChildren = new Map<string, Child>()
   private readonly backendErrors: Counter<'code'>
   private readonly errorChildren = new Map<string, Child>()
-  private readonly tokenCounter: Counter<'kind' | 'model'>
-  private readonly tokenChildren = new Map<string, { prompt: Child; completion: Child }>()
+  private readonly tokens: TokenCounter
   private readonly firstToken: Histogram
   private readonly duration: Histogram
   private readonly load: Histogram
-  private readonly models: ModelLabels
 
   constructor(register: Registry, source: ProcessorMetricsSource) {
     const registers = [register]
-    this.models = new ModelLabels((m) => source.isKnownModel(m))
     gauges(register, source)
     this.generations = new Counter({
       name: 'llm_mesh_processor_generations_total',
@@ -72,12 +69,12 @@ export class ProcessorMetrics {
       labelNames: ['code'],
       registers,
     })
-    this.tokenCounter = new Counter({
-      name: 'llm_mesh_processor_tokens_total',
-      help: 'Tokens of generations answered, by kind (prompt, completion) and model (other: not served).',
-      labelNames: ['kind', 'model'],
-      registers,
-    })
+    this.tokens = new TokenCounter(
+      'llm_mesh_processor_tokens_total',
+      'Tokens of generations answered, by kind (prompt, completion) and model (other: not served).',
+      register,
+      (m) => source.isKnownModel(m),
+    )
     this.firstToken = new Histogram({
       name: 'llm_mesh_processor_time_to_first_token_seconds',
       help: "Time from a generation's arrival to its first token (whole answers: to the answer, less the time spent generating).",
@@ -103,17 +100,7 @@ export class ProcessorMetrics {
     this.outcome('ok').inc()
     this.duration.observe(g.seconds)
     this.firstToken.observe(g.firstTokenSeconds)
-    const label = this.models.of(g.model)
-    let children = this.tokenChildren.get(label)
-    if (!children) {
-      children = {
-        prompt: this.tokenCounter.labels('prompt', label),
-        completion: this.tokenCounter.labels('completion', label),
-      }
-      this.tokenChildren.set(label, children)
-    }
-    if (g.promptTokens > 0) children.prompt.inc(g.promptTokens)
-    if (g.completionTokens > 0) children.completion.inc(g.completionTokens)
+    this.tokens.add(g.model, g.promptTokens, g.completionTokens)
   }
 
   /** One generation failed with `code`; `byBackend`: the backend raised it (not a cancel). */

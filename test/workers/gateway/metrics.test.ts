@@ -1,4 +1,5 @@
 import test from 'brittle'
+import { chat, post } from '../../helpers/http.js'
 import { apiKeyFor, spawnProcessor, startClient, startGateway, testnet, until } from '../../helpers/mesh.js'
 import { parseProm, sample } from '../../helpers/prom.js'
 
@@ -11,21 +12,6 @@ async function scrape(url: string) {
   const res = await fetch(`${url}/metrics`)
   return { res, series: parseProm(await res.text()) }
 }
-
-function post(url: string, body: unknown, key: string) {
-  return fetch(url, {
-    method: 'POST',
-    body: JSON.stringify(body),
-    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${key}` },
-  })
-}
-
-const chat = (extra: Record<string, unknown> = {}) => ({
-  model: 'echo',
-  messages: [{ role: 'user', content: 'count these words please' }],
-  stream: false,
-  ...extra,
-})
 
 test('metrics: /metrics counts each request by API and outcome, once', { timeout: 120_000 }, async (t) => {
   const { bootstrap } = await testnet(t)

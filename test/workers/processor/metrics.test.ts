@@ -1,4 +1,5 @@
 import test from 'brittle'
+import { chat, post } from '../../helpers/http.js'
 import { apiKeyFor, spawnProcessor, startGateway, testnet, until } from '../../helpers/mesh.js'
 import { parseProm, sample } from '../../helpers/prom.js'
 import { prometheusMissing, promtool, said } from '../../helpers/prometheus.js'
@@ -14,21 +15,6 @@ async function scrape(url: string) {
   const text = await res.text()
   return { res, text, series: parseProm(text) }
 }
-
-function post(url: string, body: unknown, key: string) {
-  return fetch(url, {
-    method: 'POST',
-    body: JSON.stringify(body),
-    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${key}` },
-  })
-}
-
-const chat = (extra: Record<string, unknown> = {}) => ({
-  model: 'echo',
-  messages: [{ role: 'user', content: 'count these words please' }],
-  stream: false,
-  ...extra,
-})
 
 test('processor metrics: its own /metrics and the gateway scrape agree, exactly', {
   timeout: 60_000,
