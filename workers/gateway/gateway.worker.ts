@@ -12,7 +12,6 @@ import type { GatewayConfig } from '../../kernel/config.js'
 import { MeshError } from '../../kernel/errors.js'
 import { gatewayKeyPair } from '../../kernel/identity.js'
 import {
-  baseModel,
   type InferRequest,
   type InferResult,
   parseEmbedRequest,
@@ -35,6 +34,7 @@ import { GatewayMesh } from './gateway-mesh.js'
 import { GatewaySource } from './http-source.js'
 import { type EmbedReply, InferencePipeline, type Sink, withDeadline } from './inference-pipeline.js'
 import { GatewayInvites } from './invites.js'
+import { requireUsable, visibleTo } from './key-models.js'
 import { Metering } from './metering.js'
 import { GatewayObservability } from './observability.js'
 import { ProcessorDrain } from './processor-drain.js'
@@ -244,17 +244,18 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
           (cancel) => ctx.onClose(() => cancel.abort()),
         ),
       ps: async (payload) => {
-        this.accounts.identify(payload)
-        return { models: await this.runningModels() }
+        const identity = this.accounts.identify(payload)
+        return { models: visibleTo(identity, await this.runningModels()) }
       },
       cancel: (payload, ctx) => cancelById(this.pipeline.running, payload, ctx.remotePublicKey),
       models: async (payload) => {
-        this.accounts.identify(payload)
-        return { models: await this.models() }
+        const identity = this.accounts.identify(payload)
+        return { models: visibleTo(identity, await this.models()) }
       },
       show: (payload) => {
-        this.accounts.identify(payload)
-        return this.show(parseModelRequest(payload).model)
+        const { model } = parseModelRequest(payload)
+        requireUsable(this.accounts.identify(payload), model)
+        return this.show(model)
       },
       status: (payload) => {
         this.accounts.identify(payload)
@@ -343,9 +344,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
    * @throws ERR_FORBIDDEN, ERR_MODEL_NOT_FOUND
    */
   private admissible(identity: Identity | null, model: string): Promise<void> {
-    if (identity?.models && !identity.models.some((m) => baseModel(m) === baseModel(model))) {
-      throw new MeshError('ERR_FORBIDDEN', `this API key may not use model '${model}'`, { model })
-    }
+    requireUsable(identity, model)
     return this.router.requireModel(model)
   }
 

@@ -17,6 +17,7 @@ import type {
   RunningModel,
 } from '../../kernel/wire.js'
 import type { GatewayWorker } from './gateway.worker.js'
+import { requireUsable, visibleTo } from './key-models.js'
 
 /** Aborts `cancel` when the caller stops (by its CancelToken or its signal); returns the unwatch. */
 function watchCaller(caller: Cancellable, cancel: CancelToken): () => void {
@@ -46,16 +47,17 @@ export class GatewaySource implements InferenceSource {
     private readonly trace: RequestTrace | undefined = undefined,
   ) {}
 
-  listModels(): Promise<ModelInfo[]> {
-    return this.gateway.models()
+  async listModels(): Promise<ModelInfo[]> {
+    return visibleTo(this.identity, await this.gateway.models())
   }
 
   showModel(name: string): Promise<ModelDetails> {
+    requireUsable(this.identity, name)
     return this.gateway.show(name)
   }
 
-  runningModels(): Promise<RunningModel[]> {
-    return this.gateway.runningModels()
+  async runningModels(): Promise<RunningModel[]> {
+    return visibleTo(this.identity, await this.gateway.runningModels())
   }
 
   chat(req: ChatRequest, cb: GenerateCallbacks = {}): Promise<GenerationResult> {
