@@ -14,6 +14,7 @@ import type { Identity } from '../auth/auth.facility.js'
 import { Facility } from '../facility.js'
 import type { Logger } from '../log.facility.js'
 import type { RequestTrace, Tracer } from '../tracing/request-trace.js'
+import { Cors } from './cors.js'
 import { PROBE_PATHS, serveProbe } from './health-routes.js'
 import { type HttpMetrics, noteFailure, ObservedResponse, outcomeOf } from './observed.js'
 import { sendNotFound } from './ollama/replies.js'
@@ -69,6 +70,8 @@ export interface HttpFacilityOptions {
   metrics?: HttpMetrics | null
   /** What `GET /healthz` and `GET /readyz` answer; none: no probes (404). */
   health?: (() => Promise<Health>) | null
+  /** Origins whose pages may call the APIs from a browser (`http.corsOrigins`); none: no CORS. */
+  cors?: Cors | null
 }
 
 /** The gateway's own time on a request so far, in ms: before dispatch, and after a whole answer came back. */
@@ -100,6 +103,8 @@ class MeshResponse<Request extends IncomingMessage = IncomingMessage> extends Ob
   trace: RequestTrace | undefined = undefined
   /** Whether the head announced the timing trailers. */
   private trailing = false
+  /** The caller's origin when CORS allows it: the head says so. */
+  corsOrigin: string | null = null
 
   override writeHead(
     statusCode: number,
@@ -120,6 +125,7 @@ class MeshResponse<Request extends IncomingMessage = IncomingMessage> extends Ob
     const own: OutgoingHttpHeaders = { 'X-Request-Id': this.requestId }
     if (this.timing) own['X-LLM-Mesh-Overhead-Ms'] = overheadMs(this.timing)
     if (this.trace?.started) this.timingHeaders(own, statusCode)
+    if (this.corsOrigin !== null) Object.assign(own, Cors.headers(this.corsOrigin))
     if (headers === undefined || Array.isArray(headers)) {
       for (const [name, value] of Object.entries(own)) if (value !== undefined) this.setHeader(name, value)
       return super.writeHead(statusCode, message, headers)
@@ -327,6 +333,12 @@ export class HttpFacility extends Facility {
     const scrape = metrics != null && path === '/metrics'
     // Probes answer even while the gateway stops (ready: no) or refuses connections.
     if (health && path !== null && PROBE_PATHS.has(path)) return serveProbe(path, req, res, health)
+    const { cors } = this.opts
+    if (cors) {
+      // A browser's preflight carries no key: answered before any is asked for.
+      if (Cors.isPreflight(req)) return cors.preflight(req, res)
+      res.corsOrigin = cors.allowed(req)
+    }
     if (!scrape) res.api = openAI ? 'openai' : 'ollama'
     const refused = this.refused.has(req.socket)
     if (refused || this.stopping) {

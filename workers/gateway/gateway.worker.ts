@@ -1,5 +1,6 @@
 import type { KeyPair } from 'hyperdht'
 import type { AuthFacility, Identity } from '../../facilities/auth/auth.facility.js'
+import { Cors } from '../../facilities/http/cors.js'
 import { HttpFacility } from '../../facilities/http/http.facility.js'
 import type { LimitsFacility } from '../../facilities/limits.facility.js'
 import type { CallContext, MethodTable } from '../../facilities/net/rpc-server.js'
@@ -174,6 +175,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
                 tracer: this.tracer,
                 metrics: this.config.http.metrics ? this.observability.http : null,
                 health: () => this.health(),
+                cors: this.config.http.corsOrigins.length ? new Cors(this.config.http.corsOrigins) : null,
               })
               return this.httpFacility
             },
