@@ -1,5 +1,6 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import { MeshError } from '../../kernel/errors.js'
+import { sendJson } from './plumbing.js'
 
 /** Methods the APIs answer, named to a browser's preflight. */
 const METHODS = 'GET, POST, DELETE, OPTIONS'
@@ -52,10 +53,7 @@ export class Cors {
     const origin = this.allowed(req)
     if (origin === null) {
       const e = new MeshError('ERR_FORBIDDEN', 'this origin may not call the gateway (http.corsOrigins)')
-      const body = JSON.stringify({ error: e.reason, code: e.code })
-      res.writeHead(403, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) })
-      res.end(body)
-      return
+      return sendJson(res, e.httpStatus, { error: e.reason, code: e.code })
     }
     res.writeHead(204, {
       ...Cors.headers(origin),

@@ -3,7 +3,7 @@ import { MeshError } from '../../kernel/errors.js'
 import type { Health } from '../../kernel/wire.js'
 import { Facility } from '../facility.js'
 import { PROBE_PATHS, serveProbe } from '../http/health-routes.js'
-import { baseUrl, closeServer, listenOn } from '../http/plumbing.js'
+import { baseUrl, closeServer, listenOn, pathOf } from '../http/plumbing.js'
 import type { Logger } from '../log.facility.js'
 
 /** What a scrape answers: Prometheus's text format (a registry's, or a gateway's view of the mesh). */
@@ -48,7 +48,7 @@ export class MetricsHttpFacility extends Facility {
   protected override async _open(): Promise<void> {
     const { exposition } = this.opts
     const server = createServer((req, res) => {
-      const path = (req.url ?? '').split('?')[0] ?? ''
+      const path = pathOf(req) ?? ''
       const { health } = this.opts
       if (health && PROBE_PATHS.has(path)) {
         serveProbe(path, req, res, health).catch((err: unknown) => {
