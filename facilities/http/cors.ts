@@ -53,7 +53,8 @@ export class Cors {
     const origin = this.allowed(req)
     if (origin === null) {
       const e = new MeshError('ERR_FORBIDDEN', 'this origin may not call the gateway (http.corsOrigins)')
-      return sendJson(res, e.httpStatus, { error: e.reason, code: e.code })
+      sendJson(res, e.httpStatus, { error: e.reason, code: e.code })
+      return
     }
     res.writeHead(204, {
       ...Cors.headers(origin),
