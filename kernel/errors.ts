@@ -6,6 +6,8 @@
 
 export const ERROR_CODES = {
   ERR_BAD_REQUEST: 400,
+  /** A field the mesh cannot honour on the backend that would serve it (`details.param` names it). */
+  ERR_UNSUPPORTED: 400,
   ERR_BAD_CONFIG: 400,
   ERR_PAYLOAD_TOO_LARGE: 413,
   ERR_AUTH_INVALID: 401,
@@ -61,6 +63,11 @@ export class MeshError extends Error {
 
   static badRequest(message: string, details?: Record<string, unknown>): MeshError {
     return new MeshError('ERR_BAD_REQUEST', message, details)
+  }
+
+  /** `param` (a request field, as the caller named it) cannot be honoured; `why` says by what. */
+  static unsupported(param: string, why = 'is not supported by this server'): MeshError {
+    return new MeshError('ERR_UNSUPPORTED', `${param} ${why}`, { param })
   }
 
   static badConfig(message: string, details?: Record<string, unknown>): MeshError {

@@ -3,7 +3,13 @@ import type { CancelToken } from './cancel.js'
 import { validate } from './config.js'
 import { MeshError } from './errors.js'
 import { type HopTiming, type ProcessorTiming, traceFields } from './trace.js'
-import type { GenerationResult, InferenceSource } from './wire.js'
+import type {
+  AnswerShape,
+  GenerateCallbacks,
+  GenerationDelta,
+  GenerationResult,
+  InferenceSource,
+} from './wire.js'
 
 /**
  * The `infer` RPC payload (gateway and processor alike) and its validation.
@@ -26,14 +32,48 @@ const options = z
     num_predict: z.number().int().min(-2).optional(),
     stop: z.array(z.string().max(256)).max(16).optional(),
     repeat_penalty: z.number().min(0).optional(),
+    repeat_last_n: z.number().int().min(-1).optional(),
+    presence_penalty: z.number().min(-2).max(2).optional(),
+    frequency_penalty: z.number().min(-2).max(2).optional(),
     num_ctx: z.number().int().positive().optional(),
   })
   .strip()
 
-const message = z.object({
-  role: z.enum(['system', 'user', 'assistant', 'tool']),
-  content: z.string(),
-})
+export const MAX_TOOLS = 128
+export const MAX_LOGPROBS = 20
+/** OpenAI's rule for function names, which Ollama and Anthropic accept too. */
+export const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/
+
+const jsonSchema = z.record(z.string(), z.unknown())
+const toolName = z.string().regex(TOOL_NAME, 'a function name: 1 to 64 letters, digits, _ or -')
+
+export const toolCallSchema = z
+  .object({ id: z.string().min(1).max(128), name: toolName, arguments: z.record(z.string(), z.unknown()) })
+  .strip()
+
+const tool = z
+  .object({
+    type: z.literal('function'),
+    function: z
+      .object({
+        name: toolName,
+        description: z.string().max(8192).optional(),
+        parameters: jsonSchema.optional(),
+      })
+      .strip(),
+  })
+  .strip()
+
+const message = z
+  .object({
+    role: z.enum(['system', 'user', 'assistant', 'tool']),
+    content: z.string(),
+    thinking: z.string().optional(),
+    toolCalls: z.array(toolCallSchema).max(MAX_TOOLS).optional(),
+    toolCallId: z.string().max(128).optional(),
+    toolName: z.string().max(64).optional(),
+  })
+  .strip()
 
 const common = {
   /** Stream id chosen by the caller; chunks and cancel refer to it. */
@@ -43,12 +83,27 @@ const common = {
   stream: z.boolean().default(false),
   /** Gives up after this long (the gateway's `inferenceTimeoutMs` at most). */
   timeoutMs: z.number().int().positive().optional(),
+  format: z
+    .object({ type: z.literal('json'), schema: jsonSchema.optional() })
+    .strip()
+    .optional(),
+  think: z.union([z.boolean(), z.enum(['low', 'medium', 'high'])]).optional(),
+  logprobs: z.number().int().min(0).max(MAX_LOGPROBS).optional(),
   ...traceFields,
 }
 
 export const inferRequestSchema = z.discriminatedUnion('kind', [
   z
-    .object({ kind: z.literal('chat'), messages: z.array(message).min(1).max(MAX_MESSAGES), ...common })
+    .object({
+      kind: z.literal('chat'),
+      messages: z.array(message).min(1).max(MAX_MESSAGES),
+      tools: z.array(tool).max(MAX_TOOLS).optional(),
+      toolChoice: z
+        .union([z.enum(['auto', 'none', 'required']), z.object({ name: toolName }).strip()])
+        .optional(),
+      parallelToolCalls: z.boolean().optional(),
+      ...common,
+    })
     .strip(),
   z
     .object({
@@ -83,13 +138,37 @@ export type ProcessorReply = Omit<InferResult, 'timing'> & { timing?: ProcessorT
 
 export const modelRequestSchema = z.object({ model: z.string().min(1).max(MAX_MODEL_NAME) }).strip()
 
+/** Bytes of what a chat request makes the model read: every message's text, calls and reasoning, and the tools. */
+function chatBytes(req: Extract<InferRequest, { kind: 'chat' }>): number {
+  let n = req.tools ? Buffer.byteLength(JSON.stringify(req.tools)) : 0
+  for (const m of req.messages) {
+    n += Buffer.byteLength(m.content)
+    if (m.thinking) n += Buffer.byteLength(m.thinking)
+    if (m.toolCalls) n += Buffer.byteLength(JSON.stringify(m.toolCalls))
+  }
+  return n
+}
+
+/** A tool choice that names no tool there is. @throws ERR_BAD_REQUEST */
+function checkToolChoice(req: Extract<InferRequest, { kind: 'chat' }>): void {
+  const choice = req.toolChoice
+  if (choice === undefined || choice === 'auto' || choice === 'none') return
+  const tools = req.tools ?? []
+  if (tools.length === 0)
+    throw MeshError.badRequest('request.toolChoice: needs tools', { param: 'tool_choice' })
+  if (typeof choice === 'object' && !tools.some((t) => t.function.name === choice.name)) {
+    throw MeshError.badRequest(`request.toolChoice: no tool is named '${choice.name}'`, {
+      param: 'tool_choice',
+    })
+  }
+}
+
 /** @throws ERR_BAD_REQUEST naming the bad field; ERR_PAYLOAD_TOO_LARGE over `maxPromptBytes` */
 export function parseInferRequest(payload: unknown, maxPromptBytes: number): InferRequest {
   const req = validate(inferRequestSchema, payload, 'request', 'ERR_BAD_REQUEST')
+  if (req.kind === 'chat') checkToolChoice(req)
   const size =
-    req.kind === 'chat'
-      ? req.messages.reduce((n, m) => n + Buffer.byteLength(m.content), 0)
-      : Buffer.byteLength(req.prompt) + Buffer.byteLength(req.system ?? '')
+    req.kind === 'chat' ? chatBytes(req) : Buffer.byteLength(req.prompt) + Buffer.byteLength(req.system ?? '')
   if (size > maxPromptBytes) throw MeshError.payloadTooLarge('prompt', size, maxPromptBytes)
   return req
 }
@@ -99,17 +178,38 @@ export function parseModelRequest(payload: unknown): { model: string } {
   return validate(modelRequestSchema, payload, 'request', 'ERR_BAD_REQUEST')
 }
 
-/** Runs one validated request on a source, passing text pieces to `onToken`. */
+/** The fields of `req` that change the kind of answer, those set only. */
+function shapeOf(req: InferRequest): AnswerShape {
+  const shape: AnswerShape = {}
+  if (req.format !== undefined) shape.format = req.format
+  if (req.think !== undefined) shape.think = req.think
+  if (req.logprobs !== undefined) shape.logprobs = req.logprobs
+  return shape
+}
+
+/** Runs one validated request on a source, passing text pieces to `onToken` and the rest to `onDelta`. */
 export function runOnSource(
   source: InferenceSource,
   req: InferRequest,
   cancel: CancelToken,
   onToken?: (text: string) => void,
+  onDelta?: (delta: GenerationDelta) => void,
 ): Promise<GenerationResult> {
-  const cb = onToken ? { cancel, onToken } : { cancel }
+  const cb: GenerateCallbacks = { cancel }
+  if (onToken) cb.onToken = onToken
+  if (onDelta) cb.onDelta = onDelta
+  const options = req.options ? { options: req.options } : {}
   if (req.kind === 'chat') {
     return source.chat(
-      { model: req.model, messages: req.messages, ...(req.options ? { options: req.options } : {}) },
+      {
+        model: req.model,
+        messages: req.messages,
+        ...options,
+        ...shapeOf(req),
+        ...(req.tools ? { tools: req.tools } : {}),
+        ...(req.toolChoice !== undefined ? { toolChoice: req.toolChoice } : {}),
+        ...(req.parallelToolCalls !== undefined ? { parallelToolCalls: req.parallelToolCalls } : {}),
+      },
       cb,
     )
   }
@@ -119,7 +219,8 @@ export function runOnSource(
       prompt: req.prompt,
       ...(req.system !== undefined ? { system: req.system } : {}),
       ...(req.raw !== undefined ? { raw: req.raw } : {}),
-      ...(req.options ? { options: req.options } : {}),
+      ...options,
+      ...shapeOf(req),
     },
     cb,
   )
@@ -148,4 +249,15 @@ export function parseEmbedRequest(
   const size = req.input.reduce((n, s) => n + Buffer.byteLength(s), 0)
   if (size > maxInputBytes) throw MeshError.payloadTooLarge('input', size, maxInputBytes)
   return req
+}
+
+/**
+ * Copies a result's tool calls onto a reply, and its reasoning and log probabilities when
+ * the answer was not streamed (a stream's chunks carried them).
+ */
+export function addAnswerParts(reply: GenerationResult, result: GenerationResult, streamed: boolean): void {
+  if (result.toolCalls?.length) reply.toolCalls = result.toolCalls
+  if (streamed) return
+  if (result.thinking) reply.thinking = result.thinking
+  if (result.logprobs) reply.logprobs = result.logprobs
 }

@@ -11,6 +11,65 @@ export type ChatRole = 'system' | 'user' | 'assistant' | 'tool'
 export interface ChatMessage {
   role: ChatRole
   content: string
+  /** An assistant turn's reasoning, replayed from history. */
+  thinking?: string
+  /** An assistant turn's calls of the request's tools. */
+  toolCalls?: ToolCall[]
+  /** A `tool` turn: the call it answers (OpenAI's `tool_call_id`). */
+  toolCallId?: string
+  /** A `tool` turn: the function that answered (Ollama's `tool_name`). */
+  toolName?: string
+}
+
+/** A JSON Schema, as the caller wrote it. */
+export type JsonSchema = Record<string, unknown>
+
+/** A function the model may call: OpenAI's and Ollama's `tools[]` entry. */
+export interface ToolDefinition {
+  type: 'function'
+  function: { name: string; description?: string; parameters?: JsonSchema }
+}
+
+/**
+ * A call the model made. Arguments as an object (Ollama's form; OpenAI's string is its JSON).
+ * The id is the backend's, or made by whoever first saw the call without one.
+ */
+export interface ToolCall {
+  id: string
+  name: string
+  arguments: Record<string, unknown>
+}
+
+/** Whether the model may (`auto`), must not (`none`), must (`required`) or must call this one function. */
+export type ToolChoice = 'auto' | 'none' | 'required' | { name: string }
+
+/** An answer that must be JSON: any JSON object, or JSON valid against `schema`. */
+export interface OutputFormat {
+  type: 'json'
+  schema?: JsonSchema
+}
+
+/** Reasoning asked for: on or off, or an effort. */
+export type ThinkSetting = boolean | 'low' | 'medium' | 'high'
+
+export interface TokenLogprobBase {
+  token: string
+  logprob: number
+  /** UTF-8 bytes of the token (a token may hold part of a character). */
+  bytes?: number[]
+}
+
+/** One generated token's log probability, with the most likely alternatives when asked for. */
+export interface TokenLogprob extends TokenLogprobBase {
+  top?: TokenLogprobBase[]
+}
+
+/** What changes the kind of answer, for chat and generate alike. */
+export interface AnswerShape {
+  format?: OutputFormat
+  think?: ThinkSetting
+  /** Log probabilities of the generated tokens, with this many alternatives each. */
+  logprobs?: number
 }
 
 /** Sampling options, Ollama names. All optional; backends apply their defaults. */
@@ -24,16 +83,25 @@ export interface GenerationOptions {
   num_predict?: number
   stop?: string[]
   repeat_penalty?: number
+  /** Tokens looked back on by the penalties (-1: the whole context). */
+  repeat_last_n?: number
+  presence_penalty?: number
+  frequency_penalty?: number
   num_ctx?: number
 }
 
-export interface ChatRequest {
+export interface ChatRequest extends AnswerShape {
   model: string
   messages: ChatMessage[]
   options?: GenerationOptions
+  tools?: ToolDefinition[]
+  /** Default `auto` with tools. */
+  toolChoice?: ToolChoice
+  /** Whether the model may make several calls in one turn (default true). */
+  parallelToolCalls?: boolean
 }
 
-export interface GenerateRequest {
+export interface GenerateRequest extends AnswerShape {
   model: string
   prompt: string
   system?: string
@@ -63,6 +131,19 @@ export interface GenerationStats {
 export interface GenerationResult extends GenerationStats {
   text: string
   doneReason: DoneReason
+  /** Reasoning, apart from the answer (`think`). Streamed answers carried it in deltas. */
+  thinking?: string
+  /** The calls the model made, streamed or not (a stream also carried each in a delta). */
+  toolCalls?: ToolCall[]
+  /** Per generated token (`logprobs`). Streamed answers carried them in deltas. */
+  logprobs?: TokenLogprob[]
+}
+
+/** What a stream carries besides the answer's text: reasoning, finished tool calls, log probabilities. */
+export interface GenerationDelta {
+  thinking?: string
+  toolCalls?: ToolCall[]
+  logprobs?: TokenLogprob[]
 }
 
 export interface EmbedResult {
@@ -116,6 +197,8 @@ export interface Cancellable {
 export interface GenerateCallbacks extends Cancellable {
   /** Called with each piece of text as the model produces it, in order. */
   onToken?: (text: string) => void
+  /** Called with reasoning, tool calls and log probabilities as they come (only when asked for). */
+  onDelta?: (delta: GenerationDelta) => void
 }
 
 /**

@@ -22,6 +22,7 @@ import type {
   ModelInfo,
   RunningModel,
 } from '../../kernel/wire.js'
+import { refuseUnsupported } from './request-checks.js'
 import type { Backend } from './types.js'
 
 export const ECHO_MODEL = 'echo'
@@ -122,12 +123,14 @@ export class EchoBackend implements Backend {
   }
 
   async chat(req: ChatRequest, cb?: GenerateCallbacks): Promise<GenerationResult> {
+    refuseUnsupported(req, 'echo', {})
     const last = [...req.messages].reverse().find((m) => m.role === 'user')
     const prompt = req.messages.map((m) => m.content).join('')
     return this.answer(req.model, prompt, last?.content ?? '', req.options?.num_predict, cb)
   }
 
   async generate(req: GenerateRequest, cb?: GenerateCallbacks): Promise<GenerationResult> {
+    refuseUnsupported(req, 'echo', {})
     return this.answer(req.model, (req.system ?? '') + req.prompt, req.prompt, req.options?.num_predict, cb)
   }
 

@@ -5,13 +5,25 @@
  * side is `PeerConnection.stream`.
  */
 
+import type { GenerationDelta } from '../../kernel/wire.js'
+
 export const STREAM_CHUNK = 'chunk'
 export const STREAM_CANCEL = 'cancel'
 
-export interface StreamChunk {
+/** A piece of a stream: text, and with it reasoning, finished tool calls and log probabilities when asked for. */
+export interface StreamChunk extends GenerationDelta {
   id: string
   seq: number
   text: string
+}
+
+/** The delta fields of a chunk, those set only. */
+export function deltaOf(chunk: StreamChunk): GenerationDelta {
+  const d: GenerationDelta = {}
+  if (chunk.thinking !== undefined) d.thinking = chunk.thinking
+  if (chunk.toolCalls !== undefined) d.toolCalls = chunk.toolCalls
+  if (chunk.logprobs !== undefined) d.logprobs = chunk.logprobs
+  return d
 }
 
 /**
@@ -25,6 +37,8 @@ export interface StreamChunk {
 export class ChunkWriter {
   private seq = 0
   private pending = ''
+  /** Reasoning, tool calls and log probabilities waiting with `pending`. */
+  private extra: GenerationDelta | null = null
   private lastSent = 0
   private timer: NodeJS.Timeout | null = null
 
@@ -42,6 +56,22 @@ export class ChunkWriter {
   write(text: string): void {
     if (text === '') return
     this.pending += text
+    this.schedule()
+  }
+
+  /** Adds reasoning, tool calls or log probabilities to the stream, coalesced as text is. */
+  writeDelta(delta: GenerationDelta): void {
+    this.extra ??= {}
+    const extra = this.extra
+    if (delta.thinking) extra.thinking = (extra.thinking ?? '') + delta.thinking
+    if (delta.toolCalls?.length) extra.toolCalls = [...(extra.toolCalls ?? []), ...delta.toolCalls]
+    if (delta.logprobs?.length) extra.logprobs = [...(extra.logprobs ?? []), ...delta.logprobs]
+    // A finished tool call goes at once: nothing else is coming to join it.
+    if (delta.toolCalls?.length) this.flush()
+    else this.schedule()
+  }
+
+  private schedule(): void {
     if (this.timer) return
     const wait = this.lastSent + this.windowMs - performance.now()
     if (this.windowMs <= 0 || this.seq === 0 || wait <= 0) this.flush()
@@ -51,10 +81,14 @@ export class ChunkWriter {
   flush(): void {
     if (this.timer) clearTimeout(this.timer)
     this.timer = null
-    if (this.pending === '') return
+    const extra = this.extra
+    if (this.pending === '' && extra === null) return
     const text = this.pending
     this.pending = ''
+    this.extra = null
     this.lastSent = performance.now()
-    this.send({ id: this.id, seq: this.seq++, text })
+    this.send(
+      extra ? { id: this.id, seq: this.seq++, text, ...extra } : { id: this.id, seq: this.seq++, text },
+    )
   }
 }

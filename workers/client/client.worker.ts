@@ -5,6 +5,7 @@
  * is credentials.ts; a streamed answer is mesh-stream.ts.
  */
 import type { PeerConnection } from '../../facilities/net/peer-connection.js'
+import { deltaOf } from '../../facilities/net/streaming.js'
 import type {
   LimitState,
   PublicKey,
@@ -245,7 +246,7 @@ export class MeshClient extends BaseWorker<ClientConfig> {
             timeout: this.rpcTimeout(payload),
             onChunk: (chunk) => {
               chunks++
-              onText(chunk.text)
+              onText(chunk.text, deltaOf(chunk))
             },
           }),
         )

@@ -5,9 +5,15 @@
  */
 import { CancelToken } from '../../kernel/cancel.js'
 import type { InferResult } from '../../kernel/inference.js'
+import type { GenerationDelta } from '../../kernel/wire.js'
 
-/** One piece of a streamed answer; the last one has `done: true` and the final counts. */
-export type StreamPart = { done: false; text: string } | { done: true; text: ''; result: InferResult }
+/**
+ * One piece of a streamed answer (text, and reasoning, tool calls or log probabilities when
+ * asked for); the last one has `done: true` and the final counts.
+ */
+export type StreamPart =
+  | ({ done: false; text: string } & GenerationDelta)
+  | { done: true; text: ''; result: InferResult }
 
 /**
  * A streamed answer: iterate it for text pieces; `abort()` stops the
@@ -21,8 +27,13 @@ export class MeshStream implements AsyncIterable<StreamPart> {
   private finished = false
   private wake: (() => void) | null = null
 
-  constructor(start: (cancel: CancelToken, onText: (text: string) => void) => Promise<InferResult>) {
-    this.result = start(this.cancel, (text) => this.push({ done: false, text }))
+  constructor(
+    start: (
+      cancel: CancelToken,
+      onText: (text: string, delta?: GenerationDelta) => void,
+    ) => Promise<InferResult>,
+  ) {
+    this.result = start(this.cancel, (text, delta) => this.push({ done: false, text, ...delta }))
     this.result.then(
       (result) => {
         this.push({ done: true, text: '', result })

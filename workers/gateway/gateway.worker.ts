@@ -313,6 +313,9 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       // Only streams have an id a `cancel` can name.
       runningKey: clientId ? `${ctx.remotePublicKey.toString('hex')}/${clientId}` : null,
       onText: req.stream ? (text) => ctx.emit(STREAM_CHUNK, { id: clientId, seq: seq++, text }) : null,
+      onDelta: req.stream
+        ? (delta) => ctx.emit(STREAM_CHUNK, { id: clientId, seq: seq++, text: '', ...delta })
+        : undefined,
       watch: (cancel) => ctx.onClose(() => cancel.abort()),
       ...this.observability.rpcSink(ctx),
       trace: this.tracer?.fromPayload(req),

@@ -88,6 +88,7 @@ export class GatewaySource implements InferenceSource {
     return this.gateway.serveInfer(this.identity, req, {
       runningKey: null,
       onText: cb.onToken ?? null,
+      onDelta: cb.onDelta,
       watch: (cancel) => watchCaller(cb, cancel),
       onDispatch: () => {
         this.timing.dispatched ??= performance.now()

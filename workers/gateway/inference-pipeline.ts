@@ -1,13 +1,13 @@
 import type { Logger } from '../../facilities/log.facility.js'
 import type { NetFacility } from '../../facilities/net/net.facility.js'
-import type { StreamChunk } from '../../facilities/net/streaming.js'
+import { deltaOf, type StreamChunk } from '../../facilities/net/streaming.js'
 import type { ProcessorEntry, RouterFacility } from '../../facilities/router/router.facility.js'
 import type { RequestTrace } from '../../facilities/tracing/request-trace.js'
 import { CancelToken, cancelError } from '../../kernel/cancel.js'
 import type { GatewayConfig } from '../../kernel/config.js'
 import { MeshError } from '../../kernel/errors.js'
 import type { InferRequest, InferResult, ProcessorReply } from '../../kernel/inference.js'
-import type { EmbedResult } from '../../kernel/wire.js'
+import type { EmbedResult, GenerationDelta } from '../../kernel/wire.js'
 
 /** Waits `ms`, or less if `cancel` fires first. */
 function sleep(ms: number, cancel: CancelToken): Promise<void> {
@@ -28,6 +28,8 @@ export interface Sink {
   runningKey: string | null
   /** Each piece of streamed text, in order; null for a request answered whole. */
   onText: ((text: string) => void) | null
+  /** Streamed reasoning, tool calls and log probabilities, in order with the text. */
+  onDelta?: ((delta: GenerationDelta) => void) | undefined
   /** Cancels the request when its caller goes away; returns the function that stops watching. */
   watch: (cancel: CancelToken) => () => void
   /** Called each time the request is handed to a processor. */
@@ -103,6 +105,12 @@ function processorRequest(req: InferRequest): Record<ForwardedField, unknown> {
     prompt: chat ? undefined : req.prompt,
     system: chat ? undefined : req.system,
     raw: chat ? undefined : req.raw,
+    tools: chat ? req.tools : undefined,
+    toolChoice: chat ? req.toolChoice : undefined,
+    parallelToolCalls: chat ? req.parallelToolCalls : undefined,
+    format: req.format,
+    think: req.think,
+    logprobs: req.logprobs,
   }
 }
 
@@ -240,7 +248,7 @@ export class InferencePipeline {
       let firstChunkMs: number | undefined
       try {
         if (cancel.aborted) throw stopped()
-        const { onText } = sink
+        const { onText, onDelta } = sink
         const result = await this.net()
           .peer(entry.publicKey, entry.id)
           .stream<ProcessorReply>('infer', body, {
@@ -252,7 +260,14 @@ export class InferencePipeline {
                   firstChunkMs ??= performance.now() - sent
                   leg.answering = true
                   chunks++
-                  onText(chunk.text)
+                  if (
+                    chunk.thinking !== undefined ||
+                    chunk.toolCalls !== undefined ||
+                    chunk.logprobs !== undefined
+                  ) {
+                    onDelta?.(deltaOf(chunk))
+                  }
+                  if (chunk.text !== '') onText(chunk.text)
                 }
               : undefined,
           })

@@ -9,6 +9,7 @@ import type { ProcessorConfig } from '../../kernel/config.js'
 import { MeshError } from '../../kernel/errors.js'
 import { gatewayKeyPair, processorProof } from '../../kernel/identity.js'
 import {
+  addAnswerParts,
   baseModel,
   type ProcessorReply,
   parseEmbedRequest,
@@ -338,7 +339,13 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
       : undefined
     try {
       const backendFrom = performance.now()
-      const result = await runOnSource(this.source, req, cancel, onToken)
+      const result = await runOnSource(
+        this.source,
+        req,
+        cancel,
+        onToken,
+        writer ? (d) => writer.writeDelta(d) : undefined,
+      )
       const backendMs = performance.now() - backendFrom
       writer?.flush()
       timer.answered(result)
@@ -361,6 +368,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
         promptEvalMs: toMicroseconds(result.promptEvalMs),
         evalMs: toMicroseconds(result.evalMs),
       }
+      addAnswerParts(reply, result, req.stream)
       // Asked for by a gateway with tracing on: the processor's time and its backend's.
       if (req.requestId !== undefined)
         reply.timing = inferDone(this.log, req.requestId, req.traceparent, arrived, backendMs, reply)

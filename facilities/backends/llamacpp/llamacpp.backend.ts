@@ -22,7 +22,13 @@ import type {
   RunningModel,
 } from '../../../kernel/wire.js'
 import { emptyResult } from '../generation-stats.js'
-import { checkEmbedInput, checkModelName, checkOnToken, checkPrompt } from '../request-checks.js'
+import {
+  checkEmbedInput,
+  checkModelName,
+  checkOnToken,
+  checkPrompt,
+  refuseUnsupported,
+} from '../request-checks.js'
 import type { Backend } from '../types.js'
 import { embeddingContextOf, embedTexts } from './embeddings.js'
 import { chatProducer, completionProducer, type Producer, runGeneration } from './generation.js'
@@ -204,6 +210,7 @@ export class LlamaCppBackend implements Backend {
     if (!isRecord(req)) throw MeshError.badRequest('request must be an object')
     const model = checkModelName(req.model)
     const history = toChatHistory(req.messages)
+    refuseUnsupported(req, 'llama.cpp', {})
     const plan = planSampling(req.options)
     return this.generation(model, plan, cb, chatProducer(history, plan, this.contextSize))
   }
@@ -224,6 +231,7 @@ export class LlamaCppBackend implements Backend {
     }
     if (raw !== undefined && raw !== null && typeof raw !== 'boolean')
       throw MeshError.badRequest('raw must be a boolean')
+    refuseUnsupported(req, 'llama.cpp', {})
     const plan = planSampling(req.options)
     if (prompt === '') return this.generation(model, { ...plan, maxTokens: 0 }, cb, null)
     const produce = raw

@@ -25,6 +25,7 @@ import {
   checkModelName,
   checkOnToken,
   checkPrompt,
+  refuseUnsupported,
 } from '../request-checks.js'
 import type { Backend } from '../types.js'
 import { Call } from './call.js'
@@ -145,6 +146,7 @@ export class OllamaBackend implements Backend {
   async chat(req: ChatRequest, cb: GenerateCallbacks = {}): Promise<GenerationResult> {
     const model = checkModelName(req?.model)
     if (!Array.isArray(req.messages)) throw MeshError.badRequest('messages must be an array')
+    refuseUnsupported(req, 'ollama', { penalties: true })
     return this.stream(model, cb, (client) => client.chat(chatRequest(model, req)))
   }
 
@@ -155,6 +157,7 @@ export class OllamaBackend implements Backend {
   async generate(req: GenerateRequest, cb: GenerateCallbacks = {}): Promise<GenerationResult> {
     const model = checkModelName(req?.model)
     checkPrompt(req.prompt)
+    refuseUnsupported(req, 'ollama', { penalties: true })
     return this.stream(model, cb, (client) => client.generate(generateRequest(model, req)))
   }
 

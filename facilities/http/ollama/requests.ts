@@ -102,11 +102,11 @@ function isUnset(v: unknown): boolean {
 
 /**
  * @param prefix names the fields in the message, e.g. `messages.0.`
- * @throws ERR_BAD_REQUEST for the first of `fields` in `req` that asks for a feature this server lacks
+ * @throws ERR_UNSUPPORTED for the first of `fields` in `req` that asks for a feature this server lacks
  */
 export function rejectUnsupported<T>(req: T, fields: ReadonlyArray<keyof T & string>, prefix = ''): void {
   for (const name of fields) {
-    if (!isUnset(req[name])) throw MeshError.badRequest(`${prefix}${name} is not supported by this server`)
+    if (!isUnset(req[name])) throw MeshError.unsupported(`${prefix}${name}`)
   }
 }
 

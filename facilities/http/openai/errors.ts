@@ -75,5 +75,4 @@ export function notAllowed(res: ServerResponse, allow: string): void {
 }
 
 /** A 400 naming the parameter we cannot honour. */
-export const unsupported = (param: string) =>
-  new MeshError('ERR_BAD_REQUEST', `${param} is not supported by this server`, { param })
+export const unsupported = (param: string) => MeshError.unsupported(param)

@@ -146,7 +146,7 @@ test('openai-api: errors are OpenAI error objects with their statuses', async (t
       message: 'tools is not supported by this server',
       type: 'invalid_request_error',
       param: 'tools',
-      code: 'err_bad_request',
+      code: 'err_unsupported',
     },
   })
   const invalid = await post(`${url}/v1/chat/completions`, { model: MODEL, messages: [] })
