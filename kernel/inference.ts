@@ -41,6 +41,8 @@ const options = z
 
 export const MAX_TOOLS = 128
 export const MAX_LOGPROBS = 20
+/** Most choices one request may ask for (`n`). */
+export const MAX_CHOICES = 8
 /** OpenAI's rule for function names, which Ollama and Anthropic accept too. */
 export const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/
 
@@ -89,6 +91,8 @@ const common = {
     .optional(),
   think: z.union([z.boolean(), z.enum(['low', 'medium', 'high'])]).optional(),
   logprobs: z.number().int().min(0).max(MAX_LOGPROBS).optional(),
+  /** Choices to generate; the gateway fans them out (processors are sent one each). */
+  n: z.number().int().min(1).max(MAX_CHOICES).optional(),
   ...traceFields,
 }
 

@@ -70,6 +70,11 @@ export interface AnswerShape {
   think?: ThinkSetting
   /** Log probabilities of the generated tokens, with this many alternatives each. */
   logprobs?: number
+  /**
+   * Choices to generate (default 1). A gateway fans them out, each on its own processor
+   * when several serve the model; a backend generates one and never sees this.
+   */
+  n?: number
 }
 
 /** Sampling options, Ollama names. All optional; backends apply their defaults. */
@@ -137,10 +142,27 @@ export interface GenerationResult extends GenerationStats {
   toolCalls?: ToolCall[]
   /** Per generated token (`logprobs`). Streamed answers carried them in deltas. */
   logprobs?: TokenLogprob[]
+  /**
+   * With `n` > 1: every choice, in index order (the first is also the result's own `text`,
+   * `doneReason`…); the result's counts are the sums over them.
+   */
+  choices?: ChoiceResult[]
+}
+
+/** One of `n` choices. */
+export interface ChoiceResult
+  extends Pick<GenerationResult, 'text' | 'doneReason' | 'thinking' | 'toolCalls' | 'logprobs'> {
+  index: number
+  promptTokens: number
+  completionTokens: number
+  /** Hex key of the processor that generated it (set by the gateway). */
+  processor?: string
 }
 
 /** What a stream carries besides the answer's text: reasoning, finished tool calls, log probabilities. */
 export interface GenerationDelta {
+  /** The choice it belongs to, with `n` > 1 (absent: 0). */
+  index?: number
   thinking?: string
   toolCalls?: ToolCall[]
   logprobs?: TokenLogprob[]
@@ -195,8 +217,8 @@ export interface Cancellable {
 }
 
 export interface GenerateCallbacks extends Cancellable {
-  /** Called with each piece of text as the model produces it, in order. */
-  onToken?: (text: string) => void
+  /** Called with each piece of text as the model produces it, in order; `index`: its choice, with `n` > 1. */
+  onToken?: (text: string, index?: number) => void
   /** Called with reasoning, tool calls and log probabilities as they come (only when asked for). */
   onDelta?: (delta: GenerationDelta) => void
 }

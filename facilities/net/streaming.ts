@@ -20,6 +20,7 @@ export interface StreamChunk extends GenerationDelta {
 /** The delta fields of a chunk, those set only. */
 export function deltaOf(chunk: StreamChunk): GenerationDelta {
   const d: GenerationDelta = {}
+  if (chunk.index !== undefined) d.index = chunk.index
   if (chunk.thinking !== undefined) d.thinking = chunk.thinking
   if (chunk.toolCalls !== undefined) d.toolCalls = chunk.toolCalls
   if (chunk.logprobs !== undefined) d.logprobs = chunk.logprobs

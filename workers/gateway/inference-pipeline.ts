@@ -84,11 +84,11 @@ function answerOf(
 
 /** Every field of either kind of request (a field added to the schema must be forwarded or named here). */
 type FieldOf<T> = T extends unknown ? keyof T : never
-type ForwardedField = Exclude<FieldOf<InferRequest>, 'id' | 'timeoutMs'>
+type ForwardedField = Exclude<FieldOf<InferRequest>, 'id' | 'timeoutMs' | 'n'>
 
 /**
- * What a processor is sent for `req`: every field but the caller's stream id
- * and deadline, as one literal of one shape for both kinds (fields a kind lacks
+ * What a processor is sent for `req`: every field but the caller's stream id,
+ * deadline and choice count (each processor makes one choice), as one literal of one shape for both kinds (fields a kind lacks
  * are undefined, which JSON leaves out). Rest-copying the parsed request made
  * an object several times slower to copy and encode, on every request's path.
  */
@@ -194,6 +194,7 @@ export class InferencePipeline {
 
   /** Forwards one validated request (streams tracked for `cancel`, bounded by its timeout). */
   async run(req: InferRequest, sink: Sink, userId: string): Promise<InferResult> {
+    if ((req.n ?? 1) > 1) throw MeshError.unsupported('n')
     const key = sink.runningKey
     if (key && this.running.has(key))
       throw MeshError.badRequest(`request.id: stream '${req.id}' is already running`)

@@ -318,6 +318,8 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
     this.maintenance.refuseNewWork()
     const req = parseInferRequest(payload, this.config.maxPromptBytes)
     if (req.stream && !req.id) throw MeshError.badRequest('request.id: required when stream is true')
+    if ((req.n ?? 1) > 1)
+      throw MeshError.unsupported('n', 'is fanned out by a gateway: a processor makes one choice')
     // A caller's stream ids are its own to pick; a unary generation gets one no caller can name.
     const key = req.id ? `${ctx.remotePublicKey.toString('hex')}/${req.id}` : `/unary/${this.nextUnary++}`
     if (this.running.has(key)) throw MeshError.badRequest(`request.id: stream '${req.id}' is already running`)
