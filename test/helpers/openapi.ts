@@ -233,6 +233,18 @@ export class OpenAPIChecker {
     return this.validate(stream.schema, frame, `${stream.where} frame`)
   }
 
+  /** Errors of a JSON request body against `method path`'s documented `requestBody`. */
+  checkRequest(method: string, path: string, body: unknown): string[] {
+    const template = this.templateOf(path)
+    const op =
+      template === null ? undefined : asRecord(asRecord(this.doc.paths)[template])[method.toLowerCase()]
+    const where = `${method.toUpperCase()} ${template ?? path} request`
+    const content = asRecord(asRecord(asRecord(op).requestBody).content)
+    const entry = content['application/json']
+    if (entry === undefined) return [`${where}: no JSON body is documented`]
+    return this.validate(asRecord(entry).schema, body, where)
+  }
+
   /** Errors of a response's headers: every header the document requires is there and matches its schema. */
   checkHeaders(method: string, path: string, status: number, headers: Headers): string[] {
     const found = this.documented(method, path, status)

@@ -7,7 +7,7 @@
 import test, { type Test } from 'brittle'
 import { chat } from '../../helpers/http.js'
 import { apiKeyFor, spawnProcessor, startGateway, testnet, until } from '../../helpers/mesh.js'
-import { assertConforms } from '../../helpers/openapi.js'
+import { assertConforms, openapi } from '../../helpers/openapi.js'
 
 const APP = 'https://app.example.com'
 const MAX_BODY = 16 * 1024
@@ -29,6 +29,12 @@ async function call(t: Test, url: string, method: string, path: string, status: 
   if (body !== undefined) headers['Content-Type'] = 'application/json'
   const res = await fetch(`${url}${path}`, { method, headers, ...(body !== undefined ? { body } : {}) })
   t.is(res.status, status, `${method} ${path}: ${status}`)
+  if (c.body !== undefined && method === 'POST' && status !== 405) {
+    // The request schema too: what the gateway takes passes it, what it refuses as malformed does not.
+    const errors = openapi().checkRequest(method, path, c.body)
+    if (status === 400) t.ok(errors.length > 0, `${method} ${path}: the refused request is not as documented`)
+    else t.alike(errors, [], `${method} ${path}: the request is as documented`)
+  }
   return assertConforms(t, method, path, res)
 }
 
