@@ -122,6 +122,11 @@ async function openRoutes(t: Test, url: string, key: string) {
   await call(t, url, 'OPTIONS', '/api/chat', 204, { headers: preflight })
   const other = { ...preflight, Origin: 'https://elsewhere.example.net' }
   await call(t, url, 'OPTIONS', '/api/chat', 403, { headers: other })
+  // Probes come before CORS; an OPTIONS that is no preflight is an ordinary request.
+  await call(t, url, 'OPTIONS', '/healthz', 405, { headers: preflight })
+  await call(t, url, 'OPTIONS', '/api/tags', 405, { key })
+  await call(t, url, 'OPTIONS', '/v1/models', 405, { key })
+  await call(t, url, 'OPTIONS', '/api/tags', 401)
   // A page on the allowed origin: its answers carry the CORS headers, as documented.
   await call(t, url, 'POST', '/v1/chat/completions', 200, { key, body: chat(), headers: { Origin: APP } })
   await call(t, url, 'POST', '/api/chat', 401, { body: chat(), headers: { Origin: APP } })
