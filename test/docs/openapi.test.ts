@@ -10,6 +10,7 @@ import { Validator } from '@seriousme/openapi-schema-validator'
 import test from 'brittle'
 import { PROBE_PATHS } from '../../facilities/http/health-routes.js'
 import { createRouteTable } from '../../facilities/http/ollama/routes.js'
+import { gatewayConfigSchema, parseConfig } from '../../kernel/config.js'
 import { loadDocument, METHODS, OPENAPI_FILE, openapi, unresolvedRefs } from '../helpers/openapi.js'
 
 const REPO = fileURLToPath(new URL('../../../', import.meta.url))
@@ -39,10 +40,11 @@ test('openapi: a valid OpenAPI 3.1 document, every $ref resolving', async (t) =>
   const doc = loadDocument()
   t.alike(unresolvedRefs(doc), [], 'every $ref resolves')
   t.alike(unresolvedRefs({ ...doc, x: { $ref: '#/components/schemas/Nope' } }), ['#/components/schemas/Nope'])
+  const { host, port } = parseConfig(gatewayConfigSchema, { bootstrap: 'public' }).http
   t.is(
     (doc.servers as { url: string }[])[0]?.url,
-    'http://127.0.0.1:11435',
-    "the example server: the gateway's default http port",
+    `http://${host}:${port}`,
+    "the example server: the gateway's default http host and port",
   )
 })
 
