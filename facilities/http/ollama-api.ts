@@ -12,8 +12,9 @@
  * ignoring it cannot change the kind of answer the client gets — resource hints
  * (`keep_alive`), the deprecated `context`, unknown option names, and features
  * left unset (null, false, "" or []). A feature that is asked for (`images`,
- * `suffix`, `template`, `dimensions`) is a 400 naming the field, never silently
- * dropped; Ollama itself answers 400 when a model lacks the capability.
+ * `suffix`, `template`, `dimensions`, the debug `_debug_render_only`) is a 400
+ * naming the field, never silently dropped; Ollama itself answers 400 when a
+ * model lacks the capability.
  *
  * Model names are served as the source names them (no `:latest` appended), so a
  * name read from /api/tags is the same name the mesh routes by. Generate

@@ -22,6 +22,7 @@ import {
   rejectUnsupported,
   requireModel,
   toGenerationOptions,
+  UNSUPPORTED_IN_CHAT,
   UNSUPPORTED_IN_GENERATE,
   UNSUPPORTED_IN_MESSAGE,
 } from './requests.js'
@@ -64,7 +65,7 @@ function generatePlan(ctx: Exchange, wire: GenerateRequest, stream: boolean): Ge
   }
 }
 
-/** @throws ERR_BAD_REQUEST, ERR_UNSUPPORTED (`suffix`, `template`, `images`), and the source's errors */
+/** @throws ERR_BAD_REQUEST, ERR_UNSUPPORTED (`suffix`, `template`, `images`, `_debug_render_only`), and the source's errors */
 export async function generate(ctx: Exchange): Promise<void> {
   const body = await ctx.body()
   const model = requireModel(body)
@@ -114,12 +115,13 @@ function chatPlan(ctx: Exchange, wire: ChatRequest, stream: boolean): Generation
   }
 }
 
-/** @throws ERR_BAD_REQUEST, ERR_UNSUPPORTED (`images`), and the source's errors */
+/** @throws ERR_BAD_REQUEST, ERR_UNSUPPORTED (`images`, `_debug_render_only`), and the source's errors */
 export async function chat(ctx: Exchange): Promise<void> {
   const body = await ctx.body()
   const model = requireModel(body)
   const req = parse(chatSchema, body)
   const messages = req.messages ?? []
+  rejectUnsupported(req, UNSUPPORTED_IN_CHAT)
   for (const [i, m] of messages.entries()) rejectUnsupported(m, UNSUPPORTED_IN_MESSAGE, `messages.${i}.`)
   const shape = shapeOf(req)
   if (messages.length === 0) return load(ctx, model, { message: chatMessage('') })

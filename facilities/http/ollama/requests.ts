@@ -31,6 +31,8 @@ const keepAlive = z.union([z.string(), z.number()]).nullish()
 const images = z.array(z.string()).nullish()
 const think = z.union([z.boolean(), z.enum(['low', 'medium', 'high'])]).nullish()
 const logprobs = z.boolean().nullish()
+/** Ollama's debug switch: the rendered prompt instead of an answer. */
+const debugRenderOnly = z.boolean().nullish()
 const topLogprobs = z.number().int().min(0).max(MAX_LOGPROBS).nullish()
 /** "json" or a JSON Schema; checked by `formatOf` (answer-shape.ts) for a clearer message. */
 const format = z.unknown().optional()
@@ -70,6 +72,7 @@ export const generateSchema = z.object({
   think,
   logprobs,
   top_logprobs: topLogprobs,
+  _debug_render_only: debugRenderOnly,
 })
 
 const messageSchema = z.object({
@@ -92,6 +95,7 @@ export const chatSchema = z.object({
   think,
   logprobs,
   top_logprobs: topLogprobs,
+  _debug_render_only: debugRenderOnly,
 })
 
 export const embedSchema = z.object({
@@ -142,7 +146,8 @@ export function rejectUnsupported<T>(req: T, fields: ReadonlyArray<keyof T & str
   }
 }
 
-export const UNSUPPORTED_IN_GENERATE = ['suffix', 'template', 'images'] as const
+export const UNSUPPORTED_IN_GENERATE = ['suffix', 'template', 'images', '_debug_render_only'] as const
+export const UNSUPPORTED_IN_CHAT = ['_debug_render_only'] as const
 export const UNSUPPORTED_IN_MESSAGE = ['images'] as const
 export const UNSUPPORTED_IN_EMBED = ['dimensions'] as const
 

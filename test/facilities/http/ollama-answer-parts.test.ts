@@ -226,7 +226,15 @@ test('ollama-api answer parts: bad values are 400, what the source cannot honour
     'generate: format "xml"',
     /invalid format/,
   )
-  t.is(source.requests.length, asked, 'no bad request reached the source')
+
+  await expectError(
+    t,
+    await post(`${url}/api/chat`, { model: MODEL, messages: USER, _debug_render_only: true }),
+    400,
+    'Ollama’s debug rendering',
+    /^_debug_render_only is not supported/,
+  )
+  t.is(source.requests.length, asked, 'no bad or refused request reached the source')
 
   source.refuse = MeshError.unsupported('tools', 'is not supported by the test backend')
   await expectError(
