@@ -25,6 +25,14 @@ export function idSequence(prefixBytes: number, pad = 0): () => string {
   return () => prefix + (next++).toString(36).padStart(pad, '0')
 }
 
+/**
+ * An id for a tool call that came without one (`call_` and 24 random characters, as OpenAI's
+ * look): made by whoever first sees the call, so every later layer passes the same id on.
+ */
+export function newToolCallId(): string {
+  return `call_${randomBytes(18).toString('base64url')}`
+}
+
 /** Smoothing of measured speeds (tokens/s, time to first token, answer length). */
 export const EWMA_ALPHA = 0.3
 

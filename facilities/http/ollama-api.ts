@@ -3,13 +3,18 @@
  * today, the whole mesh when a gateway mounts the same routes. Shapes follow
  * Ollama's docs/api.md so existing Ollama clients work unchanged.
  *
+ * Tools, `format`, `think`, `logprobs`/`top_logprobs` and the tool calls,
+ * tool results and reasoning of replayed turns go to the source as the wire's;
+ * the answer's tool calls, reasoning and log probabilities come back as Ollama
+ * writes them. A source that cannot honour one of them refuses it (ERR_UNSUPPORTED).
+ *
  * Request fields we cannot honour follow one rule: a field is ignored when
  * ignoring it cannot change the kind of answer the client gets — resource hints
  * (`keep_alive`), the deprecated `context`, unknown option names, and features
- * left unset (null, false, "" or []). A feature that is asked for (`format`,
- * `tools`, `images`, `think`, `suffix`, `template`, `dimensions`, `logprobs`)
- * is a 400 naming the field, never silently dropped; Ollama itself answers 400
- * when a model lacks the capability.
+ * left unset (null, false, "" or []). A feature that is asked for (`images`,
+ * `suffix`, `template`, `dimensions`, the debug `_debug_render_only`) is a 400
+ * naming the field, never silently dropped; Ollama itself answers 400 when a
+ * model lacks the capability.
  *
  * Model names are served as the source names them (no `:latest` appended), so a
  * name read from /api/tags is the same name the mesh routes by. Generate
@@ -20,6 +25,7 @@ import { MeshError } from '../../kernel/errors.js'
 import type { InferenceSource } from '../../kernel/wire.js'
 import { sendError, sendNotFound } from './ollama/replies.js'
 import { createRouteTable } from './ollama/routes.js'
+import type { Exchange } from './plumbing.js'
 import { baseUrl, closeServer, listenOn, methodOf, pathOf, sendJson, serveRequest } from './plumbing.js'
 
 export const DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -32,6 +38,28 @@ export interface OllamaRoutesOptions {
   version?: string
   /** Largest request body accepted; larger ones get 413. Default 8 MiB. */
   maxBodyBytes?: number
+  /**
+   * Sees each request body as it was read, before it is served: how tests check what a client
+   * (or the Ollama backend) sent. It changes nothing of the answer.
+   */
+  onRequest?: (path: string, body: Record<string, unknown>) => void
+}
+
+/** `handler` with its body shown to `onRequest` first. */
+function observed(
+  handler: (x: Exchange) => Promise<void>,
+  path: string,
+  onRequest: NonNullable<OllamaRoutesOptions['onRequest']>,
+): (x: Exchange) => Promise<void> {
+  return (x) =>
+    handler({
+      ...x,
+      body: async () => {
+        const body = await x.body()
+        onRequest(path, body)
+        return body
+      },
+    })
 }
 
 /**
@@ -56,7 +84,7 @@ export type OllamaRoutes = (
  * @throws ERR_BAD_CONFIG (synchronously) for a bad `maxBodyBytes`
  */
 export function createOllamaRoutes(opts: OllamaRoutesOptions = {}): OllamaRoutes {
-  const { version = DEFAULT_OLLAMA_VERSION, maxBodyBytes = DEFAULT_MAX_BODY_BYTES } = opts
+  const { version = DEFAULT_OLLAMA_VERSION, maxBodyBytes = DEFAULT_MAX_BODY_BYTES, onRequest } = opts
   if (!Number.isSafeInteger(maxBodyBytes) || maxBodyBytes < 1) {
     throw MeshError.badConfig('maxBodyBytes must be a positive integer')
   }
@@ -67,8 +95,12 @@ export function createOllamaRoutes(opts: OllamaRoutesOptions = {}): OllamaRoutes
     if (!route) return sendNotFound(res)
     const method = methodOf(req)
     const handler = method === 'GET' || method === 'POST' ? route[method] : undefined
-    if (handler) await serveRequest(req, res, maxBodyBytes, source, handler, sendError)
-    else sendJson(res, 405, { error: '405 method not allowed' }, { Allow: route.GET ? 'GET, HEAD' : 'POST' })
+    if (!handler) {
+      sendJson(res, 405, { error: '405 method not allowed' }, { Allow: route.GET ? 'GET, HEAD' : 'POST' })
+      return
+    }
+    const serve = onRequest ? observed(handler, path, onRequest) : handler
+    await serveRequest(req, res, maxBodyBytes, source, serve, sendError)
   }
 }
 
@@ -93,7 +125,7 @@ export class OllamaCompatServer {
 
   /** @throws ERR_BAD_CONFIG for a bad port or maxBodyBytes */
   constructor(opts: OllamaCompatServerOptions) {
-    const { source, host = DEFAULT_HOST, port = 0, version, maxBodyBytes } = opts
+    const { source, host = DEFAULT_HOST, port = 0, version, maxBodyBytes, onRequest } = opts
     if (!Number.isInteger(port) || port < 0 || port > 65535) {
       throw MeshError.badConfig('port must be an integer from 0 to 65535')
     }
@@ -102,6 +134,7 @@ export class OllamaCompatServer {
     this.routes = createOllamaRoutes({
       ...(version !== undefined ? { version } : {}),
       ...(maxBodyBytes !== undefined ? { maxBodyBytes } : {}),
+      ...(onRequest ? { onRequest } : {}),
     })
     this.server = createServer((req, res) => {
       const path = pathOf(req)

@@ -1,6 +1,6 @@
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { CancelToken } from '../../kernel/cancel.js'
-import type { GenerateCallbacks, GenerationResult } from '../../kernel/wire.js'
+import type { GenerateCallbacks, GenerationDelta, GenerationResult } from '../../kernel/wire.js'
 import { noteFailure, noteFirstToken } from './observed.js'
 import { sendJson } from './plumbing.js'
 
@@ -21,7 +21,12 @@ export interface GenerationPlan {
   run(cb: GenerateCallbacks): Promise<GenerationResult>
   /** One piece of text as a frame on the wire; `first` when no piece was written before it. */
   piece(text: string, first: boolean): string
-  /** Writes (`writeFrame`) the frames that end a stream that went well; `empty` when no piece was written. */
+  /**
+   * Reasoning, tool calls or log probabilities as a frame, `first` as for `piece` ('' writes
+   * nothing). Absent: the dialect streams text only (and the source is not asked for deltas).
+   */
+  delta?(delta: GenerationDelta, first: boolean): string
+  /** Writes (`writeFrame`) the frames that end a stream that went well; `empty` when nothing was written. */
   finish(res: ServerResponse, result: GenerationResult, empty: boolean): void
   /** The whole answer as one JSON object, when not streamed. */
   whole(result: GenerationResult): unknown
@@ -34,7 +39,7 @@ export function writeFrame(res: ServerResponse, frame: string): void {
 
 /**
  * Runs a generation and writes it as a stream of frames or one JSON object.
- * The head waits for the first piece of text, so an error before any output
+ * The head waits for the first frame (text, or a delta), so an error before any output
  * still gets its own status; an error after it is the stream's last frame.
  * Once the client has gone (`cancel`), nothing more is written.
  */
@@ -45,21 +50,32 @@ export async function respondGeneration(
   framing: StreamFraming,
 ): Promise<void> {
   let started = false
-  const onToken = (text: string) => {
-    if (text === '' || cancel.aborted) return
-    const first = !started
-    if (first) {
+  const write = (frame: string) => {
+    if (!started) {
       started = true
       noteFirstToken(res)
       res.writeHead(200, framing.headers)
     }
-    writeFrame(res, plan.piece(text, first))
+    writeFrame(res, frame)
+  }
+  const onToken = (text: string) => {
+    if (text === '' || cancel.aborted) return
+    write(plan.piece(text, !started))
+  }
+  const delta = plan.delta?.bind(plan)
+  const cb: GenerateCallbacks = { cancel, onToken }
+  if (delta) {
+    cb.onDelta = (d) => {
+      if (cancel.aborted) return
+      const frame = delta(d, !started)
+      if (frame !== '') write(frame)
+    }
   }
 
   let result: GenerationResult
   try {
     // Only a stream asks for text as it comes: an answer given whole travels whole, in one message.
-    result = await plan.run(plan.stream ? { cancel, onToken } : { cancel })
+    result = await plan.run(plan.stream ? cb : { cancel })
   } catch (err) {
     if (cancel.aborted) return
     if (!started) return framing.sendError(res, err)

@@ -25,23 +25,15 @@ import {
   checkModelName,
   checkOnToken,
   checkPrompt,
-  refuseUnsupported,
 } from '../request-checks.js'
 import type { Backend } from '../types.js'
+import { AnswerParts } from './answer-parts.js'
 import { Call } from './call.js'
 import { checkHost } from './client.js'
 import { detailOf, stoppedError, toMeshError } from './errors.js'
 import { KeepAliveFetch } from './keep-alive-fetch.js'
 import { chatRequest, embedRequest, generateRequest } from './requests.js'
-import {
-  chunkText,
-  detailsFrom,
-  embedResultOf,
-  type FinalStats,
-  finalResult,
-  infoOf,
-  runningOf,
-} from './responses.js'
+import { detailsFrom, embedResultOf, type FinalStats, finalResult, infoOf, runningOf } from './responses.js'
 
 /**
  * Longest wait for Ollama to show progress: response headers, or the next
@@ -97,7 +89,6 @@ export class OllamaBackend implements Backend {
       }
       this.serverVersion = version
     } catch (err) {
-      if (err instanceof MeshError) throw err
       const why = call.cause() === 'timeout' ? `no answer within ${OPEN_TIMEOUT_MS} ms` : detailOf(err)
       throw MeshError.backendUnavailable(`Ollama at ${this.host} does not answer: ${why}`, err)
     } finally {
@@ -139,26 +130,30 @@ export class OllamaBackend implements Backend {
   }
 
   /**
-   * Streams a chat completion through `cb.onToken`. Aborting after some text
-   * returns it with doneReason 'cancelled'.
-   * @throws ERR_BAD_REQUEST, ERR_MODEL_NOT_FOUND, ERR_CANCELLED (aborted before any text), ERR_BACKEND_UNAVAILABLE
+   * Streams a chat completion through `cb.onToken`, and its reasoning, tool calls and log
+   * probabilities through `cb.onDelta` (in the result without it; tool calls in it always).
+   * Tools, `format`, `think`, `logprobs` and the penalties go to Ollama as they are; a
+   * `toolChoice` of 'none' shows the model no tools, `parallelToolCalls: false` keeps the
+   * first call only. Aborting after some text returns it with doneReason 'cancelled'.
+   * @throws ERR_BAD_REQUEST, ERR_UNSUPPORTED (`toolChoice` 'required' or a named function),
+   *         ERR_MODEL_NOT_FOUND, ERR_CANCELLED (aborted before any text), ERR_BACKEND_UNAVAILABLE
    */
   async chat(req: ChatRequest, cb: GenerateCallbacks = {}): Promise<GenerationResult> {
     const model = checkModelName(req?.model)
     if (!Array.isArray(req.messages)) throw MeshError.badRequest('messages must be an array')
-    refuseUnsupported(req, 'ollama', { penalties: true })
-    return this.stream(model, cb, (client) => client.chat(chatRequest(model, req)))
+    const body = chatRequest(model, req)
+    const maxCalls = req.parallelToolCalls === false ? 1 : Number.POSITIVE_INFINITY
+    return this.stream(model, cb, maxCalls, (client) => client.chat(body))
   }
 
   /**
-   * Streams a completion through `cb.onToken`; `system` and `raw` as in Ollama.
+   * Streams a completion through `cb.onToken` (and `cb.onDelta`, as `chat`); `system` and `raw` as in Ollama.
    * @throws like `chat`
    */
   async generate(req: GenerateRequest, cb: GenerateCallbacks = {}): Promise<GenerationResult> {
     const model = checkModelName(req?.model)
     checkPrompt(req.prompt)
-    refuseUnsupported(req, 'ollama', { penalties: true })
-    return this.stream(model, cb, (client) => client.generate(generateRequest(model, req)))
+    return this.stream(model, cb, 0, (client) => client.generate(generateRequest(model, req)))
   }
 
   /** @throws ERR_BAD_REQUEST, ERR_MODEL_NOT_FOUND, ERR_CANCELLED, ERR_BACKEND_UNAVAILABLE */
@@ -198,17 +193,20 @@ export class OllamaBackend implements Backend {
     }
   }
 
+  /** Runs one streamed exchange; `maxCalls`: the tool calls passed on at most. */
   private async stream(
     model: string,
     cb: GenerateCallbacks,
+    maxCalls: number,
     start: (client: Ollama) => Promise<Stream>,
   ): Promise<GenerationResult> {
-    const { onToken } = cb ?? {}
-    checkOnToken(onToken)
+    checkOnToken(cb?.onToken)
+    if (cb?.onDelta !== undefined && typeof cb.onDelta !== 'function')
+      throw MeshError.badRequest('onDelta must be a function')
     this.checkOpen(cb ?? {})
     const call = this.begin(cb ?? {})
     const started = performance.now()
-    const pieces: string[] = []
+    const parts = new AnswerParts(cb ?? {}, maxCalls)
     let final: FinalStats | null = null
     try {
       // A stop cuts the call's fetch short (keep-alive-fetch.ts): before the headers, or the body mid-stream.
@@ -216,11 +214,7 @@ export class OllamaBackend implements Backend {
         // Chunks already read off the wire still arrive after an abort; the caller has stopped listening.
         if (call.stopped) break
         call.kick()
-        const text = chunkText(part)
-        if (typeof text === 'string' && text !== '') {
-          pieces.push(text)
-          onToken?.(text)
-        }
+        parts.take(part)
         // No break: the client's iterator ends by itself after the done frame and releases the body.
         if (part.done) final = part
       }
@@ -230,17 +224,16 @@ export class OllamaBackend implements Backend {
       call.end()
     }
     // A done frame read before the abort landed is a complete answer.
-    if (final !== null) return finalResult(pieces.join(''), final)
-    return this.unfinished(pieces, call, started)
+    if (final !== null) return parts.complete(finalResult(parts.text, final))
+    return parts.complete(this.unfinished(parts, call, started))
   }
 
   /** The result of a stream that ended without its done frame. @throws ERR_CANCELLED, ERR_BACKEND_UNAVAILABLE */
-  private unfinished(pieces: string[], call: Call, started: number): GenerationResult {
+  private unfinished(parts: AnswerParts, call: Call, started: number): GenerationResult {
     const cause = call.cause()
     if (cause === null) throw MeshError.backendUnavailable('Ollama ended the stream without a final frame')
-    if (cause === 'timeout' || pieces.length === 0) throw stoppedError(cause, this.requestTimeoutMs)
-    // One streamed chunk per token is how Ollama streams.
-    return cancelledResult(pieces.join(''), pieces.length, performance.now() - started)
+    if (cause === 'timeout' || parts.tokens === 0) throw stoppedError(cause, this.requestTimeoutMs)
+    return cancelledResult(parts.text, parts.tokens, performance.now() - started)
   }
 
   /** @throws ERR_BACKEND_UNAVAILABLE when closed; ERR_BAD_REQUEST, ERR_CANCELLED for the caller's signal or token */

@@ -1,12 +1,5 @@
 /** Ollama's responses as ours: model listings, streamed chunks and the final counts. */
-import type {
-  ChatResponse,
-  EmbedResponse,
-  GenerateResponse,
-  ListResponse,
-  ModelResponse,
-  ShowResponse,
-} from 'ollama'
+import type { EmbedResponse, GenerateResponse, ListResponse, ModelResponse, ShowResponse } from 'ollama'
 import type {
   DoneReason,
   EmbedResult,
@@ -103,11 +96,6 @@ export function embedResultOf(res: EmbedResponse): EmbedResult {
     totalMs: msOf(res.total_duration),
     loadMs: msOf(res.load_duration),
   }
-}
-
-/** The text of a streamed chunk, chat or generate. */
-export function chunkText(part: ChatResponse | GenerateResponse): string | undefined {
-  return 'message' in part ? part.message?.content : part.response
 }
 
 /** A finished stream's result, with Ollama's counts (durations in ns) from its done frame. */

@@ -5,6 +5,7 @@
  */
 import { z } from 'zod'
 import { MeshError } from '../../../kernel/errors.js'
+import { MAX_LOGPROBS } from '../../../kernel/inference.js'
 import type { GenerationOptions } from '../../../kernel/wire.js'
 import { parseWith } from '../plumbing.js'
 
@@ -19,13 +20,42 @@ const optionsSchema = z
     num_predict: z.number().int().nullish(),
     stop: z.union([z.string(), z.array(z.string())]).nullish(),
     repeat_penalty: z.number().nullish(),
+    repeat_last_n: z.number().int().nullish(),
+    presence_penalty: z.number().nullish(),
+    frequency_penalty: z.number().nullish(),
     num_ctx: z.number().int().nullish(),
   })
   .nullish()
 
 const keepAlive = z.union([z.string(), z.number()]).nullish()
 const images = z.array(z.string()).nullish()
-const think = z.union([z.boolean(), z.string()]).nullish()
+const think = z.union([z.boolean(), z.enum(['low', 'medium', 'high'])]).nullish()
+const logprobs = z.boolean().nullish()
+/** Ollama's debug switch: the rendered prompt instead of an answer. */
+const debugRenderOnly = z.boolean().nullish()
+const topLogprobs = z.number().int().min(0).max(MAX_LOGPROBS).nullish()
+/** "json" or a JSON Schema; checked by `formatOf` (answer-shape.ts) for a clearer message. */
+const format = z.unknown().optional()
+const jsonObject = z.record(z.string(), z.unknown())
+
+const toolSchema = z.object({
+  type: z.literal('function'),
+  function: z.object({
+    name: z.string().min(1),
+    description: z.string().nullish(),
+    parameters: jsonObject.nullish(),
+  }),
+})
+
+/** A call in an assistant turn replayed from history: `id` and `index` since Ollama 0.12. */
+const toolCallSchema = z.object({
+  id: z.string().nullish(),
+  function: z.object({
+    index: z.number().int().nullish(),
+    name: z.string().min(1),
+    arguments: jsonObject.nullish(),
+  }),
+})
 
 export const generateSchema = z.object({
   prompt: z.string().nullish(),
@@ -35,21 +65,23 @@ export const generateSchema = z.object({
   options: optionsSchema,
   keep_alive: keepAlive,
   context: z.array(z.number()).nullish(),
-  format: z.unknown().optional(),
+  format,
   suffix: z.string().nullish(),
   template: z.string().nullish(),
   images,
   think,
-  logprobs: z.boolean().nullish(),
+  logprobs,
+  top_logprobs: topLogprobs,
+  _debug_render_only: debugRenderOnly,
 })
 
 const messageSchema = z.object({
   role: z.enum(['system', 'user', 'assistant', 'tool']),
   content: z.string().nullish(),
   images,
-  // An assistant turn replayed from history may carry these; they do not ask for anything.
-  tool_calls: z.array(z.unknown()).nullish(),
+  tool_calls: z.array(toolCallSchema).nullish(),
   tool_name: z.string().nullish(),
+  tool_call_id: z.string().nullish(),
   thinking: z.string().nullish(),
 })
 
@@ -58,10 +90,12 @@ export const chatSchema = z.object({
   stream: z.boolean().nullish(),
   options: optionsSchema,
   keep_alive: keepAlive,
-  format: z.unknown().optional(),
-  tools: z.array(z.unknown()).nullish(),
+  format,
+  tools: z.array(toolSchema).nullish(),
   think,
-  logprobs: z.boolean().nullish(),
+  logprobs,
+  top_logprobs: topLogprobs,
+  _debug_render_only: debugRenderOnly,
 })
 
 export const embedSchema = z.object({
@@ -79,6 +113,8 @@ export const embeddingsSchema = z.object({
 })
 
 type ParsedOptions = z.output<typeof optionsSchema>
+export type ParsedChat = z.output<typeof chatSchema>
+export type ParsedGenerate = z.output<typeof generateSchema>
 
 /** @throws ERR_BAD_REQUEST naming the first bad field */
 export function parse<S extends z.ZodType>(schema: S, body: Record<string, unknown>): z.output<S> {
@@ -110,15 +146,8 @@ export function rejectUnsupported<T>(req: T, fields: ReadonlyArray<keyof T & str
   }
 }
 
-export const UNSUPPORTED_IN_GENERATE = [
-  'format',
-  'suffix',
-  'template',
-  'images',
-  'think',
-  'logprobs',
-] as const
-export const UNSUPPORTED_IN_CHAT = ['format', 'tools', 'think', 'logprobs'] as const
+export const UNSUPPORTED_IN_GENERATE = ['suffix', 'template', 'images', '_debug_render_only'] as const
+export const UNSUPPORTED_IN_CHAT = ['_debug_render_only'] as const
 export const UNSUPPORTED_IN_MESSAGE = ['images'] as const
 export const UNSUPPORTED_IN_EMBED = ['dimensions'] as const
 
@@ -133,6 +162,9 @@ export function toGenerationOptions(o: ParsedOptions): GenerationOptions | undef
   if (o.num_predict != null) out.num_predict = o.num_predict
   if (o.stop != null) out.stop = typeof o.stop === 'string' ? [o.stop] : o.stop
   if (o.repeat_penalty != null) out.repeat_penalty = o.repeat_penalty
+  if (o.repeat_last_n != null) out.repeat_last_n = o.repeat_last_n
+  if (o.presence_penalty != null) out.presence_penalty = o.presence_penalty
+  if (o.frequency_penalty != null) out.frequency_penalty = o.frequency_penalty
   if (o.num_ctx != null) out.num_ctx = o.num_ctx
   return Object.keys(out).length > 0 ? out : undefined
 }

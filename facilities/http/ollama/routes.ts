@@ -1,21 +1,14 @@
 /** Ollama's routes, one handler per endpoint, over the source each request is given. */
-import type { ChatMessage, GenerationResult } from '../../../kernel/wire.js'
 import { type Exchange, sendJson } from '../plumbing.js'
-import { respondGeneration, writeFrame } from '../stream-writer.js'
-import { detailsOf, line, metrics, modelEntry, modelfileOf, NDJSON, now, ns } from './replies.js'
+import { chat, generate } from './generation.js'
+import { detailsOf, modelEntry, modelfileOf, ns } from './replies.js'
 import {
-  chatSchema,
   embeddingsSchema,
   embedSchema,
-  generateSchema,
   parse,
   rejectUnsupported,
   requireModel,
-  toGenerationOptions,
-  UNSUPPORTED_IN_CHAT,
   UNSUPPORTED_IN_EMBED,
-  UNSUPPORTED_IN_GENERATE,
-  UNSUPPORTED_IN_MESSAGE,
 } from './requests.js'
 
 const ROOT_TEXT = 'Ollama is running'
@@ -61,92 +54,6 @@ async function show(ctx: Exchange): Promise<void> {
     capabilities: d.capabilities,
     modified_at: d.modifiedAt,
   })
-}
-
-function generateFinal(model: string, text: string, r: GenerationResult) {
-  return { model, created_at: now(), response: text, done: true, done_reason: r.doneReason, ...metrics(r) }
-}
-
-async function generate(ctx: Exchange): Promise<void> {
-  const body = await ctx.body()
-  const model = requireModel(body)
-  const req = parse(generateSchema, body)
-  rejectUnsupported(req, UNSUPPORTED_IN_GENERATE)
-  const prompt = req.prompt ?? ''
-  const options = toGenerationOptions(req.options)
-  if (prompt === '' && !req.system) {
-    // Ollama's "load a model" call: one object, even when streaming was asked for.
-    await ctx.source.generate({ model, prompt: '' }, { cancel: ctx.cancel })
-    if (ctx.cancel.aborted) return
-    sendJson(ctx.res, 200, { model, created_at: now(), response: '', done: true, done_reason: 'load' })
-    return
-  }
-  const wire = {
-    model,
-    prompt,
-    ...(req.system ? { system: req.system } : {}),
-    ...(req.raw != null ? { raw: req.raw } : {}),
-    ...(options ? { options } : {}),
-  }
-  await respondGeneration(
-    ctx.res,
-    ctx.cancel,
-    {
-      stream: req.stream !== false,
-      run: (cb) => ctx.source.generate(wire, cb),
-      piece: (text) => line({ model, created_at: now(), response: text, done: false }),
-      finish: (res, r) => writeFrame(res, line(generateFinal(model, '', r))),
-      whole: (r) => generateFinal(model, r.text, r),
-    },
-    NDJSON,
-  )
-}
-
-function chatFinal(model: string, text: string, r: GenerationResult) {
-  return {
-    model,
-    created_at: now(),
-    message: { role: 'assistant', content: text },
-    done_reason: r.doneReason,
-    done: true,
-    ...metrics(r),
-  }
-}
-
-async function chat(ctx: Exchange): Promise<void> {
-  const body = await ctx.body()
-  const model = requireModel(body)
-  const req = parse(chatSchema, body)
-  const messages = req.messages ?? []
-  rejectUnsupported(req, UNSUPPORTED_IN_CHAT)
-  for (const [i, m] of messages.entries()) rejectUnsupported(m, UNSUPPORTED_IN_MESSAGE, `messages.${i}.`)
-  const options = toGenerationOptions(req.options)
-  if (messages.length === 0) {
-    await ctx.source.generate({ model, prompt: '' }, { cancel: ctx.cancel })
-    if (ctx.cancel.aborted) return
-    sendJson(ctx.res, 200, {
-      model,
-      created_at: now(),
-      message: { role: 'assistant', content: '' },
-      done_reason: 'load',
-      done: true,
-    })
-    return
-  }
-  const wire: ChatMessage[] = messages.map((m) => ({ role: m.role, content: m.content ?? '' }))
-  await respondGeneration(
-    ctx.res,
-    ctx.cancel,
-    {
-      stream: req.stream !== false,
-      run: (cb) => ctx.source.chat({ model, messages: wire, ...(options ? { options } : {}) }, cb),
-      piece: (text) =>
-        line({ model, created_at: now(), message: { role: 'assistant', content: text }, done: false }),
-      finish: (res, r) => writeFrame(res, line(chatFinal(model, '', r))),
-      whole: (r) => chatFinal(model, r.text, r),
-    },
-    NDJSON,
-  )
 }
 
 async function embed(ctx: Exchange): Promise<void> {

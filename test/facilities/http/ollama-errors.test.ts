@@ -62,16 +62,16 @@ test('ollama-api: bad request bodies get 400 with an {"error"} naming the proble
     'stream not a boolean',
   )
   for (const [field, value] of [
-    ['format', 'json'],
-    ['tools', [{ type: 'function', function: { name: 'f' } }]],
-    ['think', true],
+    ['suffix', 'xyz'],
+    ['template', '{{ .Prompt }}'],
+    ['images', ['aGk=']],
   ] as const) {
     await expectError(
       t,
-      await post(`${url}/api/chat`, { model: TINY_MODEL_NAME, messages: user, [field]: value }),
+      await post(`${url}/api/generate`, { model: TINY_MODEL_NAME, prompt: 'abc', [field]: value }),
       400,
       `unsupported ${field}`,
-      new RegExp(`${field} is not supported`),
+      new RegExp(`^${field} is not supported`),
     )
   }
   await expectError(
