@@ -41,23 +41,26 @@ export async function respondEvents(
   framing: StreamFraming,
 ): Promise<void> {
   let started = false
-  const write = (frames: string) => {
-    if (frames === '' || cancel.aborted) return
-    if (!started) {
-      started = true
-      noteFirstToken(res)
-      res.writeHead(200, framing.headers)
-      writeFrame(res, plan.start())
-    }
-    writeFrame(res, frames)
+  // The opening frames come before the first part's, though the head waits for a part with frames.
+  let opening: string | null = null
+  const write = (part: () => string) => {
+    if (cancel.aborted) return
+    if (started) return writeFrame(res, part())
+    opening ??= plan.start()
+    const frames = part()
+    if (frames === '') return
+    started = true
+    noteFirstToken(res)
+    res.writeHead(200, framing.headers)
+    writeFrame(res, opening + frames)
   }
   const cb: GenerateCallbacks = plan.stream
     ? {
         cancel,
         onToken: (text) => {
-          if (text !== '') write(plan.text(text))
+          if (text !== '') write(() => plan.text(text))
         },
-        onDelta: (delta) => write(plan.delta(delta)),
+        onDelta: (delta) => write(() => plan.delta(delta)),
       }
     : { cancel }
 
@@ -76,7 +79,7 @@ export async function respondEvents(
   if (!plan.stream) return sendJson(res, 200, plan.whole(result))
   if (!started) {
     res.writeHead(200, framing.headers)
-    writeFrame(res, plan.start())
+    writeFrame(res, opening ?? plan.start())
   }
   writeFrame(res, plan.finish(result))
   res.end()

@@ -36,7 +36,10 @@ export const TOOL_ERROR_PREFIX = 'Error: '
 
 /** A block the mesh cannot read. */
 const refuse = (where: string, type: string) =>
-  MeshError.unsupported(where, `(a ${type} block) is not supported: the mesh's models read text only`)
+  MeshError.unsupported(
+    where,
+    `(a block of type ${type}) is not supported: the mesh reads text, reasoning, tool calls and results only`,
+  )
 
 /** The text of `content` (a string, or text blocks only). @throws ERR_UNSUPPORTED naming another block */
 function textOf(content: string | Block[], where: string): string {
