@@ -109,7 +109,7 @@ class Conversation {
 
 /**
  * The request's instructions and input as wire messages, the instructions first.
- * @throws ERR_UNSUPPORTED naming an item or part the mesh cannot read; ERR_BAD_REQUEST for a malformed one
+ * @throws ERR_UNSUPPORTED naming an item or part the mesh cannot read; ERR_BAD_REQUEST for a malformed one, or none
  */
 export function chatMessagesOf(r: ResponsesRequest): ChatMessage[] {
   const c = new Conversation()
@@ -127,5 +127,6 @@ export function chatMessagesOf(r: ResponsesRequest): ChatMessage[] {
     else if (type === 'reasoning') c.reasoning(it, where)
     else throw MeshError.unsupported(`${where}.type`, `'${type}' is not supported by this server`)
   })
+  if (c.messages.length === 0) throw MeshError.badRequest('input: nothing to answer', { param: 'input' })
   return c.messages
 }

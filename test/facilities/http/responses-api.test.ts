@@ -282,6 +282,13 @@ test('responses-api: errors are OpenAI error objects, before and during a stream
 
   const noInput = await client.responses.create({ model: MODEL } as never).catch((e: unknown) => e)
   t.is((noInput as InstanceType<typeof OpenAI.APIError>).param, 'input', 'a missing field is named')
+  const empty = await client.responses.create({ model: MODEL, input: [] }).catch((e: unknown) => e)
+  t.ok(empty instanceof OpenAI.BadRequestError, 'nothing to answer: 400')
+  t.is((empty as InstanceType<typeof OpenAI.APIError>).param, 'input')
+  const badArgs = await client.responses
+    .create({ model: MODEL, input: [{ type: 'function_call', call_id: 'c', name: 'f', arguments: '[1' }] })
+    .catch((e: unknown) => e)
+  t.is((badArgs as InstanceType<typeof OpenAI.APIError>).param, 'input[0].arguments', 'arguments not JSON')
 
   source.script = { tokens: ['Hel'], failAfter: new MeshError('ERR_STREAM_BROKEN', 'the processor left') }
   const stream = await client.responses.create({ model: MODEL, input: 'x', stream: true })
