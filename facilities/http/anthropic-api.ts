@@ -27,6 +27,7 @@ import {
   toolChoiceOf,
   toolsOf,
 } from './anthropic/requests.js'
+import { asCallerNamed } from './caller-names.js'
 import { parseAt, serveRequest } from './plumbing.js'
 import { namedEvent, respondEvents, SSE_HEADERS } from './stream-deltas.js'
 import type { StreamFraming } from './stream-writer.js'
@@ -50,6 +51,13 @@ export type AnthropicRoutes = (
 
 /** Whether `path` is one of Anthropic's (`/v1/messages` and below). */
 export const isAnthropicPath = (path: string) => path === '/v1/messages' || path.startsWith('/v1/messages/')
+
+/** The wire's names of the fields a backend may refuse, as an Anthropic caller names them. */
+const CALLER_NAMES = {
+  think: 'thinking',
+  format: 'output_config.format',
+  'messages.tool_calls': 'messages',
+}
 
 /** SSE with Anthropic's event names; a failure mid-stream is an `error` event. */
 const FRAMING: StreamFraming = {
@@ -114,7 +122,10 @@ async function messages(
     cancel,
     {
       stream: r.stream === true,
-      run: (cb) => source.chat(chat, cb),
+      run: (cb) =>
+        source.chat(chat, cb).catch((err: unknown) => {
+          throw asCallerNamed(err, CALLER_NAMES)
+        }),
       start: () =>
         namedEvent('message_start', { type: 'message_start', message: messageObject(id, r.model, [], null) }),
       text: (text) => blocks.text(text),

@@ -16,6 +16,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { CancelToken } from '../../kernel/cancel.js'
 import { MeshError } from '../../kernel/errors.js'
 import type { ChatRequest, GenerationResult, InferenceSource } from '../../kernel/wire.js'
+import { asCallerNamed } from './caller-names.js'
 import { notAllowed, openAIError, sendOpenAIError } from './openai/errors.js'
 import { parseAt, serveRequest } from './plumbing.js'
 import { chatMessagesOf } from './responses/input.js'
@@ -100,6 +101,13 @@ export function chatRequestOf(r: ResponsesRequest): ChatRequest {
   return chat
 }
 
+/** The wire's names of the fields a backend may refuse, as a Responses caller names them. */
+const CALLER_NAMES = {
+  think: 'reasoning.effort',
+  format: 'text.format',
+  'messages.tool_calls': 'input',
+}
+
 type Status = 'in_progress' | 'completed' | 'incomplete' | 'failed'
 
 /** The response object: the request's settings echoed, the output so far, and how it ended. */
@@ -181,7 +189,10 @@ async function responses(
     cancel,
     {
       stream: r.stream === true,
-      run: (cb) => source.chat(chat, cb),
+      run: (cb) =>
+        source.chat(chat, cb).catch((err: unknown) => {
+          throw asCallerNamed(err, CALLER_NAMES)
+        }),
       start: () =>
         items.event('response.created', { response: snapshot('in_progress', null) }) +
         items.event('response.in_progress', { response: snapshot('in_progress', null) }),

@@ -338,6 +338,20 @@ test('anthropic-api: errors are Anthropic error objects, before and during a str
   t.is((busy as InstanceType<typeof Anthropic.APIError>).status, 503)
   t.is((busy as InstanceType<typeof Anthropic.APIError>).type, 'overloaded_error')
 
+  source.script = { failBefore: MeshError.unsupported('think', 'is not supported by the echo backend') }
+  const refused = await client.messages
+    .create({ model: MODEL, max_tokens: 5, thinking: { type: 'adaptive' }, messages: user })
+    .catch((e: unknown) => e)
+  t.is((refused as InstanceType<typeof Anthropic.APIError>).status, 400)
+  t.alike(
+    (refused as InstanceType<typeof Anthropic.APIError>).error,
+    {
+      type: 'error',
+      error: { type: 'invalid_request_error', message: 'thinking is not supported by the echo backend' },
+    },
+    "a backend's refusal names the field as the caller did",
+  )
+
   source.script = { tokens: ['Hel'], failAfter: new MeshError('ERR_STREAM_BROKEN', 'the processor left') }
   const stream = client.messages.stream({ model: MODEL, max_tokens: 5, messages: user })
   const mid = await stream.finalMessage().catch((e: unknown) => e)

@@ -290,6 +290,20 @@ test('responses-api: errors are OpenAI error objects, before and during a stream
     .catch((e: unknown) => e)
   t.is((badArgs as InstanceType<typeof OpenAI.APIError>).param, 'input[0].arguments', 'arguments not JSON')
 
+  source.script = { failBefore: MeshError.unsupported('format', 'is not supported by the echo backend') }
+  const backendRefused = await client.responses
+    .create({ model: MODEL, input: 'x', text: { format: { type: 'json_object' } } })
+    .catch((e: unknown) => e)
+  t.is(
+    (backendRefused as InstanceType<typeof OpenAI.APIError>).param,
+    'text.format',
+    "a backend's refusal, as the caller named it",
+  )
+  t.is(
+    (backendRefused as InstanceType<typeof OpenAI.APIError>).message,
+    '400 text.format is not supported by the echo backend',
+  )
+
   source.script = { tokens: ['Hel'], failAfter: new MeshError('ERR_STREAM_BROKEN', 'the processor left') }
   const stream = await client.responses.create({ model: MODEL, input: 'x', stream: true })
   const types: string[] = []
