@@ -9,15 +9,18 @@ import { namedEvent } from '../stream-deltas.js'
 
 const TEXT_PART = { type: 'output_text', annotations: [], logprobs: [] } as const
 
+type Reasoning = { type: 'reasoning'; id: string; summary: { type: 'summary_text'; text: string }[] }
+type Message = {
+  type: 'message'
+  id: string
+  status: 'in_progress' | 'completed' | 'incomplete'
+  role: 'assistant'
+  content: { type: 'output_text'; text: string; annotations: readonly never[]; logprobs: readonly never[] }[]
+}
+
 export type OutputItem =
-  | { type: 'reasoning'; id: string; summary: { type: 'summary_text'; text: string }[] }
-  | {
-      type: 'message'
-      id: string
-      status: 'in_progress' | 'completed' | 'incomplete'
-      role: 'assistant'
-      content: { type: 'output_text'; text: string; annotations: never[]; logprobs: never[] }[]
-    }
+  | Reasoning
+  | Message
   | {
       type: 'function_call'
       id: string
@@ -32,6 +35,8 @@ export class OutputItems {
   readonly output: OutputItem[] = []
   /** The last item while it may still grow. */
   private open: 'reasoning' | 'message' | null = null
+  /** The open item's one part (reasoning summary, or output text), whose text grows. */
+  private part: { text: string } | null = null
   private readonly calls = new Set<string>()
   private sequence = 0
 
@@ -67,16 +72,15 @@ export class OutputItems {
     if (this.open === null || item === undefined) return ''
     this.open = null
     let frames = ''
+    const part = this.part
     if (item.type === 'reasoning') {
-      const part = item.summary[0] as { type: 'summary_text'; text: string }
       const at = { ...this.where(), summary_index: 0 }
-      frames += this.event('response.reasoning_summary_text.done', { ...at, text: part.text })
+      frames += this.event('response.reasoning_summary_text.done', { ...at, text: part?.text })
       frames += this.event('response.reasoning_summary_part.done', { ...at, part })
     } else if (item.type === 'message') {
       item.status = status
-      const part = item.content[0] as { text: string }
       const at = { ...this.where(), content_index: 0 }
-      frames += this.event('response.output_text.done', { ...at, text: part.text, logprobs: [] })
+      frames += this.event('response.output_text.done', { ...at, text: part?.text, logprobs: [] })
       frames += this.event('response.content_part.done', { ...at, part })
     }
     return frames + this.event('response.output_item.done', { output_index: this.index, item })
@@ -87,18 +91,19 @@ export class OutputItems {
     if (text === '') return ''
     let frames = ''
     if (this.open !== 'reasoning') {
-      frames = this.add({ type: 'reasoning', id: `rs_${this.rid}_${this.output.length}`, summary: [] })
+      const item: Reasoning = { type: 'reasoning', id: `rs_${this.rid}_${this.output.length}`, summary: [] }
+      frames = this.add(item)
       this.open = 'reasoning'
-      const part = { type: 'summary_text', text: '' } as const
-      ;(this.output[this.index] as { summary: unknown[] }).summary.push({ ...part })
+      const part = { type: 'summary_text' as const, text: '' }
+      item.summary.push(part)
+      this.part = part
       frames += this.event('response.reasoning_summary_part.added', {
         ...this.where(),
         summary_index: 0,
-        part,
+        part: { type: 'summary_text', text: '' },
       })
     }
-    const item = this.output[this.index] as { summary: { text: string }[] }
-    ;(item.summary[0] as { text: string }).text += text
+    ;(this.part as { text: string }).text += text
     return (
       frames +
       this.event('response.reasoning_summary_text.delta', { ...this.where(), summary_index: 0, delta: text })
@@ -110,9 +115,12 @@ export class OutputItems {
     let frames = ''
     if (this.open !== 'message') {
       const id = `msg_${this.rid}_${this.output.length}`
-      frames = this.add({ type: 'message', id, status: 'in_progress', role: 'assistant', content: [] })
+      const item: Message = { type: 'message', id, status: 'in_progress', role: 'assistant', content: [] }
+      frames = this.add(item)
       this.open = 'message'
-      ;(this.output[this.index] as { content: unknown[] }).content.push({ ...TEXT_PART, text: '' })
+      const part = { ...TEXT_PART, text: '' }
+      item.content.push(part)
+      this.part = part
       frames += this.event('response.content_part.added', {
         ...this.where(),
         content_index: 0,
@@ -120,8 +128,7 @@ export class OutputItems {
       })
     }
     if (text === '') return frames
-    const item = this.output[this.index] as { content: { text: string }[] }
-    ;(item.content[0] as { text: string }).text += text
+    ;(this.part as { text: string }).text += text
     return (
       frames +
       this.event('response.output_text.delta', {
