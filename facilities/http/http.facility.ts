@@ -4,6 +4,7 @@ import {
   type OutgoingHttpHeader,
   type OutgoingHttpHeaders,
   type Server,
+  type ServerResponse,
 } from 'node:http'
 import type { Socket } from 'node:net'
 import { MeshError } from '../../kernel/errors.js'
@@ -14,14 +15,16 @@ import type { Identity } from '../auth/auth.facility.js'
 import { Facility } from '../facility.js'
 import type { Logger } from '../log.facility.js'
 import type { RequestTrace, Tracer } from '../tracing/request-trace.js'
+import { createAnthropicRoutes } from './anthropic-api.js'
 import { Cors } from './cors.js'
+import { apiOf, credentialOf, sendApiError } from './dialects.js'
 import { PROBE_PATHS, serveProbe } from './health-routes.js'
-import { type HttpMetrics, noteFailure, ObservedResponse, outcomeOf } from './observed.js'
+import { type HttpApi, type HttpMetrics, ObservedResponse, outcomeOf } from './observed.js'
 import { sendNotFound } from './ollama/replies.js'
 import { createOllamaRoutes, DEFAULT_OLLAMA_VERSION } from './ollama-api.js'
-import { sendOpenAIError } from './openai/errors.js'
 import { createOpenAIRoutes } from './openai-api.js'
 import { baseUrl, closeServer, listenOn, methodOf, pathOf, retryAfterHeaders, sendJson } from './plumbing.js'
+import { createResponsesRoutes } from './responses-api.js'
 
 /** Open connections at most, unless configured (`http.maxConnections`). */
 export const DEFAULT_MAX_CONNECTIONS = 1024
@@ -98,7 +101,7 @@ class MeshResponse<Request extends IncomingMessage = IncomingMessage> extends Ob
   requestId = ''
   timing: RequestTiming | null = null
   /** The API it counts under; null: not counted (the scrape itself). */
-  api: 'ollama' | 'openai' | null = null
+  api: HttpApi | null = null
   /** The request's trace (tracing on): its timing goes in the head, or for a stream in trailers. */
   trace: RequestTrace | undefined = undefined
   /** Whether the head announced the timing trailers. */
@@ -168,17 +171,12 @@ class MeshResponse<Request extends IncomingMessage = IncomingMessage> extends Ob
 /** Paths any client may read without a key: Ollama clients probe them to see a server is up. */
 const OPEN_PATHS = new Set(['/', '/api/version'])
 
-function bearer(req: IncomingMessage): string | undefined {
-  const h = req.headers.authorization
-  if (!h) return undefined
-  const m = /^Bearer\s+(.+)$/i.exec(h.trim())
-  return m ? (m[1] as string).trim() : h.trim()
-}
-
 /**
- * The gateway's HTTP front: Ollama's API (`/`, `/api/*`) and OpenAI's (`/v1/*`)
- * over the mesh, on one port. Every request but the two health probes needs
- * `Authorization: Bearer <API key or access token>`, and then goes through the
+ * The gateway's HTTP front: Ollama's API (`/`, `/api/*`), Anthropic's Messages
+ * (`/v1/messages`), OpenAI's Responses (`/v1/responses`) and OpenAI's other
+ * endpoints (`/v1/*`) over the mesh, on one port. Every request but the two
+ * health probes needs `Authorization: Bearer <API key or access token>` (on
+ * Anthropic's paths `x-api-key: <key>` too), and then goes through the
  * same limits, routing and ledger as an RPC request. Every response carries
  * `X-Request-Id` and `X-LLM-Mesh-Overhead-Ms`: the time the request spent in
  * the gateway itself (before it reached a processor, and for an answer given
@@ -190,6 +188,8 @@ export class HttpFacility extends Facility {
   private readonly log: Logger
   private readonly ollama: ReturnType<typeof createOllamaRoutes>
   private readonly openai: ReturnType<typeof createOpenAIRoutes>
+  private readonly anthropic: ReturnType<typeof createAnthropicRoutes>
+  private readonly responses: ReturnType<typeof createResponsesRoutes>
   private readonly nextId = idSequence(4)
   private server: Server | null = null
   private bound: number | null = null
@@ -211,11 +211,14 @@ export class HttpFacility extends Facility {
     this.maxConnections = maxConnections
     this.log = opts.logger
     this.ollama = createOllamaRoutes({ version: DEFAULT_OLLAMA_VERSION, maxBodyBytes: opts.maxBodyBytes })
-    this.openai = createOpenAIRoutes({
+    // The answer's id is the request's: `chatcmpl-<X-Request-Id>`, `msg_<…>`, `resp_<…>`.
+    const dialect = {
       maxBodyBytes: opts.maxBodyBytes,
-      // The answer's id is the request's: `chatcmpl-<X-Request-Id>`.
-      requestId: (res) => (res instanceof MeshResponse ? res.requestId : this.id()),
-    })
+      requestId: (res: ServerResponse) => (res instanceof MeshResponse ? res.requestId : this.id()),
+    }
+    this.openai = createOpenAIRoutes(dialect)
+    this.anthropic = createAnthropicRoutes(dialect)
+    this.responses = createResponsesRoutes(dialect)
   }
 
   /** Base URL, e.g. http://127.0.0.1:11435. @throws ERR_UNAVAILABLE before it listens */
@@ -246,7 +249,7 @@ export class HttpFacility extends Facility {
     server.keepAliveTimeout = 65_000
     this.bound = await listenOn(server, this.opts.host, this.opts.port)
     this.server = server
-    this.log.info({ url: this.url }, 'http: Ollama and OpenAI APIs')
+    this.log.info({ url: this.url }, 'http: Ollama, OpenAI and Anthropic APIs')
   }
 
   protected override async _close(): Promise<void> {
@@ -328,7 +331,7 @@ export class HttpFacility extends Facility {
     res.trace = trace
     res.timing = timing
     const path = pathOf(req)
-    const openAI = path?.startsWith('/v1/') === true
+    const api = apiOf(path)
     const { metrics, health } = this.opts
     const scrape = metrics != null && path === '/metrics'
     // Probes answer even while the gateway stops (ready: no) or refuses connections.
@@ -339,7 +342,7 @@ export class HttpFacility extends Facility {
       if (Cors.isPreflight(req)) return cors.preflight(req, res)
       res.corsOrigin = cors.allowed(req)
     }
-    if (!scrape) res.api = openAI ? 'openai' : 'ollama'
+    if (!scrape) res.api = api
     const refused = this.refused.has(req.socket)
     if (refused || this.stopping) {
       const e = refused
@@ -357,10 +360,7 @@ export class HttpFacility extends Facility {
           )
       // The body, if any, is never read: close rather than drain it.
       const headers = { ...retryAfterHeaders(e), Connection: 'close' }
-      noteFailure(res, e)
-      if (openAI) sendOpenAIError(res, e, headers)
-      else sendJson(res, e.httpStatus, { error: e.reason }, headers)
-      return
+      return sendApiError(api, res, e, headers)
     }
     if (path === null) return sendNotFound(res)
     if (scrape && metrics) return this.scrape(req, res, metrics)
@@ -368,20 +368,18 @@ export class HttpFacility extends Facility {
     let identity: Identity | null = null
     if (!OPEN_PATHS.has(path)) {
       try {
-        identity = this.opts.authenticate(bearer(req))
+        identity = this.opts.authenticate(credentialOf(req, api))
       } catch (err) {
         res.setHeader('WWW-Authenticate', 'Bearer')
         // The body of an unauthenticated request is never read: close rather than drain it.
         res.setHeader('Connection', 'close')
-        const e = MeshError.from(err)
-        noteFailure(res, e)
-        if (openAI) sendOpenAIError(res, e)
-        else sendJson(res, e.httpStatus, { error: e.reason })
-        return
+        return sendApiError(api, res, MeshError.from(err))
       }
     }
     const source = this.opts.sourceFor(identity, timing, trace)
-    if (openAI) return this.openai(req, res, source, path)
+    if (api === 'anthropic') return this.anthropic(req, res, source, path)
+    if (api === 'responses') return this.responses(req, res, source, path)
+    if (api === 'openai') return this.openai(req, res, source, path)
     return this.ollama(req, res, source, path)
   }
 }

@@ -1,14 +1,17 @@
 import { type IncomingMessage, ServerResponse } from 'node:http'
 import { ERROR_CODES, MeshError } from '../../kernel/errors.js'
 
+/** The HTTP dialect a request came in by: its `api` label in the metrics. */
+export type HttpApi = 'ollama' | 'openai' | 'anthropic' | 'responses'
+
 /** What the HTTP layer reports for metrics, and where it reads them from. */
 export interface HttpMetrics {
   /** One request answered (or left): its API, outcome (`ok` or a MeshError code) and duration. */
-  request(api: 'ollama' | 'openai', code: string, seconds: number): void
+  request(api: HttpApi, code: string, seconds: number): void
   /** A streamed answer's first piece of text, `seconds` after the request arrived. */
-  firstToken(api: 'ollama' | 'openai', seconds: number): void
+  firstToken(api: HttpApi, seconds: number): void
   /** The gateway's own time on a request a processor answered (see `ownSeconds`). */
-  overhead(api: 'ollama' | 'openai', seconds: number): void
+  overhead(api: HttpApi, seconds: number): void
   /** The scrape: Prometheus's text format. */
   text(): Promise<string>
   contentType: string

@@ -23,6 +23,22 @@ export function parseWith<S extends z.ZodType>(
   throw refuse(issue?.path.map(String).join('.') ?? '', issue?.message ?? 'invalid request')
 }
 
+/**
+ * A body, or the part of one found at `where` (`messages[2].content[0]`), through its schema;
+ * the first problem is a 400 naming its path in the message and `details.param`.
+ * @throws ERR_BAD_REQUEST
+ */
+export function parseAt<S extends z.ZodType>(
+  schema: S,
+  body: Record<string, unknown>,
+  where = '',
+): z.output<S> {
+  return parseWith(schema, body, (path, message) => {
+    const param = [where, path].filter((p) => p !== '').join('.')
+    return param ? MeshError.badRequest(`${param}: ${message}`, { param }) : MeshError.badRequest(message, {})
+  })
+}
+
 export const JSON_TYPE = 'application/json; charset=utf-8'
 
 /**

@@ -2,10 +2,10 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
 import { ERROR_CODES } from '../../kernel/errors.js'
 import { TokenCounter } from './labels.js'
 
-/** Where a gateway request came in. */
-export type GatewayApi = 'ollama' | 'openai' | 'rpc'
+/** Where a gateway request came in: an HTTP dialect (`/v1/messages`: anthropic, `/v1/responses`: responses), or RPC. */
+export type GatewayApi = 'ollama' | 'openai' | 'anthropic' | 'responses' | 'rpc'
 
-const APIS: readonly GatewayApi[] = ['ollama', 'openai', 'rpc']
+const APIS: readonly GatewayApi[] = ['ollama', 'openai', 'anthropic', 'responses', 'rpc']
 const PROCESSOR_STATES = ['serving', 'draining', 'unreachable'] as const
 /** Request durations, from a health probe to a long generation. */
 const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
@@ -32,7 +32,7 @@ type Observer = { observe(v: number): void }
 
 /**
  * The gateway's series, in the worker's own registry. Every label value is bounded: the API
- * (three), a MeshError code or `ok`, a token kind, a processor state, and a model the mesh
+ * (five), a MeshError code or `ok`, a token kind, a processor state, and a model the mesh
  * serves (else `other`). Label children are bound once, so a request's hooks allocate nothing.
  */
 export class GatewayMetrics {
@@ -41,6 +41,8 @@ export class GatewayMetrics {
   private readonly requestChildren: Record<GatewayApi, Map<string, Child>> = {
     ollama: new Map(),
     openai: new Map(),
+    anthropic: new Map(),
+    responses: new Map(),
     rpc: new Map(),
   }
   private readonly durations: Record<GatewayApi, Observer>

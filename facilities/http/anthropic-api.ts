@@ -1,0 +1,145 @@
+/**
+ * Anthropic's Messages API over any InferenceSource (the gateway mounts it over the mesh):
+ * `POST /v1/messages`, whole or streamed, shaped as Anthropic's API reference so the official
+ * `@anthropic-ai/sdk` client and the tools built on it (Claude Code and the like, pointed at
+ * the gateway's base URL) work unchanged.
+ *
+ * As in the other layers, a field is ignored only when ignoring it cannot change the kind of
+ * answer (`metadata`, `service_tier`, `cache_control`, `thinking.budget_tokens` beyond
+ * `max_tokens`); anything asked for that the mesh cannot do (images, documents, server tools,
+ * MCP servers, containers) is a 400 `invalid_request_error` naming it (ERR_UNSUPPORTED).
+ * `count_tokens` is not served: the gateway has no tokenizer of its own (404).
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { CancelToken } from '../../kernel/cancel.js'
+import { MeshError } from '../../kernel/errors.js'
+import type { ChatRequest, InferenceSource } from '../../kernel/wire.js'
+import { MessageBlocks, messageObject } from './anthropic/answer.js'
+import { chatMessagesOf } from './anthropic/conversation.js'
+import { anthropicError, notAllowed, sendAnthropicError } from './anthropic/errors.js'
+import {
+  formatOf,
+  type MessagesRequest,
+  messagesSchema,
+  optionsOf,
+  refuseServerFeatures,
+  thinkOf,
+  toolChoiceOf,
+  toolsOf,
+} from './anthropic/requests.js'
+import { asCallerNamed } from './caller-names.js'
+import { parseAt, serveRequest } from './plumbing.js'
+import { namedEvent, respondEvents, SSE_HEADERS } from './stream-deltas.js'
+import type { StreamFraming } from './stream-writer.js'
+
+export const DEFAULT_ANTHROPIC_MAX_BODY_BYTES = 8 * 1024 * 1024
+
+export interface AnthropicRoutesOptions {
+  /** Largest request body accepted; larger ones get 413. */
+  maxBodyBytes?: number
+  /** Id of the answer to `res` (`msg_<id>`); default a random one per request. */
+  requestId?: (res: ServerResponse) => string
+}
+
+/** Answers one request whose `path` (parsed once by the caller: `pathOf`) is `/v1/messages…`. */
+export type AnthropicRoutes = (
+  req: IncomingMessage,
+  res: ServerResponse,
+  source: InferenceSource,
+  path: string,
+) => Promise<void>
+
+/** Whether `path` is one of Anthropic's (`/v1/messages` and below). */
+export const isAnthropicPath = (path: string) => path === '/v1/messages' || path.startsWith('/v1/messages/')
+
+/** The wire's names of the fields a backend may refuse, as an Anthropic caller names them. */
+const CALLER_NAMES = {
+  think: 'thinking',
+  format: 'output_config.format',
+  'messages.tool_calls': 'messages',
+}
+
+/** SSE with Anthropic's event names; a failure mid-stream is an `error` event. */
+const FRAMING: StreamFraming = {
+  headers: SSE_HEADERS,
+  failure: (err) => namedEvent('error', anthropicError(err).body),
+  sendError: sendAnthropicError,
+}
+
+/**
+ * The Anthropic routes, for mounting in a node:http server next to the others. Every failure
+ * becomes Anthropic's error object with its status.
+ */
+export function createAnthropicRoutes(opts: AnthropicRoutesOptions = {}): AnthropicRoutes {
+  const {
+    maxBodyBytes = DEFAULT_ANTHROPIC_MAX_BODY_BYTES,
+    requestId = () => Math.random().toString(36).slice(2, 14),
+  } = opts
+  return (req, res, source, path) =>
+    serveRequest(
+      req,
+      res,
+      maxBodyBytes,
+      source,
+      async ({ method, cancel, body }) => {
+        if (path !== '/v1/messages') throw new MeshError('ERR_NOT_FOUND', `unknown endpoint ${path}`)
+        if (method !== 'POST') return notAllowed(res, 'POST')
+        await messages(res, cancel, source, parseAt(messagesSchema, await body()), requestId(res))
+      },
+      sendAnthropicError,
+    )
+}
+
+/**
+ * The wire request a Messages request asks for.
+ * @throws ERR_UNSUPPORTED naming what the mesh cannot do; ERR_BAD_REQUEST for bad input
+ */
+export function chatRequestOf(r: MessagesRequest): ChatRequest {
+  refuseServerFeatures(r)
+  const chat: ChatRequest = { model: r.model, messages: chatMessagesOf(r), options: optionsOf(r) }
+  const tools = toolsOf(r)
+  if (tools) chat.tools = tools
+  Object.assign(chat, toolChoiceOf(r))
+  const think = thinkOf(r)
+  if (think !== undefined) chat.think = think
+  const format = formatOf(r)
+  if (format) chat.format = format
+  return chat
+}
+
+async function messages(
+  res: ServerResponse,
+  cancel: CancelToken,
+  source: InferenceSource,
+  r: MessagesRequest,
+  rid: string,
+): Promise<void> {
+  const chat = chatRequestOf(r)
+  const id = `msg_${rid}`
+  const blocks = new MessageBlocks(r.thinking?.display !== 'omitted')
+  await respondEvents(
+    res,
+    cancel,
+    {
+      stream: r.stream === true,
+      run: (cb) =>
+        source.chat(chat, cb).catch((err: unknown) => {
+          throw asCallerNamed(err, CALLER_NAMES)
+        }),
+      start: () =>
+        namedEvent('message_start', { type: 'message_start', message: messageObject(id, r.model, [], null) }),
+      text: (text) => blocks.text(text),
+      delta: (d) => {
+        let frames = d.thinking ? blocks.thinking(d.thinking) : ''
+        for (const call of d.toolCalls ?? []) frames += blocks.toolCall(call)
+        return frames
+      },
+      finish: (result) => blocks.finish(result),
+      whole: (result) => {
+        blocks.addWhole(result)
+        return messageObject(id, r.model, blocks.content, result)
+      },
+    },
+    FRAMING,
+  )
+}

@@ -1,0 +1,19 @@
+import { MeshError } from '../../kernel/errors.js'
+
+/**
+ * A backend that cannot honour a field refuses it by its wire name (`think`, `format`,
+ * `tools`); a dialect whose caller named it otherwise (Anthropic's `thinking`, the Responses
+ * API's `reasoning.effort`) passes the refusal on under the caller's name. Any other error
+ * is returned as it is.
+ */
+export function asCallerNamed(err: unknown, names: Readonly<Record<string, string>>): unknown {
+  if (!(err instanceof MeshError) || err.code !== 'ERR_UNSUPPORTED') return err
+  const param = err.details?.param
+  if (typeof param !== 'string') return err
+  const name = names[param]
+  if (name === undefined) return err
+  const reason = err.reason.startsWith(`${param} `)
+    ? name + err.reason.slice(param.length)
+    : `${name}: ${err.reason}`
+  return new MeshError('ERR_UNSUPPORTED', reason, { ...err.details, param: name }, err)
+}
