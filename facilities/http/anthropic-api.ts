@@ -49,8 +49,12 @@ export type AnthropicRoutes = (
   path: string,
 ) => Promise<void>
 
-/** Whether `path` is one of Anthropic's (`/v1/messages` and below). */
-export const isAnthropicPath = (path: string) => path === '/v1/messages' || path.startsWith('/v1/messages/')
+/** The one Anthropic route served. */
+export const MESSAGES_PATH = '/v1/messages'
+
+/** Whether `path` is one of Anthropic's (`/v1/messages` and below: those answer 404 in Anthropic's shape). */
+export const isAnthropicPath = (path: string) =>
+  path === MESSAGES_PATH || path.startsWith(`${MESSAGES_PATH}/`)
 
 /** The wire's names of the fields a backend may refuse, as an Anthropic caller names them. */
 const CALLER_NAMES = {
@@ -82,7 +86,7 @@ export function createAnthropicRoutes(opts: AnthropicRoutesOptions = {}): Anthro
       maxBodyBytes,
       source,
       async ({ method, cancel, body }) => {
-        if (path !== '/v1/messages') throw new MeshError('ERR_NOT_FOUND', `unknown endpoint ${path}`)
+        if (path !== MESSAGES_PATH) throw new MeshError('ERR_NOT_FOUND', `unknown endpoint ${path}`)
         if (method !== 'POST') return notAllowed(res, 'POST')
         await messages(res, cancel, source, parseAt(messagesSchema, await body()), requestId(res))
       },

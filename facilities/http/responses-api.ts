@@ -51,8 +51,12 @@ export type ResponsesRoutes = (
   path: string,
 ) => Promise<void>
 
-/** Whether `path` is one of the Responses API's (`/v1/responses` and below). */
-export const isResponsesPath = (path: string) => path === '/v1/responses' || path.startsWith('/v1/responses/')
+/** The one Responses route served (stateless: nothing below it). */
+export const RESPONSES_PATH = '/v1/responses'
+
+/** Whether `path` is one of the Responses API's (`/v1/responses` and below: those answer 404). */
+export const isResponsesPath = (path: string) =>
+  path === RESPONSES_PATH || path.startsWith(`${RESPONSES_PATH}/`)
 
 /**
  * The Responses routes, for mounting in a node:http server next to the others. Every failure
@@ -70,7 +74,7 @@ export function createResponsesRoutes(opts: ResponsesRoutesOptions = {}): Respon
       maxBodyBytes,
       source,
       async ({ method, cancel, body }) => {
-        if (path !== '/v1/responses') {
+        if (path !== RESPONSES_PATH) {
           throw new MeshError('ERR_NOT_FOUND', `${path}: the gateway stores no responses (stateless)`)
         }
         if (method !== 'POST') return notAllowed(res, 'POST')
