@@ -34,6 +34,8 @@ const SEED = 0x6c6c6d
  * sampling at temperature 0.8 pick the intended token with p > 1 - 1e-10.
  */
 const TARGET_LOGIT = 40
+/** How far below the successor's logit its other case lies in a `spread` model. */
+export const SPREAD_GAP = 0.5
 /** Share of an end-of-chain token's embedding on the reserved EOS direction. */
 const EOS_DIRECTION_WEIGHT = 0.8
 
@@ -69,6 +71,13 @@ export interface TinyModelOptions {
    * generations in benchmarks and cancellation tests.
    */
   loop?: boolean
+  /**
+   * Each letter also predicts its successor's other case, nearly as strongly ('c' → 'd', or
+   * 'D' with a logit `SPREAD_GAP` lower): greedy text is unchanged, but sampling at
+   * temperature 1 depends on the seed, and a penalty on the successor (once generated) flips
+   * the case. Letters and digits get orthogonal embeddings so the gap is exact.
+   */
+  spread?: boolean
 }
 
 function charToken(ch: string): number {
@@ -104,36 +113,77 @@ function successors(step: number, loop: boolean): Int32Array {
   return next
 }
 
-function buildTensors(step: number, loop: boolean): GgufTensor[] {
-  const next = successors(step, loop)
-  const rand = seededRandom(SEED)
+/** The chain tokens (letters and digits), in order: a `spread` model gives each its own dimension. */
+function chainTokens(): number[] {
+  const tokens: number[] = []
+  for (const [first, last] of CHAINS) {
+    for (let c = first.charCodeAt(0); c <= last.charCodeAt(0); c++)
+      tokens.push(charToken(String.fromCharCode(c)))
+  }
+  return tokens
+}
 
-  // Dimension 0 is reserved as the "end of chain" direction; the rest hold
-  // near-orthogonal random unit vectors that tell tokens apart.
+/** The same letter in the other case, for a letter token; null for anything else. */
+function otherCase(token: number): number | null {
+  const ch = String.fromCharCode(token - FIRST_CHAR_TOKEN + FIRST_PRINTABLE)
+  const swapped = ch === ch.toLowerCase() ? ch.toUpperCase() : ch.toLowerCase()
+  return swapped === ch ? null : charToken(swapped)
+}
+
+/**
+ * Dimension 0 is reserved as the "end of chain" direction; the rest hold near-orthogonal
+ * random unit vectors that tell tokens apart. With `orthogonal` (a `spread` model) every
+ * chain token gets a dimension of its own instead, and the other tokens random vectors on the
+ * dimensions left, so logits come out exact rather than with up to ~14 of noise.
+ */
+function embeddings(next: Int32Array, orthogonal: boolean): Float32Array {
+  const rand = seededRandom(SEED)
+  const chain = orthogonal ? chainTokens() : []
+  const firstFree = 1 + chain.length
   const embd = new Float32Array(N_VOCAB * N_EMBD)
   for (let t = 0; t < N_VOCAB; t++) {
     const row = embd.subarray(t * N_EMBD, (t + 1) * N_EMBD)
+    const own = chain.indexOf(t)
     let norm = 0
-    for (let i = 1; i < N_EMBD; i++) {
-      row[i] = rand() * 2 - 1
-      norm += row[i] * row[i]
+    if (own >= 0) {
+      row[1 + own] = 1
+      norm = 1
+    } else {
+      for (let i = orthogonal ? firstFree : 1; i < N_EMBD; i++) {
+        row[i] = rand() * 2 - 1
+        norm += row[i] * row[i]
+      }
     }
     const ends = next[t] === EOS
     const scale = (ends ? Math.sqrt(1 - EOS_DIRECTION_WEIGHT ** 2) : 1) / Math.sqrt(norm)
     for (let i = 1; i < N_EMBD; i++) row[i] *= scale
     row[0] = ends ? EOS_DIRECTION_WEIGHT : 0
   }
+  return embd
+}
 
+/** Output rows: each token's successor (and, with `spread`, the successor's other case) reads its embedding. */
+function outputRows(embd: Float32Array, next: Int32Array, spread: boolean): Float32Array {
   // The final RMS norm turns a unit vector into sqrt(N_EMBD) times itself.
   const outScale = TARGET_LOGIT / Math.sqrt(N_EMBD)
   const output = new Float32Array(N_VOCAB * N_EMBD)
   output[EOS * N_EMBD] = outScale / EOS_DIRECTION_WEIGHT
+  const read = (to: number, from: number, scale: number) => {
+    for (let i = 0; i < N_EMBD; i++) output[to * N_EMBD + i] += embd[from * N_EMBD + i] * scale
+  }
   for (let t = 0; t < N_VOCAB; t++) {
     if (next[t] === EOS) continue
-    const src = t * N_EMBD
-    const dst = next[t] * N_EMBD
-    for (let i = 0; i < N_EMBD; i++) output[dst + i] = embd[src + i] * outScale
+    read(next[t], t, outScale)
+    const alternative = spread ? otherCase(next[t]) : null
+    if (alternative !== null) read(alternative, t, outScale * (1 - SPREAD_GAP / TARGET_LOGIT))
   }
+  return output
+}
+
+function buildTensors(step: number, loop: boolean, spread: boolean): GgufTensor[] {
+  const next = successors(step, loop)
+  const embd = embeddings(next, spread)
+  const output = outputRows(embd, next, spread)
 
   const ones = () => new Float32Array(N_EMBD).fill(1)
   const zeros = (...dims: number[]) => new Float32Array(dims.reduce((a, b) => a * b, 1))
@@ -159,7 +209,12 @@ function buildTensors(step: number, loop: boolean): GgufTensor[] {
   return tensors
 }
 
-function buildMetadata(step: number, loop: boolean, name: string): Array<[string, GgufValue]> {
+function buildMetadata(
+  step: number,
+  loop: boolean,
+  spread: boolean,
+  name: string,
+): Array<[string, GgufValue]> {
   const vocab = vocabulary()
   return [
     ['general.architecture', { type: 'string', value: 'llama' }],
@@ -168,7 +223,7 @@ function buildMetadata(step: number, loop: boolean, name: string): Array<[string
       'general.description',
       {
         type: 'string',
-        value: `bigram test model: letters and digits advance by ${step}, ${loop ? 'wrapping around' : 'then </s>'}`,
+        value: `bigram test model: letters and digits advance by ${step}, ${loop ? 'wrapping around' : 'then </s>'}${spread ? ', the other case nearly as likely' : ''}`,
       },
     ],
     ['general.file_type', { type: 'uint32', value: 0 }],
@@ -199,11 +254,14 @@ function buildMetadata(step: number, loop: boolean, name: string): Array<[string
 
 /** The tiny model as GGUF bytes; identical for identical options. Throws RangeError on a bad step. */
 export function encodeTinyModel(opts: TinyModelOptions = {}): Buffer {
-  const { step = 1, name = TINY_MODEL_DESCRIPTION, loop = false } = opts
+  const { step = 1, name = TINY_MODEL_DESCRIPTION, loop = false, spread = false } = opts
   if (!Number.isInteger(step) || step < 1 || step > 25) {
     throw new RangeError(`step must be an integer from 1 to 25, got ${step}`)
   }
-  return encodeGguf({ metadata: buildMetadata(step, loop, name), tensors: buildTensors(step, loop) })
+  return encodeGguf({
+    metadata: buildMetadata(step, loop, spread, name),
+    tensors: buildTensors(step, loop, spread),
+  })
 }
 
 /**
