@@ -44,9 +44,20 @@ export async function collected(
   return { result, pieces, deltas }
 }
 
-/** Whether `value` is valid against `schema` (ajv), with ajv's complaint when not. */
+/**
+ * Whether `value` is valid against `schema` (ajv), with ajv's complaint when not. A number
+ * JSON.parse made Infinity (ajv lets it pass as an integer) is not: it would cross the wire as null.
+ */
 export function validates(schema: JsonSchema, value: unknown): { ok: boolean; errors: string } {
   const ajv = new Ajv({ strict: false })
   const ok = ajv.validate(schema, value)
-  return { ok, errors: ajv.errorsText() }
+  const finite = allFinite(value)
+  return { ok: ok && finite, errors: finite ? ajv.errorsText() : 'a number too large for JSON' }
+}
+
+function allFinite(value: unknown): boolean {
+  if (typeof value === 'number') return Number.isFinite(value)
+  if (Array.isArray(value)) return value.every(allFinite)
+  if (value !== null && typeof value === 'object') return Object.values(value).every(allFinite)
+  return true
 }
