@@ -21,6 +21,12 @@ export const TINY_CHAT_TEMPLATE =
   "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'assistant' %}" +
   "{{ m['content'] + eos_token }}{% else %}{{ m['content'] }}{% endif %}{% endfor %}"
 
+/** The template of a `think` model: an assistant turn's reasoning goes between `<think>` and `</think>`. */
+export const TINY_THINK_CHAT_TEMPLATE =
+  "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'assistant' %}" +
+  "{% if m['reasoning_content'] %}{{ '<think>' + m['reasoning_content'] + '</think>' }}{% endif %}" +
+  "{{ m['content'] + eos_token }}{% else %}{{ m['content'] }}{% endif %}{% endfor %}"
+
 const N_EMBD = 128
 const N_LAYER = 4
 const N_HEAD = 4
@@ -47,6 +53,9 @@ const FIRST_CHAR_TOKEN = FIRST_BYTE_TOKEN + 256
 const FIRST_PRINTABLE = 0x20
 const LAST_PRINTABLE = 0x7e
 const N_VOCAB = FIRST_CHAR_TOKEN + (LAST_PRINTABLE - FIRST_PRINTABLE + 1)
+/** A `think` model's two more tokens, after the others. */
+const THINK_OPEN = N_VOCAB
+const THINK_CLOSE = N_VOCAB + 1
 
 // llama.cpp token types
 const TOKEN_NORMAL = 1
@@ -78,13 +87,25 @@ export interface TinyModelOptions {
    * the case. Letters and digits get orthogonal embeddings so the gap is exact.
    */
   spread?: boolean
+  /**
+   * The model reasons: '9' opens a thought (`<think>`, a control token), the thought is the
+   * lowercase alphabet, 'z' closes it (`</think>`) and the answer is the uppercase alphabet;
+   * its chat template has a place for reasoning, so node-llama-cpp sees thought segments.
+   * After `9`: `<think>abc…z</think>ABC…Z`.
+   */
+  think?: boolean
 }
+
+/** The options that shape the weights. */
+type Shape = Required<Omit<TinyModelOptions, 'name'>>
+
+const vocabSize = (shape: Shape) => N_VOCAB + (shape.think ? 2 : 0)
 
 function charToken(ch: string): number {
   return FIRST_CHAR_TOKEN + (ch.charCodeAt(0) - FIRST_PRINTABLE)
 }
 
-function vocabulary(): { tokens: string[]; types: number[]; scores: number[] } {
+function vocabulary(think: boolean): { tokens: string[]; types: number[]; scores: number[] } {
   const tokens = ['<unk>', '<s>', '</s>']
   const types = [TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_CONTROL]
   for (let b = 0; b < 256; b++) {
@@ -96,12 +117,17 @@ function vocabulary(): { tokens: string[]; types: number[]; scores: number[] } {
     tokens.push(c === 0x20 ? '\u2581' : String.fromCharCode(c))
     types.push(TOKEN_NORMAL)
   }
+  if (think) {
+    tokens.push('<think>', '</think>')
+    types.push(TOKEN_CONTROL, TOKEN_CONTROL)
+  }
   return { tokens, types, scores: tokens.map(() => 0) }
 }
 
 /** successor[t] = the token t predicts. */
-function successors(step: number, loop: boolean): Int32Array {
-  const next = new Int32Array(N_VOCAB).fill(EOS)
+function successors(shape: Shape): Int32Array {
+  const { step, loop } = shape
+  const next = new Int32Array(vocabSize(shape)).fill(EOS)
   for (const [first, last] of CHAINS) {
     const lo = first.charCodeAt(0)
     const hi = last.charCodeAt(0)
@@ -109,6 +135,12 @@ function successors(step: number, loop: boolean): Int32Array {
       const to = loop ? lo + ((c - lo + step) % (hi - lo + 1)) : c + step
       if (to <= hi) next[charToken(String.fromCharCode(c))] = charToken(String.fromCharCode(to))
     }
+  }
+  if (shape.think) {
+    next[charToken('9')] = THINK_OPEN
+    next[THINK_OPEN] = charToken('a')
+    next[charToken('z')] = THINK_CLOSE
+    next[THINK_CLOSE] = charToken('A')
   }
   return next
 }
@@ -140,8 +172,8 @@ function embeddings(next: Int32Array, orthogonal: boolean): Float32Array {
   const rand = seededRandom(SEED)
   const chain = orthogonal ? chainTokens() : []
   const firstFree = 1 + chain.length
-  const embd = new Float32Array(N_VOCAB * N_EMBD)
-  for (let t = 0; t < N_VOCAB; t++) {
+  const embd = new Float32Array(next.length * N_EMBD)
+  for (let t = 0; t < next.length; t++) {
     const row = embd.subarray(t * N_EMBD, (t + 1) * N_EMBD)
     const own = chain.indexOf(t)
     let norm = 0
@@ -166,12 +198,12 @@ function embeddings(next: Int32Array, orthogonal: boolean): Float32Array {
 function outputRows(embd: Float32Array, next: Int32Array, spread: boolean): Float32Array {
   // The final RMS norm turns a unit vector into sqrt(N_EMBD) times itself.
   const outScale = TARGET_LOGIT / Math.sqrt(N_EMBD)
-  const output = new Float32Array(N_VOCAB * N_EMBD)
+  const output = new Float32Array(next.length * N_EMBD)
   output[EOS * N_EMBD] = outScale / EOS_DIRECTION_WEIGHT
   const read = (to: number, from: number, scale: number) => {
     for (let i = 0; i < N_EMBD; i++) output[to * N_EMBD + i] += embd[from * N_EMBD + i] * scale
   }
-  for (let t = 0; t < N_VOCAB; t++) {
+  for (let t = 0; t < next.length; t++) {
     if (next[t] === EOS) continue
     read(next[t], t, outScale)
     const alternative = spread ? otherCase(next[t]) : null
@@ -180,17 +212,18 @@ function outputRows(embd: Float32Array, next: Int32Array, spread: boolean): Floa
   return output
 }
 
-function buildTensors(step: number, loop: boolean, spread: boolean): GgufTensor[] {
-  const next = successors(step, loop)
-  const embd = embeddings(next, spread)
-  const output = outputRows(embd, next, spread)
+function buildTensors(shape: Shape): GgufTensor[] {
+  const next = successors(shape)
+  const embd = embeddings(next, shape.spread)
+  const output = outputRows(embd, next, shape.spread)
+  const nVocab = next.length
 
   const ones = () => new Float32Array(N_EMBD).fill(1)
   const zeros = (...dims: number[]) => new Float32Array(dims.reduce((a, b) => a * b, 1))
   const tensors: GgufTensor[] = [
-    { name: 'token_embd.weight', dims: [N_EMBD, N_VOCAB], data: embd },
+    { name: 'token_embd.weight', dims: [N_EMBD, nVocab], data: embd },
     { name: 'output_norm.weight', dims: [N_EMBD], data: ones() },
-    { name: 'output.weight', dims: [N_EMBD, N_VOCAB], data: output },
+    { name: 'output.weight', dims: [N_EMBD, nVocab], data: output },
   ]
   for (let l = 0; l < N_LAYER; l++) {
     const p = `blk.${l}`
@@ -209,26 +242,23 @@ function buildTensors(step: number, loop: boolean, spread: boolean): GgufTensor[
   return tensors
 }
 
-function buildMetadata(
-  step: number,
-  loop: boolean,
-  spread: boolean,
-  name: string,
-): Array<[string, GgufValue]> {
-  const vocab = vocabulary()
+function describe(shape: Shape): string {
+  const { step, loop, spread, think } = shape
+  return (
+    `bigram test model: letters and digits advance by ${step}, ${loop ? 'wrapping around' : 'then </s>'}` +
+    `${spread ? ', the other case nearly as likely' : ''}${think ? ', thinking after 9' : ''}`
+  )
+}
+
+function buildMetadata(shape: Shape, name: string): Array<[string, GgufValue]> {
+  const vocab = vocabulary(shape.think)
   return [
     ['general.architecture', { type: 'string', value: 'llama' }],
     ['general.name', { type: 'string', value: name }],
-    [
-      'general.description',
-      {
-        type: 'string',
-        value: `bigram test model: letters and digits advance by ${step}, ${loop ? 'wrapping around' : 'then </s>'}${spread ? ', the other case nearly as likely' : ''}`,
-      },
-    ],
+    ['general.description', { type: 'string', value: describe(shape) }],
     ['general.file_type', { type: 'uint32', value: 0 }],
     ['general.alignment', { type: 'uint32', value: 32 }],
-    ['llama.vocab_size', { type: 'uint32', value: N_VOCAB }],
+    ['llama.vocab_size', { type: 'uint32', value: vocabSize(shape) }],
     ['llama.context_length', { type: 'uint32', value: CONTEXT_LENGTH }],
     ['llama.embedding_length', { type: 'uint32', value: N_EMBD }],
     ['llama.block_count', { type: 'uint32', value: N_LAYER }],
@@ -248,20 +278,21 @@ function buildMetadata(
     ['tokenizer.ggml.add_eos_token', { type: 'bool', value: false }],
     // With a prefix space, "abc" would tokenize as "▁abc" and the chain would start from '▁'.
     ['tokenizer.ggml.add_space_prefix', { type: 'bool', value: false }],
-    ['tokenizer.chat_template', { type: 'string', value: TINY_CHAT_TEMPLATE }],
+    [
+      'tokenizer.chat_template',
+      { type: 'string', value: shape.think ? TINY_THINK_CHAT_TEMPLATE : TINY_CHAT_TEMPLATE },
+    ],
   ]
 }
 
 /** The tiny model as GGUF bytes; identical for identical options. Throws RangeError on a bad step. */
 export function encodeTinyModel(opts: TinyModelOptions = {}): Buffer {
-  const { step = 1, name = TINY_MODEL_DESCRIPTION, loop = false, spread = false } = opts
+  const { step = 1, name = TINY_MODEL_DESCRIPTION, loop = false, spread = false, think = false } = opts
   if (!Number.isInteger(step) || step < 1 || step > 25) {
     throw new RangeError(`step must be an integer from 1 to 25, got ${step}`)
   }
-  return encodeGguf({
-    metadata: buildMetadata(step, loop, spread, name),
-    tensors: buildTensors(step, loop, spread),
-  })
+  const shape = { step, loop, spread, think }
+  return encodeGguf({ metadata: buildMetadata(shape, name), tensors: buildTensors(shape) })
 }
 
 /**
