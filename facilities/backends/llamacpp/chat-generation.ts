@@ -5,6 +5,7 @@
  */
 import {
   type ChatHistoryItem,
+  type ChatModelFunctions,
   type LLamaChatGenerateResponseOptions,
   LlamaChat,
   type LlamaChatResponseChunk,
@@ -20,7 +21,7 @@ import { type SamplingPlan, samplingOptions } from './sampling.js'
 import { withinContext } from './text-limits.js'
 import { parseForcedCall, toToolCall, withCallInstructions } from './tool-calls.js'
 
-type ChatOptions = LLamaChatGenerateResponseOptions<undefined>
+type ChatOptions = LLamaChatGenerateResponseOptions<ChatModelFunctions>
 
 /** What a chat gathers besides the text: reasoning, tool calls, tokens the text did not count. */
 class AnswerParts {
@@ -66,16 +67,15 @@ async function shapeOptions(
     return { grammar: await grammars.forSchema(plan.schema, plan.kind === 'json' ? 'format' : 'tools') }
   }
   if (plan.kind !== 'tools') return {}
-  const options = {
+  return {
     functions: plan.functions,
     documentFunctionParams: true,
-    onFunctionCall: (fc: { functionName: string; params: unknown; raw: unknown }) => {
+    onFunctionCall: (fc) => {
       parts.addCall(toToolCall(fc.functionName, fc.params))
-      parts.otherTokens += LlamaText.fromJSON(fc.raw as never).tokenize(lm.model.tokenizer).length
+      parts.otherTokens += LlamaText.fromJSON(fc.raw).tokenize(lm.model.tokenizer).length
     },
     ...(plan.maxParallelCalls !== undefined ? { maxParallelFunctionCalls: plan.maxParallelCalls } : {}),
   }
-  return options as unknown as Partial<ChatOptions>
 }
 
 /**

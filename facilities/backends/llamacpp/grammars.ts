@@ -40,9 +40,4 @@ export class GrammarCache {
       throw MeshError.unsupported(param, `could not be made into a llama.cpp grammar: ${errorMessage(err)}`)
     }
   }
-
-  /** Grammars kept now (for tests). */
-  get size(): number {
-    return this.grammars.size
-  }
 }

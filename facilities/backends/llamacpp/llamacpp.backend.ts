@@ -205,7 +205,8 @@ export class LlamaCppBackend implements Backend {
       template: facts.chatTemplate,
       parameters: defaultParameters(this.contextSize),
       modelInfo: facts.modelInfo,
-      capabilities: ['completion', 'embedding'],
+      // Tools on any model: through its own call syntax, or forced by a grammar (tool-calls.ts).
+      capabilities: ['completion', 'tools', 'embedding'],
     }
   }
 
