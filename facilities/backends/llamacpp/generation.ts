@@ -106,6 +106,8 @@ export async function runGeneration(
       onToken?.(text)
     },
     onToken: (tokens) => {
+      // A forced call's tokens come as no text pieces: the first token still ends the prompt's evaluation.
+      firstToken ??= performance.now()
       completionTokens += tokens.length
     },
     onDelta,
