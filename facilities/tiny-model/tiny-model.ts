@@ -56,11 +56,14 @@ const N_VOCAB = FIRST_CHAR_TOKEN + (LAST_PRINTABLE - FIRST_PRINTABLE + 1)
 /** A `think` model's two more tokens, after the others. */
 const THINK_OPEN = N_VOCAB
 const THINK_CLOSE = N_VOCAB + 1
+/** The text of a `call` model's last token. */
+const CALL_PREFIX = '||call:'
 
 // llama.cpp token types
 const TOKEN_NORMAL = 1
 const TOKEN_UNKNOWN = 2
 const TOKEN_CONTROL = 3
+const TOKEN_USER_DEFINED = 4
 const TOKEN_BYTE = 6
 
 const CHAINS: ReadonlyArray<readonly [string, string]> = [
@@ -94,18 +97,24 @@ export interface TinyModelOptions {
    * After `9`: `<think>abc…z</think>ABC…Z`.
    */
   think?: boolean
+  /**
+   * The model calls a function: '!' predicts `||call:`, one token of its vocabulary, which is
+   * how node-llama-cpp's default function-call syntax (for templates with none) opens a call;
+   * from there node-llama-cpp's function calling picks the name and arguments by grammar.
+   */
+  call?: boolean
 }
 
 /** The options that shape the weights. */
 type Shape = Required<Omit<TinyModelOptions, 'name'>>
 
-const vocabSize = (shape: Shape) => N_VOCAB + (shape.think ? 2 : 0)
+const vocabSize = (shape: Shape) => N_VOCAB + (shape.think ? 2 : 0) + (shape.call ? 1 : 0)
 
 function charToken(ch: string): number {
   return FIRST_CHAR_TOKEN + (ch.charCodeAt(0) - FIRST_PRINTABLE)
 }
 
-function vocabulary(think: boolean): { tokens: string[]; types: number[]; scores: number[] } {
+function vocabulary(shape: Shape): { tokens: string[]; types: number[]; scores: number[] } {
   const tokens = ['<unk>', '<s>', '</s>']
   const types = [TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_CONTROL]
   for (let b = 0; b < 256; b++) {
@@ -117,9 +126,13 @@ function vocabulary(think: boolean): { tokens: string[]; types: number[]; scores
     tokens.push(c === 0x20 ? '\u2581' : String.fromCharCode(c))
     types.push(TOKEN_NORMAL)
   }
-  if (think) {
+  if (shape.think) {
     tokens.push('<think>', '</think>')
     types.push(TOKEN_CONTROL, TOKEN_CONTROL)
+  }
+  if (shape.call) {
+    tokens.push(CALL_PREFIX)
+    types.push(TOKEN_USER_DEFINED)
   }
   return { tokens, types, scores: tokens.map(() => 0) }
 }
@@ -142,6 +155,7 @@ function successors(shape: Shape): Int32Array {
     next[charToken('z')] = THINK_CLOSE
     next[THINK_CLOSE] = charToken('A')
   }
+  if (shape.call) next[charToken('!')] = next.length - 1
   return next
 }
 
@@ -243,15 +257,16 @@ function buildTensors(shape: Shape): GgufTensor[] {
 }
 
 function describe(shape: Shape): string {
-  const { step, loop, spread, think } = shape
+  const { step, loop, spread, think, call } = shape
   return (
     `bigram test model: letters and digits advance by ${step}, ${loop ? 'wrapping around' : 'then </s>'}` +
-    `${spread ? ', the other case nearly as likely' : ''}${think ? ', thinking after 9' : ''}`
+    `${spread ? ', the other case nearly as likely' : ''}${think ? ', thinking after 9' : ''}` +
+    `${call ? ', calling a function after !' : ''}`
   )
 }
 
 function buildMetadata(shape: Shape, name: string): Array<[string, GgufValue]> {
-  const vocab = vocabulary(shape.think)
+  const vocab = vocabulary(shape)
   return [
     ['general.architecture', { type: 'string', value: 'llama' }],
     ['general.name', { type: 'string', value: name }],
@@ -287,11 +302,12 @@ function buildMetadata(shape: Shape, name: string): Array<[string, GgufValue]> {
 
 /** The tiny model as GGUF bytes; identical for identical options. Throws RangeError on a bad step. */
 export function encodeTinyModel(opts: TinyModelOptions = {}): Buffer {
-  const { step = 1, name = TINY_MODEL_DESCRIPTION, loop = false, spread = false, think = false } = opts
+  const { step = 1, name = TINY_MODEL_DESCRIPTION, loop = false, spread = false } = opts
+  const { think = false, call = false } = opts
   if (!Number.isInteger(step) || step < 1 || step > 25) {
     throw new RangeError(`step must be an integer from 1 to 25, got ${step}`)
   }
-  const shape = { step, loop, spread, think }
+  const shape = { step, loop, spread, think, call }
   return encodeGguf({ metadata: buildMetadata(shape, name), tensors: buildTensors(shape) })
 }
 

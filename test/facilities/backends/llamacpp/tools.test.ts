@@ -1,8 +1,8 @@
 /**
  * Tools on llama.cpp with the tiny model: a forced call (by name or `required`) comes back as
  * a call whose arguments are valid against the tool's parameters, whole and streamed; `auto`
- * offers the tools through node-llama-cpp's function calling (the tiny model answers in text);
- * a history with calls and their results renders and goes on.
+ * offers the tools through node-llama-cpp's function calling (the tiny model answers in text,
+ * its `call` variant calls after a '!'); a history with calls and their results goes on.
  */
 import test from 'brittle'
 import { TINY_MODEL_NAME } from '../../../../facilities/tiny-model/tiny-model.js'
@@ -142,6 +142,38 @@ test('llamacpp tools: auto offers them to the model, none does not', async (t) =
     'ERR_BAD_REQUEST',
     'the same name twice',
   )
+})
+
+test('llamacpp tools: auto returns the calls node-llama-cpp parsed, and runs none of them', async (t) => {
+  const backend = await tinyBackend(t, { caller: { call: true } })
+  const req: ChatRequest = { ...base, model: 'caller', messages: [{ role: 'user', content: '!' }] }
+  const { result, pieces, deltas } = await collected((cb) => backend.chat(req, cb))
+  t.is(result.toolCalls?.length, 1, 'one call')
+  const call = result.toolCalls?.[0]
+  if (call) {
+    t.ok(
+      TOOLS.some((tool) => tool.function.name === call.name),
+      `one of the tools: ${call.name}`,
+    )
+    const check = validates(paramsOf(call.name), call.arguments)
+    t.ok(check.ok, `arguments ${JSON.stringify(call.arguments)} valid ${check.errors}`)
+    t.ok(/^call_[0-9a-f]{24}$/.test(call.id), `id ${call.id}`)
+  }
+  t.is(result.text, '', 'no text around it')
+  t.is(result.doneReason, 'stop')
+  t.alike(pieces, [], 'streamed: no text pieces for the call syntax')
+  t.alike(deltas, [{ toolCalls: result.toolCalls }], 'one delta with the call')
+  t.ok(result.completionTokens > 1, `the call's tokens count (${result.completionTokens})`)
+
+  const whole = await backend.chat({ ...req, parallelToolCalls: false })
+  t.alike(
+    whole.toolCalls?.map((c) => [c.name, c.arguments]),
+    result.toolCalls?.map((c) => [c.name, c.arguments]),
+    'whole: the same call (parallelToolCalls false)',
+  )
+  const none = await backend.chat({ ...req, toolChoice: 'none' })
+  t.is(none.text, '||call:', 'none: the model is offered no functions, so its call syntax is only text')
+  t.is(none.toolCalls, undefined)
 })
 
 /** A conversation where the model called get_weather and the tool answered `result`. */
