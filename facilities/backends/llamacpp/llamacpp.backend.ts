@@ -30,11 +30,15 @@ import {
   refuseUnsupported,
 } from '../request-checks.js'
 import type { Backend } from '../types.js'
+import { type AnswerPlan, planChatAnswer, planGenerateAnswer } from './answer-shape.js'
+import { chatProducer } from './chat-generation.js'
+import { toChatHistory } from './chat-history.js'
 import { embeddingContextOf, embedTexts } from './embeddings.js'
-import { chatProducer, completionProducer, type Producer, runGeneration } from './generation.js'
+import { completionProducer, type Producer, runGeneration } from './generation.js'
+import { GrammarCache } from './grammars.js'
 import { LoadedModels } from './loaded-models.js'
 import { ModelFolder } from './model-folder.js'
-import { promptHistory, toChatHistory } from './prompting.js'
+import { promptHistory } from './prompting.js'
 import { abortable, RequestLifetimes } from './request-lifetime.js'
 import { defaultParameters, planSampling, type SamplingPlan } from './sampling.js'
 
@@ -44,6 +48,8 @@ const DEFAULT_MAX_PARALLEL = 2
 const DEFAULT_KEEP_ALIVE_MS = 5 * 60_000
 const MIN_CONTEXT_SIZE = 128
 const MAX_PARALLEL = 64
+/** What of a request's shape llama.cpp honours: all but log probabilities (LlamaChat gives none). */
+const SUPPORT = { tools: true, format: true, think: true, penalties: true, logprobs: false } as const
 
 export interface LlamaCppBackendOptions {
   /** Folder of `*.gguf` files; a model's name is its file name without `.gguf`. */
@@ -61,6 +67,11 @@ export interface LlamaCppBackendOptions {
   keepAliveMs?: number
   /** Told each time a model loads, with how long it took (file and context). */
   onModelLoad?: (seconds: number) => void
+}
+
+/** The grammar of a JSON answer, made when a model runs it; null for free text. */
+function jsonGrammar(answer: AnswerPlan, grammars: GrammarCache) {
+  return answer.kind === 'json' ? () => grammars.forSchema(answer.schema, 'format') : null
 }
 
 /** @throws ERR_BAD_CONFIG naming the first option out of range */
@@ -95,6 +106,7 @@ export class LlamaCppBackend implements Backend {
   private llama: Llama | null = null
   /** Made once llama.cpp has started. */
   private models: LoadedModels | null = null
+  private grammars: GrammarCache | null = null
   private opening: Promise<void> | null = null
   private closing: Promise<void> | null = null
 
@@ -132,6 +144,7 @@ export class LlamaCppBackend implements Backend {
     this.opening ??= getLlama({ build: this.build, gpu: this.gpu, maxThreads: this.threads }).then(
       (llama) => {
         this.llama = llama
+        this.grammars = new GrammarCache(llama)
         this.models = new LoadedModels({
           llama,
           folder: this.folder,
@@ -192,7 +205,8 @@ export class LlamaCppBackend implements Backend {
       template: facts.chatTemplate,
       parameters: defaultParameters(this.contextSize),
       modelInfo: facts.modelInfo,
-      capabilities: ['completion', 'embedding'],
+      // Tools on any model: through its own call syntax, or forced by a grammar (tool-calls.ts).
+      capabilities: ['completion', 'tools', 'embedding'],
     }
   }
 
@@ -202,23 +216,31 @@ export class LlamaCppBackend implements Backend {
   }
 
   /**
-   * Chat completion with the model's chat template over the whole history.
-   * Streams text through `cb.onToken`.
-   * @throws ERR_BAD_REQUEST, ERR_MODEL_NOT_FOUND, ERR_CANCELLED (aborted before any text), ERR_BACKEND_UNAVAILABLE
+   * Chat completion with the model's chat template over the whole history, tool calls and
+   * results included (chat-history.ts). Streams text through `cb.onToken`, and reasoning and
+   * calls through `cb.onDelta`. `format` puts the answer under a JSON grammar; `tools` are
+   * offered through node-llama-cpp's function calling, or one call is forced by a grammar
+   * (`toolChoice` required or {name}, tool-calls.ts); `think` keeps reasoning apart.
+   * @throws ERR_BAD_REQUEST, ERR_UNSUPPORTED (`logprobs`; `think` on a model that cannot
+   * reason; a schema no grammar can enforce), ERR_MODEL_NOT_FOUND, ERR_CANCELLED (aborted
+   * before any text), ERR_BACKEND_UNAVAILABLE
    */
   async chat(req: ChatRequest, cb: GenerateCallbacks = {}): Promise<GenerationResult> {
     if (!isRecord(req)) throw MeshError.badRequest('request must be an object')
     const model = checkModelName(req.model)
     const history = toChatHistory(req.messages)
-    refuseUnsupported(req, 'llama.cpp', {})
-    const plan = planSampling(req.options)
-    return this.generation(model, plan, cb, chatProducer(history, plan, this.contextSize))
+    refuseUnsupported(req, 'llama.cpp', SUPPORT)
+    const answer = planChatAnswer(req)
+    const plan = planSampling(req.options, this.contextSize)
+    return this.generation(model, plan, cb, (grammars) =>
+      chatProducer(history, plan, answer, this.contextSize, grammars),
+    )
   }
 
   /**
    * Completion of `prompt`: through the chat template (with `system` when
    * given), or as plain text when `raw`. An empty prompt only loads the model,
-   * as in Ollama.
+   * as in Ollama. `format` and `think` as in `chat` (`think` not on a raw prompt).
    * @throws like `chat`
    */
   async generate(req: GenerateRequest, cb: GenerateCallbacks = {}): Promise<GenerationResult> {
@@ -231,13 +253,15 @@ export class LlamaCppBackend implements Backend {
     }
     if (raw !== undefined && raw !== null && typeof raw !== 'boolean')
       throw MeshError.badRequest('raw must be a boolean')
-    refuseUnsupported(req, 'llama.cpp', {})
-    const plan = planSampling(req.options)
+    refuseUnsupported(req, 'llama.cpp', SUPPORT)
+    const answer = planGenerateAnswer(req)
+    const plan = planSampling(req.options, this.contextSize)
     if (prompt === '') return this.generation(model, { ...plan, maxTokens: 0 }, cb, null)
-    const produce = raw
-      ? completionProducer(prompt, plan, this.contextSize)
-      : chatProducer(promptHistory(prompt, system), plan, this.contextSize)
-    return this.generation(model, plan, cb, produce)
+    return this.generation(model, plan, cb, (grammars) =>
+      raw
+        ? completionProducer(prompt, plan, this.contextSize, jsonGrammar(answer, grammars))
+        : chatProducer(promptHistory(prompt, system), plan, answer, this.contextSize, grammars),
+    )
   }
 
   /**
@@ -280,17 +304,20 @@ export class LlamaCppBackend implements Backend {
 
   /**
    * Shared frame of chat and generate: lease the model, wait for a sequence,
-   * run `produce`. `produce` null (or num_predict 0) only loads the model.
+   * run what `producer` makes. `producer` null (or num_predict 0) only loads the model.
    */
   private generation(
     model: string,
     plan: SamplingPlan,
     cb: GenerateCallbacks,
-    produce: Producer | null,
+    producer: ((grammars: GrammarCache) => Producer) | null,
   ): Promise<GenerationResult> {
     if (typeof cb !== 'object' || cb === null) throw MeshError.badRequest('callbacks must be an object')
-    const { onToken } = cb
+    const { onToken, onDelta } = cb
     checkOnToken(onToken)
+    if (onDelta !== undefined && typeof onDelta !== 'function')
+      throw MeshError.badRequest('onDelta must be a function')
+    const produce = producer && this.grammars ? producer(this.grammars) : null
 
     return this.track(signalOf(cb), async (signal, models) => {
       const started = performance.now()
@@ -304,7 +331,8 @@ export class LlamaCppBackend implements Backend {
         const seq = await lm.sequences.acquire(signal, abortError)
         let failed = false
         try {
-          return await runGeneration(seq, lm, produce, { signal, onToken, started, loadMs, abortError })
+          const run = { signal, onToken, onDelta, started, loadMs, abortError }
+          return await runGeneration(seq, lm, produce, run)
         } catch (err) {
           failed = true
           throw err

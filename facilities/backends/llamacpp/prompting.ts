@@ -1,39 +1,13 @@
 /** From wire requests to what a model reads: the chat history, its chat template, and its token count. */
 import {
   type ChatHistoryItem,
+  type ChatModelFunctions,
   type ChatWrapper,
   JinjaTemplateChatWrapper,
   type LlamaModel,
   resolveChatWrapper,
 } from 'node-llama-cpp'
-import { MeshError } from '../../../kernel/errors.js'
 import { isRecord } from '../../../kernel/util.js'
-import type { ChatMessage } from '../../../kernel/wire.js'
-
-const ROLES: ReadonlySet<string> = new Set(['system', 'user', 'assistant', 'tool'])
-
-/** Maps wire messages to node-llama-cpp's history, ending with the model turn to generate. @throws ERR_BAD_REQUEST */
-export function toChatHistory(messages: unknown): ChatHistoryItem[] {
-  if (!Array.isArray(messages) || messages.length === 0) {
-    throw MeshError.badRequest('messages must be a non-empty array')
-  }
-  const history: ChatHistoryItem[] = []
-  messages.forEach((m: unknown, i) => {
-    if (!isRecord(m)) throw MeshError.badRequest(`messages[${i}] must be an object`)
-    const { role, content } = m as Partial<ChatMessage>
-    if (typeof role !== 'string' || !ROLES.has(role)) {
-      throw MeshError.badRequest(`messages[${i}].role must be one of ${[...ROLES].join(', ')}`)
-    }
-    if (typeof content !== 'string') throw MeshError.badRequest(`messages[${i}].content must be a string`)
-    if (role === 'system') history.push({ type: 'system', text: content })
-    else if (role === 'assistant') history.push({ type: 'model', response: [content] })
-    // node-llama-cpp has no tool-result turn outside its own function calling; the model reads it as input.
-    else history.push({ type: 'user', text: content })
-  })
-  // A trailing assistant message is a prefix to continue, as in Ollama.
-  if (history[history.length - 1]?.type !== 'model') history.push({ type: 'model', response: [] })
-  return history
-}
 
 /** The history of a templated `generate`: the system text when given, the prompt, the model's turn. */
 export function promptHistory(prompt: string, system: string | null | undefined): ChatHistoryItem[] {
@@ -65,7 +39,8 @@ export function chatWrapperFor(model: LlamaModel): ChatWrapper {
 }
 
 /**
- * Tokens of the history as the wrapper renders it for the model. Counted
+ * Tokens of the history as the wrapper renders it for the model (with the
+ * functions it is offered, which the wrapper describes to it). Counted
  * whole, even when a cached prefix spares evaluating part of it: that is what
  * usage is charged on. No more than the context is ever evaluated.
  */
@@ -74,8 +49,12 @@ export function chatPromptTokens(
   wrapper: ChatWrapper,
   history: ChatHistoryItem[],
   contextSize: number,
+  functions?: ChatModelFunctions,
 ): number {
-  const rendered = wrapper.generateContextState({ chatHistory: history }).contextText
+  const rendered = wrapper.generateContextState({
+    chatHistory: history,
+    ...(functions ? { availableFunctions: functions, documentFunctionParams: true } : {}),
+  }).contextText
   return Math.min(contextSize, rendered.tokenize(model.tokenizer).length)
 }
 

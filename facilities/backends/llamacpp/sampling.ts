@@ -10,8 +10,18 @@ const DEFAULT_MIN_P = 0
 const DEFAULT_REPEAT_PENALTY = 1.1
 const REPEAT_LAST_N = 64
 const MAX_STOP_SEQUENCES = 16
+/** Bound of `presence_penalty` and `frequency_penalty`, as OpenAI's. */
+const MAX_ADDED_PENALTY = 2
 /** Column width of `showModel().parameters`, as Ollama prints them. */
 const PARAMETER_KEY_WIDTH = 30
+
+/** The penalties on tokens already generated: multiplied (`penalty`), or subtracted per presence and per use. */
+export interface RepeatPenalty {
+  penalty: number
+  presencePenalty: number
+  frequencyPenalty: number
+  lastTokens: number
+}
 
 /** Sampling and limits after validation, in node-llama-cpp's terms. */
 export interface SamplingPlan {
@@ -20,7 +30,8 @@ export interface SamplingPlan {
   topP: number
   minP: number
   seed: number | undefined
-  repeatPenalty: false | { penalty: number; lastTokens: number }
+  /** node-llama-cpp's repeat penalty: over the last `lastTokens` generated tokens; false: none. */
+  repeatPenalty: false | RepeatPenalty
   /** undefined: up to the context size. */
   maxTokens: number | undefined
   stop: string[]
@@ -54,8 +65,28 @@ function stopOption(stop: unknown): string[] {
   return (stop as string[]).filter((s) => s.length > 0)
 }
 
-/** Validates Ollama-style options and fills in the defaults. @throws ERR_BAD_REQUEST */
-export function planSampling(raw: unknown): SamplingPlan {
+/**
+ * The penalties of Ollama's options (`repeat_penalty`, `presence_penalty`, `frequency_penalty`
+ * over the last `repeat_last_n` tokens: -1 the whole context, 0 none), or false when they
+ * change nothing. @throws ERR_BAD_REQUEST
+ */
+function penaltyOptions(o: Record<string, unknown>, contextSize: number): false | RepeatPenalty {
+  const penalty = numberOption(o, 'repeat_penalty', (n) => n > 0, 'a number > 0') ?? DEFAULT_REPEAT_PENALTY
+  const inRange = (n: number) => n >= -MAX_ADDED_PENALTY && n <= MAX_ADDED_PENALTY
+  const rule = `a number from -${MAX_ADDED_PENALTY} to ${MAX_ADDED_PENALTY}`
+  const presencePenalty = numberOption(o, 'presence_penalty', inRange, rule) ?? 0
+  const frequencyPenalty = numberOption(o, 'frequency_penalty', inRange, rule) ?? 0
+  const lastN = numberOption(o, 'repeat_last_n', (n) => Number.isInteger(n) && n >= -1, 'an integer >= -1')
+  const lastTokens = lastN === undefined ? REPEAT_LAST_N : lastN === -1 ? contextSize : lastN
+  if (lastTokens === 0 || (penalty === 1 && presencePenalty === 0 && frequencyPenalty === 0)) return false
+  return { penalty, presencePenalty, frequencyPenalty, lastTokens }
+}
+
+/**
+ * Validates Ollama-style options and fills in the defaults; `contextSize` is what
+ * `repeat_last_n: -1` looks back on. @throws ERR_BAD_REQUEST
+ */
+export function planSampling(raw: unknown, contextSize: number): SamplingPlan {
   if (raw !== undefined && raw !== null && !isRecord(raw))
     throw MeshError.badRequest('options must be an object')
   const o = (raw ?? {}) as Record<string, unknown>
@@ -65,12 +96,9 @@ export function planSampling(raw: unknown): SamplingPlan {
   const minP = numberOption(o, 'min_p', (n) => n >= 0 && n <= 1, 'a number from 0 to 1')
   const seed = numberOption(o, 'seed', Number.isSafeInteger, 'an integer')
   const numPredict = numberOption(o, 'num_predict', (n) => Number.isInteger(n) && n >= -2, 'an integer >= -2')
-  const repeatPenalty = numberOption(o, 'repeat_penalty', (n) => n > 0, 'a number > 0')
   // The context is shared by every request on a model, so a per-request num_ctx is checked but not applied.
   numberOption(o, 'num_ctx', (n) => Number.isInteger(n) && n > 0, 'an integer > 0')
   const stop = stopOption(o.stop)
-
-  const penalty = repeatPenalty ?? DEFAULT_REPEAT_PENALTY
   return {
     temperature: temperature ?? DEFAULT_TEMPERATURE,
     topK: topK ?? DEFAULT_TOP_K,
@@ -78,7 +106,7 @@ export function planSampling(raw: unknown): SamplingPlan {
     minP: minP ?? DEFAULT_MIN_P,
     // Ollama treats a negative seed as "random"; llama.cpp samplers take a u32.
     seed: seed === undefined || seed < 0 ? undefined : seed % 2 ** 32,
-    repeatPenalty: penalty === 1 ? false : { penalty, lastTokens: REPEAT_LAST_N },
+    repeatPenalty: penaltyOptions(o, contextSize),
     maxTokens: numPredict === undefined || numPredict < 0 ? undefined : numPredict,
     stop,
   }

@@ -281,7 +281,7 @@ test('llamacpp: listModels, showModel and runningModels', async (t) => {
   t.is(shown.modelInfo['general.architecture'], 'llama')
   t.is(shown.modelInfo['llama.context_length'], 2048)
   t.is(shown.modelInfo['llama.embedding_length'], 128)
-  t.alike(shown.capabilities, ['completion', 'embedding'])
+  t.alike(shown.capabilities, ['completion', 'tools', 'embedding'])
 
   t.alike(await backend.runningModels(), [], 'nothing loaded before the first request')
   await backend.generate({ model: TINY_MODEL_NAME, prompt: 'abc' })
