@@ -8,6 +8,7 @@ import type { GatewayConfig } from '../../kernel/config.js'
 import { MeshError } from '../../kernel/errors.js'
 import type { InferRequest, InferResult, ProcessorReply } from '../../kernel/inference.js'
 import type { EmbedResult, GenerationDelta } from '../../kernel/wire.js'
+import { type ChoiceLeg, runChoices, type Spent } from './choices.js'
 
 /** Waits `ms`, or less if `cancel` fires first. */
 function sleep(ms: number, cancel: CancelToken): Promise<void> {
@@ -26,8 +27,8 @@ function sleep(ms: number, cancel: CancelToken): Promise<void> {
 export interface Sink {
   /** Key under which a `cancel` RPC finds it, or null. */
   runningKey: string | null
-  /** Each piece of streamed text, in order; null for a request answered whole. */
-  onText: ((text: string) => void) | null
+  /** Each piece of streamed text, in order (`index`: its choice, with `n` > 1); null for a request answered whole. */
+  onText: ((text: string, index?: number) => void) | null
   /** Streamed reasoning, tool calls and log probabilities, in order with the text. */
   onDelta?: ((delta: GenerationDelta) => void) | undefined
   /** Cancels the request when its caller goes away; returns the function that stops watching. */
@@ -115,6 +116,30 @@ function processorRequest(req: InferRequest): Record<ForwardedField, unknown> {
 }
 
 /**
+ * What a leg does with each streamed chunk: `seen()` counts it, then its reasoning, calls and
+ * log probabilities go to the sink's `onDelta` and its text to `onText`, with its choice's
+ * `index` (`n` > 1). Undefined for an answer given whole: it has no chunks to wait for (the
+ * processor streams only when asked).
+ */
+function chunkHandler(
+  sink: Sink,
+  index: number | undefined,
+  seen: () => void,
+): ((chunk: StreamChunk) => void) | undefined {
+  const { onText, onDelta } = sink
+  if (!onText) return undefined
+  return (chunk) => {
+    seen()
+    if (chunk.thinking !== undefined || chunk.toolCalls !== undefined || chunk.logprobs !== undefined) {
+      const delta = deltaOf(chunk)
+      if (index !== undefined) delta.index = index
+      onDelta?.(delta)
+    }
+    if (chunk.text !== '') onText(chunk.text, index)
+  }
+}
+
+/**
  * Runs `work` while `cancel` aborts when its caller stops (`watch`) or after
  * `timeoutMs` (ERR_TIMEOUT), and stops watching and timing when it ends;
  * tells `onAnswer` when it succeeded.
@@ -192,9 +217,12 @@ export class InferencePipeline {
     }
   }
 
-  /** Forwards one validated request (streams tracked for `cancel`, bounded by its timeout). */
-  async run(req: InferRequest, sink: Sink, userId: string): Promise<InferResult> {
-    if ((req.n ?? 1) > 1) throw MeshError.unsupported('n')
+  /**
+   * Forwards one validated request (streams tracked for `cancel`, bounded by its timeout); its
+   * `n` choices, when more than one, in parallel (see choices.ts), the tokens of those that ran
+   * added to `spent` when another failed the request.
+   */
+  async run(req: InferRequest, sink: Sink, userId: string, spent?: Spent): Promise<InferResult> {
     const key = sink.runningKey
     if (key && this.running.has(key))
       throw MeshError.badRequest(`request.id: stream '${req.id}' is already running`)
@@ -206,8 +234,13 @@ export class InferencePipeline {
     if (key) this.running.set(key, cancel)
     this.active++
     try {
+      const n = req.n ?? 1
       return await withDeadline(cancel, timeoutMs, sink.watch, sink.onAnswer, () =>
-        this.forward(req, sink, cancel, userId, timeoutMs),
+        n > 1
+          ? runChoices(n, cancel, spent ?? { promptTokens: 0, completionTokens: 0 }, (choice, stop) =>
+              this.forward(req, sink, stop, userId, timeoutMs, choice),
+            )
+          : this.forward(req, sink, cancel, userId, timeoutMs),
       )
     } finally {
       this.active--
@@ -215,12 +248,17 @@ export class InferencePipeline {
     }
   }
 
+  /**
+   * One request, or one `choice` of it, tried on processors until one answers. Only the first
+   * choice's waits and round trip go into the trace's timing (the legs run side by side).
+   */
   private async forward(
     req: InferRequest,
     sink: Sink,
     cancel: CancelToken,
     userId: string,
     timeoutMs: number,
+    choice?: ChoiceLeg,
   ): Promise<InferResult> {
     const { routing } = this.config
     const started = Date.now()
@@ -228,11 +266,12 @@ export class InferencePipeline {
     let chunks = 0
     const body = processorRequest(req)
     const stopped = () => cancelError(cancel.reason)
-    const { trace } = sink
+    const trace = choice && choice.index > 0 ? undefined : sink.trace
+    const avoid = choice?.avoid
     for (let attempt = 1; ; attempt++) {
       const waitFrom = trace ? performance.now() : 0
       // A request stopped meanwhile (its caller gone) takes no slot.
-      const lease = await this.router().lease(req.model, { userId, exclude: tried, cancel })
+      const lease = await this.router().lease(req.model, { userId, exclude: tried, avoid, cancel })
       if (trace) trace.queueMs += performance.now() - waitFrom
       const { entry } = lease
       tried.add(entry.id)
@@ -247,31 +286,16 @@ export class InferencePipeline {
       const sent = performance.now()
       sink.onDispatch?.()
       let firstChunkMs: number | undefined
+      const onChunk = chunkHandler(sink, choice?.index, () => {
+        firstChunkMs ??= performance.now() - sent
+        leg.answering = true
+        chunks++
+      })
       try {
         if (cancel.aborted) throw stopped()
-        const { onText, onDelta } = sink
         const result = await this.net()
           .peer(entry.publicKey, entry.id)
-          .stream<ProcessorReply>('infer', body, {
-            cancel: leg.cancel,
-            timeout: timeoutMs,
-            // An answer given whole has no chunks to wait for (the processor streams only when asked).
-            onChunk: onText
-              ? (chunk: StreamChunk) => {
-                  firstChunkMs ??= performance.now() - sent
-                  leg.answering = true
-                  chunks++
-                  if (
-                    chunk.thinking !== undefined ||
-                    chunk.toolCalls !== undefined ||
-                    chunk.logprobs !== undefined
-                  ) {
-                    onDelta?.(deltaOf(chunk))
-                  }
-                  if (chunk.text !== '') onText(chunk.text)
-                }
-              : undefined,
-          })
+          .stream<ProcessorReply>('infer', body, { cancel: leg.cancel, timeout: timeoutMs, onChunk })
         const observedMs = performance.now() - sent
         lease.answered({
           // Unary answers have no first chunk: what the processor did not spend generating.
@@ -294,8 +318,8 @@ export class InferencePipeline {
         if (trace) trace.retryMs += performance.now() - sent
         if (!verdict.retry) throw verdict.error
         if (verdict.rerouted) tried.delete(entry.id)
-        ;(trace?.log ?? this.log()).warn(
-          { err: verdict.error, processor: entry.id, attempt },
+        ;(sink.trace?.log ?? this.log()).warn(
+          { err: verdict.error, processor: entry.id, attempt, choice: choice?.index },
           verdict.rerouted ? 'request moved to another processor' : 'processor failed before first token',
         )
       } finally {
