@@ -60,7 +60,7 @@ const answering = (p: StandIn, n: number) => {
 
 test('choices: n 3 over three processors: a leg on each, in index order, tokens summed', async (t) => {
   const pool = [standIn(1), standIn(2), standIn(3)]
-  pool.forEach((p, i) => answering(p, i + 1))
+  for (const [i, p] of pool.entries()) answering(p, i + 1)
   const { router, pipeline } = await pipelineOver(t, pool)
   const result = await pipeline.run(chat(3), sink(), '')
   const choices = result.choices ?? []
@@ -199,7 +199,7 @@ test('choices: a cancel stops every leg; the choices that made text answer, mark
 
 test('choices: one failing before its text is retried elsewhere, like any request', async (t) => {
   const pool = [standIn(1), standIn(2), standIn(3)]
-  pool.forEach((p, i) => answering(p, i + 1))
+  for (const [i, p] of pool.entries()) answering(p, i + 1)
   let refused = 0
   ;(pool[0] as StandIn).answer = async () => {
     refused++
