@@ -5,6 +5,7 @@ import { TINY_MODEL_NAME, writeTinyModel } from '../../facilities/tiny-model/tin
 import type { UsageRecord } from '../../kernel/accounts.js'
 import type { GatewayWorker } from '../../workers/gateway/gateway.worker.js'
 import type { ProcessorMetricsReply } from '../../workers/processor/processor-observability.js'
+import { rejectsWith } from '../helpers/assert.js'
 import {
   apiKeyFor,
   type SpawnedProcessor,
@@ -67,7 +68,7 @@ async function nthRecord(gateway: GatewayWorker, username: string, nth: number):
   return found
 }
 
-test('billing: an abandoned stream (RPC cancel, HTTP disconnect) is billed what its processor generated', {
+test('billing: an abandoned stream (RPC cancel, HTTP disconnect) or one its deadline stops is billed what its processor generated', {
   timeout: 120_000,
 }, async (t) => {
   const { bootstrap } = await testnet(t)
@@ -132,7 +133,29 @@ test('billing: an abandoned stream (RPC cancel, HTTP disconnect) is billed what 
   )
   t.ok((http?.completionTokens ?? 1000) < 1000, 'stopped well before the end')
   t.is(http?.completionTokens, afterHttp - afterRpc, 'exactly what the processor generated')
-  t.is((await recordsOf(gateway, 'quinn')).length, 2, 'one record each')
+
+  // A stream its deadline stops: ERR_TIMEOUT, billed what the processor generated until then.
+  let streamed = 0
+  const timed = client.generate({
+    model: LOOP_MODEL,
+    prompt: 'a',
+    options: { num_predict: 1000 },
+    stream: true,
+    timeoutMs: 600,
+  })
+  const ended = (async () => {
+    for await (const part of timed) if (!part.done) streamed += part.text.length
+  })()
+  await rejectsWith(t, ended, 'ERR_TIMEOUT', 'the deadline ends the stream')
+  const late = await nthRecord(gateway, 'quinn', 3)
+  const afterTimeout = await generatedBy(gateway, p)
+  t.alike([late?.status, late?.code], ['error', 'ERR_TIMEOUT'], 'recorded as timed out')
+  t.ok(
+    (late?.completionTokens ?? 0) >= streamed && streamed > 0,
+    `${late?.completionTokens} tokens, ${streamed} read`,
+  )
+  t.is(late?.completionTokens, afterTimeout - afterHttp, 'exactly what the processor generated')
+  t.is((await recordsOf(gateway, 'quinn')).length, 3, 'one record each')
 })
 
 test('billing: n 3 abandoned mid-stream stops every choice and bills what they generated', {

@@ -1,4 +1,4 @@
-import { CancelToken, cancelError } from '../../kernel/cancel.js'
+import { CancelToken } from '../../kernel/cancel.js'
 import { MeshError } from '../../kernel/errors.js'
 import type { InferResult } from '../../kernel/inference.js'
 import type { ChoiceResult } from '../../kernel/wire.js'
@@ -88,9 +88,10 @@ export function joinChoices(results: ReadonlyArray<InferResult | null>): InferRe
  * Runs `n` legs at once and joins their choices. The first leg that fails (after its own
  * retries) fails the request: its siblings are stopped as a caller stops a stream (each
  * processor answers with what it generated), their tokens go to `spent`, and its error is
- * thrown. `cancel` (the caller gone, the deadline) stops every leg; the choices that
- * produced text are answered, marked cancelled, and the others as empty cancelled ones.
- * @throws the failing leg's error; `cancel`'s reason when no leg produced anything
+ * thrown. `cancel` stops every leg the same way: stopped by its caller, the choices that
+ * produced text are answered, marked cancelled, and the others as empty cancelled ones;
+ * stopped with an error (the deadline's), the request fails with it, what ran billed.
+ * @throws the failing leg's error, `cancel`'s error; ERR_CANCELLED when no leg produced anything
  */
 export async function runChoices(
   n: number,
@@ -118,18 +119,25 @@ export async function runChoices(
       ),
     )
     const results = settled.map((s) => (s.status === 'fulfilled' ? s.value : null))
-    if (failure) {
-      for (const r of results) addSpent(spent, r)
-      throw (failure as { error: unknown }).error
+    // The first leg's failure, or the deadline's: the answers that came back are billed with it.
+    const failed = (failure as { error: unknown } | null) ?? stoppedBy(cancel)
+    if (failed) {
+      for (const r of results) spend(spent, r)
+      throw failed.error
     }
-    if (results.every((r) => r === null)) throw cancelError(cancel.reason)
     return joinChoices(results)
   } finally {
     for (const stop of unfollow) stop()
   }
 }
 
-function addSpent(spent: Spent, result: InferResult | null): void {
+/** The error a request stopped by `cancel` fails with (the deadline's), or null: its caller stopped it. */
+function stoppedBy(cancel: CancelToken): { error: MeshError } | null {
+  return cancel.reason instanceof MeshError ? { error: cancel.reason } : null
+}
+
+/** Adds the tokens of an answer that will not be returned (its request failed) to `spent`. */
+export function spend(spent: Spent, result: Spent | null): void {
   if (!result) return
   spent.promptTokens += result.promptTokens
   spent.completionTokens += result.completionTokens

@@ -346,8 +346,9 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   /** One admission, one usage record and one count in the metrics, whatever its `n`. */
   private async serveOnce(identity: Identity | null, req: InferRequest, sink: Sink): Promise<InferResult> {
     await this.admissible(identity, req.model)
-    // With several choices, those that ran when another failed the request are still billed.
-    const spent = (req.n ?? 1) > 1 ? { promptTokens: 0, completionTokens: 0 } : undefined
+    // A request that fails is billed what ran all the same: what processors stopped by its
+    // deadline, or by another of its choices failing, had generated.
+    const spent = { promptTokens: 0, completionTokens: 0 }
     const work = () => this.pipeline.run(req, sink, identity?.userId ?? '', spent)
     const ledgerId = ledgerIdOf(sink.trace)
     const answer = identity ? this.metering.run(identity, req.model, work, (r) => r, ledgerId, spent) : work()

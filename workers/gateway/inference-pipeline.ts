@@ -1,5 +1,6 @@
 import type { Logger } from '../../facilities/log.facility.js'
 import type { NetFacility } from '../../facilities/net/net.facility.js'
+import { CANCEL_GRACE_MS } from '../../facilities/net/peer-connection.js'
 import { deltaOf, type StreamChunk } from '../../facilities/net/streaming.js'
 import type { ProcessorEntry, RouterFacility } from '../../facilities/router/router.facility.js'
 import type { RequestTrace } from '../../facilities/tracing/request-trace.js'
@@ -8,7 +9,7 @@ import type { GatewayConfig } from '../../kernel/config.js'
 import { MeshError } from '../../kernel/errors.js'
 import type { InferRequest, InferResult, ProcessorReply } from '../../kernel/inference.js'
 import type { EmbedResult, GenerationDelta } from '../../kernel/wire.js'
-import { type ChoiceLeg, runChoices, type Spent } from './choices.js'
+import { type ChoiceLeg, runChoices, type Spent, spend } from './choices.js'
 
 /** Waits `ms`, or less if `cancel` fires first. */
 function sleep(ms: number, cancel: CancelToken): Promise<void> {
@@ -44,6 +45,14 @@ export interface Sink {
 /** An embedding answer as processors give it, with who served it. */
 export interface EmbedReply extends EmbedResult {
   processor?: string
+}
+
+/** What every try of one request shares. */
+interface Forwarding {
+  userId: string
+  timeoutMs: number
+  /** Where the tokens of an answer that came back after the deadline go (billed with the error). */
+  spent: Spent
 }
 
 /** One try of a request on one processor. */
@@ -219,10 +228,16 @@ export class InferencePipeline {
 
   /**
    * Forwards one validated request (streams tracked for `cancel`, bounded by its timeout); its
-   * `n` choices, when more than one, in parallel (see choices.ts), the tokens of those that ran
-   * added to `spent` when another failed the request.
+   * `n` choices, when more than one, in parallel (see choices.ts). When it fails, the tokens
+   * that ran all the same (what processors stopped by the deadline, or stopped because another
+   * choice failed, had generated) are added to `spent`.
    */
-  async run(req: InferRequest, sink: Sink, userId: string, spent?: Spent): Promise<InferResult> {
+  async run(
+    req: InferRequest,
+    sink: Sink,
+    userId: string,
+    spent: Spent = { promptTokens: 0, completionTokens: 0 },
+  ): Promise<InferResult> {
     const key = sink.runningKey
     if (key && this.running.has(key))
       throw MeshError.badRequest(`request.id: stream '${req.id}' is already running`)
@@ -235,12 +250,11 @@ export class InferencePipeline {
     this.active++
     try {
       const n = req.n ?? 1
+      const ctx: Forwarding = { userId, timeoutMs, spent }
       return await withDeadline(cancel, timeoutMs, sink.watch, sink.onAnswer, () =>
         n > 1
-          ? runChoices(n, cancel, spent ?? { promptTokens: 0, completionTokens: 0 }, (choice, stop) =>
-              this.forward(req, sink, stop, userId, timeoutMs, choice),
-            )
-          : this.forward(req, sink, cancel, userId, timeoutMs),
+          ? runChoices(n, cancel, spent, (choice, stop) => this.forward(req, sink, stop, ctx, choice))
+          : this.forward(req, sink, cancel, ctx),
       )
     } finally {
       this.active--
@@ -251,15 +265,18 @@ export class InferencePipeline {
   /**
    * One request, or one `choice` of it, tried on processors until one answers. Only the first
    * choice's waits and round trip go into the trace's timing (the legs run side by side).
+   * `cancel` stops its leg as a caller stops a stream, whatever the reason (the caller gone, the
+   * deadline): the processor answers what it generated until then, and a request stopped with
+   * an error (the deadline's) throws it, the answer's tokens added to `spent`.
    */
   private async forward(
     req: InferRequest,
     sink: Sink,
     cancel: CancelToken,
-    userId: string,
-    timeoutMs: number,
+    ctx: Forwarding,
     choice?: ChoiceLeg,
   ): Promise<InferResult> {
+    const { userId, timeoutMs } = ctx
     const { routing } = this.config
     const started = Date.now()
     const tried = new Set<string>()
@@ -276,7 +293,7 @@ export class InferencePipeline {
       const { entry } = lease
       tried.add(entry.id)
       const leg: Leg = { cancel: new CancelToken(), model: req.model, answering: false }
-      const unfollow = cancel.onAbort((reason) => leg.cancel.abort(reason))
+      const unfollow = cancel.onAbort(() => leg.cancel.abort())
       let legs = this.legs.get(entry.id)
       if (!legs) {
         legs = new Set<Leg>()
@@ -295,7 +312,17 @@ export class InferencePipeline {
         if (cancel.aborted) throw stopped()
         const result = await this.net()
           .peer(entry.publicKey, entry.id)
-          .stream<ProcessorReply>('infer', body, { cancel: leg.cancel, timeout: timeoutMs, onChunk })
+          // The deadline stops the leg (`withDeadline`); the call's own timeout leaves the stopped
+          // stream its grace to answer what it generated.
+          .stream<ProcessorReply>('infer', body, {
+            cancel: leg.cancel,
+            timeout: timeoutMs + CANCEL_GRACE_MS,
+            onChunk,
+          })
+        if (cancel.reason instanceof MeshError) {
+          spend(ctx.spent, result)
+          throw cancel.reason
+        }
         const observedMs = performance.now() - sent
         lease.answered({
           // Unary answers have no first chunk: what the processor did not spend generating.

@@ -34,9 +34,9 @@ async function pipelineOver(t: { teardown: (fn: () => unknown) => void }, pool: 
   return { router, pipeline }
 }
 
-const chat = (n: number, stream = false) =>
+const chat = (n: number, stream = false, timeoutMs?: number) =>
   parseInferRequest(
-    { kind: 'chat', model: 'm', messages: [{ role: 'user', content: 'hi' }], stream, n },
+    { kind: 'chat', model: 'm', messages: [{ role: 'user', content: 'hi' }], stream, n, timeoutMs },
     config.maxPromptBytes,
   )
 
@@ -214,5 +214,49 @@ test('choices: one failing before its text is retried elsewhere, like any reques
   )
   t.ok(refused >= 1, `it was tried (${refused} time(s))`)
   t.ok(pipeline.retries >= 1, 'and the leg retried')
+  t.is(inflight(router), 0, 'every slot freed')
+})
+
+/** Streams a piece, then answers what it made when stopped: 2 prompt tokens, 7 completion ones. */
+function generatesUntilStopped(p: StandIn, stops: unknown[]): void {
+  p.answer = (_m, _p, opts) => {
+    chunk(opts, 'some ')
+    return new Promise((resolve) => {
+      const cancel = cancelOf(opts)
+      cancel.onAbort(() => {
+        stops.push(cancel.reason)
+        resolve({ text: '', doneReason: 'cancelled', promptTokens: 2, completionTokens: 7 })
+      })
+    })
+  }
+}
+
+test('deadline: a stream stopped by it fails with ERR_TIMEOUT, billed what its processor generated', async (t) => {
+  const pool = [standIn(1)]
+  const stops: unknown[] = []
+  generatesUntilStopped(pool[0] as StandIn, stops)
+  const { router, pipeline } = await pipelineOver(t, pool)
+  const spent: Spent = { promptTokens: 0, completionTokens: 0 }
+  await t.exception(pipeline.run(chat(1, true, 50), sink(), '', spent), /ERR_TIMEOUT/)
+  t.alike(
+    stops,
+    [undefined],
+    'the processor was stopped as a caller stops a stream (it answers what it made)',
+  )
+  t.alike(spent, { promptTokens: 2, completionTokens: 7 }, 'and that is spent')
+  t.is(inflight(router), 0, 'the slot freed')
+})
+
+test('deadline: n 3 with one choice done in time fails with ERR_TIMEOUT, billed all three', async (t) => {
+  const pool = [standIn(1), standIn(2), standIn(3)]
+  const stops: unknown[] = []
+  answering(pool[0] as StandIn, 4)
+  generatesUntilStopped(pool[1] as StandIn, stops)
+  generatesUntilStopped(pool[2] as StandIn, stops)
+  const { router, pipeline } = await pipelineOver(t, pool)
+  const spent: Spent = { promptTokens: 0, completionTokens: 0 }
+  await t.exception(pipeline.run(chat(3, true, 50), sink(), '', spent), /ERR_TIMEOUT/)
+  t.is(stops.length, 2, 'the two running choices were stopped')
+  t.alike(spent, { promptTokens: 6, completionTokens: 18 }, 'the done one and what the others made: spent')
   t.is(inflight(router), 0, 'every slot freed')
 })
