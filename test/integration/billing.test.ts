@@ -15,6 +15,7 @@ import {
   testnet,
   until,
 } from '../helpers/mesh.js'
+import { parseProm, sample } from '../helpers/prom.js'
 
 /**
  * Billing that matches what ran, with real llama.cpp processors: a stream its caller abandons
@@ -156,6 +157,12 @@ test('billing: an abandoned stream (RPC cancel, HTTP disconnect) or one its dead
   )
   t.is(late?.completionTokens, afterTimeout - afterHttp, 'exactly what the processor generated')
   t.is((await recordsOf(gateway, 'quinn')).length, 3, 'one record each')
+  const metrics = parseProm(await (await fetch(`${gateway.httpUrl}/metrics`)).text())
+  t.is(
+    sample(metrics, 'llm_mesh_gateway_tokens_total', { kind: 'completion', model: LOOP_MODEL }),
+    afterTimeout,
+    "the gateway's metrics count every token the three generated",
+  )
 })
 
 test('billing: n 3 abandoned mid-stream stops every choice and bills what they generated', {

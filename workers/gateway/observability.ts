@@ -162,7 +162,8 @@ export class GatewayObservability {
     } catch (err) {
       const limit = limitOf(err)
       if (limit) this.metrics.limitRejected(limit)
-      if (spent) this.metrics.tokens(model, spent.promptTokens, spent.completionTokens)
+      if (spent && spent.promptTokens + spent.completionTokens > 0)
+        this.metrics.tokens(model, spent.promptTokens, spent.completionTokens)
       throw err
     }
     this.metrics.tokens(model, result.promptTokens, result.completionTokens ?? 0)
