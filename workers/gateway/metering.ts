@@ -35,7 +35,8 @@ export class Metering {
 
   /**
    * Runs `work` for `identity` within its limits and records it: with the tokens of its
-   * result, or when it fails, those `spent` says ran (the choices its failed sibling stopped).
+   * result, or when it fails, those `spent` says ran (what the processors its deadline, or a
+   * failed choice, stopped had generated).
    * @throws ERR_RATE_LIMITED, ERR_QUOTA_EXCEEDED (not admitted), whatever `work` throws (after
    *         recording it), ERR_INTERNAL when the record cannot be written
    */
