@@ -142,7 +142,7 @@ test('billing: an abandoned stream (RPC cancel, HTTP disconnect) or one its dead
     prompt: 'a',
     options: { num_predict: 1000 },
     stream: true,
-    timeoutMs: 600,
+    timeoutMs: 1500,
   })
   const ended = (async () => {
     for await (const part of timed) if (!part.done) streamed += part.text.length
