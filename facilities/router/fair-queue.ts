@@ -5,6 +5,8 @@ export interface Waiter<L> {
   model: string
   userId: string
   exclude: ReadonlySet<string>
+  /** Processors to pass over while another is free (see `LeaseOptions.avoid`). */
+  avoid: Set<string> | undefined
   resolve: (lease: L) => void
   reject: (err: unknown) => void
   unwatch: () => void

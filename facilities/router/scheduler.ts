@@ -43,6 +43,12 @@ export interface LeaseOptions {
   userId?: string
   /** Processors this request already failed on. */
   exclude?: ReadonlySet<string>
+  /**
+   * Processors to pass over while another one is free: those the request's sibling choices
+   * (`n` > 1) run on. A preference, never a refusal: with only these free, one of them is
+   * taken. The processor picked is added to it.
+   */
+  avoid?: Set<string> | undefined
   cancel?: CancelToken
 }
 
@@ -68,7 +74,7 @@ export class Scheduler {
   private pumpNow = 0
   /** The pump's one function, made once: the head of a queue gets a lease, or fails. */
   private readonly take = (w: Waiter<Lease>): Lease | null => {
-    const lease = this.tryLease(w.model, w.exclude, this.pumpNow, w.userId)
+    const lease = this.tryLease(w.model, w.exclude, this.pumpNow, w.userId, w.avoid)
     if (!lease) this.checkServable(w.model, w.exclude, this.pumpNow)
     return lease
   }
@@ -96,18 +102,19 @@ export class Scheduler {
    *         every one's breaker is open), ERR_BUSY (queue full), or `cancel`'s reason
    */
   lease(model: string, opts: LeaseOptions = {}): Promise<Lease> {
-    const { userId = '', exclude = NONE, cancel } = opts
+    const { userId = '', exclude = NONE, avoid, cancel } = opts
     if (cancel?.aborted) return Promise.reject(cancelError(cancel.reason))
     const deferred = this.queue.overShare(userId, model)
-    const lease = deferred ? null : this.tryLease(model, exclude, Date.now(), userId)
+    const lease = deferred ? null : this.tryLease(model, exclude, Date.now(), userId, avoid)
     if (lease) return Promise.resolve(lease)
-    return this.wait(model, userId, exclude, cancel, deferred)
+    return this.wait(model, userId, exclude, avoid, cancel, deferred)
   }
 
   private async wait(
     model: string,
     userId: string,
     exclude: ReadonlySet<string>,
+    avoid: Set<string> | undefined,
     cancel: CancelToken | undefined,
     deferred: boolean,
   ): Promise<Lease> {
@@ -116,7 +123,7 @@ export class Scheduler {
       // A processor may have joined since the last periodic lookup.
       await this.discovery.refreshIfStale()
       now = Date.now()
-      const lease = this.tryLease(model, exclude, now, userId)
+      const lease = this.tryLease(model, exclude, now, userId, avoid)
       if (lease) return lease
     }
     this.checkServable(model, exclude, now)
@@ -130,7 +137,7 @@ export class Scheduler {
             settle(lease)
           }
         : settle
-      const waiter: Waiter<Lease> = { model, userId, exclude, resolve, reject, unwatch: () => {} }
+      const waiter: Waiter<Lease> = { model, userId, exclude, avoid, resolve, reject, unwatch: () => {} }
       if (cancel) {
         waiter.unwatch = cancel.onAbort((reason) => {
           if (this.queue.remove(waiter)) this.queue.settle(waiter, cancelError(reason))
@@ -176,8 +183,17 @@ export class Scheduler {
     }
   }
 
-  /** A lease for `userId` on the processor the strategy picks among those free now, or null. */
-  private tryLease(model: string, exclude: ReadonlySet<string>, now: number, userId: string): Lease | null {
+  /**
+   * A lease for `userId` on the processor the strategy picks among those free now (those not in
+   * `avoid` when there are any), or null.
+   */
+  private tryLease(
+    model: string,
+    exclude: ReadonlySet<string>,
+    now: number,
+    userId: string,
+    avoid?: Set<string>,
+  ): Lease | null {
     const free: ProcessorEntry[] = []
     for (const e of this.registry.values()) {
       if (e.state !== 'serving' || !serves(e, model) || exclude.has(e.id) || e.inflight >= e.capacity)
@@ -188,10 +204,11 @@ export class Scheduler {
     const picked = choose(
       this.routing.strategy,
       model,
-      free as Candidate[],
+      (avoid?.size ? preferred(free, avoid) : free) as Candidate[],
       this.strategyState,
       this.expectedTokens,
     ) as ProcessorEntry
+    avoid?.add(picked.id)
     picked.inflight++
     this.queue.hold(model, userId, 1)
     this.breakers.leased(picked)
@@ -249,6 +266,12 @@ export class Scheduler {
     this.pumpNow = Date.now()
     this.queue.pump(this.take)
   }
+}
+
+/** The processors of `free` not in `avoid`, or all of them when every one is. */
+function preferred(free: ProcessorEntry[], avoid: ReadonlySet<string>): ProcessorEntry[] {
+  const others = free.filter((e) => !avoid.has(e.id))
+  return others.length > 0 ? others : free
 }
 
 /** The one object a request holds per slot: its outcome frees the slot exactly once. */

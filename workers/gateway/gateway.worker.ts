@@ -312,7 +312,15 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     return this.serveInfer(identity, req, {
       // Only streams have an id a `cancel` can name.
       runningKey: clientId ? `${ctx.remotePublicKey.toString('hex')}/${clientId}` : null,
-      onText: req.stream ? (text) => ctx.emit(STREAM_CHUNK, { id: clientId, seq: seq++, text }) : null,
+      onText: req.stream
+        ? (text, index) =>
+            ctx.emit(
+              STREAM_CHUNK,
+              index === undefined
+                ? { id: clientId, seq: seq++, text }
+                : { id: clientId, seq: seq++, text, index },
+            )
+        : null,
       onDelta: req.stream
         ? (delta) => ctx.emit(STREAM_CHUNK, { id: clientId, seq: seq++, text: '', ...delta })
         : undefined,
@@ -335,12 +343,16 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     return endTrace(sink.trace, req, this.serveOnce(identity, req, sink))
   }
 
+  /** One admission, one usage record and one count in the metrics, whatever its `n`. */
   private async serveOnce(identity: Identity | null, req: InferRequest, sink: Sink): Promise<InferResult> {
     await this.admissible(identity, req.model)
-    const work = () => this.pipeline.run(req, sink, identity?.userId ?? '')
+    // A request that fails is billed what ran all the same: what processors stopped by its
+    // deadline, or by another of its choices failing, had generated.
+    const spent = { promptTokens: 0, completionTokens: 0 }
+    const work = () => this.pipeline.run(req, sink, identity?.userId ?? '', spent)
     const ledgerId = ledgerIdOf(sink.trace)
-    const answer = identity ? this.metering.run(identity, req.model, work, (r) => r, ledgerId) : work()
-    return this.observability.counted(req.model, answer)
+    const answer = identity ? this.metering.run(identity, req.model, work, (r) => r, ledgerId, spent) : work()
+    return this.observability.counted(req.model, answer, spent)
   }
 
   /**

@@ -1,5 +1,6 @@
 import type { Logger } from '../../facilities/log.facility.js'
 import type { NetFacility } from '../../facilities/net/net.facility.js'
+import { CANCEL_GRACE_MS } from '../../facilities/net/peer-connection.js'
 import { deltaOf, type StreamChunk } from '../../facilities/net/streaming.js'
 import type { ProcessorEntry, RouterFacility } from '../../facilities/router/router.facility.js'
 import type { RequestTrace } from '../../facilities/tracing/request-trace.js'
@@ -8,6 +9,7 @@ import type { GatewayConfig } from '../../kernel/config.js'
 import { MeshError } from '../../kernel/errors.js'
 import type { InferRequest, InferResult, ProcessorReply } from '../../kernel/inference.js'
 import type { EmbedResult, GenerationDelta } from '../../kernel/wire.js'
+import { type ChoiceLeg, runChoices, type Spent, spend } from './choices.js'
 
 /** Waits `ms`, or less if `cancel` fires first. */
 function sleep(ms: number, cancel: CancelToken): Promise<void> {
@@ -26,8 +28,8 @@ function sleep(ms: number, cancel: CancelToken): Promise<void> {
 export interface Sink {
   /** Key under which a `cancel` RPC finds it, or null. */
   runningKey: string | null
-  /** Each piece of streamed text, in order; null for a request answered whole. */
-  onText: ((text: string) => void) | null
+  /** Each piece of streamed text, in order (`index`: its choice, with `n` > 1); null for a request answered whole. */
+  onText: ((text: string, index?: number) => void) | null
   /** Streamed reasoning, tool calls and log probabilities, in order with the text. */
   onDelta?: ((delta: GenerationDelta) => void) | undefined
   /** Cancels the request when its caller goes away; returns the function that stops watching. */
@@ -43,6 +45,14 @@ export interface Sink {
 /** An embedding answer as processors give it, with who served it. */
 export interface EmbedReply extends EmbedResult {
   processor?: string
+}
+
+/** What every try of one request shares. */
+interface Forwarding {
+  userId: string
+  timeoutMs: number
+  /** Where the tokens of an answer that came back after the deadline go (billed with the error). */
+  spent: Spent
 }
 
 /** One try of a request on one processor. */
@@ -111,6 +121,30 @@ function processorRequest(req: InferRequest): Record<ForwardedField, unknown> {
     format: req.format,
     think: req.think,
     logprobs: req.logprobs,
+  }
+}
+
+/**
+ * What a leg does with each streamed chunk: `seen()` counts it, then its reasoning, calls and
+ * log probabilities go to the sink's `onDelta` and its text to `onText`, with its choice's
+ * `index` (`n` > 1). Undefined for an answer given whole: it has no chunks to wait for (the
+ * processor streams only when asked).
+ */
+function chunkHandler(
+  sink: Sink,
+  index: number | undefined,
+  seen: () => void,
+): ((chunk: StreamChunk) => void) | undefined {
+  const { onText, onDelta } = sink
+  if (!onText) return undefined
+  return (chunk) => {
+    seen()
+    if (chunk.thinking !== undefined || chunk.toolCalls !== undefined || chunk.logprobs !== undefined) {
+      const delta = deltaOf(chunk)
+      if (index !== undefined) delta.index = index
+      onDelta?.(delta)
+    }
+    if (chunk.text !== '') onText(chunk.text, index)
   }
 }
 
@@ -192,9 +226,18 @@ export class InferencePipeline {
     }
   }
 
-  /** Forwards one validated request (streams tracked for `cancel`, bounded by its timeout). */
-  async run(req: InferRequest, sink: Sink, userId: string): Promise<InferResult> {
-    if ((req.n ?? 1) > 1) throw MeshError.unsupported('n')
+  /**
+   * Forwards one validated request (streams tracked for `cancel`, bounded by its timeout); its
+   * `n` choices, when more than one, in parallel (see choices.ts). When it fails, the tokens
+   * that ran all the same (what processors stopped by the deadline, or stopped because another
+   * choice failed, had generated) are added to `spent`.
+   */
+  async run(
+    req: InferRequest,
+    sink: Sink,
+    userId: string,
+    spent: Spent = { promptTokens: 0, completionTokens: 0 },
+  ): Promise<InferResult> {
     const key = sink.runningKey
     if (key && this.running.has(key))
       throw MeshError.badRequest(`request.id: stream '${req.id}' is already running`)
@@ -206,8 +249,12 @@ export class InferencePipeline {
     if (key) this.running.set(key, cancel)
     this.active++
     try {
+      const n = req.n ?? 1
+      const ctx: Forwarding = { userId, timeoutMs, spent }
       return await withDeadline(cancel, timeoutMs, sink.watch, sink.onAnswer, () =>
-        this.forward(req, sink, cancel, userId, timeoutMs),
+        n > 1
+          ? runChoices(n, cancel, spent, (choice, stop) => this.forward(req, sink, stop, ctx, choice))
+          : this.forward(req, sink, cancel, ctx),
       )
     } finally {
       this.active--
@@ -215,29 +262,38 @@ export class InferencePipeline {
     }
   }
 
+  /**
+   * One request, or one `choice` of it, tried on processors until one answers. Only the first
+   * choice's waits and round trip go into the trace's timing (the legs run side by side).
+   * `cancel` stops its leg as a caller stops a stream, whatever the reason (the caller gone, the
+   * deadline): the processor answers what it generated until then, and a request stopped with
+   * an error (the deadline's) throws it, the answer's tokens added to `spent`.
+   */
   private async forward(
     req: InferRequest,
     sink: Sink,
     cancel: CancelToken,
-    userId: string,
-    timeoutMs: number,
+    ctx: Forwarding,
+    choice?: ChoiceLeg,
   ): Promise<InferResult> {
+    const { userId, timeoutMs } = ctx
     const { routing } = this.config
     const started = Date.now()
     const tried = new Set<string>()
     let chunks = 0
     const body = processorRequest(req)
     const stopped = () => cancelError(cancel.reason)
-    const { trace } = sink
+    const trace = choice && choice.index > 0 ? undefined : sink.trace
+    const avoid = choice?.avoid
     for (let attempt = 1; ; attempt++) {
       const waitFrom = trace ? performance.now() : 0
       // A request stopped meanwhile (its caller gone) takes no slot.
-      const lease = await this.router().lease(req.model, { userId, exclude: tried, cancel })
+      const lease = await this.router().lease(req.model, { userId, exclude: tried, avoid, cancel })
       if (trace) trace.queueMs += performance.now() - waitFrom
       const { entry } = lease
       tried.add(entry.id)
       const leg: Leg = { cancel: new CancelToken(), model: req.model, answering: false }
-      const unfollow = cancel.onAbort((reason) => leg.cancel.abort(reason))
+      const unfollow = cancel.onAbort(() => leg.cancel.abort())
       let legs = this.legs.get(entry.id)
       if (!legs) {
         legs = new Set<Leg>()
@@ -247,31 +303,26 @@ export class InferencePipeline {
       const sent = performance.now()
       sink.onDispatch?.()
       let firstChunkMs: number | undefined
+      const onChunk = chunkHandler(sink, choice?.index, () => {
+        firstChunkMs ??= performance.now() - sent
+        leg.answering = true
+        chunks++
+      })
       try {
         if (cancel.aborted) throw stopped()
-        const { onText, onDelta } = sink
         const result = await this.net()
           .peer(entry.publicKey, entry.id)
+          // The deadline stops the leg (`withDeadline`); the call's own timeout leaves the stopped
+          // stream its grace to answer what it generated.
           .stream<ProcessorReply>('infer', body, {
             cancel: leg.cancel,
-            timeout: timeoutMs,
-            // An answer given whole has no chunks to wait for (the processor streams only when asked).
-            onChunk: onText
-              ? (chunk: StreamChunk) => {
-                  firstChunkMs ??= performance.now() - sent
-                  leg.answering = true
-                  chunks++
-                  if (
-                    chunk.thinking !== undefined ||
-                    chunk.toolCalls !== undefined ||
-                    chunk.logprobs !== undefined
-                  ) {
-                    onDelta?.(deltaOf(chunk))
-                  }
-                  if (chunk.text !== '') onText(chunk.text)
-                }
-              : undefined,
+            timeout: timeoutMs + CANCEL_GRACE_MS,
+            onChunk,
           })
+        if (cancel.reason instanceof MeshError) {
+          spend(ctx.spent, result)
+          throw cancel.reason
+        }
         const observedMs = performance.now() - sent
         lease.answered({
           // Unary answers have no first chunk: what the processor did not spend generating.
@@ -294,8 +345,8 @@ export class InferencePipeline {
         if (trace) trace.retryMs += performance.now() - sent
         if (!verdict.retry) throw verdict.error
         if (verdict.rerouted) tried.delete(entry.id)
-        ;(trace?.log ?? this.log()).warn(
-          { err: verdict.error, processor: entry.id, attempt },
+        ;(sink.trace?.log ?? this.log()).warn(
+          { err: verdict.error, processor: entry.id, attempt, choice: choice?.index },
           verdict.rerouted ? 'request moved to another processor' : 'processor failed before first token',
         )
       } finally {

@@ -3,6 +3,7 @@ import type { LimitsFacility, Subject } from '../../facilities/limits.facility.j
 import type { UsageFacility } from '../../facilities/usage/usage.facility.js'
 import { MeshError } from '../../kernel/errors.js'
 import { idSequence } from '../../kernel/util.js'
+import type { Spent } from './choices.js'
 
 /** What a served request reports for its usage record. */
 export interface Metered {
@@ -33,7 +34,9 @@ export class Metering {
   }
 
   /**
-   * Runs `work` for `identity` within its limits and records it.
+   * Runs `work` for `identity` within its limits and records it: with the tokens of its
+   * result, or when it fails, those `spent` says ran (what the processors its deadline, or a
+   * failed choice, stopped had generated).
    * @throws ERR_RATE_LIMITED, ERR_QUOTA_EXCEEDED (not admitted), whatever `work` throws (after
    *         recording it), ERR_INTERNAL when the record cannot be written
    */
@@ -44,6 +47,7 @@ export class Metering {
     counts: (result: T) => Metered,
     /** The record's id (unique: one the gateway made); a new one when absent. */
     id?: string,
+    spent?: Spent,
   ): Promise<T & { requestId: string }> {
     const usage = this.ledger()
     const limits = this.limiter()
@@ -62,8 +66,8 @@ export class Metering {
       } catch (err) {
         failure = MeshError.from(err)
       }
-      const promptTokens = result?.promptTokens ?? 0
-      const completionTokens = result?.completionTokens ?? 0
+      const promptTokens = result ? result.promptTokens : (spent?.promptTokens ?? 0)
+      const completionTokens = result ? (result.completionTokens ?? 0) : (spent?.completionTokens ?? 0)
       const meta = result ? counts(result) : {}
       limits.addTokens(subject, promptTokens + completionTokens)
       recorded = usage.record({

@@ -11,6 +11,7 @@ import { MeshError } from '../../kernel/errors.js'
 import type { Health } from '../../kernel/wire.js'
 import type { FacilitySpec } from '../base.worker.js'
 import { MetricsEndpoint, type MetricsEndpointConfig } from '../metrics-endpoint.js'
+import type { Spent } from './choices.js'
 import type { Sink } from './inference-pipeline.js'
 import { scrapeProcessors } from './mesh-scrape.js'
 
@@ -147,12 +148,13 @@ export class GatewayObservability {
   }
 
   /**
-   * Counts the tokens of `answer` once it resolves, or the limit that refused it; the same
-   * answer, or its failure.
+   * Counts the tokens of `answer` once it resolves, or when it fails, the limit that refused it
+   * and the tokens `spent` says ran; the same answer, or its failure.
    */
   async counted<T extends { promptTokens: number; completionTokens?: number }>(
     model: string,
     answer: Promise<T>,
+    spent?: Spent,
   ): Promise<T> {
     let result: T
     try {
@@ -160,6 +162,8 @@ export class GatewayObservability {
     } catch (err) {
       const limit = limitOf(err)
       if (limit) this.metrics.limitRejected(limit)
+      if (spent && spent.promptTokens + spent.completionTokens > 0)
+        this.metrics.tokens(model, spent.promptTokens, spent.completionTokens)
       throw err
     }
     this.metrics.tokens(model, result.promptTokens, result.completionTokens ?? 0)

@@ -40,6 +40,25 @@ test('scheduler: exclude skips the processors a request failed on', async (t) =>
   await t.exception(router.lease('m', { exclude: all }), /ERR_NO_PROCESSOR/, 'none left')
 })
 
+test('scheduler: avoid prefers processors no sibling uses, and takes one of them when only they are free', async (t) => {
+  const router = await routerOver([standIn(1, ['m'], 2), standIn(2, ['m'], 2)], { strategy: 'round-robin' })
+  t.teardown(() => router.close())
+  const avoid = new Set<string>()
+  const a = await router.lease('m', { avoid })
+  const b = await router.lease('m', { avoid })
+  t.not(a.entry.id, b.entry.id, 'the second goes where the first is not')
+  t.alike([...avoid].sort(), [a.entry.id, b.entry.id].sort(), 'both picks are remembered')
+  const c = await router.lease('m', { avoid })
+  t.ok([a.entry.id, b.entry.id].includes(c.entry.id), 'every free one avoided: one of them, not a wait')
+  const d = await router.lease('m', { avoid })
+  const waiting = router.lease('m', { avoid })
+  t.is(router.queued, 1, 'every slot taken: the fifth waits as any request does')
+  b.answered()
+  const e = await waiting
+  t.is(e.entry.id, b.entry.id, 'and gets the slot that frees')
+  for (const l of [a, c, d, e]) l.answered()
+})
+
 test('scheduler: waiting requests of one user go in order, users in turn', async (t) => {
   const router = await routerOver([standIn(1)])
   t.teardown(() => router.close())
