@@ -1,6 +1,6 @@
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { CancelToken } from '../../kernel/cancel.js'
-import type { GenerateCallbacks, GenerationResult } from '../../kernel/wire.js'
+import type { GenerateCallbacks, GenerationDelta, GenerationResult } from '../../kernel/wire.js'
 import { noteFailure, noteFirstToken } from './observed.js'
 import { sendJson } from './plumbing.js'
 
@@ -19,9 +19,17 @@ export interface GenerationPlan {
   /** Whether the client asked for the text as it comes. */
   stream: boolean
   run(cb: GenerateCallbacks): Promise<GenerationResult>
-  /** One piece of text as a frame on the wire; `first` when no piece was written before it. */
-  piece(text: string, first: boolean): string
-  /** Writes (`writeFrame`) the frames that end a stream that went well; `empty` when no piece was written. */
+  /**
+   * One piece of text as a frame on the wire; `first` when no frame was written before it;
+   * `index`: the choice it belongs to, with `n` > 1.
+   */
+  piece(text: string, first: boolean, index?: number): string
+  /**
+   * Reasoning, tool calls and log probabilities as a frame on the wire (`first` as for `piece`).
+   * A dialect without it is not sent them as they come: it answers with the text alone.
+   */
+  delta?(delta: GenerationDelta, first: boolean): string
+  /** Writes (`writeFrame`) the frames that end a stream that went well; `empty` when no frame was written. */
   finish(res: ServerResponse, result: GenerationResult, empty: boolean): void
   /** The whole answer as one JSON object, when not streamed. */
   whole(result: GenerationResult): unknown
@@ -34,9 +42,10 @@ export function writeFrame(res: ServerResponse, frame: string): void {
 
 /**
  * Runs a generation and writes it as a stream of frames or one JSON object.
- * The head waits for the first piece of text, so an error before any output
- * still gets its own status; an error after it is the stream's last frame.
- * Once the client has gone (`cancel`), nothing more is written.
+ * The head waits for the first frame (text, or a delta when the plan frames
+ * them), so an error before any output still gets its own status; an error
+ * after it is the stream's last frame. Once the client has gone (`cancel`),
+ * nothing more is written.
  */
 export async function respondGeneration(
   res: ServerResponse,
@@ -45,21 +54,37 @@ export async function respondGeneration(
   framing: StreamFraming,
 ): Promise<void> {
   let started = false
-  const onToken = (text: string) => {
-    if (text === '' || cancel.aborted) return
-    const first = !started
-    if (first) {
-      started = true
-      noteFirstToken(res)
-      res.writeHead(200, framing.headers)
-    }
-    writeFrame(res, plan.piece(text, first))
+  /** Writes the head before the first frame; says whether this is the first. */
+  const start = () => {
+    if (started) return false
+    started = true
+    noteFirstToken(res)
+    res.writeHead(200, framing.headers)
+    return true
   }
+  const onToken = (text: string, index?: number) => {
+    if (text === '' || cancel.aborted) return
+    const first = start()
+    writeFrame(res, plan.piece(text, first, index))
+  }
+  const frameDelta = plan.delta?.bind(plan)
+  const onDelta =
+    frameDelta &&
+    ((delta: GenerationDelta) => {
+      if (cancel.aborted) return
+      const first = start()
+      writeFrame(res, frameDelta(delta, first))
+    })
 
   let result: GenerationResult
   try {
     // Only a stream asks for text as it comes: an answer given whole travels whole, in one message.
-    result = await plan.run(plan.stream ? { cancel, onToken } : { cancel })
+    const cb: GenerateCallbacks = { cancel }
+    if (plan.stream) {
+      cb.onToken = onToken
+      if (onDelta) cb.onDelta = onDelta
+    }
+    result = await plan.run(cb)
   } catch (err) {
     if (cancel.aborted) return
     if (!started) return framing.sendError(res, err)
