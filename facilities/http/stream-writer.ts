@@ -35,9 +35,9 @@ export interface GenerationPlan {
   whole(result: GenerationResult): unknown
 }
 
-/** Writes one frame unless the client is gone. */
+/** Writes one frame unless the client is gone or it is empty (a delta a dialect has no frame for). */
 export function writeFrame(res: ServerResponse, frame: string): void {
-  if (!res.destroyed) res.write(frame)
+  if (frame !== '' && !res.destroyed) res.write(frame)
 }
 
 /**
