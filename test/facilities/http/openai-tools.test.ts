@@ -222,7 +222,9 @@ test('openai-tools: bad or unsupported tool input is a 400 naming the field', as
     ],
     [
       'a replayed deprecated function call',
-      { messages: [user, { role: 'assistant', content: null, function_call: { name: 'f', arguments: '{}' } }] },
+      {
+        messages: [user, { role: 'assistant', content: null, function_call: { name: 'f', arguments: '{}' } }],
+      },
       { status: 400, code: 'err_unsupported', param: 'messages[1].function_call' },
     ],
   ]
