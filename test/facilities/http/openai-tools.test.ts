@@ -234,3 +234,42 @@ test('openai-tools: bad or unsupported tool input is a 400 naming the field', as
   }
   t.is(source.requests.length, 0, 'none reached the source')
 })
+
+test("openai-tools: the client's tool runner loops: its replayed call and tool answer reach the source as the wire's turns", async (t) => {
+  const { source, client } = await serveScripted(t)
+  source.queue = [[{ toolCalls: [CALLS[0] as (typeof CALLS)[0]] }], [{ pieces: ['Sunny ', 'in Paris.'] }]]
+  const cities: string[] = []
+  const runner = client.chat.completions.runTools({
+    model: MODEL,
+    messages: [{ role: 'user', content: 'weather in Paris?' }],
+    stream: true,
+    tools: [
+      {
+        type: 'function',
+        function: {
+          name: 'get_weather',
+          description: 'The weather in a city',
+          parameters: WEATHER.function.parameters,
+          parse: (s: string) => JSON.parse(s) as { city: string },
+          function: ({ city }: { city: string }) => {
+            cities.push(city)
+            return 'sunny'
+          },
+        },
+      },
+    ],
+  })
+  t.is(await runner.finalContent(), 'Sunny in Paris.')
+  t.alike(cities, ['Paris'], 'the runner called the function with the parsed arguments')
+  t.is(source.requests.length, 2)
+  const second = source.requests[1]
+  t.alike(second && 'messages' in second && second.messages, [
+    { role: 'user', content: 'weather in Paris?' },
+    {
+      role: 'assistant',
+      content: '',
+      toolCalls: [{ id: 'call_a', name: 'get_weather', arguments: { city: 'Paris' } }],
+    },
+    { role: 'tool', content: 'sunny', toolCallId: 'call_a', toolName: 'get_weather' },
+  ])
+})

@@ -38,6 +38,8 @@ export interface ScriptedChoice {
  */
 export class ScriptedSource implements InferenceSource {
   script: ScriptedChoice[] = [{ pieces: ['ok'] }]
+  /** Scripts for the next requests, one each, before `script` again. */
+  queue: ScriptedChoice[][] = []
   requests: (ChatRequest | GenerateRequest)[] = []
 
   get last(): ChatRequest | GenerateRequest | undefined {
@@ -58,24 +60,25 @@ export class ScriptedSource implements InferenceSource {
   private run(req: ChatRequest | GenerateRequest, cb: GenerateCallbacks = {}): GenerationResult {
     this.requests.push(structuredClone(req))
     if (req.model !== MODEL) throw MeshError.modelNotFound(req.model)
-    const several = this.script.length > 1
+    const script = this.queue.shift() ?? this.script
+    const several = script.length > 1
     const indexOf = (i: number) => (several ? { index: i } : {})
     const streamed = cb.onToken !== undefined
-    this.script.forEach((c, i) => {
+    script.forEach((c, i) => {
       if (c.thinking) cb.onDelta?.({ ...indexOf(i), thinking: c.thinking })
     })
-    const longest = Math.max(...this.script.map((c) => c.pieces?.length ?? 0))
+    const longest = Math.max(...script.map((c) => c.pieces?.length ?? 0))
     for (let k = 0; k < longest; k++) {
-      this.script.forEach((c, i) => {
+      script.forEach((c, i) => {
         const piece = c.pieces?.[k]
         if (piece !== undefined) cb.onToken?.(piece, several ? i : undefined)
       })
     }
-    this.script.forEach((c, i) => {
+    script.forEach((c, i) => {
       if (c.logprobs) cb.onDelta?.({ ...indexOf(i), logprobs: c.logprobs })
       if (c.toolCalls) cb.onDelta?.({ ...indexOf(i), toolCalls: c.toolCalls })
     })
-    const choices = this.script.map((c, i) => choiceOf(c, i, streamed))
+    const choices = script.map((c, i) => choiceOf(c, i, streamed))
     const first = choices[0] as ChoiceResult
     const { index: _, ...own } = first
     return {
