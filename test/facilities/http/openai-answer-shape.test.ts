@@ -1,6 +1,7 @@
 import test from 'brittle'
 import { zodFunction, zodResponseFormat } from 'openai/helpers/zod'
 import { z } from 'zod'
+import { MeshError } from '../../../kernel/errors.js'
 import type { TokenLogprob } from '../../../kernel/wire.js'
 import { MODEL, post, refusal, serveScripted, sseEvents } from './scripted-source.js'
 
@@ -78,6 +79,16 @@ test('openai-answer-shape: reasoning_effort is think; reasoning comes back as re
     { content: '2' },
     {},
   ])
+
+  source.script = [{ thinking: 'hmm' }]
+  source.failAfter = new MeshError('ERR_STREAM_BROKEN', 'processor went away')
+  const broken = await post(url, '/v1/chat/completions', { model: MODEL, messages: user, stream: true })
+  t.is(broken.status, 200, 'the reasoning delta opened the stream')
+  const events = (await broken.text()).split('\n\n').filter((e) => e !== '')
+  t.is(events.length, 2, 'the reasoning, then the error')
+  t.ok(events[0]?.includes('"reasoning_content":"hmm"'))
+  t.ok(events[1]?.startsWith('data: {"error":'))
+  source.failAfter = null
 
   const bad = await post(url, '/v1/chat/completions', {
     model: MODEL,

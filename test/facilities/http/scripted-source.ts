@@ -40,6 +40,8 @@ export class ScriptedSource implements InferenceSource {
   script: ScriptedChoice[] = [{ pieces: ['ok'] }]
   /** Scripts for the next requests, one each, before `script` again. */
   queue: ScriptedChoice[][] = []
+  /** Thrown once everything scripted was streamed, instead of the result. */
+  failAfter: MeshError | null = null
   requests: (ChatRequest | GenerateRequest)[] = []
 
   get last(): ChatRequest | GenerateRequest | undefined {
@@ -78,6 +80,7 @@ export class ScriptedSource implements InferenceSource {
       if (c.logprobs) cb.onDelta?.({ ...indexOf(i), logprobs: c.logprobs })
       if (c.toolCalls) cb.onDelta?.({ ...indexOf(i), toolCalls: c.toolCalls })
     })
+    if (this.failAfter) throw this.failAfter
     const choices = script.map((c, i) => choiceOf(c, i, streamed))
     const first = choices[0] as ChoiceResult
     const { index: _, ...own } = first
