@@ -25,8 +25,9 @@ export interface GenerationPlan {
    */
   piece(text: string, first: boolean, index?: number): string
   /**
-   * Reasoning, tool calls and log probabilities as a frame on the wire (`first` as for `piece`).
-   * A dialect without it is not sent them as they come: it answers with the text alone.
+   * Reasoning, tool calls and log probabilities as a frame on the wire (`first` as for `piece`),
+   * or '' when the dialect shows none of what the delta holds. A plan without it is sent no
+   * deltas: its stream carries the text alone.
    */
   delta?(delta: GenerationDelta, first: boolean): string
   /** Writes (`writeFrame`) the frames that end a stream that went well; `empty` when no frame was written. */
@@ -35,9 +36,9 @@ export interface GenerationPlan {
   whole(result: GenerationResult): unknown
 }
 
-/** Writes one frame unless the client is gone or it is empty (a delta a dialect has no frame for). */
+/** Writes one frame unless the client is gone. */
 export function writeFrame(res: ServerResponse, frame: string): void {
-  if (frame !== '' && !res.destroyed) res.write(frame)
+  if (!res.destroyed) res.write(frame)
 }
 
 /**
@@ -72,8 +73,10 @@ export async function respondGeneration(
     frameDelta &&
     ((delta: GenerationDelta) => {
       if (cancel.aborted) return
-      const first = start()
-      writeFrame(res, frameDelta(delta, first))
+      const frame = frameDelta(delta, !started)
+      if (frame === '') return
+      start()
+      writeFrame(res, frame)
     })
 
   let result: GenerationResult
