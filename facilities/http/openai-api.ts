@@ -5,19 +5,24 @@
  * official `openai` client and the tools built on it work unchanged.
  *
  * As in the Ollama layer, a field we cannot honour is ignored only when
- * ignoring it cannot change the kind of answer (`user`, `store`, `metadata`,
- * zero penalties, `n: 1`, `parallel_tool_calls` without tools); anything asked
- * for that we cannot do (`tools`, `response_format` other than text, `n > 1`,
- * `logprobs`, images, audio) is a 400 naming the parameter.
+ * ignoring it cannot change the answer (`user`, `store`, `metadata`,
+ * `service_tier`, `parallel_tool_calls` without tools); anything asked for
+ * that we cannot do (tools other than functions, `logit_bias`, audio, images,
+ * predicted outputs, web search, `echo`, `suffix`, `best_of`) is a 400
+ * ERR_UNSUPPORTED naming the parameter. Function tools, structured output
+ * (`response_format`), `reasoning_effort`, log probabilities, penalties and
+ * `n` become the wire's fields; whether the engine serving the model can give
+ * them is its backend's to say, with the same ERR_UNSUPPORTED.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { z } from 'zod'
 import type { CancelToken } from '../../kernel/cancel.js'
 import { MeshError } from '../../kernel/errors.js'
 import type { InferenceSource, ModelInfo } from '../../kernel/wire.js'
-import { chatCompletions, completions, OWNER } from './openai/completions.js'
+import { chatCompletions, completions } from './openai/completions.js'
 import { notAllowed, sendOpenAIError, unsupported } from './openai/errors.js'
 import { chatSchema, completionSchema, embeddingsSchema, parse } from './openai/requests.js'
+import { OWNER } from './openai/sse.js'
 import { sendJson, serveRequest } from './plumbing.js'
 
 export const DEFAULT_OPENAI_MAX_BODY_BYTES = 8 * 1024 * 1024

@@ -19,14 +19,18 @@ export interface GenerationPlan {
   /** Whether the client asked for the text as it comes. */
   stream: boolean
   run(cb: GenerateCallbacks): Promise<GenerationResult>
-  /** One piece of text as a frame on the wire; `first` when no piece was written before it. */
-  piece(text: string, first: boolean): string
   /**
-   * Reasoning, tool calls or log probabilities as a frame, `first` as for `piece` ('' writes
-   * nothing). Absent: the dialect streams text only (and the source is not asked for deltas).
+   * One piece of text as a frame on the wire; `first` when no frame was written before it;
+   * `index`: the choice it belongs to, with `n` > 1.
+   */
+  piece(text: string, first: boolean, index?: number): string
+  /**
+   * Reasoning, tool calls and log probabilities as a frame on the wire (`first` as for `piece`),
+   * or '' when the dialect shows none of what the delta holds. A plan without it is sent no
+   * deltas: its stream carries the text alone.
    */
   delta?(delta: GenerationDelta, first: boolean): string
-  /** Writes (`writeFrame`) the frames that end a stream that went well; `empty` when nothing was written. */
+  /** Writes (`writeFrame`) the frames that end a stream that went well; `empty` when no frame was written. */
   finish(res: ServerResponse, result: GenerationResult, empty: boolean): void
   /** The whole answer as one JSON object, when not streamed. */
   whole(result: GenerationResult): unknown
@@ -39,9 +43,10 @@ export function writeFrame(res: ServerResponse, frame: string): void {
 
 /**
  * Runs a generation and writes it as a stream of frames or one JSON object.
- * The head waits for the first frame (text, or a delta), so an error before any output
- * still gets its own status; an error after it is the stream's last frame.
- * Once the client has gone (`cancel`), nothing more is written.
+ * The head waits for the first frame (text, or a delta when the plan frames
+ * them), so an error before any output still gets its own status; an error
+ * after it is the stream's last frame. Once the client has gone (`cancel`),
+ * nothing more is written.
  */
 export async function respondGeneration(
   res: ServerResponse,
@@ -50,32 +55,39 @@ export async function respondGeneration(
   framing: StreamFraming,
 ): Promise<void> {
   let started = false
-  const write = (frame: string) => {
-    if (!started) {
-      started = true
-      noteFirstToken(res)
-      res.writeHead(200, framing.headers)
-    }
-    writeFrame(res, frame)
+  /** Writes the head before the first frame; says whether this is the first. */
+  const start = () => {
+    if (started) return false
+    started = true
+    noteFirstToken(res)
+    res.writeHead(200, framing.headers)
+    return true
   }
-  const onToken = (text: string) => {
+  const onToken = (text: string, index?: number) => {
     if (text === '' || cancel.aborted) return
-    write(plan.piece(text, !started))
+    const first = start()
+    writeFrame(res, plan.piece(text, first, index))
   }
-  const delta = plan.delta?.bind(plan)
-  const cb: GenerateCallbacks = { cancel, onToken }
-  if (delta) {
-    cb.onDelta = (d) => {
+  const frameDelta = plan.delta?.bind(plan)
+  const onDelta =
+    frameDelta &&
+    ((delta: GenerationDelta) => {
       if (cancel.aborted) return
-      const frame = delta(d, !started)
-      if (frame !== '') write(frame)
-    }
-  }
+      const frame = frameDelta(delta, !started)
+      if (frame === '') return
+      start()
+      writeFrame(res, frame)
+    })
 
   let result: GenerationResult
   try {
     // Only a stream asks for text as it comes: an answer given whole travels whole, in one message.
-    result = await plan.run(plan.stream ? cb : { cancel })
+    const cb: GenerateCallbacks = { cancel }
+    if (plan.stream) {
+      cb.onToken = onToken
+      if (onDelta) cb.onDelta = onDelta
+    }
+    result = await plan.run(cb)
   } catch (err) {
     if (cancel.aborted) return
     if (!started) return framing.sendError(res, err)

@@ -74,5 +74,5 @@ export function notAllowed(res: ServerResponse, allow: string): void {
   )
 }
 
-/** A 400 naming the parameter we cannot honour. */
-export const unsupported = (param: string) => MeshError.unsupported(param)
+/** A 400 naming the parameter we cannot honour (as the caller named it), and why when not simply unsupported. */
+export const unsupported = (param: string, why?: string) => MeshError.unsupported(param, why)

@@ -139,13 +139,17 @@ test('openai-api: errors are OpenAI error objects with their statuses', async (t
   t.ok(unknown instanceof OpenAI.NotFoundError, 'unknown model: 404')
   t.is((unknown as InstanceType<typeof OpenAI.APIError>).code, 'model_not_found')
 
-  const bad = await post(`${url}/v1/chat/completions`, { model: MODEL, messages: user, tools: [{}] })
+  const bad = await post(`${url}/v1/chat/completions`, {
+    model: MODEL,
+    messages: user,
+    tools: [{ type: 'web_search' }],
+  })
   t.is(bad.status, 400)
   t.alike(await bad.json(), {
     error: {
-      message: 'tools is not supported by this server',
+      message: "tools[0].type 'web_search' is not supported by this server: only function tools",
       type: 'invalid_request_error',
-      param: 'tools',
+      param: 'tools[0].type',
       code: 'err_unsupported',
     },
   })

@@ -1,0 +1,153 @@
+/**
+ * A chat answer in OpenAI's objects: the whole `chat.completion`, or its `chat.completion.chunk`s.
+ * Reasoning is `reasoning_content` on the message and on stream deltas (DeepSeek's, vLLM's and
+ * LiteLLM's convention; OpenAI's own API does not show it); tool calls carry their arguments as
+ * a JSON string, each streamed whole in one delta.
+ */
+import type { ServerResponse } from 'node:http'
+import type {
+  ChoiceResult,
+  GenerateCallbacks,
+  GenerationDelta,
+  GenerationResult,
+  TokenLogprob,
+  TokenLogprobBase,
+  ToolCall,
+} from '../../../kernel/wire.js'
+import { type GenerationPlan, writeFrame } from '../stream-writer.js'
+import { type AnswerBase, choicesOf, endStream, event, usageOf } from './sse.js'
+
+/** A call as OpenAI shows one. */
+const callObject = (c: ToolCall) => ({
+  id: c.id,
+  type: 'function' as const,
+  function: { name: c.name, arguments: JSON.stringify(c.arguments) },
+})
+
+/** A token's log probability; its bytes are the backend's, or the token's own UTF-8 when it gave none. */
+const logprobEntry = (l: TokenLogprobBase) => ({
+  token: l.token,
+  logprob: l.logprob,
+  bytes: l.bytes ?? [...Buffer.from(l.token)],
+})
+
+/** Log probabilities as a chat choice's `logprobs`. */
+export function chatLogprobs(lps: TokenLogprob[]) {
+  return {
+    content: lps.map((l) => ({ ...logprobEntry(l), top_logprobs: (l.top ?? []).map(logprobEntry) })),
+    refusal: null,
+  }
+}
+
+/** `tool_calls` when the model called tools (whatever else stopped it), else `length` or `stop`. */
+const finishReason = (c: ChoiceResult) =>
+  c.toolCalls?.length ? 'tool_calls' : c.doneReason === 'length' ? 'length' : 'stop'
+
+/** A choice of the whole answer; its content is null when it is only calls. */
+function wholeChoice(c: ChoiceResult) {
+  const calls = c.toolCalls?.length ? c.toolCalls : undefined
+  return {
+    index: c.index,
+    message: {
+      role: 'assistant',
+      content: calls && c.text === '' ? null : c.text,
+      refusal: null,
+      ...(c.thinking ? { reasoning_content: c.thinking } : {}),
+      ...(calls ? { tool_calls: calls.map(callObject) } : {}),
+    },
+    logprobs: c.logprobs ? chatLogprobs(c.logprobs) : null,
+    finish_reason: finishReason(c),
+  }
+}
+
+/** What a streamed choice has sent so far. */
+interface ChoiceState {
+  /** The calls it has streamed (a call's `index` in its message). */
+  calls: number
+}
+
+/**
+ * The chunks of one streamed answer. A choice's first chunk names the role; a choice that
+ * sent nothing gets one with empty content before its finish chunk, so every choice has both.
+ */
+class ChatChunks {
+  private readonly choices = new Map<number, ChoiceState>()
+
+  constructor(private readonly base: AnswerBase) {}
+
+  chunk(
+    index: number,
+    delta: Record<string, unknown>,
+    logprobs: unknown = null,
+    finish: string | null = null,
+  ) {
+    return event({
+      ...this.base,
+      object: 'chat.completion.chunk',
+      choices: [{ index, delta, logprobs, finish_reason: finish }],
+    })
+  }
+
+  /** The choice's state, and the role to put in its delta when this is its first chunk. */
+  private open(index: number): [ChoiceState, { role?: 'assistant' }] {
+    const known = this.choices.get(index)
+    if (known) return [known, {}]
+    const state = { calls: 0 }
+    this.choices.set(index, state)
+    return [state, { role: 'assistant' }]
+  }
+
+  piece(text: string, index = 0): string {
+    const [, role] = this.open(index)
+    return this.chunk(index, { ...role, content: text })
+  }
+
+  /** A delta's reasoning, calls and log probabilities as one chunk ('' when it carries none of them). */
+  delta(d: GenerationDelta): string {
+    const index = d.index ?? 0
+    if (!d.thinking && !d.toolCalls?.length && !d.logprobs?.length) return ''
+    const [state, role] = this.open(index)
+    const delta: Record<string, unknown> = { ...role }
+    if (d.thinking) delta.reasoning_content = d.thinking
+    if (d.toolCalls?.length)
+      delta.tool_calls = d.toolCalls.map((c) => ({ index: state.calls++, ...callObject(c) }))
+    return this.chunk(index, delta, d.logprobs?.length ? chatLogprobs(d.logprobs) : null)
+  }
+
+  /** Every choice's finish chunk, in index order. */
+  finish(res: ServerResponse, result: GenerationResult): void {
+    for (const c of choicesOf(result)) {
+      if (!this.choices.has(c.index)) writeFrame(res, this.piece('', c.index))
+      writeFrame(res, this.chunk(c.index, {}, null, finishReason(c)))
+    }
+  }
+}
+
+/** How a chat completion answers: whole, or streamed with usage last when `includeUsage`. */
+export function chatPlan(
+  base: AnswerBase,
+  stream: boolean,
+  includeUsage: boolean,
+  run: (cb: GenerateCallbacks) => Promise<GenerationResult>,
+): GenerationPlan {
+  const chunks = new ChatChunks(base)
+  return {
+    stream,
+    run,
+    piece: (text, _first, index) => chunks.piece(text, index),
+    delta: (d) => chunks.delta(d),
+    finish: (res, result) => {
+      chunks.finish(res, result)
+      endStream(
+        res,
+        includeUsage && { ...base, object: 'chat.completion.chunk', choices: [], usage: usageOf(result) },
+      )
+    },
+    whole: (result) => ({
+      ...base,
+      object: 'chat.completion',
+      choices: choicesOf(result).map(wholeChoice),
+      usage: usageOf(result),
+    }),
+  }
+}
