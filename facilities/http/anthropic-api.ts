@@ -27,10 +27,10 @@ import {
   toolChoiceOf,
   toolsOf,
 } from './anthropic/requests.js'
-import { asCallerNamed } from './caller-names.js'
+import { chatAsCallerNamed } from './caller-names.js'
 import { parseAt, serveRequest } from './plumbing.js'
-import { namedEvent, respondEvents, SSE_HEADERS } from './stream-deltas.js'
-import type { StreamFraming } from './stream-writer.js'
+import { namedEvent, SSE_HEADERS } from './sse.js'
+import { deltaFrames, respondGeneration, type StreamFraming, writeFrame } from './stream-writer.js'
 
 export const DEFAULT_ANTHROPIC_MAX_BODY_BYTES = 8 * 1024 * 1024
 
@@ -121,24 +121,17 @@ async function messages(
   const chat = chatRequestOf(r)
   const id = `msg_${rid}`
   const blocks = new MessageBlocks(r.thinking?.display !== 'omitted')
-  await respondEvents(
+  await respondGeneration(
     res,
     cancel,
     {
       stream: r.stream === true,
-      run: (cb) =>
-        source.chat(chat, cb).catch((err: unknown) => {
-          throw asCallerNamed(err, CALLER_NAMES)
-        }),
-      start: () =>
+      run: chatAsCallerNamed(source, chat, CALLER_NAMES),
+      opening: () =>
         namedEvent('message_start', { type: 'message_start', message: messageObject(id, r.model, [], null) }),
-      text: (text) => blocks.text(text),
-      delta: (d) => {
-        let frames = d.thinking ? blocks.thinking(d.thinking) : ''
-        for (const call of d.toolCalls ?? []) frames += blocks.toolCall(call)
-        return frames
-      },
-      finish: (result) => blocks.finish(result),
+      piece: (text) => blocks.text(text),
+      delta: (d) => deltaFrames(blocks, d),
+      finish: (res, result) => writeFrame(res, blocks.finish(result)),
       whole: (result) => {
         blocks.addWhole(result)
         return messageObject(id, r.model, blocks.content, result)

@@ -16,7 +16,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { CancelToken } from '../../kernel/cancel.js'
 import { MeshError } from '../../kernel/errors.js'
 import type { ChatRequest, GenerationResult, InferenceSource } from '../../kernel/wire.js'
-import { asCallerNamed } from './caller-names.js'
+import { chatAsCallerNamed } from './caller-names.js'
 import { notAllowed, openAIError, sendOpenAIError } from './openai/errors.js'
 import { parseAt, serveRequest } from './plumbing.js'
 import { chatMessagesOf } from './responses/input.js'
@@ -31,8 +31,8 @@ import {
   toolChoiceOf,
   toolsOf,
 } from './responses/requests.js'
-import { respondEvents, SSE_HEADERS } from './stream-deltas.js'
-import type { StreamFraming } from './stream-writer.js'
+import { SSE_HEADERS } from './sse.js'
+import { deltaFrames, respondGeneration, type StreamFraming, writeFrame } from './stream-writer.js'
 
 export const DEFAULT_RESPONSES_MAX_BODY_BYTES = 8 * 1024 * 1024
 
@@ -188,29 +188,22 @@ async function responses(
     },
     sendError: sendOpenAIError,
   }
-  await respondEvents(
+  await respondGeneration(
     res,
     cancel,
     {
       stream: r.stream === true,
-      run: (cb) =>
-        source.chat(chat, cb).catch((err: unknown) => {
-          throw asCallerNamed(err, CALLER_NAMES)
-        }),
-      start: () =>
+      run: chatAsCallerNamed(source, chat, CALLER_NAMES),
+      opening: () =>
         items.event('response.created', { response: snapshot('in_progress', null) }) +
         items.event('response.in_progress', { response: snapshot('in_progress', null) }),
-      text: (text) => items.text(text),
-      delta: (d) => {
-        let frames = d.thinking ? items.thinking(d.thinking) : ''
-        for (const call of d.toolCalls ?? []) frames += items.toolCall(call)
-        return frames
-      },
-      finish: (result) => {
+      piece: (text) => items.text(text),
+      delta: (d) => deltaFrames(items, d),
+      finish: (res, result) => {
         const frames = items.finish(result)
         const status = statusOf(result)
         const type = status === 'completed' ? 'response.completed' : 'response.incomplete'
-        return frames + items.event(type, { response: snapshot(status, result) })
+        writeFrame(res, frames + items.event(type, { response: snapshot(status, result) }))
       },
       whole: (result) => {
         items.addWhole(result)
