@@ -52,6 +52,28 @@ export function retryAfterHeaders(e: MeshError): Record<string, string> {
   return { 'Retry-After': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) }
 }
 
+/** A dialect's error reply: its status, body and headers (Retry-After when it has one). */
+export interface ErrorReply {
+  status: number
+  body: unknown
+  headers: Record<string, string>
+}
+
+/**
+ * The sender of a dialect's error replies (`reply` makes one from any error): it notes the
+ * failure, and sends nothing once the response is under way.
+ */
+export function errorSender(
+  reply: (err: unknown) => ErrorReply,
+): (res: ServerResponse, err: unknown, extraHeaders?: Record<string, string>) => void {
+  return (res, err, extraHeaders = {}) => {
+    noteFailure(res, err)
+    if (res.headersSent || res.destroyed) return
+    const { status, body, headers } = reply(err)
+    sendJson(res, status, body, { ...headers, ...extraHeaders })
+  }
+}
+
 export function sendJson(
   res: ServerResponse,
   status: number,
