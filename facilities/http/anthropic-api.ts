@@ -10,7 +10,7 @@
  * MCP servers, containers) is a 400 `invalid_request_error` naming it (ERR_UNSUPPORTED).
  * `count_tokens` is not served: the gateway has no tokenizer of its own (404).
  */
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { ServerResponse } from 'node:http'
 import type { CancelToken } from '../../kernel/cancel.js'
 import { MeshError } from '../../kernel/errors.js'
 import type { ChatRequest, InferenceSource } from '../../kernel/wire.js'
@@ -28,26 +28,23 @@ import {
   toolsOf,
 } from './anthropic/requests.js'
 import { chatAsCallerNamed } from './caller-names.js'
-import { parseAt, serveRequest } from './plumbing.js'
+import {
+  DEFAULT_DIALECT_MAX_BODY_BYTES,
+  type DialectRoutes,
+  type DialectRoutesOptions,
+  dialectRoutes,
+  parseAt,
+} from './plumbing.js'
 import { namedEvent, SSE_HEADERS } from './sse.js'
 import { deltaFrames, respondGeneration, type StreamFraming, writeFrame } from './stream-writer.js'
 
-export const DEFAULT_ANTHROPIC_MAX_BODY_BYTES = 8 * 1024 * 1024
+export const DEFAULT_ANTHROPIC_MAX_BODY_BYTES = DEFAULT_DIALECT_MAX_BODY_BYTES
 
-export interface AnthropicRoutesOptions {
-  /** Largest request body accepted; larger ones get 413. */
-  maxBodyBytes?: number
-  /** Id of the answer to `res` (`msg_<id>`); default a random one per request. */
-  requestId?: (res: ServerResponse) => string
-}
+/** The Anthropic routes' options (the answer's id is `msg_<requestId>`). */
+export type AnthropicRoutesOptions = DialectRoutesOptions
 
 /** Answers one request whose `path` (parsed once by the caller: `pathOf`) is `/v1/messages…`. */
-export type AnthropicRoutes = (
-  req: IncomingMessage,
-  res: ServerResponse,
-  source: InferenceSource,
-  path: string,
-) => Promise<void>
+export type AnthropicRoutes = DialectRoutes
 
 /** The one Anthropic route served. */
 export const MESSAGES_PATH = '/v1/messages'
@@ -75,23 +72,11 @@ const FRAMING: StreamFraming = {
  * becomes Anthropic's error object with its status.
  */
 export function createAnthropicRoutes(opts: AnthropicRoutesOptions = {}): AnthropicRoutes {
-  const {
-    maxBodyBytes = DEFAULT_ANTHROPIC_MAX_BODY_BYTES,
-    requestId = () => Math.random().toString(36).slice(2, 14),
-  } = opts
-  return (req, res, source, path) =>
-    serveRequest(
-      req,
-      res,
-      maxBodyBytes,
-      source,
-      async ({ method, cancel, body }) => {
-        if (path !== MESSAGES_PATH) throw new MeshError('ERR_NOT_FOUND', `unknown endpoint ${path}`)
-        if (method !== 'POST') return notAllowed(res, 'POST')
-        await messages(res, cancel, source, parseAt(messagesSchema, await body()), requestId(res))
-      },
-      sendAnthropicError,
-    )
+  return dialectRoutes(opts, sendAnthropicError, async (x, path, requestId) => {
+    if (path !== MESSAGES_PATH) throw new MeshError('ERR_NOT_FOUND', `unknown endpoint ${path}`)
+    if (x.method !== 'POST') return notAllowed(x.res, 'POST')
+    await messages(x.res, x.cancel, x.source, parseAt(messagesSchema, await x.body()), requestId())
+  })
 }
 
 /**

@@ -12,13 +12,19 @@
  * `service_tier`, `safety_identifier`, `prompt_cache_key`, `strict`); anything asked for that
  * the mesh cannot do is a 400 naming the parameter.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { ServerResponse } from 'node:http'
 import type { CancelToken } from '../../kernel/cancel.js'
 import { MeshError } from '../../kernel/errors.js'
 import type { ChatRequest, GenerationResult, InferenceSource } from '../../kernel/wire.js'
 import { chatAsCallerNamed } from './caller-names.js'
 import { notAllowed, openAIError, sendOpenAIError } from './openai/errors.js'
-import { parseAt, serveRequest } from './plumbing.js'
+import {
+  DEFAULT_DIALECT_MAX_BODY_BYTES,
+  type DialectRoutes,
+  type DialectRoutesOptions,
+  dialectRoutes,
+  parseAt,
+} from './plumbing.js'
 import { chatMessagesOf } from './responses/input.js'
 import { type OutputItem, OutputItems } from './responses/output.js'
 import {
@@ -34,22 +40,13 @@ import {
 import { SSE_HEADERS } from './sse.js'
 import { deltaFrames, respondGeneration, type StreamFraming, writeFrame } from './stream-writer.js'
 
-export const DEFAULT_RESPONSES_MAX_BODY_BYTES = 8 * 1024 * 1024
+export const DEFAULT_RESPONSES_MAX_BODY_BYTES = DEFAULT_DIALECT_MAX_BODY_BYTES
 
-export interface ResponsesRoutesOptions {
-  /** Largest request body accepted; larger ones get 413. */
-  maxBodyBytes?: number
-  /** Id of the answer to `res` (`resp_<id>`); default a random one per request. */
-  requestId?: (res: ServerResponse) => string
-}
+/** The Responses routes' options (the answer's id is `resp_<requestId>`). */
+export type ResponsesRoutesOptions = DialectRoutesOptions
 
 /** Answers one request whose `path` (parsed once by the caller: `pathOf`) is `/v1/responses…`. */
-export type ResponsesRoutes = (
-  req: IncomingMessage,
-  res: ServerResponse,
-  source: InferenceSource,
-  path: string,
-) => Promise<void>
+export type ResponsesRoutes = DialectRoutes
 
 /** The one Responses route served (stateless: nothing below it). */
 export const RESPONSES_PATH = '/v1/responses'
@@ -63,25 +60,13 @@ export const isResponsesPath = (path: string) =>
  * becomes OpenAI's error object with its status.
  */
 export function createResponsesRoutes(opts: ResponsesRoutesOptions = {}): ResponsesRoutes {
-  const {
-    maxBodyBytes = DEFAULT_RESPONSES_MAX_BODY_BYTES,
-    requestId = () => Math.random().toString(36).slice(2, 14),
-  } = opts
-  return (req, res, source, path) =>
-    serveRequest(
-      req,
-      res,
-      maxBodyBytes,
-      source,
-      async ({ method, cancel, body }) => {
-        if (path !== RESPONSES_PATH) {
-          throw new MeshError('ERR_NOT_FOUND', `${path}: the gateway stores no responses (stateless)`)
-        }
-        if (method !== 'POST') return notAllowed(res, 'POST')
-        await responses(res, cancel, source, parseAt(responsesSchema, await body()), requestId(res))
-      },
-      sendOpenAIError,
-    )
+  return dialectRoutes(opts, sendOpenAIError, async (x, path, requestId) => {
+    if (path !== RESPONSES_PATH) {
+      throw new MeshError('ERR_NOT_FOUND', `${path}: the gateway stores no responses (stateless)`)
+    }
+    if (x.method !== 'POST') return notAllowed(x.res, 'POST')
+    await responses(x.res, x.cancel, x.source, parseAt(responsesSchema, await x.body()), requestId())
+  })
 }
 
 /**
