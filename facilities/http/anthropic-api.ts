@@ -33,6 +33,7 @@ import {
   type DialectRoutes,
   type DialectRoutesOptions,
   dialectRoutes,
+  isAtOrBelow,
   parseAt,
 } from './plumbing.js'
 import { namedEvent, SSE_HEADERS } from './sse.js'
@@ -50,8 +51,7 @@ export type AnthropicRoutes = DialectRoutes
 export const MESSAGES_PATH = '/v1/messages'
 
 /** Whether `path` is one of Anthropic's (`/v1/messages` and below: those answer 404 in Anthropic's shape). */
-export const isAnthropicPath = (path: string) =>
-  path === MESSAGES_PATH || path.startsWith(`${MESSAGES_PATH}/`)
+export const isAnthropicPath = (path: string) => isAtOrBelow(path, MESSAGES_PATH)
 
 /** The wire's names of the fields a backend may refuse, as an Anthropic caller names them. */
 const CALLER_NAMES = {

@@ -71,6 +71,10 @@ export type DialectRoutes = (
   path: string,
 ) => Promise<void>
 
+/** Whether `path` is `base` or below it (`base/…`). */
+export const isAtOrBelow = (path: string, base: string): boolean =>
+  path === base || path.startsWith(`${base}/`)
+
 /** The default `requestId`: a random one per request. */
 export const randomRequestId = (): string => Math.random().toString(36).slice(2, 14)
 

@@ -23,6 +23,7 @@ import {
   type DialectRoutes,
   type DialectRoutesOptions,
   dialectRoutes,
+  isAtOrBelow,
   parseAt,
 } from './plumbing.js'
 import { chatMessagesOf } from './responses/input.js'
@@ -52,8 +53,7 @@ export type ResponsesRoutes = DialectRoutes
 export const RESPONSES_PATH = '/v1/responses'
 
 /** Whether `path` is one of the Responses API's (`/v1/responses` and below: those answer 404). */
-export const isResponsesPath = (path: string) =>
-  path === RESPONSES_PATH || path.startsWith(`${RESPONSES_PATH}/`)
+export const isResponsesPath = (path: string) => isAtOrBelow(path, RESPONSES_PATH)
 
 /**
  * The Responses routes, for mounting in a node:http server next to the others. Every failure
