@@ -36,7 +36,10 @@ export interface GenerationPlan {
    * deltas: its stream carries the text alone.
    */
   delta?(delta: GenerationDelta, first: boolean): string
-  /** Writes (`writeFrame`) the frames that end a stream that went well; `empty` when no frame was written. */
+  /**
+   * Writes (`writeFrame`) the frames that end a stream that went well; `empty` when no output
+   * came (the head, with any opening frames, went out just before).
+   */
   finish(res: ServerResponse, result: GenerationResult, empty: boolean): void
   /** The whole answer as one JSON object, when not streamed. */
   whole(result: GenerationResult): unknown
