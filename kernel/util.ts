@@ -9,6 +9,16 @@ export function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
 
+/** The object a JSON text holds, or undefined when the text is not JSON or not an object. */
+export function jsonObjectOf(text: string): Record<string, unknown> | undefined {
+  try {
+    const value: unknown = JSON.parse(text)
+    return isRecord(value) ? value : undefined
+  } catch {
+    return undefined
+  }
+}
+
 /** The message of anything thrown. */
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err)
@@ -31,6 +41,11 @@ export function idSequence(prefixBytes: number, pad = 0): () => string {
  */
 export function newToolCallId(): string {
   return `call_${randomBytes(18).toString('base64url')}`
+}
+
+/** As `newToolCallId`, in OpenAI's own form: `call_` and 24 hex digits. */
+export function newHexToolCallId(): string {
+  return `call_${randomBytes(12).toString('hex')}`
 }
 
 /** Smoothing of measured speeds (tokens/s, time to first token, answer length). */

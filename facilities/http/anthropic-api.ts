@@ -10,7 +10,7 @@
  * MCP servers, containers) is a 400 `invalid_request_error` naming it (ERR_UNSUPPORTED).
  * `count_tokens` is not served: the gateway has no tokenizer of its own (404).
  */
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { ServerResponse } from 'node:http'
 import type { CancelToken } from '../../kernel/cancel.js'
 import { MeshError } from '../../kernel/errors.js'
 import type { ChatRequest, InferenceSource } from '../../kernel/wire.js'
@@ -27,34 +27,31 @@ import {
   toolChoiceOf,
   toolsOf,
 } from './anthropic/requests.js'
-import { asCallerNamed } from './caller-names.js'
-import { parseAt, serveRequest } from './plumbing.js'
-import { namedEvent, respondEvents, SSE_HEADERS } from './stream-deltas.js'
-import type { StreamFraming } from './stream-writer.js'
+import { chatAsCallerNamed } from './caller-names.js'
+import {
+  DEFAULT_DIALECT_MAX_BODY_BYTES,
+  type DialectRoutes,
+  type DialectRoutesOptions,
+  dialectRoutes,
+  isAtOrBelow,
+  parseAt,
+} from './plumbing.js'
+import { namedEvent, SSE_HEADERS } from './sse.js'
+import { deltaFrames, respondGeneration, type StreamFraming, writeFrame } from './stream-writer.js'
 
-export const DEFAULT_ANTHROPIC_MAX_BODY_BYTES = 8 * 1024 * 1024
+export const DEFAULT_ANTHROPIC_MAX_BODY_BYTES = DEFAULT_DIALECT_MAX_BODY_BYTES
 
-export interface AnthropicRoutesOptions {
-  /** Largest request body accepted; larger ones get 413. */
-  maxBodyBytes?: number
-  /** Id of the answer to `res` (`msg_<id>`); default a random one per request. */
-  requestId?: (res: ServerResponse) => string
-}
+/** The Anthropic routes' options (the answer's id is `msg_<requestId>`). */
+export type AnthropicRoutesOptions = DialectRoutesOptions
 
 /** Answers one request whose `path` (parsed once by the caller: `pathOf`) is `/v1/messages…`. */
-export type AnthropicRoutes = (
-  req: IncomingMessage,
-  res: ServerResponse,
-  source: InferenceSource,
-  path: string,
-) => Promise<void>
+export type AnthropicRoutes = DialectRoutes
 
 /** The one Anthropic route served. */
 export const MESSAGES_PATH = '/v1/messages'
 
 /** Whether `path` is one of Anthropic's (`/v1/messages` and below: those answer 404 in Anthropic's shape). */
-export const isAnthropicPath = (path: string) =>
-  path === MESSAGES_PATH || path.startsWith(`${MESSAGES_PATH}/`)
+export const isAnthropicPath = (path: string) => isAtOrBelow(path, MESSAGES_PATH)
 
 /** The wire's names of the fields a backend may refuse, as an Anthropic caller names them. */
 const CALLER_NAMES = {
@@ -75,23 +72,11 @@ const FRAMING: StreamFraming = {
  * becomes Anthropic's error object with its status.
  */
 export function createAnthropicRoutes(opts: AnthropicRoutesOptions = {}): AnthropicRoutes {
-  const {
-    maxBodyBytes = DEFAULT_ANTHROPIC_MAX_BODY_BYTES,
-    requestId = () => Math.random().toString(36).slice(2, 14),
-  } = opts
-  return (req, res, source, path) =>
-    serveRequest(
-      req,
-      res,
-      maxBodyBytes,
-      source,
-      async ({ method, cancel, body }) => {
-        if (path !== MESSAGES_PATH) throw new MeshError('ERR_NOT_FOUND', `unknown endpoint ${path}`)
-        if (method !== 'POST') return notAllowed(res, 'POST')
-        await messages(res, cancel, source, parseAt(messagesSchema, await body()), requestId(res))
-      },
-      sendAnthropicError,
-    )
+  return dialectRoutes(opts, sendAnthropicError, async (x, path, requestId) => {
+    if (path !== MESSAGES_PATH) throw new MeshError('ERR_NOT_FOUND', `unknown endpoint ${path}`)
+    if (x.method !== 'POST') return notAllowed(x.res, 'POST')
+    await messages(x.res, x.cancel, x.source, parseAt(messagesSchema, await x.body()), requestId())
+  })
 }
 
 /**
@@ -121,24 +106,17 @@ async function messages(
   const chat = chatRequestOf(r)
   const id = `msg_${rid}`
   const blocks = new MessageBlocks(r.thinking?.display !== 'omitted')
-  await respondEvents(
+  await respondGeneration(
     res,
     cancel,
     {
       stream: r.stream === true,
-      run: (cb) =>
-        source.chat(chat, cb).catch((err: unknown) => {
-          throw asCallerNamed(err, CALLER_NAMES)
-        }),
-      start: () =>
+      run: chatAsCallerNamed(source, chat, CALLER_NAMES),
+      opening: () =>
         namedEvent('message_start', { type: 'message_start', message: messageObject(id, r.model, [], null) }),
-      text: (text) => blocks.text(text),
-      delta: (d) => {
-        let frames = d.thinking ? blocks.thinking(d.thinking) : ''
-        for (const call of d.toolCalls ?? []) frames += blocks.toolCall(call)
-        return frames
-      },
-      finish: (result) => blocks.finish(result),
+      piece: (text) => blocks.text(text),
+      delta: (d) => deltaFrames(blocks, d),
+      finish: (res, result) => writeFrame(res, blocks.finish(result)),
       whole: (result) => {
         blocks.addWhole(result)
         return messageObject(id, r.model, blocks.content, result)

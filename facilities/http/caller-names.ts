@@ -1,4 +1,5 @@
 import { MeshError } from '../../kernel/errors.js'
+import type { ChatRequest, GenerateCallbacks, GenerationResult, InferenceSource } from '../../kernel/wire.js'
 
 /**
  * A backend that cannot honour a field refuses it by its wire name (`think`, `format`,
@@ -16,4 +17,16 @@ export function asCallerNamed(err: unknown, names: Readonly<Record<string, strin
     ? name + err.reason.slice(param.length)
     : `${name}: ${err.reason}`
   return new MeshError('ERR_UNSUPPORTED', reason, { ...err.details, param: name }, err)
+}
+
+/** Runs `chat` over `source`, a refusal passed on under the caller's names (`asCallerNamed`). */
+export function chatAsCallerNamed(
+  source: InferenceSource,
+  chat: ChatRequest,
+  names: Readonly<Record<string, string>>,
+): (cb: GenerateCallbacks) => Promise<GenerationResult> {
+  return (cb) =>
+    source.chat(chat, cb).catch((err: unknown) => {
+      throw asCallerNamed(err, names)
+    })
 }

@@ -14,7 +14,7 @@
  * `n` become the wire's fields; whether the engine serving the model can give
  * them is its backend's to say, with the same ERR_UNSUPPORTED.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { ServerResponse } from 'node:http'
 import type { z } from 'zod'
 import type { CancelToken } from '../../kernel/cancel.js'
 import { MeshError } from '../../kernel/errors.js'
@@ -23,27 +23,24 @@ import { chatCompletions, completions } from './openai/completions.js'
 import { notAllowed, sendOpenAIError, unsupported } from './openai/errors.js'
 import { chatSchema, completionSchema, embeddingsSchema, parse } from './openai/requests.js'
 import { OWNER } from './openai/sse.js'
-import { sendJson, serveRequest } from './plumbing.js'
+import {
+  DEFAULT_DIALECT_MAX_BODY_BYTES,
+  type DialectRoutes,
+  type DialectRoutesOptions,
+  dialectRoutes,
+  sendJson,
+} from './plumbing.js'
 
-export const DEFAULT_OPENAI_MAX_BODY_BYTES = 8 * 1024 * 1024
+export const DEFAULT_OPENAI_MAX_BODY_BYTES = DEFAULT_DIALECT_MAX_BODY_BYTES
 
-export interface OpenAIRoutesOptions {
-  /** Largest request body accepted; larger ones get 413. */
-  maxBodyBytes?: number
-  /** Id of the answer to `res` (`chatcmpl-<id>`); default a random one per request. */
-  requestId?: (res: ServerResponse) => string
-}
+/** The OpenAI routes' options (a chat completion's id is `chatcmpl-<requestId>`). */
+export type OpenAIRoutesOptions = DialectRoutesOptions
 
 /**
  * Answers one request whose `path` (parsed once by the caller: `pathOf`) is
  * under `/v1/`; an unknown endpoint gets OpenAI's 404 error object.
  */
-export type OpenAIRoutes = (
-  req: IncomingMessage,
-  res: ServerResponse,
-  source: InferenceSource,
-  path: string,
-) => Promise<void>
+export type OpenAIRoutes = DialectRoutes
 
 // ---------------------------------------------------------------- routes
 
@@ -53,56 +50,47 @@ export type OpenAIRoutes = (
  * OpenAI error object with its status.
  */
 export function createOpenAIRoutes(opts: OpenAIRoutesOptions = {}): OpenAIRoutes {
-  const {
-    maxBodyBytes = DEFAULT_OPENAI_MAX_BODY_BYTES,
-    requestId = () => Math.random().toString(36).slice(2, 14),
-  } = opts
-
-  return (req, res, source, path) =>
-    serveRequest(
-      req,
-      res,
-      maxBodyBytes,
-      source,
-      async ({ method, cancel, body }) => {
-        if (path === '/v1/models') {
-          if (method !== 'GET') return notAllowed(res, 'GET')
-          const models = await source.listModels()
-          sendJson(res, 200, { object: 'list', data: models.map(modelObject) })
-          return
+  return dialectRoutes(
+    opts,
+    sendOpenAIError,
+    async ({ res, method, cancel, source, body }, path, requestId) => {
+      if (path === '/v1/models') {
+        if (method !== 'GET') return notAllowed(res, 'GET')
+        const models = await source.listModels()
+        sendJson(res, 200, { object: 'list', data: models.map(modelObject) })
+        return
+      }
+      if (path.startsWith('/v1/models/')) {
+        if (method !== 'GET') return notAllowed(res, 'GET')
+        let id: string
+        try {
+          id = decodeURIComponent(path.slice('/v1/models/'.length))
+        } catch {
+          throw MeshError.badRequest('model id: bad percent-encoding')
         }
-        if (path.startsWith('/v1/models/')) {
-          if (method !== 'GET') return notAllowed(res, 'GET')
-          let id: string
-          try {
-            id = decodeURIComponent(path.slice('/v1/models/'.length))
-          } catch {
-            throw MeshError.badRequest('model id: bad percent-encoding')
-          }
-          const m = (await source.listModels()).find((x) => x.name === id)
-          if (!m) throw MeshError.modelNotFound(id)
-          sendJson(res, 200, modelObject(m))
-          return
-        }
-        if (path === '/v1/chat/completions') {
-          if (method !== 'POST') return notAllowed(res, 'POST')
-          await chatCompletions(res, cancel, source, parse(chatSchema, await body()), requestId(res))
-          return
-        }
-        if (path === '/v1/completions') {
-          if (method !== 'POST') return notAllowed(res, 'POST')
-          await completions(res, cancel, source, parse(completionSchema, await body()), requestId(res))
-          return
-        }
-        if (path === '/v1/embeddings') {
-          if (method !== 'POST') return notAllowed(res, 'POST')
-          await embeddings(res, cancel, source, parse(embeddingsSchema, await body()))
-          return
-        }
-        throw new MeshError('ERR_NOT_FOUND', `unknown endpoint ${path}`)
-      },
-      sendOpenAIError,
-    )
+        const m = (await source.listModels()).find((x) => x.name === id)
+        if (!m) throw MeshError.modelNotFound(id)
+        sendJson(res, 200, modelObject(m))
+        return
+      }
+      if (path === '/v1/chat/completions') {
+        if (method !== 'POST') return notAllowed(res, 'POST')
+        await chatCompletions(res, cancel, source, parse(chatSchema, await body()), requestId())
+        return
+      }
+      if (path === '/v1/completions') {
+        if (method !== 'POST') return notAllowed(res, 'POST')
+        await completions(res, cancel, source, parse(completionSchema, await body()), requestId())
+        return
+      }
+      if (path === '/v1/embeddings') {
+        if (method !== 'POST') return notAllowed(res, 'POST')
+        await embeddings(res, cancel, source, parse(embeddingsSchema, await body()))
+        return
+      }
+      throw new MeshError('ERR_NOT_FOUND', `unknown endpoint ${path}`)
+    },
+  )
 }
 
 /** A model as OpenAI's API describes one. */

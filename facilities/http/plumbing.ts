@@ -52,6 +52,58 @@ export function retryAfterHeaders(e: MeshError): Record<string, string> {
   return { 'Retry-After': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) }
 }
 
+/** What the routes of a `/v1/` dialect (OpenAI's, Anthropic's, the Responses API's) take. */
+export interface DialectRoutesOptions {
+  /** Largest request body accepted; larger ones get 413. */
+  maxBodyBytes?: number
+  /**
+   * Id of the answer to `res`, which the dialect prefixes (`chatcmpl-<id>`, `msg_<id>`,
+   * `resp_<id>`); default a random one per request.
+   */
+  requestId?: (res: ServerResponse) => string
+}
+
+/** Answers one request whose `path` (parsed once by the caller: `pathOf`) is the dialect's. */
+export type DialectRoutes = (
+  req: IncomingMessage,
+  res: ServerResponse,
+  source: InferenceSource,
+  path: string,
+) => Promise<void>
+
+/** Whether `path` is `base` or below it (`base/…`). */
+export const isAtOrBelow = (path: string, base: string): boolean =>
+  path === base || path.startsWith(`${base}/`)
+
+/** The default `requestId`: a random one per request. */
+export const randomRequestId = (): string => Math.random().toString(36).slice(2, 14)
+
+/** The default `maxBodyBytes` of a `/v1/` dialect. */
+export const DEFAULT_DIALECT_MAX_BODY_BYTES = 8 * 1024 * 1024
+
+/** A dialect's error reply: its status, body and headers (Retry-After when it has one). */
+export interface ErrorReply {
+  status: number
+  body: unknown
+  headers: Record<string, string>
+}
+
+/** Answers an error in a dialect's shape (unless the response is already under way). */
+export type ErrorSender = (res: ServerResponse, err: unknown, extraHeaders?: Record<string, string>) => void
+
+/**
+ * The sender of a dialect's error replies (`reply` makes one from any error): it notes the
+ * failure, and sends nothing once the response is under way.
+ */
+export function errorSender(reply: (err: unknown) => ErrorReply): ErrorSender {
+  return (res, err, extraHeaders = {}) => {
+    noteFailure(res, err)
+    if (res.headersSent || res.destroyed) return
+    const { status, body, headers } = reply(err)
+    sendJson(res, status, body, { ...headers, ...extraHeaders })
+  }
+}
+
 export function sendJson(
   res: ServerResponse,
   status: number,
@@ -234,4 +286,18 @@ export function closeServer(server: Server): Promise<void> {
     server.close(() => resolve())
     server.closeAllConnections()
   })
+}
+
+/**
+ * A `/v1/` dialect's routes: each request served (`serveRequest`) by `handle`, given its path
+ * and the answer's id (`requestId`, asked for when called); a failure answered by `sendError`.
+ */
+export function dialectRoutes(
+  opts: DialectRoutesOptions,
+  sendError: ErrorSender,
+  handle: (x: Exchange, path: string, requestId: () => string) => Promise<void>,
+): DialectRoutes {
+  const { maxBodyBytes = DEFAULT_DIALECT_MAX_BODY_BYTES, requestId = randomRequestId } = opts
+  return (req, res, source, path) =>
+    serveRequest(req, res, maxBodyBytes, source, (x) => handle(x, path, () => requestId(res)), sendError)
 }

@@ -12,13 +12,20 @@
  * `service_tier`, `safety_identifier`, `prompt_cache_key`, `strict`); anything asked for that
  * the mesh cannot do is a 400 naming the parameter.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { ServerResponse } from 'node:http'
 import type { CancelToken } from '../../kernel/cancel.js'
 import { MeshError } from '../../kernel/errors.js'
 import type { ChatRequest, GenerationResult, InferenceSource } from '../../kernel/wire.js'
-import { asCallerNamed } from './caller-names.js'
+import { chatAsCallerNamed } from './caller-names.js'
 import { notAllowed, openAIError, sendOpenAIError } from './openai/errors.js'
-import { parseAt, serveRequest } from './plumbing.js'
+import {
+  DEFAULT_DIALECT_MAX_BODY_BYTES,
+  type DialectRoutes,
+  type DialectRoutesOptions,
+  dialectRoutes,
+  isAtOrBelow,
+  parseAt,
+} from './plumbing.js'
 import { chatMessagesOf } from './responses/input.js'
 import { type OutputItem, OutputItems } from './responses/output.js'
 import {
@@ -31,57 +38,35 @@ import {
   toolChoiceOf,
   toolsOf,
 } from './responses/requests.js'
-import { respondEvents, SSE_HEADERS } from './stream-deltas.js'
-import type { StreamFraming } from './stream-writer.js'
+import { SSE_HEADERS } from './sse.js'
+import { deltaFrames, respondGeneration, type StreamFraming, writeFrame } from './stream-writer.js'
 
-export const DEFAULT_RESPONSES_MAX_BODY_BYTES = 8 * 1024 * 1024
+export const DEFAULT_RESPONSES_MAX_BODY_BYTES = DEFAULT_DIALECT_MAX_BODY_BYTES
 
-export interface ResponsesRoutesOptions {
-  /** Largest request body accepted; larger ones get 413. */
-  maxBodyBytes?: number
-  /** Id of the answer to `res` (`resp_<id>`); default a random one per request. */
-  requestId?: (res: ServerResponse) => string
-}
+/** The Responses routes' options (the answer's id is `resp_<requestId>`). */
+export type ResponsesRoutesOptions = DialectRoutesOptions
 
 /** Answers one request whose `path` (parsed once by the caller: `pathOf`) is `/v1/responses…`. */
-export type ResponsesRoutes = (
-  req: IncomingMessage,
-  res: ServerResponse,
-  source: InferenceSource,
-  path: string,
-) => Promise<void>
+export type ResponsesRoutes = DialectRoutes
 
 /** The one Responses route served (stateless: nothing below it). */
 export const RESPONSES_PATH = '/v1/responses'
 
 /** Whether `path` is one of the Responses API's (`/v1/responses` and below: those answer 404). */
-export const isResponsesPath = (path: string) =>
-  path === RESPONSES_PATH || path.startsWith(`${RESPONSES_PATH}/`)
+export const isResponsesPath = (path: string) => isAtOrBelow(path, RESPONSES_PATH)
 
 /**
  * The Responses routes, for mounting in a node:http server next to the others. Every failure
  * becomes OpenAI's error object with its status.
  */
 export function createResponsesRoutes(opts: ResponsesRoutesOptions = {}): ResponsesRoutes {
-  const {
-    maxBodyBytes = DEFAULT_RESPONSES_MAX_BODY_BYTES,
-    requestId = () => Math.random().toString(36).slice(2, 14),
-  } = opts
-  return (req, res, source, path) =>
-    serveRequest(
-      req,
-      res,
-      maxBodyBytes,
-      source,
-      async ({ method, cancel, body }) => {
-        if (path !== RESPONSES_PATH) {
-          throw new MeshError('ERR_NOT_FOUND', `${path}: the gateway stores no responses (stateless)`)
-        }
-        if (method !== 'POST') return notAllowed(res, 'POST')
-        await responses(res, cancel, source, parseAt(responsesSchema, await body()), requestId(res))
-      },
-      sendOpenAIError,
-    )
+  return dialectRoutes(opts, sendOpenAIError, async (x, path, requestId) => {
+    if (path !== RESPONSES_PATH) {
+      throw new MeshError('ERR_NOT_FOUND', `${path}: the gateway stores no responses (stateless)`)
+    }
+    if (x.method !== 'POST') return notAllowed(x.res, 'POST')
+    await responses(x.res, x.cancel, x.source, parseAt(responsesSchema, await x.body()), requestId())
+  })
 }
 
 /**
@@ -188,29 +173,22 @@ async function responses(
     },
     sendError: sendOpenAIError,
   }
-  await respondEvents(
+  await respondGeneration(
     res,
     cancel,
     {
       stream: r.stream === true,
-      run: (cb) =>
-        source.chat(chat, cb).catch((err: unknown) => {
-          throw asCallerNamed(err, CALLER_NAMES)
-        }),
-      start: () =>
+      run: chatAsCallerNamed(source, chat, CALLER_NAMES),
+      opening: () =>
         items.event('response.created', { response: snapshot('in_progress', null) }) +
         items.event('response.in_progress', { response: snapshot('in_progress', null) }),
-      text: (text) => items.text(text),
-      delta: (d) => {
-        let frames = d.thinking ? items.thinking(d.thinking) : ''
-        for (const call of d.toolCalls ?? []) frames += items.toolCall(call)
-        return frames
-      },
-      finish: (result) => {
+      piece: (text) => items.text(text),
+      delta: (d) => deltaFrames(items, d),
+      finish: (res, result) => {
         const frames = items.finish(result)
         const status = statusOf(result)
         const type = status === 'completed' ? 'response.completed' : 'response.incomplete'
-        return frames + items.event(type, { response: snapshot(status, result) })
+        writeFrame(res, frames + items.event(type, { response: snapshot(status, result) }))
       },
       whole: (result) => {
         items.addWhole(result)

@@ -8,17 +8,11 @@
  *   model can be made to call a tool this way. One call per answer, `parallelToolCalls` or not.
  * `none` offers the model no tools.
  */
-import { randomBytes } from 'node:crypto'
 import type { ChatHistoryItem, ChatModelFunctions, GbnfJsonSchema } from 'node-llama-cpp'
 import { MeshError } from '../../../kernel/errors.js'
-import { isRecord } from '../../../kernel/util.js'
+import { isRecord, jsonObjectOf, newHexToolCallId } from '../../../kernel/util.js'
 import type { ToolCall, ToolChoice, ToolDefinition } from '../../../kernel/wire.js'
 import { toGrammarSchema } from './json-schema.js'
-
-/** A new call id, for a call made here (the model gives none). */
-export function newCallId(): string {
-  return `call_${randomBytes(12).toString('hex')}`
-}
 
 /** @throws ERR_BAD_REQUEST unless `tools` is a list of function definitions with distinct names */
 export function checkTools(tools: unknown): ToolDefinition[] {
@@ -131,17 +125,12 @@ export function withCallInstructions(history: ChatHistoryItem[], tools: ToolDefi
 
 /** The call a forced answer holds, or null when it is not one (cut by `num_predict` or a stop string). */
 export function parseForcedCall(text: string): ToolCall | null {
-  let value: unknown
-  try {
-    value = JSON.parse(text)
-  } catch {
-    return null
-  }
-  if (!isRecord(value) || typeof value.name !== 'string' || !isRecord(value.arguments)) return null
-  return { id: newCallId(), name: value.name, arguments: value.arguments }
+  const value = jsonObjectOf(text)
+  if (!value || typeof value.name !== 'string' || !isRecord(value.arguments)) return null
+  return { id: newHexToolCallId(), name: value.name, arguments: value.arguments }
 }
 
 /** A call node-llama-cpp parsed (`auto`), with a new id; a call without parameters has `{}`. */
 export function toToolCall(functionName: string, params: unknown): ToolCall {
-  return { id: newCallId(), name: functionName, arguments: isRecord(params) ? params : {} }
+  return { id: newHexToolCallId(), name: functionName, arguments: isRecord(params) ? params : {} }
 }

@@ -5,7 +5,7 @@
  */
 import type { ChatResponse, GenerateResponse } from 'ollama'
 import { MeshError } from '../../../kernel/errors.js'
-import { isRecord, newToolCallId } from '../../../kernel/util.js'
+import { isRecord, jsonObjectOf, newToolCallId } from '../../../kernel/util.js'
 import type {
   GenerateCallbacks,
   GenerationDelta,
@@ -27,12 +27,8 @@ interface OllamaToolCall {
 function argumentsOf(args: unknown, name: string): Record<string, unknown> {
   if (args === undefined || args === null) return {}
   if (isRecord(args)) return args
-  if (typeof args === 'string') {
-    try {
-      const parsed: unknown = JSON.parse(args)
-      if (isRecord(parsed)) return parsed
-    } catch {}
-  }
+  const parsed = typeof args === 'string' ? jsonObjectOf(args) : undefined
+  if (parsed) return parsed
   throw MeshError.backendUnavailable(`Ollama answered a call of '${name}' whose arguments are not an object`)
 }
 

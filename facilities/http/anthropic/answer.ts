@@ -5,7 +5,7 @@
  * events and the message they add up to never differ.
  */
 import type { DoneReason, GenerationResult, ToolCall } from '../../../kernel/wire.js'
-import { namedEvent } from '../stream-deltas.js'
+import { namedEvent } from '../sse.js'
 
 export type ContentBlock =
   | { type: 'text'; text: string }

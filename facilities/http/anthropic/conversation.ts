@@ -10,6 +10,7 @@ import { z } from 'zod'
 import { MeshError } from '../../../kernel/errors.js'
 import type { ChatMessage, ToolCall } from '../../../kernel/wire.js'
 import { parseAt as parse } from '../plumbing.js'
+import { CallNames } from '../tool-results.js'
 import type { Block, MessagesRequest } from './requests.js'
 
 const textBlock = z.object({ type: z.literal('text'), text: z.string() }).passthrough()
@@ -53,7 +54,7 @@ function textOf(content: string | Block[], where: string): string {
 }
 
 /** One assistant turn: its text, reasoning and tool calls; remembers each call's name by id. */
-function assistantTurn(content: string | Block[], i: number, names: Map<string, string>): ChatMessage {
+function assistantTurn(content: string | Block[], i: number, names: CallNames): ChatMessage {
   if (typeof content === 'string') return { role: 'assistant', content }
   const text: string[] = []
   const thinking: string[] = []
@@ -64,7 +65,7 @@ function assistantTurn(content: string | Block[], i: number, names: Map<string, 
     else if (b.type === 'thinking') thinking.push(parse(thinkingBlock, b, where).thinking)
     else if (b.type === 'tool_use') {
       const call = parse(toolUseBlock, b, where)
-      names.set(call.id, call.name)
+      names.add(call)
       toolCalls.push({ id: call.id, name: call.name, arguments: call.input })
     } else throw refuse(where, b.type)
   })
@@ -75,14 +76,9 @@ function assistantTurn(content: string | Block[], i: number, names: Map<string, 
 }
 
 /** A `tool_result` block as a `tool` message. @throws ERR_BAD_REQUEST for a call no earlier turn made */
-function toolMessage(b: Block, where: string, names: Map<string, string>): ChatMessage {
+function toolMessage(b: Block, where: string, names: CallNames): ChatMessage {
   const r = parse(toolResultBlock, b, where)
-  const name = names.get(r.tool_use_id)
-  if (name === undefined) {
-    throw MeshError.badRequest(`${where}.tool_use_id: no earlier tool_use block has id '${r.tool_use_id}'`, {
-      param: `${where}.tool_use_id`,
-    })
-  }
+  const name = names.answered(r.tool_use_id, `${where}.tool_use_id`, 'tool_use block has id')
   const text = r.content === undefined ? '' : textOf(r.content as string | Block[], `${where}.content`)
   return {
     role: 'tool',
@@ -93,7 +89,7 @@ function toolMessage(b: Block, where: string, names: Map<string, string>): ChatM
 }
 
 /** One user turn: its text as user messages, its tool results as tool messages, in order. */
-function userTurn(content: string | Block[], i: number, names: Map<string, string>): ChatMessage[] {
+function userTurn(content: string | Block[], i: number, names: CallNames): ChatMessage[] {
   if (typeof content === 'string') return [{ role: 'user', content }]
   const out: ChatMessage[] = []
   let text: string[] = []
@@ -123,7 +119,7 @@ export function chatMessagesOf(r: MessagesRequest): ChatMessage[] {
     const system = textOf(r.system, 'system')
     if (system !== '') out.push({ role: 'system', content: system })
   }
-  const names = new Map<string, string>()
+  const names = new CallNames()
   r.messages.forEach((m, i) => {
     if (m.role === 'assistant') out.push(assistantTurn(m.content, i, names))
     else out.push(...userTurn(m.content, i, names))

@@ -1,8 +1,7 @@
 /** Anthropic's error objects, with their statuses. */
 import type { ServerResponse } from 'node:http'
 import { MeshError } from '../../../kernel/errors.js'
-import { noteFailure } from '../observed.js'
-import { retryAfterHeaders, sendJson } from '../plumbing.js'
+import { errorSender, retryAfterHeaders, sendJson } from '../plumbing.js'
 
 /** Anthropic's error type of each status we answer; other 5xx are `api_error`. */
 const ERROR_TYPES: Record<number, string> = {
@@ -42,16 +41,7 @@ export function anthropicError(err: unknown): {
 }
 
 /** Answers `err` as Anthropic's error object (unless the response is already under way). */
-export function sendAnthropicError(
-  res: ServerResponse,
-  err: unknown,
-  extraHeaders: Record<string, string> = {},
-): void {
-  noteFailure(res, err)
-  if (res.headersSent || res.destroyed) return
-  const { status, body, headers } = anthropicError(err)
-  sendJson(res, status, body, { ...headers, ...extraHeaders })
-}
+export const sendAnthropicError = errorSender(anthropicError)
 
 /** 405 in Anthropic's error shape. */
 export function notAllowed(res: ServerResponse, allow: string): void {

@@ -2,8 +2,7 @@
 import type { ServerResponse } from 'node:http'
 import { MeshError } from '../../../kernel/errors.js'
 import type { GenerationResult, ModelDetailsSummary, ModelInfo } from '../../../kernel/wire.js'
-import { noteFailure } from '../observed.js'
-import { retryAfterHeaders, sendJson } from '../plumbing.js'
+import { errorSender, retryAfterHeaders, sendJson } from '../plumbing.js'
 import type { StreamFraming } from '../stream-writer.js'
 
 const NS_PER_MS = 1_000_000
@@ -82,16 +81,11 @@ function errorReply(err: unknown): { status: number; message: string; headers: R
   return { status: e.httpStatus, message: e.reason, headers: retryAfterHeaders(e) }
 }
 
-export function sendError(
-  res: ServerResponse,
-  err: unknown,
-  extraHeaders: Record<string, string> = {},
-): void {
-  noteFailure(res, err)
-  if (res.headersSent || res.destroyed) return
+/** Answers `err` as Ollama's `{"error"}` object (unless the response is already under way). */
+export const sendError = errorSender((err) => {
   const { status, message, headers } = errorReply(err)
-  sendJson(res, status, { error: message }, { ...headers, ...extraHeaders })
-}
+  return { status, body: { error: message }, headers }
+})
 
 /** Ollama's 404, for a path it has no route for (or a URL that does not parse). */
 export function sendNotFound(res: ServerResponse): void {

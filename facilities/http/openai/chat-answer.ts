@@ -14,8 +14,9 @@ import type {
   TokenLogprobBase,
   ToolCall,
 } from '../../../kernel/wire.js'
+import { dataEvent } from '../sse.js'
 import { type GenerationPlan, writeFrame } from '../stream-writer.js'
-import { type AnswerBase, choicesOf, endStream, event, usageOf } from './sse.js'
+import { type AnswerBase, choicesOf, endStream, usageOf } from './sse.js'
 
 /** A call as OpenAI shows one. */
 const callObject = (c: ToolCall) => ({
@@ -81,7 +82,7 @@ class ChatChunks {
     logprobs: unknown = null,
     finish: string | null = null,
   ) {
-    return event({
+    return dataEvent({
       ...this.base,
       object: 'chat.completion.chunk',
       choices: [{ index, delta, logprobs, finish_reason: finish }],

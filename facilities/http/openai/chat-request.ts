@@ -3,9 +3,9 @@
  * reasoning, tools, output format, reasoning effort, log probabilities, choices, sampling.
  * What the mesh cannot give is refused naming the parameter, never dropped.
  */
-import { randomBytes } from 'node:crypto'
 import type { z } from 'zod'
 import { MeshError } from '../../../kernel/errors.js'
+import { newHexToolCallId } from '../../../kernel/util.js'
 import type {
   ChatMessage,
   ChatRequest,
@@ -15,6 +15,7 @@ import type {
   ToolChoice,
   ToolDefinition,
 } from '../../../kernel/wire.js'
+import { CallNames } from '../tool-results.js'
 import { unsupported } from './errors.js'
 import { type chatMessage, type chatSchema, messageText } from './requests.js'
 import { choiceCount, optionsOf } from './sampling.js'
@@ -37,9 +38,6 @@ function refuseUnhonoured(body: Record<string, unknown>): void {
   const modalities = body.modalities
   if (Array.isArray(modalities) && modalities.some((m) => m !== 'text')) throw unsupported('modalities')
 }
-
-/** An id for a call that came without one, made as OpenAI's look. */
-const newCallId = () => `call_${randomBytes(12).toString('hex')}`
 
 /** A call's arguments, OpenAI's JSON string, as an object (an empty string: no arguments). @throws ERR_BAD_REQUEST */
 function argumentsOf(json: string, param: string): Record<string, unknown> {
@@ -64,7 +62,7 @@ function replayedCalls(calls: NonNullable<Message['tool_calls']>, i: number): To
     }
     if (!c.function) throw bad(`${at}.function`, 'required')
     return {
-      id: c.id ?? newCallId(),
+      id: c.id ?? newHexToolCallId(),
       name: c.function.name,
       arguments: argumentsOf(c.function.arguments, `${at}.function.arguments`),
     }
@@ -77,7 +75,7 @@ function replayedCalls(calls: NonNullable<Message['tool_calls']>, i: number): To
  * @throws ERR_BAD_REQUEST for a tool turn answering no earlier call; ERR_UNSUPPORTED
  */
 function messagesOf(messages: Message[]): ChatMessage[] {
-  const callNames = new Map<string, string>()
+  const callNames = new CallNames()
   return messages.map((m, i): ChatMessage => {
     if ((m as Record<string, unknown>).function_call != null) {
       throw unsupported(`messages[${i}].function_call`, USE_TOOLS)
@@ -87,9 +85,7 @@ function messagesOf(messages: Message[]): ChatMessage[] {
     if (m.role === 'tool') {
       const id = m.tool_call_id
       if (id == null) throw bad(`messages[${i}].tool_call_id`, 'required in a tool message')
-      const name = callNames.get(id)
-      if (name === undefined)
-        throw bad(`messages[${i}].tool_call_id`, `no earlier assistant call has id '${id}'`)
+      const name = callNames.answered(id, `messages[${i}].tool_call_id`, 'assistant call has id')
       return { role: 'tool', content, toolCallId: id, toolName: name }
     }
     if (m.role !== 'assistant') return { role: m.role, content }
@@ -97,7 +93,7 @@ function messagesOf(messages: Message[]): ChatMessage[] {
     if (m.reasoning_content) turn.thinking = m.reasoning_content
     if (m.tool_calls?.length) {
       turn.toolCalls = replayedCalls(m.tool_calls, i)
-      for (const c of turn.toolCalls) callNames.set(c.id, c.name)
+      for (const c of turn.toolCalls) callNames.add(c)
     }
     return turn
   })

@@ -6,8 +6,9 @@ import type {
   GenerationResult,
   TokenLogprob,
 } from '../../../kernel/wire.js'
+import { dataEvent } from '../sse.js'
 import { type GenerationPlan, writeFrame } from '../stream-writer.js'
-import { type AnswerBase, choicesOf, endStream, event, usageOf } from './sse.js'
+import { type AnswerBase, choicesOf, endStream, usageOf } from './sse.js'
 
 /**
  * Log probabilities in the legacy form: parallel lists, the alternatives as `{token: logprob}`,
@@ -41,7 +42,7 @@ class CompletionChunks {
   constructor(private readonly base: AnswerBase) {}
 
   chunk(index: number, text: string, logprobs: unknown = null, finish: string | null = null) {
-    return event({
+    return dataEvent({
       ...this.base,
       object: 'text_completion',
       choices: [{ index, text, logprobs, finish_reason: finish }],

@@ -1,8 +1,7 @@
 /** OpenAI's error objects, with their statuses. */
 import type { ServerResponse } from 'node:http'
 import { MeshError } from '../../../kernel/errors.js'
-import { noteFailure } from '../observed.js'
-import { retryAfterHeaders, sendJson } from '../plumbing.js'
+import { errorSender, retryAfterHeaders, sendJson } from '../plumbing.js'
 
 const ERROR_TYPES: Record<number, string> = {
   400: 'invalid_request_error',
@@ -46,16 +45,8 @@ export function openAIError(err: unknown): {
   }
 }
 
-export function sendOpenAIError(
-  res: ServerResponse,
-  err: unknown,
-  extraHeaders: Record<string, string> = {},
-): void {
-  noteFailure(res, err)
-  if (res.headersSent || res.destroyed) return
-  const { status, body, headers } = openAIError(err)
-  sendJson(res, status, body, { ...headers, ...extraHeaders })
-}
+/** Answers `err` as OpenAI's error object (unless the response is already under way). */
+export const sendOpenAIError = errorSender(openAIError)
 
 /** 405 in OpenAI's error shape. */
 export function notAllowed(res: ServerResponse, allow: string): void {

@@ -1,6 +1,7 @@
 /** What chat and legacy completions answer alike: SSE framing, usage, and the choices of a result. */
 import type { ServerResponse } from 'node:http'
 import type { ChoiceResult, GenerationResult } from '../../../kernel/wire.js'
+import { dataEvent, SSE_HEADERS } from '../sse.js'
 import { type StreamFraming, writeFrame } from '../stream-writer.js'
 import { openAIError, sendOpenAIError } from './errors.js'
 
@@ -14,20 +15,10 @@ export interface AnswerBase {
   system_fingerprint: string
 }
 
-/** One server-sent event. */
-export function event(data: unknown): string {
-  return `data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`
-}
-
 /** Streams as SSE, `data: [DONE]` last; a failure mid-stream is a last `data: {"error": …}` event. */
 export const SSE: StreamFraming = {
-  headers: {
-    'Content-Type': 'text/event-stream; charset=utf-8',
-    'Cache-Control': 'no-cache',
-    Connection: 'keep-alive',
-    'X-Accel-Buffering': 'no',
-  },
-  failure: (err) => event(openAIError(err).body),
+  headers: SSE_HEADERS,
+  failure: (err) => dataEvent(openAIError(err).body),
   sendError: sendOpenAIError,
 }
 
@@ -42,8 +33,8 @@ export function usageOf(r: GenerationResult) {
 
 /** The events that end a stream that went well, after its finish chunks: usage when asked for, then [DONE]. */
 export function endStream(res: ServerResponse, usage: unknown): void {
-  if (usage) writeFrame(res, event(usage))
-  writeFrame(res, event('[DONE]'))
+  if (usage) writeFrame(res, dataEvent(usage))
+  writeFrame(res, dataEvent('[DONE]'))
 }
 
 /** A result's choices: its `choices` with `n` > 1, or the result itself as choice 0. */

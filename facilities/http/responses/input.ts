@@ -8,8 +8,10 @@
  */
 import { z } from 'zod'
 import { MeshError } from '../../../kernel/errors.js'
+import { jsonObjectOf } from '../../../kernel/util.js'
 import type { ChatMessage, ChatRole } from '../../../kernel/wire.js'
 import { parseAt as parse } from '../plumbing.js'
+import { CallNames } from '../tool-results.js'
 import type { Item, ResponsesRequest } from './requests.js'
 
 const part = z.object({ type: z.string() }).passthrough()
@@ -49,7 +51,7 @@ function textOf(content: string | z.output<typeof part>[], where: string): strin
 /** The messages being built, and the names of the calls made so far (by call id). */
 class Conversation {
   readonly messages: ChatMessage[] = []
-  private readonly names = new Map<string, string>()
+  private readonly names = new CallNames()
 
   /** The assistant turn still open to the reasoning, text or calls that follow it. */
   private get openAssistant(): ChatMessage | undefined {
@@ -69,17 +71,12 @@ class Conversation {
 
   functionCall(it: Item, where: string): void {
     const c = parse(functionCall, it, where)
-    let args: unknown
-    try {
-      args = JSON.parse(c.arguments)
-    } catch {
-      args = undefined
-    }
-    if (typeof args !== 'object' || args === null || Array.isArray(args)) {
+    const args = jsonObjectOf(c.arguments)
+    if (!args) {
       throw MeshError.badRequest(`${where}.arguments: not a JSON object`, { param: `${where}.arguments` })
     }
-    this.names.set(c.call_id, c.name)
-    const call = { id: c.call_id, name: c.name, arguments: args as Record<string, unknown> }
+    this.names.add({ id: c.call_id, name: c.name })
+    const call = { id: c.call_id, name: c.name, arguments: args }
     const open = this.openAssistant
     if (open) open.toolCalls = [...(open.toolCalls ?? []), call]
     else this.messages.push({ role: 'assistant', content: '', toolCalls: [call] })
@@ -87,12 +84,7 @@ class Conversation {
 
   functionOutput(it: Item, where: string): void {
     const o = parse(functionOutput, it, where)
-    const name = this.names.get(o.call_id)
-    if (name === undefined) {
-      throw MeshError.badRequest(`${where}.call_id: no earlier function_call has call_id '${o.call_id}'`, {
-        param: `${where}.call_id`,
-      })
-    }
+    const name = this.names.answered(o.call_id, `${where}.call_id`, 'function_call has call_id')
     const content = textOf(o.output, `${where}.output`)
     this.messages.push({ role: 'tool', content, toolCallId: o.call_id, toolName: name })
   }

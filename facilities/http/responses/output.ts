@@ -5,7 +5,7 @@
  * streamed events and the response they add up to never differ.
  */
 import type { GenerationResult, ToolCall } from '../../../kernel/wire.js'
-import { namedEvent } from '../stream-deltas.js'
+import { namedEvent } from '../sse.js'
 
 const TEXT_PART = { type: 'output_text', annotations: [], logprobs: [] } as const
 

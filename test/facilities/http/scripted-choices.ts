@@ -1,8 +1,5 @@
-import { createServer } from 'node:http'
 import type { Test } from 'brittle'
 import OpenAI from 'openai'
-import { createOpenAIRoutes } from '../../../facilities/http/openai-api.js'
-import { baseUrl, closeServer, listenOn, pathOf } from '../../../facilities/http/plumbing.js'
 import { MeshError } from '../../../kernel/errors.js'
 import type {
   ChatRequest,
@@ -15,6 +12,7 @@ import type {
   TokenLogprob,
   ToolCall,
 } from '../../../kernel/wire.js'
+import { serveOpenAI } from './stand-in-source.js'
 
 export const MODEL = 'scripted'
 
@@ -115,13 +113,7 @@ function choiceOf(c: ScriptedChoice, index: number, streamed: boolean): ChoiceRe
 /** The OpenAI routes over a new ScriptedSource on a loopback port, with the official client pointed at them. */
 export async function serveScripted(t: Test) {
   const source = new ScriptedSource()
-  const routes = createOpenAIRoutes({ maxBodyBytes: 64 * 1024, requestId: () => 'req1' })
-  const server = createServer((req, res) => {
-    void routes(req, res, source, pathOf(req) ?? '/v1/')
-  })
-  const port = await listenOn(server, '127.0.0.1', 0)
-  t.teardown(() => closeServer(server))
-  const url = baseUrl('127.0.0.1', port)
+  const url = await serveOpenAI(t, source)
   const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'unused', maxRetries: 0 })
   return { source, url, client }
 }
