@@ -50,7 +50,8 @@ function generatePlan(ctx: Exchange, wire: GenerateRequest, stream: boolean): Ge
   return {
     stream,
     run: (cb) => ctx.source.generate(wire, cb),
-    piece: (text) => frame(model, { response: text }),
+    // Per token: one object, not a part spread into a frame.
+    piece: (text) => line({ model, created_at: now(), response: text, done: false }),
     delta: (d) => {
       const parts = generateDelta(d)
       return parts ? frame(model, parts) : ''
@@ -92,7 +93,9 @@ function chatPlan(ctx: Exchange, wire: ChatRequest, stream: boolean): Generation
   return {
     stream,
     run: (cb) => ctx.source.chat(wire, cb),
-    piece: (text) => frame(model, { message: chatMessage(text) }),
+    // Per token: the frame built whole, as `frame` with `chatMessage(text)` would make it.
+    piece: (text) =>
+      line({ model, created_at: now(), message: { role: 'assistant', content: text }, done: false }),
     delta: (d) => {
       const parts = chatDelta(d, calls)
       return parts ? frame(model, parts) : ''

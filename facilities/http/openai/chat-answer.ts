@@ -89,26 +89,23 @@ class ChatChunks {
     })
   }
 
-  /** The choice's state, and the role to put in its delta when this is its first chunk. */
-  private open(index: number): [ChoiceState, { role?: 'assistant' }] {
-    const known = this.choices.get(index)
-    if (known) return [known, {}]
-    const state = { calls: 0 }
-    this.choices.set(index, state)
-    return [state, { role: 'assistant' }]
-  }
-
+  /** One piece of text: a single delta object per token, naming the role in the choice's first. */
   piece(text: string, index = 0): string {
-    const [, role] = this.open(index)
-    return this.chunk(index, { ...role, content: text })
+    if (this.choices.has(index)) return this.chunk(index, { content: text })
+    this.choices.set(index, { calls: 0 })
+    return this.chunk(index, { role: 'assistant', content: text })
   }
 
   /** A delta's reasoning, calls and log probabilities as one chunk ('' when it carries none of them). */
   delta(d: GenerationDelta): string {
     const index = d.index ?? 0
     if (!d.thinking && !d.toolCalls?.length && !d.logprobs?.length) return ''
-    const [state, role] = this.open(index)
-    const delta: Record<string, unknown> = { ...role }
+    let state = this.choices.get(index)
+    const delta: Record<string, unknown> = state ? {} : { role: 'assistant' }
+    if (!state) {
+      state = { calls: 0 }
+      this.choices.set(index, state)
+    }
     if (d.thinking) delta.reasoning_content = d.thinking
     if (d.toolCalls?.length)
       delta.tool_calls = d.toolCalls.map((c) => ({ index: state.calls++, ...callObject(c) }))
