@@ -63,12 +63,24 @@ function wholeChoice(c: ChoiceResult) {
 
 /** What a streamed choice has sent so far. */
 interface ChoiceState {
-  /** The calls it has streamed (a call's `index` in its message). */
-  calls: number
+  /** The ids of the calls it has streamed, in order (a call's `index` in its message is its place here). */
+  calls: Set<string>
+}
+
+/** `calls` the choice has not streamed yet, as OpenAI's delta shows them, now counted as sent. */
+function unsent(state: ChoiceState, calls: ToolCall[] | undefined) {
+  const fresh: (ReturnType<typeof callObject> & { index: number })[] = []
+  for (const c of calls ?? []) {
+    if (state.calls.has(c.id)) continue
+    fresh.push({ index: state.calls.size, ...callObject(c) })
+    state.calls.add(c.id)
+  }
+  return fresh
 }
 
 /**
- * The chunks of one streamed answer. A choice's first chunk names the role; a choice that
+ * The chunks of one streamed answer. A choice's first chunk names the role; calls the source
+ * gave in its result only go out in a delta before the choice's finish chunk; a choice that
  * sent nothing gets one with empty content before its finish chunk, so every choice has both.
  */
 class ChatChunks {
@@ -92,7 +104,7 @@ class ChatChunks {
   /** One piece of text: a single delta object per token, naming the role in the choice's first. */
   piece(text: string, index = 0): string {
     if (this.choices.has(index)) return this.chunk(index, { content: text })
-    this.choices.set(index, { calls: 0 })
+    this.choices.set(index, { calls: new Set() })
     return this.chunk(index, { role: 'assistant', content: text })
   }
 
@@ -100,22 +112,23 @@ class ChatChunks {
   delta(d: GenerationDelta): string {
     const index = d.index ?? 0
     if (!d.thinking && !d.toolCalls?.length && !d.logprobs?.length) return ''
-    let state = this.choices.get(index)
-    const delta: Record<string, unknown> = state ? {} : { role: 'assistant' }
-    if (!state) {
-      state = { calls: 0 }
-      this.choices.set(index, state)
-    }
+    const known = this.choices.get(index)
+    const state = known ?? { calls: new Set<string>() }
+    const calls = unsent(state, d.toolCalls)
+    if (!d.thinking && calls.length === 0 && !d.logprobs?.length) return ''
+    if (!known) this.choices.set(index, state)
+    const delta: Record<string, unknown> = known ? {} : { role: 'assistant' }
     if (d.thinking) delta.reasoning_content = d.thinking
-    if (d.toolCalls?.length)
-      delta.tool_calls = d.toolCalls.map((c) => ({ index: state.calls++, ...callObject(c) }))
+    if (calls.length) delta.tool_calls = calls
     return this.chunk(index, delta, d.logprobs?.length ? chatLogprobs(d.logprobs) : null)
   }
 
-  /** Every choice's finish chunk, in index order. */
+  /** Every choice's finish chunk, in index order, after a delta with the calls no delta carried. */
   finish(res: ServerResponse, result: GenerationResult): void {
     for (const c of choicesOf(result)) {
-      if (!this.choices.has(c.index)) writeFrame(res, this.piece('', c.index))
+      const calls = c.toolCalls ? this.delta({ index: c.index, toolCalls: c.toolCalls }) : ''
+      if (calls !== '') writeFrame(res, calls)
+      else if (!this.choices.has(c.index)) writeFrame(res, this.piece('', c.index))
       writeFrame(res, this.chunk(c.index, {}, null, finishReason(c)))
     }
   }

@@ -273,3 +273,79 @@ test("openai-tools: the client's tool runner loops: its replayed call and tool a
     { role: 'tool', content: 'sunny', toolCallId: 'call_a', toolName: 'get_weather' },
   ])
 })
+
+test('openai-tools: streamed, calls the source gave in its result only go out before each finish, once each', async (t) => {
+  const { source, url, client } = await serveScripted(t)
+  const toolCalls = (e: Record<string, unknown>) =>
+    (e.choices as { delta: { tool_calls?: { index: number; id: string }[] } }[])[0]?.delta.tool_calls
+  source.script = [{ pieces: ['Let me ', 'check.'], toolCalls: CALLS, streamedCalls: 1 }]
+  const events = await sseEvents(
+    await post(url, '/v1/chat/completions', {
+      model: MODEL,
+      messages: HISTORY,
+      tools: [WEATHER, TIME],
+      stream: true,
+    }),
+  )
+  t.alike(
+    events
+      .map(toolCalls)
+      .filter((c) => c !== undefined)
+      .map((cs) => cs.map((c) => [c.index, c.id])),
+    [[[0, 'call_a']], [[1, 'call_b']]],
+    'the streamed call once, the unsent one after it with the next index',
+  )
+  t.alike(events.at(-1)?.choices, [{ index: 0, delta: {}, logprobs: null, finish_reason: 'tool_calls' }])
+
+  source.script = [{ toolCalls: CALLS, streamedCalls: 0 }]
+  const onlyCalls = await sseEvents(
+    await post(url, '/v1/chat/completions', {
+      model: MODEL,
+      messages: HISTORY,
+      tools: [WEATHER, TIME],
+      stream: true,
+    }),
+  )
+  t.alike(
+    onlyCalls.map((e) => e.choices),
+    [
+      [
+        {
+          index: 0,
+          delta: {
+            role: 'assistant',
+            tool_calls: [
+              {
+                index: 0,
+                id: 'call_a',
+                type: 'function',
+                function: { name: 'get_weather', arguments: '{"city":"Paris"}' },
+              },
+              { index: 1, id: 'call_b', type: 'function', function: { name: 'get_time', arguments: '{}' } },
+            ],
+          },
+          logprobs: null,
+          finish_reason: null,
+        },
+      ],
+      [{ index: 0, delta: {}, logprobs: null, finish_reason: 'tool_calls' }],
+    ],
+    'calls in the result only: one delta with the role and every call, then the finish',
+  )
+
+  source.script = [
+    { pieces: ['a'], toolCalls: [CALLS[1] as (typeof CALLS)[1]], streamedCalls: 0 },
+    { pieces: ['b'] },
+  ]
+  const final = await client.chat.completions
+    .stream({ model: MODEL, messages: HISTORY, tools: [WEATHER, TIME], n: 2 })
+    .finalChatCompletion()
+  t.alike(
+    final.choices.map((c) => [c.finish_reason, c.message.tool_calls?.map((k) => k.id)]),
+    [
+      ['tool_calls', ['call_b']],
+      ['stop', undefined],
+    ],
+    "with n, each choice's result-only calls reach the client's stream helper",
+  )
+})

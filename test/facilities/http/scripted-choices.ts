@@ -22,6 +22,8 @@ export interface ScriptedChoice {
   pieces?: string[]
   thinking?: string
   toolCalls?: ToolCall[]
+  /** How many of its calls a delta carries (default all); the rest are in the result only, as a throttled processor gives them. */
+  streamedCalls?: number
   logprobs?: TokenLogprob[]
   doneReason?: DoneReason
 }
@@ -30,7 +32,7 @@ export interface ScriptedChoice {
  * An InferenceSource that answers as scripted, as the contract says a source does: streamed,
  * reasoning first (one delta), then the text pieces (the choices' pieces taking turns, each
  * with its choice's index when there are several), then each choice's log probabilities and
- * its tool calls (one delta each); a streamed result carries the tool calls but neither the
+ * its tool calls (one delta each, holding the first `streamedCalls`); a streamed result carries the tool calls but neither the
  * reasoning nor the log probabilities. Several choices make a result with `choices` whose
  * counts are the sums. Remembers every request, exactly as it was given.
  */
@@ -76,7 +78,8 @@ export class ScriptedSource implements InferenceSource {
     }
     script.forEach((c, i) => {
       if (c.logprobs) cb.onDelta?.({ ...indexOf(i), logprobs: c.logprobs })
-      if (c.toolCalls) cb.onDelta?.({ ...indexOf(i), toolCalls: c.toolCalls })
+      const streamedCalls = c.toolCalls?.slice(0, c.streamedCalls)
+      if (streamedCalls?.length) cb.onDelta?.({ ...indexOf(i), toolCalls: streamedCalls })
     })
     if (this.failAfter) throw this.failAfter
     const choices = script.map((c, i) => choiceOf(c, i, streamed))
