@@ -3,6 +3,7 @@ import type { ServerResponse } from 'node:http'
 import type { z } from 'zod'
 import type { CancelToken } from '../../../kernel/cancel.js'
 import type { GenerateRequest, InferenceSource } from '../../../kernel/wire.js'
+import { chatAsCallerNamed } from '../caller-names.js'
 import { respondGeneration } from '../stream-writer.js'
 import { chatPlan } from './chat-answer.js'
 import { chatRequestOf } from './chat-request.js'
@@ -19,6 +20,18 @@ const answerBase = (id: string, model: string): AnswerBase => ({
   system_fingerprint: OWNER,
 })
 
+/**
+ * The wire's names of the fields a backend may refuse, as an OpenAI chat caller names them
+ * (`tools`, `tool_choice`, `logprobs` and the penalties are spelled alike). A legacy
+ * completion needs none: it sends no `think`, `format` or messages, and the rest it sends
+ * (`logprobs`, the penalties, `n`) OpenAI spells as the wire does.
+ */
+const CALLER_NAMES = {
+  think: 'reasoning_effort',
+  format: 'response_format',
+  'messages.tool_calls': 'messages',
+}
+
 /** @throws ERR_UNSUPPORTED, ERR_BAD_REQUEST naming the parameter (before anything is sent) */
 export async function chatCompletions(
   res: ServerResponse,
@@ -32,7 +45,7 @@ export async function chatCompletions(
     answerBase(`chatcmpl-${rid}`, r.model),
     r.stream === true,
     r.stream_options?.include_usage === true,
-    (cb) => source.chat(wire, cb),
+    chatAsCallerNamed(source, wire, CALLER_NAMES),
   )
   await respondGeneration(res, cancel, plan, SSE)
 }

@@ -231,3 +231,26 @@ test('openai-answer-shape: what cannot be honoured is a 400 naming it', async (t
   await ok.body?.cancel()
   t.is(source.requests.length, 1, 'only that one reached the source')
 })
+
+test("openai-answer-shape: a backend's refusal of think, format or replayed calls names the field as an OpenAI caller does", async (t) => {
+  const { source, url } = await serveScripted(t)
+  const why = 'is not supported by the ollama backend'
+  const cases: [string, string, string][] = [
+    ['think', 'reasoning_effort', 'reasoning_effort is not supported by the ollama backend'],
+    ['format', 'response_format', 'response_format is not supported by the ollama backend'],
+    ['messages.tool_calls', 'messages', 'messages is not supported by the ollama backend'],
+    ['tool_choice', 'tool_choice', 'tool_choice is not supported by the ollama backend'],
+  ]
+  for (const [wire, param, message] of cases) {
+    source.failBefore = MeshError.unsupported(wire, why)
+    for (const stream of [false, true]) {
+      const res = await post(url, '/v1/chat/completions', { model: MODEL, messages: user, stream })
+      const body = (await res.json()) as { error: { code: string; param: string; message: string } }
+      t.alike(
+        [res.status, body.error.code, body.error.param, body.error.message],
+        [400, 'err_unsupported', param, message],
+        `${wire} refused, ${stream ? 'streamed' : 'whole'}: named ${param}`,
+      )
+    }
+  }
+})

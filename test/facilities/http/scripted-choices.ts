@@ -40,6 +40,8 @@ export class ScriptedSource implements InferenceSource {
   script: ScriptedChoice[] = [{ pieces: ['ok'] }]
   /** Scripts for the next requests, one each, before `script` again. */
   queue: ScriptedChoice[][] = []
+  /** Thrown before anything is streamed, as a backend refuses what it cannot honour. */
+  failBefore: MeshError | null = null
   /** Thrown once everything scripted was streamed, instead of the result. */
   failAfter: MeshError | null = null
   requests: (ChatRequest | GenerateRequest)[] = []
@@ -62,6 +64,7 @@ export class ScriptedSource implements InferenceSource {
   private run(req: ChatRequest | GenerateRequest, cb: GenerateCallbacks = {}): GenerationResult {
     this.requests.push(structuredClone(req))
     if (req.model !== MODEL) throw MeshError.modelNotFound(req.model)
+    if (this.failBefore) throw this.failBefore
     const script = this.queue.shift() ?? this.script
     const several = script.length > 1
     const indexOf = (i: number) => (several ? { index: i } : {})
