@@ -61,6 +61,7 @@ const tool = z
         name: toolName,
         description: z.string().max(8192).optional(),
         parameters: jsonSchema.optional(),
+        strict: z.boolean().optional(),
       })
       .strip(),
   })

@@ -24,10 +24,13 @@ export interface ChatMessage {
 /** A JSON Schema, as the caller wrote it. */
 export type JsonSchema = Record<string, unknown>
 
-/** A function the model may call: OpenAI's and Ollama's `tools[]` entry. */
+/**
+ * A function the model may call: OpenAI's and Ollama's `tools[]` entry. `strict`: the call's
+ * arguments must follow `parameters` exactly (OpenAI's); a backend that cannot promise it refuses it.
+ */
 export interface ToolDefinition {
   type: 'function'
-  function: { name: string; description?: string; parameters?: JsonSchema }
+  function: { name: string; description?: string; parameters?: JsonSchema; strict?: boolean }
 }
 
 /**
