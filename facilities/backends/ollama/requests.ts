@@ -54,8 +54,8 @@ function shapeOf(req: AnswerShape): Shape {
 
 /**
  * The tools Ollama is given: none with `toolChoice` 'none' (the model cannot call what it is not
- * shown); Ollama has no way to force a call.
- * @throws ERR_UNSUPPORTED for `toolChoice` 'required' or a named function
+ * shown); Ollama has no way to force a call, nor to hold a call's arguments to its schema.
+ * @throws ERR_UNSUPPORTED for `toolChoice` 'required' or a named function, and for a tool's `strict: true`
  */
 function toolsOf(req: ChatRequest): { tools?: OllamaTool[] } {
   const choice = req.toolChoice ?? 'auto'
@@ -65,9 +65,22 @@ function toolsOf(req: ChatRequest): { tools?: OllamaTool[] } {
       'is not supported by the ollama backend: Ollama cannot force a call',
     )
   }
+  const strict = req.tools?.find((t) => t.function.strict === true)
+  if (strict) {
+    throw MeshError.unsupported(
+      'tools.strict',
+      `is not supported by the ollama backend: Ollama does not hold calls to the schema (tool '${strict.function.name}')`,
+    )
+  }
   if (!req.tools?.length || choice === 'none') return {}
-  // The same JSON: Ollama's tools are OpenAI's; its package types `parameters` more narrowly than a JSON Schema.
-  return { tools: req.tools as OllamaTool[] }
+  // The same JSON, without `strict` (false, so nothing to honour): Ollama's tools are OpenAI's;
+  // its package types `parameters` more narrowly than a JSON Schema.
+  return {
+    tools: req.tools.map(({ type, function: { strict: _, ...fn } }) => ({
+      type,
+      function: fn,
+    })) as OllamaTool[],
+  }
 }
 
 /** @throws ERR_UNSUPPORTED for a `toolChoice` Ollama cannot honour */
