@@ -111,7 +111,7 @@ async function messages(
     cancel,
     {
       stream: r.stream === true,
-      run: chatAsCallerNamed(source, chat, CALLER_NAMES),
+      run: chatAsCallerNamed(source, chat, CALLER_NAMES, (i) => `tools[${i}].strict`),
       opening: () =>
         namedEvent('message_start', { type: 'message_start', message: messageObject(id, r.model, [], null) }),
       piece: (text) => blocks.text(text),

@@ -19,14 +19,21 @@ export function asCallerNamed(err: unknown, names: Readonly<Record<string, strin
   return new MeshError('ERR_UNSUPPORTED', reason, { ...err.details, param: name }, err)
 }
 
-/** Runs `chat` over `source`, a refusal passed on under the caller's names (`asCallerNamed`). */
+/**
+ * Runs `chat` over `source`, a refusal passed on under the caller's names (`asCallerNamed`).
+ * A backend refusing `tools.strict` refuses the first tool asking for it: `strictAt(i)` names
+ * that field as the caller did, `i` the tool's place (the same in the caller's list and the wire's).
+ */
 export function chatAsCallerNamed(
   source: InferenceSource,
   chat: ChatRequest,
   names: Readonly<Record<string, string>>,
+  strictAt: (i: number) => string,
 ): (cb: GenerateCallbacks) => Promise<GenerationResult> {
+  const strict = chat.tools?.findIndex((t) => t.function.strict === true) ?? -1
+  const all = strict < 0 ? names : { ...names, 'tools.strict': strictAt(strict) }
   return (cb) =>
     source.chat(chat, cb).catch((err: unknown) => {
-      throw asCallerNamed(err, names)
+      throw asCallerNamed(err, all)
     })
 }

@@ -9,7 +9,7 @@
  * accepted, since the SDKs send it, but nothing is stored and the answer says `store: false`;
  * `GET /v1/responses/{id}` and the rest find nothing (404). As in the other layers, a field is
  * ignored only when ignoring it cannot change the kind of answer (`metadata`, `user`,
- * `service_tier`, `safety_identifier`, `prompt_cache_key`, `strict`); anything asked for that
+ * `service_tier`, `safety_identifier`, `prompt_cache_key`, `text.format.strict`); anything asked for that
  * the mesh cannot do is a 400 naming the parameter.
  */
 import type { ServerResponse } from 'node:http'
@@ -178,7 +178,7 @@ async function responses(
     cancel,
     {
       stream: r.stream === true,
-      run: chatAsCallerNamed(source, chat, CALLER_NAMES),
+      run: chatAsCallerNamed(source, chat, CALLER_NAMES, (i) => `tools[${i}].strict`),
       opening: () =>
         items.event('response.created', { response: snapshot('in_progress', null) }) +
         items.event('response.in_progress', { response: snapshot('in_progress', null) }),

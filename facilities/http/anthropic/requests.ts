@@ -25,6 +25,7 @@ const tool = z
     name: z.string(),
     description: z.string().optional(),
     input_schema: record.optional(),
+    strict: z.boolean().optional(),
   })
   .passthrough()
 
@@ -115,6 +116,7 @@ export function toolsOf(r: MessagesRequest): ToolDefinition[] | undefined {
     }
     const fn: ToolDefinition['function'] = { name: t.name, parameters: t.input_schema }
     if (t.description !== undefined) fn.description = t.description
+    if (t.strict !== undefined) fn.strict = t.strict
     return { type: 'function', function: fn }
   })
 }

@@ -116,6 +116,7 @@ function toolsOf(tools: NonNullable<Chat['tools']>): ToolDefinition[] {
         name: f.name,
         ...(f.description != null ? { description: f.description } : {}),
         ...(f.parameters != null ? { parameters: f.parameters } : {}),
+        ...(f.strict != null ? { strict: f.strict } : {}),
       },
     }
   })

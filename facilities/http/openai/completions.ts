@@ -45,7 +45,7 @@ export async function chatCompletions(
     answerBase(`chatcmpl-${rid}`, r.model),
     r.stream === true,
     r.stream_options?.include_usage === true,
-    chatAsCallerNamed(source, wire, CALLER_NAMES),
+    chatAsCallerNamed(source, wire, CALLER_NAMES, (i) => `tools[${i}].function.strict`),
   )
   await respondGeneration(res, cancel, plan, SSE)
 }

@@ -126,6 +126,7 @@ export function toolsOf(r: ResponsesRequest): ToolDefinition[] | undefined {
     const fn: ToolDefinition['function'] = { name: t.name }
     if (t.description != null) fn.description = t.description
     if (t.parameters != null) fn.parameters = t.parameters
+    if (t.strict != null) fn.strict = t.strict
     return { type: 'function', function: fn }
   })
 }

@@ -65,6 +65,7 @@ test('openai-tools: whole, the source sees the tools, the choice and the replaye
           name: 'get_weather',
           description: 'The weather in a city',
           parameters: WEATHER.function.parameters,
+          strict: true,
         },
       },
       { type: 'function', function: { name: 'get_time' } },

@@ -128,7 +128,12 @@ test('responses-api: function calls and their outputs, both ways', async (t) => 
     tools: [
       {
         type: 'function',
-        function: { name: 'get_weather', description: WEATHER.description, parameters: WEATHER.parameters },
+        function: {
+          name: 'get_weather',
+          description: WEATHER.description,
+          parameters: WEATHER.parameters,
+          strict: true,
+        },
       },
     ],
     toolChoice: { name: 'get_weather' },
