@@ -11,7 +11,8 @@
  * - `format` is an annotation (as JSON Schema says), except `date-time`, `date` and `time`,
  *   which the grammar enforces.
  * What a grammar cannot enforce (`pattern`, `minimum`, `multipleOf`, `allOf`, `not`,
- * `uniqueItems`…) is refused with ERR_UNSUPPORTED naming the caller's field.
+ * `uniqueItems`…) is refused with ERR_UNSUPPORTED naming the caller's field, and so is a
+ * schema nested deeper than MAX_SCHEMA_DEPTH (translating it would exhaust the stack).
  */
 import type { GbnfJsonSchema } from 'node-llama-cpp'
 import { MeshError } from '../../../kernel/errors.js'
@@ -42,6 +43,8 @@ const ANNOTATIONS: ReadonlySet<string> = new Set([
   'writeOnly',
   'format',
 ])
+/** Schemas nested in one another at most (the root is at depth 1). */
+export const MAX_SCHEMA_DEPTH = 64
 const ENFORCED_FORMATS: ReadonlySet<string> = new Set(['date-time', 'date', 'time'])
 /** The keywords each kind of value may carry besides annotations. */
 const KEYWORDS = {
@@ -69,6 +72,9 @@ export const ANY_OBJECT: GbnfJsonSchema = { type: 'object', additionalProperties
 
 /** Translates one schema; `param` is the caller's field, named in every error. */
 class Translator {
+  /** Schemas being translated, the one at hand among them. */
+  private depth = 0
+
   constructor(
     private readonly param: string,
     private readonly defs: ReadonlySet<string>,
@@ -76,6 +82,17 @@ class Translator {
 
   /** @throws ERR_BAD_REQUEST for a schema that is not one, ERR_UNSUPPORTED for one the grammar cannot enforce */
   node(node: unknown, at: string): GbnfJsonSchema {
+    if (this.depth >= MAX_SCHEMA_DEPTH)
+      throw this.unsupported(at, `nests schemas deeper than ${MAX_SCHEMA_DEPTH} levels`)
+    this.depth++
+    try {
+      return this.translate(node, at)
+    } finally {
+      this.depth--
+    }
+  }
+
+  private translate(node: unknown, at: string): GbnfJsonSchema {
     if (node === true) return ANY_JSON
     if (node === false) throw this.unsupported(at, 'is `false`: no value can match it')
     if (!isRecord(node)) throw this.bad(at, 'must be an object or a boolean')

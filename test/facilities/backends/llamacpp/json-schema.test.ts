@@ -3,7 +3,11 @@
  * made stricter yet still valid, what is refused. No model needed.
  */
 import test from 'brittle'
-import { ANY_JSON, toGrammarSchema } from '../../../../facilities/backends/llamacpp/json-schema.js'
+import {
+  ANY_JSON,
+  MAX_SCHEMA_DEPTH,
+  toGrammarSchema,
+} from '../../../../facilities/backends/llamacpp/json-schema.js'
 import { thrown } from '../../../helpers/assert.js'
 
 test('json schema: translated into what node-llama-cpp enforces', (t) => {
@@ -81,4 +85,25 @@ test('json schema: refused naming the caller’s field', (t) => {
   ] as const) {
     t.is(thrown(() => toGrammarSchema(schema, 'format'))?.code, 'ERR_BAD_REQUEST', what)
   }
+})
+
+/** A schema `levels` deep: arrays of arrays of … strings. */
+function nested(levels: number): unknown {
+  let schema: unknown = { type: 'string' }
+  for (let i = 1; i < levels; i++) schema = { type: 'array', items: schema }
+  return schema
+}
+
+test('json schema: nested no deeper than MAX_SCHEMA_DEPTH', (t) => {
+  t.ok(toGrammarSchema(nested(MAX_SCHEMA_DEPTH), 'format'), `${MAX_SCHEMA_DEPTH} levels: translated`)
+  for (const [levels, param] of [
+    [MAX_SCHEMA_DEPTH + 1, 'format'],
+    [20_000, 'tools'],
+  ] as const) {
+    const err = thrown(() => toGrammarSchema(nested(levels), param))
+    t.is(err?.code, 'ERR_UNSUPPORTED', `${levels} levels: refused, not a stack overflow`)
+    t.is(err?.details?.param, param, `${levels} levels: names ${param}`)
+  }
+  const deepDef = { $ref: '#/$defs/d', $defs: { d: nested(MAX_SCHEMA_DEPTH + 1) } }
+  t.is(thrown(() => toGrammarSchema(deepDef, 'format'))?.code, 'ERR_UNSUPPORTED', 'in a definition too')
 })
