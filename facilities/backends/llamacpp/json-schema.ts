@@ -70,6 +70,13 @@ export const ANY_JSON: GbnfJsonSchema = {
 /** Any JSON object: `format: {type: 'json'}` without a schema. */
 export const ANY_OBJECT: GbnfJsonSchema = { type: 'object', additionalProperties: true }
 
+/** Whether a JSON value of `enum` or `const` is of `kind`. */
+function isOfKind(value: Primitive, kind: Kind): boolean {
+  if (kind === 'integer') return Number.isInteger(value)
+  if (kind === 'null') return value === null
+  return value !== null && typeof value === kind
+}
+
 /** Translates one schema; `param` is the caller's field, named in every error. */
 class Translator {
   /** Schemas being translated, the one at hand among them. */
@@ -97,7 +104,8 @@ class Translator {
     if (node === false) throw this.unsupported(at, 'is `false`: no value can match it')
     if (!isRecord(node)) throw this.bad(at, 'must be an object or a boolean')
     if (node.$ref !== undefined) return this.ref(node, at)
-    if (node.const !== undefined) return { const: this.literal(node.const, at, 'const') }
+    if (node.const !== undefined)
+      return { const: this.literals(node, [node.const], 'const', at)[0] as Primitive }
     if (node.enum !== undefined) return this.enumOf(node, at)
     const branches = node.anyOf ?? node.oneOf
     if (branches !== undefined) return this.alternatives(node, branches, at)
@@ -235,8 +243,21 @@ class Translator {
     const values = node.enum
     if (!Array.isArray(values) || values.length === 0)
       throw this.bad(`${at}.enum`, 'must be a non-empty list')
-    this.onlyAnnotations(node, at, ['enum', 'type'])
-    return { enum: values.map((v) => this.literal(v, at, 'enum')) }
+    return { enum: this.literals(node, values, 'enum', at) }
+  }
+
+  /**
+   * The values of `enum` or `const` that the node's `type` allows: a grammar must not write
+   * one the schema rejects. @throws ERR_UNSUPPORTED when none is left (no value can match)
+   */
+  private literals(node: Schema, values: unknown[], key: 'enum' | 'const', at: string): Primitive[] {
+    this.onlyAnnotations(node, at, [key, 'type'])
+    const literals = values.map((v) => this.literal(v, at, key))
+    const kinds = this.kindsOf(node, at)
+    if (kinds === 'any') return literals
+    const allowed = literals.filter((v) => kinds.some((kind) => isOfKind(v, kind)))
+    if (allowed.length === 0) throw this.unsupported(at, `has no value in '${key}' of its type`)
+    return allowed
   }
 
   private ref(node: Schema, at: string): GbnfJsonSchema {

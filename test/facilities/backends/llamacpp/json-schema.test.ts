@@ -65,6 +65,34 @@ test('json schema: translated into what node-llama-cpp enforces', (t) => {
   )
 })
 
+test('json schema: enum and const keep only the values their type allows', (t) => {
+  t.alike(
+    toGrammarSchema({ type: 'string', enum: ['a', 1] }, 'format'),
+    { enum: ['a'] },
+    'a number out of a string enum',
+  )
+  t.alike(
+    toGrammarSchema({ type: ['integer', 'null'], enum: [1, 1.5, null, 'x', true] }, 'format'),
+    { enum: [1, null] },
+    'a type list: the values of any of its types',
+  )
+  t.alike(
+    toGrammarSchema({ type: 'number', enum: [1, 2.5] }, 'format'),
+    { enum: [1, 2.5] },
+    'integers are numbers',
+  )
+  t.alike(toGrammarSchema({ type: 'string', const: 'a' }, 'format'), { const: 'a' }, 'a const of its type')
+  for (const [what, schema] of [
+    ['an enum with no value of its type', { type: 'string', enum: [1, null] }],
+    ['a const not of its type', { type: 'integer', const: 1.5 }],
+    ['a const with a keyword the grammar would ignore', { const: 'a', minLength: 2 }],
+  ] as const) {
+    const err = thrown(() => toGrammarSchema(schema, 'format'))
+    t.is(err?.code, 'ERR_UNSUPPORTED', what)
+    t.is(err?.details?.param, 'format', `${what}: names format`)
+  }
+})
+
 test('json schema: refused naming the caller’s field', (t) => {
   for (const [what, schema] of [
     ['pattern', { type: 'string', pattern: 'a' }],
