@@ -5,7 +5,7 @@
  */
 import type { ChatResponse, GenerateResponse } from 'ollama'
 import { MeshError } from '../../../kernel/errors.js'
-import { isRecord, jsonObjectOf, newToolCallId } from '../../../kernel/util.js'
+import { isRecord, jsonObjectOf, newHexToolCallId } from '../../../kernel/util.js'
 import type {
   GenerateCallbacks,
   GenerationDelta,
@@ -39,7 +39,7 @@ export function toolCallsOf(calls: unknown): ToolCall[] {
     const name = c?.function?.name
     if (typeof name !== 'string' || name === '')
       throw MeshError.backendUnavailable('Ollama answered a tool call without a function name')
-    const id = typeof c.id === 'string' && c.id !== '' ? c.id : newToolCallId()
+    const id = typeof c.id === 'string' && c.id !== '' ? c.id : newHexToolCallId()
     return { id, name, arguments: argumentsOf(c.function?.arguments, name) }
   })
 }
