@@ -5,6 +5,7 @@ import { MeshError } from './errors.js'
 import { type HopTiming, type ProcessorTiming, traceFields } from './trace.js'
 import type {
   AnswerShape,
+  ChatRequest,
   GenerateCallbacks,
   GenerationDelta,
   GenerationResult,
@@ -154,8 +155,11 @@ function chatBytes(req: Extract<InferRequest, { kind: 'chat' }>): number {
   return n
 }
 
-/** A tool choice that names no tool there is. @throws ERR_BAD_REQUEST */
-function checkToolChoice(req: Extract<InferRequest, { kind: 'chat' }>): void {
+/**
+ * A tool choice that names no tool there is (its shape already checked); backends called
+ * directly check with it too. @throws ERR_BAD_REQUEST
+ */
+export function checkToolChoice(req: Pick<ChatRequest, 'toolChoice' | 'tools'>): void {
   const choice = req.toolChoice
   if (choice === undefined || choice === 'auto' || choice === 'none') return
   const tools = req.tools ?? []

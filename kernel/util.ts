@@ -36,16 +36,21 @@ export function idSequence(prefixBytes: number, pad = 0): () => string {
 }
 
 /**
- * An id for a tool call that came without one (`call_` and 24 random characters, as OpenAI's
- * look): made by whoever first sees the call, so every later layer passes the same id on.
+ * An id for a tool call that came without one, in OpenAI's form (`call_` and 24 hex digits:
+ * only letters and digits, as OpenAI's are): made by whoever first sees the call, so every
+ * later layer passes the same id on. The one form of id the mesh makes.
+ */
+export function newHexToolCallId(): string {
+  return `call_${randomBytes(12).toString('hex')}`
+}
+
+/**
+ * As `newHexToolCallId` but base64url (which may hold '-' and '_'). Only the Ollama dialect
+ * (facilities/http/ollama/answer-shape.ts) still makes these: drop it once that moves to
+ * `newHexToolCallId`.
  */
 export function newToolCallId(): string {
   return `call_${randomBytes(18).toString('base64url')}`
-}
-
-/** As `newToolCallId`, in OpenAI's own form: `call_` and 24 hex digits. */
-export function newHexToolCallId(): string {
-  return `call_${randomBytes(12).toString('hex')}`
 }
 
 /** Smoothing of measured speeds (tokens/s, time to first token, answer length). */

@@ -6,6 +6,7 @@
 import {
   type ChatHistoryItem,
   type ChatModelFunctions,
+  type ChatWrapper,
   type LLamaChatGenerateResponseOptions,
   LlamaChat,
   type LlamaChatResponseChunk,
@@ -54,6 +55,12 @@ class AnswerParts {
   resultThinking(): { thinking?: string } {
     return this.thinking !== '' && !this.hooks.onDelta ? { thinking: this.thinking } : {}
   }
+}
+
+/** Whether `wrapper`'s template has segments (reasoning, comments): the chunks `AnswerParts` reads. */
+function hasSegments(wrapper: ChatWrapper): boolean {
+  const segments = wrapper.settings.segments
+  return segments?.thought != null || segments?.comment != null
 }
 
 /** The grammar or functions of the plan, as LlamaChat options. */
@@ -122,7 +129,9 @@ export function chatProducer(
         // A forced call's JSON is not text: it comes back as a call.
         ...(answer.kind === 'call' ? {} : { onTextChunk: hooks.onTextChunk }),
         onToken: hooks.onToken,
-        onResponseChunk: parts.onResponseChunk,
+        // Only segments are read there; for a model without them the callback would only cost a
+        // chunk object (and a copy of its tokens) per token.
+        ...(hasSegments(lm.chatWrapper) ? { onResponseChunk: parts.onResponseChunk } : {}),
         ...(budgets ? { budgets } : {}),
         stopOnAbortSignal: true,
       } as ChatOptions)

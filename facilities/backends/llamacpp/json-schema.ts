@@ -11,7 +11,8 @@
  * - `format` is an annotation (as JSON Schema says), except `date-time`, `date` and `time`,
  *   which the grammar enforces.
  * What a grammar cannot enforce (`pattern`, `minimum`, `multipleOf`, `allOf`, `not`,
- * `uniqueItems`…) is refused with ERR_UNSUPPORTED naming the caller's field.
+ * `uniqueItems`…) is refused with ERR_UNSUPPORTED naming the caller's field, and so is a
+ * schema nested deeper than MAX_SCHEMA_DEPTH (translating it would exhaust the stack).
  */
 import type { GbnfJsonSchema } from 'node-llama-cpp'
 import { MeshError } from '../../../kernel/errors.js'
@@ -42,6 +43,8 @@ const ANNOTATIONS: ReadonlySet<string> = new Set([
   'writeOnly',
   'format',
 ])
+/** Schemas nested in one another at most (the root is at depth 1). */
+export const MAX_SCHEMA_DEPTH = 64
 const ENFORCED_FORMATS: ReadonlySet<string> = new Set(['date-time', 'date', 'time'])
 /** The keywords each kind of value may carry besides annotations. */
 const KEYWORDS = {
@@ -67,8 +70,18 @@ export const ANY_JSON: GbnfJsonSchema = {
 /** Any JSON object: `format: {type: 'json'}` without a schema. */
 export const ANY_OBJECT: GbnfJsonSchema = { type: 'object', additionalProperties: true }
 
+/** Whether a JSON value of `enum` or `const` is of `kind`. */
+function isOfKind(value: Primitive, kind: Kind): boolean {
+  if (kind === 'integer') return Number.isInteger(value)
+  if (kind === 'null') return value === null
+  return value !== null && typeof value === kind
+}
+
 /** Translates one schema; `param` is the caller's field, named in every error. */
 class Translator {
+  /** Schemas being translated, the one at hand among them. */
+  private depth = 0
+
   constructor(
     private readonly param: string,
     private readonly defs: ReadonlySet<string>,
@@ -76,11 +89,23 @@ class Translator {
 
   /** @throws ERR_BAD_REQUEST for a schema that is not one, ERR_UNSUPPORTED for one the grammar cannot enforce */
   node(node: unknown, at: string): GbnfJsonSchema {
+    if (this.depth >= MAX_SCHEMA_DEPTH)
+      throw this.unsupported(at, `nests schemas deeper than ${MAX_SCHEMA_DEPTH} levels`)
+    this.depth++
+    try {
+      return this.translate(node, at)
+    } finally {
+      this.depth--
+    }
+  }
+
+  private translate(node: unknown, at: string): GbnfJsonSchema {
     if (node === true) return ANY_JSON
     if (node === false) throw this.unsupported(at, 'is `false`: no value can match it')
     if (!isRecord(node)) throw this.bad(at, 'must be an object or a boolean')
     if (node.$ref !== undefined) return this.ref(node, at)
-    if (node.const !== undefined) return { const: this.literal(node.const, at, 'const') }
+    if (node.const !== undefined)
+      return { const: this.literals(node, [node.const], 'const', at)[0] as Primitive }
     if (node.enum !== undefined) return this.enumOf(node, at)
     const branches = node.anyOf ?? node.oneOf
     if (branches !== undefined) return this.alternatives(node, branches, at)
@@ -218,8 +243,21 @@ class Translator {
     const values = node.enum
     if (!Array.isArray(values) || values.length === 0)
       throw this.bad(`${at}.enum`, 'must be a non-empty list')
-    this.onlyAnnotations(node, at, ['enum', 'type'])
-    return { enum: values.map((v) => this.literal(v, at, 'enum')) }
+    return { enum: this.literals(node, values, 'enum', at) }
+  }
+
+  /**
+   * The values of `enum` or `const` that the node's `type` allows: a grammar must not write
+   * one the schema rejects. @throws ERR_UNSUPPORTED when none is left (no value can match)
+   */
+  private literals(node: Schema, values: unknown[], key: 'enum' | 'const', at: string): Primitive[] {
+    this.onlyAnnotations(node, at, [key, 'type'])
+    const literals = values.map((v) => this.literal(v, at, key))
+    const kinds = this.kindsOf(node, at)
+    if (kinds === 'any') return literals
+    const allowed = literals.filter((v) => kinds.some((kind) => isOfKind(v, kind)))
+    if (allowed.length === 0) throw this.unsupported(at, `has no value in '${key}' of its type`)
+    return allowed
   }
 
   private ref(node: Schema, at: string): GbnfJsonSchema {

@@ -10,6 +10,7 @@
  */
 import type { ChatHistoryItem, ChatModelFunctions, GbnfJsonSchema } from 'node-llama-cpp'
 import { MeshError } from '../../../kernel/errors.js'
+import { checkToolChoice as checkNamedTool } from '../../../kernel/inference.js'
 import { isRecord, jsonObjectOf, newHexToolCallId } from '../../../kernel/util.js'
 import type { ToolCall, ToolChoice, ToolDefinition } from '../../../kernel/wire.js'
 import { toGrammarSchema } from './json-schema.js'
@@ -39,22 +40,23 @@ export function checkTools(tools: unknown): ToolDefinition[] {
   return tools as ToolDefinition[]
 }
 
-/** @throws ERR_BAD_REQUEST for a choice that is none of auto, none, required, {name} of a tool */
+/**
+ * The choice's shape checked here (the kernel's request schema checks it before a gateway or
+ * processor calls a backend), what it names by the kernel's check.
+ * @throws ERR_BAD_REQUEST for a choice that is none of auto, none, required, {name} of a tool
+ */
 export function checkToolChoice(choice: unknown, tools: ToolDefinition[]): ToolChoice {
   if (choice === undefined || choice === null) return 'auto'
-  if (choice === 'auto' || choice === 'none') return choice
-  if (tools.length === 0) throw MeshError.badRequest('toolChoice needs tools', { param: 'tool_choice' })
-  if (choice === 'required') return choice
-  if (isRecord(choice) && typeof choice.name === 'string') {
-    const name = choice.name
-    if (!tools.some((t) => t.function.name === name)) {
-      throw MeshError.badRequest(`toolChoice: no tool is named '${name}'`, { param: 'tool_choice' })
-    }
-    return { name }
+  let toolChoice: ToolChoice
+  if (choice === 'auto' || choice === 'none' || choice === 'required') toolChoice = choice
+  else if (isRecord(choice) && typeof choice.name === 'string') toolChoice = { name: choice.name }
+  else {
+    throw MeshError.badRequest("toolChoice must be 'auto', 'none', 'required' or {name}", {
+      param: 'tool_choice',
+    })
   }
-  throw MeshError.badRequest("toolChoice must be 'auto', 'none', 'required' or {name}", {
-    param: 'tool_choice',
-  })
+  checkNamedTool({ toolChoice, tools })
+  return toolChoice
 }
 
 /**

@@ -5,7 +5,7 @@
  */
 import type { ChatResponse, GenerateResponse } from 'ollama'
 import { MeshError } from '../../../kernel/errors.js'
-import { isRecord, jsonObjectOf, newToolCallId } from '../../../kernel/util.js'
+import { isRecord, jsonObjectOf, newHexToolCallId } from '../../../kernel/util.js'
 import type {
   GenerateCallbacks,
   GenerationDelta,
@@ -39,7 +39,7 @@ export function toolCallsOf(calls: unknown): ToolCall[] {
     const name = c?.function?.name
     if (typeof name !== 'string' || name === '')
       throw MeshError.backendUnavailable('Ollama answered a tool call without a function name')
-    const id = typeof c.id === 'string' && c.id !== '' ? c.id : newToolCallId()
+    const id = typeof c.id === 'string' && c.id !== '' ? c.id : newHexToolCallId()
     return { id, name, arguments: argumentsOf(c.function?.arguments, name) }
   })
 }
@@ -98,32 +98,49 @@ export class AnswerParts {
     return this.pieces.join('')
   }
 
-  /** @throws ERR_BACKEND_UNAVAILABLE for a tool call Ollama got wrong */
+  /**
+   * A plain text chunk (most of them) allocates nothing: reasoning, log probabilities and
+   * calls are looked at only when the chunk has them.
+   * @throws ERR_BACKEND_UNAVAILABLE for a tool call Ollama got wrong
+   */
   take(part: Part): void {
-    const { onToken, onDelta } = this.cb
     const text = chunkText(part)
     const thinking = chunkThinking(part)
-    const logprobs = logprobsOf(part.logprobs)
+    const hasThinking = typeof thinking === 'string' && thinking !== ''
+    const logprobs = Array.isArray(part.logprobs) && part.logprobs.length > 0 ? part.logprobs : undefined
+    if (hasThinking || logprobs) this.takeExtras(hasThinking ? thinking : undefined, logprobs)
+    if (typeof text === 'string' && text !== '') {
+      this.pieces.push(text)
+      this.cb.onToken?.(text)
+    }
+    if (text || thinking) this.tokens++
+    const calls = 'message' in part ? part.message?.tool_calls : undefined
+    if (Array.isArray(calls) && calls.length > 0) this.takeCalls(calls)
+  }
+
+  /** A chunk's reasoning and log probabilities, as one delta. */
+  private takeExtras(thinking: string | undefined, logprobs: unknown[] | undefined): void {
     const delta: GenerationDelta = {}
-    if (typeof thinking === 'string' && thinking !== '') {
+    if (thinking !== undefined) {
       this.thinking += thinking
       delta.thinking = thinking
     }
-    if (logprobs.length > 0) {
-      this.logprobs.push(...logprobs)
-      delta.logprobs = logprobs
+    if (logprobs !== undefined) {
+      const ours = logprobsOf(logprobs)
+      this.logprobs.push(...ours)
+      delta.logprobs = ours
     }
-    if (delta.thinking !== undefined || delta.logprobs !== undefined) onDelta?.(delta)
-    if (typeof text === 'string' && text !== '') {
-      this.pieces.push(text)
-      onToken?.(text)
-    }
-    if (text || thinking) this.tokens++
-    const calls = 'message' in part ? toolCallsOf(part.message?.tool_calls) : []
-    const room = calls.slice(0, Math.max(0, this.maxCalls - this.calls.length))
-    if (room.length === 0) return
-    this.calls.push(...room)
-    onDelta?.({ toolCalls: room })
+    this.cb.onDelta?.(delta)
+  }
+
+  /** A chunk's calls (every one checked), those within `maxCalls` passed on. */
+  private takeCalls(raw: unknown[]): void {
+    const calls = toolCallsOf(raw)
+    const room = Math.max(0, this.maxCalls - this.calls.length)
+    const taken = calls.length <= room ? calls : calls.slice(0, room)
+    if (taken.length === 0) return
+    this.calls.push(...taken)
+    this.cb.onDelta?.({ toolCalls: taken })
   }
 
   /**

@@ -3,7 +3,11 @@
  * made stricter yet still valid, what is refused. No model needed.
  */
 import test from 'brittle'
-import { ANY_JSON, toGrammarSchema } from '../../../../facilities/backends/llamacpp/json-schema.js'
+import {
+  ANY_JSON,
+  MAX_SCHEMA_DEPTH,
+  toGrammarSchema,
+} from '../../../../facilities/backends/llamacpp/json-schema.js'
 import { thrown } from '../../../helpers/assert.js'
 
 test('json schema: translated into what node-llama-cpp enforces', (t) => {
@@ -61,6 +65,34 @@ test('json schema: translated into what node-llama-cpp enforces', (t) => {
   )
 })
 
+test('json schema: enum and const keep only the values their type allows', (t) => {
+  t.alike(
+    toGrammarSchema({ type: 'string', enum: ['a', 1] }, 'format'),
+    { enum: ['a'] },
+    'a number out of a string enum',
+  )
+  t.alike(
+    toGrammarSchema({ type: ['integer', 'null'], enum: [1, 1.5, null, 'x', true] }, 'format'),
+    { enum: [1, null] },
+    'a type list: the values of any of its types',
+  )
+  t.alike(
+    toGrammarSchema({ type: 'number', enum: [1, 2.5] }, 'format'),
+    { enum: [1, 2.5] },
+    'integers are numbers',
+  )
+  t.alike(toGrammarSchema({ type: 'string', const: 'a' }, 'format'), { const: 'a' }, 'a const of its type')
+  for (const [what, schema] of [
+    ['an enum with no value of its type', { type: 'string', enum: [1, null] }],
+    ['a const not of its type', { type: 'integer', const: 1.5 }],
+    ['a const with a keyword the grammar would ignore', { const: 'a', minLength: 2 }],
+  ] as const) {
+    const err = thrown(() => toGrammarSchema(schema, 'format'))
+    t.is(err?.code, 'ERR_UNSUPPORTED', what)
+    t.is(err?.details?.param, 'format', `${what}: names format`)
+  }
+})
+
 test('json schema: refused naming the caller’s field', (t) => {
   for (const [what, schema] of [
     ['pattern', { type: 'string', pattern: 'a' }],
@@ -81,4 +113,25 @@ test('json schema: refused naming the caller’s field', (t) => {
   ] as const) {
     t.is(thrown(() => toGrammarSchema(schema, 'format'))?.code, 'ERR_BAD_REQUEST', what)
   }
+})
+
+/** A schema `levels` deep: arrays of arrays of … strings. */
+function nested(levels: number): unknown {
+  let schema: unknown = { type: 'string' }
+  for (let i = 1; i < levels; i++) schema = { type: 'array', items: schema }
+  return schema
+}
+
+test('json schema: nested no deeper than MAX_SCHEMA_DEPTH', (t) => {
+  t.ok(toGrammarSchema(nested(MAX_SCHEMA_DEPTH), 'format'), `${MAX_SCHEMA_DEPTH} levels: translated`)
+  for (const [levels, param] of [
+    [MAX_SCHEMA_DEPTH + 1, 'format'],
+    [20_000, 'tools'],
+  ] as const) {
+    const err = thrown(() => toGrammarSchema(nested(levels), param))
+    t.is(err?.code, 'ERR_UNSUPPORTED', `${levels} levels: refused, not a stack overflow`)
+    t.is(err?.details?.param, param, `${levels} levels: names ${param}`)
+  }
+  const deepDef = { $ref: '#/$defs/d', $defs: { d: nested(MAX_SCHEMA_DEPTH + 1) } }
+  t.is(thrown(() => toGrammarSchema(deepDef, 'format'))?.code, 'ERR_UNSUPPORTED', 'in a definition too')
 })

@@ -6,8 +6,9 @@
  */
 import test from 'brittle'
 import { TINY_MODEL_NAME } from '../../../../facilities/tiny-model/tiny-model.js'
+import { parseInferRequest } from '../../../../kernel/inference.js'
 import type { ChatMessage, ChatRequest, ToolDefinition } from '../../../../kernel/wire.js'
-import { rejectsWith } from '../../../helpers/assert.js'
+import { rejectsWith, thrown } from '../../../helpers/assert.js'
 import { collected, GREEDY, STEP1_TEXT, tinyBackend, validates } from './tiny-backend.js'
 
 const WEATHER: ToolDefinition = {
@@ -130,12 +131,16 @@ test('llamacpp tools: auto offers them to the model, none does not', async (t) =
     'pattern',
   )
   t.is(refused?.details?.param, 'tools')
-  await rejectsWith(
-    t,
-    backend.chat({ ...base, toolChoice: { name: 'nope' } }),
-    'ERR_BAD_REQUEST',
-    'unknown tool',
-  )
+  const badChoices: Array<[string, ChatRequest]> = [
+    ['unknown tool', { ...base, toolChoice: { name: 'nope' } }],
+    ['required without tools', { ...base, tools: [], toolChoice: 'required' }],
+  ]
+  for (const [what, req] of badChoices) {
+    const kernel = thrown(() => parseInferRequest({ kind: 'chat', ...req }, 1 << 20))
+    const backends = await rejectsWith(t, backend.chat(req), 'ERR_BAD_REQUEST', what)
+    t.is(backends?.message, kernel?.message, `${what}: the kernel's message (${kernel?.message})`)
+    t.is(backends?.details?.param, 'tool_choice', `${what}: names tool_choice`)
+  }
   await rejectsWith(
     t,
     backend.chat({ ...base, tools: [WEATHER, WEATHER] }),
