@@ -44,15 +44,6 @@ export function newHexToolCallId(): string {
   return `call_${randomBytes(12).toString('hex')}`
 }
 
-/**
- * As `newHexToolCallId` but base64url (which may hold '-' and '_'). Only the Ollama dialect
- * (facilities/http/ollama/answer-shape.ts) still makes these: drop it once that moves to
- * `newHexToolCallId`.
- */
-export function newToolCallId(): string {
-  return `call_${randomBytes(18).toString('base64url')}`
-}
-
 /** Smoothing of measured speeds (tokens/s, time to first token, answer length). */
 export const EWMA_ALPHA = 0.3
 

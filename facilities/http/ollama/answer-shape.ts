@@ -4,7 +4,7 @@
  * replays, as the wire's.
  */
 import { MeshError } from '../../../kernel/errors.js'
-import { isRecord, newToolCallId } from '../../../kernel/util.js'
+import { isRecord, newHexToolCallId } from '../../../kernel/util.js'
 import type { AnswerShape, ChatMessage, OutputFormat, ToolDefinition } from '../../../kernel/wire.js'
 import type { ParsedChat, ParsedGenerate } from './requests.js'
 
@@ -50,7 +50,7 @@ export function messageOf(m: ParsedMessage): ChatMessage {
   if (m.thinking) out.thinking = m.thinking
   if (m.tool_calls?.length) {
     out.toolCalls = m.tool_calls.map((c) => ({
-      id: c.id || newToolCallId(),
+      id: c.id || newHexToolCallId(),
       name: c.function.name,
       arguments: c.function.arguments ?? {},
     }))
