@@ -1,7 +1,7 @@
 import type { Logger } from '../../facilities/log.facility.js'
 import type { NetFacility } from '../../facilities/net/net.facility.js'
 import { CANCEL_GRACE_MS } from '../../facilities/net/peer-connection.js'
-import { deltaOf, type StreamChunk } from '../../facilities/net/streaming.js'
+import { deltaParts, type StreamChunk } from '../../facilities/net/streaming.js'
 import type { ProcessorEntry, RouterFacility } from '../../facilities/router/router.facility.js'
 import type { RequestTrace } from '../../facilities/tracing/request-trace.js'
 import { CancelToken, cancelError } from '../../kernel/cancel.js'
@@ -125,9 +125,10 @@ function processorRequest(req: InferRequest): Record<ForwardedField, unknown> {
 }
 
 /**
- * What a leg does with each streamed chunk: `seen()` counts it, then its reasoning, calls and
- * log probabilities go to the sink's `onDelta` and its text to `onText`, with its choice's
- * `index` (`n` > 1). Undefined for an answer given whole: it has no chunks to wait for (the
+ * What a leg does with each streamed chunk: `seen()` counts it, then its reasoning and log
+ * probabilities go to the sink's `onDelta`, its text to `onText`, and its tool calls to
+ * `onDelta` after the text (the order they were generated in, see `deltaParts`), with its
+ * choice's `index` (`n` > 1). Undefined for an answer given whole: it has no chunks to wait for (the
  * processor streams only when asked).
  */
 function chunkHandler(
@@ -139,12 +140,10 @@ function chunkHandler(
   if (!onText) return undefined
   return (chunk) => {
     seen()
-    if (chunk.thinking !== undefined || chunk.toolCalls !== undefined || chunk.logprobs !== undefined) {
-      const delta = deltaOf(chunk)
-      if (index !== undefined) delta.index = index
-      onDelta?.(delta)
-    }
+    const { before, after } = deltaParts(chunk)
+    if (before) onDelta?.(index === undefined ? before : { ...before, index })
     if (chunk.text !== '') onText(chunk.text, index)
+    if (after) onDelta?.(index === undefined ? after : { ...after, index })
   }
 }
 
