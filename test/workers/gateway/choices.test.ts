@@ -260,3 +260,36 @@ test('deadline: n 3 with one choice done in time fails with ERR_TIMEOUT, billed 
   t.alike(spent, { promptTokens: 6, completionTokens: 18 }, 'the done one and what the others made: spent')
   t.is(inflight(router), 0, 'every slot freed')
 })
+
+test('choices: with a seed, choice i is sent seed + i (distinct, reproducible per seed and index)', async (t) => {
+  const pool = [standIn(1), standIn(2), standIn(3)]
+  const seeds: unknown[] = []
+  for (const p of pool)
+    p.answer = async (_m, payload) => {
+      const { options } = payload as { options: { seed?: number; temperature?: number } }
+      seeds.push([options.seed, options.temperature])
+      return { text: 'x', doneReason: 'stop', promptTokens: 1, completionTokens: 1 }
+    }
+  const { pipeline } = await pipelineOver(t, pool)
+  const req = parseInferRequest(
+    {
+      kind: 'chat',
+      model: 'm',
+      messages: [{ role: 'user', content: 'hi' }],
+      n: 3,
+      options: { seed: 42, temperature: 0.5 },
+    },
+    config.maxPromptBytes,
+  )
+  await pipeline.run(req, sink(), '')
+  t.alike(
+    seeds.sort(),
+    [
+      [42, 0.5],
+      [43, 0.5],
+      [44, 0.5],
+    ],
+    'seed, seed + 1, seed + 2; the other options as asked',
+  )
+  t.alike(req.options, { seed: 42, temperature: 0.5 }, "the request's own options are left as they were")
+})
