@@ -167,12 +167,57 @@ function checkToolChoice(req: Extract<InferRequest, { kind: 'chat' }>): void {
   }
 }
 
-/** @throws ERR_BAD_REQUEST naming the bad field; ERR_PAYLOAD_TOO_LARGE over `maxPromptBytes` */
+/** Deepest nesting of objects and arrays a JSON schema, tool parameters or call arguments may have. */
+export const MAX_JSON_DEPTH = 64
+
+/** Whether `value` nests objects and arrays more than `max` levels deep (looks no deeper than that). */
+function deeperThan(value: unknown, max: number): boolean {
+  if (value === null || typeof value !== 'object') return false
+  if (max === 0) return true
+  for (const v of Object.values(value)) if (deeperThan(v, max - 1)) return true
+  return false
+}
+
+/**
+ * Refuses a schema or arguments nested deeper than MAX_JSON_DEPTH before anything
+ * stringifies them: a payload of a few hundred KB nested 20,000 deep makes `JSON.stringify`
+ * overflow the stack (a RangeError, an internal error) and no model needs it.
+ * @throws ERR_BAD_REQUEST naming the field
+ */
+function checkDepth(req: InferRequest): void {
+  const fields: Array<[string, unknown]> = [['request.format.schema', req.format?.schema]]
+  if (req.kind === 'chat') {
+    for (const [i, t] of (req.tools ?? []).entries())
+      fields.push([`request.tools[${i}].function.parameters`, t.function.parameters])
+    for (const [i, m] of req.messages.entries())
+      for (const [j, c] of (m.toolCalls ?? []).entries())
+        fields.push([`request.messages[${i}].toolCalls[${j}].arguments`, c.arguments])
+  }
+  for (const [field, value] of fields)
+    if (deeperThan(value, MAX_JSON_DEPTH))
+      throw MeshError.badRequest(`${field}: nested deeper than ${MAX_JSON_DEPTH} levels`)
+}
+
+/**
+ * Bytes of what a request makes the model read: a chat's (`chatBytes`), or a completion's
+ * prompt and system text; and the JSON schema its answer must follow (it becomes a grammar
+ * or part of the prompt).
+ */
+function promptBytes(req: InferRequest): number {
+  const schema = req.format?.schema ? Buffer.byteLength(JSON.stringify(req.format.schema)) : 0
+  if (req.kind === 'chat') return chatBytes(req) + schema
+  return Buffer.byteLength(req.prompt) + Buffer.byteLength(req.system ?? '') + schema
+}
+
+/**
+ * @throws ERR_BAD_REQUEST naming the bad field (a schema or arguments nested deeper than
+ * MAX_JSON_DEPTH too); ERR_PAYLOAD_TOO_LARGE over `maxPromptBytes`
+ */
 export function parseInferRequest(payload: unknown, maxPromptBytes: number): InferRequest {
   const req = validate(inferRequestSchema, payload, 'request', 'ERR_BAD_REQUEST')
   if (req.kind === 'chat') checkToolChoice(req)
-  const size =
-    req.kind === 'chat' ? chatBytes(req) : Buffer.byteLength(req.prompt) + Buffer.byteLength(req.system ?? '')
+  checkDepth(req)
+  const size = promptBytes(req)
   if (size > maxPromptBytes) throw MeshError.payloadTooLarge('prompt', size, maxPromptBytes)
   return req
 }
