@@ -300,11 +300,17 @@ export function parseEmbedRequest(
   return req
 }
 
+/** The parts of an answer besides its text: reasoning, tool calls, log probabilities. */
+export type AnswerParts = Pick<GenerationResult, 'thinking' | 'toolCalls' | 'logprobs'>
+
 /**
- * Copies a result's tool calls onto a reply, and its reasoning and log probabilities when
- * the answer was not streamed (a stream's chunks carried them).
+ * Copies an answer's parts that are set (reasoning and tool calls not empty) from `result`
+ * onto `reply`: its tool calls always, its reasoning and log probabilities only when the
+ * answer was not `streamed` (a stream's chunks carried them). The one rule for every answer
+ * built from another: the processor's reply, the gateway's choices (choices.ts), and
+ * meant for the OpenAI dialect's `choicesOf` (facilities/http/openai/sse.ts), a copy still.
  */
-export function addAnswerParts(reply: GenerationResult, result: GenerationResult, streamed: boolean): void {
+export function addAnswerParts(reply: AnswerParts, result: AnswerParts, streamed: boolean): void {
   if (result.toolCalls?.length) reply.toolCalls = result.toolCalls
   if (streamed) return
   if (result.thinking) reply.thinking = result.thinking

@@ -293,3 +293,33 @@ test('choices: with a seed, choice i is sent seed + i (distinct, reproducible pe
   )
   t.alike(req.options, { seed: 42, temperature: 0.5 }, "the request's own options are left as they were")
 })
+
+test("choices: each choice has its leg's reasoning, calls and log probabilities when set, by the processor's rule", async (t) => {
+  const pool = [standIn(1), standIn(2)]
+  const call = { id: 'c1', name: 'look', arguments: {} }
+  const logprobs = [{ token: 'x', logprob: -1 }]
+  const parts = [
+    { thinking: 'hmm', toolCalls: [call], logprobs },
+    { thinking: '', toolCalls: [] },
+  ]
+  pool.forEach((p, i) => {
+    p.answer = async () => ({
+      text: 'x',
+      doneReason: 'stop',
+      promptTokens: 1,
+      completionTokens: 1,
+      ...parts[i],
+    })
+  })
+  const { pipeline } = await pipelineOver(t, pool)
+  const result = await pipeline.run(chat(2), sink(), '')
+  const byProcessor = (n: number) => result.choices?.find((c) => c.processor === hex(pool[n] as StandIn))
+  const first = byProcessor(0)
+  t.alike(
+    [first?.thinking, first?.toolCalls, first?.logprobs],
+    [parts[0]?.thinking, [call], logprobs],
+    'set: copied',
+  )
+  const second = byProcessor(1)
+  t.ok(second && !('thinking' in second) && !('toolCalls' in second), 'empty reasoning and calls: left out')
+})
