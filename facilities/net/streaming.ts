@@ -90,9 +90,11 @@ export class ChunkWriter {
    * Adds reasoning or log probabilities to the stream, coalesced as text is; finished tool
    * calls go at once (nothing else is coming to join them), in a chunk of their own after
    * what was pending: a chunk's parts have no order among themselves, and text written
-   * before a call must reach the caller before it.
+   * before a call must reach the caller before it. Reasoning after pending text sends the
+   * text first, as a receiver puts a chunk's reasoning ahead of its text (`deltaParts`).
    */
   writeDelta(delta: GenerationDelta): void {
+    if (delta.thinking && this.pending !== '') this.flush()
     this.extra ??= {}
     const extra = this.extra
     if (delta.thinking) extra.thinking = (extra.thinking ?? '') + delta.thinking

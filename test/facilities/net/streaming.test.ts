@@ -64,3 +64,18 @@ test('chunk writer: text and reasoning pending before a tool call go ahead of it
   w.flush()
   t.is(sent.length, 4, 'nothing left behind')
 })
+
+test('chunk writer: reasoning after pending text sends the text first (a chunk puts its reasoning ahead of its text)', (t) => {
+  const sent: StreamChunk[] = []
+  const w = new ChunkWriter((c) => sent.push(c), 's4', 1000)
+  w.write('a')
+  w.write('b')
+  w.writeDelta({ thinking: 't' })
+  w.write('c')
+  w.flush()
+  t.alike(sent, [
+    { id: 's4', seq: 0, text: 'a' },
+    { id: 's4', seq: 1, text: 'b' },
+    { id: 's4', seq: 2, text: 'c', thinking: 't' },
+  ])
+})
