@@ -172,12 +172,57 @@ export function checkToolChoice(req: Pick<ChatRequest, 'toolChoice' | 'tools'>):
   }
 }
 
-/** @throws ERR_BAD_REQUEST naming the bad field; ERR_PAYLOAD_TOO_LARGE over `maxPromptBytes` */
+/** Deepest nesting of objects and arrays a JSON schema, tool parameters or call arguments may have. */
+export const MAX_JSON_DEPTH = 64
+
+/** Whether `value` nests objects and arrays more than `max` levels deep (looks no deeper than that). */
+function deeperThan(value: unknown, max: number): boolean {
+  if (value === null || typeof value !== 'object') return false
+  if (max === 0) return true
+  for (const v of Object.values(value)) if (deeperThan(v, max - 1)) return true
+  return false
+}
+
+/**
+ * Refuses a schema or arguments nested deeper than MAX_JSON_DEPTH before anything
+ * stringifies them: a payload of a few hundred KB nested 20,000 deep makes `JSON.stringify`
+ * overflow the stack (a RangeError, an internal error) and no model needs it.
+ * @throws ERR_BAD_REQUEST naming the field
+ */
+function checkDepth(req: InferRequest): void {
+  const fields: Array<[string, unknown]> = [['request.format.schema', req.format?.schema]]
+  if (req.kind === 'chat') {
+    for (const [i, t] of (req.tools ?? []).entries())
+      fields.push([`request.tools[${i}].function.parameters`, t.function.parameters])
+    for (const [i, m] of req.messages.entries())
+      for (const [j, c] of (m.toolCalls ?? []).entries())
+        fields.push([`request.messages[${i}].toolCalls[${j}].arguments`, c.arguments])
+  }
+  for (const [field, value] of fields)
+    if (deeperThan(value, MAX_JSON_DEPTH))
+      throw MeshError.badRequest(`${field}: nested deeper than ${MAX_JSON_DEPTH} levels`)
+}
+
+/**
+ * Bytes of what a request makes the model read: a chat's (`chatBytes`), or a completion's
+ * prompt and system text; and the JSON schema its answer must follow (it becomes a grammar
+ * or part of the prompt).
+ */
+function promptBytes(req: InferRequest): number {
+  const schema = req.format?.schema ? Buffer.byteLength(JSON.stringify(req.format.schema)) : 0
+  if (req.kind === 'chat') return chatBytes(req) + schema
+  return Buffer.byteLength(req.prompt) + Buffer.byteLength(req.system ?? '') + schema
+}
+
+/**
+ * @throws ERR_BAD_REQUEST naming the bad field (a schema or arguments nested deeper than
+ * MAX_JSON_DEPTH too); ERR_PAYLOAD_TOO_LARGE over `maxPromptBytes`
+ */
 export function parseInferRequest(payload: unknown, maxPromptBytes: number): InferRequest {
   const req = validate(inferRequestSchema, payload, 'request', 'ERR_BAD_REQUEST')
   if (req.kind === 'chat') checkToolChoice(req)
-  const size =
-    req.kind === 'chat' ? chatBytes(req) : Buffer.byteLength(req.prompt) + Buffer.byteLength(req.system ?? '')
+  checkDepth(req)
+  const size = promptBytes(req)
   if (size > maxPromptBytes) throw MeshError.payloadTooLarge('prompt', size, maxPromptBytes)
   return req
 }
@@ -260,11 +305,17 @@ export function parseEmbedRequest(
   return req
 }
 
+/** The parts of an answer besides its text: reasoning, tool calls, log probabilities. */
+export type AnswerParts = Pick<GenerationResult, 'thinking' | 'toolCalls' | 'logprobs'>
+
 /**
- * Copies a result's tool calls onto a reply, and its reasoning and log probabilities when
- * the answer was not streamed (a stream's chunks carried them).
+ * Copies an answer's parts that are set (reasoning and tool calls not empty) from `result`
+ * onto `reply`: its tool calls always, its reasoning and log probabilities only when the
+ * answer was not `streamed` (a stream's chunks carried them). The one rule for every answer
+ * built from another: the processor's reply, the gateway's choices (choices.ts), and
+ * meant for the OpenAI dialect's `choicesOf` (facilities/http/openai/sse.ts), a copy still.
  */
-export function addAnswerParts(reply: GenerationResult, result: GenerationResult, streamed: boolean): void {
+export function addAnswerParts(reply: AnswerParts, result: AnswerParts, streamed: boolean): void {
   if (result.toolCalls?.length) reply.toolCalls = result.toolCalls
   if (streamed) return
   if (result.thinking) reply.thinking = result.thinking

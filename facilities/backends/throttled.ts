@@ -7,6 +7,7 @@ import type {
   EmbedResult,
   GenerateCallbacks,
   GenerateRequest,
+  GenerationDelta,
   GenerationResult,
   InferenceSource,
   ModelDetails,
@@ -80,31 +81,37 @@ export class ThrottledSource implements InferenceSource {
     return this.paced(cb, (inner) => this.inner.generate(req, inner))
   }
 
+  /**
+   * Runs `run` with callbacks that queue what it streams, and hands the queue out in order:
+   * text pieces at the set rate, reasoning, tool calls and log probabilities (`cb.onDelta`,
+   * passed on only when given, so a source without it puts them in its result) at once when
+   * their turn comes, so they keep their place among the text.
+   */
   private async paced(
     cb: GenerateCallbacks,
     run: (inner: GenerateCallbacks) => Promise<GenerationResult>,
   ): Promise<GenerationResult> {
-    const { onToken } = cb
+    const { onToken, onDelta } = cb
     // Pacing waits on timers that a cancel must cut short: this path wants a real signal.
     const signal = signalOf(cb)
     const started = performance.now()
-    const pieces: string[] = []
+    const queue: Array<string | GenerationDelta> = []
     let wake: (() => void) | null = null
     const poke = () => {
       const w = wake
       wake = null
       w?.()
     }
+    const push = (piece: string | GenerationDelta) => {
+      queue.push(piece)
+      poke()
+    }
     let innerResult: GenerationResult | null = null
     let innerError: unknown = null
     let innerDone = false
-    const running = run({
-      ...(signal ? { signal } : {}),
-      onToken: (text) => {
-        pieces.push(text)
-        poke()
-      },
-    }).then(
+    const inner: GenerateCallbacks = { ...(signal ? { signal } : {}), onToken: push }
+    if (onDelta) inner.onDelta = push
+    const running = run(inner).then(
       (r) => {
         innerResult = r
       },
@@ -119,16 +126,24 @@ export class ThrottledSource implements InferenceSource {
 
     await pause(this.firstDelay, signal)
     const firstAt = performance.now()
+    let next = 0
     let released = 0
     let text = ''
     while (!signal?.aborted) {
-      if (released < pieces.length) {
+      if (next < queue.length) {
+        const piece = queue[next] as string | GenerationDelta
+        if (typeof piece !== 'string') {
+          next++
+          onDelta?.(piece)
+          continue
+        }
         const wait = firstAt + released * this.interval - performance.now()
         if (wait > 0) {
           await pause(wait, signal)
           continue
         }
-        const piece = pieces[released++] as string
+        next++
+        released++
         text += piece
         onToken?.(piece)
         continue
@@ -140,22 +155,25 @@ export class ThrottledSource implements InferenceSource {
     }
     await running
     const ended = performance.now()
+    const timing = () => ({
+      totalMs: ended - started,
+      promptEvalMs: firstAt - started,
+      evalMs: ended - firstAt,
+    })
     if (signal?.aborted) {
-      if (released === 0) throw MeshError.cancelled()
+      if (next === 0) throw MeshError.cancelled()
       const partial = innerResult as GenerationResult | null
       return {
         text,
         doneReason: 'cancelled',
         promptTokens: partial?.promptTokens ?? 0,
         completionTokens: released,
-        totalMs: ended - started,
+        ...timing(),
         loadMs: partial?.loadMs ?? 0,
-        promptEvalMs: firstAt - started,
-        evalMs: ended - firstAt,
       }
     }
     if (innerError) throw innerError
     const result = innerResult as unknown as GenerationResult
-    return { ...result, totalMs: ended - started, promptEvalMs: firstAt - started, evalMs: ended - firstAt }
+    return { ...result, ...timing() }
   }
 }

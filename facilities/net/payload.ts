@@ -7,6 +7,14 @@ import { MeshError } from '../../kernel/errors.js'
 /** protomux-rpc closes the whole connection above ~16 MiB; stay well under. */
 export const MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
+/**
+ * The largest reply a server sends. Above MAX_MESSAGE_BYTES, as a reply's size is not the
+ * caller's to choose, yet under the ~16 MiB (16,777,215 bytes with its framing) at which
+ * protomux-rpc closes the whole connection: a reply over it (an answer with 20 alternatives
+ * per token, ~1.75 KB each, sent whole) fails alone instead of every call on the link.
+ */
+export const MAX_REPLY_BYTES = 15 * 1024 * 1024
+
 export function encodeJSON(value: unknown): Buffer {
   return Buffer.from(JSON.stringify(value === undefined ? null : value))
 }

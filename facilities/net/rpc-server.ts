@@ -1,6 +1,7 @@
 /**
  * The callee's side: serves a method table on the worker's key. Every handler gets a decoded
- * JSON payload and a CallContext; whatever it throws reaches the caller as a MeshError code.
+ * JSON payload and a CallContext; whatever it throws reaches the caller as a MeshError code,
+ * and so does a reply over MAX_REPLY_BYTES (ERR_PAYLOAD_TOO_LARGE).
  * Apart from NetFacility because dispatch (decoding, errors, close watching, the log of bad
  * payloads) is its own concern.
  */
@@ -9,7 +10,7 @@ import type { RPCChannel, Server } from '@hyperswarm/rpc'
 import type { KeyPair } from 'hyperdht'
 import { MeshError } from '../../kernel/errors.js'
 import type { Logger } from '../log.facility.js'
-import { decodeJSON, encodeJSON } from './payload.js'
+import { decodeJSON, encodeJSON, MAX_REPLY_BYTES } from './payload.js'
 import { toWireError } from './wire-errors.js'
 
 /** At most one log line per this long about payloads that could not be decoded. */
@@ -98,6 +99,18 @@ function contextOf(method: string, channel: RPCChannel): CallContext {
   }
 }
 
+/**
+ * A reply over MAX_REPLY_BYTES, refused before it is sent (protomux-rpc would close the
+ * connection); a streamed answer goes in pieces, each far under it.
+ */
+function replyTooLarge(method: string, size: number): MeshError {
+  return new MeshError(
+    'ERR_PAYLOAD_TOO_LARGE',
+    `the '${method}' reply is ${size} bytes, the limit is ${MAX_REPLY_BYTES}: ask for a stream (stream: true), which sends the answer in pieces, or for less (fewer tokens or logprobs)`,
+    { size, limit: MAX_REPLY_BYTES },
+  )
+}
+
 /** Starts an RPC server on `keyPair` answering `methods`. */
 export async function serveMethods(
   rpc: RPC,
@@ -122,7 +135,12 @@ export async function serveMethods(
         // (hyperdht's sense: the firewall returns true to refuse.)
         if (firewall?.(channel.stream.remotePublicKey))
           throw new MeshError('ERR_FORBIDDEN', 'this peer may not call here (any more)')
-        return encodeJSON(await handler(decodeJSON(buf), contextOf(method, channel)))
+        const reply = encodeJSON(await handler(decodeJSON(buf), contextOf(method, channel)))
+        if (reply.byteLength > MAX_REPLY_BYTES) {
+          log.warn({ method, bytes: reply.byteLength }, 'reply too large: refused')
+          throw replyTooLarge(method, reply.byteLength)
+        }
+        return reply
       } catch (err) {
         if (!(err instanceof MeshError)) log.error({ err, method }, 'handler failed')
         else if (err.code === 'ERR_BAD_REQUEST' && err.reason.startsWith('payload ')) badPayloads.note(method)

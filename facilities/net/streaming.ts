@@ -28,6 +28,32 @@ export function deltaOf(chunk: StreamChunk): GenerationDelta {
 }
 
 /**
+ * A chunk's delta fields in the order they were generated, each part null when empty:
+ * `before` its text (reasoning, and log probabilities, which go with the text) and `after`
+ * it (finished tool calls, which end what the text says); both with the chunk's `index`.
+ * A chunk's fields have no order among themselves: a receiver that passes them on one by
+ * one must keep this one, or a call reaches its caller before the text that preceded it.
+ */
+export function deltaParts(chunk: StreamChunk): {
+  before: GenerationDelta | null
+  after: GenerationDelta | null
+} {
+  let before: GenerationDelta | null = null
+  if (chunk.thinking !== undefined || chunk.logprobs !== undefined) {
+    before = {}
+    if (chunk.index !== undefined) before.index = chunk.index
+    if (chunk.thinking !== undefined) before.thinking = chunk.thinking
+    if (chunk.logprobs !== undefined) before.logprobs = chunk.logprobs
+  }
+  if (chunk.toolCalls === undefined) return { before, after: null }
+  const after: GenerationDelta =
+    chunk.index === undefined
+      ? { toolCalls: chunk.toolCalls }
+      : { index: chunk.index, toolCalls: chunk.toolCalls }
+  return { before, after }
+}
+
+/**
  * The sending side of one stream: numbers chunks and coalesces text that comes
  * faster than `windowMs` apart into one chunk. The first piece goes at once
  * (time to first token is never delayed); later pieces wait at most `windowMs`.
@@ -60,16 +86,26 @@ export class ChunkWriter {
     this.schedule()
   }
 
-  /** Adds reasoning, tool calls or log probabilities to the stream, coalesced as text is. */
+  /**
+   * Adds reasoning or log probabilities to the stream, coalesced as text is; finished tool
+   * calls go at once (nothing else is coming to join them), in a chunk of their own after
+   * what was pending: a chunk's parts have no order among themselves, and text written
+   * before a call must reach the caller before it. Reasoning after pending text sends the
+   * text first, as a receiver puts a chunk's reasoning ahead of its text (`deltaParts`).
+   */
   writeDelta(delta: GenerationDelta): void {
+    if (delta.thinking && this.pending !== '') this.flush()
     this.extra ??= {}
     const extra = this.extra
     if (delta.thinking) extra.thinking = (extra.thinking ?? '') + delta.thinking
-    if (delta.toolCalls?.length) extra.toolCalls = [...(extra.toolCalls ?? []), ...delta.toolCalls]
     if (delta.logprobs?.length) extra.logprobs = [...(extra.logprobs ?? []), ...delta.logprobs]
-    // A finished tool call goes at once: nothing else is coming to join it.
-    if (delta.toolCalls?.length) this.flush()
-    else this.schedule()
+    if (!delta.toolCalls?.length) {
+      this.schedule()
+      return
+    }
+    if (this.pending !== '' || extra.thinking !== undefined || extra.logprobs !== undefined) this.flush()
+    this.extra = { toolCalls: delta.toolCalls }
+    this.flush()
   }
 
   private schedule(): void {

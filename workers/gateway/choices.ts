@@ -1,6 +1,6 @@
 import { CancelToken } from '../../kernel/cancel.js'
 import { MeshError } from '../../kernel/errors.js'
-import type { InferResult } from '../../kernel/inference.js'
+import { addAnswerParts, type InferResult } from '../../kernel/inference.js'
 import type { ChoiceResult } from '../../kernel/wire.js'
 
 /**
@@ -26,7 +26,7 @@ export interface Spent {
 /** Forwards one leg, stopped by `cancel`. */
 export type RunLeg = (choice: ChoiceLeg, cancel: CancelToken) => Promise<InferResult>
 
-/** A leg's choice as the answer lists it. */
+/** A leg's choice as the answer lists it (its reasoning, calls and log probabilities when set: `addAnswerParts`). */
 function choiceOf(result: InferResult, index: number): ChoiceResult {
   const choice: ChoiceResult = {
     index,
@@ -36,9 +36,8 @@ function choiceOf(result: InferResult, index: number): ChoiceResult {
     completionTokens: result.completionTokens,
   }
   if (result.processor !== undefined) choice.processor = result.processor
-  if (result.thinking !== undefined) choice.thinking = result.thinking
-  if (result.toolCalls !== undefined) choice.toolCalls = result.toolCalls
-  if (result.logprobs !== undefined) choice.logprobs = result.logprobs
+  // All the leg's reply holds is the choice's (a streamed leg's left out what its chunks carried).
+  addAnswerParts(choice, result, false)
   return choice
 }
 

@@ -1,7 +1,7 @@
 import type { Logger } from '../../facilities/log.facility.js'
 import type { NetFacility } from '../../facilities/net/net.facility.js'
 import { CANCEL_GRACE_MS } from '../../facilities/net/peer-connection.js'
-import { deltaOf, type StreamChunk } from '../../facilities/net/streaming.js'
+import { deltaParts, type StreamChunk } from '../../facilities/net/streaming.js'
 import type { ProcessorEntry, RouterFacility } from '../../facilities/router/router.facility.js'
 import type { RequestTrace } from '../../facilities/tracing/request-trace.js'
 import { CancelToken, cancelError } from '../../kernel/cancel.js'
@@ -97,18 +97,28 @@ type FieldOf<T> = T extends unknown ? keyof T : never
 type ForwardedField = Exclude<FieldOf<InferRequest>, 'id' | 'timeoutMs' | 'n'>
 
 /**
- * What a processor is sent for `req`: every field but the caller's stream id,
+ * The options choice `index` is sent: with a `seed`, choice i > 0 gets `seed + i`, so the `n`
+ * choices differ (one seed makes a sampler give the same answer each time) and each stays
+ * reproducible per (seed, index); the first choice, and a request of one, keep the seed.
+ */
+function optionsFor(options: InferRequest['options'], index: number | undefined): InferRequest['options'] {
+  if (!index || options?.seed === undefined) return options
+  return { ...options, seed: options.seed + index }
+}
+
+/**
+ * What a processor is sent for `req` (choice `index`, see `optionsFor`): every field but the caller's stream id,
  * deadline and choice count (each processor makes one choice), as one literal of one shape for both kinds (fields a kind lacks
  * are undefined, which JSON leaves out). Rest-copying the parsed request made
  * an object several times slower to copy and encode, on every request's path.
  */
-function processorRequest(req: InferRequest): Record<ForwardedField, unknown> {
+function processorRequest(req: InferRequest, index?: number): Record<ForwardedField, unknown> {
   const chat = req.kind === 'chat'
   return {
     kind: req.kind,
     model: req.model,
     stream: req.stream,
-    options: req.options,
+    options: optionsFor(req.options, index),
     requestId: req.requestId,
     traceparent: req.traceparent,
     messages: chat ? req.messages : undefined,
@@ -125,9 +135,10 @@ function processorRequest(req: InferRequest): Record<ForwardedField, unknown> {
 }
 
 /**
- * What a leg does with each streamed chunk: `seen()` counts it, then its reasoning, calls and
- * log probabilities go to the sink's `onDelta` and its text to `onText`, with its choice's
- * `index` (`n` > 1). Undefined for an answer given whole: it has no chunks to wait for (the
+ * What a leg does with each streamed chunk: `seen()` counts it, then its reasoning and log
+ * probabilities go to the sink's `onDelta`, its text to `onText`, and its tool calls to
+ * `onDelta` after the text (the order they were generated in, see `deltaParts`), with its
+ * choice's `index` (`n` > 1). Undefined for an answer given whole: it has no chunks to wait for (the
  * processor streams only when asked).
  */
 function chunkHandler(
@@ -139,12 +150,10 @@ function chunkHandler(
   if (!onText) return undefined
   return (chunk) => {
     seen()
-    if (chunk.thinking !== undefined || chunk.toolCalls !== undefined || chunk.logprobs !== undefined) {
-      const delta = deltaOf(chunk)
-      if (index !== undefined) delta.index = index
-      onDelta?.(delta)
-    }
+    const { before, after } = deltaParts(chunk)
+    if (before) onDelta?.(index === undefined ? before : { ...before, index })
     if (chunk.text !== '') onText(chunk.text, index)
+    if (after) onDelta?.(index === undefined ? after : { ...after, index })
   }
 }
 
@@ -281,7 +290,7 @@ export class InferencePipeline {
     const started = Date.now()
     const tried = new Set<string>()
     let chunks = 0
-    const body = processorRequest(req)
+    const body = processorRequest(req, choice?.index)
     const stopped = () => cancelError(cancel.reason)
     const trace = choice && choice.index > 0 ? undefined : sink.trace
     const avoid = choice?.avoid

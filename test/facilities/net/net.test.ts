@@ -3,10 +3,12 @@ import test from 'brittle'
 import DHT from 'hyperdht'
 import { pino } from 'pino'
 import { NetFacility } from '../../../facilities/net/net.facility.js'
+import { MAX_REPLY_BYTES } from '../../../facilities/net/payload.js'
 import type { MethodTable } from '../../../facilities/net/rpc-server.js'
 import { STREAM_CHUNK, type StreamChunk } from '../../../facilities/net/streaming.js'
 import { fromWireError } from '../../../facilities/net/wire-errors.js'
 import { CancelToken } from '../../../kernel/cancel.js'
+import type { MeshError } from '../../../kernel/errors.js'
 import { testnet as startTestnet, type T } from '../../helpers/mesh.js'
 
 const logger = pino({ level: 'silent' })
@@ -241,4 +243,28 @@ test('net: an empty or undecodable payload is ERR_BAD_REQUEST, not an internal e
     { echoed: 1 },
     'still serves',
   )
+})
+
+test('net: a reply over MAX_REPLY_BYTES is ERR_PAYLOAD_TOO_LARGE, and the connection lives', async (t) => {
+  // An answer sent whole with 20 alternatives per token: ~1.75 KB of JSON each.
+  const alternative = { token: 'tok', logprob: -1.2345678 }
+  const token = { token: 'tok', logprob: -0.5, topLogprobs: Array.from({ length: 20 }, () => alternative) }
+  const { server, client } = await nets(t, {
+    infer: async (payload) => {
+      const tokens = (payload as { tokens: number }).tokens
+      return { text: 'x', logprobs: Array.from({ length: tokens }, () => token) }
+    },
+  })
+  const peer = client.peer(server.publicKey)
+  // Some 9,600 tokens: over the ~16 MiB at which protomux-rpc would close the connection.
+  const tokens = Math.ceil((17 * 1024 * 1024) / Buffer.byteLength(JSON.stringify(token)))
+  t.ok(tokens * Buffer.byteLength(JSON.stringify(token)) > MAX_REPLY_BYTES)
+  const err = await peer.request('infer', { tokens }, { timeout: 30_000 }).then(
+    () => null,
+    (e: unknown) => e as MeshError,
+  )
+  t.is(err?.code, 'ERR_PAYLOAD_TOO_LARGE', String(err?.message))
+  t.ok(err?.message.includes('stream: true'), 'it says how to get the answer')
+  const small = await peer.request<{ logprobs: unknown[] }>('infer', { tokens: 2 }, { timeout: 30_000 })
+  t.is(small.logprobs.length, 2, 'the same connection still serves')
 })

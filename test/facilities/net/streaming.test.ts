@@ -41,3 +41,41 @@ test('chunk writer: window 0 sends one chunk per piece', (t) => {
     ],
   )
 })
+
+test('chunk writer: text and reasoning pending before a tool call go ahead of it, in a chunk of their own', (t) => {
+  const sent: StreamChunk[] = []
+  const w = new ChunkWriter((c) => sent.push(c), 's3', 1000)
+  const call = { id: 'c1', name: 'look', arguments: {} }
+  w.write('hi')
+  w.writeDelta({ thinking: 'hmm' })
+  w.write(' let me check')
+  w.writeDelta({ toolCalls: [call] })
+  t.alike(sent, [
+    { id: 's3', seq: 0, text: 'hi' },
+    { id: 's3', seq: 1, text: ' let me check', thinking: 'hmm' },
+    { id: 's3', seq: 2, text: '', toolCalls: [call] },
+  ])
+  w.writeDelta({ toolCalls: [{ ...call, id: 'c2' }] })
+  t.alike(
+    sent[3],
+    { id: 's3', seq: 3, text: '', toolCalls: [{ ...call, id: 'c2' }] },
+    'a call with nothing pending goes alone',
+  )
+  w.flush()
+  t.is(sent.length, 4, 'nothing left behind')
+})
+
+test('chunk writer: reasoning after pending text sends the text first (a chunk puts its reasoning ahead of its text)', (t) => {
+  const sent: StreamChunk[] = []
+  const w = new ChunkWriter((c) => sent.push(c), 's4', 1000)
+  w.write('a')
+  w.write('b')
+  w.writeDelta({ thinking: 't' })
+  w.write('c')
+  w.flush()
+  t.alike(sent, [
+    { id: 's4', seq: 0, text: 'a' },
+    { id: 's4', seq: 1, text: 'b' },
+    { id: 's4', seq: 2, text: 'c', thinking: 't' },
+  ])
+})

@@ -260,3 +260,66 @@ test('deadline: n 3 with one choice done in time fails with ERR_TIMEOUT, billed 
   t.alike(spent, { promptTokens: 6, completionTokens: 18 }, 'the done one and what the others made: spent')
   t.is(inflight(router), 0, 'every slot freed')
 })
+
+test('choices: with a seed, choice i is sent seed + i (distinct, reproducible per seed and index)', async (t) => {
+  const pool = [standIn(1), standIn(2), standIn(3)]
+  const seeds: unknown[] = []
+  for (const p of pool)
+    p.answer = async (_m, payload) => {
+      const { options } = payload as { options: { seed?: number; temperature?: number } }
+      seeds.push([options.seed, options.temperature])
+      return { text: 'x', doneReason: 'stop', promptTokens: 1, completionTokens: 1 }
+    }
+  const { pipeline } = await pipelineOver(t, pool)
+  const req = parseInferRequest(
+    {
+      kind: 'chat',
+      model: 'm',
+      messages: [{ role: 'user', content: 'hi' }],
+      n: 3,
+      options: { seed: 42, temperature: 0.5 },
+    },
+    config.maxPromptBytes,
+  )
+  await pipeline.run(req, sink(), '')
+  t.alike(
+    seeds.sort(),
+    [
+      [42, 0.5],
+      [43, 0.5],
+      [44, 0.5],
+    ],
+    'seed, seed + 1, seed + 2; the other options as asked',
+  )
+  t.alike(req.options, { seed: 42, temperature: 0.5 }, "the request's own options are left as they were")
+})
+
+test("choices: each choice has its leg's reasoning, calls and log probabilities when set, by the processor's rule", async (t) => {
+  const pool = [standIn(1), standIn(2)]
+  const call = { id: 'c1', name: 'look', arguments: {} }
+  const logprobs = [{ token: 'x', logprob: -1 }]
+  const parts = [
+    { thinking: 'hmm', toolCalls: [call], logprobs },
+    { thinking: '', toolCalls: [] },
+  ]
+  pool.forEach((p, i) => {
+    p.answer = async () => ({
+      text: 'x',
+      doneReason: 'stop',
+      promptTokens: 1,
+      completionTokens: 1,
+      ...parts[i],
+    })
+  })
+  const { pipeline } = await pipelineOver(t, pool)
+  const result = await pipeline.run(chat(2), sink(), '')
+  const byProcessor = (n: number) => result.choices?.find((c) => c.processor === hex(pool[n] as StandIn))
+  const first = byProcessor(0)
+  t.alike(
+    [first?.thinking, first?.toolCalls, first?.logprobs],
+    [parts[0]?.thinking, [call], logprobs],
+    'set: copied',
+  )
+  const second = byProcessor(1)
+  t.ok(second && !('thinking' in second) && !('toolCalls' in second), 'empty reasoning and calls: left out')
+})

@@ -1,4 +1,5 @@
 import test from 'brittle'
+import { ChunkWriter, type StreamChunk } from '../../../facilities/net/streaming.js'
 import type { RouterFacility } from '../../../facilities/router/router.facility.js'
 import { noop } from '../../../kernel/cancel.js'
 import { gatewayConfigSchema, parseConfig } from '../../../kernel/config.js'
@@ -166,4 +167,31 @@ test('pipeline: a processor dropped mid-request fails its leg over to another', 
   t.is(entry.inflight, 0, "the dropped processor's slot freed")
   t.is(pipeline.failovers, 1, 'one failover counted (metrics)')
   t.is(pipeline.retries, 1, 'and one retry')
+})
+
+test('pipeline: streamed parts reach the sink in the order generated: reasoning, text, then tool calls', async (t) => {
+  const pool = [standIn(1)]
+  const { router, pipeline } = await pipelineOver(pool)
+  t.teardown(() => router.close())
+  const call = { id: 'c1', name: 'look', arguments: {} }
+  ;(pool[0] as StandIn).answer = async (_m, _p, opts) => {
+    const onChunk = opts.onChunk as (c: StreamChunk) => void
+    // As a processor's writer sends them: the pending text in a chunk of its own, then the call.
+    const writer = new ChunkWriter(onChunk, 's', 1000)
+    writer.write('one')
+    writer.write(' let me check')
+    writer.writeDelta({ toolCalls: [call] })
+    // A chunk with every part at once (a writer that coalesced them): still in order.
+    onChunk({ id: 's', seq: 9, text: ' two', thinking: 'hmm', toolCalls: [{ ...call, id: 'c2' }] })
+    return { text: '', doneReason: 'tool_calls', promptTokens: 1, completionTokens: 1 }
+  }
+  const events: unknown[] = []
+  const s: Sink = {
+    runningKey: null,
+    onText: (text) => events.push(text),
+    onDelta: (d) => events.push(d.toolCalls ? `call ${d.toolCalls[0]?.id}` : `thinking ${d.thinking}`),
+    watch: () => noop,
+  }
+  await pipeline.run(chat(true), s, '')
+  t.alike(events, ['one', ' let me check', 'call c1', 'thinking hmm', ' two', 'call c2'])
 })
