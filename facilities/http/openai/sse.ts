@@ -1,5 +1,7 @@
 /** What chat and legacy completions answer alike: SSE framing, usage, and the choices of a result. */
+
 import type { ServerResponse } from 'node:http'
+import { addAnswerParts } from '../../../kernel/inference.js'
 import type { ChoiceResult, GenerationResult } from '../../../kernel/wire.js'
 import { dataEvent, SSE_HEADERS } from '../sse.js'
 import { type StreamFraming, writeFrame } from '../stream-writer.js'
@@ -40,17 +42,8 @@ export function endStream(res: ServerResponse, usage: unknown): void {
 /** A result's choices: its `choices` with `n` > 1, or the result itself as choice 0. */
 export function choicesOf(r: GenerationResult): ChoiceResult[] {
   if (r.choices) return r.choices
-  const { text, doneReason, thinking, toolCalls, logprobs, promptTokens, completionTokens } = r
-  return [
-    {
-      index: 0,
-      text,
-      doneReason,
-      promptTokens,
-      completionTokens,
-      ...(thinking !== undefined ? { thinking } : {}),
-      ...(toolCalls !== undefined ? { toolCalls } : {}),
-      ...(logprobs !== undefined ? { logprobs } : {}),
-    },
-  ]
+  const { text, doneReason, promptTokens, completionTokens } = r
+  const choice: ChoiceResult = { index: 0, text, doneReason, promptTokens, completionTokens }
+  addAnswerParts(choice, r, false)
+  return [choice]
 }
