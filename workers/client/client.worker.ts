@@ -29,6 +29,7 @@ import type {
   ProcessorView,
 } from '../../kernel/wire.js'
 import { type BaseStatus, BaseWorker, type WorkerOptions } from '../base.worker.js'
+import type { ModelInventoryReply } from '../gateway/model-inventory.js'
 import type { DrainReply } from '../gateway/processor-drain.js'
 import { Credentials } from './credentials.js'
 import { GatewayLink } from './gateway-link.js'
@@ -290,6 +291,14 @@ export class MeshClient extends BaseWorker<ClientConfig> {
    */
   async drainProcessor(processor: string, draining = true): Promise<DrainReply> {
     return this.call<DrainReply>('processorDrain', { processor, draining })
+  }
+
+  /**
+   * The mesh's models and who holds them: admins see each holder (processor, size, digest,
+   * quantization, loaded state); users see the models they may use and how many hold them.
+   */
+  async modelInventory(): Promise<ModelInventoryReply> {
+    return this.call<ModelInventoryReply>('modelInventory')
   }
 
   /** Who the credential belongs to, and where it stands against its limits. */

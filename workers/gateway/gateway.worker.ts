@@ -37,6 +37,7 @@ import { type EmbedReply, InferencePipeline, type Sink, withDeadline } from './i
 import { GatewayInvites } from './invites.js'
 import { requireUsable, visibleTo } from './key-models.js'
 import { Metering } from './metering.js'
+import { ModelInventory } from './model-inventory.js'
 import { GatewayObservability } from './observability.js'
 import { ProcessorDrain } from './processor-drain.js'
 import { endTrace, ledgerIdOf, startTrace, traceEmbed } from './tracing.js'
@@ -60,6 +61,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   private readonly invites: GatewayInvites
   private readonly mesh: GatewayMesh
   private readonly drains: ProcessorDrain
+  private readonly inventory: ModelInventory
   private readonly observability = new GatewayObservability(this.metricsRegister, {
     router: () => this.routerFacility,
     net: () => (this.routerFacility ? this.net : null),
@@ -126,6 +128,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       log,
       requireAdmin: (payload) => this.accounts.requireAdmin(payload),
     })
+    this.inventory = new ModelInventory({ router, net, log, identify: (p) => this.accounts.identify(p) })
     this.metering = new Metering(
       () => this.acct.ledger,
       () => this.acct.limiter,
@@ -235,6 +238,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       ...this.audit.wrap({ ...this.accounts.methods(), ...this.invites.methods() }),
       ...this.mesh.methods(),
       ...this.audit.wrap(this.drains.methods()),
+      ...this.inventory.methods(),
       // Open: how a caller gets a credential.
       // Any user.
       infer: (payload, ctx) => this.infer(payload, ctx),

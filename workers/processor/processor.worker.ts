@@ -25,6 +25,7 @@ import { BaseWorker, type FacilitySpec, type WorkerOptions } from '../base.worke
 import { configInvite, redeemInvite } from '../join-invite.js'
 import { backendCheck } from '../readiness.js'
 import { Maintenance } from './maintenance.js'
+import { modelAdminMethods } from './model-admin.js'
 import { ProcessorObservability } from './processor-observability.js'
 import { inferDone, inferFailed, tracedEmbed } from './request-trace.js'
 import { VouchedTrust } from './vouched-trust.js'
@@ -236,6 +237,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
       ps: async () => ({ models: await this.backend.runningModels() }),
       show: (payload) => this.backend.showModel(parseModelRequest(payload).model),
       ...this.observability.methods(),
+      ...modelAdminMethods(() => this.backend),
     }
   }
 
