@@ -24,6 +24,10 @@ export const AUDIT_ACTIONS = [
   'auth.login.locked',
   'processor.drain',
   'processor.undrain',
+  'model.remove',
+  'model.copy',
+  'model.load',
+  'model.unload',
 ] as const
 
 export type AuditAction = (typeof AUDIT_ACTIONS)[number]

@@ -2,10 +2,11 @@ import { basename, dirname, extname, resolve } from 'node:path'
 import { writeTinyModel } from '../../facilities/tiny-model/tiny-model.js'
 import { MeshError } from '../../kernel/errors.js'
 import { int, parse } from './common.js'
-import { commandModelLs } from './model-admin.js'
+import { commandModelLs, commandModelOp, isModelOp } from './model-admin.js'
 
 export const MODEL_HELP = `Usage: llm-mesh model tiny <path.gguf> [--step N] [--loop]
        llm-mesh model ls [--json]   (the models of the mesh: see 'model ls --help')
+       llm-mesh model rm|cp|load|unload …   (admins: see 'model rm --help')
 
 Writes the tiny test model: a ~4 MB llama GGUF with hand-set weights, NOT a real LLM.
 Greedy output continues letters: 'abc' → 'defghijklmnopqrstuvwxyz'. A processor serves
@@ -18,6 +19,7 @@ const GGUF = '.gguf'
 /** `llm-mesh model tiny PATH`: writes the tiny test model where a processor will find it. */
 export async function commandModel(args: string[]): Promise<number> {
   if (args[0] === 'ls') return commandModelLs(args.slice(1))
+  if (isModelOp(args[0])) return commandModelOp(args[0] as string, args.slice(1))
   const { values, positionals } = parse(
     args,
     { step: { type: 'string' }, loop: { type: 'boolean' }, help: { type: 'boolean' } },

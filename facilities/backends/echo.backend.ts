@@ -76,6 +76,34 @@ export class EchoBackend implements Backend {
     if (isCancelled(cb)) throw MeshError.cancelled()
   }
 
+  /** The echo backend holds no model files and loads nothing: ERR_UNSUPPORTED (after ERR_MODEL_NOT_FOUND). */
+  private refuseAdmin(model: string, what: string): never {
+    this.check(model)
+    throw new MeshError(
+      'ERR_UNSUPPORTED',
+      `the echo backend cannot ${what} a model: it holds no model files`,
+      {
+        param: 'model',
+      },
+    )
+  }
+
+  async deleteModel(name: string): Promise<void> {
+    this.refuseAdmin(name, 'delete')
+  }
+
+  async copyModel(source: string): Promise<void> {
+    this.refuseAdmin(source, 'copy')
+  }
+
+  async loadModel(name: string): Promise<void> {
+    this.refuseAdmin(name, 'load')
+  }
+
+  async unloadModel(name: string): Promise<boolean> {
+    this.refuseAdmin(name, 'unload')
+  }
+
   async listModels(): Promise<ModelInfo[]> {
     return this.models.map((name) => ({ ...INFO, name }))
   }

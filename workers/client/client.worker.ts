@@ -30,6 +30,7 @@ import type {
 } from '../../kernel/wire.js'
 import { type BaseStatus, BaseWorker, type WorkerOptions } from '../base.worker.js'
 import type { ModelInventoryReply } from '../gateway/model-inventory.js'
+import type { ModelOpName, ModelOpReply } from '../gateway/model-ops.js'
 import type { DrainReply } from '../gateway/processor-drain.js'
 import { Credentials } from './credentials.js'
 import { GatewayLink } from './gateway-link.js'
@@ -299,6 +300,20 @@ export class MeshClient extends BaseWorker<ClientConfig> {
    */
   async modelInventory(): Promise<ModelInventoryReply> {
     return this.call<ModelInventoryReply>('modelInventory')
+  }
+
+  /**
+   * Changes a model on processors (admins only): `remove` (needs `processors` or `all`), `copy`
+   * (to `destination`), `load` (with `keepAliveMs`, negative: until unloaded), `unload`. On the
+   * `processors` named (keys or prefixes), else on every holder; the reply has each outcome.
+   */
+  async modelOp(
+    op: ModelOpName,
+    model: string,
+    opts: { processors?: string[]; all?: boolean; destination?: string; keepAliveMs?: number } = {},
+  ): Promise<ModelOpReply> {
+    const method = { remove: 'modelRemove', copy: 'modelCopy', load: 'modelLoad', unload: 'modelUnload' }[op]
+    return this.call<ModelOpReply>(method, { model, ...opts })
   }
 
   /** Who the credential belongs to, and where it stands against its limits. */

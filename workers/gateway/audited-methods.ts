@@ -57,6 +57,26 @@ const some = (d: Record<string, unknown>): AuditDetails => {
   return out
 }
 
+/** A model name as given, kept short. */
+const modelOf = (v: unknown): string | null => (typeof v === 'string' && v !== '' ? v.slice(0, 128) : null)
+
+/** A model change on processors: its target is the model; the processors it was done on, and those that failed. */
+function modelChange(action: AuditAction): MethodAudit {
+  return {
+    ok: (f, result) => {
+      const results = (rec(result).results ?? []) as { processor: string; ok: boolean }[]
+      const details = some({
+        destination: modelOf(f.payload.destination) ?? undefined,
+        keepAliveMs: typeof f.payload.keepAliveMs === 'number' ? f.payload.keepAliveMs : undefined,
+        done: results.filter((r) => r.ok).map((r) => r.processor),
+        failed: results.filter((r) => !r.ok).map((r) => r.processor),
+      })
+      return [{ action, target: modelOf(f.payload.model), details }]
+    },
+    failed: (f) => ({ action, target: modelOf(f.payload.model) }),
+  }
+}
+
 interface UserResult {
   id: string
   username: string
@@ -180,4 +200,8 @@ export const AUDITED: Record<string, MethodAudit> = {
     },
     failed: (f) => ({ action: drainAction(f), target: keyOf(f.payload.processor) }),
   },
+  modelRemove: modelChange('model.remove'),
+  modelCopy: modelChange('model.copy'),
+  modelLoad: modelChange('model.load'),
+  modelUnload: modelChange('model.unload'),
 }

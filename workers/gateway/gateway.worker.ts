@@ -38,6 +38,7 @@ import { GatewayInvites } from './invites.js'
 import { requireUsable, visibleTo } from './key-models.js'
 import { Metering } from './metering.js'
 import { ModelInventory } from './model-inventory.js'
+import { ModelOps } from './model-ops.js'
 import { GatewayObservability } from './observability.js'
 import { ProcessorDrain } from './processor-drain.js'
 import { endTrace, ledgerIdOf, startTrace, traceEmbed } from './tracing.js'
@@ -62,6 +63,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   private readonly mesh: GatewayMesh
   private readonly drains: ProcessorDrain
   private readonly inventory: ModelInventory
+  private readonly modelOps: ModelOps
   private readonly observability = new GatewayObservability(this.metricsRegister, {
     router: () => this.routerFacility,
     net: () => (this.routerFacility ? this.net : null),
@@ -129,6 +131,14 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       requireAdmin: (payload) => this.accounts.requireAdmin(payload),
     })
     this.inventory = new ModelInventory({ router, net, log, identify: (p) => this.accounts.identify(p) })
+    const inventory = this.inventory
+    this.modelOps = new ModelOps({
+      router,
+      net,
+      log,
+      inventory,
+      requireAdmin: (p) => this.accounts.requireAdmin(p),
+    })
     this.metering = new Metering(
       () => this.acct.ledger,
       () => this.acct.limiter,
@@ -239,6 +249,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       ...this.mesh.methods(),
       ...this.audit.wrap(this.drains.methods()),
       ...this.inventory.methods(),
+      ...this.audit.wrap(this.modelOps.methods()),
       // Open: how a caller gets a credential.
       // Any user.
       infer: (payload, ctx) => this.infer(payload, ctx),

@@ -49,7 +49,7 @@ export interface ModelInventoryOptions {
   identify: (payload: unknown) => Identity | null
 }
 
-interface Answer {
+export interface Answer {
   view: InventoryProcessor
   models: HeldModel[]
 }

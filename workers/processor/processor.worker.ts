@@ -237,7 +237,11 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
       ps: async () => ({ models: await this.backend.runningModels() }),
       show: (payload) => this.backend.showModel(parseModelRequest(payload).model),
       ...this.observability.methods(),
-      ...modelAdminMethods(() => this.backend),
+      // Model inventory and changes, for an admin through a gateway; a change is listed at once.
+      ...modelAdminMethods(
+        () => this.backend,
+        () => (this.modelCache = null),
+      ),
     }
   }
 

@@ -34,6 +34,7 @@ import { type AnswerPlan, planChatAnswer, planGenerateAnswer } from './answer-sh
 import { chatProducer } from './chat-generation.js'
 import { toChatHistory } from './chat-history.js'
 import { embeddingContextOf, embedTexts } from './embeddings.js'
+import { copyModelFile, deleteModelFile } from './folder-admin.js'
 import { completionProducer, type Producer, runGeneration } from './generation.js'
 import { GrammarCache } from './grammars.js'
 import { LoadedModels } from './loaded-models.js'
@@ -208,6 +209,26 @@ export class LlamaCppBackend implements Backend {
       // Tools on any model: through its own call syntax, or forced by a grammar (tool-calls.ts).
       capabilities: ['completion', 'tools', 'embedding'],
     }
+  }
+
+  /** Deletes the model's file, unloading it first. @throws ERR_MODEL_NOT_FOUND, ERR_CONFLICT while in use */
+  async deleteModel(name: string): Promise<void> {
+    return this.track(undefined, (_signal, models) => deleteModelFile(this.folder, models, name))
+  }
+
+  /** DESTINATION.gguf, a hard link (or copy) of the source's file. @throws ERR_MODEL_NOT_FOUND, ERR_CONFLICT */
+  async copyModel(source: string, destination: string): Promise<void> {
+    return this.track(undefined, () => copyModelFile(this.folder, checkModelName(source), destination))
+  }
+
+  /** Loads the model, to stay `keepAliveMs` idle (its own from then on). @throws ERR_MODEL_NOT_FOUND */
+  async loadModel(name: string, keepAliveMs?: number): Promise<void> {
+    return this.track(undefined, (signal, models) => models.warm(name, keepAliveMs, signal))
+  }
+
+  /** Unloads the model now; false when it was not loaded. @throws ERR_CONFLICT while in use */
+  async unloadModel(name: string): Promise<boolean> {
+    return this.track(undefined, (_signal, models) => models.unloadIdle(name))
   }
 
   /** Loaded models and when they unload if left idle. Never throws. */

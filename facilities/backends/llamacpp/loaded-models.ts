@@ -35,6 +35,8 @@ export interface LoadedModel {
   lastUsed: number
   idleTimer: NodeJS.Timeout | null
   unloaded: boolean
+  /** Its own keep-alive (`model load --keep-alive`), else the backend's. */
+  keepAliveMs: number | null
 }
 
 export interface LoadedModelsOptions {
@@ -108,10 +110,11 @@ export class LoadedModels {
   unlease(lm: LoadedModel): void {
     lm.users--
     lm.lastUsed = Date.now()
-    if (lm.users > 0 || lm.unloaded || this.keepAliveMs < 0) return
+    const keepAliveMs = lm.keepAliveMs ?? this.keepAliveMs
+    if (lm.users > 0 || lm.unloaded || keepAliveMs < 0) return
     lm.idleTimer = setTimeout(() => {
       if (lm.users === 0) void this.unload(lm)
-    }, this.keepAliveMs)
+    }, keepAliveMs)
     lm.idleTimer.unref()
   }
 
@@ -120,8 +123,9 @@ export class LoadedModels {
     const now = Date.now()
     return [...this.loaded.values()].map((lm) => {
       let expiresAt = NEVER_EXPIRES
-      if (this.keepAliveMs >= 0) {
-        expiresAt = new Date((lm.users > 0 ? now : lm.lastUsed) + this.keepAliveMs).toISOString()
+      const keepAliveMs = lm.keepAliveMs ?? this.keepAliveMs
+      if (keepAliveMs >= 0) {
+        expiresAt = new Date((lm.users > 0 ? now : lm.lastUsed) + keepAliveMs).toISOString()
       }
       let sizeVram = 0
       try {
@@ -131,6 +135,42 @@ export class LoadedModels {
       }
       return { ...lm.info, expiresAt, sizeVram }
     })
+  }
+
+  /**
+   * Loads `name` (if it is not) and keeps it for `keepAliveMs` idle from now (its own
+   * keep-alive from then on; undefined: the backend's).
+   * @throws ERR_BAD_REQUEST, ERR_MODEL_NOT_FOUND, ERR_BACKEND_UNAVAILABLE
+   */
+  async warm(name: string, keepAliveMs: number | undefined, signal: AbortSignal): Promise<void> {
+    const lm = await this.lease(name, signal)
+    if (keepAliveMs !== undefined) lm.keepAliveMs = keepAliveMs
+    this.unlease(lm)
+  }
+
+  /** The model `name` in memory (`name:latest` too), if it is. @throws ERR_BAD_REQUEST, ERR_MODEL_NOT_FOUND for a path-like name */
+  loadedAs(name: string): LoadedModel | undefined {
+    return this.loaded.get(modelFileName(name))
+  }
+
+  /**
+   * Unloads `name` now, when no request holds it; false when it was not loaded.
+   * @throws ERR_CONFLICT while a request uses it
+   */
+  async unloadIdle(name: string): Promise<boolean> {
+    const file = modelFileName(name)
+    // A load under way finishes first, so it cannot land after the unload.
+    await this.loads.get(file)?.catch(() => null)
+    const lm = this.loaded.get(file)
+    if (!lm) return false
+    if (lm.users > 0) {
+      throw new MeshError('ERR_CONFLICT', `model '${name}' is in use by ${lm.users} request(s)`, {
+        model: name,
+        users: lm.users,
+      })
+    }
+    await this.unload(lm)
+    return true
   }
 
   /** Waits for loads under way, then unloads every model. Call once no request runs. */
@@ -187,6 +227,7 @@ export class LoadedModels {
       lastUsed: Date.now(),
       idleTimer: null,
       unloaded: false,
+      keepAliveMs: null,
     }
   }
 

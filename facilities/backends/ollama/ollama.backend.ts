@@ -121,6 +121,48 @@ export class OllamaBackend implements Backend {
     })
   }
 
+  /** Ollama's /api/delete. @throws ERR_MODEL_NOT_FOUND, ERR_BACKEND_UNAVAILABLE */
+  async deleteModel(name: string): Promise<void> {
+    const model = checkModelName(name)
+    await this.request(model, {}, (client) => client.delete({ model }))
+  }
+
+  /** Ollama's /api/copy. @throws ERR_MODEL_NOT_FOUND (source), ERR_BACKEND_UNAVAILABLE */
+  async copyModel(source: string, destination: string): Promise<void> {
+    const model = checkModelName(source)
+    const to = checkModelName(destination)
+    await this.request(model, {}, (client) => client.copy({ source: model, destination: to }))
+  }
+
+  /** An empty generate with `keep_alive` (seconds; -1: until unloaded) loads it. @throws ERR_MODEL_NOT_FOUND */
+  async loadModel(name: string, keepAliveMs?: number): Promise<void> {
+    const model = checkModelName(name)
+    const keep_alive = keepAliveMs === undefined ? undefined : keepAliveMs < 0 ? -1 : keepAliveMs / 1000
+    await this.request(model, {}, (client) =>
+      client.generate({
+        model,
+        prompt: '',
+        stream: false,
+        ...(keep_alive !== undefined ? { keep_alive } : {}),
+      }),
+    )
+  }
+
+  /** An empty generate with `keep_alive: 0` unloads it; false when it was not loaded. */
+  async unloadModel(name: string): Promise<boolean> {
+    const model = checkModelName(name)
+    const loaded = (await this.runningModels()).some((m) => m.name === model)
+    if (!loaded) {
+      // Not loaded: still a 404 for a model Ollama does not have.
+      await this.showModel(model)
+      return false
+    }
+    await this.request(model, {}, (client) =>
+      client.generate({ model, prompt: '', stream: false, keep_alive: 0 }),
+    )
+    return true
+  }
+
   /** @throws ERR_BACKEND_UNAVAILABLE */
   async runningModels(): Promise<RunningModel[]> {
     return this.request(undefined, {}, async (client) => {
