@@ -241,6 +241,10 @@ export interface InferenceSource {
   generate(req: GenerateRequest, cb?: GenerateCallbacks): Promise<GenerationResult>
   embed(req: EmbedRequest, cb?: Cancellable): Promise<EmbedResult>
   runningModels(): Promise<RunningModel[]>
+  /** Ollama's /api/delete (admins, where a source allows it). @throws ERR_MODEL_NOT_FOUND, ERR_FORBIDDEN */
+  deleteModel?(name: string): Promise<void>
+  /** Ollama's /api/copy (admins, where a source allows it). @throws ERR_MODEL_NOT_FOUND, ERR_FORBIDDEN */
+  copyModel?(source: string, destination: string): Promise<void>
 }
 
 /** A processor's `status` request and its short reply, the beat: versioned status (status-beat.ts). */

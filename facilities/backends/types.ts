@@ -18,8 +18,8 @@ export interface ModelAdmin {
   unloadModel(name: string): Promise<boolean>
 }
 
-/** A local inference engine a processor wraps. `open()` before use, `close()` once done. */
-export interface Backend extends InferenceSource, ModelAdmin {
+/** A local inference engine a processor wraps (an InferenceSource whose model admin is all there). `open()` before use, `close()` once done. */
+export interface Backend extends Omit<InferenceSource, keyof ModelAdmin>, ModelAdmin {
   readonly kind: BackendKind
   open(): Promise<void>
   close(): Promise<void>

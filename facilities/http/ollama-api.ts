@@ -94,9 +94,10 @@ export function createOllamaRoutes(opts: OllamaRoutesOptions = {}): OllamaRoutes
     const route = routes.get(path)
     if (!route) return sendNotFound(res)
     const method = methodOf(req)
-    const handler = method === 'GET' || method === 'POST' ? route[method] : undefined
+    const handler = method === 'GET' || method === 'POST' || method === 'DELETE' ? route[method] : undefined
     if (!handler) {
-      sendJson(res, 405, { error: '405 method not allowed' }, { Allow: route.GET ? 'GET, HEAD' : 'POST' })
+      const allow = route.GET ? 'GET, HEAD' : route.DELETE ? 'DELETE' : 'POST'
+      sendJson(res, 405, { error: '405 method not allowed' }, { Allow: allow })
       return
     }
     const serve = onRequest ? observed(handler, path, onRequest) : handler

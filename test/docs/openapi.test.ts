@@ -64,7 +64,11 @@ test('openapi: the documented paths are the routed ones', async (t) => {
     routed.add(path)
     const item = paths[path]
     const methods = item ? METHODS.filter((m) => m !== 'options' && item[m] !== undefined) : []
-    const expected = [...(route.GET ? ['get', 'head'] : []), ...(route.POST ? ['post'] : [])]
+    const expected = [
+      ...(route.GET ? ['get', 'head'] : []),
+      ...(route.POST ? ['post'] : []),
+      ...(route.DELETE ? ['delete'] : []),
+    ]
     t.alike(methods.sort(), expected.sort(), `${path}: the methods the Ollama route table answers`)
   }
   t.ok(

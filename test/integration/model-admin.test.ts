@@ -17,9 +17,11 @@ test('model admin: load, unload, copy, remove on the processors named; users ref
   timeout: 90_000,
 }, async (t) => {
   const { bootstrap } = await testnet(t)
-  const gateway = await startGateway(t, bootstrap)
-  const admin = await startClient(t, bootstrap, {}, { apiKey: await apiKeyFor(gateway, 'root', 'admin') })
-  const user = await startClient(t, bootstrap, {}, { apiKey: await apiKeyFor(gateway, 'dave', 'user') })
+  const gateway = await startGateway(t, bootstrap, { http: { enabled: true, port: 0 } })
+  const rootKey = await apiKeyFor(gateway, 'root', 'admin')
+  const daveKey = await apiKeyFor(gateway, 'dave', 'user')
+  const admin = await startClient(t, bootstrap, {}, { apiKey: rootKey })
+  const user = await startClient(t, bootstrap, {}, { apiKey: daveKey })
   const one = await t.tmp()
   const two = await t.tmp()
   await writeTinyModel(join(one, `${TINY}.gguf`))
@@ -112,11 +114,38 @@ test('model admin: load, unload, copy, remove on the processors named; users ref
   t.is(gone.results[0]?.error?.code, 'ERR_MODEL_NOT_FOUND', 'removing it again: not found there')
   await rejectsWith(t, admin.modelOp('load', 'nowhere'), 'ERR_MODEL_NOT_FOUND', 'no holder: not found')
 
+  // Ollama's /api/copy and /api/delete on the gateway: admins only, on every holder.
+  const http = (path: string, method: string, key: string, body: unknown) =>
+    fetch(`${gateway.httpUrl}${path}`, {
+      method,
+      headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+    })
+  const refused = await http('/api/delete', 'DELETE', daveKey, { model: 'alias' })
+  t.is(refused.status, 403, 'a user: 403')
+  t.ok(typeof ((await refused.json()) as { error?: unknown }).error === 'string', "with Ollama's {error}")
+  t.is((await http('/api/copy', 'POST', daveKey, { source: 'extra', destination: 'x' })).status, 403)
+  const copied = await http('/api/copy', 'POST', rootKey, { source: 'extra', destination: 'extra2' })
+  t.is(copied.status, 200, 'an admin copies')
+  t.is(await copied.text(), '', 'an empty body')
+  t.alike((await readdir(one)).sort(), ['extra.gguf', 'extra2.gguf'])
+  const deleted = await http('/api/delete', 'DELETE', rootKey, { model: 'alias' })
+  t.is(deleted.status, 200, 'an admin deletes')
+  t.is(await deleted.text(), '')
+  t.alike((await readdir(two)).sort(), [`${TINY}.gguf`], 'gone from its holder')
+  t.absent(
+    (await admin.modelInventory()).models.some((m) => m.name === 'alias'),
+    'and from the inventory',
+  )
+  const missing = await http('/api/delete', 'DELETE', rootKey, { model: 'alias' })
+  t.is(missing.status, 404, 'a model nobody holds: 404')
+  t.ok(typeof ((await missing.json()) as { error?: unknown }).error === 'string')
+
   // Audited (a failure's entry is written after its reply).
   let entries = (await admin.audit({ action: 'model' })).entries
   await until(async () => {
     entries = (await admin.audit({ action: 'model' })).entries
-    return entries.length >= 13
+    return entries.length >= 18
   }, 5_000)
   t.alike(
     entries.map((e) => [e.action, e.target, e.outcome]),
@@ -131,6 +160,11 @@ test('model admin: load, unload, copy, remove on the processors named; users ref
       ['model.remove', TINY, 'ok'],
       ['model.remove', TINY, 'ok'],
       ['model.load', 'nowhere', 'ERR_MODEL_NOT_FOUND'],
+      ['model.remove', 'alias', 'ERR_FORBIDDEN'],
+      ['model.copy', 'extra', 'ERR_FORBIDDEN'],
+      ['model.copy', 'extra', 'ok'],
+      ['model.remove', 'alias', 'ok'],
+      ['model.remove', 'alias', 'ERR_MODEL_NOT_FOUND'],
     ],
     'every change, refusal and failure in the audit log',
   )

@@ -63,7 +63,8 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   private readonly mesh: GatewayMesh
   private readonly drains: ProcessorDrain
   private readonly inventory: ModelInventory
-  private readonly modelOps: ModelOps
+  /** Model changes on processors (admins): RPC `modelRemove`…, HTTP /api/delete and /api/copy. */
+  readonly modelOps: ModelOps
   private readonly observability = new GatewayObservability(this.metricsRegister, {
     router: () => this.routerFacility,
     net: () => (this.routerFacility ? this.net : null),

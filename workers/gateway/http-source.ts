@@ -2,6 +2,7 @@ import type { Identity } from '../../facilities/auth/auth.facility.js'
 import type { RequestTiming } from '../../facilities/http/http.facility.js'
 import type { RequestTrace } from '../../facilities/tracing/request-trace.js'
 import { type CancelToken, noop } from '../../kernel/cancel.js'
+import { isErrorCode, MeshError } from '../../kernel/errors.js'
 import { parseEmbedRequest, parseInferRequest } from '../../kernel/inference.js'
 import type {
   Cancellable,
@@ -18,6 +19,7 @@ import type {
 } from '../../kernel/wire.js'
 import type { GatewayWorker } from './gateway.worker.js'
 import { requireUsable, visibleTo } from './key-models.js'
+import type { ModelOpReply } from './model-ops.js'
 
 /** Aborts `cancel` when the caller stops (by its CancelToken or its signal); returns the unwatch. */
 function watchCaller(caller: Cancellable, cancel: CancelToken): () => void {
@@ -58,6 +60,46 @@ export class GatewaySource implements InferenceSource {
 
   async runningModels(): Promise<RunningModel[]> {
     return visibleTo(this.identity, await this.gateway.runningModels())
+  }
+
+  /** Ollama's /api/delete: the model removed from every processor holding it (admins). */
+  deleteModel(name: string): Promise<void> {
+    return this.modelChange('remove', { model: name, all: true })
+  }
+
+  /** Ollama's /api/copy: `destination`, an alias of `source` on every processor holding it (admins). */
+  copyModel(source: string, destination: string): Promise<void> {
+    return this.modelChange('copy', { model: source, destination })
+  }
+
+  /**
+   * An admin's model change over HTTP, audited as the RPC's are. Succeeds when every holder
+   * did it. @throws ERR_FORBIDDEN (not an admin), ERR_MODEL_NOT_FOUND (no holder), or the
+   * first processor's error
+   */
+  private async modelChange(op: 'remove' | 'copy', payload: Record<string, unknown>): Promise<void> {
+    const identity = this.identity
+    const action = op === 'remove' ? 'model.remove' : 'model.copy'
+    const target = String(payload.model).slice(0, 128)
+    if (identity?.role !== 'admin') {
+      const actor = identity?.userId ?? 'anonymous'
+      await this.gateway.audit.record({ action, actor, target, outcome: 'ERR_FORBIDDEN' })
+      throw new MeshError('ERR_FORBIDDEN', 'admins only')
+    }
+    let reply: ModelOpReply
+    try {
+      reply = await this.gateway.modelOps.runAs(identity, op, payload)
+    } catch (err) {
+      const outcome = MeshError.from(err).code
+      await this.gateway.audit.record({ action, actor: identity.userId, target, outcome })
+      throw err
+    }
+    const done = reply.results.filter((r) => r.ok).map((r) => r.processor)
+    const failed = reply.results.filter((r) => !r.ok)
+    const details = { via: 'http', done, failed: failed.map((r) => r.processor) }
+    await this.gateway.audit.record({ action, actor: identity.userId, target, details })
+    const first = failed[0]?.error
+    if (first) throw new MeshError(isErrorCode(first.code) ? first.code : 'ERR_INTERNAL', first.message)
   }
 
   chat(req: ChatRequest, cb: GenerateCallbacks = {}): Promise<GenerationResult> {

@@ -87,8 +87,12 @@ export class ModelOps {
   }
 
   /** Checks the caller, then does `op` on the processors it names or on the holders. */
-  async run(op: ModelOpName, payload: unknown): Promise<ModelOpReply> {
-    const actor = this.opts.requireAdmin(payload)
+  run(op: ModelOpName, payload: unknown): Promise<ModelOpReply> {
+    return this.runAs(this.opts.requireAdmin(payload), op, payload)
+  }
+
+  /** Does `op` for `actor`, an admin (checked by the caller: the HTTP front checks its own). */
+  async runAs(actor: Identity, op: ModelOpName, payload: unknown): Promise<ModelOpReply> {
     const args = parseModelOp(payload, op)
     const targets = parseTargets(payload)
     if (op === 'remove' && !targets.processors && !targets.all)

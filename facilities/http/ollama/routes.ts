@@ -1,4 +1,5 @@
 /** Ollama's routes, one handler per endpoint, over the source each request is given. */
+import { MeshError } from '../../../kernel/errors.js'
 import { type Exchange, sendJson } from '../plumbing.js'
 import { chat, generate } from './generation.js'
 import { detailsOf, modelEntry, modelfileOf, ns } from './replies.js'
@@ -18,6 +19,7 @@ export type Handler = (ctx: Exchange) => Promise<void>
 export interface Route {
   GET?: Handler
   POST?: Handler
+  DELETE?: Handler
 }
 
 async function root({ res }: Exchange): Promise<void> {
@@ -88,6 +90,37 @@ async function embeddings(ctx: Exchange): Promise<void> {
   sendJson(ctx.res, 200, { embedding: r.embeddings[0] ?? [] })
 }
 
+/** A model name field, `model` or its pre-0.2 spelling `name`. */
+function modelField(body: Record<string, unknown>): string {
+  return requireModel(body, body.model === undefined && body.name !== undefined ? 'name' : 'model')
+}
+
+/** A source that cannot change its models (e.g. a processor's own front): refused. */
+function unsupported(what: string): MeshError {
+  return new MeshError('ERR_UNSUPPORTED', `this server cannot ${what} models`, { param: 'model' })
+}
+
+/** DELETE /api/delete `{model}`: 200 with an empty body; 404 for a model nobody holds. */
+async function deleteModel(ctx: Exchange): Promise<void> {
+  const model = modelField(await ctx.body())
+  if (!ctx.source.deleteModel) throw unsupported('delete')
+  await ctx.source.deleteModel(model)
+  ctx.res.writeHead(200, { 'Content-Length': '0' })
+  ctx.res.end()
+}
+
+/** POST /api/copy `{source, destination}`: 200 with an empty body; 404 for a missing source. */
+async function copyModel(ctx: Exchange): Promise<void> {
+  const body = await ctx.body()
+  const { source, destination } = body
+  if (typeof source !== 'string' || source === '' || typeof destination !== 'string' || destination === '')
+    throw MeshError.badRequest('source and destination are required: model names')
+  if (!ctx.source.copyModel) throw unsupported('copy')
+  await ctx.source.copyModel(source, destination)
+  ctx.res.writeHead(200, { 'Content-Length': '0' })
+  ctx.res.end()
+}
+
 /** Ollama's route table; `/api/version` reports `version`. */
 export function createRouteTable(version: string): Map<string, Route> {
   return new Map<string, Route>([
@@ -100,5 +133,7 @@ export function createRouteTable(version: string): Map<string, Route> {
     ['/api/chat', { POST: chat }],
     ['/api/embed', { POST: embed }],
     ['/api/embeddings', { POST: embeddings }],
+    ['/api/delete', { DELETE: deleteModel }],
+    ['/api/copy', { POST: copyModel }],
   ])
 }
