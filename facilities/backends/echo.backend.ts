@@ -92,7 +92,7 @@ export class EchoBackend implements Backend {
     this.refuseAdmin(name, 'delete')
   }
 
-  async copyModel(source: string): Promise<void> {
+  async copyModel(source: string, _destination: string): Promise<void> {
     this.refuseAdmin(source, 'copy')
   }
 

@@ -154,3 +154,23 @@ test('model inventory: holders, digests, loaded state; users see names and count
     `the tiny row names its holder and digest prefix: ${table.stdout}`,
   )
 })
+
+test('model CLI: bad arguments refused before any mesh is joined', async (t) => {
+  const cases: [string[], string][] = [
+    [['model', 'rm', 'x'], 'model rm: name the processors (--on KEY) or say --all'],
+    [['model', 'cp', 'x'], 'usage: llm-mesh model cp SOURCE DESTINATION'],
+    [['model', 'load', 'x', '--keep-alive', '5x'], '--keep-alive: a duration'],
+    [['model', 'load', 'x', '--all'], '--all: for rm only'],
+  ]
+  const [help, ...runs] = await Promise.all([
+    cli(['model', 'rm', '--help']),
+    ...cases.map(([args]) => cli(args)),
+  ])
+  runs.forEach((r = { code: 0, stdout: '', stderr: '' }, i) => {
+    const [args, why] = cases[i] as [string[], string]
+    t.is(r.code, 2, `${args.join(' ')}: exit 2`)
+    t.ok(r.stderr.includes(`ERR_BAD_REQUEST: ${why}`), r.stderr.trim())
+  })
+  t.is(help.code, 0)
+  t.ok(help.stdout.includes('llm-mesh model rm NAME (--on KEY… | --all)'))
+})
