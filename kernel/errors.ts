@@ -31,6 +31,8 @@ export const ERROR_CODES = {
   ERR_UNAVAILABLE: 503,
   ERR_TIMEOUT: 504,
   ERR_STREAM_BROKEN: 502,
+  /** Data that does not match its digest (a model file whose sha256 differs from its manifest's, blocks that fail verification). */
+  ERR_INTEGRITY: 502,
 } as const
 
 export type ErrorCode = keyof typeof ERROR_CODES
