@@ -1,5 +1,7 @@
 import type { Duplex } from 'node:stream'
 import type { BlobCorestore } from 'hyperblobs'
+import type DHT from 'hyperdht'
+import type { KeyPair, NoiseStream } from 'hyperdht'
 
 /**
  * Replication of model cores between two processors' Corestores.
@@ -43,11 +45,81 @@ export function replicateStores(a: BlobCorestore, b: BlobCorestore): Replication
   return { close: () => Promise.all([end(sa), end(sb)]).then(() => {}) }
 }
 
-/** Replicates `store` over an authenticated connection (a HyperDHT socket) the caller has let through its firewall. */
-export function replicateConnection(store: BlobCorestore, conn: Duplex): Duplex {
-  const stream = store.replicate(conn)
+/**
+ * Replicates `store` over an authenticated connection: a HyperDHT socket (a
+ * Noise secret stream) the caller has let through its firewall. A plain
+ * Duplex (TCP) must be wrapped in a NoiseSecretStream first.
+ */
+export function replicateConnection(store: BlobCorestore, conn: NoiseStream): Duplex {
+  const stream = store.replicate(conn as unknown as Duplex)
   stream.on('error', () => {})
   return stream
+}
+
+export interface ModelServer {
+  readonly publicKey: Buffer
+  /** Connections let through so far (and refused ones), for logs and tests. */
+  readonly stats: { accepted: number; refused: number }
+  close(): Promise<void>
+}
+
+/**
+ * A processor serving its model cores on `keyPair` over the DHT, to the peers
+ * `allow` accepts only (the processor's own firewall decides: processors its
+ * gateways vouch for). The refusal happens in the DHT handshake, before any
+ * replication message.
+ */
+export async function serveModels(
+  dht: DHT,
+  store: BlobCorestore,
+  opts: { keyPair: KeyPair; allow: (remotePublicKey: Buffer) => boolean },
+): Promise<ModelServer> {
+  const conns = new Set<NoiseStream>()
+  const stats = { accepted: 0, refused: 0 }
+  const firewall = (remotePublicKey: Buffer) => {
+    const ok = opts.allow(remotePublicKey)
+    if (ok) stats.accepted++
+    else stats.refused++
+    return !ok
+  }
+  // The repo's hyperdht typing lists only the server options the rest uses; `firewall` is hyperdht's own.
+  const serverOpts = { firewall } as { shareLocalAddress?: boolean }
+  const server = dht.createServer(serverOpts, (conn) => {
+    conns.add(conn)
+    conn.on('close', () => conns.delete(conn))
+    conn.on('error', () => {})
+    replicateConnection(store, conn)
+  })
+  await server.listen(opts.keyPair)
+  return {
+    publicKey: server.publicKey,
+    stats,
+    async close() {
+      for (const c of conns) c.destroy()
+      await server.close()
+    },
+  }
+}
+
+/** Connects to a processor serving models (its public key, as the gateway named it) and replicates with it. */
+export function connectModels(
+  dht: DHT,
+  store: BlobCorestore,
+  remotePublicKey: Buffer,
+  keyPair?: KeyPair,
+): Replication {
+  const conn = dht.connect(remotePublicKey, keyPair ? { keyPair } : {})
+  conn.on('error', () => {})
+  replicateConnection(store, conn)
+  return {
+    close: () =>
+      conn.destroyed
+        ? Promise.resolve()
+        : new Promise<void>((done) => {
+            conn.once('close', () => done())
+            conn.destroy()
+          }),
+  }
 }
 
 function end(s: Duplex): Promise<void> {
