@@ -54,6 +54,8 @@ declare module 'hyperblobs' {
     close(): Promise<void>
     put(blob: Buffer, opts?: { blockSize?: number }): Promise<BlobId>
     get(id: BlobId, opts?: BlobReadOptions): Promise<Buffer | null>
+    /** Drops the blob's blocks from local storage (peers that hold them can still serve them). */
+    clear(id: BlobId): Promise<unknown>
     createReadStream(id: BlobId, opts?: BlobReadOptions): Readable & AsyncIterable<Buffer>
     /** Emits 'close' once its blocks are appended; `id` is then final. */
     createWriteStream(opts?: { blockSize?: number }): Writable & { readonly id: BlobId }

@@ -92,6 +92,10 @@ export class ModelBlobStore extends Facility {
   private ns: BlobCorestore | null = null
   private index: Hyperbee | null = null
   private readonly inFlight = new Set<Promise<unknown>>()
+  /** Publishes running, by absolute path: a second caller shares the first's promise. */
+  private readonly publishing = new Map<string, Promise<ModelManifest>>()
+  /** Destinations being fetched: two fetches into one `.partial` would mix their bytes. */
+  private readonly fetching = new Set<string>()
 
   constructor(opts: ModelBlobStoreOptions) {
     super()
@@ -137,7 +141,14 @@ export class ModelBlobStore extends Facility {
    * unchanged file already published returns the cached manifest at once.
    */
   async publish(filePath: string): Promise<ModelManifest> {
-    return this.track(this.publishFile(resolve(filePath)))
+    const abs = resolve(filePath)
+    const running = this.publishing.get(abs)
+    if (running) return running
+    const p = this.track(this.publishFile(abs))
+    this.publishing.set(abs, p)
+    const done = () => this.publishing.delete(abs)
+    p.then(done, done)
+    return p
   }
 
   private async publishFile(abs: string): Promise<ModelManifest> {
@@ -177,7 +188,33 @@ export class ModelBlobStore extends Facility {
    */
   async fetch(manifest: ModelManifest, destPath: string, opts: FetchOptions = {}): Promise<FetchResult> {
     const m = parseManifest(manifest)
-    return this.track(this.fetchFile(m, resolve(destPath), opts))
+    const dest = resolve(destPath)
+    if (this.fetching.has(dest))
+      throw new MeshError('ERR_CONFLICT', `${dest} is already being fetched`, { path: dest })
+    this.fetching.add(dest)
+    const p = this.track(this.fetchFile(m, dest, opts))
+    const done = () => this.fetching.delete(dest)
+    p.then(done, done)
+    return p
+  }
+
+  /**
+   * Drops the blocks of a model from this store (its core stays known, empty)
+   * and forgets the published paths that named it: disk space back, and this
+   * processor no longer serves it. A later fetch downloads it again.
+   */
+  async forget(manifest: ModelManifest): Promise<void> {
+    const m = parseManifest(manifest)
+    const db = this.db()
+    for await (const entry of db.createReadStream<CachedEntry>({ gte: 'path/', lt: 'path0' }))
+      if (entry.value.manifest.key === m.key) await db.del(entry.key)
+    const core = this.nsStore().get({ key: Buffer.from(m.key, 'hex') })
+    try {
+      await core.ready()
+      await new Hyperblobs(core, { blockSize: m.blockSize }).clear(m.blob)
+    } finally {
+      await core.close()
+    }
   }
 
   private async fetchFile(m: ModelManifest, dest: string, opts: FetchOptions): Promise<FetchResult> {

@@ -207,7 +207,7 @@ test('model blobs: a fetch interrupted by closing B resumes after reopening and 
   const a = await side(t, await t.tmp())
   const bDir = await t.tmp()
   const b1 = await side(t, bDir)
-  const size = 6 * MB
+  const size = 4 * MB
   const { path, bytes } = await modelFile(files, 'big.gguf', size)
   const manifest = await a.models.publish(path)
   const dest = join(await t.tmp(), 'big.gguf')
@@ -241,4 +241,38 @@ test('model blobs: a fetch interrupted by closing B resumes after reopening and 
     `and only that: ${res.wireBytes} bytes over the wire after the restart, of ${size}`,
   )
   t.comment(`received after restart: ${res.wireBytes} of ${size} bytes`)
+})
+
+test('model blobs: concurrent publishes share one, concurrent fetches into one file conflict, forget drops the blocks', async (t) => {
+  const files = await t.tmp()
+  const a = await side(t, await t.tmp())
+  const b = await side(t, await t.tmp())
+  const { path, bytes } = await modelFile(files, 'c.gguf', 1 * MB)
+  const [m1, m2] = await Promise.all([a.models.publish(path), a.models.publish(path)])
+  t.alike(m1, m2, 'two publishes of one file at once give one manifest')
+  const core = a.corestore.get({ key: Buffer.from(m1.key, 'hex') })
+  await core.ready()
+  t.is(core.length, m1.blob.blockLength, 'and the core holds the file once')
+  await core.close()
+
+  const link = replicateStores(a.corestore, b.corestore)
+  t.teardown(() => link.close(), { order: -1 })
+  const dest = join(await t.tmp(), 'c.gguf')
+  const first = b.models.fetch(m1, dest)
+  await rejectsWith(
+    t,
+    b.models.fetch(m1, dest),
+    'ERR_CONFLICT',
+    'a second fetch into the same file is refused',
+  )
+  await first
+  t.alike(await readFile(dest), bytes, 'the first one completes')
+
+  await b.models.forget(m1)
+  const held = b.corestore.get({ key: Buffer.from(m1.key, 'hex') })
+  await held.ready()
+  t.absent(await held.has(m1.blob.blockOffset), 'forget drops the local blocks')
+  await held.close()
+  const again = await b.models.fetch(m1, join(await t.tmp(), 'again.gguf'))
+  t.is(again.wireBytes, bytes.length, 'so a later fetch downloads the file again')
 })
