@@ -96,6 +96,8 @@ export class ModelBlobStore extends Facility {
   private readonly publishing = new Map<string, Promise<ModelManifest>>()
   /** Destinations being fetched: two fetches into one `.partial` would mix their bytes. */
   private readonly fetching = new Set<string>()
+  /** Aborted by close(): fetches waiting for peers stop at once instead of at their timeout. */
+  private readonly stopping = new AbortController()
 
   constructor(opts: ModelBlobStoreOptions) {
     super()
@@ -120,6 +122,7 @@ export class ModelBlobStore extends Facility {
   }
 
   protected override async _close(): Promise<void> {
+    this.stopping.abort()
     await Promise.allSettled([...this.inFlight])
     await this.index?.close()
     this.index = null
@@ -192,7 +195,8 @@ export class ModelBlobStore extends Facility {
     if (this.fetching.has(dest))
       throw new MeshError('ERR_CONFLICT', `${dest} is already being fetched`, { path: dest })
     this.fetching.add(dest)
-    const p = this.track(this.fetchFile(m, dest, opts))
+    const signal = opts.signal ? AbortSignal.any([opts.signal, this.stopping.signal]) : this.stopping.signal
+    const p = this.track(this.fetchFile(m, dest, { ...opts, signal }))
     const done = () => this.fetching.delete(dest)
     p.then(done, done)
     return p

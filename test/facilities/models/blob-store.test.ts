@@ -276,3 +276,17 @@ test('model blobs: concurrent publishes share one, concurrent fetches into one f
   const again = await b.models.fetch(m1, join(await t.tmp(), 'again.gguf'))
   t.is(again.wireBytes, bytes.length, 'so a later fetch downloads the file again')
 })
+
+test('model blobs: closing the store stops a fetch that waits for peers', async (t) => {
+  const files = await t.tmp()
+  const a = await side(t, await t.tmp())
+  const b = await side(t, await t.tmp(), 20_000)
+  const manifest = await a.models.publish((await modelFile(files, 'w.gguf', 128 * 1024)).path)
+  const dest = join(await t.tmp(), 'w.gguf')
+  const started = Date.now()
+  const waiting = b.models.fetch(manifest, dest) // no link to A: nobody serves it
+  setTimeout(() => void b.close(), 200)
+  await rejectsWith(t, waiting, 'ERR_CANCELLED', 'the fetch ends with the store')
+  t.ok(Date.now() - started < 5000, `well before its 20 s timeout (${Date.now() - started} ms)`)
+  t.absent(await exists(dest), 'no file in place')
+})
