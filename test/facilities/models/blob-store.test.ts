@@ -166,7 +166,8 @@ test('model blobs: the blob of another core, or blocks a peer tampered with, are
   )
   t.absent(await exists(dest), 'no file in place')
 
-  // A sender that flips a byte of every block it serves (the proof is genuine, the data not).
+  // A sender that flips a byte of every block it serves (the proof is genuine, the data not): it wraps
+  // the replication channel's data message of hypercore 11.37 (pinned), the last step before the wire.
   const served = a.corestore.get({ key: Buffer.from(one.key, 'hex') })
   await served.ready()
   t.teardown(() => served.close())
