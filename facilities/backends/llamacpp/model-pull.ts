@@ -84,7 +84,8 @@ function progressReporter(status: string, digest: string | null, onProgress: Pul
   let last = 0
   return (total: number, completed: number): void => {
     const now = Date.now()
-    if (!onProgress || (completed < total && now - last < PROGRESS_INTERVAL_MS)) return
+    // ipull reports 0 of 0 before it knows the size: nothing to show yet.
+    if (!onProgress || total === 0 || (completed < total && now - last < PROGRESS_INTERVAL_MS)) return
     last = now
     const frame: PullProgress = { status, total, completed }
     if (digest) frame.digest = `sha256:${digest}`
