@@ -131,7 +131,7 @@ export class OllamaCompatServer {
 
   /** @throws ERR_BAD_CONFIG for a bad port or maxBodyBytes */
   constructor(opts: OllamaCompatServerOptions) {
-    const { source, host = DEFAULT_HOST, port = 0, version, maxBodyBytes, onRequest } = opts
+    const { source, host = DEFAULT_HOST, port = 0, version, maxBodyBytes, onRequest, pullRegistry } = opts
     if (!Number.isInteger(port) || port < 0 || port > 65535) {
       throw MeshError.badConfig('port must be an integer from 0 to 65535')
     }
@@ -141,6 +141,7 @@ export class OllamaCompatServer {
       ...(version !== undefined ? { version } : {}),
       ...(maxBodyBytes !== undefined ? { maxBodyBytes } : {}),
       ...(onRequest ? { onRequest } : {}),
+      ...(pullRegistry ? { pullRegistry } : {}),
     })
     this.server = createServer((req, res) => {
       const path = pathOf(req)
