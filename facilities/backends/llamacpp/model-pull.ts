@@ -103,6 +103,27 @@ function progressReporter(status: string, digest: string | null, onProgress: Pul
 export async function pullGguf(dir: string, req: PullRequest, cb: PullCallbacks = {}): Promise<PullResult> {
   const pull = checkPullRequest(req)
   const finalPath = join(dir, `${pull.name}.gguf`)
+  // Two pulls of one name would write one partial file at once.
+  if (inFlight.has(finalPath)) {
+    throw new MeshError('ERR_CONFLICT', `model '${pull.name}' is being pulled already`, { model: pull.name })
+  }
+  inFlight.add(finalPath)
+  try {
+    return await pullInto(finalPath, dir, pull, cb)
+  } finally {
+    inFlight.delete(finalPath)
+  }
+}
+
+/** Final paths of the pulls running in this process. */
+const inFlight = new Set<string>()
+
+async function pullInto(
+  finalPath: string,
+  dir: string,
+  pull: CheckedPull,
+  cb: PullCallbacks,
+): Promise<PullResult> {
   if (await exists(finalPath)) return alreadyThere(finalPath, pull, cb)
   const signal = signalOf(cb)
   if (signal?.aborted) throw MeshError.cancelled('pull cancelled')

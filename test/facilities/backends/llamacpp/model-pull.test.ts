@@ -110,6 +110,12 @@ test('pull: an interrupted pull resumes and fetches less than the whole file aga
       },
     },
   )
+  await rejectsWith(
+    t,
+    backend.pullModel({ model: 'big', source }),
+    'ERR_CONFLICT',
+    'one pull of a name at a time',
+  )
   await rejectsWith(t, first, 'ERR_CANCELLED')
   t.alike(await backend.listModels(), [], 'a partial download is not listed')
   const before = server.bytesSent
