@@ -114,3 +114,36 @@ test('model pull: through the gateway onto a processor, with progress, then it a
     'the HTTP-pulled model answers',
   )
 })
+
+test('model pull: a pull stopped by its caller stops on the processor and resumes', {
+  timeout: 90_000,
+}, async (t) => {
+  // ipull keeps whole 5 MB chunks: four and a bit, paced, stopped once three are in.
+  const gguf = encodeTinyModel({ name: `padded ${'x'.repeat(20 * 1024 * 1024)}` })
+  const files = await serveFiles(t, { 'big.gguf': gguf }, { chunk: 128 * 1024, tickMs: 20 })
+  const { bootstrap } = await testnet(t)
+  const gateway = await startGateway(t, bootstrap)
+  const proc = await spawnTinyProcessor(t, bootstrap)
+  t.ok(await until(() => gateway.router.size === 1), 'the gateway sees the processor')
+  const admin = await startClient(t, bootstrap, {}, { apiKey: await apiKeyFor(gateway) })
+  const req = { model: 'big', source: files.url('big.gguf'), to: [proc.publicKey] }
+
+  const first = admin.pullModel(req)
+  for await (const p of first) if ((p.completed ?? 0) > 16 * 1024 * 1024) first.abort()
+  const stopped = await first.result
+  t.is(stopped.results[0]?.ok === false && stopped.results[0].error.code, 'ERR_CANCELLED', 'cancelled there')
+  const before = files.bytesSent
+  t.ok(before < gguf.length, `stopped midway: ${before} of ${gguf.length} bytes`)
+  const models = await admin.models()
+  t.absent(
+    models.some((m) => m.name === 'big'),
+    'the partial model is not served',
+  )
+
+  const again = await admin.pullModel(req).result
+  t.is(again.results[0]?.ok, true, 'the second pull completes')
+  const second = files.bytesSent - before
+  t.ok(second < gguf.length, `and fetched ${second} of ${gguf.length} bytes`)
+  const answer = await admin.generate({ model: 'big', prompt: 'abc', options: GREEDY })
+  t.is(answer.text, STEP1_TEXT, 'the resumed model answers')
+})

@@ -25,6 +25,9 @@ import { isErrorCode, MeshError } from '../../kernel/errors.js'
 /** A pull may take hours (a large model over a slow link); a processor that goes away fails it sooner. */
 const PULL_TIMEOUT_MS = 24 * 60 * 60_000
 const MAX_TARGETS = 256
+/** How long to wait for a pulled model to show in a processor's status (its listing is cached 2 s). */
+const REFRESH_MS = 3_000
+const REFRESH_STEP_MS = 200
 
 export interface GatewayPullRequest {
   model: string
@@ -151,6 +154,19 @@ export class GatewayModelPull {
     return able
   }
 
+  /**
+   * Beats `entry` until its status lists `model` (at most REFRESH_MS): a processor's model
+   * listing is cached briefly, and a beat already under way may predate the new file.
+   */
+  private async refresh(entry: ProcessorEntry, model: string): Promise<void> {
+    const deadline = Date.now() + REFRESH_MS
+    while (true) {
+      await this.gateway.router.beatNow(entry).catch(() => {})
+      if (entry.models.has(model) || Date.now() >= deadline) return
+      await new Promise((resolve) => setTimeout(resolve, REFRESH_STEP_MS))
+    }
+  }
+
   private async pullOn(
     entry: ProcessorEntry,
     req: GatewayPullRequest,
@@ -172,7 +188,7 @@ export class GatewayModelPull {
           if (progress && typeof progress.status === 'string') onProgress({ ...progress, processor })
         },
       })
-      await this.gateway.router.beatNow(entry).catch(() => {})
+      await this.refresh(entry, result.model)
       return { processor, ok: true, ...result }
     } catch (err) {
       const e = MeshError.from(err)
