@@ -21,6 +21,8 @@ export const ERROR_CODES = {
   ERR_MODEL_NOT_FOUND: 404,
   ERR_UNKNOWN_METHOD: 404,
   ERR_CONFLICT: 409,
+  /** A downloaded or copied file's content is not the one asked for (its digest differs). */
+  ERR_DIGEST_MISMATCH: 422,
   ERR_RATE_LIMITED: 429,
   ERR_QUOTA_EXCEEDED: 429,
   ERR_CANCELLED: 499,

@@ -37,6 +37,7 @@ import { type EmbedReply, InferencePipeline, type Sink, withDeadline } from './i
 import { GatewayInvites } from './invites.js'
 import { requireUsable, visibleTo } from './key-models.js'
 import { Metering } from './metering.js'
+import { GatewayModelPull } from './model-pull.js'
 import { GatewayObservability } from './observability.js'
 import { ProcessorDrain } from './processor-drain.js'
 import { endTrace, ledgerIdOf, startTrace, traceEmbed } from './tracing.js'
@@ -235,6 +236,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       ...this.audit.wrap({ ...this.accounts.methods(), ...this.invites.methods() }),
       ...this.mesh.methods(),
       ...this.audit.wrap(this.drains.methods()),
+      ...new GatewayModelPull(this, this.pipeline.running).methods((p) => this.accounts.requireAdmin(p)),
       // Open: how a caller gets a credential.
       // Any user.
       infer: (payload, ctx) => this.infer(payload, ctx),

@@ -1,6 +1,7 @@
 /** Ollama's routes, one handler per endpoint, over the source each request is given. */
 import { type Exchange, sendJson } from '../plumbing.js'
 import { chat, generate } from './generation.js'
+import { type PullRegistry, pullHandler } from './pull.js'
 import { detailsOf, modelEntry, modelfileOf, ns } from './replies.js'
 import {
   embeddingsSchema,
@@ -88,8 +89,8 @@ async function embeddings(ctx: Exchange): Promise<void> {
   sendJson(ctx.res, 200, { embedding: r.embeddings[0] ?? [] })
 }
 
-/** Ollama's route table; `/api/version` reports `version`. */
-export function createRouteTable(version: string): Map<string, Route> {
+/** Ollama's route table; `/api/version` reports `version`; `/api/pull` asks `registry` for sources. */
+export function createRouteTable(version: string, registry?: PullRegistry): Map<string, Route> {
   return new Map<string, Route>([
     ['/', { GET: root }],
     ['/api/version', { GET: async ({ res }) => sendJson(res, 200, { version }) }],
@@ -100,5 +101,6 @@ export function createRouteTable(version: string): Map<string, Route> {
     ['/api/chat', { POST: chat }],
     ['/api/embed', { POST: embed }],
     ['/api/embeddings', { POST: embeddings }],
+    ['/api/pull', { POST: pullHandler(registry) }],
   ])
 }
