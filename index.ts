@@ -21,5 +21,12 @@ export {
   type WhoAmI,
 } from './workers/client/client.worker.js'
 export { MeshStream, type StreamPart } from './workers/client/mesh-stream.js'
+export {
+  type ModelPullRequest,
+  ModelPullRun,
+  type PullOutcome,
+  type PullSummary,
+  type TaggedProgress,
+} from './workers/client/model-pull.js'
 export { GatewayWorker } from './workers/gateway/gateway.worker.js'
 export { ProcessorWorker } from './workers/processor/processor.worker.js'

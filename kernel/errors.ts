@@ -21,6 +21,8 @@ export const ERROR_CODES = {
   ERR_MODEL_NOT_FOUND: 404,
   ERR_UNKNOWN_METHOD: 404,
   ERR_CONFLICT: 409,
+  /** A downloaded or copied file's content is not the one asked for (its digest differs). */
+  ERR_DIGEST_MISMATCH: 422,
   ERR_RATE_LIMITED: 429,
   ERR_QUOTA_EXCEEDED: 429,
   ERR_CANCELLED: 499,
@@ -31,6 +33,8 @@ export const ERROR_CODES = {
   ERR_UNAVAILABLE: 503,
   ERR_TIMEOUT: 504,
   ERR_STREAM_BROKEN: 502,
+  /** Data that does not match its digest (a model file whose sha256 differs from its manifest's, blocks that fail verification). */
+  ERR_INTEGRITY: 502,
 } as const
 
 export type ErrorCode = keyof typeof ERROR_CODES

@@ -23,6 +23,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { MeshError } from '../../kernel/errors.js'
 import type { InferenceSource } from '../../kernel/wire.js'
+import type { PullRegistry } from './ollama/pull.js'
 import { sendError, sendNotFound } from './ollama/replies.js'
 import { createRouteTable } from './ollama/routes.js'
 import type { Exchange } from './plumbing.js'
@@ -43,6 +44,11 @@ export interface OllamaRoutesOptions {
    * (or the Ollama backend) sent. It changes nothing of the answer.
    */
   onRequest?: (path: string, body: Record<string, unknown>) => void
+  /**
+   * Where `/api/pull` fetches a model from when the request names no `source` (the sources
+   * that need one, llama.cpp's): model name → URL. A name it does not know is Ollama's 404.
+   */
+  pullRegistry?: PullRegistry
 }
 
 /** `handler` with its body shown to `onRequest` first. */
@@ -88,7 +94,7 @@ export function createOllamaRoutes(opts: OllamaRoutesOptions = {}): OllamaRoutes
   if (!Number.isSafeInteger(maxBodyBytes) || maxBodyBytes < 1) {
     throw MeshError.badConfig('maxBodyBytes must be a positive integer')
   }
-  const routes = createRouteTable(version)
+  const routes = createRouteTable(version, opts.pullRegistry)
 
   return async (req, res, source, path) => {
     const route = routes.get(path)
@@ -126,7 +132,7 @@ export class OllamaCompatServer {
 
   /** @throws ERR_BAD_CONFIG for a bad port or maxBodyBytes */
   constructor(opts: OllamaCompatServerOptions) {
-    const { source, host = DEFAULT_HOST, port = 0, version, maxBodyBytes, onRequest } = opts
+    const { source, host = DEFAULT_HOST, port = 0, version, maxBodyBytes, onRequest, pullRegistry } = opts
     if (!Number.isInteger(port) || port < 0 || port > 65535) {
       throw MeshError.badConfig('port must be an integer from 0 to 65535')
     }
@@ -136,6 +142,7 @@ export class OllamaCompatServer {
       ...(version !== undefined ? { version } : {}),
       ...(maxBodyBytes !== undefined ? { maxBodyBytes } : {}),
       ...(onRequest ? { onRequest } : {}),
+      ...(pullRegistry ? { pullRegistry } : {}),
     })
     this.server = createServer((req, res) => {
       const path = pathOf(req)

@@ -35,6 +35,7 @@ import type { DrainReply } from '../gateway/processor-drain.js'
 import { Credentials } from './credentials.js'
 import { GatewayLink } from './gateway-link.js'
 import { MeshStream } from './mesh-stream.js'
+import { type ModelPullRequest, type ModelPullRun, pullThrough } from './model-pull.js'
 
 export interface GatewayStatus extends BaseStatus {
   processors: ProcessorView[]
@@ -266,6 +267,11 @@ export class MeshClient extends BaseWorker<ClientConfig> {
       })
       return value
     })
+  }
+
+  /** Pulls a model onto processors (admins): progress to iterate, `result` per processor (model-pull.ts). */
+  pullModel(req: ModelPullRequest): ModelPullRun {
+    return pullThrough(this.link, this.credentials, req)
   }
 
   async models(): Promise<ModelInfo[]> {

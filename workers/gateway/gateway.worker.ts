@@ -39,6 +39,7 @@ import { requireUsable, visibleTo } from './key-models.js'
 import { Metering } from './metering.js'
 import { ModelInventory } from './model-inventory.js'
 import { ModelOps } from './model-ops.js'
+import { GatewayModelPull } from './model-pull.js'
 import { GatewayObservability } from './observability.js'
 import { ProcessorDrain } from './processor-drain.js'
 import { endTrace, ledgerIdOf, startTrace, traceEmbed } from './tracing.js'
@@ -251,6 +252,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       ...this.audit.wrap(this.drains.methods()),
       ...this.inventory.methods(),
       ...this.audit.wrap(this.modelOps.methods()),
+      ...new GatewayModelPull(this, this.pipeline.running).methods((p) => this.accounts.requireAdmin(p)),
       // Open: how a caller gets a credential.
       // Any user.
       infer: (payload, ctx) => this.infer(payload, ctx),

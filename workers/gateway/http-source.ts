@@ -1,7 +1,9 @@
 import type { Identity } from '../../facilities/auth/auth.facility.js'
+import type { PullCallbacks, PullRequest } from '../../facilities/backends/types.js'
 import type { RequestTiming } from '../../facilities/http/http.facility.js'
+import type { PullTargets } from '../../facilities/http/ollama/pull.js'
 import type { RequestTrace } from '../../facilities/tracing/request-trace.js'
-import { type CancelToken, noop } from '../../kernel/cancel.js'
+import { CancelToken, noop } from '../../kernel/cancel.js'
 import { isErrorCode, MeshError } from '../../kernel/errors.js'
 import { parseEmbedRequest, parseInferRequest } from '../../kernel/inference.js'
 import type {
@@ -20,6 +22,7 @@ import type {
 import type { GatewayWorker } from './gateway.worker.js'
 import { requireUsable, visibleTo } from './key-models.js'
 import type { ModelOpReply } from './model-ops.js'
+import { type PullSummary, pullForHttp } from './model-pull.js'
 
 /** Aborts `cancel` when the caller stops (by its CancelToken or its signal); returns the unwatch. */
 function watchCaller(caller: Cancellable, cancel: CancelToken): () => void {
@@ -123,6 +126,14 @@ export class GatewaySource implements InferenceSource {
         this.timing.answered = performance.now()
       },
     )
+  }
+
+  /** Ollama's `/api/pull`: admins only (403), onto the processors that can (model-pull.ts). */
+  pullModel(req: PullRequest & { to?: PullTargets }, cb: PullCallbacks = {}): Promise<PullSummary> {
+    if (this.identity?.role !== 'admin') throw new MeshError('ERR_FORBIDDEN', 'admins only')
+    const cancel = cb.cancel ?? new CancelToken()
+    watchCaller(cb, cancel)
+    return pullForHttp(this.gateway, this.identity, req, { ...cb, cancel })
   }
 
   private async serve(payload: Record<string, unknown>, cb: GenerateCallbacks): Promise<GenerationResult> {

@@ -26,6 +26,7 @@ import { configInvite, redeemInvite } from '../join-invite.js'
 import { backendCheck } from '../readiness.js'
 import { Maintenance } from './maintenance.js'
 import { modelAdminMethods } from './model-admin.js'
+import { ProcessorModelPull } from './model-pull.js'
 import { ProcessorObservability } from './processor-observability.js'
 import { inferDone, inferFailed, tracedEmbed } from './request-trace.js'
 import { VouchedTrust } from './vouched-trust.js'
@@ -85,6 +86,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
   private failed = 0
   private tokensPerSecond = 0
   private modelCache: { at: number; models: ModelInfo[] } | null = null
+  private readonly pulls = new ProcessorModelPull(this, () => (this.modelCache = null))
   private throttled: ThrottledSource | null = null
   /** Keys of unary generations (no caller-given id) in `running`. */
   private nextUnary = 0
@@ -224,7 +226,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
       // Gateways the caller vouches for; only a gateway trusted by configuration may call it.
       trust: (payload, ctx) => this.vouched.set(ctx.remotePublicKey.toString('hex'), payload),
       infer: (payload, ctx) => this.infer(payload, ctx),
-      cancel: (payload, ctx) => cancelById(this.running, payload, ctx.remotePublicKey),
+      cancel: this.pulls.orCancel((payload, ctx) => cancelById(this.running, payload, ctx.remotePublicKey)),
       models: async () => ({ models: await this.listModels() }),
       embed: (payload) => {
         this.maintenance.refuseNewWork()
@@ -242,6 +244,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
         () => this.backend,
         () => (this.modelCache = null),
       ),
+      ...this.pulls.methods(),
     }
   }
 

@@ -29,7 +29,7 @@ import {
   checkPrompt,
   refuseUnsupported,
 } from '../request-checks.js'
-import type { Backend } from '../types.js'
+import type { PullCallbacks, PullingBackend, PullRequest, PullResult } from '../types.js'
 import { type AnswerPlan, planChatAnswer, planGenerateAnswer } from './answer-shape.js'
 import { chatProducer } from './chat-generation.js'
 import { toChatHistory } from './chat-history.js'
@@ -39,6 +39,7 @@ import { completionProducer, type Producer, runGeneration } from './generation.j
 import { GrammarCache } from './grammars.js'
 import { LoadedModels } from './loaded-models.js'
 import { ModelFolder } from './model-folder.js'
+import { pullGguf } from './model-pull.js'
 import { promptHistory } from './prompting.js'
 import { abortable, RequestLifetimes } from './request-lifetime.js'
 import { defaultParameters, planSampling, type SamplingPlan } from './sampling.js'
@@ -92,7 +93,7 @@ function checkOptions(opts: Required<Omit<LlamaCppBackendOptions, 'onModelLoad'>
     throw MeshError.badConfig('keepAliveMs must be a number')
 }
 
-export class LlamaCppBackend implements Backend {
+export class LlamaCppBackend implements PullingBackend {
   readonly kind = 'llamacpp' as const
   private readonly folder: ModelFolder
   private readonly threads: number
@@ -191,6 +192,11 @@ export class LlamaCppBackend implements Backend {
     const files = await this.folder.scan()
     const infos = await Promise.all(files.map((f) => this.folder.infoOf(f).catch(() => null)))
     return infos.filter((i): i is ModelInfo => i !== null)
+  }
+
+  /** Downloads a GGUF into the models folder, resumably and verified (model-pull.ts). */
+  pullModel(req: PullRequest, cb: PullCallbacks = {}): Promise<PullResult> {
+    return pullGguf(this.folder.dir, req, cb)
   }
 
   /** @throws ERR_MODEL_NOT_FOUND, ERR_BAD_REQUEST (bad name) or ERR_BACKEND_UNAVAILABLE (unreadable file) */

@@ -26,7 +26,7 @@ import {
   checkOnToken,
   checkPrompt,
 } from '../request-checks.js'
-import type { Backend } from '../types.js'
+import type { PullCallbacks, PullingBackend, PullProgress, PullRequest, PullResult } from '../types.js'
 import { AnswerParts } from './answer-parts.js'
 import { Call } from './call.js'
 import { checkHost } from './client.js'
@@ -50,9 +50,23 @@ export interface OllamaBackendOptions {
   requestTimeoutMs?: number
 }
 
+/** An Ollama progress frame with only the fields it has. */
+function progressOf(frame: {
+  status: string
+  digest?: string
+  total?: number
+  completed?: number
+}): PullProgress {
+  const p: PullProgress = { status: String(frame.status) }
+  if (typeof frame.digest === 'string' && frame.digest !== '') p.digest = frame.digest
+  if (typeof frame.total === 'number') p.total = frame.total
+  if (typeof frame.completed === 'number') p.completed = frame.completed
+  return p
+}
+
 type Stream = AbortableAsyncIterator<ChatResponse | GenerateResponse>
 
-export class OllamaBackend implements Backend {
+export class OllamaBackend implements PullingBackend {
   readonly kind = 'ollama' as const
   private readonly host: string
   private readonly requestTimeoutMs: number
@@ -205,6 +219,43 @@ export class OllamaBackend implements Backend {
     return this.request(model, cb ?? {}, async (client) =>
       embedResultOf(await client.embed(embedRequest(model, req))),
     )
+  }
+
+  /**
+   * Ollama's own pull from its registry, its progress frames passed on as they come.
+   * @throws ERR_BAD_REQUEST (bad name), ERR_UNSUPPORTED (`source` or `digest`: Ollama pulls
+   *         from its registry and checks each layer itself), ERR_MODEL_NOT_FOUND (Ollama's
+   *         404), ERR_CANCELLED, ERR_BACKEND_UNAVAILABLE (unreachable, an error frame, or no
+   *         `success` frame)
+   */
+  async pullModel(req: PullRequest, cb: PullCallbacks = {}): Promise<PullResult> {
+    const model = checkModelName(req?.model)
+    if (req.source !== undefined)
+      throw MeshError.unsupported('source', 'is not used by Ollama: it pulls from its registry')
+    if (req.digest !== undefined)
+      throw MeshError.unsupported('digest', 'is checked by Ollama itself, layer by layer')
+    if (cb.onProgress !== undefined && typeof cb.onProgress !== 'function')
+      throw MeshError.badRequest('onProgress must be a function')
+    this.checkOpen(cb)
+    const call = this.begin(cb)
+    let last = ''
+    try {
+      for await (const frame of await call.client.pull({ model, stream: true })) {
+        if (call.stopped) break
+        call.kick()
+        last = frame.status
+        cb.onProgress?.(progressOf(frame))
+      }
+    } catch (err) {
+      throw this.failure(err, call, model)
+    } finally {
+      call.end()
+    }
+    const cause = call.cause()
+    if (cause) throw stoppedError(cause, this.requestTimeoutMs)
+    if (last !== 'success')
+      throw MeshError.backendUnavailable(`Ollama's pull of '${model}' ended without success`)
+    return { model }
   }
 
   private begin(cb: Cancellable, timeoutMs = this.requestTimeoutMs): Call {

@@ -2,6 +2,7 @@
 import { MeshError } from '../../../kernel/errors.js'
 import { type Exchange, sendJson } from '../plumbing.js'
 import { chat, generate } from './generation.js'
+import { type PullRegistry, pullHandler } from './pull.js'
 import { detailsOf, modelEntry, modelfileOf, ns } from './replies.js'
 import {
   embeddingsSchema,
@@ -121,8 +122,8 @@ async function copyModel(ctx: Exchange): Promise<void> {
   ctx.res.end()
 }
 
-/** Ollama's route table; `/api/version` reports `version`. */
-export function createRouteTable(version: string): Map<string, Route> {
+/** Ollama's route table; `/api/version` reports `version`; `/api/pull` asks `registry` for sources. */
+export function createRouteTable(version: string, registry?: PullRegistry): Map<string, Route> {
   return new Map<string, Route>([
     ['/', { GET: root }],
     ['/api/version', { GET: async ({ res }) => sendJson(res, 200, { version }) }],
@@ -135,5 +136,6 @@ export function createRouteTable(version: string): Map<string, Route> {
     ['/api/embeddings', { POST: embeddings }],
     ['/api/delete', { DELETE: deleteModel }],
     ['/api/copy', { POST: copyModel }],
+    ['/api/pull', { POST: pullHandler(registry) }],
   ])
 }

@@ -126,7 +126,7 @@ test('ollama-api: unknown models 404, bodies over the limit 413, wrong methods 4
   const del = await fetch(`${url}/api/generate`, { method: 'DELETE' })
   await expectError(t, del, 405, 'DELETE')
 
-  const unknown = await fetch(`${url}/api/pull`)
+  const unknown = await fetch(`${url}/api/push`)
   t.is(unknown.status, 404)
   t.alike(await unknown.json(), { error: '404 page not found' })
   const unknown2 = await fetch(`${url}/v1/whatever?x=1`)

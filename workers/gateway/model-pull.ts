@@ -1,0 +1,232 @@
+/**
+ * Pulling a model onto processors, by an admin through a gateway: RPC `modelPull
+ * { model, source?, digest?, to }` (streamed) and, for HTTP, Ollama's `/api/pull`
+ * (GatewaySource.pullModel). The gateway asks each chosen processor (`modelPull` on the
+ * processor, workers/processor/model-pull.ts) at once, passes their progress on tagged with
+ * the processor's id, and answers with one outcome per processor: pulled (with its digest
+ * and size) or the error it failed with. Then it beats each processor out of turn, so the
+ * new model is routable at once.
+ *
+ * `to` is a list of processor keys (or 8+ hex digit prefixes), or 'all': every live
+ * processor whose backend can pull that kind of model, llama.cpp when a `source` is given
+ * (a URL or `hf:` reference), Ollama when none is (Ollama's registry).
+ */
+import type { Identity } from '../../facilities/auth/identity.js'
+import type { PullProgress, PullResult } from '../../facilities/backends/types.js'
+import type { Logger } from '../../facilities/log.facility.js'
+import type { NetFacility } from '../../facilities/net/net.facility.js'
+import type { CallContext, MethodTable } from '../../facilities/net/rpc-server.js'
+import { STREAM_CHUNK, type StreamChunk } from '../../facilities/net/streaming.js'
+import type { ProcessorEntry } from '../../facilities/router/processor-entry.js'
+import type { RouterFacility } from '../../facilities/router/router.facility.js'
+import { CancelToken } from '../../kernel/cancel.js'
+import { isErrorCode, MeshError } from '../../kernel/errors.js'
+
+/** A pull may take hours (a large model over a slow link); a processor that goes away fails it sooner. */
+const PULL_TIMEOUT_MS = 24 * 60 * 60_000
+const MAX_TARGETS = 256
+/** How long to wait for a pulled model to show in a processor's status (its listing is cached 2 s). */
+const REFRESH_MS = 3_000
+const REFRESH_STEP_MS = 200
+
+export interface GatewayPullRequest {
+  model: string
+  source?: string
+  digest?: string
+  to: string[] | 'all'
+}
+
+/** A processor's progress, tagged with the processor's id. */
+export interface TaggedProgress extends PullProgress {
+  processor: string
+}
+
+export type PullOutcome =
+  | ({ processor: string; ok: true } & PullResult)
+  | { processor: string; ok: false; error: { code: string; message: string } }
+
+export interface PullSummary {
+  model: string
+  results: PullOutcome[]
+}
+
+/** What of the gateway a pull uses. */
+export interface PullingGateway {
+  readonly router: RouterFacility
+  readonly net: NetFacility
+  readonly log: Logger
+}
+
+function optionalString(p: Record<string, unknown>, field: string): string | undefined {
+  const v = p[field]
+  if (v === undefined || v === null) return undefined
+  if (typeof v !== 'string' || v === '') throw MeshError.badRequest(`request.${field}: expected a string`)
+  return v
+}
+
+/** @throws ERR_BAD_REQUEST */
+export function parseGatewayPull(payload: unknown): GatewayPullRequest {
+  const p = (payload ?? {}) as Record<string, unknown>
+  if (typeof p.model !== 'string' || p.model === '') throw MeshError.badRequest('request.model: required')
+  const to = p.to ?? 'all'
+  if (
+    to !== 'all' &&
+    (!Array.isArray(to) ||
+      to.length === 0 ||
+      to.length > MAX_TARGETS ||
+      !to.every((k) => typeof k === 'string' && k !== ''))
+  ) {
+    throw MeshError.badRequest("request.to: 'all' or a list of processor keys")
+  }
+  const req: GatewayPullRequest = { model: p.model, to: to as string[] | 'all' }
+  const source = optionalString(p, 'source')
+  const digest = optionalString(p, 'digest')
+  if (source !== undefined) req.source = source
+  if (digest !== undefined) req.digest = digest
+  return req
+}
+
+export class GatewayModelPull {
+  constructor(
+    private readonly gateway: PullingGateway,
+    /** Cancellable work by `callerKey/id`: the gateway's `cancel` method stops a pull found here. */
+    private readonly running: Map<string, CancelToken>,
+  ) {}
+
+  /** RPC `modelPull`, admins only; `requireAdmin` checks the payload's credential. */
+  methods(requireAdmin: (payload: unknown) => Identity): MethodTable {
+    return { modelPull: (payload, ctx) => this.rpc(requireAdmin(payload), payload, ctx) }
+  }
+
+  private async rpc(actor: Identity, payload: unknown, ctx: CallContext): Promise<PullSummary> {
+    const id = (payload as { id?: unknown } | null)?.id
+    if (typeof id !== 'string' || id === '') throw MeshError.badRequest('request.id: a stream id')
+    const req = parseGatewayPull(payload)
+    const key = `${ctx.remotePublicKey.toString('hex')}/${id}`
+    if (this.running.has(key)) throw MeshError.badRequest(`request.id: stream '${id}' is already running`)
+    const cancel = new CancelToken()
+    this.running.set(key, cancel)
+    const unwatch = ctx.onClose(() => cancel.abort())
+    let seq = 0
+    const onProgress = (p: TaggedProgress) =>
+      ctx.emit(STREAM_CHUNK, { id, seq: seq++, text: '', progress: p })
+    try {
+      return await this.run(actor, req, onProgress, cancel)
+    } finally {
+      unwatch()
+      this.running.delete(key)
+    }
+  }
+
+  /** Pulls onto the chosen processors at once. @throws ERR_BAD_REQUEST, ERR_NOT_FOUND (no such or no able processor) */
+  async run(
+    actor: Identity | null,
+    req: GatewayPullRequest,
+    onProgress: (p: TaggedProgress) => void,
+    cancel: CancelToken,
+  ): Promise<PullSummary> {
+    const targets = this.targets(req)
+    const log = this.gateway.log
+    log.info(
+      { model: req.model, source: req.source, to: targets.map((e) => e.id), by: actor?.username },
+      'pulling a model onto processors',
+    )
+    const results = await Promise.all(targets.map((entry) => this.pullOn(entry, req, onProgress, cancel)))
+    for (const r of results) {
+      if (!r.ok) log.warn({ model: req.model, processor: r.processor, err: r.error.message }, 'pull failed')
+    }
+    return { model: req.model, results }
+  }
+
+  private targets(req: GatewayPullRequest): ProcessorEntry[] {
+    const router = this.gateway.router
+    if (req.to !== 'all') {
+      const entries = req.to.map((k) => router.find(k))
+      return [...new Map(entries.map((e) => [e.id, e])).values()]
+    }
+    const kind = req.source === undefined ? 'ollama' : 'llamacpp'
+    const able = router.live().filter((e) => e.backend === kind)
+    if (able.length === 0) {
+      throw new MeshError('ERR_NOT_FOUND', `no live ${kind} processor to pull '${req.model}' onto`, {
+        backend: kind,
+      })
+    }
+    return able
+  }
+
+  /**
+   * Beats `entry` until its status lists `model` (at most REFRESH_MS): a processor's model
+   * listing is cached briefly, and a beat already under way may predate the new file.
+   */
+  private async refresh(entry: ProcessorEntry, model: string): Promise<void> {
+    const deadline = Date.now() + REFRESH_MS
+    while (true) {
+      await this.gateway.router.beatNow(entry).catch(() => {})
+      if (entry.models.has(model) || Date.now() >= deadline) return
+      await new Promise((resolve) => setTimeout(resolve, REFRESH_STEP_MS))
+    }
+  }
+
+  private async pullOn(
+    entry: ProcessorEntry,
+    req: GatewayPullRequest,
+    onProgress: (p: TaggedProgress) => void,
+    cancel: CancelToken,
+  ): Promise<PullOutcome> {
+    const processor = entry.id
+    const payload: Record<string, unknown> = { model: req.model }
+    if (req.source !== undefined) payload.source = req.source
+    if (req.digest !== undefined) payload.digest = req.digest
+    try {
+      if (entry.state === 'unreachable')
+        throw new MeshError('ERR_UNAVAILABLE', 'the processor is unreachable')
+      const result = await this.gateway.net.peer(entry.publicKey).stream<PullResult>('modelPull', payload, {
+        cancel,
+        timeout: PULL_TIMEOUT_MS,
+        onChunk: (chunk: StreamChunk) => {
+          const progress = (chunk as StreamChunk & { progress?: PullProgress }).progress
+          if (progress && typeof progress.status === 'string') onProgress({ ...progress, processor })
+        },
+      })
+      await this.refresh(entry, result.model)
+      return { processor, ok: true, ...result }
+    } catch (err) {
+      const e = MeshError.from(err)
+      return { processor, ok: false, error: { code: e.code, message: e.reason } }
+    }
+  }
+}
+
+/**
+ * Ollama's `/api/pull` on a gateway, for an admin (GatewaySource): the processors'
+ * frames pass on tagged with `processor`, then `{status: "success"}` when every
+ * processor pulled the model.
+ * @throws the first failure's code (its message names the processor and how many failed)
+ */
+export async function pullForHttp(
+  gateway: PullingGateway,
+  actor: Identity,
+  req: { model: string; source?: string; digest?: string; to?: string[] | 'all' },
+  cb: { onProgress?: (p: PullProgress) => void; cancel?: CancelToken },
+): Promise<PullSummary> {
+  const parsed = parseGatewayPull(req)
+  const onProgress = cb.onProgress ?? (() => {})
+  const summary = await new GatewayModelPull(gateway, new Map()).run(
+    actor,
+    parsed,
+    onProgress,
+    cb.cancel ?? new CancelToken(),
+  )
+  const failed = summary.results.filter((r) => !r.ok)
+  const first = failed[0]
+  if (first && !first.ok) {
+    const code = isErrorCode(first.error.code) ? first.error.code : 'ERR_INTERNAL'
+    throw new MeshError(
+      code,
+      `${failed.length} of ${summary.results.length} processor(s) failed; ${first.processor.slice(0, 16)}: ${first.error.message}`,
+      { results: summary.results },
+    )
+  }
+  onProgress({ status: 'success' })
+  return summary
+}
