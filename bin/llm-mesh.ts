@@ -47,7 +47,7 @@ Commands:
   invite      make, list and revoke tokens that join a new machine in one command (admins)
   usage       tokens and requests per day and model, and where the limits stand
   audit       who did what to which account, key, invite or processor, and failed logins (admins)
-  model       ls: the models of the mesh; tiny: write the tiny test model (not a real LLM)
+  model       ls, pull, rm, cp, load, unload: the mesh's models; tiny: write the tiny test model
 
 llm-mesh <command> --help shows a command's options.`,
   up: `Usage: llm-mesh up [--data DIR] [--processors N] [--no-chat] [--model NAME] [--admin-password PW]

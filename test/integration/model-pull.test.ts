@@ -4,6 +4,7 @@
  * gateway for admins; non-admins refused (ERR_FORBIDDEN, 403). The GGUF comes from a
  * loopback HTTP server.
  */
+import { execFile } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import test from 'brittle'
 import { encodeTinyModel } from '../../facilities/tiny-model/tiny-model.js'
@@ -11,7 +12,15 @@ import type { TaggedProgress } from '../../workers/client/model-pull.js'
 import { rejectsWith } from '../helpers/assert.js'
 import { serveFiles } from '../helpers/gguf-server.js'
 import { post } from '../helpers/http.js'
-import { apiKeyFor, spawnTinyProcessor, startClient, startGateway, testnet, until } from '../helpers/mesh.js'
+import {
+  apiKeyFor,
+  BIN,
+  spawnTinyProcessor,
+  startClient,
+  startGateway,
+  testnet,
+  until,
+} from '../helpers/mesh.js'
 
 const STEP1_TEXT = 'defghijklmnopqrstuvwxyz'
 const GREEDY = { temperature: 0 }
@@ -68,6 +77,33 @@ test('model pull: through the gateway onto a processor, with progress, then it a
     'ERR_NOT_FOUND',
     'no source: Ollama processors only, and there are none',
   )
+
+  // The CLI: `model pull NAME --from URL --json` prints a JSON line per progress frame, then the summary.
+  const cli = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+    const args = [
+      'model',
+      'pull',
+      'bycli',
+      '--from',
+      files.url('tiny.gguf'),
+      '--to',
+      proc.publicKey,
+      '--json',
+    ]
+    const via = ['--bootstrap', bootstrap.join(','), '--api-key', adminKey]
+    execFile(process.execPath, [BIN, ...args, ...via], { timeout: 30_000 }, (err, stdout, stderr) =>
+      resolve({ code: err ? Number((err as { code?: unknown }).code ?? 1) : 0, stdout, stderr }),
+    )
+  })
+  t.is(cli.code, 0, `llm-mesh model pull exits 0 ${cli.stderr}`)
+  const printed = cli.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+  t.ok(printed.length > 1, `${printed.length} JSON lines`)
+  t.ok(JSON.stringify(printed.at(-1)).includes('"ok":true'), 'the last line: the processor pulled it')
+  const viaCli = await admin.generate({ model: 'bycli', prompt: 'abc', options: GREEDY })
+  t.is(viaCli.text, STEP1_TEXT, 'the model the CLI pulled answers')
 
   // Ollama's /api/pull on the gateway.
   const url = gateway.httpUrl as string
