@@ -6,9 +6,9 @@
  */
 import type { PeerConnection } from '../../facilities/net/peer-connection.js'
 import type { StreamChunk } from '../../facilities/net/streaming.js'
-import { CancelToken } from '../../kernel/cancel.js'
 import type { GatewayPullRequest, PullSummary, TaggedProgress } from '../gateway/model-pull.js'
 import type { Credentials } from './credentials.js'
+import { Feed } from './feed.js'
 import type { GatewayLink } from './gateway-link.js'
 
 export type { GatewayPullRequest, PullOutcome, PullSummary, TaggedProgress } from '../gateway/model-pull.js'
@@ -16,59 +16,7 @@ export type { GatewayPullRequest, PullOutcome, PullSummary, TaggedProgress } fro
 /** What `pullModel` takes: `to` defaults to 'all' (see workers/gateway/model-pull.ts). */
 export type ModelPullRequest = Omit<GatewayPullRequest, 'to'> & { to?: GatewayPullRequest['to'] }
 
-export class ModelPullRun implements AsyncIterable<TaggedProgress> {
-  readonly result: Promise<PullSummary>
-  private readonly cancel = new CancelToken()
-  private readonly queue: TaggedProgress[] = []
-  private error: unknown = null
-  private finished = false
-  private wake: (() => void) | null = null
-
-  constructor(start: (cancel: CancelToken, onProgress: (p: TaggedProgress) => void) => Promise<PullSummary>) {
-    this.result = start(this.cancel, (p) => {
-      this.queue.push(p)
-      this.notify()
-    })
-    this.result.then(
-      () => this.end(null),
-      (err) => this.end(err),
-    )
-  }
-
-  abort(): void {
-    this.cancel.abort()
-  }
-
-  private end(err: unknown): void {
-    this.error = err
-    this.finished = true
-    this.notify()
-  }
-
-  private notify(): void {
-    const wake = this.wake
-    this.wake = null
-    wake?.()
-  }
-
-  /** The progress frames; throws the pull's error (not a processor's: those are in `result`). */
-  async *[Symbol.asyncIterator](): AsyncIterator<TaggedProgress> {
-    while (true) {
-      const p = this.queue.shift()
-      if (p) {
-        yield p
-        continue
-      }
-      if (this.finished) {
-        if (this.error) throw this.error
-        return
-      }
-      await new Promise<void>((resolve) => {
-        this.wake = resolve
-      })
-    }
-  }
-}
+export class ModelPullRun extends Feed<TaggedProgress, PullSummary> {}
 
 /** The client's wait for a pull's answer: as long as the gateway's for the processors'. */
 export const PULL_TIMEOUT_MS = 24 * 60 * 60_000 + 60_000
