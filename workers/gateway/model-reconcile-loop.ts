@@ -72,6 +72,16 @@ export function factsOf(answers: Answer[], live: ProcessorEntry[]): ProcessorFac
   })
 }
 
+/** A (model, processor) left alone after failures, and the last one's error. */
+export interface BackingOff {
+  kind: PlannedAction['kind']
+  model: string
+  processor: string
+  failures: number
+  until: number
+  error: { code: string; message: string }
+}
+
 const actionKey = (a: PlannedAction) => `${a.kind}\u0000${pairKey(a.model, a.processor)}`
 
 export class ReconcileLoop {
@@ -80,7 +90,7 @@ export class ReconcileLoop {
   private again = false
   private stopped = true
   private readonly pending = new Map<string, PlannedAction>()
-  private readonly backoff = new Map<string, { failures: number; until: number }>()
+  private readonly backoff = new Map<string, BackingOff>()
   private readonly cancels = new Set<CancelToken>()
   /** The last shortfall logged per model, so an unchanged one is not logged every round. */
   private readonly unmetLogged = new Map<string, string>()
@@ -117,6 +127,11 @@ export class ReconcileLoop {
   /** Actions under way. */
   get underWay(): PlannedAction[] {
     return [...this.pending.values()]
+  }
+
+  /** What failed and is backing off (or was, until it succeeds). */
+  get failing(): BackingOff[] {
+    return [...this.backoff.values()]
   }
 
   private schedule(delayMs: number): void {
@@ -206,8 +221,9 @@ export class ReconcileLoop {
     const failures = (this.backoff.get(pair)?.failures ?? 0) + 1
     const base = Math.max(1_000, this.opts.reconcileMs)
     const delayMs = Math.min(BACKOFF_MAX_MS, base * 2 ** (failures - 1))
-    this.backoff.set(pair, { failures, until: Date.now() + delayMs })
     const { model, processor, kind } = action
+    const error = { code: err.code, message: err.reason }
+    this.backoff.set(pair, { kind, model, processor, failures, until: Date.now() + delayMs, error })
     const facts = { model, processor, code: err.code, err: err.reason, failures, delayMs }
     this.opts.log().warn(facts, `desired state: ${kind} failed; that processor is left alone for a while`)
   }
