@@ -67,11 +67,8 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   private readonly inventory: ModelInventory
   /** Model changes on processors (admins): RPC `modelRemove`…, HTTP /api/delete and /api/copy. */
   readonly modelOps: ModelOps
-  readonly desired = new ModelDesired(
-    this,
-    () => this.inventory,
-    (p) => this.accounts.requireAdmin(p),
-  )
+  /** Desired state of the models (admins' minimums) and the loop that reconciles it. */
+  readonly desired = new ModelDesired(this, () => this.inventory)
   private readonly observability = new GatewayObservability(this.metricsRegister, {
     router: () => this.routerFacility,
     net: () => (this.routerFacility ? this.net : null),
@@ -258,7 +255,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       ...this.mesh.methods(),
       ...this.audit.wrap(this.drains.methods()),
       ...this.inventory.methods(this.desired),
-      ...this.audit.wrap(this.desired.methods()),
+      ...this.audit.wrap(this.desired.methods((p) => this.accounts.requireAdmin(p))),
       ...this.audit.wrap(this.modelOps.methods()),
       ...new GatewayModelPull(this, this.pipeline.running).methods((p) => this.accounts.requireAdmin(p)),
       // Open: how a caller gets a credential.

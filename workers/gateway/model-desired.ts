@@ -92,8 +92,6 @@ export class ModelDesired extends Facility {
   constructor(
     private readonly gateway: DesiredGateway,
     private readonly inventory: () => ModelInventory,
-    /** The caller, an admin. @throws ERR_AUTH_*, ERR_FORBIDDEN */
-    private readonly requireAdmin: (payload: unknown) => Identity,
   ) {
     super()
   }
@@ -137,10 +135,10 @@ export class ModelDesired extends Facility {
     return this.loop
   }
 
-  methods(): MethodTable {
+  /** RPC `modelDesired`, admins only; `requireAdmin` checks the payload's credential. */
+  methods(requireAdmin: (payload: unknown) => Identity): MethodTable {
     return {
-      // Admins only.
-      modelDesired: (payload) => this.set(this.requireAdmin(payload), parseDesired(payload)),
+      modelDesired: (payload) => this.set(requireAdmin(payload), parseDesired(payload)),
     }
   }
 
