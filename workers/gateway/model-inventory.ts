@@ -102,7 +102,7 @@ export function withDesired(models: InventoryModel[], desired: DesiredModel[]): 
  * loaded. Any signed-in user may ask: admins see each holder (processor key, size, digest,
  * format, quantization, loaded state and expiry) and which processors did not answer; users
  * see the names of the models their key may use, with how many processors hold and have
- * loaded each, and no processor keys.
+ * loaded each, and no processor keys. Everyone sees each model's desired state (model-desired.ts).
  */
 export class ModelInventory {
   constructor(private readonly opts: ModelInventoryOptions) {}
