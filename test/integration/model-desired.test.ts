@@ -19,7 +19,7 @@ import { apiKeyFor, BIN, spawnProcessor, startClient, startGateway, testnet, unt
 const TINY = TINY_MODEL_NAME
 
 test('desired state: loaded on 2, reloaded after a restart; users refused; model ls shows it', {
-  timeout: 60_000,
+  timeout: 90_000,
 }, async (t) => {
   const { bootstrap } = await testnet(t)
   const gateway = await startGateway(t, bootstrap, { models: { reconcileMs: 500 } })
@@ -84,15 +84,14 @@ test('desired state: loaded on 2, reloaded after a restart; users refused; model
   )
 
   // `model ls --json` through the real binary: desired against actual.
-  const ls = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-    const via = ['--bootstrap', bootstrap.join(','), '--api-key', rootKey]
-    execFile(
-      process.execPath,
-      [BIN, 'model', 'ls', '--json', ...via],
-      { timeout: 30_000 },
-      (err, stdout, stderr) => resolve({ code: err ? 1 : 0, stdout, stderr }),
-    )
-  })
+  const cli = (args: string[]) =>
+    new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      const via = ['--bootstrap', bootstrap.join(','), '--api-key', rootKey]
+      execFile(process.execPath, [BIN, ...args, ...via], { timeout: 30_000 }, (err, stdout, stderr) =>
+        resolve({ code: err ? 1 : 0, stdout, stderr }),
+      )
+    })
+  const ls = await cli(['model', 'ls', '--json'])
   t.is(ls.code, 0, `model ls exits 0 ${ls.stderr}`)
   const listed = (JSON.parse(ls.stdout) as ModelInventoryReply).models.find((m) => m.name === TINY)
   t.alike(
@@ -115,14 +114,16 @@ test('desired state: loaded on 2, reloaded after a restart; users refused; model
     "the restarted one's ps shows it",
   )
 
-  // Audited; cleared with replicas 0.
+  // Audited; cleared with replicas 0 (the real binary).
   const entries = (await admin.audit({ action: 'model.desired' })).entries
   t.alike(
     entries.filter((e) => e.outcome === 'ok').map((e) => [e.target, e.details]),
     [[TINY, { replicas: 2, loaded: 2 }]],
     'the change is audited',
   )
-  t.alike(await admin.modelDesired(TINY, { replicas: 0 }), { model: TINY, desired: null }, 'cleared')
+  const clear = await cli(['model', 'replicas', TINY, '0', '--json'])
+  t.is(clear.code, 0, `model replicas exits 0 ${clear.stderr}`)
+  t.alike(JSON.parse(clear.stdout), { model: TINY, desired: null }, '`model replicas NAME 0` clears it')
   const after = (await admin.modelInventory()).models.find((m) => m.name === TINY)
   t.is(after?.desired, undefined, 'model ls shows no desired state')
   t.is(

@@ -156,6 +156,7 @@ export class ReconcileLoop {
       const answers = await this.opts.gather()
       if (this.stopped) return
       const processors = factsOf(answers, this.opts.router().live())
+      this.forget(desired, processors)
       const now = Date.now()
       const plan = planReconcile({
         desired,
@@ -167,6 +168,15 @@ export class ReconcileLoop {
       for (const action of plan.actions) this.begin(action)
     } catch (err) {
       this.opts.log().warn({ err: MeshError.from(err).message }, 'desired state: a round failed')
+    }
+  }
+
+  /** Drops the back-offs of models no longer desired and of processors no longer known. */
+  private forget(desired: DesiredModel[], processors: ProcessorFacts[]): void {
+    const models = new Set(desired.map((d) => baseModel(d.model)))
+    const keys = new Set(processors.map((p) => p.key))
+    for (const [pair, b] of this.backoff) {
+      if (!models.has(baseModel(b.model)) || !keys.has(b.processor)) this.backoff.delete(pair)
     }
   }
 
