@@ -47,7 +47,8 @@ export interface ReconcileLoopOptions {
   log: () => Logger
   /** Every processor's inventory (ModelInventory.gather). */
   gather: () => Promise<Answer[]>
-  pull: GatewayModelPull
+  /** Copies: a pull with no source onto one processor. */
+  pull: Pick<GatewayModelPull, 'run'>
   desired: () => DesiredModel[]
 }
 
