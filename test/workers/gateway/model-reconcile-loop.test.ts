@@ -14,7 +14,16 @@ import type { GatewayPullRequest, PullSummary } from '../../../workers/gateway/m
 import { ReconcileLoop } from '../../../workers/gateway/model-reconcile-loop.js'
 import type { DesiredModel } from '../../../workers/gateway/model-reconciler.js'
 import type { HeldModel } from '../../../workers/processor/model-admin.js'
-import { until } from '../../helpers/mesh.js'
+
+/** Polls `check` until true or `timeoutMs` (the mesh helpers' own, without importing a mesh). */
+async function until(check: () => boolean, timeoutMs: number, stepMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    if (check()) return true
+    await new Promise((r) => setTimeout(r, stepMs))
+  }
+  return false
+}
 
 interface Fake {
   key: string
