@@ -264,6 +264,14 @@ export const gatewayConfigSchema = baseConfigSchema
       .object({ enabled: z.boolean().default(true), serverTiming: z.boolean().default(false) })
       .strict()
       .prefault({}),
+    /** Desired state (docs/operations.md): how often the gateway reconciles it, and copies at once. */
+    models: z
+      .object({
+        reconcileMs: z.number().int().min(100).default(5_000),
+        maxCopies: z.number().int().min(1).max(64).default(2),
+      })
+      .strict()
+      .prefault({}),
     registry: z
       .object({
         lookupIntervalMs: z.number().int().positive().default(3_000),

@@ -1,5 +1,5 @@
 import { MeshError } from '../../kernel/errors.js'
-import type { ModelInventoryReply } from '../../workers/gateway/model-inventory.js'
+import type { InventoryModel, ModelInventoryReply } from '../../workers/gateway/model-inventory.js'
 import type { ModelOpName } from '../../workers/gateway/model-ops.js'
 import { parse, str, WORKER_FLAGS } from './common.js'
 import { CREDENTIAL_FLAGS } from './credentials.js'
@@ -13,6 +13,8 @@ the processors holding it, how many have it loaded (in memory), its size and con
 (sha256 of the GGUF file; Ollama's own digest on an Ollama processor). Admins see each
 holder (processor key, quantization, keep-alive expiry) and the processors that did not
 answer; other users see the models their key may use and how many processors hold them.
+DESIRED is the desired state an admin set ('model replicas'): N processors holding it at
+least, and how many with it loaded; HELD and LOADED are what is.
 Signed in as for 'user' (--data DIR, or --bootstrap with --api-key / --user).`
 
 const DIGEST_PREFIX = 12
@@ -28,15 +30,23 @@ function distinct(values: string[]): string {
   return [...new Set(values)].join(',') || '-'
 }
 
-/** The `model ls` table: one row per model. */
+/** Desired state as `model ls` shows it: `2` (held on 2 at least), `2 (1 loaded)`, or `-`. */
+function desiredText(d: InventoryModel['desired']): string {
+  if (!d) return '-'
+  return d.loaded ? `${d.replicas} (${d.loaded} loaded)` : String(d.replicas)
+}
+
+/** The `model ls` table: one row per model, desired state (DESIRED) against HELD and LOADED. */
 export function inventoryTable(reply: ModelInventoryReply): string {
-  const rows = [['MODEL', 'HOLDERS', 'LOADED', 'SIZE', 'DIGEST']]
+  const rows = [['MODEL', 'DESIRED', 'HELD', 'LOADED', 'HOLDERS', 'SIZE', 'DIGEST']]
   for (const m of reply.models) {
     const holders = m.holders ?? []
     rows.push([
       m.name,
-      holders.length > 0 ? holders.map((h) => h.processor.slice(0, 8)).join(',') : String(m.held),
+      desiredText(m.desired),
+      String(m.held),
       String(m.loaded),
+      holders.length > 0 ? holders.map((h) => h.processor.slice(0, 8)).join(',') : '-',
       holders.length > 0 ? distinct(holders.map((h) => sizeText(h.size))) : '-',
       holders.length > 0 ? distinct(holders.map((h) => h.digest.slice(0, DIGEST_PREFIX))) : '-',
     ])

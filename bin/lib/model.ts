@@ -3,12 +3,14 @@ import { writeTinyModel } from '../../facilities/tiny-model/tiny-model.js'
 import { MeshError } from '../../kernel/errors.js'
 import { int, parse } from './common.js'
 import { commandModelLs, commandModelOp, isModelOp } from './model-admin.js'
+import { commandModelReplicas } from './model-desired.js'
 import { commandModelPull } from './model-pull.js'
 
 export const MODEL_HELP = `Usage: llm-mesh model tiny <path.gguf> [--step N] [--loop]
        llm-mesh model ls [--json]   (the models of the mesh: see 'model ls --help')
        llm-mesh model rm|cp|load|unload …   (admins: see 'model rm --help')
        llm-mesh model pull NAME [--from URL] …   (admins: see 'model pull --help')
+       llm-mesh model replicas NAME N [--loaded M]   (admins: desired state, see 'model replicas --help')
 
 Writes the tiny test model: a ~4 MB llama GGUF with hand-set weights, NOT a real LLM.
 Greedy output continues letters: 'abc' → 'defghijklmnopqrstuvwxyz'. A processor serves
@@ -23,6 +25,7 @@ export async function commandModel(args: string[]): Promise<number> {
   if (args[0] === 'ls') return commandModelLs(args.slice(1))
   if (isModelOp(args[0])) return commandModelOp(args[0] as string, args.slice(1))
   if (args[0] === 'pull') return commandModelPull(args.slice(1))
+  if (args[0] === 'replicas') return commandModelReplicas(args.slice(1))
   const { values, positionals } = parse(
     args,
     { step: { type: 'string' }, loop: { type: 'boolean' }, help: { type: 'boolean' } },

@@ -29,6 +29,7 @@ import type {
   ProcessorView,
 } from '../../kernel/wire.js'
 import { type BaseStatus, BaseWorker, type WorkerOptions } from '../base.worker.js'
+import type { DesiredReply } from '../gateway/model-desired.js'
 import type { ModelInventoryReply } from '../gateway/model-inventory.js'
 import type { ModelOpName, ModelOpReply } from '../gateway/model-ops.js'
 import type { DrainReply } from '../gateway/processor-drain.js'
@@ -320,6 +321,15 @@ export class MeshClient extends BaseWorker<ClientConfig> {
   ): Promise<ModelOpReply> {
     const method = { remove: 'modelRemove', copy: 'modelCopy', load: 'modelLoad', unload: 'modelUnload' }[op]
     return this.call<ModelOpReply>(method, { model, ...opts })
+  }
+
+  /**
+   * Sets a model's desired state (admins only): at least `replicas` processors hold it, at least
+   * `loaded` have it in memory (replicas omitted: as many as loaded); replicas 0 and no loaded
+   * clears it. The gateway copies and loads it to get there (docs/operations.md "Desired state").
+   */
+  async modelDesired(model: string, want: { replicas?: number; loaded?: number }): Promise<DesiredReply> {
+    return this.call<DesiredReply>('modelDesired', { model, ...want })
   }
 
   /** Who the credential belongs to, and where it stands against its limits. */

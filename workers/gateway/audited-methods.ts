@@ -204,4 +204,12 @@ export const AUDITED: Record<string, MethodAudit> = {
   modelCopy: modelChange('model.copy'),
   modelLoad: modelChange('model.load'),
   modelUnload: modelChange('model.unload'),
+  modelDesired: {
+    ok: (_f, result) => {
+      const r = rec(result)
+      const d = r.desired === null ? { cleared: true } : rec(r.desired)
+      return [{ action: 'model.desired', target: modelOf(r.model), details: some(d) }]
+    },
+    failed: (f) => ({ action: 'model.desired', target: modelOf(f.payload.model) }),
+  },
 }

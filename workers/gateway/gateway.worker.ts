@@ -37,6 +37,7 @@ import { type EmbedReply, InferencePipeline, type Sink, withDeadline } from './i
 import { GatewayInvites } from './invites.js'
 import { requireUsable, visibleTo } from './key-models.js'
 import { Metering } from './metering.js'
+import { ModelDesired } from './model-desired.js'
 import { ModelInventory } from './model-inventory.js'
 import { ModelOps } from './model-ops.js'
 import { GatewayModelPull } from './model-pull.js'
@@ -66,6 +67,8 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   private readonly inventory: ModelInventory
   /** Model changes on processors (admins): RPC `modelRemove`…, HTTP /api/delete and /api/copy. */
   readonly modelOps: ModelOps
+  /** Desired state of the models (admins' minimums) and the loop that reconciles it. */
+  readonly desired = new ModelDesired(this, () => this.inventory)
   private readonly observability = new GatewayObservability(this.metricsRegister, {
     router: () => this.routerFacility,
     net: () => (this.routerFacility ? this.net : null),
@@ -207,6 +210,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       ),
       // Joins with the config's invite before the router starts; vouches for joined gateways.
       { name: 'gateway-mesh', priority: 48, create: () => this.mesh },
+      { name: 'model-desired', priority: 55, create: () => this.desired },
       {
         name: 'router',
         priority: 50,
@@ -250,7 +254,8 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       ...this.audit.wrap({ ...this.accounts.methods(), ...this.invites.methods() }),
       ...this.mesh.methods(),
       ...this.audit.wrap(this.drains.methods()),
-      ...this.inventory.methods(),
+      ...this.inventory.methods(this.desired),
+      ...this.audit.wrap(this.desired.methods((p) => this.accounts.requireAdmin(p))),
       ...this.audit.wrap(this.modelOps.methods()),
       ...new GatewayModelPull(this, this.pipeline.running).methods((p) => this.accounts.requireAdmin(p)),
       // Open: how a caller gets a credential.

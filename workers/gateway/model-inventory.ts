@@ -3,10 +3,12 @@ import type { Logger } from '../../facilities/log.facility.js'
 import type { NetFacility } from '../../facilities/net/net.facility.js'
 import type { MethodTable } from '../../facilities/net/rpc-server.js'
 import type { RouterFacility } from '../../facilities/router/router.facility.js'
+import { baseModel } from '../../kernel/inference.js'
 import { errorMessage } from '../../kernel/util.js'
 import type { ProcessorState } from '../../kernel/wire.js'
 import type { HeldModel } from '../processor/model-admin.js'
 import { visibleTo } from './key-models.js'
+import type { DesiredModel } from './model-reconciler.js'
 
 /** How long the gateway waits for each processor's inventory (they are asked in parallel). */
 export const INVENTORY_TIMEOUT_MS = 5_000
@@ -22,6 +24,13 @@ export interface InventoryModel {
   holders?: ModelHolder[]
   held: number
   loaded: number
+  /** What an admin asked for (desired state), when anything was: compare with `held` and `loaded`. */
+  desired?: { replicas: number; loaded?: number }
+}
+
+/** Where the desired state is read (ModelDesired). */
+export interface DesiredSource {
+  list(): DesiredModel[]
 }
 
 /** A processor asked, and whether it answered (admins see these). */
@@ -74,21 +83,35 @@ export function groupByModel(answers: Answer[]): InventoryModel[] {
     }))
 }
 
+/** `models` with each desired state added; a model desired but held nowhere is listed with none. */
+export function withDesired(models: InventoryModel[], desired: DesiredModel[]): InventoryModel[] {
+  if (desired.length === 0) return models
+  const out = [...models]
+  for (const d of desired) {
+    const wanted = { replicas: d.replicas, ...(d.loaded !== undefined ? { loaded: d.loaded } : {}) }
+    const m = out.find((x) => baseModel(x.name) === baseModel(d.model))
+    if (m) m.desired = wanted
+    else out.push({ name: d.model, holders: [], held: 0, loaded: 0, desired: wanted })
+  }
+  return out.sort((a, b) => a.name.localeCompare(b.name))
+}
+
 /**
  * The mesh's model inventory (`modelInventory`, `llm-mesh model ls`): the gateway asks every
  * processor it knows, in parallel and for at most INVENTORY_TIMEOUT_MS, what it holds and has
  * loaded. Any signed-in user may ask: admins see each holder (processor key, size, digest,
  * format, quantization, loaded state and expiry) and which processors did not answer; users
  * see the names of the models their key may use, with how many processors hold and have
- * loaded each, and no processor keys.
+ * loaded each, and no processor keys. Everyone sees each model's desired state (model-desired.ts).
  */
 export class ModelInventory {
   constructor(private readonly opts: ModelInventoryOptions) {}
 
-  methods(): MethodTable {
+  /** `desired`: the desired state shown with each model (ModelDesired). */
+  methods(desired?: DesiredSource): MethodTable {
     return {
       // Any user; details for admins.
-      modelInventory: (payload) => this.inventory(this.opts.identify(payload)),
+      modelInventory: (payload) => this.inventory(this.opts.identify(payload), desired?.list() ?? []),
     }
   }
 
@@ -115,16 +138,18 @@ export class ModelInventory {
     )
   }
 
-  async inventory(identity: Identity | null): Promise<ModelInventoryReply> {
+  async inventory(identity: Identity | null, desired: DesiredModel[] = []): Promise<ModelInventoryReply> {
     const answers = await this.gather()
     const unanswered = answers.filter((a) => a.view.error !== undefined).length
-    const models = groupByModel(answers)
+    const models = withDesired(groupByModel(answers), desired)
     // Accounts disabled: nobody is signed in, and the gateway shows everything, as for `models`.
     if (identity === null || identity.role === 'admin') {
       return { models, processors: answers.map((a) => a.view), unanswered }
     }
     return {
-      models: visibleTo(identity, models).map(({ name, held, loaded }) => ({ name, held, loaded })),
+      models: visibleTo(identity, models).map(({ name, held, loaded, desired: d }) =>
+        d ? { name, held, loaded, desired: d } : { name, held, loaded },
+      ),
       unanswered,
     }
   }
