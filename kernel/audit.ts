@@ -28,6 +28,7 @@ export const AUDIT_ACTIONS = [
   'model.copy',
   'model.load',
   'model.unload',
+  'model.pull',
 ] as const
 
 export type AuditAction = (typeof AUDIT_ACTIONS)[number]
