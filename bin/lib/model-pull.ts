@@ -107,7 +107,9 @@ function barsOn(tty: NodeJS.WritableStream) {
         bars.set(p.processor, bar)
       }
       if (total > 0) bar.setTotal(total)
-      bar.update(p.completed ?? bar.getProgress() * total, { status: p.status })
+      // A frame without counts (a new status, 'success') keeps the bar where it was.
+      if (p.completed === undefined) bar.update({ status: p.status })
+      else bar.update(p.completed, { status: p.status })
     },
     stop: () => multi.stop(),
   }

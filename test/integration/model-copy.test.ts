@@ -3,6 +3,7 @@
  * workers/processor/model-share.ts): `modelPull { replicas }` without a source copies a
  * GGUF one llama.cpp processor holds onto others, verified, and each copy answers the same.
  */
+import { execFile } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -10,7 +11,7 @@ import test from 'brittle'
 import { TINY_MODEL_NAME, writeTinyModel } from '../../facilities/tiny-model/tiny-model.js'
 import type { TaggedProgress } from '../../workers/client/model-pull.js'
 import { rejectsWith } from '../helpers/assert.js'
-import { apiKeyFor, spawnProcessor, startClient, startGateway, testnet, until } from '../helpers/mesh.js'
+import { apiKeyFor, BIN, spawnProcessor, startClient, startGateway, testnet, until } from '../helpers/mesh.js'
 
 const MODEL = 'shared'
 
@@ -19,7 +20,8 @@ test('model copy: pull --replicas 3 copies a GGUF from its holder to two process
 }, async (t) => {
   const { bootstrap } = await testnet(t)
   const gateway = await startGateway(t, bootstrap)
-  const admin = await startClient(t, bootstrap, {}, { apiKey: await apiKeyFor(gateway) })
+  const adminKey = await apiKeyFor(gateway)
+  const admin = await startClient(t, bootstrap, {}, { apiKey: adminKey })
   const bob = await startClient(t, bootstrap, {}, { apiKey: await apiKeyFor(gateway, 'bob', 'user') })
 
   // Three folders with the tiny model; the first also holds MODEL (another model: step 2).
@@ -94,6 +96,16 @@ test('model copy: pull --replicas 3 copies a GGUF from its holder to two process
   const again = await admin.pullModel({ model: MODEL, replicas: 3 }).result
   t.alike(again.results, [], 'replicas already met: nothing to do')
   t.ok(again.note?.includes('already on 3'), again.note)
+  // The CLI, through the real binary: the same pull, nothing left to do, said so.
+  const cli = await new Promise<{ code: number; stdout: string }>((resolve) => {
+    const args = ['model', 'pull', MODEL, '--replicas', '3', '--json']
+    const via = ['--bootstrap', bootstrap.join(','), '--api-key', adminKey]
+    execFile(process.execPath, [BIN, ...args, ...via], { timeout: 20_000 }, (err, stdout) =>
+      resolve({ code: err ? Number((err as { code?: unknown }).code ?? 1) : 0, stdout }),
+    )
+  })
+  t.is(cli.code, 0, 'llm-mesh model pull --replicas 3 exits 0')
+  t.ok(cli.stdout.includes('already on 3'), cli.stdout.trim())
   await rejectsWith(
     t,
     admin.pullModel({ model: MODEL, replicas: 4 }).result,
