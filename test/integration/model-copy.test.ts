@@ -93,6 +93,12 @@ test('model copy: pull --replicas 3 copies a GGUF from its holder to two process
     'with one digest',
   )
 
+  const there = await admin.pullModel({ model: MODEL, to: [holder] }).result
+  t.alike(
+    there.results,
+    [{ processor: holder, ok: true, model: MODEL, wireBytes: 0 }],
+    'to a holder: already there',
+  )
   const again = await admin.pullModel({ model: MODEL, replicas: 3 }).result
   t.alike(again.results, [], 'replicas already met: nothing to do')
   t.ok(again.note?.includes('already on 3'), again.note)

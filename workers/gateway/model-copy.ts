@@ -131,6 +131,9 @@ export class MeshCopy {
     try {
       if (entry.state === 'unreachable')
         throw new MeshError('ERR_UNAVAILABLE', 'the processor is unreachable')
+      // Named (a `to` list, a reconciler) but there already: nothing to move.
+      if (serves(entry, this.req.model))
+        return { processor, ok: true, model: baseModel(this.req.model), wireBytes: 0 }
       if (!entry.modelsKey)
         throw MeshError.unsupported('a model copy', 'needs a llama.cpp processor with a store (no modelsKey)')
       const result = await this.fetchFromHolder(entry, onProgress)
@@ -159,6 +162,8 @@ export class MeshCopy {
       const holder = holders[(start + i) % holders.length] as ProcessorEntry
       let manifest: ModelManifest
       try {
+        // Publishing reads the whole file once (then it is cached): say what the wait is.
+        onProgress({ status: `publishing on ${holder.id.slice(0, 12)}`, processor: entry.id })
         manifest = await this.publishOn(holder)
         await this.gateway.net
           .peer(holder.publicKey)
