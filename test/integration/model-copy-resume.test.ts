@@ -14,7 +14,7 @@ const MODEL = 'big'
 /** Big enough that a loopback copy is still running when its first byte counts arrive (every 100 ms). */
 const PAD_BYTES = 32 * 1024 * 1024
 
-test('model copy: a receiver killed mid-copy and restarted fetches only what it lacked', {
+test('model copy: a copy cancelled, then its receiver killed mid-copy and restarted, fetches only what it lacked', {
   timeout: 90_000,
 }, async (t) => {
   const began = Date.now()
@@ -50,7 +50,14 @@ test('model copy: a receiver killed mid-copy and restarted fetches only what it 
   const t0 = Date.now()
   const at = (what: string) => t.comment(`${what}: ${Date.now() - t0} ms`)
 
-  // The first copy: killed once bytes have arrived.
+  // A copy stopped by its caller stops on the receiver, which keeps what it fetched.
+  const stop = admin.pullModel({ model: MODEL, to: [first.publicKey] })
+  for await (const p of stop) if ((p.completed ?? 0) > 0 && p.completed !== p.total) stop.abort()
+  const stopped = (await stop.result).results[0]
+  t.is(stopped?.ok === false && stopped.error.code, 'ERR_CANCELLED', 'cancelled on the receiver')
+  at('cancelled')
+
+  // The next copy: the receiver killed once bytes have arrived.
   const run = admin.pullModel({ model: MODEL, to: [first.publicKey] })
   let before = 0
   for await (const p of run) {

@@ -183,6 +183,11 @@ export class ProcessorModelShare extends Facility {
     this.blobs = null
   }
 
+  /** The processor is stopping: copies under way stop now (their blocks stay, the next copy resumes). */
+  override stopAccepting(): void {
+    for (const token of this.running.values()) token.abort()
+  }
+
   methods(): MethodTable {
     return {
       modelPublish: (payload) => this.publish(payload),
