@@ -136,12 +136,22 @@ test('model copy: a wrong digest, another core, tampered blocks: coded errors, n
     'copy progress frames, tagged with the receiver',
   )
   t.alike(await listed(receiverDir), [`${OTHER}.gguf`], 'the copy is in the receiver folder')
+  const met = await post(`${url}/api/pull`, { model: OTHER, replicas: 2 }, adminKey)
+  t.alike(
+    (await met.text())
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l)),
+    [{ status: 'already on 2 processor(s)' }, { status: 'success' }],
+    'replicas met: said, then success',
+  )
   const audit = await admin.audit({ action: 'model.pull' })
   t.alike(
     audit.entries.map((e) => [e.target, e.outcome]),
     [
       [MODEL, 'ok'],
       [OTHER, 'ERR_FORBIDDEN'],
+      [OTHER, 'ok'],
       [OTHER, 'ok'],
     ],
     'pulls and copies are audited (RPC and HTTP)',

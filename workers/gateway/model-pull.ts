@@ -247,6 +247,8 @@ export async function pullForHttp(
       { results: summary.results },
     )
   }
+  // Fewer replicas than asked, or none needed: said in a frame of its own.
+  if (summary.note) onProgress({ status: summary.note })
   onProgress({ status: 'success' })
   return summary
 }
