@@ -29,6 +29,7 @@ export const AUDIT_ACTIONS = [
   'model.load',
   'model.unload',
   'model.desired',
+  'model.pull',
 ] as const
 
 export type AuditAction = (typeof AUDIT_ACTIONS)[number]

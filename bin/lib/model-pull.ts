@@ -1,5 +1,5 @@
 /**
- * `llm-mesh model pull NAME [--from URL] [--digest sha256:HEX] [--to KEY]... [--all] [--json]`:
+ * `llm-mesh model pull NAME [--from URL] [--digest sha256:HEX] [--to KEY]... [--all] [--replicas N] [--json]`:
  * pulls a model onto processors through a running gateway (admins). A progress bar per
  * processor on a terminal (cli-progress), one JSON line per progress frame and a last
  * `{"done": …}` line with `--json`, plain lines otherwise. Exit 0 when every processor has
@@ -12,19 +12,26 @@ import { type Options, parse, WORKER_FLAGS } from './common.js'
 import { CREDENTIAL_FLAGS } from './credentials.js'
 import { withMeshClient } from './join.js'
 
-export const MODEL_PULL_HELP = `Usage: llm-mesh model pull NAME [--from URL] [--digest sha256:HEX] [--to KEY]... [--all] [--json]
+export const MODEL_PULL_HELP = `Usage: llm-mesh model pull NAME [--from URL] [--digest sha256:HEX] [--to KEY]... [--all] [--replicas N] [--json]
 
 Pulls model NAME onto processors, through a running gateway (admins only).
   --from URL     llama.cpp processors download the GGUF from URL (http(s)://…, or an
                  hf:USER/REPO:QUANT reference), resumably: a pull stopped midway goes on
                  from where it was the next time. The file is served only once it parses
                  as GGUF and (with --digest) its sha256 matches.
-                 Without --from, Ollama processors pull NAME with Ollama's own pull.
+                 Without --from, Ollama processors pull NAME with Ollama's own pull, and
+                 llama.cpp processors copy it from a processor of the mesh that holds it:
+                 every block verified, then the file's sha256; a copy stopped midway
+                 resumes from the blocks it has.
   --digest D     the GGUF's expected sha256 (sha256:HEX or HEX); a different file is refused.
   --to KEY       a processor (public key in hex, or its first 8 hex digits at least;
                  'llm-mesh status' lists them); repeat for more.
-  --all          every live processor that can (llama.cpp ones with --from, Ollama ones
-                 without); the default when no --to is given.
+  --all          every live processor that can (llama.cpp ones with --from; without it,
+                 Ollama ones and llama.cpp ones that lack a model some processor holds);
+                 the default when no --to is given.
+  --replicas N   copy NAME from the mesh onto enough llama.cpp processors (live, not
+                 draining, without it) that N hold it; fewer if fewer can (said so).
+                 Not with --to, --all or --from.
   --json         one JSON line per progress frame, then {"done": {model, results}}.
 Admin commands, signed in as for 'user' (--data DIR, or --bootstrap with --api-key / --user).`
 
@@ -50,7 +57,15 @@ export function pullRequestFromArgs(args: string[]): {
     throw MeshError.badRequest('usage: llm-mesh model pull NAME')
   const to = values.to as unknown as string[] | undefined
   if (to && values.all) throw MeshError.badRequest('--to and --all: one or the other')
-  const req: ModelPullRequest = { model: model ?? '', to: to ?? 'all' }
+  const req: ModelPullRequest = { model: model ?? '' }
+  if (values.replicas !== undefined) {
+    const n = Number(values.replicas)
+    if (!Number.isInteger(n) || n < 1)
+      throw MeshError.badRequest('--replicas: a whole number of processors, 1 or more')
+    if (to || values.all || values.from !== undefined)
+      throw MeshError.badRequest('--replicas: not with --to, --all or --from')
+    req.replicas = n
+  } else req.to = to ?? 'all'
   if (typeof values.from === 'string') req.source = values.from
   if (typeof values.digest === 'string') req.digest = values.digest
   return { req, json: values.json === true, help, values }
@@ -63,6 +78,7 @@ const PULL_FLAGS: Options = {
   digest: { type: 'string' },
   to: { type: 'string', multiple: true },
   all: { type: 'boolean' },
+  replicas: { type: 'string' },
 }
 
 const short = (key: string) => key.slice(0, 12)
@@ -91,10 +107,20 @@ function barsOn(tty: NodeJS.WritableStream) {
         bars.set(p.processor, bar)
       }
       if (total > 0) bar.setTotal(total)
-      bar.update(p.completed ?? bar.getProgress() * total, { status: p.status })
+      // A frame without counts (a new status, 'success') keeps the bar where it was.
+      if (p.completed === undefined) bar.update({ status: p.status })
+      else bar.update(p.completed, { status: p.status })
     },
     stop: () => multi.stop(),
   }
+}
+
+/** One processor's outcome, as a line: pulled, copied (from whom, bytes over the wire), or failed. */
+function outcomeLine(r: PullSummary['results'][number]): string {
+  if (!r.ok) return `${short(r.processor)}  failed: ${r.error.code} ${r.error.message}`
+  const what = `${r.model}${r.digest ? ` ${r.digest}` : ''}${r.size ? ` (${r.size} bytes)` : ''}`
+  if (r.from === undefined) return `${short(r.processor)}  pulled ${what}`
+  return `${short(r.processor)}  copied ${what} from ${short(r.from)}, ${r.wireBytes ?? 0} bytes over the wire`
 }
 
 /** Renders a pull's progress and outcome; the exit code: 0 when every processor has the model. */
@@ -120,13 +146,8 @@ export async function renderPull(
   const summary = await result
   if (o.json) o.out(`${JSON.stringify({ done: summary })}\n`)
   else {
-    for (const r of summary.results) {
-      o.out(
-        r.ok
-          ? `${short(r.processor)}  pulled ${r.model}${r.digest ? ` ${r.digest}` : ''}${r.size ? ` (${r.size} bytes)` : ''}\n`
-          : `${short(r.processor)}  failed: ${r.error.code} ${r.error.message}\n`,
-      )
-    }
+    for (const r of summary.results) o.out(`${outcomeLine(r)}\n`)
+    if (summary.note) o.out(`${summary.note}\n`)
   }
   return summary.results.every((r) => r.ok) ? 0 : 1
 }

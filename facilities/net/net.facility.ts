@@ -97,6 +97,12 @@ export class NetFacility extends Facility {
     return reachableAddress(this.dht)
   }
 
+  /** The DHT node, for servers of other protocols on it (model replication). */
+  get node(): DHT {
+    if (!this.dht) throw new MeshError('ERR_UNAVAILABLE', 'net is not open')
+    return this.dht
+  }
+
   protected override async _open(): Promise<void> {
     const { bootstrap, keyPair, host, port, firewalled } = this.opts
     const dht = await startDhtNode({ bootstrap, keyPair, host, port, firewalled })

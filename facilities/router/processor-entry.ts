@@ -20,6 +20,8 @@ export interface ProcessorStatusReply {
   v?: unknown
   /** Proof of the mesh secret (the gateway's admission reads it). */
   meshProof?: unknown
+  /** The key it serves model copies on (workers/processor/model-share.ts), hex. */
+  modelsKey?: unknown
 }
 
 /** The gateway's record of one processor: what it reported, what was measured here, its breaker. */
@@ -69,6 +71,8 @@ export interface ProcessorEntry {
   missed: number
   /** The version of the status last applied ('' before one, or from a processor that gives none). */
   statusVersion: string
+  /** Where it serves and takes model copies (hex), when it can (llama.cpp with a store). */
+  modelsKey?: string
   /** When its next heartbeat is due while it runs nothing of this gateway's. */
   nextBeatAt: number
 }
@@ -156,6 +160,9 @@ export function applyStatus(entry: ProcessorEntry, status: ProcessorStatusReply)
   entry.reportedTokensPerSecond = asNumber(status.tokensPerSecond, 0)
   entry.backend = typeof status.backend?.kind === 'string' ? status.backend.kind : ''
   entry.statusVersion = typeof status.v === 'string' ? status.v : ''
+  if (typeof status.modelsKey === 'string' && /^[0-9a-f]{64}$/.test(status.modelsKey))
+    entry.modelsKey = status.modelsKey
+  else delete entry.modelsKey
   entry.lastSeen = Date.now()
   entry.missed = 0
   return models

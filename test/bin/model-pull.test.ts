@@ -54,6 +54,32 @@ test('model pull CLI: flags to a request', (t) => {
     '--to and --all',
   )
   t.is(thrown(() => pullRequestFromArgs(['m', '--nope']))?.code, 'ERR_BAD_REQUEST', 'unknown flag')
+  t.alike(pullRequestFromArgs(['m', '--replicas', '3']).req, { model: 'm', replicas: 3 }, '--replicas: no to')
+  for (const extra of [['--to', A], ['--all'], ['--from', 'http://h/m.gguf'], []]) {
+    const n = extra.length ? '2' : '0'
+    t.is(
+      thrown(() => pullRequestFromArgs(['m', '--replicas', n, ...extra]))?.code,
+      'ERR_BAD_REQUEST',
+      `--replicas ${n} ${extra.join(' ')}`,
+    )
+  }
+})
+
+test('model pull CLI: a copy from the mesh says from whom and how many bytes crossed the wire', async (t) => {
+  let out = ''
+  const copied: PullSummary = {
+    model: 'm',
+    results: [{ processor: B, ok: true, model: 'm', digest: 'sha256:00', size: 100, from: A, wireBytes: 60 }],
+    note: 'only 1 processor(s) could take a copy: 2 of 3',
+  }
+  const code = await renderPull(framesOf([]), Promise.resolve(copied), {
+    out: (s) => (out += s),
+    tty: null,
+    json: false,
+  })
+  t.is(code, 0)
+  t.ok(out.includes(`copied m sha256:00 (100 bytes) from ${A.slice(0, 12)}, 60 bytes over the wire`), out)
+  t.ok(out.includes('only 1 processor(s) could take a copy'), 'the note')
 })
 
 test('model pull CLI: --json lines, plain lines, bars; exit 1 when a processor failed', async (t) => {

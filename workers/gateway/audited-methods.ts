@@ -68,6 +68,8 @@ function modelChange(action: AuditAction): MethodAudit {
       const details = some({
         destination: modelOf(f.payload.destination) ?? undefined,
         keepAliveMs: typeof f.payload.keepAliveMs === 'number' ? f.payload.keepAliveMs : undefined,
+        replicas: typeof f.payload.replicas === 'number' ? f.payload.replicas : undefined,
+        copied: results.some((r) => r.ok && 'from' in r) || undefined,
         done: results.filter((r) => r.ok).map((r) => r.processor),
         failed: results.filter((r) => !r.ok).map((r) => r.processor),
       })
@@ -212,4 +214,5 @@ export const AUDITED: Record<string, MethodAudit> = {
     },
     failed: (f) => ({ action: 'model.desired', target: modelOf(f.payload.model) }),
   },
+  modelPull: modelChange('model.pull'),
 }

@@ -257,7 +257,9 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       ...this.inventory.methods(this.desired),
       ...this.audit.wrap(this.desired.methods((p) => this.accounts.requireAdmin(p))),
       ...this.audit.wrap(this.modelOps.methods()),
-      ...new GatewayModelPull(this, this.pipeline.running).methods((p) => this.accounts.requireAdmin(p)),
+      ...this.audit.wrap(
+        new GatewayModelPull(this, this.pipeline.running).methods((p) => this.accounts.requireAdmin(p)),
+      ),
       // Open: how a caller gets a credential.
       // Any user.
       infer: (payload, ctx) => this.infer(payload, ctx),

@@ -4,7 +4,7 @@ import type { RequestTiming } from '../../facilities/http/http.facility.js'
 import type { PullTargets } from '../../facilities/http/ollama/pull.js'
 import type { RequestTrace } from '../../facilities/tracing/request-trace.js'
 import { CancelToken, noop } from '../../kernel/cancel.js'
-import { isErrorCode, MeshError } from '../../kernel/errors.js'
+import { type ErrorCode, isErrorCode, MeshError } from '../../kernel/errors.js'
 import { parseEmbedRequest, parseInferRequest } from '../../kernel/inference.js'
 import type {
   Cancellable,
@@ -128,12 +128,37 @@ export class GatewaySource implements InferenceSource {
     )
   }
 
-  /** Ollama's `/api/pull`: admins only (403), onto the processors that can (model-pull.ts). */
-  pullModel(req: PullRequest & { to?: PullTargets }, cb: PullCallbacks = {}): Promise<PullSummary> {
-    if (this.identity?.role !== 'admin') throw new MeshError('ERR_FORBIDDEN', 'admins only')
+  /**
+   * Ollama's `/api/pull`: admins only (403), onto the processors that can, or copied from the
+   * mesh (model-pull.ts); audited as `model.pull`, as the RPC is.
+   */
+  async pullModel(
+    req: PullRequest & { to?: PullTargets; replicas?: number },
+    cb: PullCallbacks = {},
+  ): Promise<PullSummary> {
+    const identity = this.identity
+    const record = (outcome: 'ok' | ErrorCode, details?: Record<string, unknown>) =>
+      this.gateway.audit.record({
+        action: 'model.pull',
+        actor: identity?.userId ?? 'anonymous',
+        target: String(req.model).slice(0, 128),
+        outcome,
+        ...(details ? { details: { via: 'http', ...details } } : {}),
+      })
+    if (identity?.role !== 'admin') {
+      await record('ERR_FORBIDDEN')
+      throw new MeshError('ERR_FORBIDDEN', 'admins only')
+    }
     const cancel = cb.cancel ?? new CancelToken()
     watchCaller(cb, cancel)
-    return pullForHttp(this.gateway, this.identity, req, { ...cb, cancel })
+    try {
+      const summary = await pullForHttp(this.gateway, identity, req, { ...cb, cancel })
+      await record('ok', { done: summary.results.map((r) => r.processor) })
+      return summary
+    } catch (err) {
+      await record(MeshError.from(err).code)
+      throw err
+    }
   }
 
   private async serve(payload: Record<string, unknown>, cb: GenerateCallbacks): Promise<GenerationResult> {

@@ -9,7 +9,10 @@
  *
  * `to` is a list of processor keys (or 8+ hex digit prefixes), or 'all': every live
  * processor whose backend can pull that kind of model, llama.cpp when a `source` is given
- * (a URL or `hf:` reference), Ollama when none is (Ollama's registry).
+ * (a URL or `hf:` reference); without one, Ollama processors pull from Ollama's registry and
+ * llama.cpp ones copy the model from a processor of the mesh that holds it (model-copy.ts).
+ * `replicas: N` instead of `to` (no `source`): copies onto enough llama.cpp processors that
+ * N hold it.
  */
 import type { Identity } from '../../facilities/auth/identity.js'
 import type { PullProgress, PullResult } from '../../facilities/backends/types.js'
@@ -21,19 +24,20 @@ import type { ProcessorEntry } from '../../facilities/router/processor-entry.js'
 import type { RouterFacility } from '../../facilities/router/router.facility.js'
 import { CancelToken } from '../../kernel/cancel.js'
 import { isErrorCode, MeshError } from '../../kernel/errors.js'
+import { MeshCopy, planMeshPull, refreshUntilListed } from './model-copy.js'
 
 /** A pull may take hours (a large model over a slow link); a processor that goes away fails it sooner. */
 const PULL_TIMEOUT_MS = 24 * 60 * 60_000
 const MAX_TARGETS = 256
-/** How long to wait for a pulled model to show in a processor's status (its listing is cached 2 s). */
-const REFRESH_MS = 3_000
-const REFRESH_STEP_MS = 200
 
 export interface GatewayPullRequest {
   model: string
   source?: string
   digest?: string
+  /** Ignored when `replicas` is set. */
   to: string[] | 'all'
+  /** Copy from the mesh onto enough llama.cpp processors that this many hold the model (no `source`). */
+  replicas?: number
 }
 
 /** A processor's progress, tagged with the processor's id. */
@@ -42,12 +46,14 @@ export interface TaggedProgress extends PullProgress {
 }
 
 export type PullOutcome =
-  | ({ processor: string; ok: true } & PullResult)
+  | ({ processor: string; ok: true } & PullResult & { wireBytes?: number; from?: string })
   | { processor: string; ok: false; error: { code: string; message: string } }
 
 export interface PullSummary {
   model: string
   results: PullOutcome[]
+  /** What the gateway could not do as asked (fewer replicas than asked) or had no need to. */
+  note?: string
 }
 
 /** What of the gateway a pull uses. */
@@ -68,6 +74,7 @@ function optionalString(p: Record<string, unknown>, field: string): string | und
 export function parseGatewayPull(payload: unknown): GatewayPullRequest {
   const p = (payload ?? {}) as Record<string, unknown>
   if (typeof p.model !== 'string' || p.model === '') throw MeshError.badRequest('request.model: required')
+  if (p.replicas !== undefined && p.replicas !== null) return parseReplicas(p, p.model)
   const to = p.to ?? 'all'
   if (
     to !== 'all' &&
@@ -82,6 +89,20 @@ export function parseGatewayPull(payload: unknown): GatewayPullRequest {
   const source = optionalString(p, 'source')
   const digest = optionalString(p, 'digest')
   if (source !== undefined) req.source = source
+  if (digest !== undefined) req.digest = digest
+  return req
+}
+
+/** @throws ERR_BAD_REQUEST */
+function parseReplicas(p: Record<string, unknown>, model: string): GatewayPullRequest {
+  const n = p.replicas
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > MAX_TARGETS)
+    throw MeshError.badRequest(`request.replicas: an integer from 1 to ${MAX_TARGETS}`)
+  if (p.to !== undefined && p.to !== null) throw MeshError.badRequest('request.replicas: not with request.to')
+  if (p.source !== undefined && p.source !== null)
+    throw MeshError.badRequest('request.replicas: copies from the mesh, not with request.source')
+  const req: GatewayPullRequest = { model, to: 'all', replicas: n }
+  const digest = optionalString(p, 'digest')
   if (digest !== undefined) req.digest = digest
   return req
 }
@@ -118,53 +139,52 @@ export class GatewayModelPull {
     }
   }
 
-  /** Pulls onto the chosen processors at once. @throws ERR_BAD_REQUEST, ERR_NOT_FOUND (no such or no able processor) */
+  /**
+   * Pulls onto the chosen processors at once; without a `source`, llama.cpp ones copy the model
+   * from a holder of the mesh. `run(null, { model, to: [key] }, …)` copies it onto that processor.
+   * @throws ERR_BAD_REQUEST, ERR_NOT_FOUND (no such or no able processor, or nobody to copy from)
+   */
   async run(
     actor: Identity | null,
     req: GatewayPullRequest,
     onProgress: (p: TaggedProgress) => void,
     cancel: CancelToken,
   ): Promise<PullSummary> {
-    const targets = this.targets(req)
+    const { targets, note } =
+      req.source === undefined ? planMeshPull(this.gateway.router, req) : { targets: this.targets(req) }
     const log = this.gateway.log
     log.info(
-      { model: req.model, source: req.source, to: targets.map((e) => e.id), by: actor?.username },
+      { model: req.model, source: req.source, to: targets.map((e) => e.id), by: actor?.username, note },
       'pulling a model onto processors',
     )
-    const results = await Promise.all(targets.map((entry) => this.pullOn(entry, req, onProgress, cancel)))
+    const copy = new MeshCopy(this.gateway, req, cancel)
+    const results = await Promise.all(
+      targets.map((entry) =>
+        req.source === undefined && entry.backend !== 'ollama'
+          ? copy.copyTo(entry, onProgress)
+          : this.pullOn(entry, req, onProgress, cancel),
+      ),
+    )
     for (const r of results) {
       if (!r.ok) log.warn({ model: req.model, processor: r.processor, err: r.error.message }, 'pull failed')
     }
-    return { model: req.model, results }
+    return { model: req.model, results, ...(note ? { note } : {}) }
   }
 
+  /** Where a pull from a `source` goes: the `to` list, or every live llama.cpp processor. */
   private targets(req: GatewayPullRequest): ProcessorEntry[] {
     const router = this.gateway.router
     if (req.to !== 'all') {
       const entries = req.to.map((k) => router.find(k))
       return [...new Map(entries.map((e) => [e.id, e])).values()]
     }
-    const kind = req.source === undefined ? 'ollama' : 'llamacpp'
-    const able = router.live().filter((e) => e.backend === kind)
+    const able = router.live().filter((e) => e.backend === 'llamacpp')
     if (able.length === 0) {
-      throw new MeshError('ERR_NOT_FOUND', `no live ${kind} processor to pull '${req.model}' onto`, {
-        backend: kind,
+      throw new MeshError('ERR_NOT_FOUND', `no live llamacpp processor to pull '${req.model}' onto`, {
+        backend: 'llamacpp',
       })
     }
     return able
-  }
-
-  /**
-   * Beats `entry` until its status lists `model` (at most REFRESH_MS): a processor's model
-   * listing is cached briefly, and a beat already under way may predate the new file.
-   */
-  private async refresh(entry: ProcessorEntry, model: string): Promise<void> {
-    const deadline = Date.now() + REFRESH_MS
-    while (true) {
-      await this.gateway.router.beatNow(entry).catch(() => {})
-      if (entry.models.has(model) || Date.now() >= deadline) return
-      await new Promise((resolve) => setTimeout(resolve, REFRESH_STEP_MS))
-    }
   }
 
   private async pullOn(
@@ -188,7 +208,7 @@ export class GatewayModelPull {
           if (progress && typeof progress.status === 'string') onProgress({ ...progress, processor })
         },
       })
-      await this.refresh(entry, result.model)
+      await refreshUntilListed(this.gateway.router, entry, result.model)
       return { processor, ok: true, ...result }
     } catch (err) {
       const e = MeshError.from(err)
@@ -206,7 +226,7 @@ export class GatewayModelPull {
 export async function pullForHttp(
   gateway: PullingGateway,
   actor: Identity,
-  req: { model: string; source?: string; digest?: string; to?: string[] | 'all' },
+  req: { model: string; source?: string; digest?: string; to?: string[] | 'all'; replicas?: number },
   cb: { onProgress?: (p: PullProgress) => void; cancel?: CancelToken },
 ): Promise<PullSummary> {
   const parsed = parseGatewayPull(req)
@@ -227,6 +247,8 @@ export async function pullForHttp(
       { results: summary.results },
     )
   }
+  // Fewer replicas than asked, or none needed: said in a frame of its own.
+  if (summary.note) onProgress({ status: summary.note })
   onProgress({ status: 'success' })
   return summary
 }

@@ -27,6 +27,7 @@ import { backendCheck } from '../readiness.js'
 import { Maintenance } from './maintenance.js'
 import { modelAdminMethods } from './model-admin.js'
 import { ProcessorModelPull } from './model-pull.js'
+import { ProcessorModelShare } from './model-share.js'
 import { ProcessorObservability } from './processor-observability.js'
 import { inferDone, inferFailed, tracedEmbed } from './request-trace.js'
 import { VouchedTrust } from './vouched-trust.js'
@@ -87,6 +88,8 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
   private tokensPerSecond = 0
   private modelCache: { at: number; models: ModelInfo[] } | null = null
   private readonly pulls = new ProcessorModelPull(this, () => (this.modelCache = null))
+  /** Copies of models between processors (model-share.ts): `modelsKey` in `status`. */
+  private readonly shares = new ProcessorModelShare(this, () => (this.modelCache = null))
   private throttled: ThrottledSource | null = null
   /** Keys of unary generations (no caller-given id) in `running`. */
   private nextUnary = 0
@@ -217,6 +220,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
         },
       },
       { name: 'vouched-trust', priority: 45, create: () => this.vouched },
+      { name: 'model-share', priority: 50, create: () => this.shares },
       ...this.observability.facilities(() => this.health()),
     ]
   }
@@ -226,7 +230,9 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
       // Gateways the caller vouches for; only a gateway trusted by configuration may call it.
       trust: (payload, ctx) => this.vouched.set(ctx.remotePublicKey.toString('hex'), payload),
       infer: (payload, ctx) => this.infer(payload, ctx),
-      cancel: this.pulls.orCancel((payload, ctx) => cancelById(this.running, payload, ctx.remotePublicKey)),
+      cancel: this.shares.orCancel(
+        this.pulls.orCancel((payload, ctx) => cancelById(this.running, payload, ctx.remotePublicKey)),
+      ),
       models: async () => ({ models: await this.listModels() }),
       embed: (payload) => {
         this.maintenance.refuseNewWork()
@@ -245,6 +251,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
         () => (this.modelCache = null),
       ),
       ...this.pulls.methods(),
+      ...this.shares.methods(),
     }
   }
 
@@ -302,6 +309,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
       failed: this.failed,
       tokensPerSecond: Math.round(this.tokensPerSecond * 10) / 10,
       ...this.maintenance.status(),
+      ...this.shares.status(),
       ...this.observability.statusInfo(),
       ...(this.config.firewall.meshSecret
         ? { meshProof: processorProof(this.config.firewall.meshSecret, this.config.mesh, this.publicKeyHex) }

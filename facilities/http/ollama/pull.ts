@@ -27,7 +27,7 @@ export type PullTargets = string[] | 'all'
 
 /** A source that can pull: a pulling backend, or a gateway's mesh for an admin. */
 export interface ModelPuller {
-  pullModel(req: PullRequest & { to?: PullTargets }, cb: PullCallbacks): Promise<unknown>
+  pullModel(req: PullRequest & { to?: PullTargets; replicas?: number }, cb: PullCallbacks): Promise<unknown>
 }
 
 /** Names a model's source when a pull gives none: the standalone server's small registry. */
@@ -66,10 +66,12 @@ function pullRequestOf(body: Record<string, unknown>, registry: PullRegistry | u
   }
   const digest = optionalString(body, 'digest')
   const to = targetsOf(body)
-  const req: PullRequest & { to?: PullTargets } = { model }
+  const req: PullRequest & { to?: PullTargets; replicas?: number } = { model }
   if (source !== undefined) req.source = source
   if (digest !== undefined) req.digest = digest
   if (to !== undefined) req.to = to
+  // The gateway's extension: copies from the mesh until that many processors hold it (checked there).
+  if (body.replicas !== undefined && body.replicas !== null) req.replicas = body.replicas as number
   return { req, stream: body.stream !== false }
 }
 
