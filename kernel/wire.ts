@@ -263,6 +263,8 @@ export interface ProcessorView {
   publicKey: string
   state: ProcessorState
   models: string[]
+  /** Models it has loaded in memory (absent: it does not report them). */
+  loaded?: string[]
   capacity: number
   active: number
   queued: number
