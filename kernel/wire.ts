@@ -193,6 +193,9 @@ export interface ModelInfo {
   /** ISO 8601 */
   modifiedAt: string
   details: ModelDetailsSummary
+  /** Through a gateway: how many processors hold the model, and how many have it loaded. */
+  held?: number
+  loaded?: number
 }
 
 export interface ModelDetails extends ModelInfo {

@@ -3,7 +3,7 @@
  * at a time each, generations throttled): with the model loaded on the first and that one free,
  * no request goes to the cold second; under sustained queueing the gateway loads the model on
  * the second, requests spread over both, and once the load goes away the second unloads it
- * after the short keep-alive placement gave it, and the gateway's view follows.
+ * after the short keep-alive (2 s) placement gave it, and the gateway's view follows.
  */
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -26,6 +26,13 @@ async function processor(t: Test, bootstrap: string[]) {
   return spawnProcessor(t, bootstrap, ['--config', file, '--store', await t.tmp(), '--models', dir])
 }
 
+interface Listed {
+  name?: string
+  id?: string
+  held?: number
+  loaded?: number
+}
+
 const loadedOn = (gateway: GatewayWorker, key: string) =>
   gateway.router
     .entriesFor(MODEL)
@@ -39,16 +46,22 @@ test('placement: loaded processors first; sustained queueing loads the model on 
   const gateway = await startGateway(t, bootstrap, {
     // A cold start counted at 60 s: routing never prefers one here; placement has to act.
     routing: { coldLoadMs: 60_000 },
+    http: { enabled: true, port: 0 },
     placement: {
       enabled: true,
       queueWaitMs: 150,
       windowMs: 600,
       cooldownMs: 1_000,
-      keepAliveMs: 1_500,
+      keepAliveMs: 2_000,
       intervalMs: 100,
     },
   })
-  const admin = await startClient(t, bootstrap, {}, { apiKey: await apiKeyFor(gateway, 'root', 'admin') })
+  const apiKey = await apiKeyFor(gateway, 'root', 'admin')
+  const admin = await startClient(t, bootstrap, {}, { apiKey })
+  const get = async (path: string) => {
+    const res = await fetch(`${gateway.httpUrl}${path}`, { headers: { Authorization: `Bearer ${apiKey}` } })
+    return (await res.json()) as { models?: Listed[]; data?: Listed[] }
+  }
   const [a, b] = await Promise.all([processor(t, bootstrap), processor(t, bootstrap)])
   t.ok(await until(() => gateway.router.entriesFor(MODEL).length === 2), 'both processors serve it')
   const load = await admin.modelOp('load', MODEL, { processors: [a.publicKey], keepAliveMs: 600_000 })
@@ -85,10 +98,18 @@ test('placement: loaded processors first; sustained queueing loads the model on 
   t.ok(loadedAt > 0, 'the gateway loaded the model on the second')
   t.ok(servedByB >= 4, 'and requests spread to it')
   t.ok((served.get(a.publicKey) ?? 0) > 0, 'the first kept serving')
+  // The gateway's model lists count holders and loaded copies.
+  const ps = (await get('/api/ps')).models?.filter((m) => m.name === MODEL) ?? []
+  t.is(ps.length, 1, '/api/ps: one entry for the model across the mesh')
+  t.is(ps[0]?.loaded, 2, '/api/ps: loaded on both')
+  const tags = (await get('/api/tags')).models?.find((m) => m.name === MODEL)
+  t.alike([tags?.held, tags?.loaded], [2, 2], '/api/tags: held by 2, loaded on 2')
+  const listed = (await get('/v1/models')).data?.find((m) => m.id === MODEL)
+  t.alike([listed?.held, listed?.loaded], [2, 2], '/v1/models: the same counts')
   const counted = await gateway.metricsRegister.getSingleMetricAsString('llm_mesh_gateway_placements_total')
   t.ok(/action="load",outcome="ok"} 1\b/.test(counted), 'one placement load, counted')
 
-  // The load is gone: the second unloads it after placement's 1.5 s keep-alive; the first keeps it.
+  // The load is gone: the second unloads it after placement's 2 s keep-alive; the first keeps it.
   t.ok(await until(() => !loadedOn(gateway, b.publicKey), 10_000), 'unloaded on the second once idle')
   t.ok(loadedOn(gateway, a.publicKey), 'still loaded on the first (its own keep-alive)')
 })
