@@ -76,7 +76,7 @@ export class Scheduler {
   private pumpNow = 0
   /** The pump's one function, made once: the head of a queue gets a lease, or fails. */
   private readonly take = (w: Waiter<Lease>): Lease | null => {
-    const lease = this.tryLease(w.model, w.exclude, this.pumpNow, w.userId, w.avoid)
+    const lease = this.tryLease(w.model, w.exclude, this.pumpNow, w.userId, w.avoid, w.since)
     if (!lease) this.checkServable(w.model, w.exclude, this.pumpNow)
     return lease
   }
@@ -205,22 +205,20 @@ export class Scheduler {
     now: number,
     userId: string,
     avoid?: Set<string>,
+    since?: number,
   ): Lease | null {
     const free: ProcessorEntry[] = []
+    let cold = false
     for (const e of this.registry.values()) {
       if (e.state !== 'serving' || !serves(e, model) || exclude.has(e.id) || e.inflight >= e.capacity)
         continue
-      if (this.breakers.admits(e, now)) free.push(e)
+      if (!this.breakers.admits(e, now)) continue
+      free.push(e)
+      if (e.loaded !== null) cold = true
     }
     if (free.length === 0) return null
-    const warm = warmCandidates({
-      model,
-      free,
-      busyLoaded: () => this.busyLoaded(model, exclude, now),
-      waiting: () => this.queue.waitingFor(model),
-      serviceMs: this.serviceMs,
-      coldLoadMs: this.routing.coldLoadMs ?? DEFAULT_COLD_LOAD_MS,
-    })
+    // Only processors that say what they have loaded can be cold: the rest skip the weighing.
+    const warm = cold ? this.warm(model, free, exclude, now, since) : free
     if (warm.length === 0) return null
     const picked = choose(
       this.routing.strategy,
@@ -234,6 +232,25 @@ export class Scheduler {
     this.queue.hold(model, userId, 1)
     this.breakers.leased(picked)
     return new SlotLease(this, picked, model, userId)
+  }
+
+  /** Of `free`, those to choose among (warmth.ts): loaded ones, else cold ones when loading beats waiting. */
+  private warm(
+    model: string,
+    free: ProcessorEntry[],
+    exclude: ReadonlySet<string>,
+    now: number,
+    since: number | undefined,
+  ): ProcessorEntry[] {
+    return warmCandidates({
+      model,
+      free,
+      busyLoaded: () => this.busyLoaded(model, exclude, now),
+      waiting: () => this.queue.waitingFor(model),
+      serviceMs: this.serviceMs,
+      coldLoadMs: this.routing.coldLoadMs ?? DEFAULT_COLD_LOAD_MS,
+      waitedMs: since === undefined ? 0 : now - since,
+    })
   }
 
   /** Processors with `model` loaded and no free slot, that could take it once one frees. */

@@ -42,12 +42,14 @@ export interface WarmthInput {
   serviceMs: number
   /** A cold load's expected time where none was measured, ms. */
   coldLoadMs: number
+  /** How long the request has waited in the queue already, ms (0: it just came). */
+  waitedMs?: number
 }
 
 /**
  * Which of `free` to choose among: the loaded ones when any; else the cold ones whose load is
- * expected to end before a busy loaded processor's slot frees (the quickest to load first);
- * else none: the request waits for a loaded one.
+ * expected to end before a busy loaded processor's slot frees, or whose load takes no longer
+ * than the request already waited (the quickest to load first); else none: it waits.
  */
 export function warmCandidates(input: WarmthInput): ProcessorEntry[] {
   const { model, free } = input
@@ -61,7 +63,9 @@ export function warmCandidates(input: WarmthInput): ProcessorEntry[] {
   const busyMs = busyWaitMs(input.busyLoaded(), input.waiting(), input.serviceMs)
   let quickest = Number.POSITIVE_INFINITY
   for (const e of free) quickest = Math.min(quickest, coldWaitMs(e, model, input.coldLoadMs))
-  if (!(quickest < busyMs)) return []
+  // A request that already waited as long as the load would take stops waiting: the busy ones'
+  // estimate was wrong (a long answer). Queued requests are looked at again at every heartbeat.
+  if (!(quickest < busyMs) && (input.waitedMs ?? 0) < quickest) return []
   // Loads within 5% of the quickest count as equal, so the strategy shares them.
   return free.filter((e) => coldWaitMs(e, model, input.coldLoadMs) <= quickest * 1.05)
 }
