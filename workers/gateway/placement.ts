@@ -24,6 +24,9 @@ import { copyTarget, DemandTracker, loadTarget } from './placement-demand.js'
 /** How long a processor may take to load a model (it reads the whole file). */
 const LOAD_TIMEOUT_MS = 120_000
 
+/** How long closing waits for actions under way. */
+const CLOSE_WAIT_MS = 1_000
+
 type Action = 'load' | 'copy'
 
 export interface PlacementOptions {
@@ -69,7 +72,10 @@ export class Placement extends Facility {
     if (this.timer) clearInterval(this.timer)
     this.timer = null
     this.cancel.abort(new MeshError('ERR_UNAVAILABLE', 'the gateway is stopping'))
-    await Promise.allSettled([...this.running])
+    // A copy stops with the cancel; a load may take minutes: not waited for past a moment (it
+    // fails when the connections close, and the processor keeps the model for its keep-alive).
+    const settled = Promise.allSettled([...this.running])
+    await Promise.race([settled, new Promise((resolve) => setTimeout(resolve, CLOSE_WAIT_MS).unref())])
   }
 
   /** One look at the queue; starts an action for each model due one. */
