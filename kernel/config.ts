@@ -135,6 +135,29 @@ export const processorConfigSchema = baseConfigSchema
   })
   .strict()
 
+/**
+ * Placement: when requests for a model wait in the queue longer than `queueWaitMs` throughout
+ * `windowMs`, the gateway loads it on an idle processor holding it (else copies it onto one),
+ * at most once per `cooldownMs` per model, for `keepAliveMs` idle.
+ */
+export const placementConfigSchema = z
+  .object({
+    enabled: z.boolean().default(false),
+    queueWaitMs: z.number().int().min(0).default(2_000),
+    windowMs: z.number().int().min(0).default(10_000),
+    cooldownMs: z.number().int().min(0).default(60_000),
+    /** How long a model it loaded stays loaded idle (negative: until unloaded). */
+    keepAliveMs: z
+      .number()
+      .int()
+      .default(5 * 60_000),
+    /** Copy the model onto a processor that does not hold it when no holder is idle. */
+    copy: z.boolean().default(true),
+    /** How often it looks at the queue. */
+    intervalMs: z.number().int().min(50).max(60_000).default(500),
+  })
+  .strict()
+
 export const gatewayConfigSchema = baseConfigSchema
   .extend({
     auth: authConfigSchema.prefault({}),
@@ -192,9 +215,13 @@ export const gatewayConfigSchema = baseConfigSchema
           .int()
           .min(1)
           .default(16 * 1024),
+        /** A cold load's expected time where the processor never measured one (routing weighs it against queueing). */
+        coldLoadMs: z.number().int().min(0).default(10_000),
       })
       .strict()
       .prefault({}),
+    /** Placement that follows demand (workers/gateway/placement.ts); `llm-mesh up` turns it on. */
+    placement: placementConfigSchema.prefault({}),
     /**
      * Derives this gateway's identity from a secret shared with processors
      * (`firewall.meshSecret` there), so they admit it without a key list.
@@ -323,6 +350,7 @@ export type ProcessorConfig = z.infer<typeof processorConfigSchema>
 export type GatewayConfig = z.infer<typeof gatewayConfigSchema>
 export type ClientConfig = z.infer<typeof clientConfigSchema>
 export type BackendConfig = z.infer<typeof backendConfigSchema>
+export type PlacementConfig = z.infer<typeof placementConfigSchema>
 export type AuthConfig = z.infer<typeof authConfigSchema>
 export type UserLimits = z.infer<typeof userLimitsSchema>
 export type KeyLimits = z.infer<typeof keyLimitsSchema>

@@ -193,6 +193,9 @@ export interface ModelInfo {
   /** ISO 8601 */
   modifiedAt: string
   details: ModelDetailsSummary
+  /** Through a gateway: how many processors hold the model, and how many have it loaded. */
+  held?: number
+  loaded?: number
 }
 
 export interface ModelDetails extends ModelInfo {
@@ -263,6 +266,8 @@ export interface ProcessorView {
   publicKey: string
   state: ProcessorState
   models: string[]
+  /** Models it has loaded in memory (absent: it does not report them). */
+  loaded?: string[]
   capacity: number
   active: number
   queued: number

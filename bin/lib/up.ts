@@ -222,6 +222,8 @@ class LocalMesh {
       bootstrap,
       store: join(dataDir, 'gateway'),
       log: { level: this.opts.logLevel },
+      // Models follow demand: loaded (or copied) where requests queue, unloaded once idle.
+      placement: { enabled: true },
       ...(httpPort !== undefined ? { http: { enabled: true, host: '127.0.0.1', port: httpPort } } : {}),
     })
     const gateway = new GatewayWorker(gatewayConfig, {

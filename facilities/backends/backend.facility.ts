@@ -17,8 +17,8 @@ export interface BackendFacilityOptions {
   /** Folder of GGUF files when `config.modelsDir` is not set. */
   defaultModelsDir: string
   logger: Logger
-  /** Told each time a model loads (llama.cpp), with how long it took. */
-  onModelLoad?: (seconds: number) => void
+  /** Told each time a model loads (llama.cpp), with how long it took and its name. */
+  onModelLoad?: (seconds: number, model: string) => void
 }
 
 /** What was chosen and why, for logs, `status` and `up`'s banner. */
@@ -46,7 +46,7 @@ export class BackendFacility extends Facility {
   private readonly config: BackendConfig
   private readonly modelsDir: string
   private readonly log: Logger
-  private readonly onModelLoad: ((seconds: number) => void) | undefined
+  private readonly onModelLoad: ((seconds: number, model: string) => void) | undefined
   private current: Backend | null = null
   choice: BackendChoice | null = null
 

@@ -93,13 +93,15 @@ export function createOpenAIRoutes(opts: OpenAIRoutesOptions = {}): OpenAIRoutes
   )
 }
 
-/** A model as OpenAI's API describes one. */
-function modelObject(m: ModelInfo): { id: string; object: 'model'; created: number; owned_by: string } {
+/** A model as OpenAI's API describes one (with the mesh's holder and loaded counts, where given). */
+function modelObject(m: ModelInfo) {
   return {
     id: m.name,
-    object: 'model',
+    object: 'model' as const,
     created: Math.floor(Date.parse(m.modifiedAt) / 1000) || 0,
     owned_by: OWNER,
+    ...(m.held !== undefined ? { held: m.held } : {}),
+    ...(m.loaded !== undefined ? { loaded: m.loaded } : {}),
   }
 }
 

@@ -10,6 +10,14 @@ export interface Waiter<L> {
   resolve: (lease: L) => void
   reject: (err: unknown) => void
   unwatch: () => void
+  /** When it started waiting (ms since the epoch), for placement's view of the queue. */
+  since?: number
+}
+
+/** A model's waiting requests: how many, and since when the oldest waits. */
+export interface ModelWaiting {
+  count: number
+  oldestSince: number
 }
 
 /** One user's requests for one model: slots held and requests waiting. */
@@ -54,6 +62,30 @@ export class FairQueue<L> {
   /** Requests `userId` has waiting. */
   waitingOf(userId: string): number {
     return this.queues.get(userId)?.length ?? 0
+  }
+
+  /** Requests waiting for `model` (`:latest` or not). */
+  waitingFor(model: string): number {
+    let n = 0
+    for (const u of this.loads.get(baseModel(model))?.users.values() ?? []) n += u.waiting
+    return n
+  }
+
+  /** Per model (base name) with requests waiting: how many, and the oldest one's start. */
+  waitingByModel(): Map<string, ModelWaiting> {
+    const out = new Map<string, ModelWaiting>()
+    for (const queue of this.queues.values()) {
+      for (const w of queue) {
+        const key = baseModel(w.model)
+        const since = w.since ?? Date.now()
+        const seen = out.get(key)
+        if (seen) {
+          seen.count++
+          seen.oldestSince = Math.min(seen.oldestSince, since)
+        } else out.set(key, { count: 1, oldestSince: since })
+      }
+    }
+    return out
   }
 
   /** `userId` holds one more slot for `model` (-1: one fewer). */

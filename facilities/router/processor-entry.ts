@@ -16,6 +16,10 @@ export interface ProcessorStatusReply {
   weight?: unknown
   backend?: { kind?: unknown; describe?: unknown }
   tokensPerSecond?: unknown
+  /** Models loaded in memory now (absent: the processor does not say; routing treats all as loaded). */
+  loaded?: unknown
+  /** Measured cold-load time per model, ms. */
+  loadMs?: unknown
   /** The status's version (kernel/status-beat.ts); absent from processors that predate it. */
   v?: unknown
   /** Proof of the mesh secret (the gateway's admission reads it). */
@@ -43,6 +47,10 @@ export interface ProcessorEntry {
   beating: boolean
   dialing: boolean
   models: Set<string>
+  /** Models it has loaded (base names), or null when it does not report them (all count as loaded). */
+  loaded: Set<string> | null
+  /** Measured cold-load time per model (base name), ms. */
+  loadMs: Map<string, number>
   capacity: number
   /** Generations the processor reports running (all gateways). */
   active: number
@@ -92,6 +100,8 @@ export function newEntry(publicKey: Buffer): ProcessorEntry {
     beating: false,
     dialing: false,
     models: new Set(),
+    loaded: null,
+    loadMs: new Map(),
     capacity: 1,
     active: 0,
     activeElsewhere: 0,
@@ -126,6 +136,23 @@ export function serves(e: ProcessorEntry, model: string): boolean {
   return e.models.has(base) || e.models.has(`${base}:latest`)
 }
 
+/** Copies a status's loaded models and load times (null, empty: a processor that does not report them). */
+function applyLoaded(entry: ProcessorEntry, status: ProcessorStatusReply): void {
+  entry.loaded = Array.isArray(status.loaded)
+    ? new Set(status.loaded.filter((m): m is string => typeof m === 'string').map(baseModel))
+    : null
+  entry.loadMs = new Map()
+  if (status.loadMs !== null && typeof status.loadMs === 'object') {
+    for (const [model, ms] of Object.entries(status.loadMs as Record<string, unknown>))
+      if (typeof ms === 'number' && Number.isFinite(ms) && ms >= 0) entry.loadMs.set(baseModel(model), ms)
+  }
+}
+
+/** Whether `model` is loaded on `e` (true when `e` does not report what it has loaded). */
+export function isLoaded(e: ProcessorEntry, model: string): boolean {
+  return e.loaded === null || e.loaded.has(baseModel(model))
+}
+
 /** Whether a `status` reply is a beat (load only: the caller's version is current) rather than a full status. */
 export function isBeat(status: ProcessorStatusReply): boolean {
   return status.role === undefined && typeof status.v === 'string'
@@ -150,6 +177,7 @@ export function applyStatus(entry: ProcessorEntry, status: ProcessorStatusReply)
     ? status.models.filter((m): m is string => typeof m === 'string')
     : []
   entry.models = new Set(models)
+  applyLoaded(entry, status)
   entry.capacity = Math.max(1, Math.floor(asNumber(status.capacity, 1)))
   entry.active = Math.max(0, asNumber(status.active, 0))
   // Taken as the processor counts it: our own count, subtracted here, would be one too many
@@ -174,6 +202,7 @@ export function viewOf(e: ProcessorEntry, now: number): ProcessorView {
     publicKey: e.id,
     state: e.state,
     models: [...e.models].sort(),
+    ...(e.loaded ? { loaded: [...e.loaded].sort() } : {}),
     capacity: e.capacity,
     active: e.active,
     queued: e.queued,

@@ -6,11 +6,13 @@ import type { Logger } from '../log.facility.js'
 import type { NetFacility } from '../net/net.facility.js'
 import { Breakers } from './breaker.js'
 import { type Admission, Discovery } from './discovery.js'
+import type { ModelWaiting } from './fair-queue.js'
 import type { ProcessorEntry } from './processor-entry.js'
 import { Registry, type RegistryConfig, type RoutingConfig } from './registry.js'
 import { type Lease, type LeaseOptions, Scheduler } from './scheduler.js'
 
 export type { Admission } from './discovery.js'
+export type { ModelWaiting } from './fair-queue.js'
 export type { ProcessorEntry } from './processor-entry.js'
 export type { RegistryConfig, RoutingConfig } from './registry.js'
 export type { AnswerStats, Lease, LeaseOptions, Verdict } from './scheduler.js'
@@ -83,6 +85,11 @@ export class RouterFacility extends Facility {
   /** Requests waiting for a slot. */
   get queued(): number {
     return this.scheduler.queue.waiting
+  }
+
+  /** Per model with requests waiting for a slot: how many, and since when the oldest waits. */
+  waitingByModel(): Map<string, ModelWaiting> {
+    return this.scheduler.queue.waitingByModel()
   }
 
   get strategy(): string {

@@ -1,12 +1,14 @@
 import { type CancelToken, cancelError } from '../../kernel/cancel.js'
 import { MeshError } from '../../kernel/errors.js'
+import { baseModel } from '../../kernel/inference.js'
 import { ewma } from '../../kernel/util.js'
 import { type Breakers, isProcessorFault, RETRYABLE } from './breaker.js'
 import type { Discovery } from './discovery.js'
 import { FairQueue, type Waiter } from './fair-queue.js'
-import { type ProcessorEntry, serves } from './processor-entry.js'
+import { isLoaded, type ProcessorEntry, serves } from './processor-entry.js'
 import type { Registry, RoutingConfig } from './registry.js'
 import { type Candidate, choose, DEFAULT_EXPECTED_TOKENS, type StrategyState } from './strategies.js'
+import { DEFAULT_COLD_LOAD_MS, warmCandidates } from './warmth.js'
 
 /** What a successful answer tells the router about its processor's speed. */
 export interface AnswerStats {
@@ -74,7 +76,7 @@ export class Scheduler {
   private pumpNow = 0
   /** The pump's one function, made once: the head of a queue gets a lease, or fails. */
   private readonly take = (w: Waiter<Lease>): Lease | null => {
-    const lease = this.tryLease(w.model, w.exclude, this.pumpNow, w.userId, w.avoid)
+    const lease = this.tryLease(w.model, w.exclude, this.pumpNow, w.userId, w.avoid, w.since)
     if (!lease) this.checkServable(w.model, w.exclude, this.pumpNow)
     return lease
   }
@@ -137,7 +139,16 @@ export class Scheduler {
             settle(lease)
           }
         : settle
-      const waiter: Waiter<Lease> = { model, userId, exclude, avoid, resolve, reject, unwatch: () => {} }
+      const waiter: Waiter<Lease> = {
+        model,
+        userId,
+        exclude,
+        avoid,
+        resolve,
+        reject,
+        unwatch: () => {},
+        since: now,
+      }
       if (cancel) {
         waiter.unwatch = cancel.onAbort((reason) => {
           if (this.queue.remove(waiter)) this.queue.settle(waiter, cancelError(reason))
@@ -184,8 +195,9 @@ export class Scheduler {
   }
 
   /**
-   * A lease for `userId` on the processor the strategy picks among those free now (those not in
-   * `avoid` when there are any), or null.
+   * A lease for `userId` on the processor the strategy picks among those free now that have the
+   * model loaded (else cold ones, when loading beats waiting: warmth.ts), those not in `avoid`
+   * when there are any; or null.
    */
   private tryLease(
     model: string,
@@ -193,18 +205,25 @@ export class Scheduler {
     now: number,
     userId: string,
     avoid?: Set<string>,
+    since?: number,
   ): Lease | null {
     const free: ProcessorEntry[] = []
+    let cold = false
     for (const e of this.registry.values()) {
       if (e.state !== 'serving' || !serves(e, model) || exclude.has(e.id) || e.inflight >= e.capacity)
         continue
-      if (this.breakers.admits(e, now)) free.push(e)
+      if (!this.breakers.admits(e, now)) continue
+      free.push(e)
+      if (e.loaded !== null) cold = true
     }
     if (free.length === 0) return null
+    // Only processors that say what they have loaded can be cold: the rest skip the weighing.
+    const warm = cold ? this.warm(model, free, exclude, now, since) : free
+    if (warm.length === 0) return null
     const picked = choose(
       this.routing.strategy,
       model,
-      (avoid?.size ? preferred(free, avoid) : free) as Candidate[],
+      (avoid?.size ? preferred(warm, avoid) : warm) as Candidate[],
       this.strategyState,
       this.expectedTokens,
     ) as ProcessorEntry
@@ -215,6 +234,35 @@ export class Scheduler {
     return new SlotLease(this, picked, model, userId)
   }
 
+  /** Of `free`, those to choose among (warmth.ts): loaded ones, else cold ones when loading beats waiting. */
+  private warm(
+    model: string,
+    free: ProcessorEntry[],
+    exclude: ReadonlySet<string>,
+    now: number,
+    since: number | undefined,
+  ): ProcessorEntry[] {
+    return warmCandidates({
+      model,
+      free,
+      busyLoaded: () => this.busyLoaded(model, exclude, now),
+      waiting: () => this.queue.waitingFor(model),
+      serviceMs: this.serviceMs,
+      coldLoadMs: this.routing.coldLoadMs ?? DEFAULT_COLD_LOAD_MS,
+      waitedMs: since === undefined ? 0 : now - since,
+    })
+  }
+
+  /** Processors with `model` loaded and no free slot, that could take it once one frees. */
+  private busyLoaded(model: string, exclude: ReadonlySet<string>, now: number): ProcessorEntry[] {
+    const busy: ProcessorEntry[] = []
+    for (const e of this.registry.values()) {
+      if (e.state !== 'serving' || !serves(e, model) || exclude.has(e.id) || e.inflight < e.capacity) continue
+      if (isLoaded(e, model) && !this.breakers.isOpen(e, now)) busy.push(e)
+    }
+    return busy
+  }
+
   /** Frees a lease's slot: the bookkeeping every outcome shares. */
   release(lease: SlotLease): void {
     lease.entry.inflight--
@@ -222,8 +270,10 @@ export class Scheduler {
     this.serviceMs = ewma(this.serviceMs, Date.now() - lease.started) as number
   }
 
-  answered(e: ProcessorEntry, stats: AnswerStats): void {
+  answered(e: ProcessorEntry, stats: AnswerStats, model: string): void {
     e.served++
+    // It answered, so it has the model loaded now (its next status says so too).
+    e.loaded?.add(baseModel(model))
     this.breakers.succeeded(e)
     if (stats.ttftMs !== undefined && stats.ttftMs >= 0) e.ttftMs = ewma(e.ttftMs, stats.ttftMs)
     if (stats.completionTokens && stats.evalMs && stats.evalMs > 0) {
@@ -294,7 +344,7 @@ class SlotLease implements Lease {
   }
 
   answered(stats: AnswerStats = {}): void {
-    if (this.release()) this.scheduler.answered(this.entry, stats)
+    if (this.release()) this.scheduler.answered(this.entry, stats, this.model)
   }
 
   failed(err: unknown, chunks = 0): Verdict {

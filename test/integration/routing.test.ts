@@ -4,10 +4,12 @@ import RPC from '@hyperswarm/rpc'
 import test, { type Test } from 'brittle'
 import { LlamaCppBackend } from '../../facilities/backends/llamacpp/llamacpp.backend.js'
 import { OllamaCompatServer } from '../../facilities/http/ollama-api.js'
+import { isLoaded } from '../../facilities/router/processor-entry.js'
 import { TINY_MODEL_NAME, writeTinyModel } from '../../facilities/tiny-model/tiny-model.js'
 import type { MeshError } from '../../kernel/errors.js'
 import type { InferResult } from '../../kernel/inference.js'
 import type { MeshClient } from '../../workers/client/client.worker.js'
+import type { GatewayWorker } from '../../workers/gateway/gateway.worker.js'
 import { rejectsWith } from '../helpers/assert.js'
 import {
   apiKeyFor,
@@ -61,8 +63,18 @@ async function mesh(t: Test, specs: Spec[], routing: Record<string, unknown> = {
     await until(async () => (await client.status()).processors.length === specs.length),
     `the gateway sees all ${specs.length} processors`,
   )
+  // The model loaded everywhere first: routing prefers loaded processors, and the strategies
+  // are compared here among equals (a cold processor gets nothing while a loaded one is free).
+  await client.modelOp('load', TINY_MODEL_NAME)
+  t.ok(
+    await until(() => loadedEverywhere(gateway, TINY_MODEL_NAME)),
+    'the model is loaded on every processor',
+  )
   return { bootstrap, net, gateway, processors, client }
 }
+
+const loadedEverywhere = (gateway: GatewayWorker, model: string) =>
+  gateway.router.entriesFor(model).every((e) => isLoaded(e, model))
 
 const ask = (client: MeshClient, extra: Record<string, unknown> = {}) =>
   client.chat({
@@ -179,6 +191,8 @@ test('resilience: a failing processor trips its breaker, then recovers after the
   const engine = new LlamaCppBackend({ modelsDir: engineModels, threads: 1 })
   await engine.open()
   t.teardown(() => engine.close(), { order: 2 })
+  // Loaded before anything: both processors report it loaded (routing prefers loaded ones).
+  await engine.loadModel(TINY_MODEL_NAME, -1)
   const healthy = new OllamaCompatServer({ source: engine })
   await healthy.listen()
   t.teardown(() => healthy.close(), { order: 1 })
@@ -198,6 +212,7 @@ test('resilience: a failing processor trips its breaker, then recovers after the
   const client = await startClient(t, bootstrap, {}, { apiKey: await apiKeyFor(gateway) })
   t.ok(await until(async () => (await client.status()).processors.length === 2))
   const model = (await client.status()).processors[0]?.models.find((m) => m.startsWith(TINY_MODEL_NAME)) ?? ''
+  t.ok(await until(() => loadedEverywhere(gateway, model)), 'both report the model loaded')
   const view = async (p: SpawnedProcessor | undefined) =>
     (await client.status()).processors.find((v) => v.publicKey === p?.publicKey)
   const askModel = () =>
@@ -344,6 +359,9 @@ test('resilience: a processor that hangs until the deadline counts as failing', 
   ])
   const client = await startClient(t, bootstrap, {}, { apiKey: await apiKeyFor(gateway) })
   t.ok(await until(async () => (await client.status()).processors.length === 2))
+  // Loaded on both, so round-robin takes turns (routing prefers loaded processors).
+  await client.modelOp('load', TINY_MODEL_NAME)
+  t.ok(await until(() => loadedEverywhere(gateway, TINY_MODEL_NAME)), 'loaded on both')
   const outcomes: string[] = []
   for (let i = 0; i < 4; i++) {
     outcomes.push(

@@ -33,11 +33,24 @@ export class Catalog {
     return replies.filter((r): r is Awaited<T> => r !== null)
   }
 
-  /** Union of the models of live processors. */
+  /**
+   * Union of the models of live processors, each with how many of them hold it (`held`) and
+   * how many have it loaded as of their last status (`loaded`).
+   */
   async models(): Promise<ModelInfo[]> {
     const byName = new Map<string, ModelInfo>()
     for (const reply of await this.askAll<{ models?: ModelInfo[] }>('models')) {
-      for (const m of reply.models ?? []) if (!byName.has(m.name)) byName.set(m.name, m)
+      for (const m of reply.models ?? []) {
+        const seen = byName.get(m.name)
+        if (seen) seen.held = (seen.held ?? 0) + 1
+        else byName.set(m.name, { ...m, held: 1, loaded: 0 })
+      }
+    }
+    for (const e of this.router().live()) {
+      for (const m of e.loaded ?? []) {
+        const info = byName.get(m) ?? byName.get(`${m}:latest`)
+        if (info) info.loaded = (info.loaded ?? 0) + 1
+      }
     }
     return [...byName.values()].sort((a, b) => a.name.localeCompare(b.name))
   }
@@ -57,9 +70,24 @@ export class Catalog {
       .request<ModelDetails>('show', { model }, { timeout: MODELS_TIMEOUT_MS })
   }
 
-  /** Models loaded on every processor (Ollama's /api/ps across the mesh). */
+  /**
+   * Models loaded anywhere in the mesh (Ollama's /api/ps across it): one entry per model, with
+   * how many processors have it loaded (`loaded`), the latest expiry, and their memory summed.
+   */
   async runningModels(): Promise<RunningModel[]> {
-    const replies = await this.askAll<{ models?: RunningModel[] }>('ps')
-    return replies.flatMap((r) => r.models ?? []).sort((a, b) => a.name.localeCompare(b.name))
+    const byName = new Map<string, RunningModel>()
+    for (const reply of await this.askAll<{ models?: RunningModel[] }>('ps')) {
+      for (const m of reply.models ?? []) {
+        const seen = byName.get(m.name)
+        if (!seen) {
+          byName.set(m.name, { ...m, loaded: 1 })
+          continue
+        }
+        seen.loaded = (seen.loaded ?? 0) + 1
+        seen.sizeVram += m.sizeVram
+        if (m.expiresAt > seen.expiresAt) seen.expiresAt = m.expiresAt
+      }
+    }
+    return [...byName.values()].sort((a, b) => a.name.localeCompare(b.name))
   }
 }

@@ -42,6 +42,7 @@ import { ModelInventory } from './model-inventory.js'
 import { ModelOps } from './model-ops.js'
 import { GatewayModelPull } from './model-pull.js'
 import { GatewayObservability } from './observability.js'
+import { placementSpecs } from './placement.js'
 import { ProcessorDrain } from './processor-drain.js'
 import { endTrace, ledgerIdOf, startTrace, traceEmbed } from './tracing.js'
 
@@ -231,6 +232,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
           return this.routerFacility
         },
       },
+      ...placementSpecs(this, this.config.placement, this.metricsRegister),
     ]
   }
 

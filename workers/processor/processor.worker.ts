@@ -24,6 +24,7 @@ import type { InferenceSource, ModelInfo } from '../../kernel/wire.js'
 import { BaseWorker, type FacilitySpec, type WorkerOptions } from '../base.worker.js'
 import { configInvite, redeemInvite } from '../join-invite.js'
 import { backendCheck } from '../readiness.js'
+import { LoadStatus, type LoadStatusInfo } from './load-status.js'
 import { Maintenance } from './maintenance.js'
 import { modelAdminMethods } from './model-admin.js'
 import { ProcessorModelPull } from './model-pull.js'
@@ -72,7 +73,7 @@ export type ProcessorStatus = {
   tokensPerSecond: number
   /** With `firewall.meshSecret`: proof for gateways that admit the secret's processors. */
   meshProof?: string
-}
+} & Partial<LoadStatusInfo>
 
 /**
  * Wraps one backend and serves it to gateways: `infer` (streamed or not),
@@ -95,6 +96,8 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
   private nextUnary = 0
   /** Versions of this processor's status: a gateway that holds the current one gets its load only. */
   private readonly statusVersions = new StatusVersions(this.instance)
+  /** Loaded models and measured load times, for gateways' routing and placement. */
+  private readonly loadStatus = new LoadStatus(() => this.backend)
   /** The invite of `config.invite`, checked at construction. */
   private readonly invite: Invite | null
 
@@ -214,7 +217,10 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
             config: this.config.backend,
             defaultModelsDir: join(base, 'models'),
             logger: this.log,
-            onModelLoad: (seconds) => this.observability.metrics.modelLoaded(seconds),
+            onModelLoad: (seconds, model) => {
+              this.observability.metrics.modelLoaded(seconds)
+              this.loadStatus.measured(seconds, model)
+            },
           })
           return this.backendFacility
         },
@@ -300,6 +306,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
         reason: choice?.reason ?? '',
       },
       ...(await this.modelsForStatus()),
+      ...(await this.loadStatus.info()),
       capacity,
       active,
       ...(caller ? { activeOthers: Math.max(0, active - mine) } : {}),
@@ -368,6 +375,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
       const backendMs = performance.now() - backendFrom
       writer?.flush()
       timer.answered(result)
+      this.loadStatus.answered(req.model, result.loadMs)
       this.served++
       if (result.evalMs > 0) {
         const tps = (result.completionTokens * 1000) / result.evalMs

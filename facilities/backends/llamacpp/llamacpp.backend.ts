@@ -68,7 +68,7 @@ export interface LlamaCppBackendOptions {
   /** Unload a model this long after its last request ends; negative keeps models loaded. */
   keepAliveMs?: number
   /** Told each time a model loads, with how long it took (file and context). */
-  onModelLoad?: (seconds: number) => void
+  onModelLoad?: (seconds: number, model: string) => void
 }
 
 /** The grammar of a JSON answer, made when a model runs it; null for free text. */
@@ -102,7 +102,7 @@ export class LlamaCppBackend implements PullingBackend {
   private readonly contextSize: number
   private readonly maxParallel: number
   private readonly keepAliveMs: number
-  private readonly onModelLoad: ((seconds: number) => void) | undefined
+  private readonly onModelLoad: ((seconds: number, model: string) => void) | undefined
   private readonly lifetimes = new RequestLifetimes()
 
   private llama: Llama | null = null

@@ -47,8 +47,8 @@ export interface LoadedModelsOptions {
   maxParallel: number
   threads: number
   keepAliveMs: number
-  /** Told each time a model loads, with how long it took (file and context). */
-  onLoad?: (seconds: number) => void
+  /** Told each time a model loads, with how long it took (file and context) and its name. */
+  onLoad?: (seconds: number, model: string) => void
 }
 
 export class LoadedModels {
@@ -59,7 +59,7 @@ export class LoadedModels {
   private readonly maxParallel: number
   private readonly threads: number
   private readonly keepAliveMs: number
-  private readonly onLoad: ((seconds: number) => void) | undefined
+  private readonly onLoad: ((seconds: number, model: string) => void) | undefined
   private readonly loads = new Map<string, Promise<LoadedModel>>()
   private readonly loaded = new Map<string, LoadedModel>()
 
@@ -195,7 +195,7 @@ export class LoadedModels {
       const lm = await this.withContext(file.name, info, model)
       if (this.lifetimes.closed) throw MeshError.backendUnavailable('llama.cpp backend closed while loading')
       this.loaded.set(file.name, lm)
-      this.onLoad?.((performance.now() - started) / 1000)
+      this.onLoad?.((performance.now() - started) / 1000, file.name)
       return lm
     } catch (err) {
       await model.dispose().catch(() => {})

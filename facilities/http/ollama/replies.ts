@@ -56,6 +56,9 @@ export function modelEntry(m: ModelInfo) {
     size: m.size,
     digest: m.digest,
     details: detailsOf(m.details),
+    // The mesh's counts, where a gateway gives them (extra keys: Ollama's clients ignore them).
+    ...(m.held !== undefined ? { held: m.held } : {}),
+    ...(m.loaded !== undefined ? { loaded: m.loaded } : {}),
   }
 }
 
