@@ -103,6 +103,8 @@ export function loadTarget(entries: Iterable<ProcessorEntry>, model: string): Pr
 
 /** An idle llama.cpp processor that does not hold `model` (the mesh copies it there), by key; or null. */
 export function copyTarget(entries: Iterable<ProcessorEntry>, model: string): ProcessorEntry | null {
-  const able = [...entries].filter((e) => idle(e) && e.backend === 'llamacpp' && !serves(e, model))
+  const able = [...entries].filter(
+    (e) => idle(e) && e.backend === 'llamacpp' && e.modelsKey !== undefined && !serves(e, model),
+  )
   return able.sort((a, b) => (a.id < b.id ? -1 : 1))[0] ?? null
 }

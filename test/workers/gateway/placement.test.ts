@@ -16,6 +16,7 @@ function entry(n: number, held: string[], loaded: string[]): ProcessorEntry {
   e.models = new Set(held)
   e.loaded = new Set(loaded)
   e.backend = 'llamacpp'
+  e.modelsKey = Buffer.alloc(32, 100 + n).toString('hex')
   return e
 }
 
@@ -32,15 +33,18 @@ function fakeGateway(entries: ProcessorEntry[], waiting: Map<string, ModelWaitin
   const net = {
     peer: (key: Buffer) => {
       const id = key.toString('hex').slice(0, 2)
-      const call = async (method: string, payload: { model: string; keepAliveMs?: number }) => {
-        calls.push(
-          `${method} ${payload.model} on ${id}${payload.keepAliveMs ? ` for ${payload.keepAliveMs}` : ''}`,
-        )
+      type Payload = { model?: string; keepAliveMs?: number; manifest?: { model: string } }
+      const call = async (method: string, payload: Payload) => {
+        // A copy asks the holder to publish and share, then the receiver to fetch: the fetch is recorded.
+        if (method === 'modelPublish') return { key: 'k'.repeat(64), model: payload.model }
+        if (method === 'modelShare') return {}
+        const model = payload.model ?? payload.manifest?.model
+        calls.push(`${method} ${model} on ${id}${payload.keepAliveMs ? ` for ${payload.keepAliveMs}` : ''}`)
         if (fail.has(method)) throw new MeshError('ERR_UNSUPPORTED', `${method} refused`)
-        if (method === 'modelPull') {
+        if (method === 'modelFetch') {
           // The copy shows in the processor's next status.
-          entries.find((e) => e.publicKey.equals(key))?.models.add(payload.model)
-          return { model: payload.model }
+          entries.find((e) => e.publicKey.equals(key))?.models.add(model as string)
+          return { model, wireBytes: 1 }
         }
         return {}
       }
@@ -80,7 +84,7 @@ test('placement: sustained queueing loads the model on the idle cold holder, wit
 
 test('placement: with no idle holder it copies the model onto an idle llama.cpp processor, then loads it; a failure backs off', async (t) => {
   let now = 0
-  const busy = entry(1, ['m'], ['m'])
+  const busy = entry(1, ['m', 'n'], ['m'])
   busy.active = 1
   const empty = entry(2, ['other'], [])
   const waiting = new Map([['m', { count: 2, oldestSince: 0 }]])
@@ -89,15 +93,15 @@ test('placement: with no idle holder it copies the model onto an idle llama.cpp 
   const placement = new Placement({ config, gateway, now: () => now })
   for (now = 100; now <= 1_100; now += 100) placement.tick()
   t.ok(await until(() => calls.length === 2, 2_000), 'copied, then loaded')
-  t.alike(calls, ['modelPull m on 02', 'modelLoad m on 02 for 1500'])
+  t.alike(calls, ['modelFetch m on 02', 'modelLoad m on 02 for 1500'])
 
-  fail.add('modelPull')
+  fail.add('modelFetch')
   const other = new Map([['n', { count: 2, oldestSince: 10_000 }]])
   waiting.clear()
   for (const [k, v] of other) waiting.set(k, v)
   for (now = 10_100; now <= 11_100; now += 100) placement.tick()
   t.ok(await until(() => calls.length === 3, 2_000))
-  t.is(calls[2], 'modelPull n on 02', 'a copy of another model, refused')
+  t.is(calls[2], 'modelFetch n on 02', 'a copy of another model, refused')
   await new Promise((r) => setTimeout(r, 50))
   now = 11_100 + 5_000
   placement.tick()
