@@ -21,6 +21,7 @@ import { createReadStream } from 'node:fs'
 import { open, rename } from 'node:fs/promises'
 import { connect, createServer, type Socket } from 'node:net'
 import { join } from 'node:path'
+import type { Duplex } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { parseArgs } from 'node:util'
 import Corestore from 'corestore'
@@ -45,6 +46,12 @@ const { values, positionals } = parseArgs({
 
 function send(msg: object): void {
   process.send?.(msg)
+}
+
+/** This process's CPU time so far, user + system, in ms. */
+function cpuMs(): number {
+  const { user, system } = process.cpuUsage()
+  return (user + system) / 1000
 }
 
 function need(name: keyof typeof values): string {
@@ -92,6 +99,9 @@ async function storeSender(): Promise<void> {
   const manifest = await p.models.publish(need('file'))
   const publishMs = performance.now() - t0
   const server = await serveModels(p.dht, p.store, { keyPair: p.keyPair, allow: () => true })
+  process.on('message', (msg: { type?: string }) => {
+    if (msg?.type === 'cpu?') send({ type: 'cpu', cpuMs: cpuMs() })
+  })
   send({ type: 'ready', manifest, publicKey: server.publicKey.toString('hex'), publishMs })
   await untilDisconnect()
   await server.close()
@@ -102,6 +112,7 @@ async function storeReceiver(): Promise<void> {
   const p = await peer(need('dir'))
   const manifest = JSON.parse(need('manifest')) as ModelManifest
   const t0 = performance.now()
+  const cpu0 = cpuMs()
   const conn = connectModels(p.dht, p.store, Buffer.from(need('server'), 'hex'), p.keyPair)
   let bytes = 0
   // LLM_MESH_BENCH_VERBOSE=1: the receiver's progress every second, on stderr.
@@ -119,7 +130,7 @@ async function storeReceiver(): Promise<void> {
     })
     .finally(() => tick && clearInterval(tick))
   const ms = performance.now() - t0
-  send({ type: 'done', ms, sha256: res.sha256, wireBytes: res.wireBytes })
+  send({ type: 'done', ms, sha256: res.sha256, wireBytes: res.wireBytes, cpuMs: cpuMs() - cpu0 })
   await conn.close()
   await p.close()
 }
@@ -170,7 +181,49 @@ async function tcpSender(): Promise<void> {
   await pipeline(createReadStream(need('file'), { highWaterMark: 1024 * 1024 }), sock)
 }
 
+/** A HyperDHT server counting the bytes of its first connection (the store's transport without Hypercore). */
+async function dhtReceiver(): Promise<void> {
+  const p = await peer(need('dir'))
+  const done = new Promise<void>((resolve, reject) => {
+    const server = p.dht.createServer({}, (conn) => {
+      const t0 = performance.now()
+      const cpu0 = cpuMs()
+      let bytes = 0
+      const sock = conn as unknown as Duplex
+      sock.on('data', (chunk: Buffer) => {
+        bytes += chunk.byteLength
+      })
+      sock.on('error', reject)
+      sock.on('end', () => {
+        send({ type: 'done', ms: performance.now() - t0, bytes, sha256: '', cpuMs: cpuMs() - cpu0 })
+        sock.end()
+        resolve()
+      })
+    })
+    server
+      .listen(p.keyPair)
+      .then(() => send({ type: 'listening', publicKey: server.publicKey.toString('hex') }), reject)
+  })
+  await done
+  await p.close()
+}
+
+async function dhtSender(): Promise<void> {
+  const p = await peer(need('dir'))
+  const cpu0 = cpuMs()
+  const conn = p.dht.connect(Buffer.from(need('server'), 'hex'), { keyPair: p.keyPair }) as unknown as Duplex
+  // Closed once the receiver, having read to the end, ends its side too.
+  const closed = new Promise((resolve) => conn.once('close', resolve))
+  conn.resume()
+  await pipeline(createReadStream(need('file'), { highWaterMark: 1024 * 1024 }), conn)
+  await closed
+  send({ type: 'sent', cpuMs: cpuMs() - cpu0 })
+  await p.close()
+}
+
 const roles: Record<string, () => Promise<void>> = {
+  'dht-receiver': dhtReceiver,
+  'dht-sender': dhtSender,
   'store-sender': storeSender,
   'store-receiver': storeReceiver,
   'tcp-receiver': tcpReceiver,

@@ -4,8 +4,8 @@
  * against a plain TCP stream of the same file between two processes in the
  * same run (issue 20: target store / TCP ≥ 0.5 for a ≥ 200 MB file).
  *
- *   npm run build && node dist/bench/model-copy.js [--runs 5] [--mb 256] [--block-size BYTES]
- *     [--prof sender|receiver] [--only store]
+ *   npm run build && node dist/bench/model-copy.js [--runs 5] [--mb 256] [--block-size BYTES[,BYTES…]]
+ *     [--prof sender|receiver|both] [--only raw,tcp,dht,store]
  *
  * Writes a file of incompressible bytes named *.gguf (the store copies bytes,
  * whatever they mean), then, for each run, in this order:
@@ -111,20 +111,46 @@ async function tcpRun(file: string, dest: string, raw: boolean): Promise<number>
   return done.ms
 }
 
+/** The file over one HyperDHT connection (Noise over UDX), only counted: the store's transport alone. */
+async function dhtRun(file: string, work: string, bootstrap: string, run: number): Promise<number> {
+  const dirs = [join(work, `dht-rx${run}`), join(work, `dht-tx${run}`)] as const
+  const rx = startPeer('dht-receiver', ['--dir', dirs[0], '--bootstrap', bootstrap])
+  const { publicKey } = await rx.next<{ publicKey: string }>('listening')
+  const tx = startPeer('dht-sender', [
+    '--dir',
+    dirs[1],
+    '--bootstrap',
+    bootstrap,
+    '--server',
+    publicKey,
+    '--file',
+    file,
+  ])
+  const done = await rx.next<{ ms: number; bytes: number; cpuMs: number }>('done')
+  const sent = await tx.next<{ cpuMs: number }>('sent')
+  dhtCpu.push((done.cpuMs + sent.cpuMs) / (SIZE / 1e6))
+  await Promise.all([stop(tx), stop(rx)])
+  if (done.bytes !== SIZE) throw new Error(`dht: got ${done.bytes} bytes of ${SIZE}`)
+  await Promise.all(dirs.map((d) => rm(d, { recursive: true })))
+  return done.ms
+}
+
 /** One store copy: a new sender publishes and serves, a new receiver fetches. */
 async function storeRun(
   file: string,
   work: string,
   bootstrap: string,
   run: number,
-): Promise<{ publishMs: number; copyMs: number }> {
-  const bs = values['block-size'] ? ['--block-size', values['block-size']] : []
+  blockSize: string,
+): Promise<{ publishMs: number; copyMs: number; senderCpuMs: number; receiverCpuMs: number }> {
+  const bs = blockSize ? ['--block-size', blockSize] : []
   const tx = startPeer(
     'store-sender',
     ['--dir', join(work, `tx${run}`), '--bootstrap', bootstrap, '--file', file, ...bs],
-    values.prof === 'sender',
+    values.prof === 'sender' || values.prof === 'both',
   )
   const ready = await tx.next<{ manifest: { sha256: string }; publicKey: string; publishMs: number }>('ready')
+  const cpuBefore = await senderCpu(tx)
   const dest = join(work, `store-${run}.gguf`)
   const rx = startPeer(
     'store-receiver',
@@ -140,9 +166,10 @@ async function storeRun(
       '--dest',
       dest,
     ],
-    values.prof === 'receiver',
+    values.prof === 'receiver' || values.prof === 'both',
   )
-  const done = await rx.next<{ ms: number; sha256: string; wireBytes: number }>('done')
+  const done = await rx.next<{ ms: number; sha256: string; wireBytes: number; cpuMs: number }>('done')
+  const senderCpuMs = (await senderCpu(tx)) - cpuBefore
   await stop(rx)
   await stop(tx)
   if (done.sha256 !== ready.manifest.sha256) throw new Error('store: digest mismatch')
@@ -152,15 +179,24 @@ async function storeRun(
     rm(join(work, `tx${run}`), { recursive: true }),
     rm(join(work, `rx${run}`), { recursive: true }),
   ])
-  return { publishMs: ready.publishMs, copyMs: done.ms }
+  return { publishMs: ready.publishMs, copyMs: done.ms, senderCpuMs, receiverCpuMs: done.cpuMs }
 }
+
+/** The sender's CPU time so far (user + system, ms). */
+async function senderCpu(tx: Peer): Promise<number> {
+  tx.child.send({ type: 'cpu?' })
+  return (await tx.next<{ cpuMs: number }>('cpu')).cpuMs
+}
+
+/** CPU ms per MB of the HyperDHT stream runs, both sides. */
+const dhtCpu: number[] = []
 
 const mbps = (ms: number) => SIZE / 1e6 / (ms / 1000)
 
 function line(label: string, xs: number[], digits = 1): string {
   const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b)
   const [lo, mid, hi] = [s[0] ?? Number.NaN, median(s), s[s.length - 1] ?? Number.NaN]
-  return `${label.padEnd(24)} min ${fmt(lo, digits)}  median ${fmt(mid, digits)}  max ${fmt(hi, digits)}`
+  return `${label.padEnd(34)} min ${fmt(lo, digits)}  median ${fmt(mid, digits)}  max ${fmt(hi, digits)}`
 }
 
 async function main(): Promise<void> {
@@ -171,36 +207,48 @@ async function main(): Promise<void> {
     const bootstrap = `${node.host}:${node.port}`
     const file = join(work, 'model.gguf')
     await makeFile(file)
-    const only = values.only
-    const raw: number[] = []
-    const tcp: number[] = []
-    const store: number[] = []
-    const publish: number[] = []
-    const ratios: number[] = []
-    const rawRatios: number[] = []
+    const only = new Set((values.only ?? 'raw,tcp,dht,store').split(','))
+    const sizes = only.has('store') ? (values['block-size'] ?? '').split(',') : []
+    const kinds = new Map<string, (run: number) => Promise<number>>()
+    if (only.has('raw')) kinds.set('raw TCP', (run) => tcpRun(file, join(work, `tcp${run}.gguf`), true))
+    if (only.has('tcp'))
+      kinds.set('TCP+disk+sha256', (run) => tcpRun(file, join(work, `tcp${run}.gguf`), false))
+    if (only.has('dht')) kinds.set('HyperDHT stream', (run) => dhtRun(file, work, bootstrap, run))
+    const publish = new Map<string, number[]>()
+    const cpu = new Map<string, number[]>()
+    const cpuRx = new Map<string, number[]>()
+    for (const bs of sizes) {
+      const kind = `store${bs ? ` ${Number(bs) / 1024} KiB` : ''}`
+      publish.set(kind, [])
+      cpu.set(kind, [])
+      cpuRx.set(kind, [])
+      kinds.set(kind, async (run) => {
+        const r = await storeRun(file, work, bootstrap, run, bs)
+        publish.get(kind)?.push(mbps(r.publishMs))
+        cpu.get(kind)?.push((r.senderCpuMs + r.receiverCpuMs) / (SIZE / 1e6))
+        cpuRx.get(kind)?.push(r.receiverCpuMs / (SIZE / 1e6))
+        return r.copyMs
+      })
+    }
+    const figures = new Map([...kinds.keys()].map((k) => [k, [] as number[]]))
+    const ratios = new Map([...publish.keys()].map((k) => [k, [] as number[]]))
+    const dhtRatios = new Map([...publish.keys()].map((k) => [k, [] as number[]]))
     console.log(`file ${fmt(SIZE / 1e6, 1)} MB, ${RUNS} runs (MB/s = 10^6 bytes/s)`)
     for (let run = 0; run < RUNS; run++) {
-      const r = only === 'store' ? Number.NaN : mbps(await tcpRun(file, join(work, 'tcp.gguf'), true))
-      const t = only === 'store' ? Number.NaN : mbps(await tcpRun(file, join(work, 'tcp.gguf'), false))
-      const s = await storeRun(file, work, bootstrap, run)
-      const st = mbps(s.copyMs)
-      raw.push(r)
-      tcp.push(t)
-      store.push(st)
-      publish.push(mbps(s.publishMs))
-      ratios.push(st / t)
-      rawRatios.push(st / r)
-      console.log(
-        `run ${run + 1}: raw TCP ${fmt(r, 1)}  TCP+disk+sha256 ${fmt(t, 1)}  store ${fmt(st, 1)} MB/s` +
-          `  (ratio ${fmt(st / t, 2)}, to raw ${fmt(st / r, 2)}; publish ${fmt(s.publishMs / 1000, 2)} s)`,
-      )
+      const got = new Map<string, number>()
+      for (const [kind, once] of kinds) got.set(kind, mbps(await once(run)))
+      for (const [kind, v] of got) figures.get(kind)?.push(v)
+      for (const [kind, r] of ratios)
+        r.push((got.get(kind) ?? Number.NaN) / (got.get('TCP+disk+sha256') ?? Number.NaN))
+      console.log(`run ${run + 1}: ${[...got].map(([k, v]) => `${k} ${fmt(v, 1)}`).join(', ')} MB/s`)
     }
-    console.log(line('raw TCP MB/s', raw))
-    console.log(line('TCP+disk+sha256 MB/s', tcp))
-    console.log(line('store copy MB/s', store))
-    console.log(line('store publish MB/s', publish))
-    console.log(line('ratio store / TCP', ratios, 2))
-    console.log(line('ratio store / raw TCP', rawRatios, 2))
+    for (const [kind, xs] of figures) console.log(line(`${kind} MB/s`, xs))
+    for (const [kind, xs] of ratios) console.log(line(`${kind} / TCP+disk+sha256`, xs, 2))
+    for (const [kind, xs] of dhtRatios) console.log(line(`${kind} / HyperDHT stream`, xs, 2))
+    for (const [kind, xs] of publish) console.log(line(`${kind} publish MB/s`, xs))
+    for (const [kind, xs] of cpu) console.log(line(`${kind} CPU ms/MB (both sides)`, xs, 2))
+    for (const [kind, xs] of cpuRx) console.log(line(`${kind} CPU ms/MB (receiver)`, xs, 2))
+    if (dhtCpu.length > 0) console.log(line('HyperDHT stream CPU ms/MB (both)', dhtCpu, 2))
   } finally {
     await net.destroy()
     await rm(work, { recursive: true, force: true })

@@ -29,15 +29,8 @@ declare module 'hyperblobs' {
 
   /** A Corestore (or one of its namespaces). */
   export interface BlobCorestore {
-    /**
-     * `active: false`: a session that keeps the core open without asking
-     * peers for it; `inflightRange`: [min, max] block requests in flight per
-     * peer (Hypercore's default [16, 512], the max used only on high-RTT UDX
-     * streams), taken when the core is first opened.
-     */
-    get(
-      opts: ({ name: string } | { key: Buffer }) & { active?: boolean; inflightRange?: [number, number] },
-    ): BlobCore
+    /** `active: false`: a session that keeps the core open without asking peers for it. */
+    get(opts: ({ name: string } | { key: Buffer }) & { active?: boolean }): BlobCore
     namespace(name: string): BlobCorestore
     replicate(isInitiator: boolean | Duplex): Duplex
     ready(): Promise<void>
