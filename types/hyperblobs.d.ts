@@ -29,7 +29,8 @@ declare module 'hyperblobs' {
 
   /** A Corestore (or one of its namespaces). */
   export interface BlobCorestore {
-    get(opts: { name: string } | { key: Buffer }): BlobCore
+    /** `active: false`: a session that keeps the core open without asking peers for it. */
+    get(opts: ({ name: string } | { key: Buffer }) & { active?: boolean }): BlobCore
     namespace(name: string): BlobCorestore
     replicate(isInitiator: boolean | Duplex): Duplex
     ready(): Promise<void>

@@ -291,3 +291,28 @@ test('model blobs: closing the store stops a fetch that waits for peers', async 
   t.ok(Date.now() - started < 5000, `well before its 20 s timeout (${Date.now() - started} ms)`)
   t.absent(await exists(dest), 'no file in place')
 })
+
+/** Runs Corestore's idle-core GC to its end now (each cycle, every 2 s, is one strike of 4; private API). */
+function collectIdleCores(store: BlobCorestore): void {
+  const cores = (store as unknown as { cores: { _gcCycle(): void } }).cores
+  for (let i = 0; i < 4; i++) cores._gcCycle()
+}
+
+test('model blobs: Corestore does not close a published core while a peer copies it', async (t) => {
+  const a = await side(t, await t.tmp())
+  const b = await side(t, await t.tmp(), 2000)
+  const { path, bytes } = await modelFile(await t.tmp(), 'big.gguf', 8 * MB)
+  const manifest = await a.models.publish(path)
+  const link = replicateStores(a.corestore, b.corestore)
+  t.teardown(() => link.close(), { order: -1 })
+  let collected = false
+  const onProgress = (n: number) => {
+    if (n === 0 || collected) return
+    collected = true
+    // What 6 to 8 s of a copy used to meet: A's core, opened only to serve B, collected as idle.
+    collectIdleCores(a.corestore)
+  }
+  const res = await b.models.fetch(manifest, join(await t.tmp(), 'big.gguf'), { onProgress })
+  t.ok(collected, 'the GC ran mid-copy')
+  t.is(res.sha256, sha256(bytes), 'and the copy completed')
+})
