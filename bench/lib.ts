@@ -89,8 +89,10 @@ function wrkMs(text: string | undefined): number {
  * `seconds`) POSTing `body` to `url` + `path`, when it is installed (Debian:
  * apt-get install wrk); null without it. It takes far less CPU than a Node
  * client (~15 µs per request against ~100), so more of the 2 cores go to what
- * is measured. Writes its Lua script into `dir`. Returns req/s, the number of
- * requests, and p50 and p99 ms from its latency histogram.
+ * is measured. A request may take up to 10 s (wrk's default of 2 s counts a
+ * slow answer on a busy machine as a socket error). Writes its Lua script into
+ * `dir`. Returns req/s, the number of requests, and p50 and p99 ms from its
+ * latency histogram.
  * @throws `<label>: wrk saw errors` when an answer was not a 2xx or a connection failed or timed out
  */
 export async function runWrk(
@@ -114,7 +116,17 @@ export async function runWrk(
   const output = await new Promise<string>((resolve, reject) => {
     execFile(
       'wrk',
-      ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', '-s', script, `${url.origin}${path}`],
+      [
+        '-t1',
+        `-c${connections}`,
+        `-d${seconds}s`,
+        '--timeout',
+        '10s',
+        '--latency',
+        '-s',
+        script,
+        `${url.origin}${path}`,
+      ],
       (err, stdout) => (err ? reject(err) : resolve(stdout)),
     )
   })
