@@ -45,6 +45,7 @@ function entry(n: number, opts: Partial<ProcessorEntry> & { held?: string[]; loa
   e.loaded =
     opts.loadedNow === undefined ? new Set() : opts.loadedNow === null ? null : new Set(opts.loadedNow)
   e.backend = 'llamacpp'
+  e.modelsKey = Buffer.alloc(32, 100 + n).toString('hex')
   return Object.assign(e, opts)
 }
 
@@ -61,4 +62,6 @@ test('placement: loads on an idle holder that has it cold, quickest first; copie
   const draining = entry(8, { held: ['x'], state: 'draining' })
   t.is(copyTarget([loaded, ollama, draining, other], 'm')?.id.slice(0, 2), '06')
   t.is(copyTarget([loaded, ollama], 'm'), null)
+  const noStore = entry(9, { held: ['x'], modelsKey: undefined })
+  t.is(copyTarget([loaded, noStore], 'm'), null, 'a processor with no model store cannot take a copy')
 })
