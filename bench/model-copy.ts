@@ -240,6 +240,8 @@ async function main(): Promise<void> {
       for (const [kind, v] of got) figures.get(kind)?.push(v)
       for (const [kind, r] of ratios)
         r.push((got.get(kind) ?? Number.NaN) / (got.get('TCP+disk+sha256') ?? Number.NaN))
+      for (const [kind, r] of dhtRatios)
+        r.push((got.get(kind) ?? Number.NaN) / (got.get('HyperDHT stream') ?? Number.NaN))
       console.log(`run ${run + 1}: ${[...got].map(([k, v]) => `${k} ${fmt(v, 1)}`).join(', ')} MB/s`)
     }
     for (const [kind, xs] of figures) console.log(line(`${kind} MB/s`, xs))
