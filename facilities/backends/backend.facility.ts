@@ -112,6 +112,11 @@ export class BackendFacility extends Facility {
         type === 'auto' ? `no Ollama at ${ollamaHost}; ${files.length} GGUF file(s)` : 'configured'
       return { kind: 'llamacpp', reason, where: this.modelsDir }
     }
+    if (type === 'llamacpp') {
+      // Chosen by name: an empty folder is a machine waiting for models (a pull, a mesh copy).
+      const reason = `configured; no GGUF files in ${this.modelsDir} yet: serves none until one is pulled or copied`
+      return { kind: 'llamacpp', reason, where: this.modelsDir }
+    }
     if (!tinyModelFallback) {
       throw MeshError.badConfig(
         `no models: no Ollama at ${ollamaHost} and no .gguf files in ${this.modelsDir} (backend.modelsDir)`,

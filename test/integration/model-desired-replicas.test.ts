@@ -1,6 +1,6 @@
 /**
- * Desired state, held copies: three llama.cpp processors, the tiny model on one (the others
- * serve another model: a processor with no model does not start); replicas 2 →
+ * Desired state, held copies: three llama.cpp processors, the tiny model on one (one other
+ * serves another model, the third none: an empty folder waiting for copies); replicas 2 →
  * the gateway copies it from that holder onto a second one (a pull with no source: the mesh's
  * peer-to-peer copy); that second holder stopped → the third gets a copy. The copies have the
  * holder's digest. Assertions name the reconciler's last copy error, so a failing copy says why.
@@ -18,9 +18,9 @@ test('desired state: replicas 2 copies the model onto a second processor, and ag
   const { bootstrap } = await testnet(t)
   const gateway = await startGateway(t, bootstrap, { models: { reconcileMs: 500 } })
   const admin = await startClient(t, bootstrap, {}, { apiKey: await apiKeyFor(gateway, 'root', 'admin') })
-  const spawn = async (model: string) => {
+  const spawn = async (model: string | null) => {
     const models = await t.tmp()
-    await writeTinyModel(join(models, `${model}.gguf`), { step: model === TINY ? 1 : 2 })
+    if (model) await writeTinyModel(join(models, `${model}.gguf`), { step: model === TINY ? 1 : 2 })
     return spawnProcessor(t, bootstrap, [
       '--store',
       await t.tmp(),
@@ -30,7 +30,7 @@ test('desired state: replicas 2 copies the model onto a second processor, and ag
       'llamacpp',
     ])
   }
-  const [a, ...empty] = await Promise.all([spawn(TINY), spawn('other'), spawn('other')])
+  const [a, ...empty] = await Promise.all([spawn(TINY), spawn('other'), spawn(null)])
   t.ok(await until(() => gateway.router.live().length === 3), 'three processors seen')
   const holders = async () => {
     const m = (await admin.modelInventory()).models.find((x) => x.name === TINY)
