@@ -24,7 +24,7 @@ import { getLlama, LlamaCompletion } from 'node-llama-cpp'
 import { LlamaCppBackend } from '../facilities/backends/llamacpp/llamacpp.backend.js'
 import { writeTinyModel } from '../facilities/tiny-model/tiny-model.js'
 import { MeshClient } from '../workers/client/client.worker.js'
-import { fmt, median, spawnAccountedGateway, spawnWorker } from './lib.js'
+import { fmt, llamaProcessorArgs, median, spawnAccountedGateway, spawnWorker } from './lib.js'
 
 const { values } = parseArgs({
   options: { tokens: { type: 'string', default: '200' }, runs: { type: 'string', default: '15' } },
@@ -104,19 +104,7 @@ async function inProcess(): Promise<Run> {
 const testnet = await createTestnet(3, { host: '127.0.0.1' })
 const bootstrap = testnet.bootstrap.map((b) => `${b.host}:${b.port}`).join(',')
 const { gateway, apiKey } = await spawnAccountedGateway(bootstrap, join(dir, 'gw'))
-const processorArgs = (name: string, models: string) => [
-  'processor',
-  '--bootstrap',
-  bootstrap,
-  '--store',
-  join(dir, name),
-  '--models',
-  models,
-  '--backend',
-  'llamacpp',
-  '--parallel',
-  '1',
-]
+const processorArgs = (name: string, models: string) => llamaProcessorArgs(bootstrap, join(dir, name), models)
 const perTokenConfig = join(dir, 'conf', 'processor.json')
 await mkdir(join(dir, 'conf'))
 await writeFile(perTokenConfig, JSON.stringify({ streamCoalesceMs: 0 }))

@@ -293,3 +293,20 @@ export function spawnEchoProcessor(
     ...(weight !== undefined ? ['--weight', String(weight)] : []),
   ])
 }
+
+/** `llm-mesh processor` arguments: llama.cpp on the GGUF files in `models`, one generation at a time. */
+export function llamaProcessorArgs(bootstrap: string, store: string, models: string): string[] {
+  return [
+    'processor',
+    '--bootstrap',
+    bootstrap,
+    '--store',
+    store,
+    '--models',
+    models,
+    '--backend',
+    'llamacpp',
+    '--parallel',
+    '1',
+  ]
+}

@@ -24,7 +24,7 @@ import createTestnet from 'hyperdht/testnet.js'
 import { encodeTinyModel, TINY_MODEL_NAME, writeTinyModel } from '../facilities/tiny-model/tiny-model.js'
 import { MeshClient } from '../workers/client/client.worker.js'
 import type { InventoryModel } from '../workers/gateway/model-inventory.js'
-import { fmt, median, spawnAccountedGateway, spawnWorker } from './lib.js'
+import { fmt, llamaProcessorArgs, median, spawnAccountedGateway, spawnWorker } from './lib.js'
 
 const { values } = parseArgs({
   options: { runs: { type: 'string', default: '3' }, mb: { type: 'string', default: '256' } },
@@ -43,19 +43,7 @@ await writeFile(join(holderModels, `${MODEL}.gguf`), Buffer.concat([encodeTinyMo
 const testnet = await createTestnet(3, { host: '127.0.0.1' })
 const bootstrap = testnet.bootstrap.map((b) => `${b.host}:${b.port}`).join(',')
 const { gateway, apiKey } = await spawnAccountedGateway(bootstrap, join(dir, 'gw'))
-const processorArgs = (name: string, models: string) => [
-  'processor',
-  '--bootstrap',
-  bootstrap,
-  '--store',
-  join(dir, name),
-  '--models',
-  models,
-  '--backend',
-  'llamacpp',
-  '--parallel',
-  '1',
-]
+const processorArgs = (name: string, models: string) => llamaProcessorArgs(bootstrap, join(dir, name), models)
 const holder = await spawnWorker(processorArgs('holder', holderModels))
 const client = new MeshClient({
   config: { bootstrap: bootstrap.split(','), gateway: gateway.publicKey, log: { level: 'warn' } },

@@ -51,7 +51,7 @@ test('package: import { MeshClient } from "llm-mesh" works inside the checkout',
   t.is(r.stdout.trim(), 'function function', r.stderr)
 })
 
-test('cli: --help for every command', async (t) => {
+test('cli: --help for every command', { timeout: 120_000 }, async (t) => {
   const main = await run([BIN, '--help'])
   t.is(main.code, 0)
   t.ok(main.stdout.includes('Commands:'))

@@ -158,6 +158,16 @@ export async function spawnTinyProcessor(
 ): Promise<SpawnedWorker> {
   const models = await t.tmp()
   await writeTinyModel(join(models, `${TINY_MODEL_NAME}.gguf`))
+  return spawnLlamaProcessor(t, bootstrap, models, args)
+}
+
+/** A llama.cpp processor child on the GGUF files in `models` (maybe none yet), with a store of its own. */
+export async function spawnLlamaProcessor(
+  t: T,
+  bootstrap: string[],
+  models: string,
+  args: string[] = [],
+): Promise<SpawnedWorker> {
   return spawnProcessor(t, bootstrap, [
     '--store',
     await t.tmp(),

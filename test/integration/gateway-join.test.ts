@@ -44,7 +44,9 @@ async function clientOf(t: T, bootstrap: string[], key: string): Promise<MeshCli
   return client
 }
 
-test('gateway --join: a second gateway joins with one command and its users reach the mesh processor; revoked, the processor refuses it at once', async (t) => {
+test('gateway --join: a second gateway joins with one command and its users reach the mesh processor; revoked, the processor refuses it at once', {
+  timeout: 60_000,
+}, async (t) => {
   const { bootstrap } = await testnet(t)
   const a = await startGateway(t, bootstrap, MEMBERS)
   const adminKey = await apiKeyFor(a)

@@ -17,6 +17,7 @@ import { ProcessorWorker } from '../../workers/processor/processor.worker.js'
 import { rejectsWith } from '../helpers/assert.js'
 import { post } from '../helpers/http.js'
 import { apiKeyFor, startClient, startGateway, TEST_LOG, testnet, until } from '../helpers/mesh.js'
+import { tamperBlocks } from '../helpers/tamper.js'
 
 const MODEL = 'shared'
 const OTHER = 'other'
@@ -96,21 +97,9 @@ test('model copy: a wrong digest, another core, tampered blocks: coded errors, n
   const served = blobCorestore(holder.store.cores).get({ key: Buffer.from(shared.key, 'hex') })
   await served.ready()
   t.teardown(() => served.close())
-  let tampered = 0
-  served.on('peer-add', (peer: { wireData: { send(m: { block?: { value: Buffer } | null }): void } }) => {
-    const send = peer.wireData.send.bind(peer.wireData)
-    peer.wireData.send = (m) => {
-      if (m.block) {
-        const value = Buffer.from(m.block.value)
-        value[0] = (value[0] ?? 0) ^ 0xff
-        m.block = { ...m.block, value }
-        tampered++
-      }
-      send(m)
-    }
-  })
+  const tampering = tamperBlocks(served)
   const err = await rejectsWith(t, fetch(shared), 'ERR_INTEGRITY', 'tampered blocks: ERR_INTEGRITY')
-  t.ok(tampered > 0, `the holder sent ${tampered} tampered block(s)`)
+  t.ok(tampering.count() > 0, `the holder sent ${tampering.count()} tampered block(s)`)
   t.ok(Number(err?.details?.rejectedBlocks) > 0, `rejected: ${err?.details?.rejectedBlocks}`)
   t.alike(await listed(receiverDir), [], 'nothing put in place')
   const models = await toReceiver.request<{ models: { name: string }[] }>('models', {})

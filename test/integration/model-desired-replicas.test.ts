@@ -8,7 +8,7 @@
 import { join } from 'node:path'
 import test from 'brittle'
 import { TINY_MODEL_NAME, writeTinyModel } from '../../facilities/tiny-model/tiny-model.js'
-import { apiKeyFor, spawnProcessor, startClient, startGateway, testnet, until } from '../helpers/mesh.js'
+import { apiKeyFor, spawnLlamaProcessor, startClient, startGateway, testnet, until } from '../helpers/mesh.js'
 
 const TINY = TINY_MODEL_NAME
 
@@ -21,14 +21,7 @@ test('desired state: replicas 2 copies the model onto a second processor, and ag
   const spawn = async (model: string | null) => {
     const models = await t.tmp()
     if (model) await writeTinyModel(join(models, `${model}.gguf`), { step: model === TINY ? 1 : 2 })
-    return spawnProcessor(t, bootstrap, [
-      '--store',
-      await t.tmp(),
-      '--models',
-      models,
-      '--backend',
-      'llamacpp',
-    ])
+    return spawnLlamaProcessor(t, bootstrap, models)
   }
   const [a, ...empty] = await Promise.all([spawn(TINY), spawn('other'), spawn(null)])
   t.ok(await until(() => gateway.router.live().length === 3), 'three processors seen')

@@ -10,6 +10,7 @@ import { blobCorestore, ModelBlobStore, type ModelManifest } from '../../../faci
 import { parseManifest } from '../../../facilities/models/manifest.js'
 import { replicateStores } from '../../../facilities/models/replicate.js'
 import { rejectsWith } from '../../helpers/assert.js'
+import { tamperBlocks } from '../../helpers/tamper.js'
 
 const MB = 1024 * 1024
 
@@ -171,19 +172,7 @@ test('model blobs: the blob of another core, or blocks a peer tampered with, are
   const served = a.corestore.get({ key: Buffer.from(one.key, 'hex') })
   await served.ready()
   t.teardown(() => served.close())
-  let tampered = 0
-  served.on('peer-add', (peer: { wireData: { send(m: { block?: { value: Buffer } | null }): void } }) => {
-    const send = peer.wireData.send.bind(peer.wireData)
-    peer.wireData.send = (m) => {
-      if (m.block) {
-        const value = Buffer.from(m.block.value)
-        value[0] ^= 0xff
-        m.block = { ...m.block, value }
-        tampered++
-      }
-      send(m)
-    }
-  })
+  const tampering = tamperBlocks(served)
   await link.close()
   const link2 = replicateStores(a.corestore, b.corestore)
   t.teardown(() => link2.close(), { order: -1 })
@@ -193,7 +182,7 @@ test('model blobs: the blob of another core, or blocks a peer tampered with, are
     'ERR_INTEGRITY',
     'tampered blocks: ERR_INTEGRITY',
   )
-  t.ok(tampered > 0, `the sender sent ${tampered} tampered block(s)`)
+  t.ok(tampering.count() > 0, `the sender sent ${tampering.count()} tampered block(s)`)
   t.ok(Number(err?.details?.rejectedBlocks) > 0, `Hypercore rejected ${err?.details?.rejectedBlocks} of them`)
   t.absent(await exists(dest), 'no file in place')
   t.absent(await exists(`${dest}.partial`), 'no partial file')

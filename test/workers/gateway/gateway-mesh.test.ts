@@ -32,7 +32,9 @@ function askMembers(gateway: GatewayWorker, issuer: GatewayWorker): Promise<Mesh
   return gateway.net.peer(issuer.publicKey).request<MeshMembersReply>('meshMembers', null, { timeout: 5_000 })
 }
 
-test('gateway mesh: the issuer vouches for the gateway that joined and lists its processors to it alone; revoked, both stop', async (t) => {
+test('gateway mesh: the issuer vouches for the gateway that joined and lists its processors to it alone; revoked, both stop', {
+  timeout: 60_000,
+}, async (t) => {
   const { net, bootstrap } = await testnet(t)
   const a = await startGateway(t, bootstrap, MEMBERS)
   const admin = await startClient(t, bootstrap, { gateway: a.publicKeyHex }, { apiKey: await apiKeyFor(a) })

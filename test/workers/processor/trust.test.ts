@@ -55,7 +55,9 @@ async function refused(t: Test, p: Promise<unknown>, message: string): Promise<v
   t.ok(code === 'ERR_UNAVAILABLE' || code === 'ERR_FORBIDDEN', `${message} (${code})`)
 }
 
-test('processor trust: only a configured gateway vouches; vouched gateways are served but cannot vouch; a smaller set cuts them off at once', async (t) => {
+test('processor trust: only a configured gateway vouches; vouched gateways are served but cannot vouch; a smaller set cuts them off at once', {
+  timeout: 60_000,
+}, async (t) => {
   const { net, bootstrap } = await testnet(t)
   const a = DHT.keyPair()
   const b = DHT.keyPair()
