@@ -23,6 +23,8 @@ declare module 'hyperblobs' {
     close(): Promise<void>
     has(start: number, end?: number): Promise<boolean>
     get(index: number, opts?: { wait?: boolean; timeout?: number }): Promise<Buffer | null>
+    /** Drops the blocks from `start` to `end` (exclusive) from local storage. */
+    clear(start: number, end?: number): Promise<unknown>
     /** Resolves once the core knows the peers it is going to find (see Corestore's findingPeers). */
     update(opts?: { wait?: boolean }): Promise<boolean>
   }

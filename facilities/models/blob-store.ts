@@ -234,13 +234,20 @@ export class ModelBlobStore extends Facility {
     const core = this.nsStore().get({ key: Buffer.from(m.key, 'hex') })
     try {
       await core.ready()
-      await new Hyperblobs(core, { blockSize: m.blockSize }).clear(m.blob)
+      // The whole core: one file's, where a republish may have left an older range of its blocks.
+      if (core.length > 0) await core.clear(0, core.length)
     } finally {
       await core.close()
     }
     const held = this.held.get(m.key)
     this.held.delete(m.key)
     await held?.close()
+  }
+
+  /** Removes the staging file a killed fetch into `destPath` left, unless a fetch into it runs. */
+  async dropPartial(destPath: string): Promise<void> {
+    const dest = resolve(destPath)
+    if (!this.fetching.has(dest)) await rm(`${dest}.partial`, { force: true })
   }
 
   /** Keeps a session on the core of `key` open (see `held`); a no-op for a core already held. */
@@ -366,6 +373,8 @@ async function readBlob(
   const rs = blobs.createReadStream(m.blob, { timeout })
   const onabort = () => rs.destroy(new MeshError('ERR_CANCELLED', `fetch of ${m.name} aborted`))
   opts.signal?.addEventListener('abort', onabort, { once: true })
+  // An abort before the listener was added would go unseen: the whole file would download first.
+  if (opts.signal?.aborted) onabort()
   let bytes = 0
   try {
     opts.onProgress?.(0, m.size)

@@ -25,6 +25,12 @@ const COPY_TIMEOUT_MS = 24 * 60 * 60_000
 /** Publishing hashes the whole file and writes its blocks once (cached after). */
 const PUBLISH_TIMEOUT_MS = 60 * 60_000
 const SHARE_TIMEOUT_MS = 30_000
+/**
+ * A holder admits a receiver and keeps the blocks for 30 minutes after a share order
+ * (SHARE_TTL_MS on the processor): while a copy runs the gateway renews the order this often,
+ * so a copy that takes longer than that is not cut off midway.
+ */
+export const SHARE_RENEW_MS = 5 * 60_000
 /** How long to wait for a new model to show in a processor's status (its listing is cached 2 s). */
 const REFRESH_MS = 3_000
 const REFRESH_STEP_MS = 200
@@ -165,21 +171,25 @@ export class MeshCopy {
         // Publishing reads the whole file once (then it is cached): say what the wait is.
         onProgress({ status: `publishing on ${holder.id.slice(0, 12)}`, processor: entry.id })
         manifest = await this.publishOn(holder)
-        await this.gateway.net
-          .peer(holder.publicKey)
-          .request(
-            'modelShare',
-            { key: manifest.key, peers: [entry.modelsKey] },
-            { timeout: SHARE_TIMEOUT_MS },
-          )
+        const want = this.req.digest?.replace(/^sha256:/, '')
+        if (want !== undefined && manifest.sha256 !== want)
+          throw new MeshError('ERR_DIGEST_MISMATCH', `the holder's file has sha256 ${manifest.sha256}`)
+        await this.share(holder, manifest, entry)
       } catch (err) {
-        // The holder failed: another may do.
+        // The holder failed, or holds other bytes under that name: another may do.
         lastErr = err
         continue
       }
       return this.fetchOn(entry, holder, manifest, onProgress)
     }
     throw MeshError.from(lastErr)
+  }
+
+  /** Asks `holder` to admit `entry`'s models key to `manifest`'s core (and keep its blocks). */
+  private async share(holder: ProcessorEntry, manifest: ModelManifest, entry: ProcessorEntry): Promise<void> {
+    await this.gateway.net
+      .peer(holder.publicKey)
+      .request('modelShare', { key: manifest.key, peers: [entry.modelsKey] }, { timeout: SHARE_TIMEOUT_MS })
   }
 
   private publishOn(holder: ProcessorEntry): Promise<ModelManifest> {
@@ -207,16 +217,26 @@ export class MeshCopy {
     const payload: Record<string, unknown> = { manifest, from: [holder.modelsKey] }
     if (this.req.digest !== undefined) payload.digest = this.req.digest
     const processor = entry.id
-    const result = await this.gateway.net
-      .peer(entry.publicKey)
-      .stream<Omit<CopyResult, 'from'>>('modelFetch', payload, {
-        cancel: this.cancel,
-        timeout: COPY_TIMEOUT_MS,
-        onChunk: (chunk: StreamChunk) => {
-          const progress = (chunk as StreamChunk & { progress?: PullProgress }).progress
-          if (progress && typeof progress.status === 'string') onProgress({ ...progress, processor })
-        },
-      })
-    return { ...result, from: holder.id }
+    const renew = setInterval(() => {
+      this.share(holder, manifest, entry).catch((err: unknown) =>
+        this.gateway.log.warn({ model: manifest.name, holder: holder.id, err }, 'renewing a share failed'),
+      )
+    }, SHARE_RENEW_MS)
+    renew.unref()
+    try {
+      const result = await this.gateway.net
+        .peer(entry.publicKey)
+        .stream<Omit<CopyResult, 'from'>>('modelFetch', payload, {
+          cancel: this.cancel,
+          timeout: COPY_TIMEOUT_MS,
+          onChunk: (chunk: StreamChunk) => {
+            const progress = (chunk as StreamChunk & { progress?: PullProgress }).progress
+            if (progress && typeof progress.status === 'string') onProgress({ ...progress, processor })
+          },
+        })
+      return { ...result, from: holder.id }
+    } finally {
+      clearInterval(renew)
+    }
   }
 }

@@ -89,6 +89,8 @@ export class ReconcileLoop {
   private timer: NodeJS.Timeout | null = null
   private running: Promise<void> | null = null
   private again = false
+  /** Actions ended so far: a round whose facts were gathered across an end plans again. */
+  private finished = 0
   private stopped = true
   private readonly pending = new Map<string, PlannedAction>()
   private readonly backoff = new Map<string, BackingOff>()
@@ -154,8 +156,15 @@ export class ReconcileLoop {
     const desired = this.opts.desired()
     if (desired.length === 0) return
     try {
+      const finishedBefore = this.finished
       const answers = await this.opts.gather()
       if (this.stopped) return
+      // An action that ended while the processors were asked is in neither `pending` nor (maybe)
+      // the answers: planning now could do it twice. The round after it plans from fresh facts.
+      if (this.finished !== finishedBefore) {
+        this.again = true
+        return
+      }
       const processors = factsOf(answers, this.opts.router().live())
       this.forget(desired, processors)
       const now = Date.now()
@@ -223,6 +232,7 @@ export class ReconcileLoop {
       .catch(() => {})
       .finally(() => {
         this.pending.delete(key)
+        this.finished++
         this.kick()
       })
   }

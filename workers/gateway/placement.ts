@@ -91,7 +91,13 @@ export class Placement extends Facility {
       this.tracker.started(model, now)
       const oldest = waiting.get(model)
       const run = this.place(model, oldest ? now - oldest.oldestSince : 0, oldest?.count ?? 0)
-        .then((ok) => this.tracker.ended(model, ok))
+        .then(
+          (ok) => this.tracker.ended(model, ok),
+          (err: unknown) => {
+            this.gateway.log.warn({ model, err }, `placement: '${model}' failed; backing off`)
+            this.tracker.ended(model, false)
+          },
+        )
         .finally(() => this.running.delete(run))
       this.running.add(run)
     }

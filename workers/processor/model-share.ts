@@ -328,7 +328,11 @@ export class ProcessorModelShare extends Facility {
     this.holds.delete(manifest.key)
     const bee = await this.processor.store.bee(HOLDS_BEE)
     await bee.del(`hold/${manifest.key}`)
-    if (this.blobs && !this.closing) await this.blobs.forget(manifest)
+    if (this.blobs && !this.closing) {
+      await this.blobs.forget(manifest)
+      // A copy killed midway (SIGKILL) and never resumed leaves its staging file.
+      await this.blobs.dropPartial(join(this.modelsDir, manifest.name))
+    }
   }
 
   private async restoreHolds(): Promise<void> {

@@ -233,7 +233,7 @@ test('model blobs: a fetch interrupted by closing B resumes after reopening and 
   t.comment(`received after restart: ${res.wireBytes} of ${size} bytes`)
 })
 
-test('model blobs: concurrent publishes share one, concurrent fetches into one file conflict, forget drops the blocks', async (t) => {
+test('model blobs: concurrent publishes share one, concurrent fetches into one file conflict (dropPartial spares a running one), forget drops the blocks', async (t) => {
   const files = await t.tmp()
   const a = await side(t, await t.tmp())
   const b = await side(t, await t.tmp())
@@ -255,6 +255,7 @@ test('model blobs: concurrent publishes share one, concurrent fetches into one f
     'ERR_CONFLICT',
     'a second fetch into the same file is refused',
   )
+  await b.models.dropPartial(dest)
   await first
   t.alike(await readFile(dest), bytes, 'the first one completes')
 
@@ -265,6 +266,12 @@ test('model blobs: concurrent publishes share one, concurrent fetches into one f
   await held.close()
   const again = await b.models.fetch(m1, join(await t.tmp(), 'again.gguf'))
   t.is(again.wireBytes, bytes.length, 'so a later fetch downloads the file again')
+
+  // The staging file a killed fetch left: removed when its blocks are dropped.
+  const left = join(await t.tmp(), 'left.gguf')
+  await writeFile(`${left}.partial`, bytes.subarray(0, 1000))
+  await b.models.dropPartial(left)
+  t.absent(await exists(`${left}.partial`), 'a leftover .partial is removed')
 })
 
 test('model blobs: closing the store stops a fetch that waits for peers', async (t) => {

@@ -210,3 +210,35 @@ test('loop: a processor joining starts a round at once', async (t) => {
   t.is(pull.calls[0]?.to, 'bb')
   pull.calls[0]?.settle(true)
 })
+
+test('loop: a round whose facts were gathered while a copy ended plans again instead of copying twice', async (t) => {
+  const m = mesh(['aa', 'bb', 'cc'])
+  m.procs.get('aa')?.held.set('m1', false)
+  let gate: Promise<void> | null = null
+  let open = () => {}
+  // Facts taken when asked, answered when the gate opens: they may predate an action's end.
+  const slow = {
+    ...m,
+    gather: async () => {
+      const facts = await m.gather()
+      if (gate) await gate
+      return facts
+    },
+  }
+  const pull = pulls(m)
+  const loop = loopOf(slow, pull, [{ model: 'm1', replicas: 2 }], 2)
+  t.teardown(() => loop.stop())
+  loop.start()
+  t.ok(await until(() => pull.calls.length === 1, 2_000, 5), 'a copy starts')
+  gate = new Promise<void>((resolve) => {
+    open = resolve
+  })
+  await new Promise((r) => setTimeout(r, 100)) // a round is now waiting on facts without the copy
+  pull.calls[0]?.settle(true)
+  await new Promise((r) => setTimeout(r, 20))
+  gate = null
+  open()
+  await new Promise((r) => setTimeout(r, 300))
+  t.is(pull.calls.length, 1, 'replicas 2 met by the one copy: no second')
+  t.is([...m.procs.values()].filter((p) => p.held.has('m1')).length, 2)
+})
