@@ -3,6 +3,7 @@ declare module 'corestore' {
   export interface Core {
     /** The cache the Corestore was given (`globalCache`), which its Hyperbees share; null without one. */
     readonly globalCache: import('rache').default | null
+    readonly key: Buffer | null
     ready(): Promise<void>
     close(): Promise<void>
   }

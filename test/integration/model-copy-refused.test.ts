@@ -9,7 +9,7 @@ import { readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Test } from 'brittle'
 import test from 'brittle'
-import { blobCorestore, type ModelManifest } from '../../facilities/models/blob-store.js'
+import type { ModelManifest } from '../../facilities/models/blob-store.js'
 import { TINY_MODEL_NAME, writeTinyModel } from '../../facilities/tiny-model/tiny-model.js'
 import { parseConfig, processorConfigSchema } from '../../kernel/config.js'
 import type { GatewayWorker } from '../../workers/gateway/gateway.worker.js'
@@ -94,7 +94,7 @@ test('model copy: a wrong digest, another core, tampered blocks: coded errors, n
 
   // A holder that flips a byte of every block it sends (hypercore 11.37's data message, as in
   // test/facilities/models/blob-store.test.ts): every block fails Hypercore's verification.
-  const served = blobCorestore(holder.store.cores).get({ key: Buffer.from(shared.key, 'hex') })
+  const served = holder.shares.corestore.get({ key: Buffer.from(shared.key, 'hex') })
   await served.ready()
   t.teardown(() => served.close())
   const tampering = tamperBlocks(served)
@@ -108,6 +108,13 @@ test('model copy: a wrong digest, another core, tampered blocks: coded errors, n
     [TINY_MODEL_NAME],
     'the receiver serves none of them',
   )
+
+  // The Corestore admitted peers replicate holds model cores only, apart from the store's bees.
+  const workerBee = await holder.store.bee('worker')
+  const probe = holder.shares.corestore.get({ key: workerBee.core.key ?? Buffer.alloc(32) })
+  await probe.ready()
+  t.is(probe.length, 0, 'the worker bee (identity seed) is not in the Corestore peers replicate')
+  await probe.close()
 
   // Ollama's /api/pull on the gateway, no source: llama.cpp processors copy it from the holder.
   const url = gateway.httpUrl as string

@@ -20,6 +20,8 @@ import { createHash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import { stat } from 'node:fs/promises'
 import { join } from 'node:path'
+import Corestore from 'corestore'
+import type { BlobCorestore } from 'hyperblobs'
 import DHT, { type KeyPair } from 'hyperdht'
 import type { BackendChoice } from '../../facilities/backends/backend.facility.js'
 import { modelFileName } from '../../facilities/backends/llamacpp/model-folder.js'
@@ -127,6 +129,11 @@ async function sizeOf(path: string): Promise<number | null> {
 export class ProcessorModelShare extends Facility {
   readonly name = 'model-share'
   private blobs: ModelBlobStore | null = null
+  /**
+   * A Corestore of its own (`<store>/models`) holds the model blobs: replicating it to an
+   * admitted peer can reach model cores only, never the processor's other cores (its bees).
+   */
+  private cores: Corestore | null = null
   private server: ModelServer | null = null
   private keyPair: KeyPair | null = null
   private modelsDir = ''
@@ -155,10 +162,17 @@ export class ProcessorModelShare extends Facility {
     const where = p.backendChoice?.kind === 'llamacpp' ? p.backendChoice.where : null
     if (!p.config.store || p.backend.kind !== 'llamacpp' || !where) return
     this.modelsDir = where
-    const corestore = blobCorestore(p.store.cores)
+    const cores = new Corestore(join(p.store.dir, 'models'))
+    const corestore = blobCorestore(cores)
     const blobs = new ModelBlobStore({ corestore })
-    await blobs.ready()
     try {
+      await blobs.ready()
+    } catch (err) {
+      await cores.close().catch(() => {})
+      throw err
+    }
+    try {
+      this.cores = cores
       this.blobs = blobs
       this.keyPair = modelsKeyPair(p.net.keyPair)
       await this.restoreHolds()
@@ -169,9 +183,17 @@ export class ProcessorModelShare extends Facility {
     } catch (err) {
       await this.stopHolds()
       await blobs.close()
+      await cores.close()
       this.blobs = null
+      this.cores = null
       throw err
     }
+  }
+
+  /** The Corestore of the model blobs (tests reach the cores it serves). */
+  get corestore(): BlobCorestore {
+    if (!this.cores) throw new MeshError('ERR_UNAVAILABLE', 'this processor does not share models')
+    return blobCorestore(this.cores)
   }
 
   protected override async _close(): Promise<void> {
@@ -180,7 +202,9 @@ export class ProcessorModelShare extends Facility {
     this.server = null
     await this.stopHolds()
     await this.blobs?.close()
+    await this.cores?.close()
     this.blobs = null
+    this.cores = null
   }
 
   /** The processor is stopping: copies under way stop now (their blocks stay, the next copy resumes). */
@@ -269,7 +293,7 @@ export class ProcessorModelShare extends Facility {
     this.running.set(key, cancel)
     const unwatch = ctx.onClose(() => cancel.abort())
     const progress = progressSender(ctx, req.id)
-    const cores = blobCorestore(this.processor.store.cores)
+    const cores = this.corestore
     const dht = this.processor.net.node
     const links = req.from.map((k) =>
       connectModels(dht, cores, Buffer.from(k, 'hex'), this.keyPair ?? undefined),

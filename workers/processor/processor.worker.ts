@@ -90,7 +90,8 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
   private modelCache: { at: number; models: ModelInfo[] } | null = null
   private readonly pulls = new ProcessorModelPull(this, () => (this.modelCache = null))
   /** Copies of models between processors (model-share.ts): `modelsKey` in `status`. */
-  private readonly shares = new ProcessorModelShare(this, () => (this.modelCache = null))
+  /** Model copies with other processors (its `corestore`: the model blobs). */
+  readonly shares = new ProcessorModelShare(this, () => (this.modelCache = null))
   private throttled: ThrottledSource | null = null
   /** Keys of unary generations (no caller-given id) in `running`. */
   private nextUnary = 0
