@@ -120,6 +120,9 @@ export async function refreshUntilListed(
   }
 }
 
+/** Copies under way, per gateway, by `model@processor`. */
+const underWay = new WeakMap<PullingGateway, Map<string, Promise<PullOutcome>>>()
+
 /** The copies of one pull: each holder publishes the file once, however many receivers fetch it. */
 export class MeshCopy {
   private readonly manifests = new Map<string, Promise<ModelManifest>>()
@@ -131,8 +134,29 @@ export class MeshCopy {
     private readonly cancel: CancelToken,
   ) {}
 
-  /** Copies the model onto `entry` from a holder; the outcome, never a throw. */
-  async copyTo(entry: ProcessorEntry, onProgress: (p: TaggedProgress) => void): Promise<PullOutcome> {
+  /**
+   * Copies the model onto `entry` from a holder; the outcome, never a throw. A copy of the same
+   * model onto the same processor already under way at this gateway (the reconcile loop,
+   * placement and an admin's pull may order one at once) is joined, not started twice.
+   */
+  copyTo(entry: ProcessorEntry, onProgress: (p: TaggedProgress) => void): Promise<PullOutcome> {
+    let mine = underWay.get(this.gateway)
+    if (!mine) {
+      mine = new Map()
+      underWay.set(this.gateway, mine)
+    }
+    const key = `${baseModel(this.req.model)}@${entry.id}`
+    const running = mine.get(key)
+    if (running) return running
+    const copy = this.copyOnce(entry, onProgress).finally(() => mine.delete(key))
+    mine.set(key, copy)
+    return copy
+  }
+
+  private async copyOnce(
+    entry: ProcessorEntry,
+    onProgress: (p: TaggedProgress) => void,
+  ): Promise<PullOutcome> {
     const processor = entry.id
     try {
       if (entry.state === 'unreachable')

@@ -1,0 +1,97 @@
+/**
+ * MeshCopy (workers/gateway/model-copy.ts) against a fake mesh: two orders to copy one model
+ * onto one processor at once (the reconcile loop and placement, say) make one copy, joined;
+ * a holder whose file has another digest than asked is passed over for the next one.
+ */
+import test from 'brittle'
+import { LogFacility } from '../../../facilities/log.facility.js'
+import type { NetFacility } from '../../../facilities/net/net.facility.js'
+import { newEntry, type ProcessorEntry } from '../../../facilities/router/processor-entry.js'
+import type { RouterFacility } from '../../../facilities/router/router.facility.js'
+import { CancelToken } from '../../../kernel/cancel.js'
+import { MeshCopy } from '../../../workers/gateway/model-copy.js'
+
+const logger = new LogFacility({ level: 'silent' }).logger
+
+function entry(n: number, held: string[]): ProcessorEntry {
+  const e = newEntry(Buffer.alloc(32, n))
+  e.models = new Set(held)
+  e.backend = 'llamacpp'
+  e.modelsKey = Buffer.alloc(32, 100 + n).toString('hex')
+  return e
+}
+
+/** A mesh of `entries` whose holders' files have the digests in `digests` (by entry number). */
+function fakeGateway(entries: ProcessorEntry[], digests: Map<number, string>, gate: Promise<void>) {
+  const calls: string[] = []
+  const router = {
+    live: () => entries,
+    beatNow: async () => {},
+  } as unknown as RouterFacility
+  const net = {
+    peer: (key: Buffer) => {
+      const n = key[0] as number
+      const call = async (method: string, payload: { model?: string; manifest?: { name: string } }) => {
+        calls.push(`${method} on ${n}`)
+        if (method === 'modelPublish') {
+          const sha256 = digests.get(n) ?? 'a'.repeat(64)
+          return { name: `${payload.model}.gguf`, key: 'k'.repeat(64), sha256, size: 1 }
+        }
+        if (method === 'modelShare') return {}
+        await gate
+        entries.find((e) => e.publicKey.equals(key))?.models.add('m')
+        return { model: 'm', digest: 'sha256:x', size: 1, wireBytes: 1 }
+      }
+      return { request: call, stream: call }
+    },
+  } as unknown as NetFacility
+  return { gateway: { router, net, log: logger }, calls }
+}
+
+test('mesh copy: two orders for one copy at once make one copy; both get its outcome', async (t) => {
+  let open = () => {}
+  const gate = new Promise<void>((resolve) => {
+    open = resolve
+  })
+  const holder = entry(1, ['m'])
+  const target = entry(2, [])
+  const { gateway, calls } = fakeGateway([holder, target], new Map(), gate)
+  const a = new MeshCopy(gateway, { model: 'm', to: [target.id] }, new CancelToken()).copyTo(target, () => {})
+  const b = new MeshCopy(gateway, { model: 'm', to: [target.id] }, new CancelToken()).copyTo(target, () => {})
+  open()
+  const [ra, rb] = await Promise.all([a, b])
+  t.ok(ra.ok && rb.ok, 'both ok')
+  t.alike(calls, ['modelPublish on 1', 'modelShare on 1', 'modelFetch on 2'], 'one copy')
+  target.models.delete('m')
+  const again = await new MeshCopy(gateway, { model: 'm', to: [target.id] }, new CancelToken()).copyTo(
+    target,
+    () => {},
+  )
+  t.ok(again.ok, 'once it ended, a new order copies again')
+  t.is(calls.filter((c) => c === 'modelFetch on 2').length, 2)
+})
+
+test('mesh copy: with a digest, a holder whose file differs is passed over; none has it: ERR_DIGEST_MISMATCH', async (t) => {
+  const good = 'b'.repeat(64)
+  const other = entry(1, ['m'])
+  const right = entry(3, ['m'])
+  const target = entry(2, [])
+  const digests = new Map([
+    [1, 'c'.repeat(64)],
+    [3, good],
+  ])
+  const { gateway, calls } = fakeGateway([other, right, target], digests, Promise.resolve())
+  const req = { model: 'm', to: [target.id], digest: `sha256:${good}` }
+  const r = await new MeshCopy(gateway, req, new CancelToken()).copyTo(target, () => {})
+  t.ok(r.ok, 'copied')
+  t.ok(calls.includes('modelShare on 3') && !calls.includes('modelShare on 1'), calls.join(', '))
+
+  const none = entry(4, [])
+  const { gateway: g2 } = fakeGateway([other, none], digests, Promise.resolve())
+  const bad = await new MeshCopy(
+    g2,
+    { model: 'm', to: [none.id], digest: `sha256:${good}` },
+    new CancelToken(),
+  ).copyTo(none, () => {})
+  t.is(!bad.ok && bad.error.code, 'ERR_DIGEST_MISMATCH')
+})
