@@ -45,6 +45,8 @@ export const SHARE_TTL_MS = 30 * 60_000
 export const PARTIAL_TTL_MS = 24 * 60 * 60_000
 const PROGRESS_INTERVAL_MS = 100
 const MAX_HOLDERS = 16
+/** A hold whose end is this far ahead when its timer fires was renewed (renewals add minutes). */
+const RENEWED_MARGIN_MS = 5_000
 const MAX_PEERS = 256
 const MAX_ID_LENGTH = 128
 const HEX64 = /^[0-9a-f]{64}$/
@@ -134,6 +136,8 @@ export class ProcessorModelShare extends Facility {
    * admitted peer can reach model cores only, never the processor's other cores (its bees).
    */
   private cores: Corestore | null = null
+  /** The last hold or release of each core key under way (they run one at a time per key). */
+  private readonly locks = new Map<string, Promise<void>>()
   private server: ModelServer | null = null
   private keyPair: KeyPair | null = null
   private modelsDir = ''
@@ -323,11 +327,24 @@ export class ProcessorModelShare extends Facility {
   }
 
   /** Keeps `manifest`'s blocks until `ttlMs` from now (or longer if already held longer). */
-  private async hold(manifest: ModelManifest, ttlMs: number): Promise<void> {
-    const until = Math.max(Date.now() + ttlMs, this.holds.get(manifest.key)?.until ?? 0)
-    const bee = await this.processor.store.bee(HOLDS_BEE)
-    await bee.put(`hold/${manifest.key}`, { manifest, until })
-    this.schedule({ manifest, until })
+  private hold(manifest: ModelManifest, ttlMs: number): Promise<void> {
+    return this.locked(manifest.key, async () => {
+      const until = Math.max(Date.now() + ttlMs, this.holds.get(manifest.key)?.until ?? 0)
+      const bee = await this.processor.store.bee(HOLDS_BEE)
+      await bee.put(`hold/${manifest.key}`, { manifest, until })
+      this.schedule({ manifest, until })
+    })
+  }
+
+  /** Runs `fn` after every hold and release of `key` started before it (one at a time per core). */
+  private locked(key: string, fn: () => Promise<void>): Promise<void> {
+    const run = (this.locks.get(key) ?? Promise.resolve()).then(fn)
+    const tail = run.catch(() => {})
+    this.locks.set(key, tail)
+    void tail.then(() => {
+      if (this.locks.get(key) === tail) this.locks.delete(key)
+    })
+    return run
   }
 
   private schedule(h: Hold): void {
@@ -335,7 +352,7 @@ export class ProcessorModelShare extends Facility {
     if (old) clearTimeout(old.timer)
     const timer = setTimeout(
       () => {
-        this.release(h.manifest).catch((err) =>
+        this.release(h.manifest, false).catch((err) =>
           this.processor.log.warn({ err }, 'dropping model blocks failed'),
         )
       },
@@ -345,18 +362,25 @@ export class ProcessorModelShare extends Facility {
     this.holds.set(h.manifest.key, { ...h, timer })
   }
 
-  /** Drops the blocks of `manifest` from the store (the file, if any, stays). */
-  private async release(manifest: ModelManifest): Promise<void> {
-    const held = this.holds.get(manifest.key)
-    if (held) clearTimeout(held.timer)
-    this.holds.delete(manifest.key)
-    const bee = await this.processor.store.bee(HOLDS_BEE)
-    await bee.del(`hold/${manifest.key}`)
-    if (this.blobs && !this.closing) {
+  /**
+   * Drops the blocks of `manifest` from the store (the file, if any, stays). `now` false: its
+   * hold's time is up (skipped when a share renewed it meanwhile); else at once (a copy in place).
+   */
+  private release(manifest: ModelManifest, now = true): Promise<void> {
+    return this.locked(manifest.key, async () => {
+      const held = this.holds.get(manifest.key)
+      // Renewed meanwhile (by minutes; a timer may fire a few ms before Date.now() says): its own timer runs.
+      if (!now && held && held.until > Date.now() + RENEWED_MARGIN_MS) return
+      // Closing: the record stays, so the next start drops the blocks when their time is up.
+      if (this.closing || !this.blobs) return
+      if (held) clearTimeout(held.timer)
+      this.holds.delete(manifest.key)
+      const bee = await this.processor.store.bee(HOLDS_BEE)
+      await bee.del(`hold/${manifest.key}`)
       await this.blobs.forget(manifest)
       // A copy killed midway (SIGKILL) and never resumed leaves its staging file.
       await this.blobs.dropPartial(join(this.modelsDir, manifest.name))
-    }
+    })
   }
 
   private async restoreHolds(): Promise<void> {
