@@ -35,6 +35,8 @@ export const ERROR_CODES = {
   ERR_STREAM_BROKEN: 502,
   /** Data that does not match its digest (a model file whose sha256 differs from its manifest's, blocks that fail verification). */
   ERR_INTEGRITY: 502,
+  /** A processor without room for a model copy (its file and blocks), refused before it starts. */
+  ERR_NO_SPACE: 507,
 } as const
 
 export type ErrorCode = keyof typeof ERROR_CODES

@@ -83,6 +83,17 @@ test('model copy: a wrong digest, another core, tampered blocks: coded errors, n
       { timeout: 20_000 },
     )
 
+  // A file larger than the receiver's disk: refused before it dials the holder.
+  const huge = 2 ** 50
+  const tooBig = {
+    ...shared,
+    name: 'huge.gguf',
+    size: huge,
+    blob: { ...shared.blob, byteLength: huge, blockLength: Math.ceil(huge / shared.blockSize) },
+  }
+  const full = await rejectsWith(t, fetch(tooBig), 'ERR_NO_SPACE', 'no room: ERR_NO_SPACE')
+  t.is(full?.details?.needed, 2 * huge, 'it names the bytes needed (file and blocks on one disk)')
+
   // Another file's core and blob under this file's name and digest.
   await rejectsWith(
     t,

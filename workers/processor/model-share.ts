@@ -29,6 +29,7 @@ import type { Backend } from '../../facilities/backends/types.js'
 import { Facility } from '../../facilities/facility.js'
 import type { Logger } from '../../facilities/log.facility.js'
 import { blobCorestore, ModelBlobStore, type ModelManifest } from '../../facilities/models/blob-store.js'
+import { ensureRoomForCopy } from '../../facilities/models/disk-space.js'
 import { parseManifest } from '../../facilities/models/manifest.js'
 import { connectModels, type ModelServer, serveModels } from '../../facilities/models/replicate.js'
 import type { NetFacility } from '../../facilities/net/net.facility.js'
@@ -291,6 +292,7 @@ export class ProcessorModelShare extends Facility {
       if ((await sha256Of(dest)) === manifest.sha256) return { ...reply, wireBytes: 0 }
       throw new MeshError('ERR_CONFLICT', `model '${model}' exists here with another digest`, { model })
     }
+    await ensureRoomForCopy(this.modelsDir, this.processor.store.dir, manifest.size)
     const key = `${ctx.remotePublicKey.toString('hex')}/${req.id}`
     if (this.running.has(key)) throw MeshError.badRequest(`request.id: '${req.id}' is already running`)
     const cancel = new CancelToken()
