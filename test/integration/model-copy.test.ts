@@ -99,6 +99,16 @@ test('model copy: pull --replicas 3 copies a GGUF from its holder to two process
     [{ processor: holder, ok: true, model: MODEL, wireBytes: 0 }],
     'to a holder: already there',
   )
+  const withDigest = await admin.pullModel({ model: MODEL, to: [holder], digest }).result
+  t.ok(withDigest.results[0]?.ok, 'with its digest: there already')
+  const otherDigest = `sha256:${'0'.repeat(64)}`
+  const conflict = await admin.pullModel({ model: MODEL, to: [holder], digest: otherDigest }).result
+  const c = conflict.results[0]
+  t.is(
+    c && !c.ok && c.error.code,
+    'ERR_CONFLICT',
+    'with another digest: ERR_CONFLICT, nothing copied over it',
+  )
   const again = await admin.pullModel({ model: MODEL, replicas: 3 }).result
   t.alike(again.results, [], 'replicas already met: nothing to do')
   t.ok(again.note?.includes('already on 3'), again.note)

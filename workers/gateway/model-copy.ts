@@ -162,8 +162,10 @@ export class MeshCopy {
       if (entry.state === 'unreachable')
         throw new MeshError('ERR_UNAVAILABLE', 'the processor is unreachable')
       // Named (a `to` list, a reconciler) but there already: nothing to move.
-      if (serves(entry, this.req.model))
+      if (serves(entry, this.req.model)) {
+        await this.sameDigest(entry)
         return { processor, ok: true, model: baseModel(this.req.model), wireBytes: 0 }
+      }
       if (!entry.modelsKey)
         throw MeshError.unsupported('a model copy', 'needs a llama.cpp processor with a store (no modelsKey)')
       const result = await this.fetchFromHolder(entry, onProgress)
@@ -173,6 +175,25 @@ export class MeshCopy {
       const e = MeshError.from(err)
       return { processor, ok: false, error: { code: e.code, message: e.reason } }
     }
+  }
+
+  /** With a digest asked for: the copy `entry` already lists must have it. @throws ERR_CONFLICT */
+  private async sameDigest(entry: ProcessorEntry): Promise<void> {
+    const want = this.req.digest?.replace(/^sha256:/, '')
+    if (want === undefined) return
+    const { models } = await this.gateway.net
+      .peer(entry.publicKey)
+      .request<{ models: { name: string; digest?: string }[] }>('models', {}, { timeout: SHARE_TIMEOUT_MS })
+    const held = models.find((m) => baseModel(m.name) === baseModel(this.req.model))
+    if (held?.digest?.replace(/^sha256:/, '') !== want)
+      throw new MeshError(
+        'ERR_CONFLICT',
+        `it holds '${this.req.model}' with another digest (${held?.digest})`,
+        {
+          model: this.req.model,
+          digest: held?.digest ?? null,
+        },
+      )
   }
 
   /** Tries the holders in turn (spread over receivers) until one's copy goes through or fails on the receiver. */

@@ -38,6 +38,7 @@ function fakeGateway(entries: ProcessorEntry[], digests: Map<number, string>, ga
           return { name: `${payload.model}.gguf`, key: 'k'.repeat(64), sha256, size: 1 }
         }
         if (method === 'modelShare') return {}
+        if (method === 'models') return { models: [{ name: 'm', digest: digests.get(n) ?? 'a'.repeat(64) }] }
         await gate
         entries.find((e) => e.publicKey.equals(key))?.models.add('m')
         return { model: 'm', digest: 'sha256:x', size: 1, wireBytes: 1 }
@@ -94,4 +95,23 @@ test('mesh copy: with a digest, a holder whose file differs is passed over; none
     new CancelToken(),
   ).copyTo(none, () => {})
   t.is(!bad.ok && bad.error.code, 'ERR_DIGEST_MISMATCH')
+})
+
+test('mesh copy: with a digest, a processor that already lists the model must have that digest', async (t) => {
+  const good = 'b'.repeat(64)
+  const target = entry(2, ['m'])
+  const { gateway, calls } = fakeGateway([target], new Map([[2, good]]), Promise.resolve())
+  const same = await new MeshCopy(
+    gateway,
+    { model: 'm', to: [target.id], digest: `sha256:${good}` },
+    new CancelToken(),
+  ).copyTo(target, () => {})
+  t.ok(same.ok && same.wireBytes === 0, 'there already: nothing moved')
+  const other = await new MeshCopy(
+    gateway,
+    { model: 'm', to: [target.id], digest: `sha256:${'c'.repeat(64)}` },
+    new CancelToken(),
+  ).copyTo(target, () => {})
+  t.is(!other.ok && other.error.code, 'ERR_CONFLICT', 'another digest there: ERR_CONFLICT')
+  t.absent(calls.includes('modelFetch on 2'), 'no copy over it')
 })
