@@ -6,20 +6,15 @@
 import test from 'brittle'
 import { LogFacility } from '../../../facilities/log.facility.js'
 import type { NetFacility } from '../../../facilities/net/net.facility.js'
-import { newEntry, type ProcessorEntry } from '../../../facilities/router/processor-entry.js'
+import type { ProcessorEntry } from '../../../facilities/router/processor-entry.js'
 import type { RouterFacility } from '../../../facilities/router/router.facility.js'
 import { CancelToken } from '../../../kernel/cancel.js'
 import { MeshCopy } from '../../../workers/gateway/model-copy.js'
+import { llamaEntry } from '../../helpers/processor-entries.js'
 
 const logger = new LogFacility({ level: 'silent' }).logger
 
-function entry(n: number, held: string[]): ProcessorEntry {
-  const e = newEntry(Buffer.alloc(32, n))
-  e.models = new Set(held)
-  e.backend = 'llamacpp'
-  e.modelsKey = Buffer.alloc(32, 100 + n).toString('hex')
-  return e
-}
+const entry = llamaEntry
 
 /** A mesh of `entries` whose holders' files have the digests in `digests` (by entry number). */
 function fakeGateway(entries: ProcessorEntry[], digests: Map<number, string>, gate: Promise<void>) {

@@ -2,23 +2,17 @@ import test from 'brittle'
 import { Registry } from 'prom-client'
 import { LogFacility } from '../../../facilities/log.facility.js'
 import type { NetFacility } from '../../../facilities/net/net.facility.js'
-import { newEntry, type ProcessorEntry } from '../../../facilities/router/processor-entry.js'
+import type { ProcessorEntry } from '../../../facilities/router/processor-entry.js'
 import type { ModelWaiting, RouterFacility } from '../../../facilities/router/router.facility.js'
 import { placementConfigSchema } from '../../../kernel/config.js'
 import { MeshError } from '../../../kernel/errors.js'
 import { Placement } from '../../../workers/gateway/placement.js'
 import { until } from '../../helpers/mesh.js'
+import { llamaEntry } from '../../helpers/processor-entries.js'
 
 const logger = new LogFacility({ level: 'silent' }).logger
 
-function entry(n: number, held: string[], loaded: string[]): ProcessorEntry {
-  const e = newEntry(Buffer.alloc(32, n))
-  e.models = new Set(held)
-  e.loaded = new Set(loaded)
-  e.backend = 'llamacpp'
-  e.modelsKey = Buffer.alloc(32, 100 + n).toString('hex')
-  return e
-}
+const entry = llamaEntry
 
 /** A gateway of `entries` whose queue is `waiting`; `calls` records what was asked of processors. */
 function fakeGateway(entries: ProcessorEntry[], waiting: Map<string, ModelWaiting>, fail: Set<string>) {
