@@ -55,24 +55,15 @@ test('cli: --help for every command', { timeout: 120_000 }, async (t) => {
   const main = await run([BIN, '--help'])
   t.is(main.code, 0)
   t.ok(main.stdout.includes('Commands:'))
-  for (const cmd of [
-    'up',
-    'chat',
-    'status',
-    'gateway',
-    'processor',
-    'bootstrap',
-    'model',
-    'user',
-    'key',
-    'usage',
-    'invite',
-    'audit',
-  ]) {
-    const r = await run([BIN, cmd, '--help'])
+  const cmds = ['up', 'chat', 'status', 'gateway', 'processor', 'bootstrap', 'model']
+  cmds.push('user', 'key', 'usage', 'invite', 'audit')
+  // At once: each is a node start and nothing else (one after another took 22 s beside a second lane).
+  const helps = await Promise.all(cmds.map((cmd) => run([BIN, cmd, '--help'])))
+  cmds.forEach((cmd, i) => {
+    const r = helps[i] as Awaited<ReturnType<typeof run>>
     t.is(r.code, 0, `${cmd} --help exits 0`)
     t.ok(r.stdout.startsWith('Usage: llm-mesh'), `${cmd} --help prints usage`)
-  }
+  })
   const bad = await run([BIN, 'fly'])
   t.is(bad.code, 2)
   t.ok(bad.stderr.includes("unknown command 'fly'"))
@@ -110,28 +101,32 @@ test('cli: a --config that names a missing file is an error, not ignored', async
 
 test('cli: bad flag values get our own coded errors naming the flag, before any mesh is joined', async (t) => {
   const data = await t.tmp()
-  const expect = async (args: string[], text: string) => {
-    const r = await run([BIN, ...args, '--data', data])
-    t.is(r.code, 2, `${args.join(' ')}: exit 2`)
-    t.ok(r.stderr.includes(`ERR_BAD_REQUEST: ${text}`), `${args.join(' ')}: ${r.stderr.trim()}`)
-  }
-  await expect(
+  // Started at once, checked in order: each exits before it would join a mesh.
+  const cases: [string[], string][] = []
+  const expect = (args: string[], text: string) => cases.push([args, text])
+  expect(
     ['key', 'create', '--name', 'x', '--expires-days', '-1'],
     "--expires-days: expected an integer from 1 to 36500, got '-1'",
   )
-  await expect(
+  expect(
     ['key', 'create', '--name', 'x', '--expires-days', '2.5'],
     "--expires-days: expected an integer from 1 to 36500, got '2.5'",
   )
-  await expect(['usage', '--from', '2026-13-45'], "--from: expected a date YYYY-MM-DD, got '2026-13-45'")
-  await expect(['usage', '--to', '2026-02-30'], "--to: expected a date YYYY-MM-DD, got '2026-02-30'")
-  await expect(
+  expect(['usage', '--from', '2026-13-45'], "--from: expected a date YYYY-MM-DD, got '2026-13-45'")
+  expect(['usage', '--to', '2026-02-30'], "--to: expected a date YYYY-MM-DD, got '2026-02-30'")
+  expect(
     ['usage', '--from', '2026-03-02', '--to', '2026-03-01'],
     '--from 2026-03-02 is after --to 2026-03-01',
   )
-  await expect(['usage', '--bogus'], "unknown flag '--bogus'")
-  await expect(['status', '--json=yes'], '--json: takes no value')
-  await expect(['invite', '--role', 'admin'], "--role: 'processor' or 'gateway', got 'admin'")
+  expect(['usage', '--bogus'], "unknown flag '--bogus'")
+  expect(['status', '--json=yes'], '--json: takes no value')
+  expect(['invite', '--role', 'admin'], "--role: 'processor' or 'gateway', got 'admin'")
+  const results = await Promise.all(cases.map(([args]) => run([BIN, ...args, '--data', data])))
+  cases.forEach(([args, text], i) => {
+    const r = results[i] as Awaited<ReturnType<typeof run>>
+    t.is(r.code, 2, `${args.join(' ')}: exit 2`)
+    t.ok(r.stderr.includes(`ERR_BAD_REQUEST: ${text}`), `${args.join(' ')}: ${r.stderr.trim()}`)
+  })
 })
 
 test('cli: model tiny says the name the model is served as', async (t) => {
