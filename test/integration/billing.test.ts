@@ -211,7 +211,9 @@ test('billing: a request moved to another processor before its first token is bi
   timeout: 120_000,
 }, async (t) => {
   const { bootstrap } = await testnet(t)
-  const gateway = await startGateway(t, bootstrap)
+  // The request waits on the stuck processor while a second one starts (seconds on a busy
+  // machine): the retry budget, counted from the request's arrival, must outlast that.
+  const gateway = await startGateway(t, bootstrap, { routing: { retryBudgetMs: 60_000 } })
   // The first processor never gets to its first token: it is killed while the request waits.
   const stuck = await processor(t, bootstrap, {
     backend: { type: 'llamacpp', throttle: { firstTokenDelayMs: 60_000 } },
