@@ -18,6 +18,7 @@ import type { RouterFacility } from '../../facilities/router/router.facility.js'
 import type { CancelToken } from '../../kernel/cancel.js'
 import { MeshError } from '../../kernel/errors.js'
 import { baseModel } from '../../kernel/inference.js'
+import { failedOn } from './model-outcome.js'
 import type { GatewayPullRequest, PullingGateway, PullOutcome, TaggedProgress } from './model-pull.js'
 
 /** A copy may take hours (a large model over a slow link); a receiver that goes away fails it sooner. */
@@ -147,10 +148,32 @@ export class MeshCopy {
     }
     const key = `${baseModel(this.req.model)}@${entry.id}`
     const running = mine.get(key)
-    if (running) return running
+    if (running) return running.then((outcome) => this.joined(entry, outcome, onProgress))
     const copy = this.copyOnce(entry, onProgress).finally(() => mine.delete(key))
     mine.set(key, copy)
     return copy
+  }
+
+  /**
+   * A joined copy's outcome, held to what this order asked: the copy it joined was ordered
+   * without this order's digest and under another caller's cancel. Cancelled by that caller,
+   * it is ordered again; done, the copy must have this order's digest (else ERR_CONFLICT).
+   */
+  private async joined(
+    entry: ProcessorEntry,
+    outcome: PullOutcome,
+    onProgress: (p: TaggedProgress) => void,
+  ): Promise<PullOutcome> {
+    if (!outcome.ok)
+      return outcome.error.code === 'ERR_CANCELLED' && !this.cancel.aborted
+        ? this.copyTo(entry, onProgress)
+        : outcome
+    try {
+      await this.sameDigest(entry)
+      return outcome
+    } catch (err) {
+      return failedOn(entry.id, err)
+    }
   }
 
   private async copyOnce(
@@ -172,8 +195,7 @@ export class MeshCopy {
       await refreshUntilListed(this.gateway.router, entry, result.model)
       return { processor, ok: true, ...result }
     } catch (err) {
-      const e = MeshError.from(err)
-      return { processor, ok: false, error: { code: e.code, message: e.reason } }
+      return failedOn(processor, err)
     }
   }
 

@@ -7,6 +7,7 @@ import { MeshError } from '../../kernel/errors.js'
 import { isRecord } from '../../kernel/util.js'
 import { type ModelOp, parseModelOp } from '../processor/model-admin.js'
 import type { ModelInventory } from './model-inventory.js'
+import { failedOn } from './model-outcome.js'
 
 /** How long the gateway waits for each processor to do it (a load reads the whole file). */
 const OP_TIMEOUT_MS = 120_000
@@ -125,8 +126,7 @@ export class ModelOps {
       if (op === 'remove' || op === 'copy') await this.beat(processor)
       return { processor, ok: true, ...(op === 'unload' ? { unloaded: reply?.unloaded === true } : {}) }
     } catch (err) {
-      const e = MeshError.from(err)
-      return { processor, ok: false, error: { code: e.code, message: e.reason } }
+      return failedOn(processor, err)
     }
   }
 

@@ -25,6 +25,7 @@ import type { RouterFacility } from '../../facilities/router/router.facility.js'
 import { CancelToken } from '../../kernel/cancel.js'
 import { isErrorCode, MeshError } from '../../kernel/errors.js'
 import { MeshCopy, planMeshPull, refreshUntilListed } from './model-copy.js'
+import { type FailedOn, failedOn } from './model-outcome.js'
 
 /** A pull may take hours (a large model over a slow link); a processor that goes away fails it sooner. */
 const PULL_TIMEOUT_MS = 24 * 60 * 60_000
@@ -47,7 +48,7 @@ export interface TaggedProgress extends PullProgress {
 
 export type PullOutcome =
   | ({ processor: string; ok: true } & PullResult & { wireBytes?: number; from?: string })
-  | { processor: string; ok: false; error: { code: string; message: string } }
+  | FailedOn
 
 export interface PullSummary {
   model: string
@@ -211,8 +212,7 @@ export class GatewayModelPull {
       await refreshUntilListed(this.gateway.router, entry, result.model)
       return { processor, ok: true, ...result }
     } catch (err) {
-      const e = MeshError.from(err)
-      return { processor, ok: false, error: { code: e.code, message: e.reason } }
+      return failedOn(processor, err)
     }
   }
 }

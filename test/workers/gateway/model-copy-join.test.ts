@@ -1,6 +1,7 @@
 /**
  * MeshCopy (workers/gateway/model-copy.ts) against a fake mesh: two orders to copy one model
- * onto one processor at once (the reconcile loop and placement, say) make one copy, joined;
+ * onto one processor at once (the reconcile loop and placement, say) make one copy, joined,
+ * yet each is held to its own digest and cancel;
  * a holder whose file has another digest than asked is passed over for the next one.
  */
 import test from 'brittle'
@@ -9,6 +10,7 @@ import type { NetFacility } from '../../../facilities/net/net.facility.js'
 import type { ProcessorEntry } from '../../../facilities/router/processor-entry.js'
 import type { RouterFacility } from '../../../facilities/router/router.facility.js'
 import { CancelToken } from '../../../kernel/cancel.js'
+import { MeshError } from '../../../kernel/errors.js'
 import { MeshCopy } from '../../../workers/gateway/model-copy.js'
 import { llamaEntry } from '../../helpers/processor-entries.js'
 
@@ -26,7 +28,11 @@ function fakeGateway(entries: ProcessorEntry[], digests: Map<number, string>, ga
   const net = {
     peer: (key: Buffer) => {
       const n = key[0] as number
-      const call = async (method: string, payload: { model?: string; manifest?: { name: string } }) => {
+      const call = async (
+        method: string,
+        payload: { model?: string; manifest?: { name: string } },
+        opts?: { cancel?: CancelToken },
+      ) => {
         calls.push(`${method} on ${n}`)
         if (method === 'modelPublish') {
           const sha256 = digests.get(n) ?? 'a'.repeat(64)
@@ -34,7 +40,10 @@ function fakeGateway(entries: ProcessorEntry[], digests: Map<number, string>, ga
         }
         if (method === 'modelShare') return {}
         if (method === 'models') return { models: [{ name: 'm', digest: digests.get(n) ?? 'a'.repeat(64) }] }
-        await gate
+        await new Promise<void>((resolve, reject) => {
+          gate.then(resolve)
+          opts?.cancel?.onAbort(() => reject(MeshError.cancelled()))
+        })
         entries.find((e) => e.publicKey.equals(key))?.models.add('m')
         return { model: 'm', digest: 'sha256:x', size: 1, wireBytes: 1 }
       }
@@ -109,4 +118,37 @@ test('mesh copy: with a digest, a processor that already lists the model must ha
   ).copyTo(target, () => {})
   t.is(!other.ok && other.error.code, 'ERR_CONFLICT', 'another digest there: ERR_CONFLICT')
   t.absent(calls.includes('modelFetch on 2'), 'no copy over it')
+})
+
+test('mesh copy: a joined copy cancelled by its first caller is ordered again for the other; a joiner asking another digest gets ERR_CONFLICT', async (t) => {
+  let open = () => {}
+  const gate = new Promise<void>((resolve) => {
+    open = resolve
+  })
+  const holder = entry(1, ['m'])
+  const target = entry(2, [])
+  const { gateway, calls } = fakeGateway([holder, target], new Map([[2, 'a'.repeat(64)]]), gate)
+  const firstCancel = new CancelToken()
+  const first = new MeshCopy(gateway, { model: 'm', to: [target.id] }, firstCancel).copyTo(target, () => {})
+  const second = new MeshCopy(gateway, { model: 'm', to: [target.id] }, new CancelToken()).copyTo(
+    target,
+    () => {},
+  )
+  const strict = new MeshCopy(
+    gateway,
+    { model: 'm', to: [target.id], digest: `sha256:${'c'.repeat(64)}` },
+    new CancelToken(),
+  ).copyTo(target, () => {})
+  firstCancel.abort()
+  const r1 = await first
+  t.is(!r1.ok && r1.error.code, 'ERR_CANCELLED', "the first caller's copy is cancelled")
+  open()
+  const [r2, r3] = await Promise.all([second, strict])
+  t.ok(r2.ok, 'the other caller, not cancelled, gets its copy')
+  t.is(
+    calls.filter((c) => c === 'modelFetch on 2').length,
+    2,
+    'ordered again once (the strict order joined it)',
+  )
+  t.is(!r3.ok && r3.error.code, 'ERR_CONFLICT', 'the copy has another digest than the strict order asked')
 })

@@ -1,0 +1,17 @@
+/**
+ * One processor's failed outcome of a model change the gateway ordered on several (a pull,
+ * a copy, a remove or load): the others go on, and the reply lists each processor's outcome.
+ */
+import { MeshError } from '../../kernel/errors.js'
+
+export interface FailedOn {
+  processor: string
+  ok: false
+  error: { code: string; message: string }
+}
+
+/** `err` as `processor`'s failed outcome: its code and reason. */
+export function failedOn(processor: string, err: unknown): FailedOn {
+  const e = MeshError.from(err)
+  return { processor, ok: false, error: { code: e.code, message: e.reason } }
+}
