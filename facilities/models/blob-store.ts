@@ -9,6 +9,7 @@ import Hyperblobs, { type BlobCore, type BlobCorestore, type BlobId } from 'hype
 import { MeshError } from '../../kernel/errors.js'
 import { errorMessage } from '../../kernel/util.js'
 import { Facility } from '../facility.js'
+import { claimModelFile, isModelFileClaimed } from './file-claims.js'
 import { parseManifest } from './manifest.js'
 
 export { parseManifest }
@@ -98,8 +99,6 @@ export class ModelBlobStore extends Facility {
   private readonly inFlight = new Set<Promise<unknown>>()
   /** Publishes running, by absolute path: a second caller shares the first's promise. */
   private readonly publishing = new Map<string, Promise<ModelManifest>>()
-  /** Destinations being fetched: two fetches into one `.partial` would mix their bytes. */
-  private readonly fetching = new Set<string>()
   /** Aborted by close(): fetches waiting for peers stop at once instead of at their timeout. */
   private readonly stopping = new AbortController()
   /**
@@ -211,13 +210,11 @@ export class ModelBlobStore extends Facility {
   async fetch(manifest: ModelManifest, destPath: string, opts: FetchOptions = {}): Promise<FetchResult> {
     const m = parseManifest(manifest)
     const dest = resolve(destPath)
-    if (this.fetching.has(dest))
-      throw new MeshError('ERR_CONFLICT', `${dest} is already being fetched`, { path: dest })
-    this.fetching.add(dest)
+    // Two fetches, or a fetch and a pull, into one file would mix their bytes.
+    const release = claimModelFile(dest)
     const signal = opts.signal ? AbortSignal.any([opts.signal, this.stopping.signal]) : this.stopping.signal
     const p = this.track(this.fetchFile(m, dest, { ...opts, signal }))
-    const done = () => this.fetching.delete(dest)
-    p.then(done, done)
+    p.then(release, release)
     return p
   }
 
@@ -247,7 +244,7 @@ export class ModelBlobStore extends Facility {
   /** Removes the staging file a killed fetch into `destPath` left, unless a fetch into it runs. */
   async dropPartial(destPath: string): Promise<void> {
     const dest = resolve(destPath)
-    if (!this.fetching.has(dest)) await rm(`${dest}.partial`, { force: true })
+    if (!isModelFileClaimed(dest)) await rm(`${dest}.partial`, { force: true })
   }
 
   /** Keeps a session on the core of `key` open (see `held`); a no-op for a core already held. */

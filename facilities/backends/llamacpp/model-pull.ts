@@ -13,6 +13,7 @@ import { createModelDownloader } from 'node-llama-cpp'
 import { signalOf } from '../../../kernel/cancel.js'
 import { MeshError } from '../../../kernel/errors.js'
 import { errorMessage, isRecord } from '../../../kernel/util.js'
+import { claimModelFile } from '../../models/file-claims.js'
 import type { PullCallbacks, PullProgress, PullRequest, PullResult } from '../types.js'
 import { readFileFacts } from './gguf-facts.js'
 import { modelFileName } from './model-folder.js'
@@ -103,20 +104,14 @@ function progressReporter(status: string, digest: string | null, onProgress: Pul
 export async function pullGguf(dir: string, req: PullRequest, cb: PullCallbacks = {}): Promise<PullResult> {
   const pull = checkPullRequest(req)
   const finalPath = join(dir, `${pull.name}.gguf`)
-  // Two pulls of one name would write one partial file at once.
-  if (inFlight.has(finalPath)) {
-    throw new MeshError('ERR_CONFLICT', `model '${pull.name}' is being pulled already`, { model: pull.name })
-  }
-  inFlight.add(finalPath)
+  // Two pulls of one name, or a pull and a copy from the mesh, would write one file at once.
+  const release = claimModelFile(finalPath)
   try {
     return await pullInto(finalPath, dir, pull, cb)
   } finally {
-    inFlight.delete(finalPath)
+    release()
   }
 }
-
-/** Final paths of the pulls running in this process. */
-const inFlight = new Set<string>()
 
 async function pullInto(
   finalPath: string,
