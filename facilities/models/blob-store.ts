@@ -197,6 +197,10 @@ export class ModelBlobStore extends Facility {
       await this.db().put(`path/${abs}`, entry)
       await this.hold(manifest.key)
       return manifest
+    } catch (err) {
+      // A publish cut short (no space, the file changed) leaves no blocks that nothing names.
+      if (core.length > 0) await core.clear(0, core.length).catch(() => {})
+      throw err
     } finally {
       await core.close()
     }
@@ -239,6 +243,23 @@ export class ModelBlobStore extends Facility {
     const held = this.held.get(m.key)
     this.held.delete(m.key)
     await held?.close()
+  }
+
+  /** Bytes of `manifest`'s file whose blocks this store holds: what a copy stopped midway resumes from. */
+  async storedBytes(manifest: ModelManifest): Promise<number> {
+    const m = parseManifest(manifest)
+    const core = this.nsStore().get({ key: Buffer.from(m.key, 'hex'), active: false })
+    try {
+      await core.ready()
+      // A core never fetched here has no length yet: nothing stored.
+      if (core.length === 0) return 0
+      const { blockOffset, blockLength } = m.blob
+      let blocks = 0
+      for (let i = blockOffset; i < blockOffset + blockLength; i++) if (await core.has(i)) blocks++
+      return Math.min(m.size, blocks * m.blockSize)
+    } finally {
+      await core.close()
+    }
   }
 
   /** Removes the staging file a killed fetch into `destPath` left, unless a fetch into it runs. */

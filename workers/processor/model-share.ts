@@ -29,7 +29,7 @@ import type { Backend } from '../../facilities/backends/types.js'
 import { Facility } from '../../facilities/facility.js'
 import type { Logger } from '../../facilities/log.facility.js'
 import { blobCorestore, ModelBlobStore, type ModelManifest } from '../../facilities/models/blob-store.js'
-import { ensureRoomForCopy } from '../../facilities/models/disk-space.js'
+import { ensureRoomForCopy, ensureRoomForPublish } from '../../facilities/models/disk-space.js'
 import { parseManifest } from '../../facilities/models/manifest.js'
 import { connectModels, type ModelServer, serveModels } from '../../facilities/models/replicate.js'
 import type { NetFacility } from '../../facilities/net/net.facility.js'
@@ -248,7 +248,10 @@ export class ProcessorModelShare extends Facility {
     const blobs = this.store()
     const model = modelFileName(isRecord(payload) ? payload.model : undefined)
     const path = join(this.modelsDir, model + MODEL_EXT)
-    if ((await sizeOf(path)) === null) throw MeshError.modelNotFound(model)
+    const size = await sizeOf(path)
+    if (size === null) throw MeshError.modelNotFound(model)
+    // Its blocks go into the store: not at the cost of the store's own bees.
+    if (!(await blobs.cached(path))) await ensureRoomForPublish(this.processor.store.dir, size)
     const manifest = await blobs.publish(path)
     await this.hold(manifest, SHARE_TTL_MS)
     this.processor.log.info({ model, size: manifest.size }, 'model published for copies')
@@ -292,7 +295,8 @@ export class ProcessorModelShare extends Facility {
       if ((await sha256Of(dest)) === manifest.sha256) return { ...reply, wireBytes: 0 }
       throw new MeshError('ERR_CONFLICT', `model '${model}' exists here with another digest`, { model })
     }
-    await ensureRoomForCopy(this.modelsDir, this.processor.store.dir, manifest.size)
+    const stored = await blobs.storedBytes(manifest)
+    await ensureRoomForCopy(this.modelsDir, this.processor.store.dir, manifest.size, stored)
     const key = `${ctx.remotePublicKey.toString('hex')}/${req.id}`
     if (this.running.has(key)) throw MeshError.badRequest(`request.id: '${req.id}' is already running`)
     const cancel = new CancelToken()

@@ -99,6 +99,8 @@ test('model blobs: publish on A, fetch on B over replication; bytes, digest and 
     'publishing an unchanged file again gives the same manifest',
   )
 
+  t.is(await b.models.storedBytes(manifest), 0, 'B holds none of it yet')
+  t.is(await a.models.storedBytes(manifest), bytes.length, 'A holds all of it')
   const link = replicateStores(a.corestore, b.corestore)
   t.teardown(() => link.close(), { order: -1 })
   const dest = join(await t.tmp(), 'tiny.gguf')
@@ -218,10 +220,16 @@ test('model blobs: a fetch interrupted by closing B resumes after reopening and 
   t.absent(await exists(dest), 'nothing in place after the interruption')
 
   const b2 = await side(t, bDir)
+  const stored = await b2.models.storedBytes(manifest)
+  t.ok(
+    stored > 0 && stored < size,
+    `the store holds part of the file to resume from (${stored} of ${size} bytes)`,
+  )
   const link2 = replicateStores(a.corestore, b2.corestore)
   t.teardown(() => link2.close(), { order: -1 })
   let last = 0
   const res = await b2.models.fetch(manifest, dest, { onProgress: (n) => (last = n) })
+  t.is(res.wireBytes + stored, size, 'what was stored and what came over the wire make the file')
   t.is(last, size, 'progress reaches the size')
   t.alike(await readFile(dest), bytes, 'the resumed file has the same bytes')
   t.is((await stat(dest)).size, size)
