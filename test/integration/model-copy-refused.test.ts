@@ -5,7 +5,8 @@
  * every block it sends (Hypercore drops them: ERR_INTEGRITY). Processors run in this process,
  * so the test can reach the holder's Corestore.
  */
-import { readdir } from 'node:fs/promises'
+import { createHash } from 'node:crypto'
+import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Test } from 'brittle'
 import test from 'brittle'
@@ -93,6 +94,20 @@ test('model copy: a wrong digest, another core, tampered blocks: coded errors, n
   }
   const full = await rejectsWith(t, fetch(tooBig), 'ERR_NO_SPACE', 'no room: ERR_NO_SPACE')
   t.is(full?.details?.needed, 2 * huge, 'it names the bytes needed (file and blocks on one disk)')
+
+  // A name the receiver holds already: its own file stays, whatever the manifest says.
+  const tiny = `${TINY_MODEL_NAME}.gguf`
+  const tinySha = createHash('sha256')
+    .update(await readFile(join(receiverDir, tiny)))
+    .digest('hex')
+  await rejectsWith(
+    t,
+    fetch({ ...shared, name: tiny }),
+    'ERR_CONFLICT',
+    'held with another digest: ERR_CONFLICT',
+  )
+  const same = (await fetch({ ...shared, name: tiny, sha256: tinySha })) as { wireBytes?: number }
+  t.is(same.wireBytes, 0, 'held with that digest: nothing fetched')
 
   // Another file's core and blob under this file's name and digest.
   await rejectsWith(

@@ -43,8 +43,11 @@ function parsePull(payload: unknown): PullRequest & { id: string } {
   return req
 }
 
-/** Sends progress as stream chunks, byte counts at most every PROGRESS_INTERVAL_MS. */
-function progressSender(ctx: CallContext, id: string): (p: PullProgress) => void {
+/**
+ * Sends progress as stream chunks of the call (a pull's or a copy's): a new status and the
+ * last byte count at once, byte counts in between at most every PROGRESS_INTERVAL_MS.
+ */
+export function progressSender(ctx: CallContext, id: string): (p: PullProgress) => void {
   let seq = 0
   let lastStatus = ''
   let lastAt = 0

@@ -17,7 +17,6 @@
  * deadlines are kept in the store, so a restart keeps them.
  */
 import { createHash } from 'node:crypto'
-import { createReadStream } from 'node:fs'
 import { stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import Corestore from 'corestore'
@@ -25,6 +24,7 @@ import type { BlobCorestore } from 'hyperblobs'
 import DHT, { type KeyPair } from 'hyperdht'
 import type { BackendChoice } from '../../facilities/backends/backend.facility.js'
 import { modelFileName } from '../../facilities/backends/llamacpp/model-folder.js'
+import { DIGEST_RE } from '../../facilities/backends/llamacpp/model-pull.js'
 import type { Backend } from '../../facilities/backends/types.js'
 import { Facility } from '../../facilities/facility.js'
 import type { Logger } from '../../facilities/log.facility.js'
@@ -34,24 +34,23 @@ import { parseManifest } from '../../facilities/models/manifest.js'
 import { connectModels, type ModelServer, serveModels } from '../../facilities/models/replicate.js'
 import type { NetFacility } from '../../facilities/net/net.facility.js'
 import type { CallContext, Handler, MethodTable } from '../../facilities/net/rpc-server.js'
-import { STREAM_CHUNK } from '../../facilities/net/streaming.js'
 import type { StoreFacility } from '../../facilities/store.facility.js'
 import { CancelToken } from '../../kernel/cancel.js'
 import { MeshError } from '../../kernel/errors.js'
+import { baseModel } from '../../kernel/inference.js'
 import { isRecord } from '../../kernel/util.js'
+import { progressSender } from './model-pull.js'
 
 /** How long a receiver stays admitted, and a holder keeps a file's blocks, after a share order. */
 export const SHARE_TTL_MS = 30 * 60_000
 /** How long a receiver keeps the blocks of an unfinished copy for it to resume. */
 export const PARTIAL_TTL_MS = 24 * 60 * 60_000
-const PROGRESS_INTERVAL_MS = 100
 const MAX_HOLDERS = 16
 /** A hold whose end is this far ahead when its timer fires was renewed (renewals add minutes). */
 const RENEWED_MARGIN_MS = 5_000
 const MAX_PEERS = 256
 const MAX_ID_LENGTH = 128
 const HEX64 = /^[0-9a-f]{64}$/
-const DIGEST_RE = /^(?:sha256:)?([0-9a-f]{64})$/
 const MODEL_EXT = '.gguf'
 /** Domain of the models key: another key pair than the RPC one, from the same secret. */
 const MODELS_KEY_DOMAIN = 'llm-mesh/models-key/v1'
@@ -114,12 +113,6 @@ function parseFetch(payload: unknown) {
   if (t !== undefined && (typeof t !== 'number' || !(t >= 100 && t <= 600_000)))
     throw MeshError.badRequest('request.blockTimeoutMs: 100 to 600000')
   return { id: p.id, manifest, model, from, digest, blockTimeoutMs: t as number | undefined }
-}
-
-async function sha256Of(path: string): Promise<string> {
-  const hash = createHash('sha256')
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer)
-  return hash.digest('hex')
 }
 
 async function sizeOf(path: string): Promise<number | null> {
@@ -292,7 +285,9 @@ export class ProcessorModelShare extends Facility {
     const dest = join(this.modelsDir, manifest.name)
     const reply = { model, digest: `sha256:${manifest.sha256}`, size: manifest.size }
     if ((await sizeOf(dest)) !== null) {
-      if ((await sha256Of(dest)) === manifest.sha256) return { ...reply, wireBytes: 0 }
+      // Its digest as the backend lists it (read once per version of the file), not hashed again.
+      const held = (await this.processor.backend.listModels()).find((m) => baseModel(m.name) === model)
+      if (held?.digest.replace(/^sha256:/, '') === manifest.sha256) return { ...reply, wireBytes: 0 }
       throw new MeshError('ERR_CONFLICT', `model '${model}' exists here with another digest`, { model })
     }
     const stored = await blobs.storedBytes(manifest)
@@ -400,21 +395,5 @@ export class ProcessorModelShare extends Facility {
   private async stopHolds(): Promise<void> {
     for (const h of this.holds.values()) clearTimeout(h.timer)
     this.holds.clear()
-  }
-}
-
-/** Sends progress as stream chunks, byte counts at most every PROGRESS_INTERVAL_MS. */
-function progressSender(
-  ctx: CallContext,
-  id: string,
-): (p: { status: string; total?: number; completed?: number }) => void {
-  let seq = 0
-  let lastAt = 0
-  return (p) => {
-    const now = Date.now()
-    const last = p.total === undefined || p.completed === p.total || p.completed === 0
-    if (!last && now - lastAt < PROGRESS_INTERVAL_MS) return
-    lastAt = now
-    ctx.emit(STREAM_CHUNK, { id, seq: seq++, text: '', progress: p })
   }
 }

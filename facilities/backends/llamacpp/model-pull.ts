@@ -19,7 +19,8 @@ import { readFileFacts } from './gguf-facts.js'
 import { modelFileName } from './model-folder.js'
 
 const SOURCE_RE = /^(https?:\/\/\S+|hf:\S+)$/
-const DIGEST_RE = /^(?:sha256:)?([0-9a-f]{64})$/
+/** A content digest as pulls and copies take it: `sha256:<hex>` or `<hex>`; group 1 is the hex. */
+export const DIGEST_RE = /^(?:sha256:)?([0-9a-f]{64})$/
 /** Progress frames at most this often while bytes flow (the last one always goes). */
 const PROGRESS_INTERVAL_MS = 100
 
