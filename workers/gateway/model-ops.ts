@@ -21,6 +21,19 @@ const PROCESSOR_METHOD: Record<ModelOpName, string> = {
   unload: 'modelUnload',
 }
 
+/**
+ * Loads `model` on one processor (`modelLoad`): kept for `keepAliveMs` idle, -1 until unloaded.
+ * @throws the processor's error
+ */
+export async function loadOn(
+  net: NetFacility,
+  processor: Buffer,
+  model: string,
+  keepAliveMs: number,
+): Promise<void> {
+  await net.peer(processor).request('modelLoad', { model, keepAliveMs }, { timeout: OP_TIMEOUT_MS })
+}
+
 /** One processor's outcome. */
 export interface ModelOpResult {
   processor: string

@@ -50,6 +50,26 @@ export type PullOutcome =
   | ({ processor: string; ok: true } & PullResult & { wireBytes?: number; from?: string })
   | FailedOn
 
+/**
+ * Copies `model` onto one processor from a holder of the mesh (the reconcile loop's and
+ * placement's copies). @throws that processor's error, as a MeshError
+ */
+export async function copyOnto(
+  pull: Pick<GatewayModelPull, 'run'>,
+  processor: string,
+  model: string,
+  cancel: CancelToken,
+): Promise<void> {
+  const { results } = await pull.run(null, { model, to: [processor] }, () => {}, cancel)
+  const result = results[0]
+  if (!result) throw new MeshError('ERR_INTERNAL', 'the pull gave no outcome')
+  if (!result.ok)
+    throw new MeshError(
+      isErrorCode(result.error.code) ? result.error.code : 'ERR_INTERNAL',
+      result.error.message,
+    )
+}
+
 export interface PullSummary {
   model: string
   results: PullOutcome[]

@@ -16,10 +16,11 @@ import type { Logger } from '../../facilities/log.facility.js'
 import type { NetFacility } from '../../facilities/net/net.facility.js'
 import type { ProcessorEntry, RouterFacility } from '../../facilities/router/router.facility.js'
 import { CancelToken } from '../../kernel/cancel.js'
-import { isErrorCode, MeshError } from '../../kernel/errors.js'
+import { MeshError } from '../../kernel/errors.js'
 import { baseModel } from '../../kernel/inference.js'
 import type { Answer } from './model-inventory.js'
-import type { GatewayModelPull } from './model-pull.js'
+import { loadOn } from './model-ops.js'
+import { copyOnto, type GatewayModelPull } from './model-pull.js'
 import {
   type DesiredModel,
   type HeldFact,
@@ -30,8 +31,6 @@ import {
   type Unmet,
 } from './model-reconciler.js'
 
-/** A load reads the whole file. */
-const LOAD_TIMEOUT_MS = 120_000
 /** Longest back-off of a (model, processor) after failures. */
 export const BACKOFF_MAX_MS = 5 * 60_000
 /** How soon after a processor joins or leaves the loop runs. */
@@ -254,18 +253,7 @@ export class ReconcileLoop {
     const cancel = new CancelToken()
     this.cancels.add(cancel)
     try {
-      const summary = await this.opts.pull.run(
-        null,
-        { model: action.name, to: [action.processor] },
-        () => {},
-        cancel,
-      )
-      const result = summary.results[0]
-      if (!result) throw new MeshError('ERR_INTERNAL', 'the pull gave no outcome')
-      if (!result.ok) {
-        const code = isErrorCode(result.error.code) ? result.error.code : 'ERR_INTERNAL'
-        throw new MeshError(code, result.error.message)
-      }
+      await copyOnto(this.opts.pull, action.processor, action.name, cancel)
     } finally {
       this.cancels.delete(cancel)
     }
@@ -273,9 +261,6 @@ export class ReconcileLoop {
 
   /** The processor's `modelLoad`, kept loaded until unloaded. */
   private async load(action: PlannedAction): Promise<void> {
-    await this.opts
-      .net()
-      .peer(Buffer.from(action.processor, 'hex'))
-      .request('modelLoad', { model: action.name, keepAliveMs: -1 }, { timeout: LOAD_TIMEOUT_MS })
+    await loadOn(this.opts.net(), Buffer.from(action.processor, 'hex'), action.name, -1)
   }
 }

@@ -18,11 +18,9 @@ import type { PlacementConfig } from '../../kernel/config.js'
 import { MeshError } from '../../kernel/errors.js'
 import { baseModel } from '../../kernel/inference.js'
 import type { FacilitySpec } from '../base.worker.js'
-import { GatewayModelPull, type PullingGateway } from './model-pull.js'
+import { loadOn } from './model-ops.js'
+import { copyOnto, GatewayModelPull, type PullingGateway } from './model-pull.js'
 import { copyTarget, DemandTracker, loadTarget } from './placement-demand.js'
-
-/** How long a processor may take to load a model (it reads the whole file). */
-const LOAD_TIMEOUT_MS = 120_000
 
 /** How long closing waits for actions under way. */
 const CLOSE_WAIT_MS = 1_000
@@ -119,13 +117,14 @@ export class Placement extends Facility {
       return false
     }
     log.info({ ...why, processor: target.id }, `placement: copying '${model}' onto an idle processor`)
-    const summary = await new GatewayModelPull(this.gateway, new Map())
-      .run(null, { model, to: [target.id] }, () => {}, this.cancel)
-      .catch((err: unknown) => ({ model, results: [{ ok: false as const, error: MeshError.from(err) }] }))
-    const result = summary.results[0]
-    if (!result?.ok) {
-      const err = result && !result.ok ? result.error.message : 'no result'
-      log.warn({ ...why, processor: target.id, err }, `placement: copying '${model}' failed; backing off`)
+    try {
+      await copyOnto(new GatewayModelPull(this.gateway, new Map()), target.id, model, this.cancel)
+    } catch (err) {
+      const { reason } = MeshError.from(err)
+      log.warn(
+        { ...why, processor: target.id, err: reason },
+        `placement: copying '${model}' failed; backing off`,
+      )
       this.count('copy', false)
       return false
     }
@@ -141,9 +140,7 @@ export class Placement extends Facility {
       `placement: loading '${model}' on an idle processor that holds it`,
     )
     try {
-      await net
-        .peer(entry.publicKey)
-        .request('modelLoad', { model, keepAliveMs }, { timeout: LOAD_TIMEOUT_MS })
+      await loadOn(net, entry.publicKey, model, keepAliveMs)
     } catch (err) {
       log.warn({ ...why, processor: entry.id, err }, `placement: loading '${model}' failed; backing off`)
       this.count('load', false)
