@@ -132,6 +132,14 @@ test('model pull: through the gateway onto a processor, with progress, then it a
     adminKey,
   )
   t.alike(await whole.json(), { status: 'success' }, 'stream: false answers once')
+  const pulls = (await admin.audit({ limit: 100 })).entries.filter(
+    (e) => e.action === 'model.pull' && e.target === 'viahttp' && e.outcome === 'ok',
+  )
+  t.alike(
+    pulls.map((e) => e.details),
+    [0, 1].map(() => ({ via: 'http', done: [proc.publicKey], failed: [] })),
+    'audited, with the processors it was done and failed on',
+  )
   const failed = await post(
     `${url}/api/pull`,
     { model: 'nothere', source: files.url('missing.gguf') },

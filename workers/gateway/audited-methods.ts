@@ -61,6 +61,17 @@ const some = (d: Record<string, unknown>): AuditDetails => {
 const modelOf = (v: unknown): string | null => (typeof v === 'string' && v !== '' ? v.slice(0, 128) : null)
 
 /** A model change on processors: its target is the model; the processors it was done on, and those that failed. */
+/** The processors a model change (pull, copy, remove, load, unload) was done on, and failed on. */
+export function doneAndFailed(results: readonly { processor: string; ok: boolean }[]): {
+  done: string[]
+  failed: string[]
+} {
+  return {
+    done: results.filter((r) => r.ok).map((r) => r.processor),
+    failed: results.filter((r) => !r.ok).map((r) => r.processor),
+  }
+}
+
 function modelChange(action: AuditAction): MethodAudit {
   return {
     ok: (f, result) => {
@@ -70,8 +81,7 @@ function modelChange(action: AuditAction): MethodAudit {
         keepAliveMs: typeof f.payload.keepAliveMs === 'number' ? f.payload.keepAliveMs : undefined,
         replicas: typeof f.payload.replicas === 'number' ? f.payload.replicas : undefined,
         copied: results.some((r) => r.ok && 'from' in r) || undefined,
-        done: results.filter((r) => r.ok).map((r) => r.processor),
-        failed: results.filter((r) => !r.ok).map((r) => r.processor),
+        ...doneAndFailed(results),
       })
       return [{ action, target: modelOf(f.payload.model), details }]
     },

@@ -19,6 +19,7 @@ import type {
   ModelInfo,
   RunningModel,
 } from '../../kernel/wire.js'
+import { doneAndFailed } from './audited-methods.js'
 import type { GatewayWorker } from './gateway.worker.js'
 import { requireUsable, visibleTo } from './key-models.js'
 import type { ModelOpReply } from './model-ops.js'
@@ -97,11 +98,9 @@ export class GatewaySource implements InferenceSource {
       await this.gateway.audit.record({ action, actor: identity.userId, target, outcome })
       throw err
     }
-    const done = reply.results.filter((r) => r.ok).map((r) => r.processor)
-    const failed = reply.results.filter((r) => !r.ok)
-    const details = { via: 'http', done, failed: failed.map((r) => r.processor) }
+    const details = { via: 'http', ...doneAndFailed(reply.results) }
     await this.gateway.audit.record({ action, actor: identity.userId, target, details })
-    const first = failed[0]?.error
+    const first = reply.results.find((r) => !r.ok)?.error
     if (first) throw new MeshError(isErrorCode(first.code) ? first.code : 'ERR_INTERNAL', first.message)
   }
 
@@ -153,7 +152,7 @@ export class GatewaySource implements InferenceSource {
     watchCaller(cb, cancel)
     try {
       const summary = await pullForHttp(this.gateway, identity, req, { ...cb, cancel })
-      await record('ok', { done: summary.results.map((r) => r.processor) })
+      await record('ok', doneAndFailed(summary.results))
       return summary
     } catch (err) {
       await record(MeshError.from(err).code)
