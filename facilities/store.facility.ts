@@ -62,12 +62,6 @@ export class StoreFacility extends Facility {
     this.corestore = store
   }
 
-  /** The Corestore itself, for facilities that keep cores of their own (the model blobs). */
-  get cores(): Corestore {
-    if (!this.corestore) throw new MeshError('ERR_UNAVAILABLE', 'store is not open')
-    return this.corestore
-  }
-
   /** The Hyperbee called `name`, opened on first use. */
   async bee(name: string): Promise<Hyperbee> {
     const existing = this.bees.get(name)

@@ -8,7 +8,8 @@
 import cliProgress from 'cli-progress'
 import { MeshError } from '../../kernel/errors.js'
 import type { ModelPullRequest, PullSummary, TaggedProgress } from '../../workers/client/model-pull.js'
-import { type Options, parse, WORKER_FLAGS } from './common.js'
+import { MAX_TARGETS } from '../../workers/gateway/model-pull.js'
+import { int, type Options, parse, WORKER_FLAGS } from './common.js'
 import { CREDENTIAL_FLAGS } from './credentials.js'
 import { withMeshClient } from './join.js'
 
@@ -59,9 +60,7 @@ export function pullRequestFromArgs(args: string[]): {
   if (to && values.all) throw MeshError.badRequest('--to and --all: one or the other')
   const req: ModelPullRequest = { model: model ?? '' }
   if (values.replicas !== undefined) {
-    const n = Number(values.replicas)
-    if (!Number.isInteger(n) || n < 1)
-      throw MeshError.badRequest('--replicas: a whole number of processors, 1 or more')
+    const n = int(values.replicas, '--replicas', 1, MAX_TARGETS) as number
     if (to || values.all || values.from !== undefined)
       throw MeshError.badRequest('--replicas: not with --to, --all or --from')
     req.replicas = n

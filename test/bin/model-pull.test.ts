@@ -55,6 +55,11 @@ test('model pull CLI: flags to a request', (t) => {
   )
   t.is(thrown(() => pullRequestFromArgs(['m', '--nope']))?.code, 'ERR_BAD_REQUEST', 'unknown flag')
   t.alike(pullRequestFromArgs(['m', '--replicas', '3']).req, { model: 'm', replicas: 3 }, '--replicas: no to')
+  t.is(
+    thrown(() => pullRequestFromArgs(['m', '--replicas', '257']))?.code,
+    'ERR_BAD_REQUEST',
+    'past the gateway limit of 256',
+  )
   for (const extra of [['--to', A], ['--all'], ['--from', 'http://h/m.gguf'], []]) {
     const n = extra.length ? '2' : '0'
     t.is(

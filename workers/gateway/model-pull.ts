@@ -29,7 +29,8 @@ import { type FailedOn, failedOn } from './model-outcome.js'
 
 /** A pull may take hours (a large model over a slow link); a processor that goes away fails it sooner. */
 const PULL_TIMEOUT_MS = 24 * 60 * 60_000
-const MAX_TARGETS = 256
+/** Most processors one pull names, or copies onto (`replicas`). */
+export const MAX_TARGETS = 256
 
 export interface GatewayPullRequest {
   model: string

@@ -89,8 +89,7 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
   private tokensPerSecond = 0
   private modelCache: { at: number; models: ModelInfo[] } | null = null
   private readonly pulls = new ProcessorModelPull(this, () => (this.modelCache = null))
-  /** Copies of models between processors (model-share.ts): `modelsKey` in `status`. */
-  /** Model copies with other processors (its `corestore`: the model blobs). */
+  /** Model copies with other processors (model-share.ts; its `corestore` holds the model blobs). */
   readonly shares = new ProcessorModelShare(this, () => (this.modelCache = null))
   private throttled: ThrottledSource | null = null
   /** Keys of unary generations (no caller-given id) in `running`. */
@@ -300,14 +299,15 @@ export class ProcessorWorker extends BaseWorker<ProcessorConfig> {
       for (const [key, cancel] of this.running) if (!cancel.aborted && key.startsWith(prefix)) mine++
     }
     const choice = this.backendFacility?.choice
+    const [models, loaded] = await Promise.all([this.modelsForStatus(), this.loadStatus.info()])
     return {
       backend: {
         kind: this.backend.kind,
         describe: this.backend.describe(),
         reason: choice?.reason ?? '',
       },
-      ...(await this.modelsForStatus()),
-      ...(await this.loadStatus.info()),
+      ...models,
+      ...loaded,
       capacity,
       active,
       ...(caller ? { activeOthers: Math.max(0, active - mine) } : {}),
