@@ -90,10 +90,7 @@ export function planMeshPull(router: RouterFacility, req: GatewayPullRequest): P
         }
       : { targets }
   }
-  if (req.to !== 'all') {
-    const entries = req.to.map((k) => router.find(k))
-    return { targets: [...new Map(entries.map((e) => [e.id, e])).values()] }
-  }
+  if (req.to !== 'all') return { targets: namedTargets(router, req.to) }
   const ollama = router.live().filter((e) => e.backend === 'ollama')
   const copies = holdersOf(router, model).length > 0 ? receiversOf(router, model) : []
   const targets = [...ollama, ...copies]
@@ -102,6 +99,12 @@ export function planMeshPull(router: RouterFacility, req: GatewayPullRequest): P
       backend: 'ollama',
     })
   return { targets }
+}
+
+/** The processors a pull's `to` names (keys or their prefixes), each once. @throws ERR_BAD_REQUEST, ERR_NOT_FOUND */
+export function namedTargets(router: RouterFacility, to: readonly string[]): ProcessorEntry[] {
+  const entries = to.map((k) => router.find(k))
+  return [...new Map(entries.map((e) => [e.id, e])).values()]
 }
 
 /**

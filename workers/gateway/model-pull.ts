@@ -24,7 +24,7 @@ import type { ProcessorEntry } from '../../facilities/router/processor-entry.js'
 import type { RouterFacility } from '../../facilities/router/router.facility.js'
 import { CancelToken } from '../../kernel/cancel.js'
 import { isErrorCode, MeshError } from '../../kernel/errors.js'
-import { MeshCopy, planMeshPull, refreshUntilListed } from './model-copy.js'
+import { MeshCopy, namedTargets, planMeshPull, refreshUntilListed } from './model-copy.js'
 import { type FailedOn, failedOn } from './model-outcome.js'
 
 /** A pull may take hours (a large model over a slow link); a processor that goes away fails it sooner. */
@@ -196,10 +196,7 @@ export class GatewayModelPull {
   /** Where a pull from a `source` goes: the `to` list, or every live llama.cpp processor. */
   private targets(req: GatewayPullRequest): ProcessorEntry[] {
     const router = this.gateway.router
-    if (req.to !== 'all') {
-      const entries = req.to.map((k) => router.find(k))
-      return [...new Map(entries.map((e) => [e.id, e])).values()]
-    }
+    if (req.to !== 'all') return namedTargets(router, req.to)
     const able = router.live().filter((e) => e.backend === 'llamacpp')
     if (able.length === 0) {
       throw new MeshError('ERR_NOT_FOUND', `no live llamacpp processor to pull '${req.model}' onto`, {
