@@ -10,6 +10,7 @@ import { blobCorestore, ModelBlobStore, type ModelManifest } from '../../../faci
 import { parseManifest } from '../../../facilities/models/manifest.js'
 import { replicateStores } from '../../../facilities/models/replicate.js'
 import { rejectsWith } from '../../helpers/assert.js'
+import { until } from '../../helpers/mesh.js'
 import { tamperBlocks } from '../../helpers/tamper.js'
 
 const MB = 1024 * 1024
@@ -211,7 +212,8 @@ test('model blobs: a fetch interrupted by closing B resumes after reopening and 
   let firstRun = 0
   const first = b1.models.fetch(manifest, dest, { signal: stop.signal, onProgress: (n) => (firstRun = n) })
   await link1.capped
-  await new Promise((r) => setTimeout(r, 300))
+  // What crossed before the cap is written out (a loaded machine takes its time), then B stops.
+  await until(() => firstRun > 0, 10_000)
   stop.abort()
   await rejectsWith(t, first, 'ERR_CANCELLED', 'the first fetch stops mid-transfer')
   link1.close()
