@@ -68,6 +68,8 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
   private readonly inventory: ModelInventory
   /** Model changes on processors (admins): RPC `modelRemove`…, HTTP /api/delete and /api/copy. */
   readonly modelOps: ModelOps
+  /** Pulls and copies of models onto processors (admins, the reconcile loop, placement). */
+  readonly modelPull: GatewayModelPull
   /** Desired state of the models (admins' minimums) and the loop that reconciles it. */
   readonly desired = new ModelDesired(this, () => this.inventory)
   private readonly observability = new GatewayObservability(this.metricsRegister, {
@@ -94,6 +96,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
     const log = () => this.log
     this.catalog = new Catalog(router, net, log)
     this.pipeline = new InferencePipeline(config, router, net, log)
+    this.modelPull = new GatewayModelPull(this, this.pipeline.running)
     this.embeds = new EmbedBatches(config, router, net)
     this.acct = new AccountFacilities({
       config,
@@ -259,9 +262,7 @@ export class GatewayWorker extends BaseWorker<GatewayConfig> {
       ...this.inventory.methods(this.desired),
       ...this.audit.wrap(this.desired.methods((p) => this.accounts.requireAdmin(p))),
       ...this.audit.wrap(this.modelOps.methods()),
-      ...this.audit.wrap(
-        new GatewayModelPull(this, this.pipeline.running).methods((p) => this.accounts.requireAdmin(p)),
-      ),
+      ...this.audit.wrap(this.modelPull.methods((p) => this.accounts.requireAdmin(p))),
       // Open: how a caller gets a credential.
       // Any user.
       infer: (payload, ctx) => this.infer(payload, ctx),

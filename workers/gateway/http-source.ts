@@ -151,7 +151,7 @@ export class GatewaySource implements InferenceSource {
     const cancel = cb.cancel ?? new CancelToken()
     watchCaller(cb, cancel)
     try {
-      const summary = await pullForHttp(this.gateway, identity, req, { ...cb, cancel })
+      const summary = await pullForHttp(this.gateway.modelPull, identity, req, { ...cb, cancel })
       await record('ok', doneAndFailed(summary.results))
       return summary
     } catch (err) {

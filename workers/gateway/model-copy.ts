@@ -124,9 +124,6 @@ export async function refreshUntilListed(
   }
 }
 
-/** Copies under way, per gateway, by `model@processor`. */
-const underWay = new WeakMap<PullingGateway, Map<string, Promise<PullOutcome>>>()
-
 /** The copies of one pull: each holder publishes the file once, however many receivers fetch it. */
 export class MeshCopy {
   private readonly manifests = new Map<string, Promise<ModelManifest>>()
@@ -136,6 +133,8 @@ export class MeshCopy {
     private readonly gateway: PullingGateway,
     private readonly req: GatewayPullRequest,
     private readonly cancel: CancelToken,
+    /** Copies under way at this gateway, by `model@processor` (its GatewayModelPull's). */
+    private readonly underWay: Map<string, Promise<PullOutcome>>,
   ) {}
 
   /**
@@ -144,16 +143,11 @@ export class MeshCopy {
    * placement and an admin's pull may order one at once) is joined, not started twice.
    */
   copyTo(entry: ProcessorEntry, onProgress: (p: TaggedProgress) => void): Promise<PullOutcome> {
-    let mine = underWay.get(this.gateway)
-    if (!mine) {
-      mine = new Map()
-      underWay.set(this.gateway, mine)
-    }
     const key = `${baseModel(this.req.model)}@${entry.id}`
-    const running = mine.get(key)
+    const running = this.underWay.get(key)
     if (running) return running.then((outcome) => this.joined(entry, outcome, onProgress))
-    const copy = this.copyOnce(entry, onProgress).finally(() => mine.delete(key))
-    mine.set(key, copy)
+    const copy = this.copyOnce(entry, onProgress).finally(() => this.underWay.delete(key))
+    this.underWay.set(key, copy)
     return copy
   }
 

@@ -21,7 +21,7 @@ import type { StoreFacility } from '../../facilities/store.facility.js'
 import { type GatewayConfig, validate } from '../../kernel/config.js'
 import { baseModel, MAX_MODEL_NAME } from '../../kernel/inference.js'
 import type { ModelInventory } from './model-inventory.js'
-import { GatewayModelPull } from './model-pull.js'
+import type { GatewayModelPull } from './model-pull.js'
 import { ReconcileLoop } from './model-reconcile-loop.js'
 import type { DesiredModel } from './model-reconciler.js'
 
@@ -67,6 +67,8 @@ export interface DesiredGateway {
   readonly net: NetFacility
   readonly log: Logger
   readonly store: StoreFacility
+  /** The gateway's one pull: copies it orders join those placement or an admin ordered. */
+  readonly modelPull: Pick<GatewayModelPull, 'run'>
 }
 
 /** @throws ERR_BAD_REQUEST */
@@ -111,7 +113,7 @@ export class ModelDesired extends Facility {
       net: () => this.gateway.net,
       log: () => this.gateway.log,
       gather: () => this.inventory().gather(),
-      pull: new GatewayModelPull(this.gateway, new Map()),
+      pull: this.gateway.modelPull,
       desired: () => this.list(),
     })
     this.loop.start()

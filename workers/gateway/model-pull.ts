@@ -129,7 +129,18 @@ function parseReplicas(p: Record<string, unknown>, model: string): GatewayPullRe
   return req
 }
 
+/**
+ * A gateway that orders copies: its one GatewayModelPull (`modelPull`) is what joins two orders
+ * for the same copy (the reconcile loop, placement, an admin's pull).
+ */
+export interface ModelPullingGateway extends PullingGateway {
+  readonly modelPull: Pick<GatewayModelPull, 'run'>
+}
+
 export class GatewayModelPull {
+  /** Copies under way, by `model@processor`: an order for one of them joins it. */
+  private readonly underWay = new Map<string, Promise<PullOutcome>>()
+
   constructor(
     private readonly gateway: PullingGateway,
     /** Cancellable work by `callerKey/id`: the gateway's `cancel` method stops a pull found here. */
@@ -179,7 +190,7 @@ export class GatewayModelPull {
       { model: req.model, source: req.source, to: targets.map((e) => e.id), by: actor?.username, note },
       'pulling a model onto processors',
     )
-    const copy = new MeshCopy(this.gateway, req, cancel)
+    const copy = new MeshCopy(this.gateway, req, cancel, this.underWay)
     const results = await Promise.all(
       targets.map((entry) =>
         req.source === undefined && entry.backend !== 'ollama'
@@ -242,19 +253,14 @@ export class GatewayModelPull {
  * @throws the first failure's code (its message names the processor and how many failed)
  */
 export async function pullForHttp(
-  gateway: PullingGateway,
+  pull: Pick<GatewayModelPull, 'run'>,
   actor: Identity,
   req: { model: string; source?: string; digest?: string; to?: string[] | 'all'; replicas?: number },
   cb: { onProgress?: (p: PullProgress) => void; cancel?: CancelToken },
 ): Promise<PullSummary> {
   const parsed = parseGatewayPull(req)
   const onProgress = cb.onProgress ?? (() => {})
-  const summary = await new GatewayModelPull(gateway, new Map()).run(
-    actor,
-    parsed,
-    onProgress,
-    cb.cancel ?? new CancelToken(),
-  )
+  const summary = await pull.run(actor, parsed, onProgress, cb.cancel ?? new CancelToken())
   const failed = summary.results.filter((r) => !r.ok)
   const first = failed[0]
   if (first && !first.ok) {

@@ -19,7 +19,7 @@ import { MeshError } from '../../kernel/errors.js'
 import { baseModel } from '../../kernel/inference.js'
 import type { FacilitySpec } from '../base.worker.js'
 import { loadOn } from './model-ops.js'
-import { copyOnto, GatewayModelPull, type PullingGateway } from './model-pull.js'
+import { copyOnto, type ModelPullingGateway } from './model-pull.js'
 import { copyTarget, DemandTracker, loadTarget } from './placement-demand.js'
 
 /** How long closing waits for actions under way. */
@@ -29,7 +29,7 @@ type Action = 'load' | 'copy'
 
 export interface PlacementOptions {
   config: PlacementConfig
-  gateway: PullingGateway
+  gateway: ModelPullingGateway
   register?: Registry
   now?: () => number
 }
@@ -37,7 +37,7 @@ export interface PlacementOptions {
 export class Placement extends Facility {
   readonly name = 'placement'
   private readonly config: PlacementConfig
-  private readonly gateway: PullingGateway
+  private readonly gateway: ModelPullingGateway
   private readonly tracker: DemandTracker
   private readonly now: () => number
   private readonly counter: Counter<'action' | 'outcome'> | null
@@ -78,7 +78,7 @@ export class Placement extends Facility {
 
   /** One look at the queue; starts an action for each model due one. */
   tick(): void {
-    let waiting: ReturnType<PullingGateway['router']['waitingByModel']>
+    let waiting: ReturnType<ModelPullingGateway['router']['waitingByModel']>
     try {
       waiting = this.gateway.router.waitingByModel()
     } catch {
@@ -118,7 +118,7 @@ export class Placement extends Facility {
     }
     log.info({ ...why, processor: target.id }, `placement: copying '${model}' onto an idle processor`)
     try {
-      await copyOnto(new GatewayModelPull(this.gateway, new Map()), target.id, model, this.cancel)
+      await copyOnto(this.gateway.modelPull, target.id, model, this.cancel)
     } catch (err) {
       const { reason } = MeshError.from(err)
       log.warn(
@@ -161,7 +161,7 @@ export class Placement extends Facility {
 
 /** The gateway's placement facility when `placement.enabled`, after the router (none otherwise). */
 export function placementSpecs(
-  gateway: PullingGateway,
+  gateway: ModelPullingGateway,
   config: PlacementConfig,
   register: Registry,
 ): FacilitySpec[] {

@@ -12,6 +12,7 @@ import type { RouterFacility } from '../../../facilities/router/router.facility.
 import { CancelToken } from '../../../kernel/cancel.js'
 import { MeshError } from '../../../kernel/errors.js'
 import { MeshCopy } from '../../../workers/gateway/model-copy.js'
+import type { GatewayPullRequest, PullOutcome } from '../../../workers/gateway/model-pull.js'
 import { llamaEntry } from '../../helpers/processor-entries.js'
 
 const logger = new LogFacility({ level: 'silent' }).logger
@@ -50,7 +51,11 @@ function fakeGateway(entries: ProcessorEntry[], digests: Map<number, string>, ga
       return { request: call, stream: call }
     },
   } as unknown as NetFacility
-  return { gateway: { router, net, log: logger }, calls }
+  const gateway = { router, net, log: logger }
+  // One gateway's copies under way, as its GatewayModelPull keeps them.
+  const underWay = new Map<string, Promise<PullOutcome>>()
+  const order = (req: GatewayPullRequest, cancel: CancelToken) => new MeshCopy(gateway, req, cancel, underWay)
+  return { order, calls }
 }
 
 test('mesh copy: two orders for one copy at once make one copy; both get its outcome', async (t) => {
@@ -60,18 +65,15 @@ test('mesh copy: two orders for one copy at once make one copy; both get its out
   })
   const holder = entry(1, ['m'])
   const target = entry(2, [])
-  const { gateway, calls } = fakeGateway([holder, target], new Map(), gate)
-  const a = new MeshCopy(gateway, { model: 'm', to: [target.id] }, new CancelToken()).copyTo(target, () => {})
-  const b = new MeshCopy(gateway, { model: 'm', to: [target.id] }, new CancelToken()).copyTo(target, () => {})
+  const { order, calls } = fakeGateway([holder, target], new Map(), gate)
+  const a = order({ model: 'm', to: [target.id] }, new CancelToken()).copyTo(target, () => {})
+  const b = order({ model: 'm', to: [target.id] }, new CancelToken()).copyTo(target, () => {})
   open()
   const [ra, rb] = await Promise.all([a, b])
   t.ok(ra.ok && rb.ok, 'both ok')
   t.alike(calls, ['modelPublish on 1', 'modelShare on 1', 'modelFetch on 2'], 'one copy')
   target.models.delete('m')
-  const again = await new MeshCopy(gateway, { model: 'm', to: [target.id] }, new CancelToken()).copyTo(
-    target,
-    () => {},
-  )
+  const again = await order({ model: 'm', to: [target.id] }, new CancelToken()).copyTo(target, () => {})
   t.ok(again.ok, 'once it ended, a new order copies again')
   t.is(calls.filter((c) => c === 'modelFetch on 2').length, 2)
 })
@@ -85,34 +87,31 @@ test('mesh copy: with a digest, a holder whose file differs is passed over; none
     [1, 'c'.repeat(64)],
     [3, good],
   ])
-  const { gateway, calls } = fakeGateway([other, right, target], digests, Promise.resolve())
+  const { order, calls } = fakeGateway([other, right, target], digests, Promise.resolve())
   const req = { model: 'm', to: [target.id], digest: `sha256:${good}` }
-  const r = await new MeshCopy(gateway, req, new CancelToken()).copyTo(target, () => {})
+  const r = await order(req, new CancelToken()).copyTo(target, () => {})
   t.ok(r.ok, 'copied')
   t.ok(calls.includes('modelShare on 3') && !calls.includes('modelShare on 1'), calls.join(', '))
 
   const none = entry(4, [])
-  const { gateway: g2 } = fakeGateway([other, none], digests, Promise.resolve())
-  const bad = await new MeshCopy(
-    g2,
-    { model: 'm', to: [none.id], digest: `sha256:${good}` },
-    new CancelToken(),
-  ).copyTo(none, () => {})
+  const { order: order2 } = fakeGateway([other, none], digests, Promise.resolve())
+  const bad = await order2({ model: 'm', to: [none.id], digest: `sha256:${good}` }, new CancelToken()).copyTo(
+    none,
+    () => {},
+  )
   t.is(!bad.ok && bad.error.code, 'ERR_DIGEST_MISMATCH')
 })
 
 test('mesh copy: with a digest, a processor that already lists the model must have that digest', async (t) => {
   const good = 'b'.repeat(64)
   const target = entry(2, ['m'])
-  const { gateway, calls } = fakeGateway([target], new Map([[2, good]]), Promise.resolve())
-  const same = await new MeshCopy(
-    gateway,
+  const { order, calls } = fakeGateway([target], new Map([[2, good]]), Promise.resolve())
+  const same = await order(
     { model: 'm', to: [target.id], digest: `sha256:${good}` },
     new CancelToken(),
   ).copyTo(target, () => {})
   t.ok(same.ok && same.wireBytes === 0, 'there already: nothing moved')
-  const other = await new MeshCopy(
-    gateway,
+  const other = await order(
     { model: 'm', to: [target.id], digest: `sha256:${'c'.repeat(64)}` },
     new CancelToken(),
   ).copyTo(target, () => {})
@@ -127,15 +126,11 @@ test('mesh copy: a joined copy cancelled by its first caller is ordered again fo
   })
   const holder = entry(1, ['m'])
   const target = entry(2, [])
-  const { gateway, calls } = fakeGateway([holder, target], new Map([[2, 'a'.repeat(64)]]), gate)
+  const { order, calls } = fakeGateway([holder, target], new Map([[2, 'a'.repeat(64)]]), gate)
   const firstCancel = new CancelToken()
-  const first = new MeshCopy(gateway, { model: 'm', to: [target.id] }, firstCancel).copyTo(target, () => {})
-  const second = new MeshCopy(gateway, { model: 'm', to: [target.id] }, new CancelToken()).copyTo(
-    target,
-    () => {},
-  )
-  const strict = new MeshCopy(
-    gateway,
+  const first = order({ model: 'm', to: [target.id] }, firstCancel).copyTo(target, () => {})
+  const second = order({ model: 'm', to: [target.id] }, new CancelToken()).copyTo(target, () => {})
+  const strict = order(
     { model: 'm', to: [target.id], digest: `sha256:${'c'.repeat(64)}` },
     new CancelToken(),
   ).copyTo(target, () => {})

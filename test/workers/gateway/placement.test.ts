@@ -6,6 +6,7 @@ import type { ProcessorEntry } from '../../../facilities/router/processor-entry.
 import type { ModelWaiting, RouterFacility } from '../../../facilities/router/router.facility.js'
 import { placementConfigSchema } from '../../../kernel/config.js'
 import { MeshError } from '../../../kernel/errors.js'
+import { GatewayModelPull } from '../../../workers/gateway/model-pull.js'
 import { Placement } from '../../../workers/gateway/placement.js'
 import { until } from '../../helpers/mesh.js'
 import { llamaEntry } from '../../helpers/processor-entries.js'
@@ -45,7 +46,8 @@ function fakeGateway(entries: ProcessorEntry[], waiting: Map<string, ModelWaitin
       return { request: call, stream: call }
     },
   } as unknown as NetFacility
-  return { gateway: { router, net, log: logger }, calls }
+  const gateway = { router, net, log: logger }
+  return { gateway: { ...gateway, modelPull: new GatewayModelPull(gateway, new Map()) }, calls }
 }
 
 const config = placementConfigSchema.parse({
