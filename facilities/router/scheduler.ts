@@ -208,17 +208,17 @@ export class Scheduler {
     since?: number,
   ): Lease | null {
     const free: ProcessorEntry[] = []
-    let cold = false
+    let reportsLoaded = false
     for (const e of this.registry.values()) {
       if (e.state !== 'serving' || !serves(e, model) || exclude.has(e.id) || e.inflight >= e.capacity)
         continue
       if (!this.breakers.admits(e, now)) continue
       free.push(e)
-      if (e.loaded !== null) cold = true
+      if (e.loaded !== null) reportsLoaded = true
     }
     if (free.length === 0) return null
     // Only processors that say what they have loaded can be cold: the rest skip the weighing.
-    const warm = cold ? this.warm(model, free, exclude, now, since) : free
+    const warm = reportsLoaded ? this.warm(model, free, exclude, now, since) : free
     if (warm.length === 0) return null
     const picked = choose(
       this.routing.strategy,

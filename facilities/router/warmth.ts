@@ -5,7 +5,7 @@
  * to take less than waiting for a busy loaded one. Pure functions of the entries' numbers.
  */
 import { baseModel } from '../../kernel/inference.js'
-import type { ProcessorEntry } from './processor-entry.js'
+import { isLoaded, type ProcessorEntry } from './processor-entry.js'
 
 /** A cold load's expected time when it was never measured on that processor, ms (`routing.coldLoadMs`). */
 export const DEFAULT_COLD_LOAD_MS = 10_000
@@ -54,8 +54,7 @@ export interface WarmthInput {
 export function warmCandidates(input: WarmthInput): ProcessorEntry[] {
   const { model, free } = input
   if (free.length === 0) return []
-  const key = baseModel(model)
-  const cold = (e: ProcessorEntry) => e.loaded !== null && !e.loaded.has(key)
+  const cold = (e: ProcessorEntry) => !isLoaded(e, model)
   // The common case, every free processor warm: no array is built.
   if (!free.some(cold)) return free as ProcessorEntry[]
   const loaded = free.filter((e) => !cold(e))

@@ -60,7 +60,6 @@ const some = (d: Record<string, unknown>): AuditDetails => {
 /** A model name as given, kept short. */
 const modelOf = (v: unknown): string | null => (typeof v === 'string' && v !== '' ? v.slice(0, 128) : null)
 
-/** A model change on processors: its target is the model; the processors it was done on, and those that failed. */
 /** The processors a model change (pull, copy, remove, load, unload) was done on, and failed on. */
 export function doneAndFailed(results: readonly { processor: string; ok: boolean }[]): {
   done: string[]
@@ -72,6 +71,7 @@ export function doneAndFailed(results: readonly { processor: string; ok: boolean
   }
 }
 
+/** A model change on processors: its target is the model; the processors it was done on, and those that failed. */
 function modelChange(action: AuditAction): MethodAudit {
   return {
     ok: (f, result) => {

@@ -4,7 +4,7 @@ import type { RequestTiming } from '../../facilities/http/http.facility.js'
 import type { PullTargets } from '../../facilities/http/ollama/pull.js'
 import type { RequestTrace } from '../../facilities/tracing/request-trace.js'
 import { CancelToken, noop } from '../../kernel/cancel.js'
-import { type ErrorCode, isErrorCode, MeshError } from '../../kernel/errors.js'
+import { type ErrorCode, MeshError } from '../../kernel/errors.js'
 import { parseEmbedRequest, parseInferRequest } from '../../kernel/inference.js'
 import type {
   Cancellable,
@@ -23,6 +23,7 @@ import { doneAndFailed } from './audited-methods.js'
 import type { GatewayWorker } from './gateway.worker.js'
 import { requireUsable, visibleTo } from './key-models.js'
 import type { ModelOpReply } from './model-ops.js'
+import { errorOf } from './model-outcome.js'
 import { type PullSummary, pullForHttp } from './model-pull.js'
 
 /** Aborts `cancel` when the caller stops (by its CancelToken or its signal); returns the unwatch. */
@@ -101,7 +102,7 @@ export class GatewaySource implements InferenceSource {
     const details = { via: 'http', ...doneAndFailed(reply.results) }
     await this.gateway.audit.record({ action, actor: identity.userId, target, details })
     const first = reply.results.find((r) => !r.ok)?.error
-    if (first) throw new MeshError(isErrorCode(first.code) ? first.code : 'ERR_INTERNAL', first.message)
+    if (first) throw errorOf(first)
   }
 
   chat(req: ChatRequest, cb: GenerateCallbacks = {}): Promise<GenerationResult> {

@@ -50,18 +50,21 @@ export interface PullPlan {
   note?: string
 }
 
+/** Whether `e` serves and takes model copies: a llama.cpp processor with a store (it advertises a models key). */
+export function sharesModels(e: ProcessorEntry): boolean {
+  return e.backend === 'llamacpp' && e.modelsKey !== undefined
+}
+
 /** Live llama.cpp processors that list `model` and can serve copies of it. */
 export function holdersOf(router: RouterFacility, model: string): ProcessorEntry[] {
-  return router
-    .live()
-    .filter((e) => e.backend === 'llamacpp' && e.modelsKey !== undefined && serves(e, model))
+  return router.live().filter((e) => sharesModels(e) && serves(e, model))
 }
 
 /** Live, not draining llama.cpp processors that do not list `model` and can take a copy; least busy first. */
 function receiversOf(router: RouterFacility, model: string): ProcessorEntry[] {
   return router
     .live()
-    .filter((e) => e.state === 'serving' && e.backend === 'llamacpp' && e.modelsKey && !serves(e, model))
+    .filter((e) => e.state === 'serving' && sharesModels(e) && !serves(e, model))
     .sort((a, b) => a.active / a.capacity - b.active / b.capacity)
 }
 

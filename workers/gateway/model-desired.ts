@@ -23,7 +23,7 @@ import { baseModel, MAX_MODEL_NAME } from '../../kernel/inference.js'
 import type { ModelInventory } from './model-inventory.js'
 import type { GatewayModelPull } from './model-pull.js'
 import { ReconcileLoop } from './model-reconcile-loop.js'
-import type { DesiredModel } from './model-reconciler.js'
+import { type DesiredModel, publicDesired } from './model-reconciler.js'
 
 export const MODELS_BEE = 'models'
 /** Most processors a model may be asked to be on. */
@@ -77,11 +77,6 @@ export function parseDesired(payload: unknown): DesiredModel {
   const replicas = r.replicas ?? r.loaded ?? 0
   return { model: r.model, replicas, ...(r.loaded ? { loaded: r.loaded } : {}) }
 }
-
-const publicDesired = (d: DesiredModel) => ({
-  replicas: d.replicas,
-  ...(d.loaded !== undefined ? { loaded: d.loaded } : {}),
-})
 
 export class ModelDesired extends Facility {
   readonly name = 'model-desired'

@@ -8,7 +8,7 @@ import { errorMessage } from '../../kernel/util.js'
 import type { ProcessorState } from '../../kernel/wire.js'
 import type { HeldModel } from '../processor/model-admin.js'
 import { visibleTo } from './key-models.js'
-import type { DesiredModel } from './model-reconciler.js'
+import { type DesiredModel, publicDesired } from './model-reconciler.js'
 
 /** How long the gateway waits for each processor's inventory (they are asked in parallel). */
 export const INVENTORY_TIMEOUT_MS = 5_000
@@ -88,7 +88,7 @@ export function withDesired(models: InventoryModel[], desired: DesiredModel[]): 
   if (desired.length === 0) return models
   const out = [...models]
   for (const d of desired) {
-    const wanted = { replicas: d.replicas, ...(d.loaded !== undefined ? { loaded: d.loaded } : {}) }
+    const wanted = publicDesired(d)
     const m = out.find((x) => baseModel(x.name) === baseModel(d.model))
     if (m) m.desired = wanted
     else out.push({ name: d.model, holders: [], held: 0, loaded: 0, desired: wanted })

@@ -23,9 +23,9 @@ import { STREAM_CHUNK, type StreamChunk } from '../../facilities/net/streaming.j
 import type { ProcessorEntry } from '../../facilities/router/processor-entry.js'
 import type { RouterFacility } from '../../facilities/router/router.facility.js'
 import { CancelToken } from '../../kernel/cancel.js'
-import { isErrorCode, MeshError } from '../../kernel/errors.js'
+import { MeshError } from '../../kernel/errors.js'
 import { MeshCopy, namedTargets, planMeshPull, refreshUntilListed } from './model-copy.js'
-import { type FailedOn, failedOn } from './model-outcome.js'
+import { errorOf, type FailedOn, failedOn } from './model-outcome.js'
 
 /** A pull may take hours (a large model over a slow link); a processor that goes away fails it sooner. */
 const PULL_TIMEOUT_MS = 24 * 60 * 60_000
@@ -64,11 +64,7 @@ export async function copyOnto(
   const { results } = await pull.run(null, { model, to: [processor] }, () => {}, cancel)
   const result = results[0]
   if (!result) throw new MeshError('ERR_INTERNAL', 'the pull gave no outcome')
-  if (!result.ok)
-    throw new MeshError(
-      isErrorCode(result.error.code) ? result.error.code : 'ERR_INTERNAL',
-      result.error.message,
-    )
+  if (!result.ok) throw errorOf(result.error)
 }
 
 export interface PullSummary {
@@ -264,7 +260,7 @@ export async function pullForHttp(
   const failed = summary.results.filter((r) => !r.ok)
   const first = failed[0]
   if (first && !first.ok) {
-    const code = isErrorCode(first.error.code) ? first.error.code : 'ERR_INTERNAL'
+    const { code } = errorOf(first.error)
     throw new MeshError(
       code,
       `${failed.length} of ${summary.results.length} processor(s) failed; ${first.processor.slice(0, 16)}: ${first.error.message}`,

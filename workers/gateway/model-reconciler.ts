@@ -28,6 +28,12 @@ export interface DesiredModel {
   loaded?: number
 }
 
+/** A desired state as replies show it: `loaded` only when one was asked. */
+export const publicDesired = (d: DesiredModel): { replicas: number; loaded?: number } => ({
+  replicas: d.replicas,
+  ...(d.loaded !== undefined ? { loaded: d.loaded } : {}),
+})
+
 /** One model a processor holds (its own name for it: Ollama's carry `:latest`). */
 export interface HeldFact {
   name: string

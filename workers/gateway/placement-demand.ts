@@ -6,6 +6,7 @@
 import { isLoaded, type ProcessorEntry, serves } from '../../facilities/router/processor-entry.js'
 import type { ModelWaiting } from '../../facilities/router/router.facility.js'
 import { baseModel } from '../../kernel/inference.js'
+import { sharesModels } from './model-copy.js'
 
 export interface DemandConfig {
   /** A model is under pressure while its oldest waiting request has waited at least this long. */
@@ -103,8 +104,6 @@ export function loadTarget(entries: Iterable<ProcessorEntry>, model: string): Pr
 
 /** An idle llama.cpp processor that does not hold `model` (the mesh copies it there), by key; or null. */
 export function copyTarget(entries: Iterable<ProcessorEntry>, model: string): ProcessorEntry | null {
-  const able = [...entries].filter(
-    (e) => idle(e) && e.backend === 'llamacpp' && e.modelsKey !== undefined && !serves(e, model),
-  )
+  const able = [...entries].filter((e) => idle(e) && sharesModels(e) && !serves(e, model))
   return able.sort((a, b) => (a.id < b.id ? -1 : 1))[0] ?? null
 }

@@ -13,6 +13,7 @@
 import { Counter, type Registry } from 'prom-client'
 import { Facility } from '../../facilities/facility.js'
 import type { ProcessorEntry } from '../../facilities/router/processor-entry.js'
+import type { ModelWaiting } from '../../facilities/router/router.facility.js'
 import { CancelToken } from '../../kernel/cancel.js'
 import type { PlacementConfig } from '../../kernel/config.js'
 import { MeshError } from '../../kernel/errors.js'
@@ -78,7 +79,7 @@ export class Placement extends Facility {
 
   /** One look at the queue; starts an action for each model due one. */
   tick(): void {
-    let waiting: ReturnType<ModelPullingGateway['router']['waitingByModel']>
+    let waiting: Map<string, ModelWaiting>
     try {
       waiting = this.gateway.router.waitingByModel()
     } catch {

@@ -2,7 +2,7 @@
  * What a processor tells gateways about its models' memory in `status`: the models it has
  * loaded now, and how long each took to load here (an EWMA of the measured loads), so the
  * gateway routes to loaded models first and weighs a cold start by what it really costs on
- * this machine (facilities/router/strategies.ts, `expectedWaitMs`).
+ * this machine (facilities/router/warmth.ts).
  */
 import type { Backend } from '../../facilities/backends/types.js'
 import { baseModel } from '../../kernel/inference.js'
