@@ -25,15 +25,13 @@
  * the per-run ratios. `--prof sender|receiver` writes a V8 CPU profile of that
  * side of each store run to bench/out. Temp dirs are removed at the end.
  */
-import { type ChildProcess, fork } from 'node:child_process'
 import { randomFillSync } from 'node:crypto'
 import { mkdtemp, open, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import createTestnet from 'hyperdht/testnet.js'
-import { NODE_FLAGS } from '../bin/lib/node-flags.js'
+import { type Peer, startPeer, stopPeer, tcpCopy } from './copy-peers.js'
 import { fmt, median } from './lib.js'
 
 const { values } = parseArgs({
@@ -47,45 +45,6 @@ const { values } = parseArgs({
 })
 const RUNS = Number(values.runs)
 const SIZE = Number(values.mb) * 1024 * 1024
-const PEER = fileURLToPath(new URL('./model-copy-peer.js', import.meta.url))
-const PROF_DIR = 'bench/out'
-
-interface Peer {
-  child: ChildProcess
-  /** The next IPC message of `type` (rejects if the child exits first). */
-  next<T>(type: string): Promise<T>
-  exited: Promise<number | null>
-}
-
-function startPeer(role: string, args: string[], prof = false): Peer {
-  const execArgv = [...NODE_FLAGS, ...(prof ? ['--cpu-prof', `--cpu-prof-dir=${PROF_DIR}`] : [])]
-  const child = fork(PEER, [role, ...args], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
-  const messages: Array<{ type: string }> = []
-  const waiters: Array<() => void> = []
-  child.on('message', (msg: { type: string }) => {
-    messages.push(msg)
-    for (const w of waiters.splice(0)) w()
-  })
-  const next = <T>(type: string): Promise<T> =>
-    new Promise<T>((resolve, reject) => {
-      const check = () => {
-        const i = messages.findIndex((m) => m.type === type)
-        if (i >= 0) return resolve(messages.splice(i, 1)[0] as T)
-        waiters.push(check)
-      }
-      exited.then((code) => reject(new Error(`${role} exited with ${code} before '${type}'`)))
-      check()
-    })
-  return { child, next, exited }
-}
-
-async function stop(p: Peer): Promise<void> {
-  if (p.child.connected) p.child.disconnect()
-  const code = await p.exited
-  if (code !== 0) throw new Error(`a peer exited with ${code}`)
-}
-
 async function makeFile(path: string): Promise<void> {
   const fh = await open(path, 'w')
   const chunk = Buffer.allocUnsafe(4 * 1024 * 1024)
@@ -97,18 +56,6 @@ async function makeFile(path: string): Promise<void> {
   } finally {
     await fh.close()
   }
-}
-
-/** One TCP copy; returns ms from accept to the end (and the file renamed in place unless raw). */
-async function tcpRun(file: string, dest: string, raw: boolean): Promise<number> {
-  const rx = startPeer('tcp-receiver', raw ? ['--raw'] : ['--dest', dest])
-  const { port } = await rx.next<{ port: number }>('listening')
-  const tx = startPeer('tcp-sender', ['--port', String(port), '--file', file])
-  const done = await rx.next<{ ms: number; bytes: number }>('done')
-  await Promise.all([stop(tx), stop(rx)])
-  if (done.bytes !== SIZE) throw new Error(`tcp: got ${done.bytes} bytes of ${SIZE}`)
-  if (!raw) await rm(dest)
-  return done.ms
 }
 
 /** The file over one HyperDHT connection (Noise over UDX), only counted: the store's transport alone. */
@@ -129,7 +76,7 @@ async function dhtRun(file: string, work: string, bootstrap: string, run: number
   const done = await rx.next<{ ms: number; bytes: number; cpuMs: number }>('done')
   const sent = await tx.next<{ cpuMs: number }>('sent')
   dhtCpu.push((done.cpuMs + sent.cpuMs) / (SIZE / 1e6))
-  await Promise.all([stop(tx), stop(rx)])
+  await Promise.all([stopPeer(tx), stopPeer(rx)])
   if (done.bytes !== SIZE) throw new Error(`dht: got ${done.bytes} bytes of ${SIZE}`)
   await Promise.all(dirs.map((d) => rm(d, { recursive: true })))
   return done.ms
@@ -170,8 +117,8 @@ async function storeRun(
   )
   const done = await rx.next<{ ms: number; sha256: string; wireBytes: number; cpuMs: number }>('done')
   const senderCpuMs = (await senderCpu(tx)) - cpuBefore
-  await stop(rx)
-  await stop(tx)
+  await stopPeer(rx)
+  await stopPeer(tx)
   if (done.sha256 !== ready.manifest.sha256) throw new Error('store: digest mismatch')
   if (done.wireBytes !== SIZE) throw new Error(`store: ${done.wireBytes} bytes over the wire of ${SIZE}`)
   await Promise.all([
@@ -210,9 +157,9 @@ async function main(): Promise<void> {
     const only = new Set((values.only ?? 'raw,tcp,dht,store').split(','))
     const sizes = only.has('store') ? (values['block-size'] ?? '').split(',') : []
     const kinds = new Map<string, (run: number) => Promise<number>>()
-    if (only.has('raw')) kinds.set('raw TCP', (run) => tcpRun(file, join(work, `tcp${run}.gguf`), true))
+    if (only.has('raw')) kinds.set('raw TCP', (run) => tcpCopy(file, join(work, `tcp${run}.gguf`), true))
     if (only.has('tcp'))
-      kinds.set('TCP+disk+sha256', (run) => tcpRun(file, join(work, `tcp${run}.gguf`), false))
+      kinds.set('TCP+disk+sha256', (run) => tcpCopy(file, join(work, `tcp${run}.gguf`), false))
     if (only.has('dht')) kinds.set('HyperDHT stream', (run) => dhtRun(file, work, bootstrap, run))
     const publish = new Map<string, number[]>()
     const cpu = new Map<string, number[]>()

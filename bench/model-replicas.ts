@@ -11,12 +11,16 @@
  *   holder's digest (the copy is verified, renamed in place and routable);
  * - loaded: the inventory shows it loaded there (warm: a request needs no load);
  * and the copy's share of it as MB/s (10^6 bytes/s) of the file over `held`.
+ * The baseline, in every run just before the mesh copy: the same file over a
+ * plain loopback TCP connection between two new processes, written to disk and
+ * hashed with sha256 as it arrives (bench/copy-peers.ts `tcpCopy`); the ratio
+ * held-rate / TCP-rate is taken per run, so this VM's speed drift hits both.
  * Between runs the desired state is cleared and the new processor stopped, so
  * every run copies the whole file. Min/median/max over the runs.
  *
  *   npm run build && node dist/bench/model-replicas.js [--runs 3] [--mb 256]
  */
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -24,6 +28,7 @@ import createTestnet from 'hyperdht/testnet.js'
 import { encodeTinyModel, TINY_MODEL_NAME, writeTinyModel } from '../facilities/tiny-model/tiny-model.js'
 import { MeshClient } from '../workers/client/client.worker.js'
 import type { InventoryModel } from '../workers/gateway/model-inventory.js'
+import { tcpCopy } from './copy-peers.js'
 import { fmt, llamaProcessorArgs, median, spawnAccountedGateway, spawnWorker } from './lib.js'
 
 const { values } = parseArgs({
@@ -38,7 +43,9 @@ const RUN_TIMEOUT_MS = 10 * 60_000
 const dir = await mkdtemp(join(tmpdir(), 'llm-mesh-bench-replicas-'))
 const holderModels = join(dir, 'holder-models')
 await mkdir(holderModels, { recursive: true })
-await writeFile(join(holderModels, `${MODEL}.gguf`), Buffer.concat([encodeTinyModel(), Buffer.alloc(SIZE)]))
+const file = join(holderModels, `${MODEL}.gguf`)
+await writeFile(file, Buffer.concat([encodeTinyModel(), Buffer.alloc(SIZE)]))
+const fileBytes = (await stat(file)).size
 
 const testnet = await createTestnet(3, { host: '127.0.0.1' })
 const bootstrap = testnet.bootstrap.map((b) => `${b.host}:${b.port}`).join(',')
@@ -67,9 +74,12 @@ async function until(t0: number, done: (m: InventoryModel | undefined) => boolea
 interface Run {
   heldMs: number
   loadedMs: number
+  /** The baseline: the same file over plain TCP, to disk and hashed, just before. */
+  tcpMs: number
 }
 
 async function once(i: number): Promise<Run> {
+  const tcpMs = await tcpCopy(file, join(dir, `tcp-${i}.gguf`), false)
   // The new processor holds only the tiny model (a llama.cpp processor serves a folder with one).
   const folder = join(dir, `receiver-models-${i}`)
   await writeTinyModel(join(folder, `${TINY_MODEL_NAME}.gguf`))
@@ -88,7 +98,7 @@ async function once(i: number): Promise<Run> {
     const on = (m: InventoryModel | undefined) => m?.holders?.find((h) => h.processor === receiver.publicKey)
     const heldMs = await until(t0, (m) => on(m)?.digest === digest)
     const loadedMs = await until(t0, (m) => on(m)?.loaded === true)
-    return { heldMs, loadedMs }
+    return { heldMs, loadedMs, tcpMs }
   } finally {
     await client.modelDesired(MODEL, { replicas: 0 })
     await receiver.stop()
@@ -96,13 +106,17 @@ async function once(i: number): Promise<Run> {
   }
 }
 
+/** MB/s (10^6 bytes/s) of the whole file over `ms`. */
+const mbps = (ms: number) => fileBytes / 1e3 / ms
+
 const runs: Run[] = []
 try {
   for (let i = 0; i < RUNS; i++) {
     const r = await once(i)
     runs.push(r)
     process.stdout.write(
-      `run ${i + 1}: held ${fmt(r.heldMs / 1000)} s (${fmt(SIZE / 1e3 / r.heldMs)} MB/s), loaded ${fmt(r.loadedMs / 1000)} s\n`,
+      `run ${i + 1}: held ${fmt(r.heldMs / 1000)} s (${fmt(mbps(r.heldMs))} MB/s), loaded ${fmt(r.loadedMs / 1000)} s; ` +
+        `TCP ${fmt(mbps(r.tcpMs))} MB/s; held / TCP ${fmt(r.tcpMs / r.heldMs, 2)}\n`,
     )
   }
   const line = (label: string, xs: number[], unit: string) => {
@@ -123,8 +137,18 @@ try {
       ) +
       line(
         'copy rate over held',
-        runs.map((r) => SIZE / 1e3 / r.heldMs),
+        runs.map((r) => mbps(r.heldMs)),
         'MB/s',
+      ) +
+      line(
+        'TCP+disk+sha256 (baseline)',
+        runs.map((r) => mbps(r.tcpMs)),
+        'MB/s',
+      ) +
+      line(
+        'held rate / TCP, per run',
+        runs.map((r) => r.tcpMs / r.heldMs),
+        '',
       ),
   )
 } finally {
